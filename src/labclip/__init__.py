@@ -1,0 +1,21 @@
+"""labclip: reproducible CLIP image–text matching lab reports."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .errors import LabclipError
+from .metrics import frequent_distractors, match_metrics, similarity, topk_table
+from .model import load_model
+
+try:
+    __version__ = version("labclip")
+except PackageNotFoundError:
+    __version__ = "0+unknown"
+
+__all__ = [
+    "LabclipError",
+    "frequent_distractors",
+    "load_model",
+    "match_metrics",
+    "similarity",
+    "topk_table",
+]

@@ -1,0 +1,39 @@
+"""Paths, model names and defaults: the one place they are defined."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJ_ROOT = PACKAGE_DIR.parents[1]
+DATA_DIR = PROJ_ROOT / "data"
+IMAGES_DIR = DATA_DIR / "images"
+CAPTIONS_DIR = DATA_DIR / "captions"
+DEFAULT_CAPTIONS = CAPTIONS_DIR / "default.csv"
+NOTEBOOKS_DIR = PROJ_ROOT / "notebooks"
+REPORTS_DIR = PROJ_ROOT / "reports"
+ASSETS_DIR = PACKAGE_DIR / "assets"
+CLIP_BPE_PATH = ASSETS_DIR / "bpe_simple_vocab_16e6.txt.gz"
+
+REPO_URL = "https://github.com/labclip/labclip"
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+DEMO_MODEL = "demo"
+
+MODEL_ALIASES: dict[str, str] = {
+    "ViT-B/32": "openai/clip-vit-base-patch32",
+    "ViT-B/16": "openai/clip-vit-base-patch16",
+    "ViT-L/14": "openai/clip-vit-large-patch14",
+    "ViT-L/14@336px": "openai/clip-vit-large-patch14-336",
+}
+
+CONTEXT_LENGTH = 77
+
+
+def cache_dir() -> Path:
+    """labclip's own cache (demo model, embeddings); ``LABCLIP_CACHE`` overrides it."""
+    override = os.environ.get("LABCLIP_CACHE")
+    return Path(override) if override else Path(platformdirs.user_cache_dir("labclip"))

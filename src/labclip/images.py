@@ -1,0 +1,116 @@
+"""Reading image files robustly and preprocessing them exactly like OpenAI's ``clip._transform``."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import LabclipError
+
+PREPROCESS_VERSION = "clip-transform-1"
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize-then-crop parameters of a CLIP image encoder (taken from its processor config)."""
+
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """Return the normalised ``(3, crop, crop)`` float32 tensor ``clip._transform`` would give."""
+        image = _resize_shorter_side(image, self.resize)
+        image = _center_crop(image, self.crop).convert("RGB")
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
+        tensor = pixels.permute(2, 0, 1).contiguous().to(torch.float32).div(255)
+        mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(self.std, dtype=torch.float32)[:, None, None]
+        return tensor.sub(mean).div(std)
+
+    @classmethod
+    def from_image_processor(cls, processor) -> Preprocess:
+        """Read size, crop size, mean and std from a transformers ``CLIPImageProcessor``."""
+        size, crop = processor.size, processor.crop_size
+        resize = int(size if isinstance(size, int) else size["shortest_edge"])
+        crop = int(crop if isinstance(crop, int) else crop["height"])
+        return cls(resize, crop, tuple(processor.image_mean), tuple(processor.image_std))
+
+
+def _resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
+    # torchvision.transforms.functional._compute_resized_output_size: the long side is truncated.
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if (new_w, new_h) == (w, h):
+        return image
+    return image.resize((new_w, new_h), Image.Resampling.BICUBIC)
+
+
+def _center_crop(image: Image.Image, size: int) -> Image.Image:
+    w, h = image.size
+    if w < size or h < size:
+        padded = Image.new(image.mode, (max(w, size), max(h, size)))
+        left, top = (max(size - w, 0)) // 2, (max(size - h, 0)) // 2
+        padded.paste(image, (left, top))
+        image, (w, h) = padded, padded.size
+    top = int(round((h - size) / 2.0))
+    left = int(round((w - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image file as an 8-bit RGB picture, as a person would see it.
+
+    EXIF orientation is applied, transparency is composited on white, 16-bit and float
+    images are scaled to 8 bits, CMYK and palette images are converted, and an animated
+    image gives its first frame.
+
+    Raises:
+        LabclipError: the file is missing, not an image, truncated or a decompression bomb.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.seek(0)
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return to_rgb(image)
+    except FileNotFoundError:
+        raise LabclipError(f"{path}: image file not found") from None
+    except UnidentifiedImageError:
+        raise LabclipError(f"{path}: not an image file Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise LabclipError(
+            f"{path}: refused as a possible decompression bomb (more than "
+            f"{Image.MAX_IMAGE_PIXELS} pixels)"
+        ) from None
+    except OSError as err:
+        raise LabclipError(f"{path}: unreadable or truncated image ({err})") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB; transparency goes on a white background."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        if image.mode == "F" and array.max() <= 1.0:
+            top = 1.0
+        array = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        image = Image.fromarray(array, mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB") if image.mode != "RGB" else image
