@@ -2,6 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .data import load_captions
 from .errors import LabclipError
 from .metrics import frequent_distractors, match_metrics, similarity, topk_table
 from .model import load_model
@@ -14,6 +15,7 @@ except PackageNotFoundError:
 __all__ = [
     "LabclipError",
     "frequent_distractors",
+    "load_captions",
     "load_model",
     "match_metrics",
     "similarity",

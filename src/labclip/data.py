@@ -1,0 +1,131 @@
+"""Caption sets: one row per image, one column per language, validated before any work starts."""
+
+from __future__ import annotations
+
+import difflib
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from .config import IMAGES_DIR
+from .errors import LabclipError
+from .images import load_image
+
+RESERVED = ("image", "id")
+DELIMITERS = (",", ";", "\t")
+
+
+def load_captions(
+    path: str | Path,
+    image_dir: str | Path | None = None,
+    languages: Sequence[str] | None = None,
+    check_images: bool = True,
+) -> pd.DataFrame:
+    """Read and validate a caption set.
+
+    The file is CSV (``,`` or ``;``, UTF-8 with or without BOM, any line ends), TSV or XLSX.
+    It has an ``image`` column with paths relative to ``image_dir``, an optional ``id`` column,
+    and one column of captions per language (any other column, e.g. ``en``, ``ru``).
+
+    Args:
+        path: the caption file.
+        image_dir: folder the ``image`` paths are relative to; defaults to ``data/images``.
+        languages: languages that must be present; ``None`` accepts whatever the file has.
+        check_images: open every image, so unreadable files are reported now.
+
+    Returns:
+        A DataFrame with ``image``, ``path`` (absolute), ``id`` if given, and one column per
+        language; ``df.attrs["languages"]`` lists the language columns in file order.
+
+    Raises:
+        LabclipError: one line naming the file and listing every problem with its
+            spreadsheet row number (the header is row 1).
+    """
+    path = Path(path)
+    image_dir = Path(image_dir) if image_dir is not None else IMAGES_DIR
+    table = _read_table(path)
+    table.columns = [str(c).strip().lower() for c in table.columns]
+    table = table.apply(lambda col: col.str.strip())
+    langs = [c for c in table.columns if c not in RESERVED]
+    if "image" not in table.columns:
+        raise LabclipError(f"{path}: no 'image' column (columns found: {', '.join(table.columns) or 'none'})")
+    if not langs:
+        raise LabclipError(f"{path}: no language column; add one caption column per language, e.g. 'en', 'ru'")
+    missing_langs = [lang for lang in (languages or []) if lang not in langs]
+    if missing_langs:
+        raise LabclipError(
+            f"{path}: unknown language {', '.join(map(repr, missing_langs))}; the file has: {', '.join(langs)}"
+        )
+    if table.empty:
+        raise LabclipError(f"{path}: no caption rows below the header")
+
+    problems = _row_problems(table, langs, image_dir, check_images)
+    if problems:
+        shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise LabclipError(f"{path}: {len(problems)} problem{'s' * (len(problems) > 1)}: {shown}")
+
+    table.insert(1, "path", [str((image_dir / name).resolve()) for name in table["image"]])
+    table.attrs["languages"] = langs
+    table.attrs["source"] = str(path)
+    return table.reset_index(drop=True)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise LabclipError(f"{path}: caption file not found")
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xlsm"):
+        try:
+            return pd.read_excel(path, dtype=str, keep_default_na=False).astype(str)
+        except ImportError:
+            raise LabclipError(f"{path}: reading .xlsx needs openpyxl (pip install openpyxl)") from None
+        except Exception as err:  # noqa: BLE001 - a broken workbook is a user error
+            raise LabclipError(f"{path}: unreadable spreadsheet ({type(err).__name__}: {err})") from None
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise LabclipError(
+            f"{path}: row {line} is not UTF-8 (byte 0x{raw[err.start]:02x}); save the file as 'CSV UTF-8'"
+        ) from None
+    first = text.splitlines()[0] if text.strip() else ""
+    sep = "\t" if suffix == ".tsv" else max(DELIMITERS, key=first.count)
+    try:
+        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        detail = " ".join(str(err).split())
+        raise LabclipError(f"{path}: unreadable as a '{sep}'-separated table ({detail})") from None
+
+
+def _row_problems(table: pd.DataFrame, langs: list[str], image_dir: Path, check_images: bool) -> list[str]:
+    problems: list[str] = []
+    first_row: dict[str, int] = {}
+    known: list[str] | None = None
+    for index, row in table.iterrows():
+        line = int(index) + 2
+        name = row["image"]
+        if not name:
+            problems.append(f"row {line}: empty 'image' cell")
+        elif name in first_row:
+            problems.append(f"row {line}: duplicate image '{name}' (also row {first_row[name]})")
+        else:
+            first_row[name] = line
+            file = image_dir / name
+            if not file.is_file():
+                if known is None:
+                    known = sorted(str(p.relative_to(image_dir)) for p in image_dir.rglob("*") if p.is_file())
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                problems.append(f"row {line}: image '{name}' not found in {image_dir}{hint}")
+            elif check_images:
+                try:
+                    load_image(file)
+                except LabclipError as err:
+                    problems.append(f"row {line}: {err}")
+        for lang in langs:
+            if not row[lang]:
+                problems.append(f"row {line}: empty '{lang}' caption")
+    return problems

@@ -1,0 +1,202 @@
+import csv
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from labclip import LabclipError, load_captions
+from labclip.config import CAPTIONS_DIR, IMAGES_DIR, PROJ_ROOT
+from labclip.images import load_image
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    d = tmp_path / "images"
+    d.mkdir()
+    for name, colour in [("coffee.png", "brown"), ("cat.png", "orange"), ("car.png", "red")]:
+        Image.new("RGB", (8, 8), colour).save(d / name)
+    return d
+
+
+def _write(path: Path, text: str, encoding="utf-8", newline="\n") -> Path:
+    path.write_bytes(text.replace("\n", newline).encode(encoding))
+    return path
+
+
+def test_default_set_loads_with_en_and_ru():
+    df = load_captions(CAPTIONS_DIR / "default.csv")
+    assert len(df) >= 10
+    assert df.attrs["languages"] == ["en", "ru"]
+    assert all(Path(p).is_file() for p in df["path"])
+    assert df["ru"].str.contains("[а-яё]", regex=True).all()
+
+
+def test_every_caption_set_loads():
+    for path in CAPTIONS_DIR.glob("*.csv"):
+        assert len(load_captions(path)) >= 10, path
+
+
+def test_sources_and_images_match():
+    with open(IMAGES_DIR / "SOURCES.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    listed = {r["file"] for r in rows}
+    present = {p.name for p in IMAGES_DIR.iterdir() if p.name != "SOURCES.csv"}
+    assert listed == present
+    assert all(r["licence"] and r["author"] and r["source"] and r["shows"] for r in rows)
+    captioned = set(load_captions(CAPTIONS_DIR / "default.csv")["image"])
+    assert captioned == present
+
+
+def test_excel_russian_locale_csv(tmp_path, image_dir):
+    text = "\ufeffimage ; en ; ru\n coffee.png ; a cup of coffee ;  чашка кофе \ncat.png;a cat;кошка\n"
+    path = _write(tmp_path / "excel.csv", text, newline="\r\n")
+    df = load_captions(path, image_dir)
+    assert df.columns.tolist() == ["image", "path", "en", "ru"]
+    assert df["ru"].tolist() == ["чашка кофе", "кошка"]
+    assert df["image"].tolist() == ["coffee.png", "cat.png"]
+
+
+def test_tsv_and_xlsx(tmp_path, image_dir):
+    tsv = _write(tmp_path / "c.tsv", "id\timage\tde\n1\tcar.png\tein rotes Auto\n")
+    df = load_captions(tsv, image_dir)
+    assert df.attrs["languages"] == ["de"] and df["id"].tolist() == ["1"]
+    pytest.importorskip("openpyxl")
+    import pandas as pd
+
+    xlsx = tmp_path / "c.xlsx"
+    pd.DataFrame({"image": ["cat.png"], "en": ["a cat"], "ru": ["кошка"]}).to_excel(xlsx, index=False)
+    assert load_captions(xlsx, image_dir)["ru"].tolist() == ["кошка"]
+
+
+def test_all_row_problems_reported_together(tmp_path, image_dir):
+    text = (
+        "image,en,ru\n"
+        "coffee.png,a cup of coffee,чашка кофе\n"
+        "cofee.png,a cup,чашка\n"
+        "cat.png,,кошка\n"
+        "coffee.png,again,снова\n"
+    )
+    path = _write(tmp_path / "bad.csv", text)
+    with pytest.raises(LabclipError) as err:
+        load_captions(path, image_dir)
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg and "3 problems" in msg
+    assert "row 3: image 'cofee.png' not found" in msg and "did you mean 'coffee.png'" in msg
+    assert "row 4: empty 'en' caption" in msg
+    assert "row 5: duplicate image 'coffee.png' (also row 2)" in msg
+
+
+def test_unknown_language_and_missing_columns(tmp_path, image_dir):
+    path = _write(tmp_path / "c.csv", "image,en\ncat.png,a cat\n")
+    with pytest.raises(LabclipError, match=r"unknown language 'ru'; the file has: en"):
+        load_captions(path, image_dir, languages=["en", "ru"])
+    with pytest.raises(LabclipError, match="no language column"):
+        load_captions(_write(tmp_path / "d.csv", "image\ncat.png\n"), image_dir)
+    with pytest.raises(LabclipError, match="no 'image' column"):
+        load_captions(_write(tmp_path / "e.csv", "file,en\ncat.png,a cat\n"), image_dir)
+    with pytest.raises(LabclipError, match="caption file not found"):
+        load_captions(tmp_path / "nope.csv", image_dir)
+
+
+def test_wrong_encoding_names_the_row(tmp_path, image_dir):
+    path = _write(tmp_path / "cp1251.csv", "image,ru\ncat.png,кошка\n", encoding="cp1251")
+    with pytest.raises(LabclipError, match=r"cp1251.csv: row 2 is not UTF-8.*CSV UTF-8"):
+        load_captions(path, image_dir)
+
+
+def test_unreadable_image_is_a_row_problem(tmp_path, image_dir):
+    (image_dir / "notes.png").write_text("not an image")
+    path = _write(tmp_path / "c.csv", "image,en\nnotes.png,notes\n")
+    with pytest.raises(LabclipError, match=r"row 2: .*notes.png: not an image file"):
+        load_captions(path, image_dir)
+
+
+# --- image files as phones and editors produce them -------------------------------------------
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (40, 20), "white")
+    img.paste((255, 0, 0), (0, 0, 20, 20))  # red on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise when shown
+    img.save(tmp_path / "rot.jpg", exif=exif, quality=95)
+    out = load_image(tmp_path / "rot.jpg")
+    assert out.size == (20, 40)
+    top = np.asarray(out)[5, 10]
+    assert top[0] > 200 and top[1] < 60  # the red half is now on top
+
+
+def test_cmyk_jpeg_is_converted(tmp_path):
+    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
+    out = load_image(tmp_path / "cmyk.jpg")
+    assert out.mode == "RGB"
+    r, g, b = np.asarray(out)[8, 8]
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_sixteen_bit_png_is_scaled(tmp_path):
+    arr = np.full((8, 8), 32768, dtype=np.uint16)
+    Image.fromarray(arr).save(tmp_path / "16.png")
+    out = load_image(tmp_path / "16.png")
+    assert out.mode == "RGB" and abs(int(np.asarray(out)[0, 0, 0]) - 128) <= 1
+
+
+def test_transparency_goes_on_white(tmp_path):
+    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    assert np.asarray(load_image(tmp_path / "clear.png")).min() == 255
+    pal = Image.new("P", (8, 8), 0)
+    pal.putpalette([0, 0, 0] * 256)
+    pal.info["transparency"] = 0
+    pal.save(tmp_path / "pal.png", transparency=0)
+    assert np.asarray(load_image(tmp_path / "pal.png")).min() == 255
+    la = Image.new("LA", (8, 8), (0, 128))
+    la.save(tmp_path / "la.png")
+    assert abs(int(np.asarray(load_image(tmp_path / "la.png"))[0, 0, 0]) - 127) <= 1
+
+
+def test_animated_gif_gives_first_frame(tmp_path):
+    frames = [Image.new("RGB", (8, 8), c) for c in ("red", "blue")]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    r, g, b = np.asarray(load_image(tmp_path / "a.gif"))[0, 0]
+    assert r > 200 and b < 60
+
+
+def test_truncated_jpeg_is_rejected(tmp_path):
+    Image.new("RGB", (64, 64), "green").save(tmp_path / "full.jpg")
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(LabclipError, match=r"cut.jpg: unreadable or truncated"):
+        load_image(tmp_path / "cut.jpg")
+
+
+def test_decompression_bomb_is_rejected(tmp_path, monkeypatch):
+    Image.new("L", (100, 100)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(LabclipError, match="decompression bomb"):
+        load_image(tmp_path / "big.png")
+
+
+def test_non_image_and_missing(tmp_path):
+    (tmp_path / "x.jpg").write_bytes(b"hello")
+    with pytest.raises(LabclipError, match="not an image"):
+        load_image(tmp_path / "x.jpg")
+    with pytest.raises(LabclipError, match="not found"):
+        load_image(tmp_path / "y.jpg")
+
+
+def test_make_data_reproduces_committed_images(tmp_path):
+    pytest.importorskip("skimage")
+    script = PROJ_ROOT / "scripts" / "make_images.py"
+    result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True)
+    if result.returncode != 0 and "font" in result.stderr + result.stdout:
+        pytest.skip("Noto fonts are not installed (make data installs them)")
+    assert result.returncode == 0, result.stderr
+    for committed in IMAGES_DIR.iterdir():
+        fresh = tmp_path / committed.name
+        assert hashlib.sha256(fresh.read_bytes()).digest() == hashlib.sha256(committed.read_bytes()).digest(), (
+            committed.name
+        )
