@@ -19,7 +19,7 @@ OUT ?= reports
 PARAMS ?=
 STRICT ?=
 
-APT_REPORT := chromium fonts-dejavu-core
+APT_REPORT := chromium fonts-dejavu-core poppler-utils
 APT_DATA := fonts-noto-color-emoji fonts-noto-core
 
 .PHONY: help setup sysdeps report test lint format data bench clean
@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) ## Create .venv with torch (CPU), labclip and its report/dev extras
 
 sysdeps: ## Install the Debian packages the PDF report needs (chromium, DejaVu fonts)
-	@command -v chromium >/dev/null && fc-list | grep -qi dejavu || \
+	@command -v chromium >/dev/null && command -v pdftotext >/dev/null && fc-list | grep -qi dejavu || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_REPORT) >/dev/null; }
 
 report: setup sysdeps ## Run the notebooks and render HTML + PDF into reports/ (MODEL= CAPTIONS= LANGS= PARAMS= STRICT=1)

@@ -8,7 +8,9 @@ from pathlib import Path
 import platformdirs
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-PROJ_ROOT = PACKAGE_DIR.parents[1]
+# A source checkout holds data/ beside src/; an installed copy (e.g. in Colab) is pointed at its
+# checkout with LABCLIP_ROOT.
+PROJ_ROOT = Path(os.environ.get("LABCLIP_ROOT") or PACKAGE_DIR.parents[1]).resolve()
 DATA_DIR = PROJ_ROOT / "data"
 IMAGES_DIR = DATA_DIR / "images"
 CAPTIONS_DIR = DATA_DIR / "captions"

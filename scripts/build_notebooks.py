@@ -1,0 +1,97 @@
+"""Write notebooks/*.ipynb from the cell sources below (no outputs), so the Colab cell and the
+parameters are defined once. Run it after editing; a test checks the notebooks are up to date."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from labclip.config import DEFAULT_MODEL, REPO_URL  # noqa: E402
+
+COLAB = f'''# Colab: fetch labclip and its data when the package is missing; elsewhere this does nothing.
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("labclip") is None:
+    if not os.path.isdir("labclip"):
+        subprocess.run(["git", "clone", "--depth=1", "{REPO_URL}", "labclip"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "./labclip[report]"], check=True)
+    os.environ["LABCLIP_ROOT"] = os.path.abspath("labclip")'''
+
+
+def parameters(title: str) -> str:
+    return f'''model = "{DEFAULT_MODEL}"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"
+captions = None  # caption file (None: data/captions/default.csv)
+image_dir = None  # folder the image paths are relative to (None: data/images)
+languages = ["en", "ru"]  # caption columns to use (the matching notebook uses the first)
+top_k = 3
+batch_size = None  # None: the model's default
+title = "{title}"
+strict = False  # True: fail when the model can't be loaded instead of using the demo model
+output_dir = None  # folder for metrics and provenance JSON (None: not written)'''
+
+
+START = ("from labclip import experiment, present\n\n"
+         "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict)\n"
+         "present.title(exp, title)")
+
+NOTEBOOKS = {
+    "01_matching": ("CLIP image–text matching", [
+        "m = exp.matching(languages[0])\npresent.heatmap(exp, m)",
+        "present.topk(m)",
+        "present.distributions(m)",
+        "present.accuracy(m)",
+        "present.distractors(m)",
+        'present.provenance(exp, output_dir, "01_matching");',
+    ]),
+    "02_languages": ("CLIP matching across caption languages", [
+        "present.languages(exp, languages)",
+        'present.provenance(exp, output_dir, "02_languages");',
+    ]),
+    "03_lab_report": ("Lab report: matching images and captions with CLIP", [
+        "present.lab_report(exp, languages)",
+        'present.provenance(exp, output_dir, "03_lab_report");',
+    ]),
+}
+
+INTRO = {
+    "01_matching": "One model, one caption language: similarity heatmap, top-k captions, correct-vs-wrong "
+                   "similarities, accuracy in both directions and frequent distractors.",
+    "02_languages": "The same images captioned in several languages, compared side by side.",
+    "03_lab_report": "The full lab write-up; every number in the prose is computed in this run.",
+}
+
+
+def build(name: str) -> nbformat.NotebookNode:
+    title, sections = NOTEBOOKS[name]
+    cells = [
+        new_markdown_cell(f"**labclip** · {INTRO[name]} Change the parameters below, never the code.",
+                          metadata={"tags": ["remove-cell"]}),
+        new_code_cell(COLAB, metadata={"tags": ["remove-cell"]}),
+        new_code_cell(parameters(title), metadata={"tags": ["parameters"]}),
+        new_code_cell(START),
+        *[new_code_cell(source) for source in sections],
+    ]
+    nb = new_notebook(cells=cells, metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+        "colab": {"provenance": []},
+    })
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"{name}-{i}"
+    return nb
+
+
+def main() -> None:
+    out = ROOT / "notebooks"
+    out.mkdir(exist_ok=True)
+    for name in NOTEBOOKS:
+        nbformat.write(build(name), out / f"{name}.ipynb")
+        print(f"notebooks/{name}.ipynb")
+
+
+if __name__ == "__main__":
+    main()

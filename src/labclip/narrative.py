@@ -1,0 +1,161 @@
+"""The lab report's prose, written from a run's own numbers (Markdown strings)."""
+
+from __future__ import annotations
+
+from .experiment import Experiment, Matching
+from .model import ClipModel
+
+LANGUAGE_NAMES = {"en": "English", "ru": "Russian", "de": "German", "fr": "French", "es": "Spanish",
+                  "uk": "Ukrainian", "zh": "Chinese", "ja": "Japanese"}
+
+
+def language_name(code: str) -> str:
+    return LANGUAGE_NAMES.get(code, code)
+
+
+def share(hits: int, n: int) -> str:
+    """``"10/12 (83.3%)"``."""
+    return f"{hits}/{n} ({100 * hits / n:.1f}%)"
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def num(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def gap(reference: float, other: float) -> dict[str, str]:
+    """A gap between two accuracies in the three forms people quote.
+
+    ``points``: difference in percentage points; ``ratio``: reference / other;
+    ``relative``: (reference − other) / other, the seed report's "233% improvement" form.
+    """
+    points = f"{100 * (reference - other):+.1f} percentage points"
+    if other == 0:
+        return {"points": points, "ratio": "undefined (the other score is 0)", "relative": "undefined"}
+    return {"points": points, "ratio": f"{reference / other:.2f}×", "relative": f"{100 * (reference - other) / other:+.0f}%"}
+
+
+def banner_text(model: ClipModel) -> str | None:
+    """The warning every display of an untrained model's numbers carries, or ``None``."""
+    if not model.untrained:
+        return None
+    which = "labclip's untrained demo model" if model.is_demo else f"the untrained test model '{model.name}'"
+    return (f"These numbers come from {which}, whose weights are random: they say nothing about CLIP. "
+            "Run with real weights (e.g. openai/clip-vit-base-patch32 where the Hugging Face hub is reachable) "
+            "for meaningful results.")
+
+
+def _direction_summary(m: Matching) -> str:
+    x = m.metrics
+    return (f"image→text top-1 {share(x['i2t_top1_hits'], x['n'])}, text→image top-1 "
+            f"{share(x['t2i_top1_hits'], x['n'])}")
+
+
+def abstract(exp: Experiment, languages: list[str]) -> str:
+    first = exp.matching(languages[0])
+    lines = [
+        f"We matched **{first.metrics['n']} images** with one caption each in "
+        f"{', '.join(language_name(lang) for lang in languages)} using **{exp.model.name}** and cosine "
+        "similarity of CLIP embeddings, in both retrieval directions."
+    ]
+    for lang in languages:
+        lines.append(f"With {language_name(lang)} captions: {_direction_summary(exp.matching(lang))}.")
+    if len(languages) > 1:
+        ref, other = exp.matching(languages[0]).metrics, exp.matching(languages[1]).metrics
+        g = gap(ref["i2t_top1"], other["i2t_top1"])
+        lines.append(
+            f"The image→text top-1 gap between {language_name(languages[0])} and {language_name(languages[1])} "
+            f"is {g['points']} (ratio {g['ratio']}, relative difference {g['relative']})."
+        )
+    if exp.model.untrained:
+        lines.append("**The model is untrained, so these figures are placeholders that only show the pipeline works.**")
+    return " ".join(lines)
+
+
+def method(exp: Experiment) -> str:
+    model, pre = exp.model, exp.model.preprocess
+    prov = exp.provenance()
+    return "\n".join([
+        f"- **Model.** `{model.name}` loaded through Hugging Face transformers from `{model.source}` "
+        f"(revision `{model.revision}`); {model.dim}-dimensional embeddings, learned temperature "
+        f"(logit scale) {model.logit_scale:.1f}.",
+        f"- **Image preprocessing.** As OpenAI's `clip` does it: bicubic resize of the shorter side to {pre.resize} px, "
+        f"centre crop to {pre.crop}×{pre.crop}, RGB, normalised with CLIP's mean and std. EXIF orientation is applied "
+        "and transparency is composited on white when files are read.",
+        "- **Text preprocessing.** OpenAI's cleaning (ftfy, HTML unescaping, whitespace), lower-casing, CLIP's byte-level "
+        "BPE with a 77-token context; each batch is padded to its longest caption.",
+        f"- **Data.** {prov['images']} images and the caption file `{prov['captions_file']}` "
+        f"(sha256 `{prov['captions_sha256'][:12]}…`); images hash `{prov['images_sha256'][:12]}…`. "
+        "Caption *i* describes image *i*.",
+        "- **Scoring.** Both embeddings are L2-normalised and compared by cosine similarity. Image→text accuracy asks "
+        "whether an image's own caption scores highest among all captions; text→image asks the reverse. A tie with "
+        f"a wrong candidate counts as a miss. Top-{exp.top_k} accuracy, mean reciprocal rank, the margin between "
+        "the correct caption and the best wrong one, and CLIP's symmetric contrastive loss are reported.",
+    ])
+
+
+def results(m: Matching) -> str:
+    x = m.metrics
+    k = x["k"]
+    lines = [
+        f"- Image→text: top-1 {share(x['i2t_top1_hits'], x['n'])}, top-{k} {pct(x[f'i2t_top{k}'])}, "
+        f"MRR {num(x['i2t_mrr'])}.",
+        f"- Text→image: top-1 {share(x['t2i_top1_hits'], x['n'])}, top-{k} {pct(x[f't2i_top{k}'])}, "
+        f"MRR {num(x['t2i_mrr'])}.",
+        f"- Correct pairs: cosine {num(x['correct_min'])} to {num(x['correct_max'])} (mean {num(x['correct_mean'])}); "
+        f"wrong pairs: {num(x['wrong_min'])} to {num(x['wrong_max'])} (mean {num(x['wrong_mean'])}).",
+        f"- Margin of the correct caption over the best wrong one: mean {num(x['margin_mean'])}, "
+        f"smallest {num(x['margin_min'])}.",
+    ]
+    if x["separable"]:
+        lines.append(f"- Every correct pair scores above every wrong pair; a threshold of {num(x['threshold'])} "
+                     "separates them.")
+    else:
+        lines.append(f"- Correct and wrong pairs overlap (lowest correct {num(x['correct_min'])} ≤ highest wrong "
+                     f"{num(x['wrong_max'])}), so no single threshold separates them.")
+    lines.append(f"- CLIP's symmetric contrastive loss at the model's logit scale: {num(x['contrastive_loss'])}.")
+    return "\n".join(lines)
+
+
+def discussion(exp: Experiment, languages: list[str]) -> str:
+    parts = []
+    if exp.model.untrained:
+        parts.append("The model behind these numbers has random weights, so any difference between languages or "
+                     "captions is noise; the discussion below describes what to look for with real weights.")
+    if len(languages) > 1:
+        a, b = languages[0], languages[1]
+        ma, mb = exp.matching(a).metrics, exp.matching(b).metrics
+        better = a if ma["i2t_top1"] > mb["i2t_top1"] else b if mb["i2t_top1"] > ma["i2t_top1"] else None
+        if better is None:
+            parts.append(f"{language_name(a)} and {language_name(b)} captions reached the same image→text top-1 "
+                         "accuracy in this run.")
+        else:
+            parts.append(f"{language_name(better)} captions matched better in this run "
+                         f"({pct(max(ma['i2t_top1'], mb['i2t_top1']))} vs {pct(min(ma['i2t_top1'], mb['i2t_top1']))} "
+                         "image→text top-1).")
+        parts.append("OpenAI's CLIP was trained on English captions, and its byte-level BPE splits Cyrillic words into "
+                     "many rare tokens (for example, \"a cup of coffee\" is 4 tokens but \"чашка кофе\" is 12), so "
+                     "with real OpenAI weights Russian captions are expected to match far worse than English ones; "
+                     "multilingual text encoders distilled into CLIP's space close most of that gap.")
+    parts.append("Accuracy on a paired set says whether the right caption wins; the similarity ranges and margins say "
+                 "by how much, which matters when choosing a threshold for automated tagging.")
+    return "\n\n".join(parts)
+
+
+def limitations(exp: Experiment) -> str:
+    n = len(exp.captions)
+    items = [
+        f"- {n} images: one image more or less changes an accuracy by {100 / n:.1f} percentage points, so small "
+        "differences are not significant.",
+        "- One caption per image, written by us; other wordings change the scores (compare the short caption set).",
+        "- Several images are pictograms rendered from emoji fonts rather than photographs.",
+    ]
+    if exp.model.untrained:
+        items.insert(0, "- **The model is untrained (random weights): no claim about CLIP's accuracy can be drawn "
+                        "from this report.** Real-weight numbers require access to the Hugging Face hub.")
+    if exp.fallback_reason:
+        items.insert(1, f"- The requested model `{exp.requested_model}` could not be loaded: {exp.fallback_reason}")
+    return "\n".join(items)

@@ -1,0 +1,109 @@
+"""Figures: similarity heatmap with thumbnails, similarity distributions, accuracy bars.
+
+Each function returns a ``matplotlib.figure.Figure`` without touching pyplot's global state.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from PIL import Image, ImageOps
+
+from .images import load_image
+
+CORRECT_COLOUR = "#d62728"
+
+
+def _thumbnail(image, side: int = 96) -> np.ndarray:
+    picture = image if isinstance(image, Image.Image) else load_image(image)
+    return np.asarray(ImageOps.pad(picture.convert("RGB"), (side, side), color=(255, 255, 255)))
+
+
+def similarity_heatmap(
+    sim: np.ndarray,
+    images: Sequence,
+    captions: Sequence[str],
+    title: str | None = None,
+    mark_pairs: bool = True,
+    wrap: int = 38,
+) -> Figure:
+    """Captions × images cosine matrix, thumbnails above the columns, values in the cells.
+
+    Like the figure in openai/CLIP's ``Interacting_with_CLIP`` notebook; when ``mark_pairs``,
+    the cell of each correct pair (caption ``i``, image ``i``) is outlined.
+    """
+    data = np.asarray(sim, dtype=float).T
+    n_captions, n_images = data.shape
+    fig = Figure(figsize=(3.6 + 0.72 * n_images, 1.6 + 0.6 * n_captions), layout="constrained")
+    ax = fig.subplots()
+    lo, hi = float(data.min()), float(data.max())
+    ax.imshow(data, cmap="viridis", vmin=lo, vmax=hi if hi > lo else lo + 1e-6)
+    labels = [textwrap.shorten(c, 90) for c in captions]
+    ax.set_yticks(range(n_captions), ["\n".join(textwrap.wrap(c, wrap)) for c in labels], fontsize=9)
+    ax.set_xticks([])
+    middle = (lo + hi) / 2
+    for t in range(n_captions):
+        for i in range(n_images):
+            value = data[t, i]
+            ax.text(i, t, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                    color="black" if value > middle else "white")
+    for i, image in enumerate(images):
+        ax.imshow(_thumbnail(image), extent=(i - 0.45, i + 0.45, -1.55, -0.65), origin="lower")
+    if mark_pairs:
+        for i in range(min(n_images, n_captions)):
+            ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=CORRECT_COLOUR, linewidth=2.5))
+    ax.set_xlim(-0.5, n_images - 0.5)
+    ax.set_ylim(n_captions - 0.5, -1.7)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=12)
+    return fig
+
+
+def similarity_distributions(sim: np.ndarray, threshold: float | None = None, title: str | None = None) -> Figure:
+    """Correct-pair vs wrong-pair cosine similarities, with the separating threshold if any."""
+    sim = np.asarray(sim, dtype=float)
+    n = len(sim)
+    eye = np.eye(n, dtype=bool)
+    frame = pd.DataFrame({
+        "cosine similarity": np.concatenate([sim[eye], sim[~eye]]),
+        "pair": ["correct"] * n + ["wrong"] * int((~eye).sum()),
+    })
+    fig = Figure(figsize=(8, 3.2), layout="constrained")
+    ax = fig.subplots()
+    sns.stripplot(data=frame, x="cosine similarity", y="pair", hue="pair", ax=ax, jitter=0.25, size=6, alpha=0.75,
+                  palette={"correct": CORRECT_COLOUR, "wrong": "#7f7f7f"}, legend=False)
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1.2)
+        ax.text(threshold, -0.45, f" threshold {threshold:.3f}", fontsize=9, va="bottom")
+    if title:
+        ax.set_title(title, fontsize=11)
+    return fig
+
+
+def accuracy_bars(compare: pd.DataFrame, k: int = 3, title: str | None = None) -> Figure:
+    """Grouped bars of top-1 and top-k accuracy in both directions, one group per language."""
+    figures = ["i2t_top1", f"i2t_top{k}", "t2i_top1", f"t2i_top{k}"]
+    names = {
+        "i2t_top1": "image→text top-1", f"i2t_top{k}": f"image→text top-{k}",
+        "t2i_top1": "text→image top-1", f"t2i_top{k}": f"text→image top-{k}",
+    }
+    long = compare.loc[figures].rename(index=names).astype(float).mul(100)
+    long = long.reset_index(names="figure").melt(id_vars="figure", var_name="language", value_name="accuracy (%)")
+    fig = Figure(figsize=(8, 3.6), layout="constrained")
+    ax = fig.subplots()
+    sns.barplot(data=long, x="language", y="accuracy (%)", hue="figure", ax=ax, palette="Set2")
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.0f", fontsize=8)
+    ax.set_ylim(0, 110)
+    ax.legend(fontsize=8, ncols=2, loc="upper right")
+    if title:
+        ax.set_title(title, fontsize=11)
+    return fig

@@ -1,0 +1,149 @@
+"""What the notebooks show: one call per report section, each displaying tables, figures or prose."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import HTML, Image, Markdown, display
+from matplotlib.figure import Figure
+
+from . import narrative, plots
+from .experiment import Experiment, Matching
+from .text import tokenize
+
+BANNER_STYLE = ("border:3px solid #c62828;background:#ffebee;color:#8e0000;padding:10px 14px;"
+                "margin:8px 0 14px 0;font-size:15px;font-weight:bold;border-radius:4px")
+
+
+def figure(fig: Figure, dpi: int = 110) -> None:
+    """Display a figure as an embedded PNG (works with or without pyplot's inline backend)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    display(Image(data=buffer.getvalue(), format="png"))
+
+
+def title(exp: Experiment, text: str) -> None:
+    """The report title, with the untrained-model warning in it and as a banner under it."""
+    warning = narrative.banner_text(exp.model)
+    heading = f"{text} — UNTRAINED DEMO MODEL, NUMBERS MEAN NOTHING" if warning else text
+    display(Markdown(f"# {heading}\n\nModel: `{exp.model.name}` · {len(exp.captions)} images · "
+                     f"languages: {', '.join(exp.languages)} · run started {exp.started}"))
+    if warning:
+        display(HTML(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ {html.escape(warning)}</div>'))
+
+
+def heatmap(exp: Experiment, m: Matching) -> None:
+    display(Markdown(f"## Similarity matrix ({narrative.language_name(m.language)})\n\nCosine similarity of every "
+                     "caption (rows) with every image (columns); the correct pairs are outlined in red."))
+    figure(plots.similarity_heatmap(m.sim, exp.image_paths, m.captions))
+
+
+def topk(m: Matching) -> None:
+    k = int(m.metrics["k"])
+    display(Markdown(f"## Top-{k} captions per image\n\nProbabilities are the softmax over all captions at the "
+                     "model's logit scale, as CLIP's zero-shot prediction computes them. ✓ marks the correct caption."))
+    table = m.topk.assign(correct=m.topk["correct"].map({True: "✓", False: ""}))
+    display(table.style.format({"cosine": "{:.3f}", "probability": "{:.1%}"}).hide(axis="index"))
+
+
+def distributions(m: Matching) -> None:
+    display(Markdown("## Correct vs wrong pairs\n\n" + narrative.results(m)))
+    figure(plots.similarity_distributions(m.sim, m.metrics["threshold"]))
+
+
+def accuracy(m: Matching) -> None:
+    x = m.metrics
+    k = x["k"]
+    table = pd.DataFrame(
+        {"top-1": [x["i2t_top1"], x["t2i_top1"]], f"top-{k}": [x[f"i2t_top{k}"], x[f"t2i_top{k}"]],
+         "MRR": [x["i2t_mrr"], x["t2i_mrr"]]},
+        index=["image → text", "text → image"],
+    )
+    display(Markdown("## Accuracy in both directions"))
+    display(table.style.format({"top-1": "{:.1%}", f"top-{k}": "{:.1%}", "MRR": "{:.3f}"}))
+
+
+def distractors(m: Matching) -> None:
+    k = int(m.metrics["k"])
+    display(Markdown(f"## Frequent distractors\n\nWrong captions by the number of images whose top-{k} they enter."))
+    if m.distractors.empty:
+        display(Markdown("No wrong caption entered any top list."))
+    else:
+        display(m.distractors.style.hide(axis="index"))
+
+
+def languages(exp: Experiment, langs: list[str]) -> None:
+    """Side-by-side metrics, accuracy bars and one heatmap per language."""
+    display(Markdown("## Captions"))
+    display(exp.captions[["image", *langs]].style.hide(axis="index"))
+    table = exp.compare(langs)
+    display(Markdown("## Metrics by language"))
+    display(table.style.format(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)))
+    figure(plots.accuracy_bars(table, exp.top_k))
+    display(Markdown("## Tokens per caption\n\nCLIP's BPE tokens per caption (start and end tokens included)."))
+    display(token_counts(exp, langs).style.hide(axis="index"))
+    for lang in langs:
+        heatmap(exp, exp.matching(lang))
+
+
+def token_counts(exp: Experiment, langs: list[str]) -> pd.DataFrame:
+    rows = []
+    for lang in langs:
+        captions = exp.captions[lang].tolist()
+        lengths = tokenize(exp.model.tokenizer, captions)["attention_mask"].sum(dim=1).tolist()
+        rows.append({"language": lang, "mean tokens": round(sum(lengths) / len(lengths), 1),
+                     "max tokens": max(lengths), "mean characters": round(sum(map(len, captions)) / len(captions), 1)})
+    return pd.DataFrame(rows)
+
+
+def lab_report(exp: Experiment, langs: list[str]) -> None:
+    """The write-up: abstract, method, results, discussion, limitations."""
+    display(Markdown("## Abstract\n\n" + narrative.abstract(exp, langs)))
+    display(Markdown("## Method\n\n" + narrative.method(exp)))
+    display(Markdown("## Results"))
+    for lang in langs:
+        m = exp.matching(lang)
+        display(Markdown(f"### {narrative.language_name(lang)} captions\n\n" + narrative.results(m)))
+    first = exp.matching(langs[0])
+    heatmap(exp, first)
+    topk(first)
+    if len(langs) > 1:
+        display(Markdown("### Languages compared"))
+        table = exp.compare(langs)
+        display(table.style.format(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)))
+        figure(plots.accuracy_bars(table, exp.top_k))
+    display(Markdown("## Discussion\n\n" + narrative.discussion(exp, langs)))
+    display(Markdown("## Limitations\n\n" + narrative.limitations(exp)))
+
+
+def provenance(exp: Experiment, output_dir: str | os.PathLike | None = None, name: str = "provenance") -> dict:
+    """Show where the numbers came from; with ``output_dir``, also write the metrics and provenance there."""
+    prov = exp.provenance()
+    rows = [("model", prov["model"]["name"]), ("model source", prov["model"]["source"]),
+            ("model revision", prov["model"]["revision"]), ("requested model", prov["requested_model"]),
+            ("caption file", prov["captions_file"]), ("caption file sha256", prov["captions_sha256"]),
+            ("images", prov["images"]), ("images sha256", prov["images_sha256"]), ("started", prov["started"])]
+    rows += [(f"version: {k}", v) for k, v in prov["versions"].items()]
+    rows += [(f"machine: {k}", v) for k, v in prov["machine"].items()]
+    rows += [(f"time: {k}", f"{v:.2f} s") for k, v in prov["timings_s"].items()]
+    display(Markdown("## Provenance"))
+    display(pd.DataFrame(rows, columns=["item", "value"]).astype(str).style.hide(axis="index"))
+    if output_dir is not None:
+        payload = {"provenance": prov, "metrics": {lang: m.metrics for lang, m in exp.results.items()}}
+        write_atomic(Path(output_dir) / f"{name}.json", json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+    return prov
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)

@@ -1,0 +1,139 @@
+"""End to end: papermill + nbconvert + Chromium on a tiny local model."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from labclip import LabclipError, load_model, match_metrics, similarity
+from labclip.config import DEFAULT_CAPTIONS, NOTEBOOKS_DIR, PROJ_ROOT
+from labclip.data import load_captions
+from labclip.narrative import share
+from labclip.report import NOTEBOOKS, build_reports, chromium
+from labclip.testing import make_tiny_model
+
+BANNER = "labclip-banner"
+
+
+def _pdf_text(path):
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) is not installed; make sysdeps installs it")
+    return subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, tiny_model_dir):
+    try:
+        chromium()
+    except LabclipError as err:
+        pytest.skip(str(err))
+    out = tmp_path_factory.mktemp("reports")
+    published = build_reports({"model": str(tiny_model_dir), "languages": ["en", "ru"]}, out)
+    return out, published
+
+
+def test_every_notebook_gives_html_and_pdf(full_run):
+    out, published = full_run
+    for name in NOTEBOOKS:
+        assert (out / f"{name}.html").stat().st_size > 10_000
+        assert (out / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+    assert not list(out.parent.glob(".labclip-run-*")), "staging folder left behind"
+
+
+def test_html_embeds_heatmap_table_and_russian(full_run):
+    out, _ = full_run
+    html = (out / "01_matching.html").read_text(encoding="utf-8")
+    assert "data:image/png;base64," in html
+    assert "Top-3 captions per image" in html and "<table" in html
+    assert "a photo of a cup of coffee on a red saucer" in html
+    assert "import labclip" not in html and "experiment.start(" not in html  # code is hidden
+    languages = (out / "02_languages.html").read_text(encoding="utf-8")
+    assert "чашка кофе" in languages.lower() or "чашки кофе" in languages.lower()
+    assert "чашки кофе" in _pdf_text(out / "02_languages.pdf")
+
+
+def test_untrained_model_banner_on_first_page(full_run):
+    out, _ = full_run
+    for name in NOTEBOOKS:
+        assert BANNER in (out / f"{name}.html").read_text(encoding="utf-8")
+    first_page = _pdf_text(out / "03_lab_report.pdf").split("\f")[0]
+    assert "UNTRAINED DEMO MODEL" in first_page and "say nothing about CLIP" in " ".join(first_page.split())
+
+
+def test_prose_numbers_equal_match_metrics(full_run, tiny_model_dir):
+    out, _ = full_run
+    captions = load_captions(DEFAULT_CAPTIONS)
+    model = load_model(tiny_model_dir)
+    images = model.encode_images(captions["path"])
+    html = (out / "03_lab_report.html").read_text(encoding="utf-8")
+    for lang in ("en", "ru"):
+        m = match_metrics(similarity(images, model.encode_texts(captions[lang])), 3, model.logit_scale)
+        assert f"top-1 {share(m['i2t_top1_hits'], m['n'])}" in html
+        assert f"top-1 {share(m['t2i_top1_hits'], m['n'])}" in html
+        assert f"cosine {m['correct_min']:.3f} to {m['correct_max']:.3f}" in html
+        assert f"wrong pairs: {m['wrong_min']:.3f} to {m['wrong_max']:.3f}" in html
+    saved = json.loads((out / "03_lab_report.json").read_text())
+    assert saved["provenance"]["captions_sha256"] and saved["provenance"]["timings_s"]["encode images"] >= 0
+    assert saved["metrics"]["en"]["n"] == len(captions)
+
+
+def test_failed_run_leaves_earlier_reports_intact(full_run, tmp_path):
+    out, _ = full_run
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image,en\nmissing.png,a ghost\n", encoding="utf-8")
+    with pytest.raises(LabclipError, match="row 2: image 'missing.png' not found"):
+        build_reports({"model": "demo", "captions": str(bad)}, out)
+    with pytest.raises(LabclipError, match=r"notebook 01_matching failed .*executed notebook is kept at") as err:
+        build_reports({"model": "demo", "top_k": "three"}, out, notebooks=["01_matching"], pdf=False)
+    kept = str(err.value).split("kept at ")[1].split(";")[0]
+    assert nbformat.read(kept, as_version=4).cells
+    shutil.rmtree(kept.rsplit("/", 1)[0])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_no_banner_for_a_model_not_marked_untrained(tmp_path):
+    plain = make_tiny_model(tmp_path / "plain", seed=1, mark_untrained=False)
+    out = tmp_path / "out"
+    build_reports({"model": str(plain), "languages": ["en"]}, out, notebooks=["03_lab_report"], pdf=False)
+    html = (out / "03_lab_report.html").read_text(encoding="utf-8")
+    assert BANNER not in html and "UNTRAINED" not in html
+    assert "Abstract" in html and "Limitations" in html
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image;en\n;\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "labclip.report", "--captions", str(bad), "--out", str(tmp_path / "o")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("labclip: error:")]
+    assert len(lines) == 1 and "bad.csv" in lines[0] and "row 2" in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_params_yaml_and_strict(tmp_path):
+    from labclip.report import main
+
+    params = tmp_path / "p.yaml"
+    params.write_text("model: openai/clip-vit-base-patch32\nstrict: true\n")
+    assert main(["--params", str(params), "--out", str(tmp_path / "o"), "--no-pdf"]) == 2
+    params.write_text("modle: demo\n")
+    assert main(["--params", str(params), "--out", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()
+
+
+def test_notebooks_are_thin_stripped_and_up_to_date():
+    sys.path.insert(0, str(PROJ_ROOT / "scripts"))
+    import build_notebooks
+
+    for name in NOTEBOOKS:
+        committed = nbformat.read(NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
+        assert committed == build_notebooks.build(name), f"run scripts/build_notebooks.py ({name})"
+        code = [c for c in committed.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code)
+        assert code[1].metadata.tags == ["parameters"]
+        assert not any("def " in c.source for c in code)
