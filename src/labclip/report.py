@@ -164,6 +164,10 @@ def build_reports(
                     f"notebook {name} failed ({err.ename}: {' '.join(str(err.evalue).split())}); "
                     f"the executed notebook is kept at {executed}; earlier reports in {out_dir} are unchanged"
                 ) from None
+        stats = staging / f"{name}.json"
+        if stats.is_file():
+            cache = json.loads(stats.read_text(encoding="utf-8"))["provenance"]["model"]["cache"]
+            print(f"labclip: {name}: {cache}", file=sys.stderr)
         with timings.stage(f"html {name}"):
             produced.append(to_html(executed, staging / f"{name}.html"))
         if pdf:

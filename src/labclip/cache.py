@@ -1,0 +1,85 @@
+"""Content-addressed on-disk cache of embeddings, one ``.npy`` file per image or caption.
+
+A key hashes the content (image file bytes or caption text) together with the model's
+fingerprint (id, revision or weights hash, quantisation) and the preprocessing or tokenizer
+version. Files are written to a temporary name and renamed, so readers never see half a file
+and two runs at once only ever write identical bytes. Entries that fail to load, have the wrong
+shape or are not unit vectors are treated as missing and recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import cache_dir
+
+
+def default_cache_dir() -> Path:
+    return cache_dir() / "embeddings"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    corrupt: int = 0
+
+
+@dataclass
+class EmbeddingCache:
+    """Embeddings of dimension ``dim`` stored under ``root/namespace``."""
+
+    root: Path
+    namespace: str
+    dim: int
+    stats: dict[str, CacheStats] = field(default_factory=lambda: {"images": CacheStats(), "captions": CacheStats()})
+
+    def _path(self, kind: str, key: str) -> Path:
+        return Path(self.root) / self.namespace / kind / key[:2] / f"{key}.npy"
+
+    def get(self, kind: str, key: str) -> np.ndarray | None:
+        """The stored vector, or ``None`` when missing or unusable."""
+        path = self._path(kind, key)
+        try:
+            vector = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            self.stats[kind].misses += 1
+            return None
+        except (OSError, ValueError, EOFError):
+            self.stats[kind].corrupt += 1
+            self.stats[kind].misses += 1
+            return None
+        if vector.dtype != np.float32 or vector.shape != (self.dim,) or not np.isfinite(vector).all() \
+                or abs(float(np.linalg.norm(vector)) - 1.0) > 1e-3:
+            self.stats[kind].corrupt += 1
+            self.stats[kind].misses += 1
+            return None
+        self.stats[kind].hits += 1
+        return vector
+
+    def put(self, kind: str, key: str, vector: np.ndarray) -> None:
+        path = self._path(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}.", suffix=".npy", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, np.ascontiguousarray(vector, dtype=np.float32), allow_pickle=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def summary(self) -> str:
+        i, c = self.stats["images"], self.stats["captions"]
+        return (f"{i.hits} images from the cache, {i.misses} encoded; "
+                f"{c.hits} captions from the cache, {c.misses} encoded")
