@@ -84,13 +84,14 @@ def vm_hwm_kb() -> int:
 
 def end_to_end_rss() -> float:
     """Peak RSS (GB) of a fresh process that builds fp32 ViT-B/32 and encodes the default set."""
+    here = str(Path(__file__).parent)
     code = (
-        "import sys; sys.path.insert(0, %r); sys.argv = ['x']\n"
+        f"import sys; sys.path.insert(0, {here!r}); sys.argv = ['x']\n"
         "import bench_encode as b\n"
         "t = b.load_captions(b.CAPTIONS_DIR / 'default.csv'); m = b.vit_b32()\n"
         "b.similarity(m.encode_images(t['path'].tolist()), m.encode_texts(t['en'].tolist() + t['ru'].tolist()))\n"
         "print(b.vm_hwm_kb())"
-    ) % str(Path(__file__).parent)
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return int(out.split()[-1]) / 2**20
 

@@ -34,6 +34,15 @@ strict = False  # True: fail when the model can't be loaded instead of using the
 output_dir = None  # folder for metrics and provenance JSON (None: not written)'''
 
 
+ZEROSHOT_PARAMETERS = f'''model = "{DEFAULT_MODEL}"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"
+labels = None  # labelled images: a CSV (image plus one label column per language) or a folder of class folders
+languages = ["en"]  # the first is the template and label language
+template_sets = ["single", "imagenet7", "imagenet80"]  # compared; the last one is used for the top-k bars
+top_k = 5
+title = "Zero-shot classification with prompt templates"
+strict = False  # True: fail when the model can't be loaded instead of using the demo model
+output_dir = None  # folder for the provenance JSON (None: not written)'''
+
 START = ("from labclip import experiment, present\n\n"
          "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict)\n"
          "present.title(exp, title)")
@@ -55,13 +64,24 @@ NOTEBOOKS = {
         "present.lab_report(exp, languages)",
         'present.provenance(exp, output_dir, "03_lab_report");',
     ]),
+    "04_zeroshot": ("Zero-shot classification with prompt templates", [
+        "present.zeroshot_predictions(run, template_sets[-1], top_k)",
+        "present.template_comparison(run, template_sets, top_k);",
+        "present.zeroshot_provenance(run, output_dir);",
+    ]),
 }
+
+ZEROSHOT_START = ("from labclip import present, zeroshot\n\n"
+                  "run = zeroshot.start(model, labels, languages[0], strict)\n"
+                  "present.zeroshot_title(run, title)")
 
 INTRO = {
     "01_matching": "One model, one caption language: similarity heatmap, top-k captions, correct-vs-wrong "
                    "similarities, accuracy in both directions and frequent distractors.",
     "02_languages": "The same images captioned in several languages, compared side by side.",
     "03_lab_report": "The full lab write-up; every number in the prose is computed in this run.",
+    "04_zeroshot": "Zero-shot classification: top-5 label probabilities per image and a single template vs "
+                   "prompt ensembles on a small labelled set.",
 }
 
 
@@ -71,8 +91,9 @@ def build(name: str) -> nbformat.NotebookNode:
         new_markdown_cell(f"**labclip** · {INTRO[name]} Change the parameters below, never the code.",
                           metadata={"tags": ["remove-cell"]}),
         new_code_cell(COLAB, metadata={"tags": ["remove-cell"]}),
-        new_code_cell(parameters(title), metadata={"tags": ["parameters"]}),
-        new_code_cell(START),
+        new_code_cell(ZEROSHOT_PARAMETERS if name == "04_zeroshot" else parameters(title),
+                      metadata={"tags": ["parameters"]}),
+        new_code_cell(ZEROSHOT_START if name == "04_zeroshot" else START),
         *[new_code_cell(source) for source in sections],
     ]
     nb = new_notebook(cells=cells, metadata={

@@ -55,6 +55,15 @@ def test_html_embeds_heatmap_table_and_russian(full_run):
     assert "чашки кофе" in _pdf_text(out / "02_languages.pdf")
 
 
+def test_zeroshot_report_compares_template_sets(full_run):
+    out, _ = full_run
+    html = (out / "04_zeroshot.html").read_text(encoding="utf-8")
+    assert "Top-5 labels per image" in html and "Confusion matrix" in html
+    for name in ("single", "imagenet7", "imagenet80"):
+        assert f">{name}<" in html
+    assert "mean_per_class_recall" in html
+
+
 def test_untrained_model_banner_on_first_page(full_run):
     out, _ = full_run
     for name in NOTEBOOKS:

@@ -318,7 +318,7 @@ def describe(model: ClipModel) -> dict:
         "embedding_dim": model.dim,
         "image_size": model.preprocess.crop,
         "device": model.device,
-        "quantize": model.quantize,
+        "quantize": model.quantize or "off",
         "cache": model.cache.summary() if model.cache else "off",
     }
 

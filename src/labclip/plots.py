@@ -107,3 +107,40 @@ def accuracy_bars(compare: pd.DataFrame, k: int = 3, title: str | None = None) -
     if title:
         ax.set_title(title, fontsize=11)
     return fig
+
+
+def label_bars(table: pd.DataFrame, images: Sequence, columns: int = 3) -> Figure:
+    """Each image beside horizontal bars of its top labels' probabilities (as in openai/CLIP's notebook)."""
+    names = list(dict.fromkeys(table["image"]))
+    rows = (len(names) + columns - 1) // columns
+    fig = Figure(figsize=(4.2 * columns, 1.9 * rows), layout="constrained")
+    grid = fig.subplots(rows, 2 * columns, squeeze=False, gridspec_kw={"width_ratios": [1, 1.6] * columns})
+    for axis in grid.flat:
+        axis.axis("off")
+    for n, (name, image) in enumerate(zip(names, images)):
+        picture, bars = grid[n // columns][2 * (n % columns)], grid[n // columns][2 * (n % columns) + 1]
+        picture.imshow(_thumbnail(image))
+        part = table[table["image"] == name].sort_values("rank")
+        bars.axis("on")
+        y = np.arange(len(part))
+        bars.barh(y, part["probability"], color="#4c72b0")
+        bars.set_yticks(y, [textwrap.shorten(str(x), 22) for x in part["label"]], fontsize=8)
+        bars.invert_yaxis()
+        bars.set_xlim(0, 1)
+        bars.tick_params(axis="x", labelsize=7)
+        for spine in ("top", "right"):
+            bars.spines[spine].set_visible(False)
+    return fig
+
+
+def confusion_heatmap(matrix: pd.DataFrame, title: str | None = None) -> Figure:
+    """True classes (rows) against predicted classes (columns), counts in the cells."""
+    side = 2.5 + 0.45 * len(matrix)
+    fig = Figure(figsize=(side + 1, side), layout="constrained")
+    ax = fig.subplots()
+    sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax, linewidths=0.5, linecolor="#ddd")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title, fontsize=11)
+    return fig

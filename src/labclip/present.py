@@ -13,9 +13,12 @@ import pandas as pd
 from IPython.display import HTML, Image, Markdown, display
 from matplotlib.figure import Figure
 
-from . import narrative, plots
+from . import narrative, plots, zeroshot
 from .experiment import Experiment, Matching
+from .model import ClipModel, describe
+from .provenance import machine, package_versions, sha256_files
 from .text import tokenize
+from .zeroshot import ZeroShotRun
 
 BANNER_STYLE = ("border:3px solid #c62828;background:#ffebee;color:#8e0000;padding:10px 14px;"
                 "margin:8px 0 14px 0;font-size:15px;font-weight:bold;border-radius:4px")
@@ -30,12 +33,49 @@ def figure(fig: Figure, dpi: int = 110) -> None:
 
 def title(exp: Experiment, text: str) -> None:
     """The report title, with the untrained-model warning in it and as a banner under it."""
-    warning = narrative.banner_text(exp.model)
+    header(exp.model, text, f"{len(exp.captions)} images · languages: {', '.join(exp.languages)} · "
+                            f"run started {exp.started}")
+
+
+def header(model: ClipModel, text: str, details: str) -> None:
+    warning = narrative.banner_text(model)
     heading = f"{text} — UNTRAINED DEMO MODEL, NUMBERS MEAN NOTHING" if warning else text
-    display(Markdown(f"# {heading}\n\nModel: `{exp.model.name}` · {len(exp.captions)} images · "
-                     f"languages: {', '.join(exp.languages)} · run started {exp.started}"))
+    display(Markdown(f"# {heading}\n\nModel: `{model.name}` · {details}"))
     if warning:
         display(HTML(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ {html.escape(warning)}</div>'))
+
+
+def zeroshot_title(run: ZeroShotRun, text: str) -> None:
+    header(run.model, text, f"{len(run.data.paths)} labelled images · {len(run.data.classes)} classes · "
+                            f"template language: {run.language}")
+    if run.fallback_reason:
+        display(Markdown(f"The requested model could not be loaded: {run.fallback_reason}"))
+
+
+def zeroshot_predictions(run: ZeroShotRun, templates: str, k: int = 5) -> None:
+    """Top-k label probabilities per image, with the ensemble of one template set."""
+    prompts = zeroshot.load_templates(templates, run.language)
+    table = zeroshot.top_labels(run.probabilities(prompts), run.data.classes, run.data.paths, k)
+    display(Markdown(f"## Top-{k} labels per image\n\nClass names {', '.join(run.data.classes)}, each encoded under "
+                     f"the {len(prompts)} templates of `{templates}` and averaged (OpenAI's prompt ensembling); "
+                     "probabilities are the softmax over classes at the model's logit scale."))
+    figure(plots.label_bars(table, run.data.paths))
+
+
+def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.DataFrame:
+    """Single template vs ensembles on the same images: one table, one bar chart, one confusion matrix."""
+    usable = zeroshot.available_sets(sets, run.language)
+    skipped = sorted(set(sets) - set(usable))
+    table = run.compare(usable, k)
+    note = f" (no {run.language!r} version of: {', '.join(skipped)})" if skipped else ""
+    display(Markdown(f"## Prompt engineering: single template vs ensembles{note}"))
+    display(table.style.format({"acc1": "{:.1%}", f"acc{k}": "{:.1%}", "mean_per_class_recall": "{:.1%}"})
+            .hide(axis="index"))
+    best = table.sort_values("acc1", ascending=False, kind="stable").iloc[0]["templates"]
+    probs = run.probabilities(zeroshot.load_templates(best, run.language))
+    display(Markdown(f"## Confusion matrix (`{best}`)"))
+    figure(plots.confusion_heatmap(zeroshot.confusion(probs, run.data.truth, run.data.classes)))
+    return table
 
 
 def heatmap(exp: Experiment, m: Matching) -> None:
@@ -125,19 +165,37 @@ def lab_report(exp: Experiment, langs: list[str]) -> None:
 def provenance(exp: Experiment, output_dir: str | os.PathLike | None = None, name: str = "provenance") -> dict:
     """Show where the numbers came from; with ``output_dir``, also write the metrics and provenance there."""
     prov = exp.provenance()
-    rows = [("model", prov["model"]["name"]), ("model source", prov["model"]["source"]),
-            ("model revision", prov["model"]["revision"]), ("requested model", prov["requested_model"]),
-            ("caption file", prov["captions_file"]), ("caption file sha256", prov["captions_sha256"]),
-            ("images", prov["images"]), ("images sha256", prov["images_sha256"]), ("started", prov["started"])]
+    rows = [("requested model", prov["requested_model"]), ("caption file", prov["captions_file"]),
+            ("caption file sha256", prov["captions_sha256"]), ("images", prov["images"]),
+            ("images sha256", prov["images_sha256"]), ("started", prov["started"])]
+    _provenance_table(rows, prov)
+    if output_dir is not None:
+        payload = {"provenance": prov, "metrics": {lang: m.metrics for lang, m in exp.results.items()}}
+        write_atomic(Path(output_dir) / f"{name}.json", json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+    return prov
+
+
+def zeroshot_provenance(run: ZeroShotRun, output_dir: str | os.PathLike | None = None,
+                        name: str = "04_zeroshot") -> dict:
+    prov = {"model": describe(run.model), "labelled_images": len(run.data.paths),
+            "images_sha256": sha256_files(run.data.paths), "classes": run.data.classes, "language": run.language,
+            "fallback_reason": run.fallback_reason, "versions": package_versions(), "machine": machine(),
+            "timings_s": {}}
+    _provenance_table([("images", len(run.data.paths)), ("images sha256", prov["images_sha256"]),
+                       ("classes", ", ".join(run.data.classes))], prov)
+    if output_dir is not None:
+        write_atomic(Path(output_dir) / f"{name}.json", json.dumps({"provenance": prov}, indent=2, ensure_ascii=False,
+                                                                   default=str))
+    return prov
+
+
+def _provenance_table(rows: list[tuple], prov: dict) -> None:
+    rows = [(f"model: {k}", v) for k, v in prov["model"].items()] + rows
     rows += [(f"version: {k}", v) for k, v in prov["versions"].items()]
     rows += [(f"machine: {k}", v) for k, v in prov["machine"].items()]
     rows += [(f"time: {k}", f"{v:.2f} s") for k, v in prov["timings_s"].items()]
     display(Markdown("## Provenance"))
     display(pd.DataFrame(rows, columns=["item", "value"]).astype(str).style.hide(axis="index"))
-    if output_dir is not None:
-        payload = {"provenance": prov, "metrics": {lang: m.metrics for lang, m in exp.results.items()}}
-        write_atomic(Path(output_dir) / f"{name}.json", json.dumps(payload, indent=2, ensure_ascii=False, default=str))
-    return prov
 
 
 def write_atomic(path: Path, text: str) -> None:

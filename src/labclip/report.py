@@ -24,7 +24,7 @@ from .errors import LabclipError
 from .experiment import load_model_or_demo
 from .provenance import Timings, now, package_versions
 
-NOTEBOOKS = ("01_matching", "02_languages", "03_lab_report")
+NOTEBOOKS = ("01_matching", "02_languages", "03_lab_report", "04_zeroshot")
 KERNEL = "labclip"
 PARAMETERS = ("model", "captions", "image_dir", "languages", "top_k", "batch_size", "title", "strict")
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -152,7 +152,8 @@ def build_reports(
         if not source.is_file():
             raise LabclipError(f"notebook {source} not found; run from a labclip checkout (or set LABCLIP_ROOT)")
         executed = staging / f"{name}.ipynb"
-        nb_params = {k: v for k, v in params.items() if k != "title" or name == "03_lab_report"}
+        declared = papermill.inspect_notebook(str(source))
+        nb_params = {k: v for k, v in params.items() if k in declared and (k != "title" or name == "03_lab_report")}
         nb_params["output_dir"] = str(staging)
         print(f"labclip: running {name} ...", file=sys.stderr)
         with timings.stage(f"run {name}"):

@@ -113,8 +113,11 @@ class LabelledImages:
     classes: list[str]
 
 
-def labelled_images(root: str | Path) -> LabelledImages:
-    """Images with labels, from an ImageFolder tree (``root/<class>/*.jpg``) or a CSV of ``image,label``.
+def labelled_images(root: str | Path, language: str = "en") -> LabelledImages:
+    """Images with labels, from an ImageFolder tree (``root/<class>/*.jpg``) or a CSV.
+
+    The CSV has an ``image`` column (paths relative to the CSV's folder) and a ``label`` column,
+    or one label column per language (``en``, ``ru``), of which ``language`` is used.
 
     Raises:
         LabclipError: missing folder or file, no images, fewer than two classes.
@@ -123,10 +126,11 @@ def labelled_images(root: str | Path) -> LabelledImages:
     if root.is_file():
         table = pd.read_csv(root, dtype=str, keep_default_na=False, sep=None, engine="python")
         table.columns = [c.strip().lower() for c in table.columns]
-        if not {"image", "label"} <= set(table.columns):
-            raise LabclipError(f"{root}: needs 'image' and 'label' columns")
+        column = "label" if "label" in table.columns else language
+        if "image" not in table.columns or column not in table.columns:
+            raise LabclipError(f"{root}: needs an 'image' column and a 'label' or {language!r} column")
         base = root.parent
-        pairs = [(str((base / i.strip()).resolve()), lab.strip()) for i, lab in zip(table["image"], table["label"])]
+        pairs = [(str((base / i.strip()).resolve()), lab.strip()) for i, lab in zip(table["image"], table[column])]
         missing = [p for p, _ in pairs if not Path(p).is_file()]
         if missing:
             raise LabclipError(f"{root}: {len(missing)} image(s) not found, first: {missing[0]}")
@@ -137,20 +141,59 @@ def labelled_images(root: str | Path) -> LabelledImages:
         raise LabclipError(f"{root}: no such folder or CSV file")
     if not pairs:
         raise LabclipError(f"{root}: no labelled images (expected {root}/<class name>/*.jpg)")
-    classes = sorted({label for _, label in pairs})
+    classes = list(dict.fromkeys(label for _, label in pairs))
     if len(classes) < 2:
         raise LabclipError(f"{root}: found only one class ({classes[0]}); zero-shot evaluation needs at least two")
     index = {c: i for i, c in enumerate(classes)}
     return LabelledImages([p for p, _ in pairs], [index[label] for _, label in pairs], classes)
 
 
-def compare_templates(model: ClipModel, data: LabelledImages, sets: dict[str, Sequence[str]], k: int = 5,
-                      label_names: Sequence[str] | None = None) -> pd.DataFrame:
-    """Zero-shot metrics for each template set on the same images (encoded once)."""
-    image_emb = model.encode_images(data.paths)
-    names = list(label_names or data.classes)
-    rows = []
-    for name, templates in sets.items():
-        probs = probabilities(model, image_emb, class_embeddings(model, names, templates))
-        rows.append({"templates": name, "count": len(templates), **zeroshot_metrics(probs, data.truth, k)})
-    return pd.DataFrame(rows)
+@dataclass
+class ZeroShotRun:
+    """A model and labelled images; image embeddings are computed once and reused."""
+
+    model: ClipModel
+    data: LabelledImages
+    language: str = "en"
+    fallback_reason: str | None = None
+    _image_emb: np.ndarray | None = None
+
+    def image_embeddings(self) -> np.ndarray:
+        if self._image_emb is None:
+            self._image_emb = self.model.encode_images(self.data.paths)
+        return self._image_emb
+
+    def probabilities(self, templates: Sequence[str]) -> np.ndarray:
+        return probabilities(self.model, self.image_embeddings(), class_embeddings(self.model, self.data.classes,
+                                                                                    templates))
+
+    def compare(self, sets: Sequence[str], k: int = 5) -> pd.DataFrame:
+        """Metrics per named template set available in this run's language."""
+        rows = []
+        for name in sets:
+            templates = load_templates(name, self.language)
+            rows.append({"templates": name, "count": len(templates),
+                         **zeroshot_metrics(self.probabilities(templates), self.data.truth, k)})
+        return pd.DataFrame(rows)
+
+
+def available_sets(sets: Sequence[str], language: str) -> list[str]:
+    """The named sets that have a version in ``language``."""
+    found = []
+    for name in sets:
+        try:
+            load_templates(name, language)
+        except LabclipError:
+            continue
+        found.append(name)
+    return found
+
+
+def start(model: str, labels: str | Path | None = None, language: str = "en", strict: bool = False) -> ZeroShotRun:
+    """Load labelled images (default ``data/labels.csv``), then the model (or the demo model)."""
+    from .config import DATA_DIR
+    from .experiment import load_model_or_demo
+
+    data = labelled_images(Path(labels) if labels else DATA_DIR / "labels.csv", language)
+    clip, reason = load_model_or_demo(model, strict)
+    return ZeroShotRun(clip, data, language, reason)
