@@ -38,7 +38,7 @@ def test_second_encode_comes_from_cache_and_is_identical(tiny_model_dir, tmp_pat
 def test_corrupt_and_mismatched_entries_are_recomputed(tiny_model_dir, tmp_path, images):
     model = load_model(tiny_model_dir, cache=tmp_path)
     reference = model.encode_images(images[:2])
-    files = sorted((tmp_path / model.cache.namespace / "images").rglob("*.npy"))
+    files = sorted((tmp_path / model.cache.namespaces["images"] / "images").rglob("*.npy"))
     assert len(files) == 2
     files[0].write_bytes(b"\x93NUMPY garbage")
     np.save(files[1], np.ones(7, dtype=np.float32))  # wrong dimension
@@ -51,7 +51,7 @@ def test_corrupt_and_mismatched_entries_are_recomputed(tiny_model_dir, tmp_path,
 def test_pickled_entry_is_never_unpickled(tiny_model_dir, tmp_path, images):
     model = load_model(tiny_model_dir, cache=tmp_path)
     model.encode_images(images[:1])
-    (entry,) = (tmp_path / model.cache.namespace / "images").rglob("*.npy")
+    (entry,) = (tmp_path / model.cache.namespaces["images"] / "images").rglob("*.npy")
     np.save(entry, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
     again = load_model(tiny_model_dir, cache=tmp_path)
     again.encode_images(images[:1])
@@ -63,7 +63,7 @@ def test_other_weights_do_not_share_entries(tmp_path, images):
     b = load_model(make_tiny_model(tmp_path / "b", seed=2), cache=tmp_path / "c")
     a.encode_images(images[:2])
     b.encode_images(images[:2])
-    assert b.cache.stats["images"].hits == 0 and a.cache.namespace != b.cache.namespace
+    assert b.cache.stats["images"].hits == 0 and a.cache.namespaces != b.cache.namespaces
 
 
 def test_two_processes_at_once(tiny_model_dir, tmp_path, images):

@@ -148,3 +148,24 @@ def test_vocabulary_is_clips(openai_tokenizer):
     tokenizer = clip_tokenizer()
     assert len(tokenizer) == 49408 == len(openai_tokenizer.encoder)
     assert tokenizer.get_vocab() == openai_tokenizer.encoder
+
+
+def test_token_counts_by_hand():
+    from labclip.text import token_lengths, token_stats
+
+    tokenizer = clip_tokenizer()
+    # counted with OpenAI's SimpleTokenizer on the real vocabulary
+    assert token_lengths(tokenizer, ["a cup of coffee", "чашка кофе", "snowy mountains", "заснеженные горы"]) == [4, 12, 2, 20]
+    stats = token_stats(tokenizer, {"en": ["a cup of coffee", "snowy mountains"], "ru": ["чашка кофе", "заснеженные горы"],
+                                    "long": ["слово " * 80]}).set_index("language")
+    assert stats.loc["en", "tokens per caption"] == 3 and stats.loc["ru", "max tokens"] == 20
+    assert stats.loc["en", "tokens per word"] == pytest.approx(6 / 6)
+    assert stats.loc["ru", "tokens per word"] == pytest.approx(32 / 4)
+    assert stats.loc["ru", "bytes per token"] == pytest.approx((len("чашка кофе".encode()) + len("заснеженные горы".encode())) / 32)
+    assert stats.loc["en", "truncated"] == 0 and stats.loc["long", "truncated"] == 1
+
+
+def test_token_counts_equal_openai_tokenizer(openai_tokenizer):
+    from labclip.text import token_lengths
+
+    assert token_lengths(clip_tokenizer(), CAPTIONS) == [len(openai_tokenizer.encode(c)) for c in CAPTIONS]

@@ -37,15 +37,15 @@ class CacheStats:
 
 @dataclass
 class EmbeddingCache:
-    """Embeddings of dimension ``dim`` stored under ``root/namespace``."""
+    """Embeddings of dimension ``dim`` stored under ``root/<namespace of the kind>/<kind>``."""
 
     root: Path
-    namespace: str
+    namespaces: dict[str, str]
     dim: int
     stats: dict[str, CacheStats] = field(default_factory=lambda: {"images": CacheStats(), "captions": CacheStats()})
 
     def _path(self, kind: str, key: str) -> Path:
-        return Path(self.root) / self.namespace / kind / key[:2] / f"{key}.npy"
+        return Path(self.root) / self.namespaces[kind] / kind / key[:2] / f"{key}.npy"
 
     def get(self, kind: str, key: str) -> np.ndarray | None:
         """The stored vector, or ``None`` when missing or unusable."""

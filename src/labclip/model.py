@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from . import multilingual
 from .cache import EmbeddingCache, default_cache_dir, sha256_bytes
 from .config import CONTEXT_LENGTH, DEFAULT_MODEL, DEMO_MODEL, MODEL_ALIASES, cache_dir
 from .errors import LabclipError
@@ -48,6 +49,9 @@ class ClipModel:
     openai_text_cleaning: bool = True
     quantize: str | None = None
     cache: EmbeddingCache | None = None
+    text_tower: torch.nn.Module | None = None
+    image_source: str | None = None
+    context_length: int = CONTEXT_LENGTH
 
     @property
     def logit_scale(self) -> float:
@@ -122,12 +126,14 @@ class ClipModel:
         return {"pixel_values": self.pixel_values(images)}
 
     def _prepare_texts(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return tokenize(self.tokenizer, texts, CONTEXT_LENGTH, self.openai_text_cleaning)
+        return tokenize(self.tokenizer, texts, self.context_length, self.openai_text_cleaning)
 
     def _forward(self, what: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         if what == "images":
             return _features(self.model.get_image_features(**inputs))
+        if self.text_tower is not None:
+            return self.text_tower(**inputs)
         return _features(self.model.get_text_features(**inputs))
 
     def _encode(self, items: list, batch_size: int, what: str) -> np.ndarray:
@@ -194,18 +200,23 @@ def load_model(
     device: str = "cpu",
     cache: bool | str | os.PathLike = True,
     quantize: str | None = None,
+    image_model: str | os.PathLike | None = None,
 ) -> ClipModel:
     """Load a CLIP model with its tokenizer and preprocessing.
 
     Args:
         name_or_path: a hub id (``openai/clip-vit-base-patch32``), an OpenAI alias (``ViT-B/32``),
-            a local directory saved with ``save_pretrained``, or ``"demo"`` for labclip's
-            untrained demo model.
+            a local directory saved with ``save_pretrained``, ``"demo"`` for labclip's untrained
+            demo model, or a multilingual model: ``BAAI/AltCLIP``,
+            ``sentence-transformers/clip-ViT-B-32-multilingual-v1``, ``M-CLIP/XLM-Roberta-Large-Vit-B-32``
+            (or a local folder in one of those layouts).
         device: torch device, e.g. ``"cpu"`` or ``"cuda"``.
         cache: keep embeddings in the on-disk cache (``True``: under labclip's cache folder,
             a path: there, ``False``: no cache).
         quantize: ``"int8"`` for dynamic int8 quantisation of the linear layers (CPU; faster,
             similarities within about 0.01 of fp32).
+        image_model: for a multilingual text encoder (sentence-transformers or M-CLIP layout), the
+            CLIP model whose image encoder it pairs with; the known hub models name their own.
 
     Returns:
         A :class:`ClipModel`.
@@ -213,44 +224,99 @@ def load_model(
     Raises:
         LabclipError: the model could not be loaded; the message says what was tried.
     """
-    from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
-
     name = str(name_or_path)
     source = str(demo_model_path()) if name == DEMO_MODEL else resolve_model_name(name)
-    def parts(**kwargs):
-        return (
-            CLIPModel.from_pretrained(source, **kwargs).eval().to(device),
-            AutoTokenizer.from_pretrained(source, model_max_length=CONTEXT_LENGTH, **kwargs),
-            AutoImageProcessor.from_pretrained(source, **kwargs),
-        )
-
-    try:
-        try:
-            model, tokenizer, image_processor = parts(local_files_only=True)
-        except OSError:
-            if Path(source).is_dir() or not hub_reachable():
-                raise
-            model, tokenizer, image_processor = parts()
-    except Exception as err:  # noqa: BLE001 - every loading failure becomes one user-facing line
-        raise LabclipError(_load_failure(name, source, err)) from err
     if quantize not in (None, "int8"):
         raise LabclipError(f"unknown quantize option {quantize!r}; use 'int8' or leave it unset")
+    try:
+        layout, paired_image = _layout(source)
+        if layout is None:
+            model, tokenizer, image_processor = _from_hub(source, lambda **kw: _native_parts(source, **kw))
+            text_tower, image_source, context = None, source, CONTEXT_LENGTH
+            if getattr(model.config, "model_type", "clip") != "clip":
+                context = multilingual.context_length(tokenizer, model.config.text_config)
+        else:
+            image_source = resolve_model_name(str(image_model or paired_image))
+            model, _, image_processor = _from_hub(image_source, lambda **kw: _native_parts(image_source, **kw))
+            loader = multilingual.load_sentence_transformer if layout == multilingual.SENTENCE_TRANSFORMERS \
+                else multilingual.load_mclip
+            text_tower, tokenizer = _from_hub(source, lambda **kw: loader(_repo_dir(source, **kw), **kw))
+            context = multilingual.context_length(tokenizer, text_tower.transformer.config)
+            text_tower = text_tower.to(device)
+    except LabclipError:
+        raise
+    except Exception as err:  # noqa: BLE001 - every loading failure becomes one user-facing line
+        raise LabclipError(_load_failure(name, source, err)) from err
+    model = model.eval().to(device)
     if quantize == "int8":
         model = quantize_int8(model)
+        text_tower = quantize_int8(text_tower) if text_tower is not None else None
     local = Path(source)
-    untrained = local.is_dir() and (local / UNTRAINED_MARKER).exists()
-    revision = getattr(model.config, "_commit_hash", None)
+    untrained = any(Path(s).is_dir() and (Path(s) / UNTRAINED_MARKER).exists() for s in {source, image_source})
+    revision = getattr(model.config, "_commit_hash", None) if text_tower is None else None
     if revision is None and local.is_dir():
         revision = "local:" + str(local.resolve())
     clip = ClipModel(
         name=name, source=source, model=model, tokenizer=tokenizer,
         preprocess=Preprocess.from_image_processor(image_processor), device=device,
         revision=revision, untrained=untrained, quantize=quantize,
+        openai_text_cleaning=layout is None and getattr(model.config, "model_type", "clip") == "clip",
+        text_tower=text_tower, image_source=image_source, context_length=context,
     )
     if cache:
         root = default_cache_dir() if cache is True else Path(cache)
-        clip.cache = EmbeddingCache(root, fingerprint(clip), clip.dim)
+        clip.cache = EmbeddingCache(root, {"images": fingerprint(clip, images_only=True), "captions": fingerprint(clip)},
+                                    clip.dim)
     return clip
+
+
+def _native_parts(source: str, **kwargs):
+    """Model, tokenizer and image processor of a transformers CLIP-family checkpoint (CLIP, AltCLIP)."""
+    from transformers import AltCLIPModel, AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel
+
+    config = AutoConfig.from_pretrained(source, **kwargs)
+    if config.model_type == "altclip":
+        model_class, tokenizer_kwargs = AltCLIPModel, {}
+    elif config.model_type == "clip":
+        model_class, tokenizer_kwargs = CLIPModel, {"model_max_length": CONTEXT_LENGTH}
+    else:
+        raise LabclipError(f"'{source}' is a {config.model_type!r} model, not CLIP, AltCLIP or a supported "
+                           f"multilingual text encoder ({', '.join(multilingual.MULTILINGUAL_MODELS)})")
+    return (
+        model_class.from_pretrained(source, **kwargs),
+        AutoTokenizer.from_pretrained(source, **tokenizer_kwargs, **kwargs),
+        AutoImageProcessor.from_pretrained(source, **kwargs),
+    )
+
+
+def _from_hub(source: str, load):
+    """Run ``load`` from local files first; go to the hub only when it is reachable."""
+    try:
+        return load(local_files_only=True)
+    except OSError:
+        if Path(source).is_dir() or not hub_reachable():
+            raise
+        return load()
+
+
+def _repo_dir(source: str, local_files_only: bool = False) -> Path:
+    if Path(source).is_dir():
+        return Path(source)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(source, local_files_only=local_files_only,
+                                  allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*/*.json",
+                                                  "*/*.safetensors"]))
+
+
+def _layout(source: str) -> tuple[str | None, str | None]:
+    """(text-tower layout, paired image encoder) of a model; (None, None) for native models."""
+    if source in multilingual.MULTILINGUAL_MODELS:
+        return multilingual.MULTILINGUAL_MODELS[source]
+    if Path(source).is_dir():
+        found = multilingual.layout(Path(source))
+        return found, (DEFAULT_MODEL if found else None)
+    return None, None
 
 
 def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
@@ -260,19 +326,24 @@ def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
         return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def fingerprint(model: ClipModel) -> str:
+def fingerprint(model: ClipModel, images_only: bool = False) -> str:
     """Identifies the weights, tokenizer and preprocessing: hub id and revision, or a hash of a
-    local directory's files; plus the quantisation."""
-    digest = hashlib.sha256(f"{model.source}|{model.quantize}|{model.preprocess}".encode())
-    local = Path(model.source)
-    if local.is_dir():
-        for file in sorted(p for p in local.iterdir() if p.is_file()):
-            digest.update(file.name.encode() + b"\0")
-            with open(file, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-    else:
-        digest.update(str(model.revision).encode())
+    local directory's files; plus the quantisation. ``images_only`` covers just the image encoder,
+    so models that share it share cached image embeddings."""
+    sources = [model.image_source or model.source]
+    if not images_only and model.text_tower is not None:
+        sources.append(model.source)
+    digest = hashlib.sha256(f"{sources}|{model.quantize}|{model.preprocess}|{images_only}".encode())
+    for source in sources:
+        local = Path(source)
+        if local.is_dir():
+            for file in sorted(p for p in local.rglob("*") if p.is_file()):
+                digest.update(str(file.relative_to(local)).encode() + b"\0")
+                with open(file, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+        else:
+            digest.update(str(model.revision).encode())
     return digest.hexdigest()[:32]
 
 
