@@ -12,6 +12,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from labclip.config import DEFAULT_MODEL, REPO_URL  # noqa: E402
+from labclip.translate import DEFAULT_TRANSLATOR  # noqa: E402
 
 COLAB = f'''# Colab: fetch labclip and its data when the package is missing; elsewhere this does nothing.
 import importlib.util, os, subprocess, sys
@@ -22,7 +23,13 @@ if importlib.util.find_spec("labclip") is None:
     os.environ["LABCLIP_ROOT"] = os.path.abspath("labclip")'''
 
 
-def parameters(title: str) -> str:
+COMPARE = ["sentence-transformers/clip-ViT-B-32-multilingual-v1", "M-CLIP/XLM-Roberta-Large-Vit-B-32", "BAAI/AltCLIP"]
+
+
+def parameters(title: str, compare: bool = False) -> str:
+    extra = (f'''
+compare_models = {COMPARE!r}  # compared with the model above
+translator = "{DEFAULT_TRANSLATOR}"  # translate-then-CLIP; None: skip''' if compare else "")
     return f'''model = "{DEFAULT_MODEL}"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"
 captions = None  # caption file (None: data/captions/default.csv)
 image_dir = None  # folder the image paths are relative to (None: data/images)
@@ -31,7 +38,7 @@ top_k = 3
 batch_size = None  # None: the model's default
 title = "{title}"
 strict = False  # True: fail when the model can't be loaded instead of using the demo model
-output_dir = None  # folder for metrics and provenance JSON (None: not written)'''
+output_dir = None  # folder for metrics and provenance JSON (None: not written)''' + extra
 
 
 ZEROSHOT_PARAMETERS = f'''model = "{DEFAULT_MODEL}"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"
@@ -58,6 +65,7 @@ NOTEBOOKS = {
     ]),
     "02_languages": ("CLIP matching across caption languages", [
         "present.languages(exp, languages)",
+        "present.comparison(exp, languages, compare_models, translator, output_dir);",
         'present.provenance(exp, output_dir, "02_languages");',
     ]),
     "03_lab_report": ("Lab report: matching images and captions with CLIP", [
@@ -91,7 +99,7 @@ def build(name: str) -> nbformat.NotebookNode:
         new_markdown_cell(f"**labclip** · {INTRO[name]} Change the parameters below, never the code.",
                           metadata={"tags": ["remove-cell"]}),
         new_code_cell(COLAB, metadata={"tags": ["remove-cell"]}),
-        new_code_cell(ZEROSHOT_PARAMETERS if name == "04_zeroshot" else parameters(title),
+        new_code_cell(ZEROSHOT_PARAMETERS if name == "04_zeroshot" else parameters(title, name == "02_languages"),
                       metadata={"tags": ["parameters"]}),
         new_code_cell(ZEROSHOT_START if name == "04_zeroshot" else START),
         *[new_code_cell(source) for source in sections],

@@ -29,7 +29,7 @@ def run(capsys, *argv):
 def test_version_and_help_on_every_subcommand():
     result = subprocess.run([sys.executable, "-m", "labclip.cli", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("labclip ")
-    for command in ("match", "classify", "tag", "search", "eval"):
+    for command in ("match", "classify", "tag", "search", "eval", "compare"):
         with pytest.raises(SystemExit) as exit_:
             main([command, "--help"])
         assert exit_.value.code == 0
@@ -117,3 +117,17 @@ def test_eval(capsys, tiny_model_dir, tmp_path):
     assert saved["acc5"] == 1.0  # three classes: the true one is always in the top 5
     code, _, err = run(capsys, "eval", tmp_path / "missing", "--model", tiny_model_dir)
     assert code == 2 and "no such folder" in err
+
+
+def test_compare(capsys, tiny_model_dir, tmp_path):
+    from labclip.testing import make_tiny_marian
+
+    marian = make_tiny_marian(tmp_path / "mt")
+    code, out, err = run(capsys, "compare", DEFAULT_CAPTIONS, "--langs", "en", "ru", "--models", tiny_model_dir,
+                         "--translator", marian)
+    lines = out.strip().splitlines()
+    assert code == 0 and len(lines) == 4 and "translated" in out and "gap_pp" in lines[0]
+    code, _, err = run(capsys, "compare", DEFAULT_CAPTIONS, "--models", tiny_model_dir, "--translator", "none",
+                       "--out", tmp_path / "c.csv")
+    table = pd.read_csv(tmp_path / "c.csv")
+    assert code == 0 and list(table.strategy) == ["raw", "raw"] and list(table.language) == ["en", "ru"]

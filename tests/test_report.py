@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import nbformat
+import pandas as pd
 import pytest
 
 from labclip import LabclipError, load_model, match_metrics, similarity
@@ -13,7 +14,7 @@ from labclip.config import DEFAULT_CAPTIONS, NOTEBOOKS_DIR, PROJ_ROOT
 from labclip.data import load_captions
 from labclip.narrative import share
 from labclip.report import NOTEBOOKS, build_reports, chromium
-from labclip.testing import make_tiny_model
+from labclip.testing import make_tiny_marian, make_tiny_model, make_tiny_sentence_transformer
 
 BANNER = "labclip-banner"
 
@@ -31,7 +32,11 @@ def full_run(tmp_path_factory, tiny_model_dir):
     except LabclipError as err:
         pytest.skip(str(err))
     out = tmp_path_factory.mktemp("reports")
-    published = build_reports({"model": str(tiny_model_dir), "languages": ["en", "ru"]}, out)
+    work = tmp_path_factory.mktemp("multilingual")
+    pair = f"{make_tiny_sentence_transformer(work / 'st')}+{tiny_model_dir}"
+    params = {"model": str(tiny_model_dir), "languages": ["en", "ru"], "compare_models": [pair, "no/such-model"],
+              "translator": str(make_tiny_marian(work / "mt"))}
+    published = build_reports(params, out)
     return out, published
 
 
@@ -53,6 +58,18 @@ def test_html_embeds_heatmap_table_and_russian(full_run):
     languages = (out / "02_languages.html").read_text(encoding="utf-8")
     assert "чашка кофе" in languages.lower() or "чашки кофе" in languages.lower()
     assert "чашки кофе" in _pdf_text(out / "02_languages.pdf")
+
+
+def test_languages_report_has_token_statistics_and_comparison(full_run):
+    out, _ = full_run
+    html = (out / "02_languages.html").read_text(encoding="utf-8")
+    assert "tokens per word" in html and "bytes per token" in html and "truncated" in html
+    for strategy in (">raw<", ">translated<", ">multilingual<"):
+        assert strategy in html
+    assert "Translations by" in html and "no/such-model" in html  # the skipped model is named, not faked
+    table = pd.read_csv(out / "comparison.csv")
+    assert set(table.strategy) == {"raw", "translated", "multilingual"} and len(table) == 5
+    assert "gap_pp" in table.columns and "gap_ratio" in table.columns
 
 
 def test_zeroshot_report_compares_template_sets(full_run):

@@ -16,6 +16,7 @@ import pandas as pd
 from . import __version__
 from .config import DEFAULT_MODEL
 from .errors import LabclipError
+from .translate import DEFAULT_TRANSLATOR
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -77,6 +78,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--templates", default="imagenet7", help="template set (default imagenet7)")
     p.add_argument("--lang", default="en", help="template language (default en)")
     _model_options(p)
+    _out_option(p)
+
+    p = sub.add_parser("compare", help="models × languages × strategies table", description="Compare models, "
+                       "caption languages and strategies (raw, translated to English, multilingual) on one caption "
+                       "set: top-1/top-k in both directions, mean correct similarity and margin, gap to English.")
+    p.add_argument("captions", type=Path)
+    p.add_argument("--langs", nargs="+", default=["en", "ru"])
+    p.add_argument("--models", nargs="+", default=[DEFAULT_MODEL],
+                   help="models; a multilingual text encoder may be paired with a CLIP model as TEXT+IMAGE")
+    p.add_argument("--translator", default=DEFAULT_TRANSLATOR, help="translation model ('{lang}' is filled in); "
+                   "'none' to skip translate-then-CLIP")
+    p.add_argument("--image-dir", type=Path)
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--strict", action="store_true", help="fail instead of using the demo model for the first model")
     _out_option(p)
 
     p = sub.add_parser("report", help="run the notebooks and render HTML + PDF", add_help=False,
@@ -235,7 +250,23 @@ def cmd_eval(args) -> None:
           {"templates": f"{args.templates} ({len(templates)}, {args.lang})", **metrics})
 
 
-COMMANDS = {"match": cmd_match, "classify": cmd_classify, "tag": cmd_tag, "search": cmd_search, "eval": cmd_eval}
+def cmd_compare(args) -> None:
+    from .compare import compare
+    from .data import load_captions
+
+    if args.out and args.out.suffix.lower() not in (".csv", ".json"):
+        raise LabclipError(f"{args.out}: --out must end in .csv or .json")
+    captions = load_captions(args.captions, args.image_dir, args.langs)
+    table = compare(captions, args.langs, args.models, None if args.translator == "none" else args.translator,
+                    args.top_k, strict=args.strict)
+    for reason in table.attrs["skipped"]:
+        print(f"labclip: not compared: {reason}", file=sys.stderr)
+    if table.empty:
+        raise LabclipError("no model could be loaded")
+    _emit(table, args.out)
+
+
+COMMANDS = {"compare": cmd_compare, "match": cmd_match, "classify": cmd_classify, "tag": cmd_tag, "search": cmd_search, "eval": cmd_eval}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

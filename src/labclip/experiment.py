@@ -75,16 +75,19 @@ class Experiment:
         """Match the images against the captions of one language."""
         if language not in self.languages:
             raise LabclipError(f"unknown language {language!r}; the caption set has: {', '.join(self.languages)}")
-        if language not in self._results:
+        return self.match_texts(language, self.captions[language].tolist())
+
+    def match_texts(self, label: str, captions: list[str]) -> Matching:
+        """Match the images against any paired caption list (e.g. translations), remembered under ``label``."""
+        if label not in self._results:
             images = self.image_embeddings()
-            captions = self.captions[language].tolist()
-            with self.timings.stage(f"encode captions ({language})"):
+            with self.timings.stage(f"encode captions ({label})"):
                 texts = self.model.encode_texts(captions, self.batch_size)
             with self.timings.stage("metrics"):
                 sim = similarity(images, texts)
                 scale = self.model.logit_scale
-                self._results[language] = Matching(
-                    language=language,
+                self._results[label] = Matching(
+                    language=label,
                     images=self.image_names,
                     captions=captions,
                     sim=sim,
@@ -92,7 +95,7 @@ class Experiment:
                     topk=topk_table(sim, captions, self.top_k, scale, self.image_names),
                     distractors=frequent_distractors(sim, captions, self.top_k),
                 )
-        return self._results[language]
+        return self._results[label]
 
     def compare(self, languages: Sequence[str] | None = None) -> pd.DataFrame:
         """Metrics side by side: one column per language, one row per named figure."""

@@ -51,6 +51,7 @@ class ClipModel:
     cache: EmbeddingCache | None = None
     text_tower: torch.nn.Module | None = None
     image_source: str | None = None
+    image_revision: str | None = None
     context_length: int = CONTEXT_LENGTH
 
     @property
@@ -209,7 +210,8 @@ def load_model(
             a local directory saved with ``save_pretrained``, ``"demo"`` for labclip's untrained
             demo model, or a multilingual model: ``BAAI/AltCLIP``,
             ``sentence-transformers/clip-ViT-B-32-multilingual-v1``, ``M-CLIP/XLM-Roberta-Large-Vit-B-32``
-            (or a local folder in one of those layouts).
+            (or a local folder in one of those layouts). ``"TEXT+IMAGE"`` pairs a multilingual text
+            encoder with the CLIP model whose image encoder it was distilled into.
         device: torch device, e.g. ``"cpu"`` or ``"cuda"``.
         cache: keep embeddings in the on-disk cache (``True``: under labclip's cache folder,
             a path: there, ``False``: no cache).
@@ -225,7 +227,10 @@ def load_model(
         LabclipError: the model could not be loaded; the message says what was tried.
     """
     name = str(name_or_path)
-    source = str(demo_model_path()) if name == DEMO_MODEL else resolve_model_name(name)
+    text_name = name
+    if "+" in name and not Path(name).exists():
+        text_name, image_model = name.split("+", 1)
+    source = str(demo_model_path()) if name == DEMO_MODEL else resolve_model_name(text_name)
     if quantize not in (None, "int8"):
         raise LabclipError(f"unknown quantize option {quantize!r}; use 'int8' or leave it unset")
     try:
@@ -248,6 +253,7 @@ def load_model(
     except Exception as err:  # noqa: BLE001 - every loading failure becomes one user-facing line
         raise LabclipError(_load_failure(name, source, err)) from err
     model = model.eval().to(device)
+    image_revision = getattr(model.config, "_commit_hash", None)
     if quantize == "int8":
         model = quantize_int8(model)
         text_tower = quantize_int8(text_tower) if text_tower is not None else None
@@ -261,7 +267,7 @@ def load_model(
         preprocess=Preprocess.from_image_processor(image_processor), device=device,
         revision=revision, untrained=untrained, quantize=quantize,
         openai_text_cleaning=layout is None and getattr(model.config, "model_type", "clip") == "clip",
-        text_tower=text_tower, image_source=image_source, context_length=context,
+        text_tower=text_tower, image_source=image_source, image_revision=image_revision, context_length=context,
     )
     if cache:
         root = default_cache_dir() if cache is True else Path(cache)
@@ -333,7 +339,14 @@ def fingerprint(model: ClipModel, images_only: bool = False) -> str:
     sources = [model.image_source or model.source]
     if not images_only and model.text_tower is not None:
         sources.append(model.source)
-    digest = hashlib.sha256(f"{sources}|{model.quantize}|{model.preprocess}|{images_only}".encode())
+    revision = model.image_revision if images_only else model.revision
+    return fingerprint_sources(sources, f"{revision}|{model.quantize}|{model.preprocess}|{images_only}")
+
+
+def fingerprint_sources(sources: list[str], extra: str) -> str:
+    """Hash of model sources: a local folder by its files' contents, a hub id by name (``extra`` holds
+    the revision and options)."""
+    digest = hashlib.sha256(f"{sources}|{extra}".encode())
     for source in sources:
         local = Path(source)
         if local.is_dir():
@@ -342,8 +355,6 @@ def fingerprint(model: ClipModel, images_only: bool = False) -> str:
                 with open(file, "rb") as f:
                     for block in iter(lambda: f.read(1 << 20), b""):
                         digest.update(block)
-        else:
-            digest.update(str(model.revision).encode())
     return digest.hexdigest()[:32]
 
 

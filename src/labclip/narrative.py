@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .experiment import Experiment, Matching
 from .model import ClipModel
+from .text import token_stats
 
 LANGUAGE_NAMES = {"en": "English", "ru": "Russian", "de": "German", "fr": "French", "es": "Spanish",
                   "uk": "Ukrainian", "zh": "Chinese", "ja": "Japanese"}
@@ -136,10 +137,14 @@ def discussion(exp: Experiment, languages: list[str]) -> str:
             parts.append(f"{language_name(better)} captions matched better in this run "
                          f"({pct(max(ma['i2t_top1'], mb['i2t_top1']))} vs {pct(min(ma['i2t_top1'], mb['i2t_top1']))} "
                          "image→text top-1).")
-        parts.append("OpenAI's CLIP was trained on English captions, and its byte-level BPE splits Cyrillic words into "
-                     "many rare tokens (for example, \"a cup of coffee\" is 4 tokens but \"чашка кофе\" is 12), so "
-                     "with real OpenAI weights Russian captions are expected to match far worse than English ones; "
-                     "multilingual text encoders distilled into CLIP's space close most of that gap.")
+        stats = token_stats(exp.model.tokenizer, {lang: exp.captions[lang].tolist() for lang in (a, b)},
+                            exp.model.context_length, exp.model.openai_text_cleaning).set_index("language")
+        parts.append(f"The tokenizer spends {stats.loc[a, 'tokens per word']:.2f} tokens per word on "
+                     f"{language_name(a)} captions and {stats.loc[b, 'tokens per word']:.2f} on {language_name(b)} "
+                     "ones. OpenAI's CLIP was trained on English captions and its byte-level BPE splits Cyrillic words "
+                     "into many rare tokens, so with real OpenAI weights Russian captions are expected to match far "
+                     "worse than English ones; multilingual text encoders distilled into CLIP's space close most "
+                     "of that gap (see the languages report).")
     parts.append("Accuracy on a paired set says whether the right caption wins; the similarity ranges and margins say "
                  "by how much, which matters when choosing a threshold for automated tagging.")
     return "\n\n".join(parts)
@@ -159,3 +164,37 @@ def limitations(exp: Experiment) -> str:
     if exp.fallback_reason:
         items.insert(1, f"- The requested model `{exp.requested_model}` could not be loaded: {exp.fallback_reason}")
     return "\n".join(items)
+
+
+def tokens(stats) -> str:
+    """Why non-English captions cost more tokens, with this run's numbers."""
+    rows = stats.set_index("language")
+    parts = [f"CLIP's byte-level BPE splits {language_name(lang)} captions into {r['tokens per caption']:.1f} tokens "
+             f"on average ({r['tokens per word']:.2f} per word, {r['bytes per token']:.2f} UTF-8 bytes per token; "
+             f"{int(r['truncated'])} of {int(r['captions'])} captions exceed the context)"
+             for lang, r in rows.iterrows()]
+    text = "; ".join(parts) + "."
+    if "en" in rows.index and len(rows) > 1:
+        other = [lang for lang in rows.index if lang != "en"][0]
+        ratio = rows.loc[other, "tokens per word"] / rows.loc["en", "tokens per word"]
+        text += (f" A {language_name(other)} word costs {ratio:.1f}× as many tokens as an English one: the vocabulary "
+                 "was learned from mostly English text, so Cyrillic words fall apart into rare byte-level pieces the "
+                 "text encoder saw little of in training.")
+    return text
+
+
+def comparison(table) -> str:
+    """How the strategies compare in this run, in words."""
+    if table.empty:
+        return "No model could be loaded for the comparison."
+    lines = ["Each row is one model, caption language and strategy: *raw* feeds the captions to the model as they "
+             "are, *translated* first translates them to English with a MarianMT model and scores them with the "
+             "same English CLIP, *multilingual* uses a text encoder trained (or distilled) to put many languages "
+             "into CLIP's image space. The gap is measured against the same model's English image→text top-1, in "
+             "percentage points and as a ratio (the seed report's \"233% improvement\" is the ratio 100/30 "
+             "minus one; both forms are given so neither is misread)."]
+    for r in table[table.language != "en"].itertuples():
+        ratio = "undefined" if r.gap_ratio is None or r.gap_ratio != r.gap_ratio else f"{r.gap_ratio:.2f}×"
+        lines.append(f"- `{r.model}`, {language_name(r.language)}, {r.strategy}: image→text top-1 {pct(r.i2t_top1)}, "
+                     f"{r.gap_pp:+.1f} percentage points behind English (English/this = {ratio}).")
+    return "\n".join(lines)

@@ -144,3 +144,32 @@ def confusion_heatmap(matrix: pd.DataFrame, title: str | None = None) -> Figure:
     if title:
         ax.set_title(title, fontsize=11)
     return fig
+
+
+def token_lengths(lengths: pd.DataFrame, limit: int = 77) -> Figure:
+    """Tokens per caption by language (columns ``language``, ``tokens``), with the context limit."""
+    fig = Figure(figsize=(8, 2.8), layout="constrained")
+    ax = fig.subplots()
+    sns.stripplot(data=lengths, x="tokens", y="language", hue="language", ax=ax, jitter=0.2, size=6, legend=False)
+    ax.axvline(limit - 2, color=CORRECT_COLOUR, linestyle="--", linewidth=1)
+    ax.text(limit - 2, -0.45, f" {limit}-token context", color=CORRECT_COLOUR, fontsize=8, va="bottom")
+    ax.set_xlim(0, max(limit + 3, float(lengths["tokens"].max()) + 3))
+    ax.set_xlabel("CLIP BPE tokens per caption (start and end tokens excluded)")
+    return fig
+
+
+def comparison_bars(table: pd.DataFrame, figure: str = "i2t_top1") -> Figure:
+    """Grouped bars of one figure per model and strategy, one bar per language."""
+    data = table.assign(setup=[f"{textwrap.shorten(m.split('/')[-1], 28)}\n{s}" for m, s in
+                               zip(table["model"], table["strategy"])],
+                        value=table[figure].astype(float) * 100)
+    fig = Figure(figsize=(max(6.0, 1.6 * data["setup"].nunique() + 2), 3.6), layout="constrained")
+    ax = fig.subplots()
+    sns.barplot(data=data, x="setup", y="value", hue="language", ax=ax, palette="Set2")
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.0f", fontsize=8)
+    ax.set_ylim(0, 110)
+    ax.set_xlabel("")
+    ax.set_ylabel(f"{figure.replace('_', ' ')} (%)")
+    ax.tick_params(axis="x", labelsize=8)
+    return fig

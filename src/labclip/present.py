@@ -17,7 +17,8 @@ from . import narrative, plots, zeroshot
 from .experiment import Experiment, Matching
 from .model import ClipModel, describe
 from .provenance import machine, package_versions, sha256_files
-from .text import tokenize
+from .text import token_lengths, token_stats
+from .translate import translator_name
 from .zeroshot import ZeroShotRun
 
 BANNER_STYLE = ("border:3px solid #c62828;background:#ffebee;color:#8e0000;padding:10px 14px;"
@@ -126,20 +127,50 @@ def languages(exp: Experiment, langs: list[str]) -> None:
     display(Markdown("## Metrics by language"))
     display(table.style.format(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)))
     figure(plots.accuracy_bars(table, exp.top_k))
-    display(Markdown("## Tokens per caption\n\nCLIP's BPE tokens per caption (start and end tokens included)."))
-    display(token_counts(exp, langs).style.hide(axis="index"))
+    token_statistics(exp, langs)
     for lang in langs:
         heatmap(exp, exp.matching(lang))
 
 
-def token_counts(exp: Experiment, langs: list[str]) -> pd.DataFrame:
-    rows = []
-    for lang in langs:
-        captions = exp.captions[lang].tolist()
-        lengths = tokenize(exp.model.tokenizer, captions)["attention_mask"].sum(dim=1).tolist()
-        rows.append({"language": lang, "mean tokens": round(sum(lengths) / len(lengths), 1),
-                     "max tokens": max(lengths), "mean characters": round(sum(map(len, captions)) / len(captions), 1)})
-    return pd.DataFrame(rows)
+def token_statistics(exp: Experiment, langs: list[str]) -> pd.DataFrame:
+    """How the model's tokenizer splits each language's captions: table, plot, and what it means."""
+    clean = exp.model.openai_text_cleaning
+    captions = {lang: exp.captions[lang].tolist() for lang in langs}
+    stats = token_stats(exp.model.tokenizer, captions, exp.model.context_length, clean)
+    lengths = pd.DataFrame([{"language": lang, "tokens": n} for lang in langs
+                            for n in token_lengths(exp.model.tokenizer, captions[lang], clean)])
+    display(Markdown("## Tokens per caption\n\n" + narrative.tokens(stats)))
+    display(stats.style.format({"tokens per caption": "{:.1f}", "tokens per word": "{:.2f}",
+                                "bytes per token": "{:.2f}"}).hide(axis="index"))
+    figure(plots.token_lengths(lengths, exp.model.context_length))
+    return stats
+
+
+def comparison(exp: Experiment, langs: list[str], models: list[str] | None, translator: str | None,
+               output_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Models × languages × strategies: table (also written as CSV next to the report), bars, translations."""
+    from .compare import compare
+
+    table = compare(exp.captions, langs, [exp.model, *(models or [])], translator, exp.top_k)
+    k = exp.top_k
+    display(Markdown("## Fixing the language gap: raw captions, translation to English, multilingual encoders\n\n"
+                     + narrative.comparison(table)))
+    display(table.style.format({c: "{:.1%}" for c in ("i2t_top1", f"i2t_top{k}", "t2i_top1", f"t2i_top{k}")}
+                               | {"correct_mean": "{:.3f}", "margin_mean": "{:.3f}", "gap_pp": "{:+.1f}",
+                                  "gap_ratio": lambda v: "—" if v is None or v != v else f"{v:.2f}×"})
+                        .hide(axis="index"))
+    figure(plots.comparison_bars(table))
+    for name, texts in table.attrs["translations"].items():
+        lang = next((lang for lang in langs if name == translator_name(translator or "", lang)), None)
+        if lang:
+            display(Markdown(f"### Translations by `{name}`"))
+            display(pd.DataFrame({"image": exp.image_names, lang: exp.captions[lang], "en (translated)": texts})
+                    .style.hide(axis="index"))
+    if output_dir is not None:
+        write_atomic(Path(output_dir) / "comparison.csv", table.to_csv(index=False))
+    if table.attrs["skipped"]:
+        display(Markdown("### Not available in this run\n\n" + "\n".join(f"- {s}" for s in table.attrs["skipped"])))
+    return table
 
 
 def lab_report(exp: Experiment, langs: list[str]) -> None:

@@ -26,7 +26,8 @@ from .provenance import Timings, now, package_versions
 
 NOTEBOOKS = ("01_matching", "02_languages", "03_lab_report", "04_zeroshot")
 KERNEL = "labclip"
-PARAMETERS = ("model", "captions", "image_dir", "languages", "top_k", "batch_size", "title", "strict")
+PARAMETERS = ("model", "captions", "image_dir", "languages", "top_k", "batch_size", "title", "strict",
+              "compare_models", "translator", "labels", "template_sets")
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 PRINT_CSS = """
 <style>
@@ -34,13 +35,14 @@ PRINT_CSS = """
 @media print {
   body { font-size: 10.5pt; }
   .jp-OutputArea-output img { max-width: 100% !important; height: auto !important; page-break-inside: avoid; }
-  table { page-break-inside: auto; font-size: 9pt; }
+  table { page-break-inside: auto; font-size: 8pt; }
+  .jp-OutputArea-output, .jp-RenderedHTMLCommon { overflow: visible !important; }
   tr { page-break-inside: avoid; }
   h1, h2, h3 { page-break-after: avoid; }
 }
 body { font-family: "DejaVu Sans", "Noto Sans", Arial, sans-serif; }
 .jp-OutputArea-output table { border-collapse: collapse; margin: 6px 0 12px 0; }
-.jp-OutputArea-output th, .jp-OutputArea-output td { border: 1px solid #ccc; padding: 3px 7px; text-align: left !important; }
+.jp-OutputArea-output th, .jp-OutputArea-output td { border: 1px solid #ccc; padding: 2px 5px; text-align: left !important; }
 .jp-OutputArea-output img { max-width: 100%; height: auto; }
 </style>
 """
@@ -178,7 +180,7 @@ def build_reports(
     run = {"finished": now(), "parameters": params, "fallback_reason": fallback, "versions": package_versions(),
            "timings_s": {k: round(v, 2) for k, v in timings.items()}}
     (staging / "run.json").write_text(json.dumps(run, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    produced += [staging / "run.json", *sorted(staging.glob("0*.json"))]
+    produced += [staging / "run.json", *sorted(staging.glob("0*.json")), *sorted(staging.glob("*.csv"))]
     published = []
     for path in produced:
         target = out_dir / path.name
@@ -199,6 +201,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--title")
     p.add_argument("--strict", action="store_true", default=None, help="fail if the model can't be loaded")
+    p.add_argument("--compare-models", nargs="+", help="models compared with --model in the languages report")
+    p.add_argument("--translator", help="translation model, e.g. Helsinki-NLP/opus-mt-{lang}-en ('none' to skip)")
+    p.add_argument("--templates", nargs="+", dest="template_sets", help="template sets compared in the zero-shot report")
     p.add_argument("--out", type=Path, default=REPORTS_DIR, help="output folder (default reports/)")
     p.add_argument("--notebooks", nargs="+", choices=NOTEBOOKS, default=list(NOTEBOOKS))
     p.add_argument("--no-pdf", action="store_true", help="HTML only")
@@ -225,7 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         params = read_params(args.params)
         cli = {"model": args.model, "captions": args.captions, "image_dir": args.image_dir, "languages": args.langs,
-               "top_k": args.top_k, "batch_size": args.batch_size, "title": args.title, "strict": args.strict}
+               "top_k": args.top_k, "batch_size": args.batch_size, "title": args.title, "strict": args.strict,
+               "compare_models": args.compare_models, "template_sets": args.template_sets,
+               "translator": "" if args.translator == "none" else args.translator}
         params.update({k: v for k, v in cli.items() if v is not None})
         for key in ("captions", "image_dir"):
             if params.get(key):

@@ -220,3 +220,20 @@ def make_tiny_altclip(path: str | Path, seed: int = 0, image_size: int = 32) -> 
                        image_mean=list(OPENAI_MEAN), image_std=list(OPENAI_STD), resample=3).save_pretrained(path)
     (path / UNTRAINED_MARKER).write_text(json.dumps({"seed": seed, "untrained": True}) + "\n")
     return path
+
+
+def make_tiny_marian(path: str | Path, seed: int = 0) -> Path:
+    """A tiny random ``MarianMTModel`` with a small tokenizer: the translate-then-CLIP code path, offline."""
+    from transformers import GenerationConfig, MarianConfig, MarianMTModel
+
+    path = Path(path)
+    tokenizer = tiny_wordpiece_tokenizer(path)
+    config = MarianConfig(vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1,
+                          encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+                          decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=1, eos_token_id=2,
+                          decoder_start_token_id=1, forced_eos_token_id=2, scale_embedding=True)
+    model = _seeded(seed, lambda: MarianMTModel(config).eval())
+    model.generation_config = GenerationConfig(decoder_start_token_id=1, eos_token_id=2, pad_token_id=1,
+                                               max_new_tokens=8)
+    model.save_pretrained(path, safe_serialization=True)
+    return path

@@ -1,0 +1,89 @@
+"""Models × languages × strategies (raw captions, translated to English, multilingual encoder), side by side."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import LabclipError
+from .experiment import Experiment, load_model_or_demo
+from .model import ClipModel
+from .translate import DEFAULT_TRANSLATOR, Translator, translator_name
+
+FIGURES = ("i2t_top1", "t2i_top1", "correct_mean", "margin_mean")
+
+
+def is_multilingual(model: ClipModel) -> bool:
+    """Whether the text encoder was trained for many languages (not OpenAI's English CLIP)."""
+    return model.text_tower is not None or getattr(model.model.config, "model_type", "clip") != "clip"
+
+
+def gap(reference: float, other: float) -> tuple[float, float | None]:
+    """(difference in percentage points, reference / other); the ratio is ``None`` when ``other`` is 0."""
+    return 100 * (reference - other), (reference / other if other else None)
+
+
+def compare(
+    captions: pd.DataFrame,
+    languages: Sequence[str],
+    models: Sequence[str | ClipModel],
+    translator: str | None = DEFAULT_TRANSLATOR,
+    top_k: int = 3,
+    reference: str = "en",
+    strict: bool = False,
+) -> pd.DataFrame:
+    """One row per model × language × strategy with top-1/top-k in both directions, mean correct
+    similarity, mean margin, and the gap to the reference language (same model, untranslated) in
+    percentage points and as a ratio.
+
+    The first model falls back to the demo model when it can't be loaded (unless ``strict``); other
+    models and translators that can't be loaded are skipped and listed in ``attrs["skipped"]``.
+    Translations are in ``attrs["translations"]``. Image embeddings are computed once per model
+    and shared through the cache by models with the same image encoder.
+    """
+    rows, skipped, translations = [], [], {}
+    for n, name in enumerate(models):
+        try:
+            model, fallback = (name, None) if isinstance(name, ClipModel) else load_model_or_demo(name, strict or n > 0)
+        except LabclipError as err:
+            skipped.append(f"model {name}: {err}")
+            print(f"labclip: skipping {name}: {err}", file=sys.stderr)
+            continue
+        exp = Experiment(model, captions, top_k)
+        label = model.name + (" (fallback)" if fallback else "")
+        strategy = "multilingual" if is_multilingual(model) else "raw"
+        for lang in languages:
+            rows.append(_row(label, lang, strategy, exp.matching(lang).metrics, top_k))
+        if strategy == "multilingual" or not translator:
+            continue
+        for lang in languages:
+            if lang == reference:
+                continue
+            mt = translator_name(translator, lang)
+            if mt not in translations:
+                try:
+                    translations[mt] = Translator(mt).translate(captions[lang].tolist())
+                except LabclipError as err:
+                    skipped.append(f"translation {lang}→{reference} ({mt}): {err}")
+                    translations[mt] = None
+            if translations[mt] is not None:
+                metrics = exp.match_texts(f"{lang}→{reference}", translations[mt]).metrics
+                rows.append(_row(label, lang, "translated", metrics, top_k))
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        base = table[(table.language == reference) & (table.strategy != "translated")].set_index("model")["i2t_top1"]
+        gaps = [gap(base[r.model], r.i2t_top1) if r.model in base else (np.nan, None) for r in table.itertuples()]
+        table["gap_pp"] = [g[0] for g in gaps]
+        table["gap_ratio"] = [g[1] for g in gaps]
+    table.attrs["skipped"] = skipped
+    table.attrs["translations"] = {mt: t for mt, t in translations.items() if t is not None}
+    return table
+
+
+def _row(model: str, language: str, strategy: str, m: dict, k: int) -> dict:
+    return {"model": model, "language": language, "strategy": strategy, "i2t_top1": m["i2t_top1"],
+            f"i2t_top{k}": m[f"i2t_top{k}"], "t2i_top1": m["t2i_top1"], f"t2i_top{k}": m[f"t2i_top{k}"],
+            "correct_mean": m["correct_mean"], "margin_mean": m["margin_mean"]}

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from labclip import load_model, match_metrics, similarity
+from labclip.compare import compare
+from labclip.config import CAPTIONS_DIR
+from labclip.data import load_captions
+from labclip.testing import make_tiny_marian, make_tiny_sentence_transformer
+from labclip.translate import Translator
+
+
+@pytest.fixture(scope="module")
+def marian(tmp_path_factory):
+    return make_tiny_marian(tmp_path_factory.mktemp("marian") / "opus-mt-ru-en", seed=3)
+
+
+def test_each_caption_is_translated_once(marian, tmp_path):
+    first = Translator(str(marian), cache=tmp_path)
+    out = first.translate(["кошка", "пицца", "кошка"])
+    assert first.model_calls == 2 and out[0] == out[2] and all(isinstance(t, str) for t in out)
+    again = Translator(str(marian), cache=tmp_path)
+    assert again.translate(["пицца", "кошка"]) == [out[1], out[0]]
+    assert again.model_calls == 0
+    assert again.translate(["гора"]) and again.model_calls == 1
+
+
+def test_comparison_table(tmp_path, tiny_model_dir, marian, monkeypatch):
+    monkeypatch.setenv("LABCLIP_CACHE", str(tmp_path / "cache"))
+    st = make_tiny_sentence_transformer(tmp_path / "st", seed=5)
+    captions = load_captions(CAPTIONS_DIR / "default.csv")
+    pair = f"{st}+{tiny_model_dir}"
+    table = compare(captions, ["en", "ru"], [str(tiny_model_dir), pair, "no/such-model"],
+                    translator=str(marian), top_k=3)
+    keys = list(zip(table.model, table.language, table.strategy))
+    assert keys == [(str(tiny_model_dir), "en", "raw"), (str(tiny_model_dir), "ru", "raw"),
+                    (str(tiny_model_dir), "ru", "translated"), (pair, "en", "multilingual"),
+                    (pair, "ru", "multilingual")]
+    assert len(set(keys)) == len(keys)
+    assert any("no/such-model" in s for s in table.attrs["skipped"])
+
+    clip = load_model(tiny_model_dir, cache=False)
+    images = clip.encode_images(captions["path"])
+    for lang, strategy, texts in [("ru", "raw", captions["ru"].tolist()),
+                                  ("ru", "translated", table.attrs["translations"][str(marian)])]:
+        m = match_metrics(similarity(images, clip.encode_texts(texts)), 3, clip.logit_scale)
+        row = table[(table.model == str(tiny_model_dir)) & (table.language == lang) & (table.strategy == strategy)].iloc[0]
+        for figure in ("i2t_top1", "i2t_top3", "t2i_top1", "t2i_top3", "correct_mean", "margin_mean"):
+            assert row[figure] == pytest.approx(m[figure]), (lang, strategy, figure)
+    en = table[(table.model == str(tiny_model_dir)) & (table.language == "en")].iloc[0]
+    ru = table[(table.model == str(tiny_model_dir)) & (table.strategy == "raw") & (table.language == "ru")].iloc[0]
+    assert ru.gap_pp == pytest.approx(100 * (en.i2t_top1 - ru.i2t_top1))
+    assert en.gap_pp == 0
+    if ru.i2t_top1:
+        assert ru.gap_ratio == pytest.approx(en.i2t_top1 / ru.i2t_top1)
+    else:
+        assert ru.gap_ratio is None or np.isnan(ru.gap_ratio)
+
+
+def test_unavailable_translator_is_skipped_not_faked(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    captions = load_captions(CAPTIONS_DIR / "short.csv")
+    table = compare(captions, ["en", "ru"], [str(tiny_model_dir)])
+    assert set(table.strategy) == {"raw"}
+    assert any("opus-mt-ru-en" in s for s in table.attrs["skipped"])
