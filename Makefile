@@ -18,6 +18,9 @@ TITLE ?=
 OUT ?= reports
 PARAMS ?=
 STRICT ?=
+MODELS ?=
+TRANSLATOR ?=
+TEMPLATES ?=
 
 APT_REPORT := chromium fonts-dejavu-core poppler-utils
 APT_DATA := fonts-noto-color-emoji fonts-noto-core
@@ -42,12 +45,14 @@ sysdeps: ## Install the Debian packages the PDF report needs (chromium, DejaVu f
 	@command -v chromium >/dev/null && command -v pdftotext >/dev/null && fc-list | grep -qi dejavu || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_REPORT) >/dev/null; }
 
-report: setup sysdeps ## Run the notebooks and render HTML + PDF into reports/ (MODEL= CAPTIONS= LANGS= PARAMS= STRICT=1)
+report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MODEL= CAPTIONS= LANGS= MODELS= PARAMS= STRICT=1)
 	$(PY) -m labclip.report --out "$(OUT)" \
 	  $(if $(PARAMS),--params "$(PARAMS)") $(if $(MODEL),--model "$(MODEL)") \
 	  $(if $(CAPTIONS),--captions "$(CAPTIONS)") $(if $(LANGS),--langs $(LANGS)) \
 	  $(if $(TOPK),--top-k $(TOPK)) $(if $(BATCH),--batch-size $(BATCH)) \
-	  $(if $(TITLE),--title "$(TITLE)") $(if $(STRICT),--strict)
+	  $(if $(TITLE),--title "$(TITLE)") $(if $(STRICT),--strict) \
+	  $(if $(MODELS),--compare-models $(MODELS)) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
+	  $(if $(TEMPLATES),--templates $(TEMPLATES))
 
 test: setup sysdeps ## Run the test suite (offline, tiny models)
 	$(PY) -m pytest -q
