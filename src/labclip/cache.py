@@ -10,13 +10,12 @@ shape or are not unit vectors are treated as missing and recomputed.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_atomic
 from .config import cache_dir
 
 
@@ -68,16 +67,8 @@ class EmbeddingCache:
         return vector
 
     def put(self, kind: str, key: str, vector: np.ndarray) -> None:
-        path = self._path(kind, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}.", suffix=".npy", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.ascontiguousarray(vector, dtype=np.float32), allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        array = np.ascontiguousarray(vector, dtype=np.float32)
+        write_atomic(self._path(kind, key), lambda f: np.save(f, array, allow_pickle=False), binary=True)
 
     def summary(self) -> str:
         i, c = self.stats["images"], self.stats["captions"]

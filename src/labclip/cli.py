@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,11 +12,11 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .atomic import write_text
 from .config import DEFAULT_MODEL
 from .errors import LabclipError
+from .images import IMAGE_SUFFIXES
 from .translate import DEFAULT_TRANSLATOR
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -157,17 +155,8 @@ def _emit(table: pd.DataFrame, out: Path | None, extra: dict | None = None) -> N
         text = table.to_csv(index=False)
     else:
         raise LabclipError(f"{out}: --out must end in .csv or .json")
-    _write_atomic(out, text)
+    write_text(out, text)
     print(f"labclip: wrote {out}", file=sys.stderr)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def cmd_match(args) -> None:
@@ -215,7 +204,7 @@ def cmd_tag(args) -> None:
                               class_embeddings(model, labels, templates))
         new = top_labels(probs, labels, [str(p.relative_to(args.folder)) for p in todo], args.top_k)
         done = pd.concat([done, new], ignore_index=True) if len(done) else new
-        _write_atomic(args.out, done.to_csv(index=False))
+        write_text(args.out, done.to_csv(index=False))
     print(f"labclip: tagged {len(todo)} new images; {args.out} lists {done['image'].nunique()} images",
           file=sys.stderr)
 

@@ -6,7 +6,6 @@ import html
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +13,7 @@ from IPython.display import HTML, Image, Markdown, display
 from matplotlib.figure import Figure
 
 from . import narrative, plots, zeroshot
+from .atomic import write_text
 from .experiment import Experiment, Matching
 from .model import ClipModel, describe
 from .provenance import machine, package_versions, sha256_files
@@ -167,7 +167,7 @@ def comparison(exp: Experiment, langs: list[str], models: list[str] | None, tran
             display(pd.DataFrame({"image": exp.image_names, lang: exp.captions[lang], "en (translated)": texts})
                     .style.hide(axis="index"))
     if output_dir is not None:
-        write_atomic(Path(output_dir) / "comparison.csv", table.to_csv(index=False))
+        write_text(Path(output_dir) / "comparison.csv", table.to_csv(index=False))
     if table.attrs["skipped"]:
         display(Markdown("### Not available in this run\n\n" + "\n".join(f"- {s}" for s in table.attrs["skipped"])))
     return table
@@ -202,7 +202,7 @@ def provenance(exp: Experiment, output_dir: str | os.PathLike | None = None, nam
     _provenance_table(rows, prov)
     if output_dir is not None:
         payload = {"provenance": prov, "metrics": {lang: m.metrics for lang, m in exp.results.items()}}
-        write_atomic(Path(output_dir) / f"{name}.json", json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        write_text(Path(output_dir) / f"{name}.json", json.dumps(payload, indent=2, ensure_ascii=False, default=str))
     return prov
 
 
@@ -215,7 +215,7 @@ def zeroshot_provenance(run: ZeroShotRun, output_dir: str | os.PathLike | None =
     _provenance_table([("images", len(run.data.paths)), ("images sha256", prov["images_sha256"]),
                        ("classes", ", ".join(run.data.classes))], prov)
     if output_dir is not None:
-        write_atomic(Path(output_dir) / f"{name}.json", json.dumps({"provenance": prov}, indent=2, ensure_ascii=False,
+        write_text(Path(output_dir) / f"{name}.json", json.dumps({"provenance": prov}, indent=2, ensure_ascii=False,
                                                                    default=str))
     return prov
 
@@ -228,11 +228,3 @@ def _provenance_table(rows: list[tuple], prov: dict) -> None:
     display(Markdown("## Provenance"))
     display(pd.DataFrame(rows, columns=["item", "value"]).astype(str).style.hide(axis="index"))
 
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from filelock import FileLock
 
+from .atomic import write_text
 from .config import cache_dir
 from .errors import LabclipError
 
@@ -63,10 +63,7 @@ class Translator:
         self.cache_file.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.cache_file) + ".lock"):
             merged = {**self._load_cache(), **new}
-            fd, tmp = tempfile.mkstemp(prefix=".translations.", dir=self.cache_file.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(merged, f, ensure_ascii=False, indent=0)
-            os.replace(tmp, self.cache_file)
+            write_text(self.cache_file, json.dumps(merged, ensure_ascii=False, indent=0))
 
     def translate(self, texts: Sequence[str], batch_size: int = 16) -> list[str]:
         """Translations of ``texts``, in order."""

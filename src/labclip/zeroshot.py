@@ -12,11 +12,11 @@ import pandas as pd
 
 from .config import PACKAGE_DIR
 from .errors import LabclipError
+from .images import IMAGE_SUFFIXES
 from .metrics import softmax
 from .model import ClipModel
 
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def template_sets() -> list[str]:
