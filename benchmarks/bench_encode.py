@@ -9,6 +9,7 @@ model, no download) and prints one table. Timings are printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
 import subprocess
@@ -21,6 +22,7 @@ import pandas as pd
 import torch
 from transformers import CLIPConfig, CLIPModel
 
+os.environ.setdefault("TQDM_DISABLE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 

@@ -163,3 +163,12 @@ def test_notebooks_are_thin_stripped_and_up_to_date():
         assert all(not c.outputs and c.execution_count is None for c in code)
         assert code[1].metadata.tags == ["parameters"]
         assert not any("def " in c.source for c in code)
+
+
+def test_shipped_parameter_sets_are_valid():
+    from labclip.report import read_params
+
+    for path in (PROJ_ROOT / "reports" / "params").glob("*.yaml"):
+        params = read_params(path)
+        if "captions" in params:
+            load_captions(PROJ_ROOT / params["captions"], languages=params.get("languages"))

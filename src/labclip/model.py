@@ -372,21 +372,22 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
-def _load_failure(name: str, source: str, err: Exception) -> str:
+def _load_failure(name: str, source: str, err: Exception, what: str = "model", demo: bool = True) -> str:
+    """One line: what could not be loaded, why, and the ways out."""
     reason = " ".join(str(err).split()) or type(err).__name__
     if len(reason) > 200:
         reason = reason[:197] + "..."
+    reason = f"{type(err).__name__}: {reason}"
     tried = f"'{name}'" if name == source else f"'{name}' ({source})"
-    if not Path(source).is_dir() and not hub_reachable():
-        reason = "not in the local Hugging Face cache and the hub cannot be reached"
     if Path(source).is_dir():
         hint = "check that the directory holds config.json, weights and tokenizer files saved with save_pretrained"
     else:
-        hint = (
-            "connect to the network, put a downloaded copy in the Hugging Face cache (HF_HOME), "
-            "pass a local model directory, or use the untrained 'demo' model"
-        )
-    return f"could not load model {tried}: {type(err).__name__}: {reason}; {hint}"
+        if not hub_reachable():
+            reason = "not in the local Hugging Face cache and the hub cannot be reached"
+        hint = "connect to the network, put a downloaded copy in the Hugging Face cache (HF_HOME), " + (
+            "pass a local model directory, or use the untrained 'demo' model" if demo
+            else "or pass a local model directory")
+    return f"could not load {what} {tried}: {reason}; {hint}"
 
 
 def describe(model: ClipModel) -> dict:

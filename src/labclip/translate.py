@@ -39,7 +39,7 @@ class Translator:
             self.tokenizer, self.model = _from_hub(name, lambda **kw: (
                 AutoTokenizer.from_pretrained(name, **kw), AutoModelForSeq2SeqLM.from_pretrained(name, **kw)))
         except Exception as err:  # noqa: BLE001 - one user-facing line
-            raise LabclipError(_load_failure(name, name, err).replace("model", "translation model", 1)) from err
+            raise LabclipError(_load_failure(name, name, err, "translation model", demo=False)) from err
         self.model = self.model.eval().to(device)
         self.model_calls = 0
         revision = getattr(self.model.config, "_commit_hash", None)
