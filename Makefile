@@ -22,6 +22,7 @@ MODELS ?=
 TRANSLATOR ?=
 TEMPLATES ?=
 
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_REPORT := chromium fonts-dejavu-core poppler-utils
 APT_DATA := fonts-noto-color-emoji fonts-noto-core
 
@@ -43,7 +44,7 @@ setup: $(STAMP) ## Create .venv with torch (CPU), labclip and its report/dev ext
 
 sysdeps: ## Install the Debian packages the PDF report needs (chromium, DejaVu fonts)
 	@command -v chromium >/dev/null && command -v pdftotext >/dev/null && fc-list | grep -qi dejavu || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_REPORT) >/dev/null; }
+	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_REPORT) >/dev/null; }
 
 report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MODEL= CAPTIONS= LANGS= MODELS= PARAMS= STRICT=1)
 	$(PY) -m labclip.report --out "$(OUT)" \
@@ -65,7 +66,7 @@ format: setup ## Format the code with ruff
 
 data: setup ## Regenerate data/images/ from installed packages and Debian fonts
 	@fc-list | grep -qi "Noto Color Emoji" && fc-list | grep -qi "Noto Music" || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_DATA) >/dev/null; }
+	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_DATA) >/dev/null; }
 	$(PY) scripts/make_images.py
 
 bench: setup ## Print CPU encoding throughput and memory figures (ARGS=--quick for a short run)
