@@ -108,3 +108,10 @@ def test_frequent_distractors_by_hand():
     table = frequent_distractors(SIM, ["a", "b", "c"], k=2)
     # top-2 lists: x -> a, c ; y -> b, c ; z -> b, c  => wrong entries: c (x), c (y), b (z)
     assert table.to_dict("list") == {"caption": ["c", "b"], "appearances": [2, 1]}
+
+
+def test_gap_in_the_seed_reports_three_forms():
+    from labclip.narrative import gap
+
+    assert gap(1.0, 0.3) == {"points": "+70.0 percentage points", "ratio": "3.33×", "relative": "+233%"}
+    assert gap(0.5, 0.0)["ratio"].startswith("undefined")

@@ -138,6 +138,11 @@ def _load(args):
     return model
 
 
+def _check_out(out: Path | None) -> None:
+    if out is not None and out.suffix.lower() not in (".csv", ".json"):
+        raise LabclipError(f"{out}: --out must end in .csv or .json")
+
+
 def _emit(table: pd.DataFrame, out: Path | None, extra: dict | None = None) -> None:
     if out is None:
         if extra:
@@ -147,14 +152,12 @@ def _emit(table: pd.DataFrame, out: Path | None, extra: dict | None = None) -> N
         with pd.option_context("display.width", 200, "display.max_colwidth", 80, "display.max_rows", None):
             print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         return
-    suffix = out.suffix.lower()
-    if suffix == ".json":
+    _check_out(out)
+    if out.suffix.lower() == ".json":
         text = json.dumps({**(extra or {}), "rows": table.to_dict("records")}, indent=2, ensure_ascii=False,
                           default=str)
-    elif suffix == ".csv":
-        text = table.to_csv(index=False)
     else:
-        raise LabclipError(f"{out}: --out must end in .csv or .json")
+        text = table.to_csv(index=False)
     write_text(out, text)
     print(f"labclip: wrote {out}", file=sys.stderr)
 
@@ -163,8 +166,7 @@ def cmd_match(args) -> None:
     from .data import load_captions
     from .experiment import Experiment
 
-    if args.out and args.out.suffix.lower() not in (".csv", ".json"):
-        raise LabclipError(f"{args.out}: --out must end in .csv or .json")
+    _check_out(args.out)
     captions = load_captions(args.captions, args.image_dir, [args.lang])
     exp = Experiment(_load(args), captions, args.top_k, args.batch_size)
     m = exp.matching(args.lang)
@@ -243,8 +245,7 @@ def cmd_compare(args) -> None:
     from .compare import compare
     from .data import load_captions
 
-    if args.out and args.out.suffix.lower() not in (".csv", ".json"):
-        raise LabclipError(f"{args.out}: --out must end in .csv or .json")
+    _check_out(args.out)
     captions = load_captions(args.captions, args.image_dir, args.langs)
     table = compare(captions, args.langs, args.models, None if args.translator == "none" else args.translator,
                     args.top_k, strict=args.strict)

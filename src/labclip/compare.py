@@ -13,8 +13,6 @@ from .experiment import Experiment, load_model_or_demo
 from .model import ClipModel
 from .translate import DEFAULT_TRANSLATOR, Translator, translator_name
 
-FIGURES = ("i2t_top1", "t2i_top1", "correct_mean", "margin_mean")
-
 
 def is_multilingual(model: ClipModel) -> bool:
     """Whether the text encoder was trained for many languages (not OpenAI's English CLIP)."""

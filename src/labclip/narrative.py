@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import compare
 from .experiment import Experiment, Matching
 from .model import ClipModel
 from .text import token_stats
@@ -33,10 +34,12 @@ def gap(reference: float, other: float) -> dict[str, str]:
     ``points``: difference in percentage points; ``ratio``: reference / other;
     ``relative``: (reference − other) / other, the seed report's "233% improvement" form.
     """
-    points = f"{100 * (reference - other):+.1f} percentage points"
-    if other == 0:
-        return {"points": points, "ratio": "undefined (the other score is 0)", "relative": "undefined"}
-    return {"points": points, "ratio": f"{reference / other:.2f}×", "relative": f"{100 * (reference - other) / other:+.0f}%"}
+    points, ratio = compare.gap(reference, other)
+    if ratio is None:
+        return {"points": f"{points:+.1f} percentage points", "ratio": "undefined (the other score is 0)",
+                "relative": "undefined"}
+    return {"points": f"{points:+.1f} percentage points", "ratio": f"{ratio:.2f}×",
+            "relative": f"{100 * (ratio - 1):+.0f}%"}
 
 
 def banner_text(model: ClipModel) -> str | None:
