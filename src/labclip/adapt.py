@@ -37,7 +37,7 @@ from .model import ClipModel, describe, load_model
 
 FORMAT = "labclip-text-adapter"
 FORMAT_VERSION = 1
-DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-3, 3, 13))
+DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-3, 3, 7))
 ADAPTER_MARK = "+adapter:"
 
 
@@ -181,35 +181,41 @@ def _fold_splits(n: int, groups: np.ndarray, cv: int) -> list[tuple[np.ndarray, 
     return list(GroupKFold(n_splits=min(cv, n_groups)).split(np.zeros(n), groups=groups))
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, alphas: Sequence[float]):
-    """Closed-form ridge with intercept for several alphas from one eigendecomposition.
+def _moments(x: np.ndarray, y: np.ndarray) -> tuple:
+    """``(n, Σx, Σy, XᵀX, XᵀY)``, products in the inputs' precision, sums in float64."""
+    f64 = np.float64
+    return len(x), x.sum(axis=0, dtype=f64), y.sum(axis=0, dtype=f64), (x.T @ x).astype(f64), (x.T @ y).astype(f64)
 
-    Returns:
-        ``solve(alpha) -> (weight, bias)`` and ``predict(x_new) -> {alpha: prediction}``.
+
+class _Ridge:
+    """Closed-form ridge with intercept, for any alpha, from one eigendecomposition.
+
+    Built from the moments of rows shifted by ``(cx, cy)`` (their overall means, which keeps the
+    centring exact in float32), so a fold's model comes from the total minus the fold's moments.
     """
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)
-    mx, my = x.mean(axis=0), y.mean(axis=0)
-    xc = x - mx
-    s, v = linalg.eigh(xc.T @ xc, overwrite_a=True, check_finite=False)
-    s = np.clip(s, 0.0, None)
-    rotated = v.T @ (xc.T @ (y - my))
-    floor = s.max(initial=0.0) * len(s) * np.finfo(np.float64).eps
 
-    def shrink(alpha: float) -> np.ndarray:
+    def __init__(self, moments: tuple, cx: np.ndarray, cy: np.ndarray):
+        n, sx, sy, sxx, sxy = moments
+        mx, my = sx / n, sy / n
+        s, self.v = linalg.eigh(sxx - n * np.outer(mx, mx), driver="evd", overwrite_a=True, check_finite=False)
+        self.s = np.clip(s, 0.0, None)
+        self.rotated = self.v.T @ (sxy - n * np.outer(mx, my))
+        self.mx, self.my = mx + cx, my + cy
+        self.floor = self.s.max(initial=0.0) * len(self.s) * np.finfo(np.float64).eps
+
+    def _shrink(self, alpha: float) -> np.ndarray:
         """``1 / (s + alpha)``, and 0 in null directions (the minimum-norm solution at alpha = 0)."""
-        d = s + alpha
-        return np.divide(1.0, d, out=np.zeros_like(d), where=d > floor)[:, None]
+        d = self.s + alpha
+        return np.divide(1.0, d, out=np.zeros_like(d), where=d > self.floor)[:, None]
 
-    def solve(alpha: float) -> tuple[np.ndarray, np.ndarray]:
-        weight = v @ (rotated * shrink(alpha))
-        return weight.astype(np.float32), (my - mx @ weight).astype(np.float32)
+    def coef(self, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        weight = self.v @ (self.rotated * self._shrink(alpha))
+        return weight.astype(np.float32), (self.my - self.mx @ weight).astype(np.float32)
 
-    def predict(x_new: np.ndarray) -> dict[float, np.ndarray]:
-        z = ((np.asarray(x_new, np.float64) - mx) @ v).astype(np.float32)
-        return {a: z @ (rotated * shrink(a)).astype(np.float32) + my.astype(np.float32) for a in alphas}
-
-    return solve, predict
+    def predict(self, x: np.ndarray, alphas: Sequence[float]) -> dict[float, np.ndarray]:
+        z = ((x - self.mx) @ self.v).astype(np.float32)
+        my = self.my.astype(np.float32)
+        return {a: z @ (self.rotated * self._shrink(a)).astype(np.float32) + my for a in alphas}
 
 
 def _mean_cosine(pred: np.ndarray, target: np.ndarray) -> float:
@@ -257,22 +263,26 @@ def fit_text_adapter(
     grid = [float(a) for a in np.atleast_1d(DEFAULT_ALPHAS if alpha is None else alpha)]
     if not grid or min(grid) < 0:
         raise LabclipError(f"alpha must be non-negative, got {grid}")
+    dtype = np.result_type(x.dtype, y.dtype, np.float32)
+    cx, cy = x.mean(axis=0, dtype=np.float64), y.mean(axis=0, dtype=np.float64)
+    xs, ys = (x - cx).astype(dtype), (y - cy).astype(dtype)
     scores: dict[float, float] = {}
     folds = 0
     if len(grid) > 1:
         splits = _fold_splits(len(x), groups, cv)
         folds = len(splits)
-        totals = dict.fromkeys(grid, 0.0)
-        for train, test in splits:
-            _, predict = _ridge(x[train], y[train], grid)
-            for a, pred in predict(x[test]).items():
-                totals[a] += _mean_cosine(pred, y[test]) * len(test)
-        scores = {a: totals[a] / len(x) for a in grid}
+        parts = [_moments(xs[test], ys[test]) for _, test in splits]
+        total = tuple(sum(m[i] for m in parts) for i in range(5))
+        sums = dict.fromkeys(grid, 0.0)
+        for (_, test), part in zip(splits, parts):
+            ridge = _Ridge(tuple(t - p for t, p in zip(total, part)), cx, cy)
+            for a, pred in ridge.predict(x[test], grid).items():
+                sums[a] += _mean_cosine(pred, y[test]) * len(test)
+        scores = {a: sums[a] / len(x) for a in grid}
         chosen = max(grid, key=lambda a: (scores[a], a))
     else:
-        chosen = grid[0]
-    solve, _ = _ridge(x, y, [chosen])
-    weight, bias = solve(chosen)
+        total, chosen = _moments(xs, ys), grid[0]
+    weight, bias = _Ridge(total, cx, cy).coef(chosen)
     adapter = TextAdapter(weight, bias, {})
     adapter.card = {
         **(card or {}),
@@ -488,7 +498,8 @@ def _outer_splits(n: int, groups: np.ndarray, folds: int | str, seed: int,
         raise LabclipError(f"folds must be 'loo' or a number from 2 to {n_groups} (the number of images), "
                            f"got {folds!r}")
     y = strata if strata is not None else np.zeros(n)
-    return [(np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(np.zeros((n, 1)), y, groups)]
+    grouped = {"groups": groups} if isinstance(splitter, (GroupKFold, LeaveOneGroupOut)) else {}
+    return [(np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(np.zeros((n, 1)), y, **grouped)]
 
 
 def _hits(sim: np.ndarray) -> dict[str, np.ndarray]:
