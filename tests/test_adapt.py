@@ -9,8 +9,7 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import make_scorer
 from sklearn.model_selection import GridSearchCV, GroupKFold
 
-from labclip import LabclipError, load_model
-from labclip import adapt
+from labclip import LabclipError, adapt, load_model
 from labclip.adapt import (
     AdaptedModel,
     TextAdapter,
