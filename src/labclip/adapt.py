@@ -583,7 +583,8 @@ def evaluate_text_adapter(
         fit: the fitting function (``fit_text_adapter``'s signature), replaceable for tests.
 
     Returns:
-        An :class:`AdapterEvaluation`.
+        An :class:`AdapterEvaluation`. The ``"before"`` variant is there only when the source
+        embeddings live in the image space (same dimension), e.g. CLIP's own text tower.
     """
     images = _as_matrix("image_emb", image_emb)
     source = _as_matrix("source_emb", source_emb)
@@ -681,6 +682,9 @@ def evaluate_few_shot(
         shots: the ``k`` values.
         folds: number of (stratified where possible) folds, or ``"loo"``.
         seed: the fold shuffle and the k-shot draws.
+
+    Returns:
+        A :class:`FewShotEvaluation`.
     """
     images = _unit_rows(_as_matrix("image_emb", image_emb)).astype(np.float64)
     text = _as_matrix("class_text_emb", class_text_emb, images.shape[1])
