@@ -64,7 +64,7 @@ def test_planted_map_is_recovered_on_held_out_rows():
     assert row_cosine(fit_text_adapter(xn[:600], yn[:600]).transform(xn[600:]), yn[600:]).mean() < 0.99
 
 
-@pytest.mark.parametrize("n, alpha", [(300, 0.5), (20, 2.0), (300, 0.0)])
+@pytest.mark.parametrize("n, alpha", [(300, 0.5), (20, 2.0), (300, 0.0), (20, 0.0)])
 def test_fixed_alpha_equals_sklearn_ridge(n, alpha):
     x, y, _, _ = planted(n=n, noise=0.1)
     adapter = fit_text_adapter(x, y, alpha=alpha)

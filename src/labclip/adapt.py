@@ -218,6 +218,18 @@ class _Ridge:
         return {a: z @ (self.rotated * self._shrink(a)).astype(np.float32) + my for a in alphas}
 
 
+def _ridge_coef(moments: tuple, alpha: float, cx: np.ndarray, cy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge at one alpha: a Cholesky solve, or the eigendecomposition when the system is singular."""
+    n, sx, sy, sxx, sxy = moments
+    mx, my = sx / n, sy / n
+    try:
+        factor = linalg.cho_factor(sxx - n * np.outer(mx, mx) + alpha * np.eye(len(mx)), check_finite=False)
+    except linalg.LinAlgError:
+        return _Ridge(moments, cx, cy).coef(alpha)
+    weight = linalg.cho_solve(factor, sxy - n * np.outer(mx, my), check_finite=False)
+    return weight.astype(np.float32), (my + cy - (mx + cx) @ weight).astype(np.float32)
+
+
 def _mean_cosine(pred: np.ndarray, target: np.ndarray) -> float:
     return float(np.mean(np.sum(_unit_rows(pred) * _unit_rows(target), axis=1)))
 
@@ -282,7 +294,7 @@ def fit_text_adapter(
         chosen = max(grid, key=lambda a: (scores[a], a))
     else:
         total, chosen = _moments(xs, ys), grid[0]
-    weight, bias = _Ridge(total, cx, cy).coef(chosen)
+    weight, bias = _ridge_coef(total, chosen, cx, cy)
     adapter = TextAdapter(weight, bias, {})
     adapter.card = {
         **(card or {}),
