@@ -1,8 +1,9 @@
 """Text-adapter fitting time on the CPU: a 768→512 ridge map on 20k synthetic caption pairs.
 
 The pairs come from a planted linear map with noise, five captions per image, so the alpha
-cross-validation uses group folds as it would on COCO-style captions. Prints the measured times,
-never asserts them.
+cross-validation uses group folds as it would on COCO-style captions. Prints the measured times
+with the default BLAS threads and with one (on a shared machine, OpenBLAS threads that wait for
+each other can be several times slower than one thread), never asserts them.
 
     python benchmarks/bench_adapt.py [--pairs 20000] [--repeats 3]
 """
@@ -14,9 +15,11 @@ import os
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -54,15 +57,19 @@ def main() -> None:
     groups = np.arange(args.pairs) // 5
     train = slice(0, args.pairs)
 
-    cv_time, adapter = best_of(args.repeats, lambda: fit_text_adapter(x[train], y[train], groups=groups))
-    fixed_time, _ = best_of(args.repeats, lambda: fit_text_adapter(x[train], y[train], alpha=adapter.card["alpha"]))
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
+          f"load average {os.getloadavg()[0]:.1f} at start")
+    print(f"pairs: {args.pairs} ({args.pairs // 5} groups of 5), {x.shape[1]} -> {y.shape[1]} dimensions; "
+          f"best of {args.repeats}")
+    blas_threads = threadpool_info()[0]["num_threads"] if threadpool_info() else None
+    for threads in dict.fromkeys([blas_threads, 1]):
+        with threadpool_limits(limits=threads):
+            cv_time, adapter = best_of(args.repeats, lambda: fit_text_adapter(x[train], y[train], groups=groups))
+            alpha = adapter.card["alpha"]
+            fixed_time, _ = best_of(args.repeats, partial(fit_text_adapter, x[train], y[train], alpha=alpha))
+        print(f"BLAS threads {threads}: alpha by {adapter.card['cv_folds']}-fold group CV over "
+              f"{len(DEFAULT_ALPHAS)} alphas {cv_time:.2f} s (alpha = {alpha:g}); that alpha fixed {fixed_time:.2f} s")
     cosine = float(np.mean(np.sum(adapter.transform(x[args.pairs:]) * y[args.pairs:], axis=1)))
-
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}")
-    print(f"pairs: {args.pairs} ({args.pairs // 5} groups of 5), {x.shape[1]} -> {y.shape[1]} dimensions")
-    print(f"fit with alpha chosen by {adapter.card['cv_folds']}-fold group CV over {len(DEFAULT_ALPHAS)} alphas: "
-          f"{cv_time:.2f} s (best of {args.repeats}); alpha = {adapter.card['alpha']:g}")
-    print(f"fit with that alpha fixed: {fixed_time:.2f} s")
     print(f"mean cosine on {held_out} held-out pairs: {cosine:.4f} (training: {adapter.card['train_cosine']:.4f})")
 
 
