@@ -21,7 +21,6 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from scipy import linalg
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, KFold, LeaveOneGroupOut, StratifiedKFold
 
+from . import __version__
 from .atomic import write_atomic
 from .config import cache_dir
 from .errors import LabclipError
@@ -306,17 +306,10 @@ def fit_text_adapter(
         "cv_cosine": {f"{a:g}": round(s, 6) for a, s in scores.items()},
         "alpha_at_grid_edge": len(grid) > 1 and chosen in (min(grid), max(grid)),
         "train_cosine": round(_mean_cosine(adapter.transform(x), y), 6),
-        "labclip_version": _labclip_version(),
+        "labclip_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     return adapter
-
-
-def _labclip_version() -> str:
-    try:
-        return version("labclip")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 # --------------------------------------------------------------------------------------------
@@ -553,8 +546,8 @@ class AdapterEvaluation:
     def summary(self) -> dict:
         """Plain numbers for an adapter's card or a JSON file."""
         return {"images": self.n, "folds": len(self.folds), "gallery": self.gallery,
-                "alphas": self.alphas, "held_out_cosine_before": float(self.cosine["before"].mean()),
-                "held_out_cosine_after": float(self.cosine["after"].mean()),
+                "alphas": self.alphas, "cosine_to_target_before": float(self.cosine["before"].mean()),
+                "cosine_to_target_after": float(self.cosine["after"].mean()),
                 "top1": {f"{r['direction']}_{r['variant']}": [r["hits"], r["n"]] for r in self.counts()}}
 
 
