@@ -177,7 +177,7 @@ def proportion(hits, groups=None, confidence: float = CONFIDENCE, seed: int = 0)
 
     Args:
         hits: one boolean per observation.
-        groups: the image of each observation (any hashable labels or integers), or ``None``.
+        groups: the image of each observation (any labels), or ``None``.
         confidence: confidence level.
         seed: bootstrap seed (used only with repeated groups).
 
@@ -186,25 +186,40 @@ def proportion(hits, groups=None, confidence: float = CONFIDENCE, seed: int = 0)
     """
     h = _hits(hits, "hits")
     k, n = int(h.sum()), len(h)
-    if groups is None:
+    clustered = _cluster_interval(h, groups, confidence, N_RESAMPLES, seed)
+    if clustered is None:
         return Estimate(k / n, *wilson_interval(k, n, confidence), hits=k, n=n, confidence=confidence)
-    labels = np.asarray(groups)
-    if labels.shape != h.shape:
-        raise LabclipError(f"groups must give one image per observation: {labels.shape} vs {h.shape}")
-    _, index = np.unique(labels, return_inverse=True)
-    per_group_hits = np.bincount(index, weights=h)
-    per_group_n = np.bincount(index).astype(np.float64)
-    if len(per_group_n) == n or len(per_group_n) < 2:
-        return Estimate(k / n, *wilson_interval(k, n, confidence), hits=k, n=n, confidence=confidence)
-    low, high = bootstrap_interval((per_group_hits, per_group_n), _pooled_rate, confidence, seed=seed)
-    return Estimate(k / n, low, high, hits=k, n=n, method="cluster bootstrap", confidence=confidence)
+    return Estimate(k / n, *clustered, hits=k, n=n, method="cluster bootstrap", confidence=confidence)
 
 
-def mean(values, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES, seed: int = 0) -> Estimate:
-    """The mean of per-image values (reciprocal ranks, margins) with a percentile bootstrap interval."""
+def mean(values, groups=None, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+         seed: int = 0) -> Estimate:
+    """The mean of per-image values (reciprocal ranks, margins) with a percentile bootstrap interval.
+
+    With ``groups`` that repeat an image (several captions per image), images are resampled.
+    """
     v = np.asarray(values, dtype=np.float64)
-    low, high = bootstrap_interval(v, np.mean, confidence, n_resamples, seed)
-    return Estimate(float(v.mean()), low, high, n=len(v), method="bootstrap", confidence=confidence)
+    clustered = _cluster_interval(v, groups, confidence, n_resamples, seed)
+    if clustered is None:
+        low, high = bootstrap_interval(v, np.mean, confidence, n_resamples, seed)
+        return Estimate(float(v.mean()), low, high, n=len(v), method="bootstrap", confidence=confidence)
+    return Estimate(float(v.mean()), *clustered, n=len(v), method="cluster bootstrap", confidence=confidence)
+
+
+def _cluster_interval(values: np.ndarray, groups, confidence: float, n_resamples: int,
+                      seed: int) -> tuple[float, float] | None:
+    """Bootstrap over groups of the pooled mean; ``None`` when no group repeats (nothing to cluster)."""
+    if groups is None:
+        return None
+    labels = np.asarray(groups)
+    if labels.shape != values.shape:
+        raise LabclipError(f"groups must give one image per observation: {labels.shape} vs {values.shape}")
+    _, index = np.unique(labels, return_inverse=True)
+    counts = np.bincount(index).astype(np.float64)
+    if len(counts) == len(values) or len(counts) < 2:
+        return None
+    sums = np.bincount(index, weights=values.astype(np.float64))
+    return bootstrap_interval((sums, counts), _pooled_rate, confidence, n_resamples, seed)
 
 
 def _pooled_rate(hits: np.ndarray, n: np.ndarray, axis: int = -1) -> np.ndarray:
