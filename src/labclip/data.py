@@ -180,15 +180,22 @@ def _strip(cell):
     return [c.strip() for c in cell] if isinstance(cell, list) else str(cell).strip()
 
 
-def flatten_captions(table: pd.DataFrame, language: str) -> tuple[list[str], np.ndarray]:
+def flatten_captions(table: pd.DataFrame, language: str,
+                     per_image: int | None = None) -> tuple[list[str], np.ndarray]:
     """All captions of one language, in row order, with the row (image) each belongs to.
 
     A cell holds one caption or a list of captions (JSON Lines sets such as Crossmodal-3600).
+
+    Args:
+        table: a caption set from :func:`load_captions`.
+        language: its column.
+        per_image: keep at most this many captions per image (``1``: the first, as CLIP_benchmark
+            evaluates Crossmodal-3600); ``None`` keeps all.
 
     Returns:
         ``(captions, owner)``: ``owner[c]`` is the row of caption ``c``, as
         :func:`labclip.metrics.retrieval_metrics` takes it.
     """
-    cells = [cell if isinstance(cell, list) else [cell] for cell in table[language]]
+    cells = [(cell if isinstance(cell, list) else [cell])[:per_image] for cell in table[language]]
     owner = np.repeat(np.arange(len(cells)), [len(c) for c in cells])
     return [caption for cell in cells for caption in cell], owner
