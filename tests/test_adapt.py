@@ -8,6 +8,8 @@ import pytest
 from sklearn.linear_model import Ridge
 from sklearn.metrics import make_scorer
 from sklearn.model_selection import GridSearchCV, GroupKFold
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.proportion import proportion_confint
 
 from labclip import LabclipError, adapt, load_model
 from labclip.adapt import (
@@ -379,10 +381,18 @@ def test_evaluation_reports_before_and_after_per_image():
     assert result.hits["i2t"]["before"].mean() < 0.3 < 0.8 < result.hits["i2t"]["after"].mean()
     rows = {(r["direction"], r["variant"]): r for r in result.counts()}
     assert rows[("i2t", "after")]["hits"] == int(after_i2t.sum()) and rows[("i2t", "after")]["n"] == 60
+    low, high = proportion_confint(int(before_t2i.sum()), 60, alpha=0.05, method="wilson")
+    assert rows[("t2i", "before")]["low"] == pytest.approx(low) and rows[("t2i", "before")]["high"] == pytest.approx(high)
+    paired = {r["direction"]: r for r in result.paired()}
+    table = [[np.sum(before_i2t & after_i2t), np.sum(before_i2t & ~after_i2t)],
+             [np.sum(~before_i2t & after_i2t), np.sum(~before_i2t & ~after_i2t)]]
+    assert paired["i2t"]["p_value"] == pytest.approx(mcnemar(table, exact=True).pvalue)
+    assert paired["i2t"]["only_after"] == table[1][0] and paired["i2t"]["only_before"] == table[0][1]
+    assert paired["i2t"]["p_value"] < 0.001
     assert result.cosine["after"].mean() > result.cosine["before"].mean()
-    summary = result.summary()
-    assert summary["top1"]["t2i_before"] == [int(before_t2i.sum()), 60]
-    json.dumps(summary)
+    summary = json.loads(json.dumps(result.summary()))
+    assert summary["top1"][1]["hits"] == int(after_i2t.sum()) and summary["paired"][0]["direction"] == "i2t"
+    assert summary["cosine_to_target_after"] == pytest.approx(result.cosine["after"].mean())
 
 
 def test_fold_gallery_ranks_only_within_each_fold():
@@ -425,6 +435,12 @@ def test_few_shot_evaluation_is_out_of_fold(monkeypatch):
     assert result.shots_used == {1: 1, 2: 2, 4: 4}
     rows = {(r["method"], r["shots"]): r for r in result.counts()}
     assert rows[("probe", 4)]["n"] == 36 and rows[("tip", 4)]["hits"] == int(result.hits[("tip", 4)].sum())
+    low, _ = proportion_confint(rows[("tip", 4)]["hits"], 36, alpha=0.05, method="wilson")
+    assert rows[("tip", 4)]["low"] == pytest.approx(low)
+    paired = {(r["method"], r["shots"]): r for r in result.paired()}
+    probe4 = result.hits[("probe", 4)]
+    assert paired[("probe", 4)]["only_method"] == int(np.sum(probe4 & ~zero))
+    assert paired[("probe", 4)]["only_zero_shot"] == int(np.sum(zero & ~probe4)) and len(paired) == 6
     assert result.hits[("probe", 4)].mean() > zero.mean()
     assert evaluate_few_shot(emb, labels, text, shots=(1, 2, 4), folds=4, seed=3).hits.keys() == result.hits.keys()
 

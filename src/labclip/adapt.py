@@ -34,6 +34,7 @@ from .config import cache_dir
 from .errors import LabclipError
 from .metrics import correct_ranks
 from .model import ClipModel, describe, load_model
+from .stats import paired_test, wilson_interval
 
 FORMAT = "labclip-text-adapter"
 FORMAT_VERSION = 1
@@ -539,16 +540,36 @@ class AdapterEvaluation:
         return len(self.adapted)
 
     def counts(self) -> list[dict]:
-        """One row per direction and variant: ``direction, variant, hits, n, top1``."""
-        return [{"direction": d, "variant": v, "hits": int(h.sum()), "n": len(h), "top1": float(h.mean())}
+        """One row per direction and variant: ``direction, variant, hits, n, top1, low, high``
+        (``low``/``high``: 95% Wilson interval of ``top1``)."""
+        return [_rate({"direction": d, "variant": v}, h, "top1")
                 for d, by_variant in self.hits.items() for v, h in by_variant.items()]
+
+    def paired(self) -> list[dict]:
+        """Exact McNemar test of after against before, per direction: ``direction, only_before,
+        only_after, n, p_value`` (empty when there is no before)."""
+        return [_paired({"direction": d}, h["before"], h["after"], "before", "after")
+                for d, h in self.hits.items() if "before" in h]
 
     def summary(self) -> dict:
         """Plain numbers for an adapter's card or a JSON file."""
-        return {"images": self.n, "folds": len(self.folds), "gallery": self.gallery,
-                "alphas": self.alphas, "cosine_to_target_before": float(self.cosine["before"].mean()),
+        before = self.cosine["before"]
+        return {"images": self.n, "folds": len(self.folds), "gallery": self.gallery, "alphas": self.alphas,
+                "cosine_to_target_before": float(before.mean()) if np.isfinite(before).all() else None,
                 "cosine_to_target_after": float(self.cosine["after"].mean()),
-                "top1": {f"{r['direction']}_{r['variant']}": [r["hits"], r["n"]] for r in self.counts()}}
+                "top1": self.counts(), "paired": self.paired()}
+
+
+def _rate(row: dict, hits: np.ndarray, name: str) -> dict:
+    k, n = int(hits.sum()), len(hits)
+    low, high = wilson_interval(k, n)
+    return {**row, "hits": k, "n": n, name: k / n, "low": low, "high": high}
+
+
+def _paired(row: dict, a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> dict:
+    test = paired_test(a, b)
+    return {**row, f"only_{name_a}": test.only_a, f"only_{name_b}": test.only_b, "n": test.n,
+            "p_value": test.p_value}
 
 
 FitFunction = Callable[..., TextAdapter]
@@ -658,9 +679,17 @@ class FewShotEvaluation:
     folds: list[tuple[np.ndarray, np.ndarray]]
 
     def counts(self) -> list[dict]:
-        """One row per method and shot count: ``method, shots, shots_used, hits, n, acc1``."""
-        return [{"method": m, "shots": k, "shots_used": self.shots_used.get(k, 0), "hits": int(h.sum()),
-                 "n": len(h), "acc1": float(h.mean())} for (m, k), h in self.hits.items()]
+        """One row per method and shot count: ``method, shots, shots_used, hits, n, acc1, low, high``
+        (``low``/``high``: 95% Wilson interval of ``acc1``)."""
+        return [_rate({"method": m, "shots": k, "shots_used": self.shots_used.get(k, 0)}, h, "acc1")
+                for (m, k), h in self.hits.items()]
+
+    def paired(self) -> list[dict]:
+        """Exact McNemar test of each method against zero-shot on the same images: ``method, shots,
+        only_zero_shot, only_method, n, p_value``."""
+        zero = self.hits[("zero-shot", 0)]
+        return [_paired({"method": m, "shots": k}, zero, h, "zero_shot", "method")
+                for (m, k), h in self.hits.items() if m != "zero-shot"]
 
 
 def evaluate_few_shot(
