@@ -458,6 +458,16 @@ def test_read_parallel_from_a_caption_set_and_a_tsv(tmp_path):
     assert other.source == ["Кошка", "собака"] and other.groups == ["row 2", "row 3"]
     assert other.without(["  a CAT "]).source == ["собака"]
     assert other.sha256 != read_parallel(tsv, "en", "ru").sha256
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text(json.dumps({"image": "a.jpg", "en": ["a cat", "a grey cat", "x"], "ru": ["кошка", "серая кошка"]},
+                                ensure_ascii=False) + "\n" + json.dumps({"image": "b.jpg", "en": "a dog", "ru": "собака"},
+                                                                         ensure_ascii=False) + "\n", encoding="utf-8")
+    listed = read_parallel(jsonl, "ru", "en")
+    assert listed.source == ["кошка", "серая кошка", "собака"] and listed.target == ["a cat", "a grey cat", "a dog"]
+    assert listed.groups == ["a.jpg", "a.jpg", "b.jpg"]
+    jsonl.write_text(json.dumps({"image": "a.jpg", "en": ["a cat"], "ru": []}) + "\n", encoding="utf-8")
+    with pytest.raises(LabclipError, match="row 1: empty 'ru'"):
+        read_parallel(jsonl, "ru", "en")
 
 
 @pytest.mark.parametrize("text, words", [

@@ -783,15 +783,19 @@ def _norm(text: str) -> str:
 
 
 def read_parallel(path: str | os.PathLike, source_lang: str, target_lang: str) -> ParallelText:
-    """Parallel sentences from a CSV/TSV/XLSX with a header naming the languages.
+    """Parallel sentences from a CSV/TSV/XLSX/JSON Lines table with a column per language.
 
     A caption set works as it is (its ``image`` column groups the pairs by image); any other
     table needs a column per language, e.g. ``ru`` and ``en``, and may have an ``image`` column.
+    A cell with a list of captions (JSON Lines) is paired with the other language's list element
+    by element, up to the shorter list: in sets such as Crossmodal-3600 the captions of one image
+    were written separately per language, so such pairs describe the same image rather than
+    translate each other.
 
     Raises:
         LabclipError: one line naming the file and every problem with its row number (header = row 1).
     """
-    from .data import _read_table
+    from .data import _is_jsonl, _read_table
 
     path = Path(path)
     table = _read_table(path)
@@ -803,17 +807,24 @@ def read_parallel(path: str | os.PathLike, source_lang: str, target_lang: str) -
                            f"{', '.join(table.columns) or 'none'})")
     if source_lang == target_lang:
         raise LabclipError(f"{path}: source and target language are both {source_lang!r}")
-    source = [str(s).strip() for s in table[source_lang]]
-    target = [str(s).strip() for s in table[target_lang]]
-    problems = [f"row {i + 2}: empty '{lang}' sentence" for i, (s, t) in enumerate(zip(source, target))
-                for lang, text in ((source_lang, s), (target_lang, t)) if not text]
-    if not source:
+    offset = 1 if _is_jsonl(path) else 2
+    has_image = "image" in table.columns
+    pairs, problems = [], []
+    for index, row in table.iterrows():
+        line = int(index) + offset
+        cells = [[str(c).strip() for c in (row[lang] if isinstance(row[lang], list) else [row[lang]])]
+                 for lang in (source_lang, target_lang)]
+        for lang, cell in zip((source_lang, target_lang), cells):
+            if not any(cell):
+                problems.append(f"row {line}: empty '{lang}' sentence")
+        group = str(row["image"]).strip() if has_image else f"row {line}"
+        pairs.extend((s, t, group) for s, t in zip(*cells) if s and t)
+    if table.empty:
         problems.append("no rows below the header")
     if problems:
         shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
         raise LabclipError(f"{path}: {len(problems)} problem{'s' * (len(problems) > 1)}: {shown}")
-    groups = [str(g).strip() for g in table["image"]] if "image" in table.columns \
-        else [f"row {i + 2}" for i in range(len(source))]
+    source, target, groups = (list(column) for column in zip(*pairs))
     return ParallelText(source, target, groups, source_lang, target_lang, str(path))
 
 
