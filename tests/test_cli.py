@@ -108,6 +108,7 @@ def test_same_option_names_across_subcommands():
     (["match", DEFAULT_CAPTIONS, "--device", "gpu"], ["--device", "not a torch device"]),
     (["match", DEFAULT_CAPTIONS, "--nonsense"], ["unrecognized arguments"]),
     (["frobnicate"], ["invalid choice"]),
+    (["search", ".", "car", "--top", "2"], ["unrecognized arguments: --top"]),  # one name: --top-k
 ])
 def test_argument_errors_are_one_line_exit_2(capsys, argv, fragments):
     assert_user_error(*run(capsys, *argv), *fragments)

@@ -132,7 +132,7 @@ def _template_options(p: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     """The ``labclip`` argument parser (the ``report`` subcommand has its own, in :mod:`labclip.report`)."""
-    kw = {"formatter_class": _HelpFormatter}
+    kw = {"formatter_class": _HelpFormatter, "allow_abbrev": False}
     parser = _Parser(prog="labclip", description="CLIP image-text matching, zero-shot classification and lab "
                      "reports. Errors are one line 'labclip: error: ...' with exit status 2.", **kw)
     parser.add_argument("--version", action="version", version=f"labclip {__version__}")
@@ -433,11 +433,11 @@ def _print_table(table: pd.DataFrame, n: int | None = None) -> None:
         print(shown.to_string(index=False))
 
 
-def _provenance(models: list[dict], inputs: Sequence[str | Path] = ()) -> dict:
+def _provenance(models: list[dict], inputs: Sequence[str | Path] = (), several: bool = False) -> dict:
     from .provenance import machine, now, package_versions, sha256_files
 
     block = {"labclip": __version__, "created": now(),
-             **({"model": models[0]} if len(models) == 1 else {"models": models}),
+             **({"models": models} if several else {"model": models[0]}),
              "versions": package_versions(), "machine": machine()}
     if inputs:
         block["inputs_sha256"] = sha256_files(inputs)
@@ -448,7 +448,8 @@ def _emit(table: pd.DataFrame, out: Path | None, models: list[dict], summary: di
           inputs: Sequence[str | Path] = (), columns: pd.DataFrame | None = None) -> None:
     """Print the results, or write them with their provenance to ``out`` (JSON, or CSV + summary CSV).
 
-    ``columns`` holds per-row model columns (compare); otherwise every row gets the one model's.
+    ``columns`` holds per-row model columns of several models (compare); otherwise every row gets the one
+    model's.
     """
     summary = summary or {}
     if out is None:
@@ -456,7 +457,7 @@ def _emit(table: pd.DataFrame, out: Path | None, models: list[dict], summary: di
             _print_summary(summary)
         _print_table(table, summary.get("n"))
         return
-    provenance = _provenance(models, inputs)
+    provenance = _provenance(models, inputs, several=columns is not None)
     if out.suffix.lower() == ".json":
         text = json.dumps({"provenance": provenance, **summary, "rows": table.to_dict("records")}, indent=2,
                           ensure_ascii=False, default=str)
