@@ -478,3 +478,45 @@ def test_number_format_matches_the_reports():
     assert cli.fmt("margin_min", -0.0001) == "0.000"
     assert cli.fmt("separable", False) == "no" and cli.fmt("threshold", None) == "—"
     assert cli.label("t2i_top5") == "text→image top-5" and cli.label("acc5") == "top-5 accuracy"
+
+
+# --- a quiet console ----------------------------------------------------------------------------------------
+
+def test_console_drops_only_the_known_noise():
+    import logging
+
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    for name, prefix in cli.KNOWN_NOISE.items():
+        logger = logging.getLogger(name)
+        handler = Keep()
+        logger.addHandler(handler)
+        try:
+            with cli._console():
+                logger.warning(prefix + " (1000 > 77)")
+                logger.warning("something else")
+            logger.warning(prefix + " (after)")
+        finally:
+            logger.removeHandler(handler)
+        assert seen[-2:] == ["something else", prefix + " (after)"]
+
+
+def test_multilingual_compare_prints_labclip_lines_only(capfd, tiny_model_dir, tmp_path):
+    from labclip.testing import make_tiny_mclip
+
+    mclip = make_tiny_mclip(tmp_path / "mclip", out_features=32)
+    long = " ".join(["horse"] * 100)
+    (tmp_path / "c.csv").write_text(f"image,en\ncat.png,{long}\nhorse.png,a horse\n", encoding="utf-8")
+    capfd.readouterr()
+    code = main(["compare", str(tmp_path / "c.csv"), "--image-dir", str(IMAGES_DIR), "--langs", "en", "--models",
+                 str(tiny_model_dir), f"{mclip}+{tiny_model_dir}", "--translator", "none", "--no-cache"])
+    err = capfd.readouterr().err
+    assert code == 0
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
+    assert lines and all(line.startswith(("labclip: ", "encoding ")) for line in lines), lines
+    assert sum("labclip: warning: caption" in line for line in lines) == 2  # once per model that truncates it
+    assert "Loading weights" not in err

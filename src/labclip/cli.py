@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +33,13 @@ from .translate import DEFAULT_TRANSLATOR
 
 REPORT_EXTRA_MODULES = ("papermill", "nbconvert", "nbformat", "ipykernel", "jupyter_client", "IPython", "matplotlib",
                         "seaborn", "yaml", "openpyxl")
+# Third-party log messages that say nothing to a labclip user, by logger: silenced while a command runs.
+KNOWN_NOISE = {
+    # labclip counts tokens itself and names each caption it truncates (CaptionTruncatedWarning)
+    "transformers.tokenization_utils_base": "Token indices sequence length is longer than the specified maximum",
+    # M-CLIP's config declares model type "M-CLIP"; labclip loads its XLM-R text encoder on purpose
+    "transformers.configuration_utils": "You are using a model of type `M-CLIP` to instantiate",
+}
 TAG_KEY = ("model", "model_revision", "model_untrained", "labels_sha256", "templates", "template_lang", "top_k")
 
 
@@ -274,6 +283,38 @@ def _quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
         if hub_off:
             disable_progress_bars()
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+@contextmanager
+def _console() -> Iterator[None]:
+    """While a command runs: drop the log messages in ``KNOWN_NOISE`` (only those, only from their loggers)
+    and print labclip's own warnings as one ``labclip: warning: ...`` line."""
+    filters = [(logging.getLogger(name), _DropMessage(prefix)) for name, prefix in KNOWN_NOISE.items()]
+    for logger, drop in filters:
+        logger.addFilter(drop)
+    show = warnings.showwarning
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        if not category.__module__.startswith("labclip"):
+            return show(message, category, filename, lineno, file, line)
+        print(f"labclip: warning: {message}", file=sys.stderr)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line
+            yield
+    finally:
+        for logger, drop in filters:
+            logger.removeFilter(drop)
 
 
 def _name_demo_flag(err: LabclipError) -> LabclipError:
@@ -603,8 +644,7 @@ def _compare_models(args, records: list[dict], skipped: list[str]) -> Iterator:
 
     for n, name in enumerate(args.models):
         try:
-            with _quiet_loading():
-                model, fallback = load_model_or_demo(name, args.strict or n > 0, args.device)
+            model, fallback = load_model_or_demo(name, args.strict or n > 0, args.device)
         except LabclipError as err:
             skipped.append(f"model {name}: {_name_demo_flag(err) if n == 0 else err}")
             continue
@@ -620,8 +660,9 @@ def cmd_compare(args) -> None:
     captions = load_captions(args.captions, args.image_dir, args.langs)
     records: list[dict] = []
     skipped: list[str] = []
-    table = compare(captions, args.langs, _compare_models(args, records, skipped),
-                    None if args.translator == "none" else args.translator, args.top_k, strict=args.strict)
+    with _quiet_loading():  # also the translators, which compare() loads itself
+        table = compare(captions, args.langs, _compare_models(args, records, skipped),
+                        None if args.translator == "none" else args.translator, args.top_k, strict=args.strict)
     for reason in skipped + table.attrs["skipped"]:
         print(f"labclip: not compared: {reason}", file=sys.stderr)
     if table.empty:
@@ -662,7 +703,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     try:
-        COMMANDS[args.command](args)
+        with _console():
+            COMMANDS[args.command](args)
     except LabclipError as err:
         print(f"labclip: error: {err}", file=sys.stderr)
         return 2
