@@ -347,6 +347,16 @@ def test_eval(capsys, tiny_model_dir, labelled, tmp_path):
     assert_user_error(code, "", err, "no such folder")
 
 
+def test_eval_lang_picks_the_label_column(capsys, tiny_model_dir, tmp_path):
+    for name in ("cat.png", "red_car.png"):
+        shutil.copy(IMAGES_DIR / name, tmp_path / name)
+    (tmp_path / "labels.csv").write_text("image,en,ru\ncat.png,cat,кошка\nred_car.png,car,машина\n", encoding="utf-8")
+    code, _, _ = run(capsys, "eval", tmp_path / "labels.csv", "--lang", "ru", "--templates", "single",
+                     "--model", tiny_model_dir, "--out", tmp_path / "e.json")
+    saved = json.loads((tmp_path / "e.json").read_text(encoding="utf-8"))
+    assert code == 0 and [r["class"] for r in saved["rows"]] == ["кошка", "машина"]
+
+
 # --- tag ----------------------------------------------------------------------------------------------------
 
 def test_tag_resumes_identical_work_only(capsys, tiny_model_dir, folder, tmp_path):

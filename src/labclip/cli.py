@@ -187,7 +187,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="zero-shot accuracy on a labelled folder", description="Evaluate zero-shot "
                        "classification on ROOT/<class>/*.jpg (or a CSV of image,label): top-1 and top-k accuracy, "
                        "mean per-class recall, per-class accuracy.", **kw)
-    p.add_argument("root", type=Path, help="ROOT/<class>/*.jpg folder, or a CSV with image and label columns")
+    p.add_argument("root", type=Path, help="ROOT/<class>/*.jpg folder, or a CSV with an image column and a label "
+                   "column (or one label column per language, of which --lang picks one)")
     _template_options(p)
     _top_k(p, 5, "the k of the top-k accuracy")
     _model_options(p)
@@ -629,7 +630,7 @@ def cmd_eval(args) -> None:
 
     _check_out(args.out)
     templates = load_templates(args.templates, args.lang)
-    data = labelled_images(args.root)
+    data = labelled_images(args.root, args.lang)
     model = _load(args)
     probs = probabilities(model, model.encode_images(data.paths), class_embeddings(model, data.classes, templates))
     metrics = zeroshot_metrics(probs, data.truth, k=args.top_k)
