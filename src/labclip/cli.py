@@ -53,7 +53,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"labclip: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n")
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+class _HelpFormatter(argparse.HelpFormatter):
     """Appends each option's default to its help, unless the help already says it."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
