@@ -7,7 +7,7 @@ import shlex
 import pytest
 import yaml
 
-from labclip import cli, report
+from labclip import cli
 from labclip.config import PROJ_ROOT
 
 README = (PROJ_ROOT / "README.md").read_text(encoding="utf-8")
@@ -33,7 +33,7 @@ def commands(program: str) -> list[list[str]]:
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
     action = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return {**action.choices, "report": report._parser()}
+    return {**action.choices, "report": cli.report_parser()}
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str], line: str) -> argparse.Namespace:
@@ -49,13 +49,13 @@ def test_every_labclip_example_parses():
     for argv in examples:
         line = "labclip " + shlex.join(argv)
         if argv[0] == "report":
-            parse(report._parser(), argv[1:], line)
+            parse(cli.report_parser(), argv[1:], line)
         elif argv != ["--help"]:
             args = parse(cli._parser(), argv, line)
             assert args.command == argv[0]
     for argv in commands("python -m labclip.report"):
         if argv != ["--help"]:
-            parse(report._parser(), argv, "python -m labclip.report " + shlex.join(argv))
+            parse(cli.report_parser(), argv, "python -m labclip.report " + shlex.join(argv))
 
 
 def test_make_examples_use_real_targets_and_variables():
@@ -116,7 +116,7 @@ def test_option_table_lists_every_shared_option():
 
 
 def test_report_has_no_device_or_cache_option_as_documented():
-    flags = {s for a in report._parser()._actions for s in a.option_strings}
+    flags = {s for a in cli.report_parser()._actions for s in a.option_strings}
     assert "--device" not in flags and "--no-cache" not in flags
     assert "no `--device` or `--no-cache`" in README
 

@@ -374,7 +374,7 @@ def model_record(model, requested: str | None = None, fallback_reason: str | Non
     """
     if model.is_demo:
         model_id, revision = DEMO_MODEL, Path(model.source).name
-    elif model.text_tower is not None:
+    elif model.image_source and model.image_source != model.source:
         model_id = f"{model.source}+{model.image_source}"
         revision = "+".join(str(_tower_revision(s, r)) for s, r in ((model.source, model.revision),
                                                                      (model.image_source, model.image_revision)))
@@ -676,6 +676,13 @@ def cmd_compare(args) -> None:
 
 COMMANDS = {"compare": cmd_compare, "match": cmd_match, "classify": cmd_classify, "tag": cmd_tag,
             "search": cmd_search, "eval": cmd_eval}
+
+
+def report_parser() -> argparse.ArgumentParser:
+    """The parser of ``labclip report`` (the report runner's own)."""
+    from .report import _parser as parser
+
+    return parser()
 
 
 def _report(argv: list[str]) -> int:
