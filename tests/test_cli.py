@@ -191,8 +191,8 @@ def test_batch_size_and_no_cache_reach_the_model(capsys, tiny_model_dir, monkeyp
 
     batches = []
     original = ClipModel._encode
-    monkeypatch.setattr(ClipModel, "_encode", lambda self, items, size, what: batches.append((what, size, self.cache))
-                        or original(self, items, size, what))
+    monkeypatch.setattr(ClipModel, "_encode", lambda self, items, size, what, **kw: batches.append(
+        (what, size, self.cache)) or original(self, items, size, what, **kw))
     code, _, _ = run(capsys, "compare", DEFAULT_CAPTIONS, "--models", tiny_model_dir, "--translator", "none",
                      "--batch-size", "5", "--no-cache", "--device", "cpu")
     assert code == 0 and batches and all(size == 5 and cache is None for _, size, cache in batches)
