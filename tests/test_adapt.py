@@ -29,7 +29,7 @@ from labclip.adapt import (
     tip_adapter,
 )
 from labclip.config import DEFAULT_CAPTIONS
-from labclip.model import fingerprint
+from labclip.model import describe, fingerprint
 
 TEXTS = ["a cup of coffee", "чашка кофе", "a tabby cat", "полосатая кошка"]
 
@@ -219,7 +219,7 @@ def test_adapter_composes_with_a_tiny_model_on_the_text_side_only(tmp_path, tiny
 
     assert fingerprint(adapted) != fingerprint(tiny_model)
     assert fingerprint(adapted, images_only=True) == fingerprint(tiny_model, images_only=True)
-    facts = adapted.describe()
+    facts = describe(adapted)
     assert facts["adapter"]["sha256"] == adapter.sha256 and "tiny-ru-en" in facts["name"]
     assert adapter.sha256 in facts["revision"]
 

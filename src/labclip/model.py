@@ -21,6 +21,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import multilingual
+from .adapter import AdaptedModel, TextAdapter, apply_adapter, split_adapter
 from .cache import EmbeddingCache, default_cache_dir, sha256_bytes
 from .config import CONTEXT_LENGTH, DEFAULT_MODEL, DEMO_MODEL, MODEL_ALIASES, cache_dir
 from .errors import LabclipError
@@ -210,7 +211,8 @@ def load_model(
     cache: bool | str | os.PathLike = True,
     quantize: str | None = None,
     image_model: str | os.PathLike | None = None,
-) -> ClipModel:
+    adapter: TextAdapter | str | os.PathLike | None = None,
+) -> ClipModel | AdaptedModel:
     """Load a CLIP model with its tokenizer and preprocessing.
 
     Args:
@@ -220,6 +222,7 @@ def load_model(
             ``sentence-transformers/clip-ViT-B-32-multilingual-v1``, ``M-CLIP/XLM-Roberta-Large-Vit-B-32``
             (or a local folder in one of those layouts). ``"TEXT+IMAGE"`` pairs a multilingual text
             encoder with the CLIP model whose image encoder it was distilled into.
+            ``"MODEL+adapter:PATH"`` puts the text adapter saved at ``PATH`` on ``MODEL``.
         device: torch device, e.g. ``"cpu"`` or ``"cuda"``.
         cache: keep embeddings in the on-disk cache (``True``: under labclip's cache folder,
             a path: there, ``False``: no cache).
@@ -227,14 +230,18 @@ def load_model(
             similarities within about 0.01 of fp32).
         image_model: for a multilingual text encoder (sentence-transformers or M-CLIP layout), the
             CLIP model whose image encoder it pairs with; the known hub models name their own.
+        adapter: a :class:`labclip.adapter.TextAdapter` or the path of a saved one, put on the text
+            side; overrides an adapter named in ``name_or_path``.
 
     Returns:
-        A :class:`ClipModel`.
+        A :class:`ClipModel`, or an :class:`labclip.adapter.AdaptedModel` around one when an adapter
+        is given (used the same way).
 
     Raises:
         LabclipError: the model could not be loaded; the message says what was tried.
     """
-    name = str(name_or_path)
+    name, adapter_path = split_adapter(str(name_or_path))
+    adapter = adapter if adapter is not None else adapter_path
     text_name = name
     if "+" in name and not Path(name).exists():
         text_name, image_model = name.split("+", 1)
@@ -281,7 +288,7 @@ def load_model(
         root = default_cache_dir() if cache is True else Path(cache)
         clip.cache = EmbeddingCache(root, {"images": fingerprint(clip, images_only=True), "captions": fingerprint(clip)},
                                     clip.dim)
-    return clip
+    return apply_adapter(clip, adapter) if adapter is not None else clip
 
 
 def _native_parts(source: str, **kwargs):
@@ -411,6 +418,7 @@ def describe(model: ClipModel) -> dict:
         "device": model.device,
         "quantize": model.quantize or "off",
         "cache": model.cache.summary() if model.cache else "off",
+        **({"adapter": model.adapter_card} if isinstance(model, AdaptedModel) else {}),
     }
 
 
