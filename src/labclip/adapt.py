@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,10 +29,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, KFold, LeaveOneGroupOut, StratifiedKFold
 
 from . import __version__
-from .atomic import write_atomic
-from .config import cache_dir
-from .errors import LabclipError
-from .metrics import correct_ranks
 from .adapter import (
     ADAPTER_MARK,
     FORMAT,
@@ -45,6 +41,10 @@ from .adapter import (
     load_text_adapter,
     split_adapter,
 )
+from .atomic import write_atomic
+from .config import cache_dir
+from .errors import LabclipError
+from .metrics import correct_ranks
 from .model import ClipModel, load_model
 from .stats import paired_test, wilson_interval
 
