@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .adapter import ADAPTER_MARK
 from .atomic import write_text
-from .config import DEFAULT_MODEL, DEMO_MODEL
+from .config import DATA_DIR, DEFAULT_CAPTIONS, DEFAULT_MODEL, DEMO_MODEL
 from .errors import LabclipError
 from .images import IMAGE_SUFFIXES
 from .translate import DEFAULT_TRANSLATOR
@@ -210,9 +211,92 @@ def _parser() -> argparse.ArgumentParser:
     _model_options(p, several=True)
     _out_option(p)
 
+    _adapt_parser(sub, kw)
     sub.add_parser("report", help="run the notebooks and render HTML + PDF (options: labclip report --help)",
                    add_help=False, description="Same as python -m labclip.report; see labclip report --help.")
     return parser
+
+
+def _folds(text: str) -> int | str:
+    if text == "loo":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of folds (2 or more) or 'loo', got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"at least 2 folds, got {value}")
+    return value
+
+
+def _shots(text: str) -> list[int]:
+    try:
+        values = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected shot counts like 1,2,4,8,16, got {text!r}") from None
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError(f"shot counts must be 1 or more, got {text!r}")
+    return values
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"alpha must be 0 or more, got {text!r}")
+    return value
+
+
+def _adapt_parser(sub, kw: dict) -> None:
+    p = sub.add_parser("adapt", help="fit adapters and score them on held-out images (text, fewshot)",
+                       description="Adapters that fit on a CPU in seconds, scored only on images they were not "
+                       "fitted on.", **kw)
+    kinds = p.add_subparsers(dest="adapt_kind", required=True, metavar="KIND")
+    t = kinds.add_parser("text", help="a linear text adapter, e.g. Russian captions onto English ones",
+                         description="Fit a ridge-regularised linear map from the model's embeddings of "
+                         "--source-lang captions to its embeddings of their --target-lang counterparts. Prints "
+                         "held-out top-1 before and after (k-fold or leave-one-out over the caption set's images, "
+                         "alpha chosen inside each training fold), then fits on every pair and saves the adapter "
+                         "(safetensors + JSON card with the held-out scores). Use it as --model 'MODEL+adapter:FILE'.",
+                         **kw)
+    t.add_argument("--captions", type=Path, metavar="FILE", help="caption set with both language columns: pairs "
+                   "to fit on and the images to score on (default: labclip's data/captions/default.csv)")
+    t.add_argument("--image-dir", type=Path, metavar="DIR",
+                   help="folder the caption file's image paths are relative to (default: the caption file's own)")
+    extra = t.add_mutually_exclusive_group()
+    extra.add_argument("--parallel", type=Path, metavar="FILE", help="more sentence pairs to fit on: a CSV/TSV/"
+                       "JSON Lines table with a column per language (default: none)")
+    extra.add_argument("--dataset", metavar="NAME", help="more pairs from a Hugging Face dataset of parallel "
+                       "captions, cached after the first download (default: none)")
+    t.add_argument("--source-lang", default="ru", metavar="LANG", help="language of the captions to adapt")
+    t.add_argument("--target-lang", default="en", metavar="LANG", help="language they are mapped onto")
+    t.add_argument("--source-model", metavar="MODEL", help="encode the source captions with this model "
+                   "instead (e.g. a multilingual text encoder; default: --model)")
+    t.add_argument("--alpha", type=_alpha, metavar="A",
+                   help="ridge penalty (default: chosen by cross-validation inside the training images)")
+    t.add_argument("--folds", type=_folds, default=5, metavar="K", help="folds over images, or 'loo'")
+    t.add_argument("--seed", type=int, default=0, help="shuffles the folds (default: 0)")
+    _model_options(t)
+    t.add_argument("--out", type=Path, required=True, metavar="FILE.safetensors",
+                   help="the adapter; its JSON card is written beside it (required, no default)")
+    t.add_argument("--json", type=Path, metavar="FILE.json", help="also write the results with their "
+                   "provenance (default: print only)")
+
+    f = kinds.add_parser("fewshot", help="linear probe and Tip-Adapter over shots against zero-shot",
+                         description="k-shot linear probe and Tip-Adapter on labelled images against zero-shot, "
+                         "every image scored out of fold, with 95%% Wilson intervals and exact McNemar tests.", **kw)
+    f.add_argument("--labels", type=Path, metavar="PATH", help="ROOT/<class>/*.jpg folder, or a CSV with an image "
+                   "column and a label (or language) column (default: labclip's data/labels.csv)")
+    f.add_argument("--shots", type=_shots, default=[1, 2, 4, 8, 16], metavar="K,K,...",
+                   help="training images per class")
+    f.add_argument("--folds", type=_folds, default=5, metavar="K", help="folds over images, or 'loo'")
+    f.add_argument("--seed", type=int, default=0, help="shuffles the folds and draws the shots (default: 0)")
+    _template_options(f)
+    _model_options(f)
+    f.add_argument("--json", "--out", dest="json", type=Path, metavar="FILE.json",
+                   help="write the results with their provenance (default: print only)")
 
 
 # --- inputs ---------------------------------------------------------------------------------------------------
@@ -370,7 +454,8 @@ def model_record(model, requested: str | None = None, fallback_reason: str | Non
     """Who made the numbers: the requested model, the model used (id and revision) and whether it is untrained.
 
     A multilingual text encoder paired with a CLIP image encoder is ``TEXT+IMAGE``, with revision
-    ``TEXT_REVISION+IMAGE_REVISION``.
+    ``TEXT_REVISION+IMAGE_REVISION``. A model with a text adapter is ``MODEL+adapter:LABEL``, with
+    revision ``REVISION+adapter:SHA256`` and the adapter's card under ``adapter``.
     """
     if model.is_demo:
         model_id, revision = DEMO_MODEL, Path(model.source).name
@@ -380,8 +465,13 @@ def model_record(model, requested: str | None = None, fallback_reason: str | Non
                                                                      (model.image_source, model.image_revision)))
     else:
         model_id, revision = model.source, _tower_revision(model.source, model.revision)
-    return {"requested": requested or model.name, "id": model_id, "revision": revision,
-            "untrained": bool(model.untrained), "fallback_reason": fallback_reason}
+    record = {"requested": requested or model.name, "id": model_id, "revision": revision,
+              "untrained": bool(model.untrained), "fallback_reason": fallback_reason}
+    card = getattr(model, "adapter_card", None)
+    if card is not None:
+        record.update(id=f"{model_id}{ADAPTER_MARK}{card['label']}", revision=f"{revision}{ADAPTER_MARK}{card['sha256']}",
+                      adapter=card)
+    return record
 
 
 def _model_columns(record: dict) -> dict:
@@ -674,7 +764,110 @@ def cmd_compare(args) -> None:
     _emit(table, args.out, records, inputs=[args.captions, *captions["path"]], columns=columns)
 
 
-COMMANDS = {"compare": cmd_compare, "match": cmd_match, "classify": cmd_classify, "tag": cmd_tag,
+def _ci(row: dict, key: str) -> str:
+    return f"{share(row['hits'], row['n'])}, 95% CI {pct(row['low'])}–{pct(row['high'])}"
+
+
+def _p(p_value: float) -> str:
+    return f"{p_value:.3g}"
+
+
+def _load_source_model(args):
+    from .model import load_model
+
+    try:
+        with _quiet_loading():
+            return _configure(load_model(args.source_model, device=args.device, cache=not args.no_cache), args)
+    except LabclipError as err:
+        raise _name_demo_flag(err) from None
+
+
+def cmd_adapt_text(args) -> None:
+    from .adapt import load_parallel_dataset, read_parallel
+    from .lab.adapt import run_text_adapter
+
+    _check_out(args.out, (".safetensors",))
+    _check_out(args.json, (".json",))
+    if args.source_lang.lower() == args.target_lang.lower():
+        raise LabclipError(f"--source-lang and --target-lang are both {args.source_lang!r}")
+    parallel = None
+    if args.parallel:
+        parallel = read_parallel(args.parallel, args.source_lang, args.target_lang)
+    elif args.dataset:
+        parallel = load_parallel_dataset(args.dataset, args.source_lang, args.target_lang)
+    model = _load(args)
+    source_model = _load_source_model(args) if args.source_model else None
+    run = run_text_adapter(model, args.captions or DEFAULT_CAPTIONS, args.source_lang, args.target_lang, image_dir=args.image_dir,
+                           source_model=source_model, parallel=parallel, folds=args.folds, alpha=args.alpha,
+                           seed=args.seed, batch_size=args.batch_size, requested_model=args.model)
+    ev, src, tgt = run.evaluation, args.source_lang, args.target_lang
+    print(f"text adapter {src}→{tgt} on {args.model}: {ev.n} images, {len(ev.folds)} folds"
+          f"{' (leave one out)' if args.folds == 'loo' else ''}; alpha per fold "
+          f"{', '.join(f'{a:g}' for a in ev.alphas)}")
+    rows = {(r["direction"], r["variant"]): r for r in ev.counts()}
+    paired = {r["direction"]: r for r in ev.paired()}
+    for direction in ("i2t", "t2i"):
+        parts = [f"{name} {_ci(rows[(direction, v)], 'top1')}" for v, name in
+                 (("before", f"{src} raw"), ("after", f"{src} adapted"), ("target", tgt)) if (direction, v) in rows]
+        test = paired.get(direction)
+        if test:
+            parts.append(f"McNemar after vs before p = {_p(test['p_value'])} "
+                         f"({test['only_after']} gained, {test['only_before']} lost)")
+        print(f"{DIRECTIONS[direction]} top-1, held out: " + "; ".join(parts))
+    for direction, hits in run.training.items():
+        print(f"{DIRECTIONS[direction]} top-1 on the images it was fitted on (not a test): "
+              f"{share(int(hits.sum()), len(hits))}")
+    summary = ev.summary()
+    before = summary["cosine_to_target_before"]
+    print(f"cosine to the {tgt} caption, held out: "
+          + (f"before {num(before)} → " if before is not None else "") + f"after {num(summary['cosine_to_target_after'])}")
+    card = run.adapter.card
+    print(f"final adapter: {card['pairs']} pairs, alpha {card['alpha']:g}"
+          + (" (at the edge of the grid)" if card.get("alpha_at_grid_edge") else ""))
+    path = run.adapter.save(args.out)
+    print(f"labclip: wrote {path} and {path.with_suffix('.json')}", file=sys.stderr)
+    if args.json:
+        record = model_record(model, args.model)
+        payload = {"provenance": {**_provenance([record]), **run.provenance()}, "held_out": summary,
+                   "training": {d: {"hits": int(h.sum()), "n": len(h)} for d, h in run.training.items()},
+                   "adapter": {"file": path.name, "card": card}}
+        write_text(args.json, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        print(f"labclip: wrote {args.json}", file=sys.stderr)
+
+
+def cmd_adapt_fewshot(args) -> None:
+    from .lab.adapt import run_few_shot
+
+    _check_out(args.json, (".json",))
+    model = _load(args)
+    run = run_few_shot(model, args.labels or DATA_DIR / "labels.csv", args.shots, folds=args.folds, seed=args.seed, templates=args.templates,
+                       language=args.lang, batch_size=args.batch_size, requested_model=args.model)
+    low, high = run.images_per_class()
+    print(f"few-shot on {len(run.paths)} images of {len(run.classes)} classes ({low}–{high} per class), "
+          f"{len(run.evaluation.folds)} folds; every image scored by classifiers that never saw it")
+    tests = {(r["method"], r["shots"]): r for r in run.evaluation.paired()}
+    for row in run.evaluation.counts():
+        name = "zero-shot" if row["method"] == "zero-shot" else \
+            f"{'linear probe' if row['method'] == 'probe' else 'Tip-Adapter'}, {_count(row['shots'], 'shot')}"
+        line = f"{name}: top-1 {_ci(row, 'acc1')}"
+        test = tests.get((row["method"], row["shots"]))
+        if test:
+            line += f"; vs zero-shot p = {_p(test['p_value'])}"
+            if row["shots_used"] < row["shots"]:
+                line += f" (a class had only {row['shots_used']} training images)"
+        print(line)
+    if args.json:
+        payload = {"provenance": {**_provenance([model_record(model, args.model)], run.paths), **run.provenance()},
+                   "top1": run.evaluation.counts(), "paired": run.evaluation.paired()}
+        write_text(args.json, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        print(f"labclip: wrote {args.json}", file=sys.stderr)
+
+
+def cmd_adapt(args) -> None:
+    {"text": cmd_adapt_text, "fewshot": cmd_adapt_fewshot}[args.adapt_kind](args)
+
+
+COMMANDS = {"adapt": cmd_adapt, "compare": cmd_compare, "match": cmd_match, "classify": cmd_classify, "tag": cmd_tag,
             "search": cmd_search, "eval": cmd_eval}
 
 

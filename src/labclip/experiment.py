@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .adapter import split_adapter
 from .config import DEFAULT_CAPTIONS, DEFAULT_MODEL, DEMO_MODEL
 from .data import load_captions
 from .errors import LabclipError
@@ -124,6 +125,9 @@ class Experiment:
 def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu") -> tuple[ClipModel, str | None]:
     """Load ``name``; when it can't be loaded and ``strict`` is false, fall back to the demo model.
 
+    A model with an adapter (``"MODEL+adapter:PATH"``) never falls back: the demo model would drop the
+    adapter, so its loading error is raised.
+
     Returns:
         The model and, after a fallback, the reason (``None`` otherwise). The reason is printed
         once on stderr.
@@ -131,7 +135,7 @@ def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu") -> 
     try:
         return load_model(name, device=device), None
     except LabclipError as err:
-        if strict or name == DEMO_MODEL:
+        if strict or name == DEMO_MODEL or split_adapter(name)[1] is not None:
             raise
         print(f"labclip: {err} -- using the untrained demo model instead (strict mode turns this into an error)",
               file=sys.stderr)
