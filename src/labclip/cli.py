@@ -828,7 +828,7 @@ def cmd_adapt_text(args) -> None:
     print(f"labclip: wrote {path} and {path.with_suffix('.json')}", file=sys.stderr)
     if args.json:
         record = model_record(model, args.model)
-        payload = {"provenance": {**_provenance([record]), **run.provenance()}, "held_out": summary,
+        payload = {"provenance": {**run.provenance(), **_provenance([record])}, "held_out": summary,
                    "training": {d: {"hits": int(h.sum()), "n": len(h)} for d, h in run.training.items()},
                    "adapter": {"file": path.name, "card": card}}
         write_text(args.json, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
@@ -857,7 +857,7 @@ def cmd_adapt_fewshot(args) -> None:
                 line += f" (a class had only {row['shots_used']} training images)"
         print(line)
     if args.json:
-        payload = {"provenance": {**_provenance([model_record(model, args.model)], run.paths), **run.provenance()},
+        payload = {"provenance": {**run.provenance(), **_provenance([model_record(model, args.model)], run.paths)},
                    "top1": run.evaluation.counts(), "paired": run.evaluation.paired()}
         write_text(args.json, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
         print(f"labclip: wrote {args.json}", file=sys.stderr)
