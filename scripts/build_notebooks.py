@@ -54,6 +54,13 @@ START = ("from labclip import experiment, present\n\n"
          "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict)\n"
          "present.title(exp, title)")
 
+ADAPT_METHOD = '''# The method: a ridge-regularised linear map from one language's caption embeddings to the other's.
+src, tgt = run.source_emb, run.target_emb  # the model's unit text embeddings, one caption per image
+fitted = fit_text_adapter(src, tgt, alpha=alpha)  # W, b minimising |src W + b - tgt|^2 + alpha |W|^2
+mapped = fitted.transform(src)  # src W + b, each row scaled to length 1
+cosine = (mapped * tgt).sum(axis=1)  # cosine of each mapped caption to its counterpart
+show.method(run, fitted, cosine)'''
+
 NOTEBOOKS = {
     "01_matching": ("CLIP image–text matching", [
         "m = exp.matching(languages[0])\npresent.heatmap(exp, m)",
@@ -77,11 +84,45 @@ NOTEBOOKS = {
         "present.template_comparison(run, template_sets, top_k);",
         "present.zeroshot_provenance(run, output_dir);",
     ]),
+    "06_adapt": ("Adapters: Russian captions and new labels on a CPU, scored on held-out images", [
+        ADAPT_METHOD,
+        "show.held_out(run)",
+        "show.alpha_curve(run)",
+        "show.overfitting(run)",
+        "few = adapt.run_few_shot(run.model, labels, shots, folds=folds, seed=seed, batch_size=batch_size,\n"
+        "                         requested_model=model)\nshow.few_shot(few)",
+        "show.published()",
+        'show.provenance(run, few, output_dir, "06_adapt");',
+    ]),
 }
 
 ZEROSHOT_START = ("from labclip import present, zeroshot\n\n"
                   "run = zeroshot.start(model, labels, languages[0], strict)\n"
                   "present.zeroshot_title(run, title)")
+
+ADAPT_PARAMETERS = f'''model = "{DEFAULT_MODEL}"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"
+captions = None  # caption set with both languages (None: data/captions/default.csv)
+image_dir = None  # folder the image paths are relative to (None: data/images)
+source_lang = "ru"  # captions to adapt
+target_lang = "en"  # captions they are mapped onto
+folds = 5  # folds over images, or "loo"
+alpha = None  # ridge penalty; None: chosen by cross-validation inside each training fold
+seed = 0
+labels = None  # labelled images for the few-shot section (None: data/labels.csv)
+shots = [1, 2, 4, 8, 16]
+batch_size = None  # None: the model's default
+title = "Adapters: Russian captions and new labels on a CPU, scored on held-out images"
+strict = False  # True: fail when the model can't be loaded instead of using the demo model
+output_dir = None  # folder for the results and provenance JSON (None: not written)'''
+
+ADAPT_START = ("from labclip.adapt import fit_text_adapter\n"
+               "from labclip.lab import adapt, adapt_present as show\n\n"
+               "run = adapt.start(model, captions, source_lang, target_lang, strict=strict, image_dir=image_dir,\n"
+               "                  folds=folds, alpha=alpha, seed=seed, batch_size=batch_size)\n"
+               "show.title(run, title)")
+
+PARAMETER_CELLS = {"04_zeroshot": ZEROSHOT_PARAMETERS, "06_adapt": ADAPT_PARAMETERS}
+START_CELLS = {"04_zeroshot": ZEROSHOT_START, "06_adapt": ADAPT_START}
 
 INTRO = {
     "01_matching": "One model, one caption language: similarity heatmap, top-k captions, correct-vs-wrong "
@@ -90,6 +131,8 @@ INTRO = {
     "03_lab_report": "The full lab write-up; every number in the prose is computed in this run.",
     "04_zeroshot": "Zero-shot classification: top-5 label probabilities per image and a single template vs "
                    "prompt ensembles on a small labelled set.",
+    "06_adapt": "Adapters that fit on a CPU in seconds: a linear text adapter (Russian captions onto English "
+                "ones) and few-shot linear probe / Tip-Adapter, every number scored on held-out images.",
 }
 
 
@@ -99,9 +142,9 @@ def build(name: str) -> nbformat.NotebookNode:
         new_markdown_cell(f"**labclip** · {INTRO[name]} Change the parameters below, never the code.",
                           metadata={"tags": ["remove-cell"]}),
         new_code_cell(COLAB, metadata={"tags": ["remove-cell"]}),
-        new_code_cell(ZEROSHOT_PARAMETERS if name == "04_zeroshot" else parameters(title, name == "02_languages"),
+        new_code_cell(PARAMETER_CELLS.get(name) or parameters(title, name == "02_languages"),
                       metadata={"tags": ["parameters"]}),
-        new_code_cell(ZEROSHOT_START if name == "04_zeroshot" else START),
+        new_code_cell(START_CELLS.get(name, START)),
         *[new_code_cell(source) for source in sections],
     ]
     nb = new_notebook(cells=cells, metadata={

@@ -24,7 +24,7 @@ from .errors import LabclipError
 from .experiment import load_model_or_demo
 from .provenance import Timings, now, package_versions
 
-NOTEBOOKS = ("01_matching", "02_languages", "03_lab_report", "04_zeroshot")
+NOTEBOOKS = ("01_matching", "02_languages", "03_lab_report", "04_zeroshot", "06_adapt")
 KERNEL = "labclip"
 PARAMETERS = ("model", "captions", "image_dir", "languages", "top_k", "batch_size", "title", "strict",
               "compare_models", "translator", "labels", "template_sets")

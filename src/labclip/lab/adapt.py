@@ -73,8 +73,12 @@ class TextAdapterRun:
     evaluation: AdapterEvaluation
     training: dict[str, np.ndarray]
     adapter: TextAdapter
+    image_emb: np.ndarray
+    source_emb: np.ndarray
+    target_emb: np.ndarray
     parallel: ParallelText | None = None
     requested_model: str = ""
+    fallback_reason: str | None = None
     timings: Timings = field(default_factory=Timings)
     started: str = field(default_factory=now)
 
@@ -102,8 +106,8 @@ class TextAdapterRun:
 
     def provenance(self) -> dict:
         paths = self.captions["path"].tolist()
-        prov = {"started": self.started, "requested_model": self.requested_model, "model": describe(self.model),
-                "captions_file": Path(self.captions.attrs["source"]).name,
+        prov = {"started": self.started, "requested_model": self.requested_model,
+                "fallback_reason": self.fallback_reason, "model": describe(self.model), "captions_file": Path(self.captions.attrs["source"]).name,
                 "captions_sha256": sha256_file(self.captions.attrs["source"]), "images": len(paths),
                 "images_sha256": sha256_files(paths), "source_lang": self.source_lang,
                 "target_lang": self.target_lang, "versions": package_versions(), "machine": machine(),
@@ -190,7 +194,28 @@ def run_text_adapter(
     sim = images.astype(np.float64) @ adapter.transform(source).astype(np.float64).T
     training = {"i2t": correct_ranks(sim) == 1, "t2i": correct_ranks(sim.T) == 1}
     return TextAdapterRun(model, source_model, table, source_lang, target_lang, evaluation, training, adapter,
-                          parallel, requested_model or model.name, timings)
+                          images, source, target, parallel, requested_model or model.name, timings=timings)
+
+
+def start(
+    model: str,
+    captions: str | os.PathLike | None = None,
+    source_lang: str = "ru",
+    target_lang: str = "en",
+    *,
+    strict: bool = False,
+    **options,
+) -> TextAdapterRun:
+    """Load the model through the lab's one fallback policy (the demo model when it can't be loaded,
+    unless ``strict``), then :func:`run_text_adapter` on ``captions`` (default: the default caption set)."""
+    from ..config import DEFAULT_CAPTIONS
+    from ..experiment import load_model_or_demo
+
+    clip, reason = load_model_or_demo(model, strict)
+    run = run_text_adapter(clip, captions or DEFAULT_CAPTIONS, source_lang, target_lang,
+                           requested_model=model, **options)
+    run.fallback_reason = reason
+    return run
 
 
 @dataclass
@@ -203,6 +228,7 @@ class FewShotRun:
     evaluation: FewShotEvaluation
     templates: str
     language: str
+    labels_file: str = ""
     requested_model: str = ""
     timings: Timings = field(default_factory=Timings)
     started: str = field(default_factory=now)
@@ -222,7 +248,7 @@ class FewShotRun:
 
     def provenance(self) -> dict:
         return {"started": self.started, "requested_model": self.requested_model, "model": describe(self.model),
-                "labelled_images": len(self.paths), "images_sha256": sha256_files(self.paths),
+                "labels_file": self.labels_file, "labelled_images": len(self.paths), "images_sha256": sha256_files(self.paths),
                 "classes": self.classes, "templates": self.templates, "language": self.language,
                 "versions": package_versions(), "machine": machine(),
                 "timings_s": {k: round(v, 3) for k, v in self.timings.items()}}
@@ -230,7 +256,7 @@ class FewShotRun:
 
 def run_few_shot(
     model,
-    labels: str | os.PathLike,
+    labels: str | os.PathLike | None = None,
     shots: Sequence[int] = SHOTS,
     *,
     folds: int | str = 5,
@@ -240,8 +266,12 @@ def run_few_shot(
     batch_size: int | None = None,
     requested_model: str | None = None,
 ) -> FewShotRun:
-    """Zero-shot, linear probe and Tip-Adapter on labelled images (a folder of class folders or a CSV)."""
+    """Zero-shot, linear probe and Tip-Adapter on labelled images (a folder of class folders or a CSV;
+    default ``data/labels.csv``)."""
+    from ..config import DATA_DIR
+
     timings = Timings()
+    labels = labels or DATA_DIR / "labels.csv"
     data = labelled_images(labels, language)
     prompts = load_templates(templates, language)
     with timings.stage("encode images"):
@@ -251,8 +281,8 @@ def run_few_shot(
     with timings.stage("evaluate (cross-validated)"):
         evaluation = evaluate_few_shot(images, data.truth, text, shots, folds=folds, seed=seed,
                                        logit_scale=model.logit_scale)
-    return FewShotRun(model, data.paths, data.classes, evaluation, templates, language,
+    return FewShotRun(model, data.paths, data.classes, evaluation, templates, language, Path(labels).name,
                       requested_model or model.name, timings)
 
 
-__all__ = ["PUBLISHED", "SHOTS", "FewShotRun", "TextAdapterRun", "run_few_shot", "run_text_adapter"]
+__all__ = ["PUBLISHED", "SHOTS", "FewShotRun", "TextAdapterRun", "run_few_shot", "run_text_adapter", "start"]

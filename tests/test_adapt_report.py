@@ -1,0 +1,58 @@
+"""The report runner with a model + adapter, and the ``06_adapt`` report (HTML only, tiny model)."""
+
+import html
+import json
+import re
+
+import numpy as np
+import pytest
+
+from labclip import load_model
+from labclip.adapter import TextAdapter
+from labclip.report import NOTEBOOKS, build_reports
+
+
+def _text(page: str) -> str:
+    page = re.sub(r"<style.*?</style>", " ", page, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
+
+
+@pytest.fixture(scope="module")
+def adapter_file(tmp_path_factory, tiny_model_dir):
+    rng = np.random.default_rng(2)
+    dim = load_model(tiny_model_dir, cache=False).dim
+    adapter = TextAdapter(rng.normal(size=(dim, dim)).astype(np.float32), rng.normal(size=dim).astype(np.float32),
+                          {"source_model": str(tiny_model_dir)})
+    return adapter.save(tmp_path_factory.mktemp("adapter") / "ru-en.safetensors"), adapter
+
+
+def test_report_runner_uses_and_records_model_plus_adapter(tmp_path, tiny_model_dir, adapter_file):
+    path, adapter = adapter_file
+    out = tmp_path / "out"
+    build_reports({"model": f"{tiny_model_dir}+adapter:{path}", "languages": ["ru"]}, out,
+                  notebooks=["01_matching"], pdf=False)
+    page = (out / "01_matching.html").read_text(encoding="utf-8")
+    assert "+adapter:ru-en" in page and adapter.sha256 in page
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert run["fallback_reason"] is None and run["parameters"]["model"].endswith(f"+adapter:{path}")
+
+
+def test_adapt_report_shows_held_out_numbers_from_its_own_run(tmp_path, tiny_model_dir):
+    assert "06_adapt" in NOTEBOOKS
+    out = tmp_path / "out"
+    build_reports({"model": str(tiny_model_dir)}, out, notebooks=["06_adapt"], pdf=False)
+    page = (out / "06_adapt.html").read_text(encoding="utf-8")
+    text = _text(page)
+    result = json.loads((out / "06_adapt.json").read_text(encoding="utf-8"))
+    assert "labclip-banner" in page and "UNTRAINED" in text  # the tiny model is marked untrained
+    for row in result["held_out"]["top1"]:
+        assert f"{row['hits']}/{row['n']} ({100 * row['hits'] / row['n']:.1f}%)" in text
+    for test in result["held_out"]["paired"]:
+        assert f"fixed {test['only_after']} image(s) and broke {test['only_before']}" in text
+    assert f"alpha {result['adapter_card']['alpha']:g} gives the highest mean cosine" in text
+    zero = next(r for r in result["few_shot"]["top1"] if r["method"] == "zero-shot")
+    assert f"Zero-shot gets {zero['hits']}/{zero['n']}" in text
+    box = text[text.index("Published results (not measured here)"):]
+    assert "75.6%" in box and "60.3% → 62.0%" in box and "Tip-Adapter" in box
+    assert " nan" not in text.lower() and "Traceback" not in text
+    assert "<script src=" not in page
