@@ -47,7 +47,7 @@ sysdeps: ## Install the Debian packages the PDF report needs (chromium, DejaVu f
 	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_REPORT) >/dev/null; }
 
 report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MODEL= CAPTIONS= LANGS= MODELS= PARAMS= STRICT=1)
-	$(PY) -m labclip.report --out "$(OUT)" \
+	$(PY) -m labclip report --out "$(OUT)" \
 	  $(if $(PARAMS),--params "$(PARAMS)") $(if $(MODEL),--model "$(MODEL)") \
 	  $(if $(CAPTIONS),--captions "$(CAPTIONS)") $(if $(LANGS),--langs $(LANGS)) \
 	  $(if $(TOPK),--top-k $(TOPK)) $(if $(BATCH),--batch-size $(BATCH)) \

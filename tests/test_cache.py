@@ -8,7 +8,7 @@ import pytest
 from labclip import load_model, similarity
 from labclip.config import CAPTIONS_DIR
 from labclip.data import load_captions
-from labclip.experiment import start
+from labclip.lab.experiment import start
 from labclip.testing import make_tiny_model
 
 TEXTS = ["a cup of coffee", "чашка кофе", "a red car"]

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from labclip import load_model, match_metrics, similarity
-from labclip.compare import compare
 from labclip.config import CAPTIONS_DIR
 from labclip.data import load_captions
+from labclip.lab.compare import compare
 from labclip.testing import make_tiny_marian, make_tiny_sentence_transformer
 from labclip.translate import Translator
 

@@ -111,7 +111,7 @@ def test_frequent_distractors_by_hand():
 
 
 def test_gap_in_the_seed_reports_three_forms():
-    from labclip.narrative import gap
+    from labclip.lab.narrative import gap
 
     assert gap(1.0, 0.3) == {"points": "+70.0 percentage points", "ratio": "3.33×", "relative": "+233%"}
     assert gap(0.5, 0.0)["ratio"].startswith("undefined")

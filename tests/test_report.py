@@ -12,8 +12,8 @@ import pytest
 from labclip import LabclipError, load_model, match_metrics, similarity
 from labclip.config import DEFAULT_CAPTIONS, NOTEBOOKS_DIR, PROJ_ROOT
 from labclip.data import load_captions
-from labclip.narrative import share
-from labclip.report import NOTEBOOKS, build_reports, chromium
+from labclip.lab.narrative import share
+from labclip.lab.report import NOTEBOOKS, build_reports, chromium
 from labclip.testing import make_tiny_marian, make_tiny_model, make_tiny_sentence_transformer
 
 BANNER = "labclip-banner"
@@ -133,7 +133,7 @@ def test_no_banner_for_a_model_not_marked_untrained(tmp_path):
 def test_cli_reports_bad_input_in_one_line(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("image;en\n;\n", encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "labclip.report", "--captions", str(bad), "--out", str(tmp_path / "o")],
+    result = subprocess.run([sys.executable, "-m", "labclip", "report", "--captions", str(bad), "--out", str(tmp_path / "o")],
                             capture_output=True, text=True)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("labclip: error:")]
@@ -142,7 +142,7 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
 
 
 def test_params_yaml_and_strict(tmp_path):
-    from labclip.report import main
+    from labclip.lab.report import main
 
     params = tmp_path / "p.yaml"
     params.write_text("model: openai/clip-vit-base-patch32\nstrict: true\n")
@@ -166,7 +166,7 @@ def test_notebooks_are_thin_stripped_and_up_to_date():
 
 
 def test_shipped_parameter_sets_are_valid():
-    from labclip.report import read_params
+    from labclip.lab.report import read_params
 
     for path in (PROJ_ROOT / "reports" / "params").glob("*.yaml"):
         params = read_params(path)

@@ -164,7 +164,7 @@ def _emit(table: pd.DataFrame, out: Path | None, extra: dict | None = None) -> N
 
 def cmd_match(args) -> None:
     from .data import load_captions
-    from .experiment import Experiment
+    from .lab.experiment import Experiment
 
     _check_out(args.out)
     captions = load_captions(args.captions, args.image_dir, [args.lang])
@@ -242,8 +242,8 @@ def cmd_eval(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from .compare import compare
     from .data import load_captions
+    from .lab.compare import compare
 
     _check_out(args.out)
     captions = load_captions(args.captions, args.image_dir, args.langs)
@@ -262,7 +262,7 @@ COMMANDS = {"compare": cmd_compare, "match": cmd_match, "classify": cmd_classify
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["report"]:
-        from .report import main as report_main
+        from .lab.report import main as report_main
 
         return report_main(argv[1:])
     args = _parser().parse_args(argv)

@@ -192,7 +192,7 @@ def available_sets(sets: Sequence[str], language: str) -> list[str]:
 def start(model: str, labels: str | Path | None = None, language: str = "en", strict: bool = False) -> ZeroShotRun:
     """Load labelled images (default ``data/labels.csv``), then the model (or the demo model)."""
     from .config import DATA_DIR
-    from .experiment import load_model_or_demo
+    from .lab.experiment import load_model_or_demo
 
     data = labelled_images(Path(labels) if labels else DATA_DIR / "labels.csv", language)
     clip, reason = load_model_or_demo(model, strict)

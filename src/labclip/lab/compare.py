@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import LabclipError
+from ..errors import LabclipError
+from ..model import ClipModel
+from ..translate import DEFAULT_TRANSLATOR, Translator, translator_name
 from .experiment import Experiment, load_model_or_demo
-from .model import ClipModel
-from .translate import DEFAULT_TRANSLATOR, Translator, translator_name
 
 
 def is_multilingual(model: ClipModel) -> bool:

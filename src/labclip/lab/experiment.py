@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import DEFAULT_CAPTIONS, DEFAULT_MODEL, DEMO_MODEL
-from .data import load_captions
-from .errors import LabclipError
-from .metrics import frequent_distractors, match_metrics, similarity, topk_table
-from .model import ClipModel, describe, load_model
+from ..config import DEFAULT_CAPTIONS, DEFAULT_MODEL, DEMO_MODEL
+from ..data import load_captions
+from ..errors import LabclipError
+from ..metrics import frequent_distractors, match_metrics, similarity, topk_table
+from ..model import ClipModel, describe, load_model
 from .provenance import Timings, machine, now, package_versions, sha256_file, sha256_files
 
 

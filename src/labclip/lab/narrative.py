@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ..model import ClipModel
+from ..text import token_stats
 from . import compare
 from .experiment import Experiment, Matching
-from .model import ClipModel
-from .text import token_stats
 
 LANGUAGE_NAMES = {"en": "English", "ru": "Russian", "de": "German", "fr": "French", "es": "Spanish",
                   "uk": "Ukrainian", "zh": "Chinese", "ja": "Japanese"}

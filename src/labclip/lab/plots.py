@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image, ImageOps
 
-from .images import load_image
+from ..images import load_image
 
 CORRECT_COLOUR = "#d62728"
 

@@ -12,14 +12,15 @@ import pandas as pd
 from IPython.display import HTML, Image, Markdown, display
 from matplotlib.figure import Figure
 
-from . import narrative, plots, zeroshot
-from .atomic import write_text
+from .. import zeroshot
+from ..atomic import write_text
+from ..model import ClipModel, describe
+from ..text import token_lengths, token_stats
+from ..translate import translator_name
+from ..zeroshot import ZeroShotRun
+from . import narrative, plots
 from .experiment import Experiment, Matching
-from .model import ClipModel, describe
 from .provenance import machine, package_versions, sha256_files
-from .text import token_lengths, token_stats
-from .translate import translator_name
-from .zeroshot import ZeroShotRun
 
 BANNER_STYLE = ("border:3px solid #c62828;background:#ffebee;color:#8e0000;padding:10px 14px;"
                 "margin:8px 0 14px 0;font-size:15px;font-weight:bold;border-radius:4px")

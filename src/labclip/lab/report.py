@@ -18,9 +18,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import DEFAULT_MODEL, DEMO_MODEL, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR
-from .data import load_captions
-from .errors import LabclipError
+from ..config import DEFAULT_MODEL, DEMO_MODEL, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR
+from ..data import load_captions
+from ..errors import LabclipError
 from .experiment import load_model_or_demo
 from .provenance import Timings, now, package_versions
 
