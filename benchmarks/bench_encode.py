@@ -26,10 +26,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from labclip.config import CAPTIONS_DIR  # noqa: E402
 from labclip.data import load_captions  # noqa: E402
+from labclip.demo import OPENAI_MEAN, OPENAI_STD, clip_tokenizer, torch_seed  # noqa: E402
 from labclip.images import Preprocess, load_image  # noqa: E402
 from labclip.metrics import similarity  # noqa: E402
 from labclip.model import ClipModel, quantize_int8  # noqa: E402
-from labclip.testing import OPENAI_MEAN, OPENAI_STD, clip_tokenizer  # noqa: E402
 from labclip.text import tokenize  # noqa: E402
 
 GFLOP_PER_IMAGE = 8.8  # ViT-B/32 image tower: 4.41 GMACs
@@ -46,12 +46,12 @@ def matmul_gflops(m: int = 2048, k: int = 2048, n: int = 2048, repeats: int = 5)
     return 2 * m * k * n / best / 1e9
 
 def vit_b32(quantize: bool = False) -> ClipModel:
-    torch.manual_seed(0)
-    model = CLIPModel(CLIPConfig()).eval()
+    with torch_seed(0):
+        model = CLIPModel(CLIPConfig()).eval()
     if quantize:
         model = quantize_int8(model)
-    return ClipModel(name="random-init ViT-B/32", source="random-init", model=model, tokenizer=clip_tokenizer(),
-                     preprocess=Preprocess(224, 224, OPENAI_MEAN, OPENAI_STD), quantize="int8" if quantize else None)
+    return ClipModel.from_transformers(model, clip_tokenizer(), Preprocess(224, 224, OPENAI_MEAN, OPENAI_STD),
+                                       "random-init ViT-B/32", quantize="int8" if quantize else None)
 
 REPEATS = 3
 

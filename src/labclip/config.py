@@ -22,15 +22,9 @@ CLIP_BPE_PATH = ASSETS_DIR / "bpe_simple_vocab_16e6.txt.gz"
 
 REPO_URL = "https://github.com/labclip/labclip"
 
-DEFAULT_MODEL = "openai/clip-vit-base-patch32"
-DEMO_MODEL = "demo"
-
-MODEL_ALIASES: dict[str, str] = {
-    "ViT-B/32": "openai/clip-vit-base-patch32",
-    "ViT-B/16": "openai/clip-vit-base-patch16",
-    "ViT-L/14": "openai/clip-vit-large-patch14",
-    "ViT-L/14@336px": "openai/clip-vit-large-patch14-336",
-}
+# Model names are data in the registry; re-exported here for code that reads its defaults from config.
+from .registry import ALIASES as MODEL_ALIASES  # noqa: E402,F401
+from .registry import DEFAULT_MODEL, DEMO_MODEL  # noqa: E402,F401
 
 CONTEXT_LENGTH = 77
 

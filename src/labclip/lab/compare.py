@@ -16,7 +16,7 @@ from .experiment import Experiment, load_model_or_demo
 
 def is_multilingual(model: ClipModel) -> bool:
     """Whether the text encoder was trained for many languages (not OpenAI's English CLIP)."""
-    return model.text_tower is not None or getattr(model.model.config, "model_type", "clip") != "clip"
+    return model.multilingual
 
 
 def gap(reference: float, other: float) -> tuple[float, float | None]:
