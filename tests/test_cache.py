@@ -16,7 +16,7 @@ TEXTS = ["a cup of coffee", "чашка кофе", "a red car"]
 
 @pytest.fixture
 def images():
-    return load_captions(CAPTIONS_DIR / "default.csv")["path"].tolist()[:5]
+    return load_captions(CAPTIONS_DIR / "default.csv")["path"][:5]
 
 
 def test_second_encode_comes_from_cache_and_is_identical(tiny_model_dir, tmp_path, images):

@@ -37,7 +37,7 @@ def test_version_and_help_on_every_subcommand():
 
 def test_match(capsys, tiny_model_dir, tmp_path):
     code, out, err = run(capsys, "match", DEFAULT_CAPTIONS, "--lang", "ru", "--model", tiny_model_dir)
-    assert code == 0 and "i2t_top1:" in out and "t2i_top3:" in out
+    assert code == 0 and "i2t_acc1:" in out and "t2i_acc3:" in out
     assert "фотография" in out or "рисунок" in out
     assert "untrained" in err
     code, _, _ = run(capsys, "match", DEFAULT_CAPTIONS, "--model", tiny_model_dir, "--out", tmp_path / "m.json")

@@ -25,7 +25,7 @@ def _normalise(x):
 
 @pytest.fixture(scope="module")
 def images():
-    return load_captions(CAPTIONS_DIR / "default.csv")["path"].tolist()[:4]
+    return load_captions(CAPTIONS_DIR / "default.csv")["path"][:4]
 
 
 def test_sentence_transformers_layout(tmp_path, tiny_model_dir, images):

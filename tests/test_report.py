@@ -97,10 +97,10 @@ def test_prose_numbers_equal_match_metrics(full_run, tiny_model_dir):
     html = (out / "03_lab_report.html").read_text(encoding="utf-8")
     for lang in ("en", "ru"):
         m = match_metrics(similarity(images, model.encode_texts(captions[lang])), 3, model.logit_scale)
-        assert f"top-1 {share(m['i2t_top1_hits'], m['n'])}" in html
-        assert f"top-1 {share(m['t2i_top1_hits'], m['n'])}" in html
-        assert f"cosine {m['correct_min']:.3f} to {m['correct_max']:.3f}" in html
-        assert f"wrong pairs: {m['wrong_min']:.3f} to {m['wrong_max']:.3f}" in html
+        assert f"top-1 {share(m.i2t.hits1, m.n)}" in html
+        assert f"top-1 {share(m.t2i.hits1, m.n)}" in html
+        assert f"cosine {m.correct_min:.3f} to {m.correct_max:.3f}" in html
+        assert f"wrong pairs: {m.wrong_min:.3f} to {m.wrong_max:.3f}" in html
     saved = json.loads((out / "03_lab_report.json").read_text())
     assert saved["provenance"]["captions_sha256"] and saved["provenance"]["timings_s"]["encode images"] >= 0
     assert saved["metrics"]["en"]["n"] == len(captions)

@@ -92,9 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="fail instead of using the demo model for the first model")
     _out_option(p)
 
-    p = sub.add_parser("report", help="run the notebooks and render HTML + PDF", add_help=False,
-                       description="Same as python -m labclip.report; see labclip report --help.")
-    p.add_argument("args", nargs=argparse.REMAINDER)
+    from .lab.report import add_arguments
+
+    p = sub.add_parser("report", help="run the notebooks and render HTML + PDF",
+                       description="Run the notebooks and render HTML + PDF reports.")
+    add_arguments(p)
     return parser
 
 
@@ -168,13 +170,14 @@ def cmd_match(args) -> None:
 
     _check_out(args.out)
     captions = load_captions(args.captions, args.image_dir, [args.lang])
-    exp = Experiment(_load(args), captions, args.top_k, args.batch_size)
+    exp = Experiment(model=_load(args), captions=captions, top_k=args.top_k, batch_size=args.batch_size)
     m = exp.matching(args.lang)
-    _emit(m.topk, args.out, {k: v for k, v in m.metrics.items()})
+    _emit(m.topk, args.out, m.metrics.to_dict())
 
 
 def cmd_classify(args) -> None:
-    from .zeroshot import class_embeddings, load_templates, probabilities, top_labels
+    from .lab.tables import top_labels
+    from .zeroshot import class_embeddings, load_templates, probabilities
 
     labels, templates = _labels(args), load_templates(args.templates, args.lang)
     model = _load(args)
@@ -184,7 +187,8 @@ def cmd_classify(args) -> None:
 
 
 def cmd_tag(args) -> None:
-    from .zeroshot import class_embeddings, load_templates, probabilities, top_labels
+    from .lab.tables import top_labels
+    from .zeroshot import class_embeddings, load_templates, probabilities
 
     if args.out.suffix.lower() != ".csv":
         raise LabclipError(f"{args.out}: tags are written as CSV; use a .csv file name")
@@ -222,14 +226,9 @@ def cmd_search(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from .zeroshot import (
-        class_embeddings,
-        labelled_images,
-        load_templates,
-        per_class_accuracy,
-        probabilities,
-        zeroshot_metrics,
-    )
+    from .lab.tables import per_class_accuracy
+    from .metrics import zeroshot_metrics
+    from .zeroshot import class_embeddings, labelled_images, load_templates, probabilities
 
     templates = load_templates(args.templates, args.lang)
     data = labelled_images(args.root)
@@ -238,7 +237,7 @@ def cmd_eval(args) -> None:
                           class_embeddings(model, data.classes, templates))
     metrics = zeroshot_metrics(probs, data.truth, k=5)
     _emit(per_class_accuracy(probs, data.truth, data.classes), args.out,
-          {"templates": f"{args.templates} ({len(templates)}, {args.lang})", **metrics})
+          {"templates": f"{args.templates} ({len(templates)}, {args.lang})", **metrics.to_dict()})
 
 
 def cmd_compare(args) -> None:
@@ -260,12 +259,11 @@ COMMANDS = {"compare": cmd_compare, "match": cmd_match, "classify": cmd_classify
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["report"]:
-        from .lab.report import main as report_main
-
-        return report_main(argv[1:])
     args = _parser().parse_args(argv)
+    if args.command == "report":
+        from .lab.report import run
+
+        return run(args)
     try:
         COMMANDS[args.command](args)
     except LabclipError as err:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import difflib
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
 
 from .config import IMAGES_DIR
 from .errors import LabclipError
@@ -17,12 +17,72 @@ RESERVED = ("image", "id")
 DELIMITERS = (",", ";", "\t")
 
 
+@dataclass(frozen=True)
+class Table:
+    """A spreadsheet as strings: lower-case stripped column names, stripped cells, header excluded."""
+
+    columns: list[str]
+    rows: list[list[str]]
+
+    def column(self, name: str) -> list[str]:
+        index = self.columns.index(name)
+        return [row[index] for row in self.rows]
+
+
+@dataclass(frozen=True)
+class CaptionSet:
+    """A validated caption set: image names, absolute paths and one caption list per language.
+
+    ``captions["en"]`` (or ``captions["image"]``, ``["path"]``, ``["id"]``) gives a column as a list;
+    the lab layer turns the whole set into a DataFrame with :meth:`to_frame`.
+    """
+
+    source: str
+    images: list[str]
+    paths: list[str]
+    captions: dict[str, list[str]]
+    ids: list[str] | None = field(default=None)
+
+    @property
+    def languages(self) -> list[str]:
+        """The language columns, in file order."""
+        return list(self.captions)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, column: str) -> list[str]:
+        columns = {"image": self.images, "path": self.paths, **({"id": self.ids} if self.ids is not None else {}),
+                   **self.captions}
+        if column not in columns:
+            raise KeyError(column)
+        return list(columns[column])
+
+    def select(self, languages: Sequence[str]) -> CaptionSet:
+        """The same set with only ``languages``, in that order."""
+        missing = [lang for lang in languages if lang not in self.captions]
+        if missing:
+            raise LabclipError(f"{self.source}: unknown language {', '.join(map(repr, missing))}; "
+                               f"the file has: {', '.join(self.languages)}")
+        return CaptionSet(self.source, self.images, self.paths, {lang: self.captions[lang] for lang in languages},
+                          self.ids)
+
+    def to_frame(self):
+        """A pandas DataFrame: ``image``, ``path``, ``id`` if given, one column per language."""
+        import pandas as pd
+
+        frame = pd.DataFrame({"image": self.images, "path": self.paths,
+                              **({"id": self.ids} if self.ids is not None else {}), **self.captions})
+        frame.attrs.update(languages=self.languages, source=self.source)
+        return frame
+
+
 def load_captions(
     path: str | Path,
     image_dir: str | Path | None = None,
     languages: Sequence[str] | None = None,
     check_images: bool = True,
-) -> pd.DataFrame:
+) -> CaptionSet:
     """Read and validate a caption set.
 
     The file is CSV (``,`` or ``;``, UTF-8 with or without BOM, any line ends), TSV or XLSX.
@@ -36,8 +96,8 @@ def load_captions(
         check_images: open every image, so unreadable files are reported now.
 
     Returns:
-        A DataFrame with ``image``, ``path`` (absolute), ``id`` if given, and one column per
-        language; ``df.attrs["languages"]`` lists the language columns in file order.
+        A :class:`CaptionSet`: image names, absolute paths, ids if given, and the captions of each
+        language column in file order.
 
     Raises:
         LabclipError: one line naming the file and listing every problem with its
@@ -45,9 +105,7 @@ def load_captions(
     """
     path = Path(path)
     image_dir = Path(image_dir) if image_dir is not None else IMAGES_DIR
-    table = _read_table(path)
-    table.columns = [str(c).strip().lower() for c in table.columns]
-    table = table.apply(lambda col: col.str.strip())
+    table = read_table(path)
     langs = [c for c in table.columns if c not in RESERVED]
     if "image" not in table.columns:
         raise LabclipError(f"{path}: no 'image' column (columns found: {', '.join(table.columns) or 'none'})")
@@ -58,7 +116,7 @@ def load_captions(
         raise LabclipError(
             f"{path}: unknown language {', '.join(map(repr, missing_langs))}; the file has: {', '.join(langs)}"
         )
-    if table.empty:
+    if not table.rows:
         raise LabclipError(f"{path}: no caption rows below the header")
 
     problems = _row_problems(table, langs, image_dir, check_images)
@@ -66,23 +124,25 @@ def load_captions(
         shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
         raise LabclipError(f"{path}: {len(problems)} problem{'s' * (len(problems) > 1)}: {shown}")
 
-    table.insert(1, "path", [str((image_dir / name).resolve()) for name in table["image"]])
-    table.attrs["languages"] = langs
-    table.attrs["source"] = str(path)
-    return table.reset_index(drop=True)
+    images = table.column("image")
+    return CaptionSet(str(path), images, [str((image_dir / name).resolve()) for name in images],
+                      {lang: table.column(lang) for lang in langs},
+                      table.column("id") if "id" in table.columns else None)
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def read_table(path: str | Path, what: str = "caption file") -> Table:
+    """Read a CSV (``,`` ``;`` or tab, UTF-8 with or without BOM), TSV or XLSX file as strings.
+
+    Raises:
+        LabclipError: missing or unreadable file, a row that is not UTF-8, or a row with more
+            cells than the header; the message names the file and the row.
+    """
+    path = Path(path)
     if not path.is_file():
-        raise LabclipError(f"{path}: caption file not found")
+        raise LabclipError(f"{path}: {what} not found")
     suffix = path.suffix.lower()
     if suffix in (".xlsx", ".xlsm"):
-        try:
-            return pd.read_excel(path, dtype=str, keep_default_na=False).astype(str)
-        except ImportError:
-            raise LabclipError(f"{path}: reading .xlsx needs openpyxl (pip install openpyxl)") from None
-        except Exception as err:  # noqa: BLE001 - a broken workbook is a user error
-            raise LabclipError(f"{path}: unreadable spreadsheet ({type(err).__name__}: {err})") from None
+        return _table(path, _read_xlsx(path))
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -94,18 +154,47 @@ def _read_table(path: Path) -> pd.DataFrame:
     first = text.splitlines()[0] if text.strip() else ""
     sep = "\t" if suffix == ".tsv" else max(DELIMITERS, key=first.count)
     try:
-        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        detail = " ".join(str(err).split())
-        raise LabclipError(f"{path}: unreadable as a '{sep}'-separated table ({detail})") from None
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=sep))
+    except csv.Error as err:
+        raise LabclipError(f"{path}: unreadable as a '{sep}'-separated table ({err})") from None
+    return _table(path, rows)
 
 
-def _row_problems(table: pd.DataFrame, langs: list[str], image_dir: Path, check_images: bool) -> list[str]:
+def _read_xlsx(path: Path) -> list[list[str]]:
+    try:
+        import openpyxl
+    except ImportError:
+        raise LabclipError(f"{path}: reading .xlsx needs openpyxl (pip install openpyxl)") from None
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        try:
+            return [["" if v is None else str(v) for v in row] for row in book.worksheets[0].iter_rows(values_only=True)]
+        finally:
+            book.close()
+    except Exception as err:  # noqa: BLE001 - a broken workbook is a user error
+        raise LabclipError(f"{path}: unreadable spreadsheet ({type(err).__name__}: {err})") from None
+
+
+def _table(path: Path, rows: list[list[str]]) -> Table:
+    """Header and data rows (row 1 is the header); blank lines are dropped, short rows padded."""
+    numbered = [(n, [cell.strip() for cell in row]) for n, row in enumerate(rows, start=1) if any(c.strip() for c in row)]
+    if not numbered:
+        return Table([], [])
+    (_, header), body = numbered[0], numbered[1:]
+    columns = [c.lower() for c in header]
+    for n, row in body:
+        if len(row) > len(columns) and any(row[len(columns):]):
+            raise LabclipError(f"{path}: row {n} has {len(row)} cells but the header has {len(columns)}")
+    return Table(columns, [(row + [""] * len(columns))[: len(columns)] for _, row in body])
+
+
+def _row_problems(table: Table, langs: list[str], image_dir: Path, check_images: bool) -> list[str]:
     problems: list[str] = []
     first_row: dict[str, int] = {}
     known: list[str] | None = None
-    for index, row in table.iterrows():
-        line = int(index) + 2
+    for index, cells in enumerate(table.rows):
+        row = dict(zip(table.columns, cells))
+        line = index + 2
         name = row["image"]
         if not name:
             problems.append(f"row {line}: empty 'image' cell")

@@ -1,7 +1,12 @@
-"""One run of the lab: a caption set, a model, and the matching results per language."""
+"""Runs of the lab: a model with a caption set (paired matching) or with labelled images (zero-shot).
+
+One :func:`start` opens either kind, through the one fallback policy (:func:`load_model_or_demo`);
+each run encodes its images once, records its timings and writes its results with :meth:`Run.save`.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -11,12 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import DEFAULT_CAPTIONS, DEFAULT_MODEL, DEMO_MODEL
-from ..data import load_captions
+from ..atomic import write_text
+from ..config import DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL
+from ..data import CaptionSet, load_captions
 from ..errors import LabclipError
-from ..metrics import frequent_distractors, match_metrics, similarity, topk_table
+from ..metrics import MatchMetrics, ZeroShotMetrics, match_metrics, similarity, zeroshot_metrics
 from ..model import ClipModel, describe, load_model
+from ..zeroshot import LabelledImages, class_embeddings, labelled_images, load_templates, probabilities
 from .provenance import Timings, machine, now, package_versions, sha256_file, sha256_files
+from .tables import frequent_distractors, topk_table
 
 
 @dataclass
@@ -27,55 +35,98 @@ class Matching:
     images: list[str]
     captions: list[str]
     sim: np.ndarray
-    metrics: dict
+    metrics: MatchMetrics
     topk: pd.DataFrame
     distractors: pd.DataFrame
 
 
-@dataclass
-class Experiment:
-    """A loaded caption set and model; computes and keeps embeddings and results."""
+@dataclass(kw_only=True)
+class Run:
+    """A loaded model and a list of images; embeds the images once and records how the run went."""
 
     model: ClipModel
-    captions: pd.DataFrame
-    top_k: int = 3
     batch_size: int | None = None
     requested_model: str = DEFAULT_MODEL
     fallback_reason: str | None = None
     timings: Timings = field(default_factory=Timings)
     started: str = field(default_factory=now)
     _image_emb: np.ndarray | None = None
-    _results: dict[str, Matching] = field(default_factory=dict)
-
-    @property
-    def languages(self) -> list[str]:
-        return list(self.captions.attrs["languages"])
-
-    @property
-    def image_names(self) -> list[str]:
-        return self.captions["image"].tolist()
 
     @property
     def image_paths(self) -> list[str]:
-        return self.captions["path"].tolist()
-
-    @property
-    def results(self) -> dict[str, Matching]:
-        """The matchings computed so far, by language."""
-        return dict(self._results)
+        raise NotImplementedError
 
     def image_embeddings(self) -> np.ndarray:
-        """Embeddings of the images, computed once per experiment."""
+        """Embeddings of the images, computed once per run."""
         if self._image_emb is None:
             with self.timings.stage("encode images"):
                 self._image_emb = self.model.encode_images(self.image_paths, self.batch_size)
         return self._image_emb
 
+    def inputs(self) -> dict:
+        """What this kind of run records about its inputs (beyond the images)."""
+        return {}
+
+    def results(self) -> dict:
+        """Named figures computed so far, JSON-ready."""
+        return {}
+
+    def provenance(self) -> dict:
+        """Requested and used model (and why they differ), inputs, software, machine and stage timings."""
+        return {
+            "started": self.started,
+            "requested_model": self.requested_model,
+            "model_used": self.model.name,
+            "fallback_reason": self.fallback_reason,
+            "model": describe(self.model),
+            **self.inputs(),
+            "images": len(self.image_paths),
+            "images_sha256": sha256_files(self.image_paths),
+            "batch_size": self.batch_size,
+            "versions": package_versions(),
+            "machine": machine(),
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+    def save(self, output_dir: str | os.PathLike | None, name: str) -> dict:
+        """Write ``{name}.json`` (provenance and metrics) into ``output_dir`` when one is given; return it."""
+        payload = {"provenance": self.provenance(), "metrics": self.results()}
+        if output_dir is not None:
+            write_text(Path(output_dir) / f"{name}.json",
+                       json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        return payload
+
+
+@dataclass(kw_only=True)
+class Experiment(Run):
+    """A caption set and a model; computes and keeps the matching of each language."""
+
+    captions: CaptionSet
+    top_k: int = 3
+    _results: dict[str, Matching] = field(default_factory=dict)
+
+    @property
+    def languages(self) -> list[str]:
+        return self.captions.languages
+
+    @property
+    def image_names(self) -> list[str]:
+        return self.captions["image"]
+
+    @property
+    def image_paths(self) -> list[str]:
+        return self.captions["path"]
+
+    @property
+    def matchings(self) -> dict[str, Matching]:
+        """The matchings computed so far, by language."""
+        return dict(self._results)
+
     def matching(self, language: str) -> Matching:
         """Match the images against the captions of one language."""
         if language not in self.languages:
             raise LabclipError(f"unknown language {language!r}; the caption set has: {', '.join(self.languages)}")
-        return self.match_texts(language, self.captions[language].tolist())
+        return self.match_texts(language, self.captions[language])
 
     def match_texts(self, label: str, captions: list[str]) -> Matching:
         """Match the images against any paired caption list (e.g. translations), remembered under ``label``."""
@@ -87,10 +138,7 @@ class Experiment:
                 sim = similarity(images, texts)
                 scale = self.model.logit_scale
                 self._results[label] = Matching(
-                    language=label,
-                    images=self.image_names,
-                    captions=captions,
-                    sim=sim,
+                    language=label, images=self.image_names, captions=list(captions), sim=sim,
                     metrics=match_metrics(sim, self.top_k, scale),
                     topk=topk_table(sim, captions, self.top_k, scale, self.image_names),
                     distractors=frequent_distractors(sim, captions, self.top_k),
@@ -100,29 +148,56 @@ class Experiment:
     def compare(self, languages: Sequence[str] | None = None) -> pd.DataFrame:
         """Metrics side by side: one column per language, one row per named figure."""
         langs = list(languages or self.languages)
-        return pd.DataFrame({lang: pd.Series(self.matching(lang).metrics) for lang in langs})
+        return pd.DataFrame({lang: pd.Series(self.matching(lang).metrics.to_dict()) for lang in langs})
 
-    def provenance(self) -> dict:
-        """Inputs, model, software, machine and stage timings of this run."""
-        return {
-            "started": self.started,
-            "requested_model": self.requested_model,
-            "fallback_reason": self.fallback_reason,
-            "model": describe(self.model),
-            "captions_file": self.captions.attrs.get("source"),
-            "captions_sha256": sha256_file(self.captions.attrs["source"]),
-            "images": len(self.captions),
-            "images_sha256": sha256_files(self.image_paths),
-            "top_k": self.top_k,
-            "batch_size": self.batch_size,
-            "versions": package_versions(),
-            "machine": machine(),
-            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
-        }
+    def inputs(self) -> dict:
+        return {"captions_file": self.captions.source, "captions_sha256": sha256_file(self.captions.source),
+                "languages": self.languages, "top_k": self.top_k}
+
+    def results(self) -> dict:
+        return {label: m.metrics.to_dict() for label, m in self._results.items()}
+
+
+@dataclass(kw_only=True)
+class ZeroShotRun(Run):
+    """Labelled images and a model; class embeddings per template set, metrics per set."""
+
+    data: LabelledImages
+    language: str = "en"
+    labels_source: str | None = None
+    _scores: dict[str, ZeroShotMetrics] = field(default_factory=dict)
+
+    @property
+    def image_paths(self) -> list[str]:
+        return self.data.paths
+
+    def probabilities(self, templates: Sequence[str]) -> np.ndarray:
+        """Class probabilities of every image with the ensemble of ``templates``."""
+        with self.timings.stage("encode class prompts"):
+            classes = class_embeddings(self.model, self.data.classes, templates)
+        return probabilities(self.model, self.image_embeddings(), classes)
+
+    def evaluate(self, template_set: str, k: int = 5) -> ZeroShotMetrics:
+        """Metrics of one named template set in this run's language (remembered for :meth:`results`)."""
+        templates = load_templates(template_set, self.language)
+        self._scores[template_set] = zeroshot_metrics(self.probabilities(templates), self.data.truth, k)
+        return self._scores[template_set]
+
+    def compare(self, sets: Sequence[str], k: int = 5) -> pd.DataFrame:
+        """Metrics per named template set available in this run's language."""
+        rows = [{"templates": name, "count": len(load_templates(name, self.language)),
+                 **self.evaluate(name, k).to_dict()} for name in sets]
+        return pd.DataFrame(rows)
+
+    def inputs(self) -> dict:
+        return {"labels_file": self.labels_source, "classes": self.data.classes, "language": self.language}
+
+    def results(self) -> dict:
+        return {name: m.to_dict() for name, m in self._scores.items()}
 
 
 def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu") -> tuple[ClipModel, str | None]:
-    """Load ``name``; when it can't be loaded and ``strict`` is false, fall back to the demo model.
+    """The one fallback policy: load ``name``; when it can't be loaded and ``strict`` is false, use the demo model.
 
     Returns:
         The model and, after a fallback, the reason (``None`` otherwise). The reason is printed
@@ -147,13 +222,40 @@ def start(
     batch_size: int | None = None,
     strict: bool = False,
     device: str = "cpu",
-) -> Experiment:
-    """Validate the caption set, then load the model (or the demo model, see :func:`load_model_or_demo`)."""
+    *,
+    labels: str | os.PathLike | None = None,
+    task: str = "matching",
+) -> Run:
+    """Validate the inputs first, then load the model (or the demo model, see :func:`load_model_or_demo`).
+
+    Args:
+        model: hub id, alias, local folder or ``"demo"``.
+        captions: caption file for ``task="matching"`` (default ``data/captions/default.csv``).
+        image_dir: folder the caption file's image paths are relative to.
+        languages: caption languages to use; for zero-shot, the first is the template language.
+        top_k: cut-off of top-k tables and accuracy.
+        batch_size: items per forward pass (``None``: the model's default).
+        strict: fail when the model can't be loaded instead of using the demo model.
+        device: torch device.
+        labels: labelled images for ``task="zeroshot"`` (default ``data/labels.csv``).
+        task: ``"matching"`` gives an :class:`Experiment`, ``"zeroshot"`` a :class:`ZeroShotRun`.
+    """
+    if task not in ("matching", "zeroshot"):
+        raise LabclipError(f"unknown task {task!r}; use 'matching' or 'zeroshot'")
     timings = Timings()
-    with timings.stage("load captions"):
-        table = load_captions(Path(captions) if captions else DEFAULT_CAPTIONS, image_dir, languages)
-    if languages:
-        table.attrs["languages"] = list(languages)
+    if task == "zeroshot":
+        language = (languages or ["en"])[0]
+        source = Path(labels) if labels else DEFAULT_LABELS
+        with timings.stage("load labelled images"):
+            data = labelled_images(source, language)
+    else:
+        with timings.stage("load captions"):
+            table = load_captions(Path(captions) if captions else DEFAULT_CAPTIONS, image_dir, languages)
+            if languages:
+                table = table.select(languages)
     with timings.stage("load model"):
         clip, reason = load_model_or_demo(model, strict, device)
-    return Experiment(clip, table, top_k, batch_size, requested_model=model, fallback_reason=reason, timings=timings)
+    common = dict(model=clip, batch_size=batch_size, requested_model=model, fallback_reason=reason, timings=timings)
+    if task == "zeroshot":
+        return ZeroShotRun(data=data, language=language, labels_source=str(source), **common)
+    return Experiment(captions=table, top_k=top_k, **common)

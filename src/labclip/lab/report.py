@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..config import DEFAULT_MODEL, DEMO_MODEL, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR
+from ..config import DEFAULT_MODEL, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR
 from ..data import load_captions
 from ..errors import LabclipError
 from .experiment import load_model_or_demo
@@ -140,9 +140,8 @@ def build_reports(
         load_captions(params["captions"], params.get("image_dir"), params.get("languages")) \
             if params.get("captions") else None
     with timings.stage("check model"):
+        # The notebooks apply the same policy themselves, so each JSON records the requested model and the reason.
         _, fallback = load_model_or_demo(params.get("model", DEFAULT_MODEL), bool(params.get("strict")))
-    if fallback:
-        params["model"] = DEMO_MODEL
     if pdf:
         chromium()
     kernel = ensure_kernel()
@@ -152,7 +151,7 @@ def build_reports(
     for name in notebooks:
         source = NOTEBOOKS_DIR / f"{name}.ipynb"
         if not source.is_file():
-            raise LabclipError(f"notebook {source} not found; run from a labclip checkout (or set LABCLIP_ROOT)")
+            raise LabclipError(f"notebook {source} not found; reinstall labclip or run from a checkout (LABCLIP_ROOT)")
         executed = staging / f"{name}.ipynb"
         declared = papermill.inspect_notebook(str(source))
         nb_params = {k: v for k, v in params.items() if k in declared and (k != "title" or name == "03_lab_report")}
@@ -190,8 +189,8 @@ def build_reports(
     return published
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="labclip report", description="Run the notebooks and render HTML + PDF reports.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``labclip report`` (the one parser of the report runner)."""
     p.add_argument("--params", type=Path, help="YAML file of notebook parameters (the command line overrides it)")
     p.add_argument("--model", help=f"model id, alias, directory or 'demo' (default {DEFAULT_MODEL})")
     p.add_argument("--captions", help="caption file (default data/captions/default.csv)")
@@ -207,7 +206,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=REPORTS_DIR, help="output folder (default reports/)")
     p.add_argument("--notebooks", nargs="+", choices=NOTEBOOKS, default=list(NOTEBOOKS))
     p.add_argument("--no-pdf", action="store_true", help="HTML only")
-    return p
 
 
 def read_params(path: Path | None) -> dict:
@@ -225,8 +223,8 @@ def read_params(path: Path | None) -> dict:
     return loaded
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``labclip report``: build the reports from parsed options; a user error is one line and exit 2."""
     try:
         params = read_params(args.params)
         cli = {"model": args.model, "captions": args.captions, "image_dir": args.image_dir, "languages": args.langs,
@@ -248,6 +246,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"labclip: {len(published)} files written to {args.out} in {time.perf_counter() - start:.0f} s",
           file=sys.stderr)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m labclip.lab.report ...`` is ``labclip report ...``."""
+    from ..cli import main as cli_main
+
+    return cli_main(["report", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
