@@ -176,8 +176,11 @@ def _read_xlsx(path: Path) -> list[list[str]]:
 
 
 def _table(path: Path, rows: list[list[str]]) -> Table:
-    """Header and data rows (row 1 is the header); blank lines are dropped, short rows padded."""
-    numbered = [(n, [cell.strip() for cell in row]) for n, row in enumerate(rows, start=1) if any(c.strip() for c in row)]
+    """Header and data rows (row 1 is the header); blank lines and empty spreadsheet rows are dropped,
+    short rows padded."""
+    blank = (lambda row: not any(c.strip() for c in row)) if path.suffix.lower() in (".xlsx", ".xlsm") \
+        else (lambda row: len(row) <= 1 and not "".join(row).strip())
+    numbered = [(n, [cell.strip() for cell in row]) for n, row in enumerate(rows, start=1) if not blank(row)]
     if not numbered:
         return Table([], [])
     (_, header), body = numbered[0], numbered[1:]

@@ -135,14 +135,27 @@ class Experiment(Run):
             with self.timings.stage(f"encode captions ({label})"):
                 texts = self.model.encode_texts(captions, self.batch_size)
             with self.timings.stage("metrics"):
-                sim = similarity(images, texts)
-                scale = self.model.logit_scale
-                self._results[label] = Matching(
-                    language=label, images=self.image_names, captions=list(captions), sim=sim,
-                    metrics=match_metrics(sim, self.top_k, scale),
-                    topk=topk_table(sim, captions, self.top_k, scale, self.image_names),
-                    distractors=frequent_distractors(sim, captions, self.top_k),
-                )
+                self.record(label, similarity(images, texts), captions=captions)
+        return self._results[label]
+
+    def record(self, label: str, sim: np.ndarray, metrics: MatchMetrics | None = None,
+               captions: Sequence[str] | None = None) -> Matching:
+        """Keep a similarity matrix computed elsewhere (e.g. in a notebook) with its tables, under ``label``.
+
+        Args:
+            label: a caption language of the set, or any name when ``captions`` are given.
+            sim: images × captions cosine similarity.
+            metrics: its :func:`labclip.match_metrics` (computed here when ``None``).
+            captions: the captions, when they are not the set's ``label`` column.
+        """
+        captions = list(captions) if captions is not None else self.captions[label]
+        scale = self.model.logit_scale
+        metrics = metrics if metrics is not None else match_metrics(sim, self.top_k, scale)
+        self._results[label] = Matching(
+            language=label, images=self.image_names, captions=captions, sim=sim, metrics=metrics,
+            topk=topk_table(sim, captions, metrics.k, scale, self.image_names),
+            distractors=frequent_distractors(sim, captions, metrics.k),
+        )
         return self._results[label]
 
     def compare(self, languages: Sequence[str] | None = None) -> pd.DataFrame:
