@@ -13,7 +13,7 @@ import pandas as pd
 
 from . import __version__
 from .atomic import write_text
-from .config import DEFAULT_MODEL
+from .config import DEFAULT_CAPTIONS, DEFAULT_MODEL
 from .errors import LabclipError
 from .images import IMAGE_SUFFIXES
 from .translate import DEFAULT_TRANSLATOR
@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("match", help="paired-caption metrics and top-k table", description="Match each image with "
                        "the captions of one language of a caption file; caption i belongs to image i.")
-    p.add_argument("captions", type=Path)
+    p.add_argument("captions", type=Path, nargs="?", default=DEFAULT_CAPTIONS,
+                   help="caption file (default: the bundled data/captions/default.csv)")
     p.add_argument("--lang", default="en")
     p.add_argument("--image-dir", type=Path)
     p.add_argument("--top-k", type=int, default=3)
@@ -81,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="models × languages × strategies table", description="Compare models, "
                        "caption languages and strategies (raw, translated to English, multilingual) on one caption "
                        "set: top-1/top-k in both directions, mean correct similarity and margin, gap to English.")
-    p.add_argument("captions", type=Path)
+    p.add_argument("captions", type=Path, nargs="?", default=DEFAULT_CAPTIONS,
+                   help="caption file (default: the bundled data/captions/default.csv)")
     p.add_argument("--langs", nargs="+", default=["en", "ru"])
     p.add_argument("--models", nargs="+", default=[DEFAULT_MODEL],
                    help="models; a multilingual text encoder may be paired with a CLIP model as TEXT+IMAGE")
