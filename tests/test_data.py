@@ -12,6 +12,7 @@ from PIL import Image
 from labclip import LabclipError, load_captions
 from labclip.config import CAPTIONS_DIR, IMAGES_DIR, PROJ_ROOT
 from labclip.images import load_image
+from labclip.lab.tables import captions_frame
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def test_default_set_loads_with_en_and_ru():
     assert df.languages == ["en", "ru"]
     assert all(Path(p).is_file() for p in df["path"])
     assert all(re.search("[а-яё]", caption) for caption in df["ru"])
-    frame = df.to_frame()
+    frame = captions_frame(df)
     assert frame.columns.tolist() == ["image", "path", "en", "ru"] and frame["ru"].tolist() == df["ru"]
 
 

@@ -142,7 +142,10 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
 
 
 def test_params_yaml_and_strict(tmp_path):
-    from labclip.lab.report import main
+    from labclip.cli import main as cli_main
+
+    def main(argv):
+        return cli_main(["report", *argv])
 
     params = tmp_path / "p.yaml"
     params.write_text("model: openai/clip-vit-base-patch32\nstrict: true\n")

@@ -34,7 +34,7 @@ class CaptionSet:
     """A validated caption set: image names, absolute paths and one caption list per language.
 
     ``captions["en"]`` (or ``captions["image"]``, ``["path"]``, ``["id"]``) gives a column as a list;
-    the lab layer turns the whole set into a DataFrame with :meth:`to_frame`.
+    the lab layer turns the whole set into a DataFrame (:func:`labclip.lab.tables.captions_frame`).
     """
 
     source: str
@@ -67,14 +67,6 @@ class CaptionSet:
         return CaptionSet(self.source, self.images, self.paths, {lang: self.captions[lang] for lang in languages},
                           self.ids)
 
-    def to_frame(self):
-        """A pandas DataFrame: ``image``, ``path``, ``id`` if given, one column per language."""
-        import pandas as pd
-
-        frame = pd.DataFrame({"image": self.images, "path": self.paths,
-                              **({"id": self.ids} if self.ids is not None else {}), **self.captions})
-        frame.attrs.update(languages=self.languages, source=self.source)
-        return frame
 
 
 def load_captions(

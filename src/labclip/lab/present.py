@@ -20,7 +20,7 @@ from ..text import token_lengths
 from ..translate import translator_name
 from . import narrative, plots
 from .experiment import Experiment, Matching, Run, ZeroShotRun
-from .tables import confusion, token_stats, top_labels
+from .tables import captions_frame, confusion, token_stats, top_labels
 
 BANNER_STYLE = ("border:3px solid #c62828;background:#ffebee;color:#8e0000;padding:10px 14px;"
                 "margin:8px 0 14px 0;font-size:15px;font-weight:bold;border-radius:4px")
@@ -123,7 +123,7 @@ def distractors(m: Matching) -> None:
 def languages(exp: Experiment, langs: list[str]) -> None:
     """Side-by-side metrics, accuracy bars and one heatmap per language."""
     display(Markdown("## Captions"))
-    display(exp.captions.to_frame()[["image", *langs]].style.hide(axis="index"))
+    display(captions_frame(exp.captions)[["image", *langs]].style.hide(axis="index"))
     table = exp.compare(langs)
     display(Markdown("## Metrics by language"))
     display(table.style.format(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)))

@@ -246,14 +246,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"labclip: {len(published)} files written to {args.out} in {time.perf_counter() - start:.0f} s",
           file=sys.stderr)
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m labclip.lab.report ...`` is ``labclip report ...``."""
-    from ..cli import main as cli_main
-
-    return cli_main(["report", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,8 +8,17 @@ import numpy as np
 import pandas as pd
 
 from ..config import CONTEXT_LENGTH
+from ..data import CaptionSet
 from ..metrics import confusion_matrix, distractor_counts, softmax, top_indices
 from ..text import token_lengths
+
+
+def captions_frame(captions: CaptionSet) -> pd.DataFrame:
+    """A caption set as a DataFrame: ``image``, ``path``, ``id`` if given, one column per language."""
+    ids = {"id": captions.ids} if captions.ids is not None else {}
+    frame = pd.DataFrame({"image": captions.images, "path": captions.paths, **ids, **captions.captions})
+    frame.attrs.update(languages=captions.languages, source=captions.source)
+    return frame
 
 
 def topk_table(
