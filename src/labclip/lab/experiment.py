@@ -67,7 +67,7 @@ class Run:
         """What this kind of run records about its inputs (beyond the images)."""
         return {}
 
-    def results(self) -> dict:
+    def figures(self) -> dict:
         """Named figures computed so far, JSON-ready."""
         return {}
 
@@ -90,7 +90,7 @@ class Run:
 
     def save(self, output_dir: str | os.PathLike | None, name: str) -> dict:
         """Write ``{name}.json`` (provenance and metrics) into ``output_dir`` when one is given; return it."""
-        payload = {"provenance": self.provenance(), "metrics": self.results()}
+        payload = {"provenance": self.provenance(), "metrics": self.figures()}
         if output_dir is not None:
             write_text(Path(output_dir) / f"{name}.json",
                        json.dumps(payload, indent=2, ensure_ascii=False, default=str))
@@ -118,7 +118,7 @@ class Experiment(Run):
         return self.captions["path"]
 
     @property
-    def matchings(self) -> dict[str, Matching]:
+    def results(self) -> dict[str, Matching]:
         """The matchings computed so far, by language."""
         return dict(self._results)
 
@@ -167,7 +167,7 @@ class Experiment(Run):
         return {"captions_file": self.captions.source, "captions_sha256": sha256_file(self.captions.source),
                 "languages": self.languages, "top_k": self.top_k}
 
-    def results(self) -> dict:
+    def figures(self) -> dict:
         return {label: m.metrics.to_dict() for label, m in self._results.items()}
 
 
@@ -191,7 +191,7 @@ class ZeroShotRun(Run):
         return probabilities(self.model, self.image_embeddings(), classes)
 
     def evaluate(self, template_set: str, k: int = 5) -> ZeroShotMetrics:
-        """Metrics of one named template set in this run's language (remembered for :meth:`results`)."""
+        """Metrics of one named template set in this run's language (remembered for :meth:`figures`)."""
         templates = load_templates(template_set, self.language)
         self._scores[template_set] = zeroshot_metrics(self.probabilities(templates), self.data.truth, k)
         return self._scores[template_set]
@@ -205,7 +205,7 @@ class ZeroShotRun(Run):
     def inputs(self) -> dict:
         return {"labels_file": self.labels_source, "classes": self.data.classes, "language": self.language}
 
-    def results(self) -> dict:
+    def figures(self) -> dict:
         return {name: m.to_dict() for name, m in self._scores.items()}
 
 
