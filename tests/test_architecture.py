@@ -16,12 +16,12 @@ DISPLAY = {"pandas", "matplotlib", "seaborn", "IPython", "nbconvert", "nbformat"
 CORE_LAYERS = [
     {"errors", "atomic", "registry"},
     {"config"},
-    {"images", "text", "hub", "cache", "demo"},
+    {"images", "text", "hub", "cache", "demo", "stats"},
     {"data", "multilingual"},
     {"encoders"},
     {"model"},
     {"metrics"},
-    {"zeroshot", "translate"},
+    {"zeroshot", "translate", "datasets"},
 ]
 LAB_LAYERS = [{"tables", "provenance"}, {"experiment"}, {"compare"}, {"narrative", "plots"}, {"present"}, {"report"}]
 FRONT = ["cli", "__main__"]

@@ -7,7 +7,8 @@ The method in five names::
     sim = similarity(model.encode_images(captions["path"]), model.encode_texts(captions["en"]))
     match_metrics(sim).i2t.acc1                        # image → text top-1 accuracy
 
-``available_models()`` lists the registry; everything else lives in submodules (``labclip.lab``
+``available_models()`` lists the registry; ``wilson_interval`` and ``mcnemar`` give the
+uncertainty of a figure and a paired comparison; everything else lives in submodules (``labclip.lab``
 for experiments, tables, figures and reports).
 """
 
@@ -18,6 +19,7 @@ from .errors import LabclipError
 from .metrics import match_metrics, similarity
 from .model import load_model
 from .registry import available_models
+from .stats import mcnemar, wilson_interval
 
 try:
     __version__ = version("labclip")
@@ -30,5 +32,7 @@ __all__ = [
     "load_captions",
     "load_model",
     "match_metrics",
+    "mcnemar",
     "similarity",
+    "wilson_interval",
 ]

@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import difflib
 import io
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from .config import IMAGES_DIR
 from .errors import LabclipError
@@ -17,12 +20,20 @@ RESERVED = ("image", "id")
 DELIMITERS = (",", ";", "\t")
 
 
+Cell = str | list[str]
+
+
 @dataclass(frozen=True)
 class Table:
-    """A spreadsheet as strings: lower-case stripped column names, stripped cells, header excluded."""
+    """A spreadsheet as strings: lower-case stripped column names, stripped cells, header excluded.
+
+    A JSON Lines cell may be a list of strings (several captions). ``lines`` holds the row number
+    of each data row as the user sees it (the spreadsheet row; the line of a JSON Lines file).
+    """
 
     columns: list[str]
-    rows: list[list[str]]
+    rows: list[list[Cell]]
+    lines: list[int] = field(default_factory=list)
 
     def column(self, name: str) -> list[str]:
         index = self.columns.index(name)
@@ -34,14 +45,22 @@ class CaptionSet:
     """A validated caption set: image names, absolute paths and one caption list per language.
 
     ``captions["en"]`` (or ``captions["image"]``, ``["path"]``, ``["id"]``) gives a column as a list;
+    ``attrs`` holds ``languages``, ``source`` and whatever a loader adds (e.g. ``benchmark``);
     the lab layer turns the whole set into a DataFrame (:func:`labclip.lab.tables.captions_frame`).
+    A caption cell is a string, or a list of strings when a JSON Lines set gives several captions
+    per image (see :func:`flatten_captions`).
     """
 
     source: str
     images: list[str]
     paths: list[str]
-    captions: dict[str, list[str]]
+    captions: dict[str, list[Cell]]
     ids: list[str] | None = field(default=None)
+    attrs: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.attrs["languages"] = self.languages
+        self.attrs.setdefault("source", self.source)
 
     @property
     def languages(self) -> list[str]:
@@ -51,7 +70,7 @@ class CaptionSet:
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, column: str) -> list[str]:
+    def __getitem__(self, column: str) -> list[Cell]:
         columns = {"image": self.images, "path": self.paths, **({"id": self.ids} if self.ids is not None else {}),
                    **self.captions}
         if column not in columns:
@@ -65,7 +84,7 @@ class CaptionSet:
             raise LabclipError(f"{self.source}: unknown language {', '.join(map(repr, missing))}; "
                                f"the file has: {', '.join(self.languages)}")
         return CaptionSet(self.source, self.images, self.paths, {lang: self.captions[lang] for lang in languages},
-                          self.ids)
+                          self.ids, dict(self.attrs))
 
 
 
@@ -77,7 +96,9 @@ def load_captions(
 ) -> CaptionSet:
     """Read and validate a caption set.
 
-    The file is CSV (``,`` or ``;``, UTF-8 with or without BOM, any line ends), TSV or XLSX.
+    The file is CSV (``,`` or ``;``, UTF-8 with or without BOM, any line ends), TSV, XLSX or
+    JSON Lines (``.jsonl``, one object per image as in a Hugging Face imagefolder ``metadata.jsonl``:
+    ``file_name`` may stand for ``image``, and a language may hold a list of captions).
     It has an ``image`` column with paths relative to ``image_dir``, an optional ``id`` column,
     and one column of captions per language (any other column, e.g. ``en``, ``ru``).
 
@@ -123,7 +144,7 @@ def load_captions(
 
 
 def read_table(path: str | Path, what: str = "caption file") -> Table:
-    """Read a CSV (``,`` ``;`` or tab, UTF-8 with or without BOM), TSV or XLSX file as strings.
+    """Read a CSV (``,`` ``;`` or tab, UTF-8 with or without BOM), TSV, XLSX or JSON Lines file as strings.
 
     Raises:
         LabclipError: missing or unreadable file, a row that is not UTF-8, or a row with more
@@ -133,6 +154,8 @@ def read_table(path: str | Path, what: str = "caption file") -> Table:
     if not path.is_file():
         raise LabclipError(f"{path}: {what} not found")
     suffix = path.suffix.lower()
+    if _is_jsonl(path):
+        return _read_jsonl(path)
     if suffix in (".xlsx", ".xlsm"):
         return _table(path, _read_xlsx(path))
     raw = path.read_bytes()
@@ -174,22 +197,21 @@ def _table(path: Path, rows: list[list[str]]) -> Table:
         else (lambda row: len(row) <= 1 and not "".join(row).strip())
     numbered = [(n, [cell.strip() for cell in row]) for n, row in enumerate(rows, start=1) if not blank(row)]
     if not numbered:
-        return Table([], [])
+        return Table([], [], [])
     (_, header), body = numbered[0], numbered[1:]
     columns = [c.lower() for c in header]
     for n, row in body:
         if len(row) > len(columns) and any(row[len(columns):]):
             raise LabclipError(f"{path}: row {n} has {len(row)} cells but the header has {len(columns)}")
-    return Table(columns, [(row + [""] * len(columns))[: len(columns)] for _, row in body])
+    return Table(columns, [(row + [""] * len(columns))[: len(columns)] for _, row in body], [n for n, _ in body])
 
 
 def _row_problems(table: Table, langs: list[str], image_dir: Path, check_images: bool) -> list[str]:
     problems: list[str] = []
     first_row: dict[str, int] = {}
     known: list[str] | None = None
-    for index, cells in enumerate(table.rows):
+    for line, cells in zip(table.lines, table.rows):
         row = dict(zip(table.columns, cells))
-        line = index + 2
         name = row["image"]
         if not name:
             problems.append(f"row {line}: empty 'image' cell")
@@ -210,6 +232,66 @@ def _row_problems(table: Table, langs: list[str], image_dir: Path, check_images:
                 except LabclipError as err:
                     problems.append(f"row {line}: {err}")
         for lang in langs:
-            if not row[lang]:
+            cell = row[lang]
+            if not cell or (isinstance(cell, list) and not all(cell)):
                 problems.append(f"row {line}: empty '{lang}' caption")
     return problems
+
+
+def _is_jsonl(path: Path) -> bool:
+    return path.suffix.lower() in (".jsonl", ".ndjson")
+
+
+def _read_jsonl(path: Path) -> Table:
+    """One JSON object per line; a cell is a string or a list of strings (several captions).
+
+    Rows are numbered by their line in the file.
+    """
+    records, lines = [], []
+    try:
+        text = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise LabclipError(f"{path}: not UTF-8; save the file as UTF-8") from None
+    for number, line in enumerate(text, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise LabclipError(f"{path}: row {number} is not valid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(record, dict):
+            raise LabclipError(f"{path}: row {number} is not a JSON object")
+        for key, value in record.items():
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                record[key] = [v.strip() for v in value]
+                continue
+            if isinstance(value, (dict, list)):
+                raise LabclipError(f"{path}: row {number}, '{key}': expected a caption or a list of captions")
+            record[key] = "" if value is None else str(value).strip()
+        records.append({str(k).strip().lower(): v for k, v in record.items()})
+        lines.append(number)
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    if "image" not in columns and "file_name" in columns:
+        records = [{("image" if k == "file_name" else k): v for k, v in r.items()} for r in records]
+        columns = ["image" if c == "file_name" else c for c in columns]
+    return Table(columns, [[r.get(c, "") for c in columns] for r in records], lines)
+
+
+def flatten_captions(table: CaptionSet, language: str, per_image: int | None = None) -> tuple[list[str], np.ndarray]:
+    """All captions of one language, in row order, with the row (image) each belongs to.
+
+    A cell holds one caption or a list of captions (JSON Lines sets such as Crossmodal-3600).
+
+    Args:
+        table: a caption set from :func:`load_captions`.
+        language: its column.
+        per_image: keep at most this many captions per image (``1``: the first, as CLIP_benchmark
+            evaluates Crossmodal-3600); ``None`` keeps all.
+
+    Returns:
+        ``(captions, owner)``: ``owner[c]`` is the row of caption ``c``, as
+        :func:`labclip.metrics.retrieval_metrics` takes it.
+    """
+    cells = [(cell if isinstance(cell, list) else [cell])[:per_image] for cell in table[language]]
+    owner = np.repeat(np.arange(len(cells)), [len(c) for c in cells])
+    return [caption for cell in cells for caption in cell], owner

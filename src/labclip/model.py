@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -163,20 +163,31 @@ class ClipModel:
             else:
                 out[i] = vector
         if todo:
-            out[todo] = self._encode([items[i] for i in todo], batch_size, what)
-            for i in todo:
-                self.cache.put(what, keys[i], out[i])
+            def store(rows: list[int], vectors: np.ndarray) -> None:
+                for row, vector in zip(rows, vectors):
+                    out[todo[row]] = vector
+                    self.cache.put(what, keys[todo[row]], vector)
+
+            self._encode([items[i] for i in todo], batch_size, what, on_batch=store)
         return out
 
-    def _encode(self, items: list, batch_size: int, what: str) -> np.ndarray:
+    def _forward(self, what: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One batch through the image or the text tower, on the model's device."""
+        tower = self.image if what == "images" else self.text
+        return tower(**{k: v.to(self.device) for k, v in inputs.items()})
+
+    def _encode(self, items: list, batch_size: int, what: str,
+                on_batch: Callable[[list[int], np.ndarray], None] | None = None) -> np.ndarray:
         """Encode in batches; the next batch is prepared on a worker thread while this one runs.
 
-        Captions are batched shortest first, so each batch pads to similar lengths.
+        Captions are batched shortest first, so each batch pads to similar lengths. ``on_batch``
+        receives each finished batch (positions in ``items``, embeddings) at once, so the cache
+        keeps everything but the batch that was running when a run is interrupted.
         """
         if what == "images":
-            tower, prepare = self.image, lambda chunk: self.image.prepare([_as_image(x) for x in chunk])
+            prepare = lambda chunk: self.image.prepare([_as_image(x) for x in chunk])  # noqa: E731
         else:
-            tower, prepare = self.text, self.text.prepare
+            prepare = self.text.prepare
         order = list(range(len(items)))
         if what == "captions":
             lengths = [len(ids) for ids in self.tokenizer([clean_text(t) for t in items])["input_ids"]]
@@ -191,8 +202,9 @@ class ClipModel:
                 inputs = pending.result()
                 if n + 1 < len(chunks):
                     pending = pool.submit(prepare, [items[i] for i in chunks[n + 1]])
-                inputs = {k: v.to(self.device) for k, v in inputs.items()}
-                out[chunk] = F.normalize(tower(**inputs).float(), dim=-1).cpu().numpy()
+                out[chunk] = F.normalize(self._forward(what, inputs).float(), dim=-1).cpu().numpy()
+                if on_batch is not None:
+                    on_batch(chunk, out[chunk])
                 bar.update(len(chunk))
         return out
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..config import CONTEXT_LENGTH
 from ..data import CaptionSet
-from ..metrics import confusion_matrix, distractor_counts, softmax, top_indices
+from ..metrics import confusion_matrix, distractor_counts, row_logsumexp, topk_indices
 from ..text import token_lengths
 
 
@@ -36,14 +36,14 @@ def topk_table(
     Returns:
         Columns ``image, rank, caption, cosine, probability, correct``; ``k`` rows per image.
     """
-    sim = np.asarray(sim, dtype=np.float64)
-    probs = softmax(logit_scale * sim)
+    sim = np.asarray(sim)
+    lse = row_logsumexp(sim, logit_scale)
     names = list(images) if images is not None else [str(i) for i in range(len(sim))]
     paired = sim.shape[0] == sim.shape[1]
     rows = [
-        {"image": names[i], "rank": r + 1, "caption": captions[j], "cosine": sim[i, j], "probability": probs[i, j],
-         "correct": bool(paired and i == j)}
-        for i, order in enumerate(top_indices(sim, k))
+        {"image": names[i], "rank": r + 1, "caption": captions[j], "cosine": float(sim[i, j]),
+         "probability": float(np.exp(logit_scale * float(sim[i, j]) - lse[i])), "correct": bool(paired and i == j)}
+        for i, order in enumerate(topk_indices(sim, k))
         for r, j in enumerate(order)
     ]
     return pd.DataFrame(rows, columns=["image", "rank", "caption", "cosine", "probability", "correct"])
@@ -63,7 +63,7 @@ def frequent_distractors(sim: np.ndarray, captions: Sequence[str], k: int = 3) -
 def top_labels(probs: np.ndarray, labels: Sequence[str], images: Sequence[str], k: int = 5) -> pd.DataFrame:
     """The ``k`` most probable labels per image: columns ``image, rank, label, probability``."""
     rows = [{"image": str(images[i]), "rank": r + 1, "label": labels[j], "probability": float(probs[i, j])}
-            for i, order in enumerate(top_indices(probs, min(k, probs.shape[1]))) for r, j in enumerate(order)]
+            for i, order in enumerate(topk_indices(probs, k)) for r, j in enumerate(order)]
     return pd.DataFrame(rows, columns=["image", "rank", "label", "probability"])
 
 
