@@ -190,22 +190,30 @@ def build_reports(
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``labclip report`` (the one parser of the report runner)."""
-    p.add_argument("--params", type=Path, help="YAML file of notebook parameters (the command line overrides it)")
-    p.add_argument("--model", help=f"model id, alias, directory or 'demo' (default {DEFAULT_MODEL})")
-    p.add_argument("--captions", help="caption file (default data/captions/default.csv)")
-    p.add_argument("--image-dir", help="folder the caption file's image paths are relative to")
-    p.add_argument("--langs", nargs="+", help="caption languages, e.g. en ru")
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--title")
-    p.add_argument("--strict", action="store_true", default=None, help="fail if the model can't be loaded")
-    p.add_argument("--compare-models", nargs="+", help="models compared with --model in the languages report")
-    p.add_argument("--translator", help="translation model, e.g. Helsinki-NLP/opus-mt-{lang}-en ('none' to skip)")
-    p.add_argument("--templates", nargs="+", dest="template_sets", help="template sets compared in the zero-shot report")
-    p.add_argument("--out", type=Path, default=REPORTS_DIR, help="output folder (default reports/)")
-    p.add_argument("--notebooks", nargs="+", choices=NOTEBOOKS, default=list(NOTEBOOKS))
-    p.add_argument("--no-pdf", action="store_true", help="HTML only")
+    """The options of ``labclip report`` (the one parser of the report runner). Unset options keep the
+    parameter file's value, then the notebook's default."""
+    nb = "default: the notebook's"
+    p.add_argument("--params", type=Path, metavar="FILE.yaml",
+                   help="YAML file of notebook parameters; the command line overrides it (default: none)")
+    p.add_argument("--model", help=f"model id, alias, directory or 'demo' (default: {DEFAULT_MODEL})")
+    p.add_argument("--captions", help="caption file (default: data/captions/default.csv)")
+    p.add_argument("--image-dir", help="folder the caption file's image paths are relative to (default: data/images)")
+    p.add_argument("--langs", nargs="+", help=f"caption languages, e.g. en ru ({nb}: en ru)")
+    p.add_argument("--top-k", type=int, help=f"captions listed per image, the k of top-k accuracy ({nb}: 3)")
+    p.add_argument("--batch-size", type=int, help="items per forward pass (default: the model's)")
+    p.add_argument("--title", help=f"title of the lab report ({nb})")
+    p.add_argument("--strict", action="store_true", default=None,
+                   help="fail if the model can't be loaded (default: fall back to the demo model)")
+    p.add_argument("--compare-models", nargs="+", metavar="MODEL",
+                   help=f"models compared with --model in the languages report ({nb})")
+    p.add_argument("--translator", help="translation model, e.g. Helsinki-NLP/opus-mt-{lang}-en; 'none' skips "
+                   f"translate-then-CLIP ({nb})")
+    p.add_argument("--templates", nargs="+", dest="template_sets", metavar="SET",
+                   help=f"template sets compared in the zero-shot report ({nb})")
+    p.add_argument("--out", type=Path, help="output folder (default: reports/ of the checkout, else ./reports)")
+    p.add_argument("--notebooks", nargs="+", choices=NOTEBOOKS, default=list(NOTEBOOKS), metavar="NAME",
+                   help=f"notebooks to run: {', '.join(NOTEBOOKS)} (default: all)")
+    p.add_argument("--no-pdf", action="store_true", help="HTML only (default: HTML and PDF)")
 
 
 def read_params(path: Path | None) -> dict:
@@ -236,13 +244,14 @@ def run(args: argparse.Namespace) -> int:
             if params.get(key):
                 params[key] = str(Path(params[key]).resolve())
         start = time.perf_counter()
-        published = build_reports(params, args.out, args.notebooks, pdf=not args.no_pdf)
+        out = args.out or REPORTS_DIR
+        published = build_reports(params, out, args.notebooks, pdf=not args.no_pdf)
     except LabclipError as err:
         print(f"labclip: error: {err}", file=sys.stderr)
         return 2
     for path in published:
         if path.suffix in (".html", ".pdf"):
             print(path)
-    print(f"labclip: {len(published)} files written to {args.out} in {time.perf_counter() - start:.0f} s",
+    print(f"labclip: {len(published)} files written to {out} in {time.perf_counter() - start:.0f} s",
           file=sys.stderr)
     return 0
