@@ -21,7 +21,7 @@ CORE_LAYERS = [
     {"encoders"},
     {"model"},
     {"metrics"},
-    {"zeroshot", "translate", "datasets"},
+    {"zeroshot", "translate", "datasets", "adapt"},
 ]
 LAB_LAYERS = [{"tables", "provenance"}, {"experiment"}, {"compare"}, {"narrative", "plots"}, {"present"}, {"report"}]
 FRONT = ["cli", "__main__"]

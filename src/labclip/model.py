@@ -27,7 +27,7 @@ from .encoders import LOADERS, ImageTower, TextTower
 from .errors import LabclipError
 from .hub import load_failure
 from .images import PREPROCESS_VERSION, Preprocess, load_image
-from .registry import CLIP, DEFAULT_MODEL, DEMO_MODEL, FAMILIES, ModelInfo, lookup, resolve_model_name
+from .registry import CLIP, DEFAULT_MODEL, DEMO_MODEL, ModelInfo, lookup, resolve_model_name
 from .text import clean_text
 
 ImageInput = str | os.PathLike | Image.Image
@@ -81,7 +81,7 @@ class ClipModel:
     @property
     def multilingual(self) -> bool:
         """Whether the text encoder was trained for many languages (not OpenAI's English CLIP)."""
-        return FAMILIES[self.info.family].multilingual
+        return self.info.multilingual
 
     @property
     def model(self) -> torch.nn.Module:

@@ -30,7 +30,8 @@ class Family:
 
     Attributes:
         name: the key of the family's loader in ``labclip.encoders.LOADERS``.
-        multilingual: the text encoder was trained for many languages.
+        multilingual: the family's text encoders are trained for many languages (a model's own
+            ``languages`` decide when the registry lists them, e.g. an English-only SigLIP).
         paired: the repository holds only a text tower; images go through ``ModelInfo.image_tower``.
         openai_text_cleaning: captions are cleaned like OpenAI's ``clip.tokenize`` (ftfy, HTML, spaces).
     """
@@ -84,7 +85,8 @@ class ModelInfo:
 
     @property
     def multilingual(self) -> bool:
-        return FAMILIES[self.family].multilingual
+        """Trained for several caption languages: from ``languages`` when known, else the family's."""
+        return len(self.languages) > 1 if self.languages else FAMILIES[self.family].multilingual
 
     @property
     def paired(self) -> bool:
