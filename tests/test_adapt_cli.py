@@ -9,9 +9,9 @@ from labclip import LabclipError, load_model
 from labclip.adapt import evaluate_text_adapter, load_text_adapter, read_parallel
 from labclip.adapter import AdaptedModel, TextAdapter
 from labclip.cli import main
-from labclip.config import DATA_DIR, DEFAULT_CAPTIONS
+from labclip.config import DEFAULT_CAPTIONS, DEFAULT_LABELS
 from labclip.data import load_captions
-from labclip.experiment import load_model_or_demo
+from labclip.lab.experiment import load_model_or_demo
 from labclip.metrics import correct_ranks
 from labclip.model import describe
 from labclip.zeroshot import class_embeddings, labelled_images, load_templates
@@ -69,9 +69,9 @@ def test_match_with_model_plus_adapter_records_the_adapter(capsys, tmp_path, tin
     # the top-1 figure is the adapted model's, computed here without labclip's matching code
     plain = load_model(tiny_model_dir, cache=False)
     table = load_captions(DEFAULT_CAPTIONS, None, ["ru"])
-    images = plain.encode_images(table["path"].tolist())
-    texts = adapter.transform(plain.encode_texts(table["ru"].tolist()))
-    assert result["i2t_top1"] == pytest.approx(np.mean(correct_ranks(images @ texts.T) == 1))
+    images = plain.encode_images(table["path"])
+    texts = adapter.transform(plain.encode_texts(table["ru"]))
+    assert result["i2t_acc1"] == pytest.approx(np.mean(correct_ranks(images @ texts.T) == 1))
 
 
 def test_adapt_text_scores_held_out_then_saves_the_adapter(capsys, tmp_path, tiny_model_dir):
@@ -84,8 +84,8 @@ def test_adapt_text_scores_held_out_then_saves_the_adapter(capsys, tmp_path, tin
     # the same held-out evaluation, computed independently from the model's embeddings
     model = load_model(tiny_model_dir, cache=False)
     table = load_captions(DEFAULT_CAPTIONS, None, ["ru", "en"])
-    images = model.encode_images(table["path"].tolist())
-    ru, en = model.encode_texts(table["ru"].tolist()), model.encode_texts(table["en"].tolist())
+    images = model.encode_images(table["path"])
+    ru, en = model.encode_texts(table["ru"]), model.encode_texts(table["en"])
     expected = evaluate_text_adapter(images, ru, en, folds=4, alpha=1.0, seed=0)
     assert payload["held_out"]["top1"] == json.loads(json.dumps(expected.counts()))
     assert adapter.card["held_out"]["top1"] == payload["held_out"]["top1"]
@@ -145,7 +145,7 @@ def test_adapt_fewshot_against_zero_shot(capsys, tmp_path, tiny_model_dir):
     assert code == 0, err
     payload = json.loads(results.read_text(encoding="utf-8"))
     model = load_model(tiny_model_dir, cache=False)
-    data = labelled_images(DATA_DIR / "labels.csv")
+    data = labelled_images(DEFAULT_LABELS)
     text = class_embeddings(model, data.classes, load_templates("imagenet7", "en"))
     zero = (model.encode_images(data.paths) @ text.T).argmax(axis=1) == np.asarray(data.truth)
     rows = {(r["method"], r["shots"]): r for r in payload["top1"]}

@@ -9,7 +9,7 @@ import pytest
 
 from labclip import load_model
 from labclip.adapter import TextAdapter
-from labclip.report import NOTEBOOKS, build_reports
+from labclip.lab.report import NOTEBOOKS, build_reports
 
 
 def _text(page: str) -> str:

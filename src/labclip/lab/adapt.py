@@ -26,13 +26,13 @@ from ..adapt import (
     evaluate_text_adapter,
     fit_text_adapter,
 )
-from ..data import flatten_captions, load_captions
+from ..data import CaptionSet, flatten_captions, load_captions
 from ..errors import LabclipError
 from ..metrics import correct_ranks
 from ..model import describe
-from ..provenance import Timings, machine, now, package_versions, sha256_file, sha256_files
 from ..stats import wilson_interval
 from ..zeroshot import class_embeddings, labelled_images, load_templates
+from .provenance import Timings, machine, now, package_versions, sha256_file, sha256_files
 
 DIRECTIONS = {"i2t": "image→text", "t2i": "text→image"}
 SHOTS = (1, 2, 4, 8, 16)
@@ -67,7 +67,7 @@ class TextAdapterRun:
 
     model: object
     source_model: object
-    captions: pd.DataFrame
+    captions: CaptionSet
     source_lang: str
     target_lang: str
     evaluation: AdapterEvaluation
@@ -105,7 +105,7 @@ class TextAdapterRun:
         return dict(self.adapter.card)
 
     def provenance(self) -> dict:
-        paths = self.captions["path"].tolist()
+        paths = list(self.captions["path"])
         prov = {"started": self.started, "requested_model": self.requested_model,
                 "fallback_reason": self.fallback_reason, "model": describe(self.model), "captions_file": Path(self.captions.attrs["source"]).name,
                 "captions_sha256": sha256_file(self.captions.attrs["source"]), "images": len(paths),
@@ -157,7 +157,7 @@ def run_text_adapter(
     src_texts, src_owner = flatten_captions(table, source_lang)
     tgt_texts, tgt_owner = flatten_captions(table, target_lang)
     with timings.stage("encode images"):
-        images = model.encode_images(table["path"].tolist(), batch_size)
+        images = model.encode_images(table["path"], batch_size)
     with timings.stage("encode captions"):
         source = source_model.encode_texts(_first(src_texts, src_owner, n), batch_size)
         target = model.encode_texts(_first(tgt_texts, tgt_owner, n), batch_size)
@@ -209,7 +209,7 @@ def start(
     """Load the model through the lab's one fallback policy (the demo model when it can't be loaded,
     unless ``strict``), then :func:`run_text_adapter` on ``captions`` (default: the default caption set)."""
     from ..config import DEFAULT_CAPTIONS
-    from ..experiment import load_model_or_demo
+    from .experiment import load_model_or_demo
 
     clip, reason = load_model_or_demo(model, strict)
     run = run_text_adapter(clip, captions or DEFAULT_CAPTIONS, source_lang, target_lang,
@@ -268,10 +268,10 @@ def run_few_shot(
 ) -> FewShotRun:
     """Zero-shot, linear probe and Tip-Adapter on labelled images (a folder of class folders or a CSV;
     default ``data/labels.csv``)."""
-    from ..config import DATA_DIR
+    from ..config import DEFAULT_LABELS
 
     timings = Timings()
-    labels = labels or DATA_DIR / "labels.csv"
+    labels = labels or DEFAULT_LABELS
     data = labelled_images(labels, language)
     prompts = load_templates(templates, language)
     with timings.stage("encode images"):

@@ -17,9 +17,9 @@ from IPython.display import HTML, Markdown, display
 from matplotlib.figure import Figure
 
 from ..atomic import write_text
-from ..narrative import language_name, pct, share
-from ..present import _provenance_table, figure, header
 from .adapt import PUBLISHED, FewShotRun, TextAdapterRun
+from .narrative import language_name, pct, share
+from .present import _provenance_table, figure, header
 
 DIRECTIONS = {"i2t": "image→text", "t2i": "text→image"}
 COLOURS = {"before": "#9e9e9e", "after": "#1f77b4", "target": "#2ca02c", "training": "#ff7f0e"}
