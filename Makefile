@@ -69,8 +69,9 @@ data: setup ## Regenerate data/images/ from installed packages and Debian fonts
 	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_DATA) >/dev/null; }
 	$(PY) scripts/make_images.py
 
-bench: setup ## Print CPU encoding throughput and memory figures (ARGS=--quick for a short run)
+bench: setup ## Print CPU encoding and adapter-fitting figures (ARGS=--quick for a short run)
 	$(PY) benchmarks/bench_encode.py $(ARGS)
+	$(PY) benchmarks/bench_adapt.py $(filter --quick,$(ARGS))
 
 dist: setup ## Build the wheel and sdist into dist/ (the wheel carries the default data and notebooks)
 	rm -rf dist

@@ -5,7 +5,7 @@ cross-validation uses group folds as it would on COCO-style captions. Prints the
 with the default BLAS threads and with one (on a shared machine, OpenBLAS threads that wait for
 each other can be several times slower than one thread), never asserts them.
 
-    python benchmarks/bench_adapt.py [--pairs 20000] [--repeats 3]
+    python benchmarks/bench_adapt.py [--pairs 20000] [--repeats 3] [--quick]
 """
 
 from __future__ import annotations
@@ -51,7 +51,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="5,000 pairs, one repeat (for CI, well under 30 s)")
     args = parser.parse_args()
+    if args.quick:
+        args.pairs, args.repeats = 5000, 1
     held_out = 2000
     x, y = synthetic_pairs(args.pairs + held_out)
     groups = np.arange(args.pairs) // 5
