@@ -16,12 +16,15 @@ from .atomic import write_text
 from .config import DEFAULT_MODEL
 from .errors import LabclipError
 from .images import IMAGE_SUFFIXES
+from .precision import PRECISIONS
 from .translate import DEFAULT_TRANSLATOR
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id, alias, local directory or 'demo' (default {DEFAULT_MODEL})")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: bf16 where the hardware runs it faster, else fp32 (default auto)")
     p.add_argument("--batch-size", type=int, help="items per forward pass (default: the model's)")
     p.add_argument("--no-cache", action="store_true", help="do not use the embedding cache")
 
@@ -132,7 +135,7 @@ def _folder_images(folder: Path) -> list[Path]:
 def _load(args):
     from .model import load_model
 
-    model = load_model(args.model, device=args.device, cache=not args.no_cache)
+    model = load_model(args.model, device=args.device, cache=not args.no_cache, precision=args.precision)
     if model.untrained:
         print(f"labclip: note: '{args.model}' is an untrained model; its results mean nothing", file=sys.stderr)
     return model

@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import tempfile
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from .cache import EmbeddingCache, default_cache_dir, sha256_bytes
 from .config import CONTEXT_LENGTH, DEFAULT_MODEL, DEMO_MODEL, MODEL_ALIASES, cache_dir
 from .errors import LabclipError
 from .images import PREPROCESS_VERSION, Preprocess, load_image
+from .precision import FP32, Precision, cast, choose, to_dtype
 from .testing import UNTRAINED_MARKER, make_tiny_model
 from .text import clean_text, tokenize
 
@@ -47,7 +47,7 @@ class ClipModel:
     image_batch_size: int = 32
     text_batch_size: int = 16
     openai_text_cleaning: bool = True
-    quantize: str | None = None
+    precision: Precision = FP32
     cache: EmbeddingCache | None = None
     text_tower: torch.nn.Module | None = None
     image_source: str | None = None
@@ -130,7 +130,7 @@ class ClipModel:
         return tokenize(self.tokenizer, texts, self.context_length, self.openai_text_cleaning)
 
     def _forward(self, what: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        inputs = to_dtype({k: v.to(self.device) for k, v in inputs.items()}, self.precision.dtype)
         if what == "images":
             return _features(self.model.get_image_features(**inputs))
         if self.text_tower is not None:
@@ -200,7 +200,7 @@ def load_model(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     device: str = "cpu",
     cache: bool | str | os.PathLike = True,
-    quantize: str | None = None,
+    precision: str = "auto",
     image_model: str | os.PathLike | None = None,
 ) -> ClipModel:
     """Load a CLIP model with its tokenizer and preprocessing.
@@ -215,8 +215,9 @@ def load_model(
         device: torch device, e.g. ``"cpu"`` or ``"cuda"``.
         cache: keep embeddings in the on-disk cache (``True``: under labclip's cache folder,
             a path: there, ``False``: no cache).
-        quantize: ``"int8"`` for dynamic int8 quantisation of the linear layers (CPU; faster,
-            similarities within about 0.01 of fp32).
+        precision: ``"auto"`` (bf16 where the hardware runs it faster, see
+            :func:`labclip.precision.choose`), ``"fp32"``, ``"bf16"`` or ``"fp16"``. Embeddings are
+            float32 unit rows whatever the precision.
         image_model: for a multilingual text encoder (sentence-transformers or M-CLIP layout), the
             CLIP model whose image encoder it pairs with; the known hub models name their own.
 
@@ -231,8 +232,7 @@ def load_model(
     if "+" in name and not Path(name).exists():
         text_name, image_model = name.split("+", 1)
     source = str(demo_model_path()) if name == DEMO_MODEL else resolve_model_name(text_name)
-    if quantize not in (None, "int8"):
-        raise LabclipError(f"unknown quantize option {quantize!r}; use 'int8' or leave it unset")
+    chosen = choose(precision, device)
     try:
         layout, paired_image = _layout(source)
         if layout is None:
@@ -254,9 +254,8 @@ def load_model(
         raise LabclipError(_load_failure(name, source, err)) from err
     model = model.eval().to(device)
     image_revision = getattr(model.config, "_commit_hash", None)
-    if quantize == "int8":
-        model = quantize_int8(model)
-        text_tower = quantize_int8(text_tower) if text_tower is not None else None
+    model = cast(model, chosen)
+    text_tower = cast(text_tower, chosen) if text_tower is not None else None
     local = Path(source)
     untrained = any(Path(s).is_dir() and (Path(s) / UNTRAINED_MARKER).exists() for s in {source, image_source})
     revision = getattr(model.config, "_commit_hash", None) if text_tower is None else None
@@ -265,7 +264,7 @@ def load_model(
     clip = ClipModel(
         name=name, source=source, model=model, tokenizer=tokenizer,
         preprocess=Preprocess.from_image_processor(image_processor), device=device,
-        revision=revision, untrained=untrained, quantize=quantize,
+        revision=revision, untrained=untrained, precision=chosen,
         openai_text_cleaning=layout is None and getattr(model.config, "model_type", "clip") == "clip",
         text_tower=text_tower, image_source=image_source, image_revision=image_revision, context_length=context,
     )
@@ -325,22 +324,15 @@ def _layout(source: str) -> tuple[str | None, str | None]:
     return None, None
 
 
-def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
-    """Dynamic int8 quantisation of every ``nn.Linear`` (weights int8, activations quantised per batch)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
-
-
 def fingerprint(model: ClipModel, images_only: bool = False) -> str:
     """Identifies the weights, tokenizer and preprocessing: hub id and revision, or a hash of a
-    local directory's files; plus the quantisation. ``images_only`` covers just the image encoder,
+    local directory's files; plus the precision. ``images_only`` covers just the image encoder,
     so models that share it share cached image embeddings."""
     sources = [model.image_source or model.source]
     if not images_only and model.text_tower is not None:
         sources.append(model.source)
     revision = model.image_revision if images_only else model.revision
-    return fingerprint_sources(sources, f"{revision}|{model.quantize}|{model.preprocess}|{images_only}")
+    return fingerprint_sources(sources, f"{revision}|{model.precision.name}|{model.preprocess}|{images_only}")
 
 
 def fingerprint_sources(sources: list[str], extra: str) -> str:
@@ -401,7 +393,9 @@ def describe(model: ClipModel) -> dict:
         "embedding_dim": model.dim,
         "image_size": model.preprocess.crop,
         "device": model.device,
-        "quantize": model.quantize or "off",
+        "precision": model.precision.name,
+        "precision_requested": model.precision.requested,
+        "precision_reason": model.precision.reason,
         "cache": model.cache.summary() if model.cache else "off",
     }
 
