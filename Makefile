@@ -21,6 +21,7 @@ STRICT ?=
 MODELS ?=
 TRANSLATOR ?=
 TEMPLATES ?=
+PRECISION ?=
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_REPORT := chromium fonts-dejavu-core poppler-utils
@@ -46,14 +47,14 @@ sysdeps: ## Install the Debian packages the PDF report needs (chromium, DejaVu f
 	@command -v chromium >/dev/null && command -v pdftotext >/dev/null && fc-list | grep -qi dejavu || \
 	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_REPORT) >/dev/null; }
 
-report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MODEL= CAPTIONS= LANGS= MODELS= PARAMS= STRICT=1)
+report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MODEL= CAPTIONS= LANGS= MODELS= PARAMS= STRICT=1 PRECISION=)
 	$(PY) -m labclip.report --out "$(OUT)" \
 	  $(if $(PARAMS),--params "$(PARAMS)") $(if $(MODEL),--model "$(MODEL)") \
 	  $(if $(CAPTIONS),--captions "$(CAPTIONS)") $(if $(LANGS),--langs $(LANGS)) \
 	  $(if $(TOPK),--top-k $(TOPK)) $(if $(BATCH),--batch-size $(BATCH)) \
 	  $(if $(TITLE),--title "$(TITLE)") $(if $(STRICT),--strict) \
 	  $(if $(MODELS),--compare-models $(MODELS)) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
-	  $(if $(TEMPLATES),--templates $(TEMPLATES))
+	  $(if $(TEMPLATES),--templates $(TEMPLATES)) $(if $(PRECISION),--precision $(PRECISION))
 
 test: setup sysdeps ## Run the test suite (offline, tiny models)
 	$(PY) -m pytest -q

@@ -38,6 +38,7 @@ top_k = 3
 batch_size = None  # None: the model's default
 title = "{title}"
 strict = False  # True: fail when the model can't be loaded instead of using the demo model
+precision = "auto"  # "auto" (bf16 where the hardware runs it faster, else fp32), "fp32" or "bf16"
 output_dir = None  # folder for metrics and provenance JSON (None: not written)''' + extra
 
 
@@ -48,10 +49,11 @@ template_sets = ["single", "imagenet7", "imagenet80"]  # compared; the last one 
 top_k = 5
 title = "Zero-shot classification with prompt templates"
 strict = False  # True: fail when the model can't be loaded instead of using the demo model
+precision = "auto"  # "auto" (bf16 where the hardware runs it faster, else fp32), "fp32" or "bf16"
 output_dir = None  # folder for the provenance JSON (None: not written)'''
 
 START = ("from labclip import experiment, present\n\n"
-         "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict)\n"
+         "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict, precision=precision)\n"
          "present.title(exp, title)")
 
 NOTEBOOKS = {
@@ -80,7 +82,7 @@ NOTEBOOKS = {
 }
 
 ZEROSHOT_START = ("from labclip import present, zeroshot\n\n"
-                  "run = zeroshot.start(model, labels, languages[0], strict)\n"
+                  "run = zeroshot.start(model, labels, languages[0], strict, precision=precision)\n"
                   "present.zeroshot_title(run, title)")
 
 INTRO = {

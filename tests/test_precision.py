@@ -91,3 +91,12 @@ def test_cli_precision_option(capsys, tiny_model_dir):
     with pytest.raises(SystemExit) as exit_:
         main(["match", str(DEFAULT_CAPTIONS), "--precision", "int8"])
     assert exit_.value.code == 2
+
+
+def test_report_path_records_the_precision(tiny_model_dir):
+    from labclip.experiment import start
+    from labclip.report import _parser
+
+    model = start(str(tiny_model_dir), DEFAULT_CAPTIONS, precision="bf16").provenance()["model"]
+    assert (model["precision"], model["precision_requested"], model["precision_reason"]) == ("bf16", "bf16", "requested")
+    assert _parser().parse_args(["--precision", "fp32"]).precision == "fp32"

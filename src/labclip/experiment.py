@@ -121,7 +121,8 @@ class Experiment:
         }
 
 
-def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu") -> tuple[ClipModel, str | None]:
+def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu",
+                       precision: str = "auto") -> tuple[ClipModel, str | None]:
     """Load ``name``; when it can't be loaded and ``strict`` is false, fall back to the demo model.
 
     Returns:
@@ -129,13 +130,13 @@ def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu") -> 
         once on stderr.
     """
     try:
-        return load_model(name, device=device), None
+        return load_model(name, device=device, precision=precision), None
     except LabclipError as err:
         if strict or name == DEMO_MODEL:
             raise
         print(f"labclip: {err} -- using the untrained demo model instead (strict mode turns this into an error)",
               file=sys.stderr)
-        return load_model(DEMO_MODEL, device=device), str(err)
+        return load_model(DEMO_MODEL, device=device, precision=precision), str(err)
 
 
 def start(
@@ -147,6 +148,7 @@ def start(
     batch_size: int | None = None,
     strict: bool = False,
     device: str = "cpu",
+    precision: str = "auto",
 ) -> Experiment:
     """Validate the caption set, then load the model (or the demo model, see :func:`load_model_or_demo`)."""
     timings = Timings()
@@ -155,5 +157,5 @@ def start(
     if languages:
         table.attrs["languages"] = list(languages)
     with timings.stage("load model"):
-        clip, reason = load_model_or_demo(model, strict, device)
+        clip, reason = load_model_or_demo(model, strict, device, precision)
     return Experiment(clip, table, top_k, batch_size, requested_model=model, fallback_reason=reason, timings=timings)

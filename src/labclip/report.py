@@ -22,12 +22,13 @@ from .config import DEFAULT_MODEL, DEMO_MODEL, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS
 from .data import load_captions
 from .errors import LabclipError
 from .experiment import load_model_or_demo
+from .precision import PRECISIONS
 from .provenance import Timings, now, package_versions
 
 NOTEBOOKS = ("01_matching", "02_languages", "03_lab_report", "04_zeroshot")
 KERNEL = "labclip"
 PARAMETERS = ("model", "captions", "image_dir", "languages", "top_k", "batch_size", "title", "strict",
-              "compare_models", "translator", "labels", "template_sets")
+              "compare_models", "translator", "labels", "template_sets", "precision")
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 PRINT_CSS = """
 <style>
@@ -204,6 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-models", nargs="+", help="models compared with --model in the languages report")
     p.add_argument("--translator", help="translation model, e.g. Helsinki-NLP/opus-mt-{lang}-en ('none' to skip)")
     p.add_argument("--templates", nargs="+", dest="template_sets", help="template sets compared in the zero-shot report")
+    p.add_argument("--precision", choices=PRECISIONS, help="auto (default): bf16 where the hardware runs it faster")
     p.add_argument("--out", type=Path, default=REPORTS_DIR, help="output folder (default reports/)")
     p.add_argument("--notebooks", nargs="+", choices=NOTEBOOKS, default=list(NOTEBOOKS))
     p.add_argument("--no-pdf", action="store_true", help="HTML only")
@@ -231,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = read_params(args.params)
         cli = {"model": args.model, "captions": args.captions, "image_dir": args.image_dir, "languages": args.langs,
                "top_k": args.top_k, "batch_size": args.batch_size, "title": args.title, "strict": args.strict,
-               "compare_models": args.compare_models, "template_sets": args.template_sets,
+               "compare_models": args.compare_models, "template_sets": args.template_sets, "precision": args.precision,
                "translator": "" if args.translator == "none" else args.translator}
         params.update({k: v for k, v in cli.items() if v is not None})
         for key in ("captions", "image_dir"):

@@ -189,11 +189,12 @@ def available_sets(sets: Sequence[str], language: str) -> list[str]:
     return found
 
 
-def start(model: str, labels: str | Path | None = None, language: str = "en", strict: bool = False) -> ZeroShotRun:
+def start(model: str, labels: str | Path | None = None, language: str = "en", strict: bool = False,
+          precision: str = "auto") -> ZeroShotRun:
     """Load labelled images (default ``data/labels.csv``), then the model (or the demo model)."""
     from .config import DATA_DIR
     from .experiment import load_model_or_demo
 
     data = labelled_images(Path(labels) if labels else DATA_DIR / "labels.csv", language)
-    clip, reason = load_model_or_demo(model, strict)
+    clip, reason = load_model_or_demo(model, strict, precision=precision)
     return ZeroShotRun(clip, data, language, reason)
