@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -84,14 +86,15 @@ def test_cache_key_differs_between_precisions(tiny_model_dir, tmp_path):
     assert bf16.cache.stats["images"].misses == 3 and bf16.cache.stats["images"].hits == 0
 
 
-def test_cli_precision_option(capsys, tiny_model_dir):
+def test_cli_precision_option(capsys, tiny_model_dir, tmp_path):
+    out = tmp_path / "m.json"
     assert main(["match", str(DEFAULT_CAPTIONS), "--model", str(tiny_model_dir), "--precision", "bf16",
-                 "--no-cache"]) == 0
-    assert "i2t_top1:" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as exit_:
-        main(["match", str(DEFAULT_CAPTIONS), "--precision", "int8"])
-    assert exit_.value.code == 2
-
+                 "--no-cache", "--out", str(out)]) == 0
+    model = json.loads(out.read_text())["provenance"]["model"]
+    assert (model["precision"], model["precision_reason"]) == ("bf16", "requested")
+    capsys.readouterr()
+    assert main(["match", str(DEFAULT_CAPTIONS), "--precision", "int8"]) == 2
+    assert "labclip: error:" in capsys.readouterr().err
 
 def test_report_path_records_the_precision(tiny_model_dir):
     from labclip.experiment import start

@@ -384,7 +384,8 @@ def model_record(model, requested: str | None = None, fallback_reason: str | Non
     else:
         model_id, revision = model.source, _tower_revision(model.source, model.revision)
     return {"requested": requested or model.name, "id": model_id, "revision": revision,
-            "untrained": bool(model.untrained), "fallback_reason": fallback_reason}
+            "untrained": bool(model.untrained), "fallback_reason": fallback_reason,
+            "precision": model.precision.name, "precision_reason": model.precision.reason}
 
 
 def _model_columns(record: dict) -> dict:
