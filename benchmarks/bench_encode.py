@@ -31,11 +31,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from labclip.config import CAPTIONS_DIR  # noqa: E402
 from labclip.data import load_captions  # noqa: E402
+from labclip.demo import OPENAI_MEAN, OPENAI_STD, clip_tokenizer  # noqa: E402
 from labclip.images import Preprocess, load_image  # noqa: E402
 from labclip.metrics import similarity  # noqa: E402
 from labclip.model import ClipModel  # noqa: E402
 from labclip.precision import DTYPES, Precision, cast, choose, cpu_capabilities  # noqa: E402
-from labclip.testing import OPENAI_MEAN, OPENAI_STD, clip_tokenizer  # noqa: E402
 from labclip.text import tokenize  # noqa: E402
 
 GFLOP_PER_IMAGE = 8.8  # ViT-B/32 image tower: 4.41 GMACs
@@ -73,9 +73,9 @@ def vit_b32(precision: str = "fp32", fp32: ClipModel | None = None) -> ClipModel
     else:
         model = copy.deepcopy(fp32.model)
     chosen = Precision(precision, precision, "benchmark")
-    return ClipModel(name="random-init ViT-B/32", source="random-init", model=cast(model, chosen),
-                     tokenizer=clip_tokenizer(), preprocess=Preprocess(224, 224, OPENAI_MEAN, OPENAI_STD),
-                     precision=chosen)
+    return ClipModel.from_transformers(cast(model, chosen), clip_tokenizer(),
+                                       Preprocess(224, 224, OPENAI_MEAN, OPENAI_STD), "random-init ViT-B/32",
+                                       precision=chosen)
 
 
 def image_baseline(model: ClipModel, paths: list[str]) -> np.ndarray:

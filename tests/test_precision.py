@@ -96,10 +96,9 @@ def test_cli_precision_option(capsys, tiny_model_dir, tmp_path):
     assert main(["match", str(DEFAULT_CAPTIONS), "--precision", "int8"]) == 2
     assert "labclip: error:" in capsys.readouterr().err
 
-def test_report_path_records_the_precision(tiny_model_dir):
-    from labclip.experiment import start
-    from labclip.report import _parser
 
-    model = start(str(tiny_model_dir), DEFAULT_CAPTIONS, precision="bf16").provenance()["model"]
-    assert (model["precision"], model["precision_requested"], model["precision_reason"]) == ("bf16", "bf16", "requested")
-    assert _parser().parse_args(["--precision", "fp32"]).precision == "fp32"
+def test_fallback_loader_passes_the_precision(tiny_model_dir):
+    from labclip.lab.experiment import load_model_or_demo
+
+    model, fallback = load_model_or_demo(str(tiny_model_dir), precision="bf16")
+    assert fallback is None and describe(model)["precision"] == "bf16"
