@@ -69,7 +69,11 @@ data: setup ## Regenerate data/images/ from installed packages and Debian fonts
 	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_DATA) >/dev/null; }
 	$(PY) scripts/make_images.py
 
+<<<<<<< HEAD
 bench: setup ## Print CPU encoding and adapter-fitting figures (ARGS=--quick for a short run)
+=======
+bench: setup ## Time fp32 and bf16 encoding against their matmul ceilings, with the targets (ARGS=--quick for CI)
+>>>>>>> main
 	$(PY) benchmarks/bench_encode.py $(ARGS)
 	$(PY) benchmarks/bench_adapt.py $(filter --quick,$(ARGS))
 

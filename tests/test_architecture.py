@@ -16,7 +16,7 @@ DISPLAY = {"pandas", "matplotlib", "seaborn", "IPython", "nbconvert", "nbformat"
 CORE_LAYERS = [
     {"errors", "atomic", "registry"},
     {"config"},
-    {"images", "text", "hub", "cache", "demo", "stats", "adapter"},
+    {"images", "text", "hub", "cache", "demo", "stats", "precision", "adapter"},
     {"data", "multilingual"},
     {"encoders"},
     {"model"},
