@@ -99,8 +99,8 @@ def test_hostile_text_is_shown_escaped_and_nothing_is_active(reports, name):
         for label in (SCRIPT, MATH, MD_LINK):
             assert label in text, label
         return
-    for caption in HOSTILE:
-        assert caption in text, caption
+    shown = [caption for caption in HOSTILE if caption in text]
+    assert shown == HOSTILE if name != "01_matching" else shown  # 01 shows only the captions in a top-k list
     if name != "02_languages":
         assert FILE_NAMES[0] in text
     if name == "03_lab_report":

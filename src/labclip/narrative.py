@@ -338,7 +338,7 @@ def results(m: Matching) -> str:
     return "\n".join(lines)
 
 
-def _script_note(lang: str, texts: Iterable[str]) -> str:
+def _script_note(texts: Iterable[str]) -> str:
     found = script(texts)
     return f" ({found} script)" if found else ""
 
@@ -363,8 +363,8 @@ def discussion(exp: Experiment, languages: list[str]) -> str:
         stats = token_stats(exp.model.tokenizer, captions, exp.model.context_length,
                             exp.model.openai_text_cleaning).set_index("language")
         parts.append(f"The model's tokenizer spends {stats.loc[a, 'tokens per word']:.2f} tokens per word on "
-                     f"{md(language_name(a))}{_script_note(a, captions[a])} captions and "
-                     f"{stats.loc[b, 'tokens per word']:.2f} on {md(language_name(b))}{_script_note(b, captions[b])} "
+                     f"{md(language_name(a))}{_script_note(captions[a])} captions and "
+                     f"{stats.loc[b, 'tokens per word']:.2f} on {md(language_name(b))}{_script_note(captions[b])} "
                      "ones.")
     parts.append("Accuracy on a paired set says whether the right caption wins; the similarity ranges and margins say "
                  "by how much, which matters when choosing a threshold for automated tagging.")
@@ -419,9 +419,9 @@ def limitations(exp: Experiment) -> str:
 def tokens(stats: pd.DataFrame, model: ClipModel | None = None, captions: Mapping[str, list[str]] | None = None) -> str:
     """How the tokenizer splits each language's captions, with this run's numbers."""
     rows = stats.set_index("language")
-    what = ("CLIP's byte-level BPE" if model is None or is_openai_clip_tokenizer(model)
+    what = ("The tokenizer" if model is None else "CLIP's byte-level BPE" if is_openai_clip_tokenizer(model)
             else f"The {md(type(model.tokenizer).__name__)} tokenizer")
-    parts = [f"{md(language_name(lang))}{_script_note(lang, captions[lang]) if captions else ''}: "
+    parts = [f"{md(language_name(lang))}{_script_note(captions[lang]) if captions else ''}: "
              f"{r['tokens per caption']:.1f} tokens per caption on average ({r['tokens per word']:.2f} per word, "
              f"{r['bytes per token']:.2f} UTF-8 bytes per token; {int(r['truncated'])} of {int(r['captions'])} "
              "captions exceed the context)"

@@ -210,6 +210,7 @@ def languages(exp: Experiment, langs: list[str]) -> None:
     section("Captions", "", table(captions))
     section("Metrics by language", "", metrics_by_language(exp, langs),
             png(plots.accuracy_bars(exp.compare(langs).rename(columns=narrative.language_name), exp.top_k)))
+    published(exp, langs)
     token_statistics(exp, langs)
     scale = similarity_range(exp, langs) if len(langs) > 1 else None
     for lang in langs:
