@@ -129,7 +129,7 @@ def accuracy_bars(compare: pd.DataFrame, k: int = 3, title: str | None = None) -
     ax = fig.subplots()
     sns.barplot(data=long, x="language", y="accuracy (%)", hue="figure", ax=ax, palette="Set2")
     for container in ax.containers:
-        ax.bar_label(container, fmt="%.0f", fontsize=8)
+        ax.bar_label(container, fmt="%.1f", fontsize=7)
     ax.set_ylim(0, 110)
     ax.set_xlabel("")
     ax.legend(fontsize=8, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
@@ -202,7 +202,7 @@ def comparison_bars(table: pd.DataFrame, figure: str = "i2t_top1") -> Figure:
     ax = fig.subplots()
     sns.barplot(data=data, x="setup", y="value", hue="language", ax=ax, palette="Set2")
     for container in ax.containers:
-        ax.bar_label(container, fmt="%.0f", fontsize=8)
+        ax.bar_label(container, fmt="%.1f", fontsize=7)
     ax.set_ylim(0, 110)
     ax.set_xlabel("")
     ax.set_ylabel(f"{metric_label(figure)} (%)")

@@ -80,11 +80,6 @@ def section(heading: str | None, text: str = "", *items: str, level: int = 2, to
     display(HTML(f'<div class="labclip-section"{style}>{lead}{"".join(items)}</div>'))
 
 
-def figure(fig: Figure, dpi: int = 110) -> None:
-    """Display a figure as an embedded PNG."""
-    display(HTML(png(fig, dpi)))
-
-
 def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.rename(columns=lambda c: metric_label(str(c), short=True))
 
