@@ -12,6 +12,7 @@ from labclip import load_model, match_metrics
 from labclip.config import DEFAULT_CAPTIONS, IMAGES_DIR
 from labclip.data import load_captions
 from labclip.experiment import Experiment
+from labclip.metrics import retrieval_metrics
 from labclip.narrative import (
     abstract,
     discussion,
@@ -122,11 +123,14 @@ def test_script_from_unicode_names():
 
 def test_metric_labels_are_human_for_every_figure():
     sim = np.random.default_rng(0).normal(size=(5, 5))
-    keys = list(match_metrics(sim, 3)) + list(zeroshot_metrics(np.eye(4), [0, 1, 2, 3], 3))
+    owner = np.array([0, 0, 1, 2, 3, 4, 4])
+    keys = (list(match_metrics(sim, 3)) + list(zeroshot_metrics(np.eye(4), [0, 1, 2, 3], 3))
+            + list(retrieval_metrics(np.random.default_rng(1).normal(size=(5, 7)), owner, ks=(1, 5))))
     for key in keys:
         label = metric_label(key)
         assert "_" not in label and label != key and label[0].isupper(), key
     assert metric_label("i2t_top3") == "Image→text top-3" and metric_label("t2i_top1") == "Text→image top-1"
+    assert metric_label("t2i_top5_hits") == "Text→image top-5 hits" and metric_label("n_captions") == "Captions"
 
 
 def test_one_number_format():

@@ -29,8 +29,7 @@ LANGUAGE_NAMES = {"en": "English", "ru": "Russian", "de": "German", "fr": "Frenc
                   "ja": "Japanese", "ko": "Korean"}
 
 METRIC_LABELS = {
-    "n": "Images", "k": "Top-k cut-off",
-    "i2t_top1_hits": "Image→text top-1 hits", "t2i_top1_hits": "Text→image top-1 hits",
+    "n": "Images", "n_images": "Images", "n_captions": "Captions", "k": "Top-k cut-off",
     "i2t_mrr": "Image→text mean reciprocal rank", "t2i_mrr": "Text→image mean reciprocal rank",
     "correct_mean": "Correct pairs: mean cosine", "correct_min": "Correct pairs: lowest cosine",
     "correct_max": "Correct pairs: highest cosine", "wrong_mean": "Wrong pairs: mean cosine",
@@ -46,11 +45,11 @@ METRIC_LABELS = {
 SHORT_LABELS = {"i2t_mrr": "Image→text MRR", "t2i_mrr": "Text→image MRR", "correct_mean": "Mean correct cosine",
                 "gap_pp": "Gap to English"}
 _TOPK = re.compile(r"^(i2t|t2i)_top(\d+)$")
+_HITS = re.compile(r"^(i2t|t2i)_top(\d+)_hits$")
 _ACC = re.compile(r"^acc(\d+)$")
 _DIRECTIONS = {"i2t": "Image→text", "t2i": "Text→image"}
 _THREE_DECIMALS = {"i2t_mrr", "t2i_mrr", "correct_mean", "correct_min", "correct_max", "wrong_mean", "wrong_min",
                    "wrong_max", "margin_mean", "margin_min", "threshold", "contrastive_loss", "cosine"}
-_HIDDEN = {"k", "i2t_top1_hits", "t2i_top1_hits"}
 
 # open_clip's docs/openclip_multilingual_retrieval_results.csv (commit 89fb801), dataset
 # multilingual_mscoco_captions (XTD10), "image_retrieval_recall@1" = text→image R@1, in percent.
@@ -102,6 +101,8 @@ def metric_label(key: str, short: bool = False) -> str:
         return SHORT_LABELS[key]
     if found := _TOPK.match(key):
         return f"{_DIRECTIONS[found[1]]} top-{found[2]}"
+    if found := _HITS.match(key):
+        return f"{_DIRECTIONS[found[1]]} top-{found[2]} hits"
     if found := _ACC.match(key):
         return f"Top-{found[1]} accuracy"
     return METRIC_LABELS.get(key, key.replace("_", " ").capitalize())
@@ -134,7 +135,7 @@ def format_metric(key: str, value: object, n: int | None = None) -> str:
         return f"{round(float(value), 1) + 0.0:+.1f} pp"
     if key == "gap_ratio":
         return f"{float(value):.2f}×"
-    if isinstance(value, float) and value.is_integer() and key in ("n", "k"):
+    if isinstance(value, float) and value.is_integer() and key in ("n", "k", "n_images", "n_captions"):
         return str(int(value))
     return str(value)
 
@@ -145,7 +146,7 @@ def metric_table(metrics: Mapping[str, Mapping[str, object]], keys: Iterable[str
     ``k`` and the hit counts are left out (the accuracies show them as ``k/n``).
     """
     columns = list(metrics)
-    keys = list(keys) if keys is not None else [k for k in metrics[columns[0]] if k not in _HIDDEN]
+    keys = list(keys) if keys is not None else [k for k in metrics[columns[0]] if k != "k" and not _HITS.match(k)]
     cells = {name: [format_metric(key, m.get(key), m.get("n")) for key in keys] for name, m in metrics.items()}
     return pd.DataFrame(cells, index=[metric_label(key) for key in keys])
 
