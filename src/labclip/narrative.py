@@ -8,7 +8,6 @@ is used, whether the model is untrained). Text that came from the user goes thro
 from __future__ import annotations
 
 import csv
-import math
 import re
 import unicodedata
 from collections import Counter
@@ -20,6 +19,7 @@ import pandas as pd
 from . import compare
 from .config import CAPTIONS_DIR, DEFAULT_CAPTIONS, PROJ_ROOT
 from .experiment import Experiment, Matching
+from .labels import METRIC_LABELS, format_metric, metric_label, missing, num, pct, share  # noqa: F401
 from .model import ClipModel, resolve_model_name
 from .provenance import sha256_file
 from .text import token_stats
@@ -27,29 +27,6 @@ from .text import token_stats
 LANGUAGE_NAMES = {"en": "English", "ru": "Russian", "de": "German", "fr": "French", "es": "Spanish",
                   "it": "Italian", "pl": "Polish", "tr": "Turkish", "uk": "Ukrainian", "zh": "Chinese",
                   "ja": "Japanese", "ko": "Korean"}
-
-METRIC_LABELS = {
-    "n": "Images", "n_images": "Images", "n_captions": "Captions", "k": "Top-k cut-off",
-    "i2t_mrr": "Image→text mean reciprocal rank", "t2i_mrr": "Text→image mean reciprocal rank",
-    "correct_mean": "Correct pairs: mean cosine", "correct_min": "Correct pairs: lowest cosine",
-    "correct_max": "Correct pairs: highest cosine", "wrong_mean": "Wrong pairs: mean cosine",
-    "wrong_min": "Wrong pairs: lowest cosine", "wrong_max": "Wrong pairs: highest cosine",
-    "margin_mean": "Mean margin", "margin_min": "Smallest margin", "separable": "Separable",
-    "threshold": "Threshold", "contrastive_loss": "Contrastive loss",
-    "mean_per_class_recall": "Mean per-class recall",
-    "gap_pp": "Gap to English (points)", "gap_ratio": "English ÷ this",
-    "model": "Model", "language": "Language", "strategy": "Strategy", "templates": "Template set", "count": "Templates",
-    "image": "Image", "rank": "Rank", "caption": "Caption", "cosine": "Cosine", "probability": "Probability",
-    "correct": "Correct", "appearances": "Appearances", "label": "Label",
-}
-SHORT_LABELS = {"i2t_mrr": "Image→text MRR", "t2i_mrr": "Text→image MRR", "correct_mean": "Mean correct cosine",
-                "gap_pp": "Gap to English"}
-_TOPK = re.compile(r"^(i2t|t2i)_top(\d+)$")
-_HITS = re.compile(r"^(i2t|t2i)_top(\d+)_hits$")
-_ACC = re.compile(r"^acc(\d+)$")
-_DIRECTIONS = {"i2t": "Image→text", "t2i": "Text→image"}
-_THREE_DECIMALS = {"i2t_mrr", "t2i_mrr", "correct_mean", "correct_min", "correct_max", "wrong_mean", "wrong_min",
-                   "wrong_max", "margin_mean", "margin_min", "threshold", "contrastive_loss", "cosine"}
 
 # open_clip's docs/openclip_multilingual_retrieval_results.csv (commit 89fb801), dataset
 # multilingual_mscoco_captions (XTD10), "image_retrieval_recall@1" = text→image R@1, in percent.
@@ -81,72 +58,13 @@ def language_name(code: str) -> str:
     return LANGUAGE_NAMES.get(code, code)
 
 
-def share(hits: int, n: int) -> str:
-    """``"10/12 (83.3%)"``."""
-    return f"{hits}/{n} ({100 * hits / n:.1f}%)"
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def num(x: float, digits: int = 3) -> str:
-    """Fixed decimals without a negative zero."""
-    return f"{round(float(x), digits) + 0.0:.{digits}f}"
-
-
-def metric_label(key: str, short: bool = False) -> str:
-    """The human label of a metric key, e.g. ``"i2t_top3"`` → ``"Image→text top-3"``."""
-    if short and key in SHORT_LABELS:
-        return SHORT_LABELS[key]
-    if found := _TOPK.match(key):
-        return f"{_DIRECTIONS[found[1]]} top-{found[2]}"
-    if found := _HITS.match(key):
-        return f"{_DIRECTIONS[found[1]]} top-{found[2]} hits"
-    if found := _ACC.match(key):
-        return f"Top-{found[1]} accuracy"
-    return METRIC_LABELS.get(key, key.replace("_", " ").capitalize())
-
-
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def format_metric(key: str, value: object, n: int | None = None) -> str:
-    """One number as every table, prose and console line shows it.
-
-    Accuracies are percentages with one decimal, as ``k/n (p%)`` when ``n`` is given; counts of
-    hits are ``k/n``; similarities, margins, MRR and losses have three decimals; yes/no for flags;
-    ``"—"`` for a missing value (``None`` or NaN).
-    """
-    if _missing(value):
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if _TOPK.match(key) or _ACC.match(key):
-        return share(round(float(value) * n), n) if n else pct(float(value))
-    if key == "mean_per_class_recall":
-        return pct(float(value))
-    if key.endswith("_hits"):
-        return f"{int(value)}/{n}" if n else str(int(value))
-    if key in _THREE_DECIMALS:
-        return num(float(value))
-    if key == "gap_pp":
-        return f"{round(float(value), 1) + 0.0:+.1f} pp"
-    if key == "gap_ratio":
-        return f"{float(value):.2f}×"
-    if isinstance(value, float) and value.is_integer() and key in ("n", "k", "n_images", "n_captions"):
-        return str(int(value))
-    return str(value)
-
-
 def metric_table(metrics: Mapping[str, Mapping[str, object]], keys: Iterable[str] | None = None) -> pd.DataFrame:
     """Metrics side by side as display strings: one column per name (e.g. language), labelled rows.
 
     ``k`` and the hit counts are left out (the accuracies show them as ``k/n``).
     """
     columns = list(metrics)
-    keys = list(keys) if keys is not None else [k for k in metrics[columns[0]] if k != "k" and not _HITS.match(k)]
+    keys = list(keys) if keys is not None else [k for k in metrics[columns[0]] if k != "k" and not k.endswith("_hits")]
     cells = {name: [format_metric(key, m.get(key), m.get("n")) for key in keys] for name, m in metrics.items()}
     return pd.DataFrame(cells, index=[metric_label(key) for key in keys])
 
@@ -462,8 +380,8 @@ def comparison(table: pd.DataFrame, reference: str = "en") -> str:
     for r in table[table.language != reference].itertuples():
         line = (f"- {md(model_name(r.model))}, {md(language_name(r.language))}, {r.strategy}: image→text top-1 "
                 f"{pct(r.i2t_top1)}")
-        if not _missing(r.gap_pp):
-            ratio = "undefined" if _missing(r.gap_ratio) else format_metric("gap_ratio", r.gap_ratio)
+        if not missing(r.gap_pp):
+            ratio = "undefined" if missing(r.gap_ratio) else format_metric("gap_ratio", r.gap_ratio)
             line += (f", {abs(r.gap_pp):.1f} percentage points {'behind' if r.gap_pp >= 0 else 'ahead of'} "
                      f"{language_name(reference)} ({language_name(reference)} ÷ this = {ratio})")
         elif has_reference:
