@@ -26,7 +26,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_REPORT := chromium fonts-dejavu-core poppler-utils
 APT_DATA := fonts-noto-color-emoji fonts-noto-core
 
-.PHONY: help setup sysdeps report test lint format data bench clean
+.PHONY: help setup sysdeps report test lint format data bench dist clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -47,7 +47,7 @@ sysdeps: ## Install the Debian packages the PDF report needs (chromium, DejaVu f
 	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_REPORT) >/dev/null; }
 
 report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MODEL= CAPTIONS= LANGS= MODELS= PARAMS= STRICT=1)
-	$(PY) -m labclip.report --out "$(OUT)" \
+	$(PY) -m labclip report --out "$(OUT)" \
 	  $(if $(PARAMS),--params "$(PARAMS)") $(if $(MODEL),--model "$(MODEL)") \
 	  $(if $(CAPTIONS),--captions "$(CAPTIONS)") $(if $(LANGS),--langs $(LANGS)) \
 	  $(if $(TOPK),--top-k $(TOPK)) $(if $(BATCH),--batch-size $(BATCH)) \
@@ -72,5 +72,9 @@ data: setup ## Regenerate data/images/ from installed packages and Debian fonts
 bench: setup ## Print CPU encoding throughput and memory figures (ARGS=--quick for a short run)
 	$(PY) benchmarks/bench_encode.py $(ARGS)
 
-clean: ## Remove the virtual environment and caches (not reports/)
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+dist: setup ## Build the wheel and sdist into dist/ (the wheel carries the default data and notebooks)
+	rm -rf dist
+	$(PY) -m hatchling build -d dist
+
+clean: ## Remove the virtual environment, caches and dist/ (not reports/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache dist

@@ -7,10 +7,11 @@ import pytest
 from matplotlib.image import AxesImage
 from PIL import Image
 
-from labclip import plots, present
 from labclip.config import DEFAULT_CAPTIONS
 from labclip.data import load_captions
-from labclip.experiment import Experiment
+from labclip.lab import plots, present
+from labclip.lab.compare import compare
+from labclip.lab.experiment import Experiment
 
 RAW_KEYS = re.compile(r"\b(i2t_\w+|t2i_\w+|margin_\w+|correct_\w+|wrong_\w+|gap_pp|gap_ratio|contrastive_loss|"
                       r"mean_per_class_recall|None|False|True|nan)\b")
@@ -19,7 +20,7 @@ RAW_KEYS = re.compile(r"\b(i2t_\w+|t2i_\w+|margin_\w+|correct_\w+|wrong_\w+|gap_
 @pytest.fixture(scope="module")
 def shown(tiny_model):
     """Everything the languages, comparison and lab-report sections display, as HTML strings."""
-    exp = Experiment(tiny_model, load_captions(DEFAULT_CAPTIONS))
+    exp = Experiment(model=tiny_model, captions=load_captions(DEFAULT_CAPTIONS))
     outputs, heatmaps = [], []
     real_heatmap = plots.similarity_heatmap
 
@@ -31,7 +32,7 @@ def shown(tiny_model):
         patch.setattr(present, "display", lambda obj: outputs.append(obj.data))
         patch.setattr(plots, "similarity_heatmap", record)
         present.languages(exp, ["en", "ru"])
-        present.comparison(exp, ["en", "ru"], [], None)
+        present.comparison(exp, compare(exp.captions, ["en", "ru"], [exp.model], None, exp.top_k), None)
         present.lab_report(exp, ["en", "ru"])
         m = exp.matching("en")
         present.topk(m)
@@ -56,7 +57,7 @@ def test_accuracies_read_as_k_of_n(shown):
     exp, outputs, _ = shown
     m = exp.matching("en").metrics
     everything = " ".join(outputs)
-    hits, n = m["i2t_top1_hits"], m["n"]
+    hits, n = m.i2t.hits1, m.n
     assert f"{hits}/{n} ({100 * hits / n:.1f}%)" in everything
     assert "Image→text top-1" in everything and "Mean reciprocal rank" in everything
     assert "Smallest margin" in everything and "Contrastive loss" in everything and "Separable" in everything
@@ -69,7 +70,7 @@ def test_heatmaps_of_languages_share_one_colour_scale_with_a_colour_bar(shown):
     assert len(heatmaps) >= 3  # two in the languages section, one in the lab report
     for _, vmin, vmax in heatmaps:
         assert (vmin, vmax) == pytest.approx(expected)
-    fig = plots.similarity_heatmap(sims[1], exp.image_paths, exp.captions["ru"].tolist(), vmin=expected[0],
+    fig = plots.similarity_heatmap(sims[1], exp.image_paths, exp.captions["ru"], vmin=expected[0],
                                    vmax=expected[1])
     main, bar = fig.axes[0], fig.axes[1]
     image = next(a for a in main.get_images() if isinstance(a, AxesImage) and a.get_array().ndim == 2)

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labclip import LabclipError, plots, present
+from labclip import LabclipError
 from labclip.config import IMAGES_DIR
-from labclip.narrative import md
-from labclip.report import build_reports, chromium, to_pdf
+from labclip.lab import plots, present
+from labclip.lab.narrative import md
+from labclip.lab.report import build_reports, chromium, to_pdf
 
 IMG = '<img src="http://127.0.0.1:9/x" onerror=alert(1)>'
 IFRAME = '<iframe src="file:///etc/passwd">'

@@ -27,8 +27,8 @@ METRIC_LABELS = {
 }
 SHORT_LABELS = {"i2t_mrr": "Image→text MRR", "t2i_mrr": "Text→image MRR", "correct_mean": "Mean correct cosine",
                 "gap_pp": "Gap to English"}
-_TOPK = re.compile(r"^(i2t|t2i)_top(\d+)$")
-_HITS = re.compile(r"^(i2t|t2i)_top(\d+)_hits$")
+_TOPK = re.compile(r"^(i2t|t2i)_acc(\d+)$")
+_HITS = re.compile(r"^(i2t|t2i)_hits(\d+)$")
 _ACC = re.compile(r"^acc(\d+)$")
 _DIRECTIONS = {"i2t": "Image→text", "t2i": "Text→image"}
 _THREE_DECIMALS = {"i2t_mrr", "t2i_mrr", "correct_mean", "correct_min", "correct_max", "wrong_mean", "wrong_min",
@@ -50,7 +50,7 @@ def num(x: float, digits: int = 3) -> str:
 
 
 def metric_label(key: str, short: bool = False) -> str:
-    """The human label of a metric key, e.g. ``"i2t_top3"`` → ``"Image→text top-3"``."""
+    """The human label of a metric key, e.g. ``"i2t_acc3"`` → ``"Image→text top-3"``."""
     if short and key in SHORT_LABELS:
         return SHORT_LABELS[key]
     if found := _TOPK.match(key):
@@ -60,6 +60,11 @@ def metric_label(key: str, short: bool = False) -> str:
     if found := _ACC.match(key):
         return f"Top-{found[1]} accuracy"
     return METRIC_LABELS.get(key, key.replace("_", " ").capitalize())
+
+
+def is_hit_count(key: str) -> bool:
+    """Whether a metric key is a count of hits (``i2t_hits1``), which tables show inside the accuracy's ``k/n``."""
+    return bool(_HITS.match(key))
 
 
 def missing(value: object) -> bool:
@@ -82,7 +87,7 @@ def format_metric(key: str, value: object, n: int | None = None) -> str:
         return share(round(float(value) * n), n) if n else pct(float(value))
     if key in ("mean_per_class_recall", "probability", "accuracy"):
         return pct(float(value))
-    if key.endswith("_hits"):
+    if _HITS.match(key):
         return f"{int(value)}/{n}" if n else str(int(value))
     if key in _THREE_DECIMALS:
         return num(float(value))

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..config import CAPTIONS_DIR, DEFAULT_CAPTIONS, PROJ_ROOT
+from ..labels import METRIC_LABELS, format_metric, is_hit_count, metric_label, missing, num, pct, share  # noqa: F401
+from ..model import ClipModel
+from ..registry import resolve_model_name
 from . import compare
-from .config import CAPTIONS_DIR, DEFAULT_CAPTIONS, PROJ_ROOT
 from .experiment import Experiment, Matching
-from .labels import METRIC_LABELS, format_metric, metric_label, missing, num, pct, share  # noqa: F401
-from .model import ClipModel, resolve_model_name
 from .provenance import sha256_file
-from .text import token_stats
+from .tables import token_stats
 
 LANGUAGE_NAMES = {"en": "English", "ru": "Russian", "de": "German", "fr": "French", "es": "Spanish",
                   "it": "Italian", "pl": "Polish", "tr": "Turkish", "uk": "Ukrainian", "zh": "Chinese",
@@ -64,7 +65,7 @@ def metric_table(metrics: Mapping[str, Mapping[str, object]], keys: Iterable[str
     ``k`` and the hit counts are left out (the accuracies show them as ``k/n``).
     """
     columns = list(metrics)
-    keys = list(keys) if keys is not None else [k for k in metrics[columns[0]] if k != "k" and not k.endswith("_hits")]
+    keys = list(keys) if keys is not None else [k for k in metrics[columns[0]] if k != "k" and not is_hit_count(k)]
     cells = {name: [format_metric(key, m.get(key), m.get("n")) for key in keys] for name, m in metrics.items()}
     return pd.DataFrame(cells, index=[metric_label(key) for key in keys])
 
@@ -113,7 +114,7 @@ def _bundled_caption_hashes() -> set[str]:
 
 def uses_bundled_captions(exp: Experiment) -> bool:
     """Whether the run's caption file is one that ships with labclip (compared by content)."""
-    source = exp.captions.attrs.get("source")
+    source = exp.captions.source
     return bool(source) and Path(source).is_file() and sha256_file(source) in _bundled_caption_hashes()
 
 
@@ -132,7 +133,7 @@ def pictograms(exp: Experiment) -> int:
 
 def is_openai_clip_tokenizer(model: ClipModel) -> bool:
     """Whether captions go through OpenAI CLIP's text cleaning and byte-level BPE."""
-    return model.text_tower is None and model.openai_text_cleaning
+    return not model.info.paired and model.openai_text_cleaning
 
 
 def _model_id(name: str | None) -> str | None:
@@ -146,9 +147,8 @@ def text_processing(model: ClipModel) -> str:
     if is_openai_clip_tokenizer(model):
         return (f"OpenAI CLIP's text cleaning (ftfy, HTML unescaping, whitespace), lower-casing and CLIP's byte-level "
                 f"BPE{vocab}, with a {model.context_length}-token context; each batch is padded to its longest caption.")
-    family = getattr(model.model.config, "model_type", "unknown")
-    tower = (f"a separate multilingual text encoder ({type(model.text_tower).__name__}) mapped into the image "
-             "encoder's space" if model.text_tower is not None else f"the text encoder of the {family} model")
+    tower = (f"a separate multilingual text encoder ({type(model.text.module).__name__}) mapped into the image "
+             "encoder's space" if model.info.paired else f"the text encoder of the {model.family} model")
     return (f"The model's own tokenizer ({type(model.tokenizer).__name__}{vocab}) with its own normalisation, "
             f"{model.context_length}-token context, and {tower}.")
 
@@ -180,8 +180,8 @@ def gap(reference: float, other: float) -> dict[str, str]:
 
 def _direction_summary(m: Matching) -> str:
     x = m.metrics
-    return (f"image→text top-1 {share(x['i2t_top1_hits'], x['n'])}, text→image top-1 "
-            f"{share(x['t2i_top1_hits'], x['n'])}")
+    return (f"image→text top-1 {share(x.i2t.hits1, x.n)}, text→image top-1 "
+            f"{share(x.t2i.hits1, x.n)}")
 
 
 def _names(languages: Iterable[str]) -> str:
@@ -191,14 +191,14 @@ def _names(languages: Iterable[str]) -> str:
 def abstract(exp: Experiment, languages: list[str]) -> str:
     first = exp.matching(languages[0])
     lines = [
-        f"We matched **{first.metrics['n']} images** with one caption each in {_names(languages)} using "
+        f"We matched **{first.metrics.n} images** with one caption each in {_names(languages)} using "
         f"**{md(model_name(exp.model.name))}** and cosine similarity of CLIP embeddings, in both retrieval directions."
     ]
     for lang in languages:
         lines.append(f"With {md(language_name(lang))} captions: {_direction_summary(exp.matching(lang))}.")
     if len(languages) > 1:
         ref, other = exp.matching(languages[0]).metrics, exp.matching(languages[1]).metrics
-        g = gap(ref["i2t_top1"], other["i2t_top1"])
+        g = gap(ref.i2t.acc1, other.i2t.acc1)
         lines.append(
             f"The image→text top-1 gap between {md(language_name(languages[0]))} and "
             f"{md(language_name(languages[1]))} is {g['points']} (ratio {g['ratio']}, relative difference "
@@ -236,24 +236,24 @@ def method(exp: Experiment) -> str:
 
 def results(m: Matching) -> str:
     x = m.metrics
-    k, n = x["k"], x["n"]
+    k, n = x.k, x.n
     lines = [
-        f"- Image→text: top-1 {share(x['i2t_top1_hits'], n)}, top-{k} {format_metric(f'i2t_top{k}', x[f'i2t_top{k}'], n)}, "
-        f"mean reciprocal rank {num(x['i2t_mrr'])}.",
-        f"- Text→image: top-1 {share(x['t2i_top1_hits'], n)}, top-{k} {format_metric(f't2i_top{k}', x[f't2i_top{k}'], n)}, "
-        f"mean reciprocal rank {num(x['t2i_mrr'])}.",
-        f"- Correct pairs: cosine {num(x['correct_min'])} to {num(x['correct_max'])} (mean {num(x['correct_mean'])}); "
-        f"wrong pairs: {num(x['wrong_min'])} to {num(x['wrong_max'])} (mean {num(x['wrong_mean'])}).",
-        f"- Margin of the correct caption over the best wrong one: mean {num(x['margin_mean'])}, "
-        f"smallest {num(x['margin_min'])}.",
+        f"- Image→text: top-1 {share(x.i2t.hits1, n)}, top-{k} {format_metric(f'i2t_acc{k}', x.i2t.acck, n)}, "
+        f"mean reciprocal rank {num(x.i2t.mrr)}.",
+        f"- Text→image: top-1 {share(x.t2i.hits1, n)}, top-{k} {format_metric(f't2i_acc{k}', x.t2i.acck, n)}, "
+        f"mean reciprocal rank {num(x.t2i.mrr)}.",
+        f"- Correct pairs: cosine {num(x.correct_min)} to {num(x.correct_max)} (mean {num(x.correct_mean)}); "
+        f"wrong pairs: {num(x.wrong_min)} to {num(x.wrong_max)} (mean {num(x.wrong_mean)}).",
+        f"- Margin of the correct caption over the best wrong one: mean {num(x.margin_mean)}, "
+        f"smallest {num(x.margin_min)}.",
     ]
-    if x["separable"]:
-        lines.append(f"- Every correct pair scores above every wrong pair; a threshold of {num(x['threshold'])} "
+    if x.separable:
+        lines.append(f"- Every correct pair scores above every wrong pair; a threshold of {num(x.threshold)} "
                      "separates them.")
     else:
-        lines.append(f"- Correct and wrong pairs overlap (lowest correct {num(x['correct_min'])} ≤ highest wrong "
-                     f"{num(x['wrong_max'])}), so no single threshold separates them.")
-    lines.append(f"- CLIP's symmetric contrastive loss at the model's logit scale: {num(x['contrastive_loss'])}.")
+        lines.append(f"- Correct and wrong pairs overlap (lowest correct {num(x.correct_min)} ≤ highest wrong "
+                     f"{num(x.wrong_max)}), so no single threshold separates them.")
+    lines.append(f"- CLIP's symmetric contrastive loss at the model's logit scale: {num(x.contrastive_loss)}.")
     return "\n".join(lines)
 
 
@@ -270,15 +270,15 @@ def discussion(exp: Experiment, languages: list[str]) -> str:
     if len(languages) > 1:
         a, b = languages[0], languages[1]
         ma, mb = exp.matching(a).metrics, exp.matching(b).metrics
-        better = a if ma["i2t_top1"] > mb["i2t_top1"] else b if mb["i2t_top1"] > ma["i2t_top1"] else None
+        better = a if ma.i2t.acc1 > mb.i2t.acc1 else b if mb.i2t.acc1 > ma.i2t.acc1 else None
         if better is None:
             parts.append(f"{md(language_name(a))} and {md(language_name(b))} captions reached the same image→text "
                          "top-1 accuracy in this run.")
         else:
             parts.append(f"{md(language_name(better))} captions matched better in this run "
-                         f"({pct(max(ma['i2t_top1'], mb['i2t_top1']))} vs {pct(min(ma['i2t_top1'], mb['i2t_top1']))} "
+                         f"({pct(max(ma.i2t.acc1, mb.i2t.acc1))} vs {pct(min(ma.i2t.acc1, mb.i2t.acc1))} "
                          "image→text top-1).")
-        captions = {lang: exp.captions[lang].tolist() for lang in (a, b)}
+        captions = {lang: exp.captions[lang] for lang in (a, b)}
         stats = token_stats(exp.model.tokenizer, captions, exp.model.context_length,
                             exp.model.openai_text_cleaning).set_index("language")
         parts.append(f"The model's tokenizer spends {stats.loc[a, 'tokens per word']:.2f} tokens per word on "
@@ -324,7 +324,7 @@ def limitations(exp: Experiment) -> str:
             items.append(f"- {drawn} of the {n} images are pictograms rendered from an emoji font (see "
                          "data/images/SOURCES.csv), not photographs.")
     else:
-        items.append(f"- One caption per image and language, from {md(public_path(exp.captions.attrs.get('source')))}; "
+        items.append(f"- One caption per image and language, from {md(public_path(exp.captions.source))}; "
                      "other wordings change the scores.")
     if exp.model.untrained:
         items.insert(0, "- **The model is untrained (random weights): no claim about CLIP's accuracy can be drawn "
@@ -379,7 +379,7 @@ def comparison(table: pd.DataFrame, reference: str = "en") -> str:
                      f"{language_name(reference)} reference to measure a gap against.")
     for r in table[table.language != reference].itertuples():
         line = (f"- {md(model_name(r.model))}, {md(language_name(r.language))}, {r.strategy}: image→text top-1 "
-                f"{pct(r.i2t_top1)}")
+                f"{pct(r.i2t_acc1)}")
         if not missing(r.gap_pp):
             ratio = "undefined" if missing(r.gap_ratio) else format_metric("gap_ratio", r.gap_ratio)
             line += (f", {abs(r.gap_pp):.1f} percentage points {'behind' if r.gap_pp >= 0 else 'ahead of'} "

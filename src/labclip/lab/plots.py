@@ -19,8 +19,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image, ImageOps
 
-from .images import load_image
-from .narrative import metric_label, num
+from ..images import load_image
+from ..labels import metric_label, num
+from ..metrics import accuracy_keys
 
 CORRECT_COLOUR = "#d62728"
 LITERAL_TEXT = {"text.usetex": False}
@@ -121,7 +122,7 @@ def similarity_distributions(sim: np.ndarray, threshold: float | None = None, ti
 @literal_text
 def accuracy_bars(compare: pd.DataFrame, k: int = 3, title: str | None = None) -> Figure:
     """Grouped bars of top-1 and top-k accuracy in both directions, one group per language."""
-    figures = list(dict.fromkeys(["i2t_top1", f"i2t_top{k}", "t2i_top1", f"t2i_top{k}"]))
+    figures = list(dict.fromkeys(accuracy_keys(k)))
     names = {key: metric_label(key) for key in figures}
     long = compare.loc[figures].rename(index=names, columns=plain).astype(float).mul(100)
     long = long.reset_index(names="figure").melt(id_vars="figure", var_name="language", value_name="accuracy (%)")
@@ -193,7 +194,7 @@ def token_lengths(lengths: pd.DataFrame, limit: int = 77, unit: str = "CLIP BPE 
 
 
 @literal_text
-def comparison_bars(table: pd.DataFrame, figure: str = "i2t_top1") -> Figure:
+def comparison_bars(table: pd.DataFrame, figure: str = "i2t_acc1") -> Figure:
     """Grouped bars of one figure per model and strategy, one bar per language."""
     data = table.assign(setup=[plain(f"{textwrap.shorten(m.split('/')[-1], 28)}\n{s}") for m, s in
                                zip(table["model"], table["strategy"])],

@@ -4,6 +4,9 @@ Each section is one HTML output (heading, prose and its table or figure together
 does not separate them). Every piece of user text is escaped: tables through pandas' Styler with
 ``escape="html"``, prose through :func:`narrative.md` and a Markdown renderer that escapes raw
 HTML, figures through :func:`plots.plain`. Figures are embedded as ``data:`` PNGs.
+
+Display only: every function shows what it is given (a run, a matching, a table). Loading models,
+computing comparisons and writing files happen in :mod:`experiment`, :mod:`compare` and :mod:`report`.
 """
 
 from __future__ import annotations
@@ -11,10 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import matplotlib
 import mistune
@@ -22,15 +22,16 @@ import pandas as pd
 from IPython.display import HTML, display
 from matplotlib.figure import Figure
 
-from . import narrative, plots, zeroshot
-from .atomic import write_text
-from .experiment import Experiment, Matching
-from .model import ClipModel, describe
-from .narrative import format_metric, md, metric_label, public_path
-from .provenance import machine, package_versions, sha256_files
-from .text import token_lengths, token_stats
-from .translate import translator_name
-from .zeroshot import ZeroShotRun
+from .. import zeroshot
+from ..labels import format_metric, metric_label, pct
+from ..metrics import accuracy_keys
+from ..model import ClipModel
+from ..text import token_lengths
+from ..translate import translator_name
+from . import narrative, plots
+from .experiment import Experiment, Matching, Run, ZeroShotRun
+from .narrative import md, public_path
+from .tables import captions_frame, confusion, token_stats, top_labels
 
 BANNER_STYLE = ("border:3px solid #c62828;background:#ffebee;color:#8e0000;padding:10px 14px;"
                 "margin:8px 0 14px 0;font-size:15px;font-weight:bold;border-radius:4px")
@@ -111,7 +112,7 @@ def zeroshot_title(run: ZeroShotRun, text: str) -> None:
 def zeroshot_predictions(run: ZeroShotRun, templates: str, k: int = 5) -> None:
     """Top-k label probabilities per image, with the ensemble of one template set."""
     prompts = zeroshot.load_templates(templates, run.language)
-    top = zeroshot.top_labels(run.probabilities(prompts), run.data.classes, run.data.paths, k)
+    top = top_labels(run.probabilities(prompts), run.data.classes, run.data.paths, k)
     section(f"Top-{k} labels per image",
             f"Class names {', '.join(md(c) for c in run.data.classes)}, each encoded under the {len(prompts)} "
             f"templates of the set {md(templates)} and averaged (OpenAI's prompt ensembling); probabilities are "
@@ -133,7 +134,7 @@ def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.Dat
     best = scores.sort_values("acc1", ascending=False, kind="stable").iloc[0]["templates"]
     probs = run.probabilities(zeroshot.load_templates(best, run.language))
     section(f"Confusion matrix ({best})", "", png(plots.confusion_heatmap(
-        zeroshot.confusion(probs, run.data.truth, run.data.classes))), together=True)
+        confusion(probs, run.data.truth, run.data.classes))), together=True)
     return scores
 
 
@@ -154,11 +155,11 @@ def heatmap(exp: Experiment, m: Matching, scale: tuple[float, float] | None = No
 
 
 def topk(m: Matching) -> None:
-    k, n = int(m.metrics["k"]), int(m.metrics["n"])
+    k, n = m.metrics.k, m.metrics.n
     shown = pd.DataFrame({
         "image": m.topk["image"], "rank": m.topk["rank"].astype(str), "caption": m.topk["caption"],
         "cosine": [format_metric("cosine", v) for v in m.topk["cosine"]],
-        "probability": [narrative.pct(v) for v in m.topk["probability"]],
+        "probability": [pct(v) for v in m.topk["probability"]],
         "correct": m.topk["correct"].map({True: "✓", False: ""}),
     })
     section(f"Top-{k} captions per image",
@@ -169,13 +170,13 @@ def topk(m: Matching) -> None:
 
 def distributions(m: Matching) -> None:
     section("Correct vs wrong pairs", narrative.results(m),
-            png(plots.similarity_distributions(m.sim, m.metrics["threshold"])), together=True)
+            png(plots.similarity_distributions(m.sim, m.metrics.threshold)), together=True)
 
 
 def accuracy(m: Matching) -> None:
-    x = m.metrics
-    k, n = x["k"], x["n"]
-    keys = ("top1", f"top{k}", "mrr")
+    x = m.metrics.to_dict()
+    k, n = m.metrics.k, m.metrics.n
+    keys = ("acc1", f"acc{k}", "mrr")
     rows = {direction: [format_metric(f"{prefix}_{key}", x[f"{prefix}_{key}"], n) for key in keys]
             for direction, prefix in (("Image→text", "i2t"), ("Text→image", "t2i"))}
     shown = pd.DataFrame(rows, index=["Top-1", f"Top-{k}", "Mean reciprocal rank"]).T
@@ -183,7 +184,7 @@ def accuracy(m: Matching) -> None:
 
 
 def distractors(m: Matching) -> None:
-    k, n = int(m.metrics["k"]), int(m.metrics["n"])
+    k, n = m.metrics.k, m.metrics.n
     text = f"Wrong captions by the number of images (out of {n}) whose top-{k} they enter."
     if m.distractors.empty:
         section("Frequent distractors", text + " No wrong caption entered any top list.")
@@ -194,13 +195,13 @@ def distractors(m: Matching) -> None:
 
 def metrics_by_language(exp: Experiment, langs: Sequence[str]) -> str:
     """The table of every metric, one column per language, as HTML."""
-    columns = {narrative.language_name(lang): exp.matching(lang).metrics for lang in langs}
+    columns = {narrative.language_name(lang): exp.matching(lang).metrics.to_dict() for lang in langs}
     return table(narrative.metric_table(columns), index=True)
 
 
 def languages(exp: Experiment, langs: list[str]) -> None:
     """Captions, side-by-side metrics, accuracy bars, token statistics and one heatmap per language."""
-    captions = exp.captions[["image", *langs]].rename(columns={"image": "Image"} | {
+    captions = captions_frame(exp.captions)[["image", *langs]].rename(columns={"image": "Image"} | {
         lang: narrative.language_name(lang) for lang in langs})
     section("Captions", "", table(captions))
     section("Metrics by language", "", metrics_by_language(exp, langs),
@@ -215,7 +216,7 @@ def languages(exp: Experiment, langs: list[str]) -> None:
 def token_statistics(exp: Experiment, langs: list[str]) -> pd.DataFrame:
     """How the model's tokenizer splits each language's captions: table, plot, and what it means."""
     clean = exp.model.openai_text_cleaning
-    captions = {lang: exp.captions[lang].tolist() for lang in langs}
+    captions = {lang: exp.captions[lang] for lang in langs}
     stats = token_stats(exp.model.tokenizer, captions, exp.model.context_length, clean)
     lengths = pd.DataFrame([{"language": narrative.language_name(lang), "tokens": n} for lang in langs
                             for n in token_lengths(exp.model.tokenizer, captions[lang], clean)])
@@ -233,12 +234,10 @@ def token_statistics(exp: Experiment, langs: list[str]) -> pd.DataFrame:
     return stats
 
 
-def comparison(exp: Experiment, langs: list[str], models: list[str] | None, translator: str | None,
-               output_dir: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Models × languages × strategies: two tables (the full one also written as CSV), bars, translations."""
-    from .compare import compare
-
-    result = compare(exp.captions, langs, [exp.model, *(models or [])], translator, exp.top_k)
+def comparison(exp: Experiment, result: pd.DataFrame, translator: str | None) -> None:
+    """Models × languages × strategies (``result`` of :func:`labclip.lab.compare.compare`): two tables, bars,
+    translations, and what could not be compared."""
+    langs = list(dict.fromkeys(result["language"])) if not result.empty else []
     k = exp.top_k
     heading = "Fixing the language gap: raw captions, translation to English, multilingual encoders"
     if result.empty:
@@ -252,23 +251,20 @@ def comparison(exp: Experiment, langs: list[str], models: list[str] | None, tran
             n = len(exp.captions)
             return _labelled(setup.assign(**{key: [format_metric(key, v, n) for v in result[key]] for key in keys}))
 
-        accuracy_keys = list(dict.fromkeys(["i2t_top1", f"i2t_top{k}", "t2i_top1", f"t2i_top{k}"]))
-        section(heading, narrative.comparison(result), "<h3>Accuracy</h3>" + table(columns(accuracy_keys)),
+        section(heading, narrative.comparison(result),
+                "<h3>Accuracy</h3>" + table(columns(list(dict.fromkeys(accuracy_keys(k))))),
                 "<h3>Gap to English and similarity</h3>"
                 + table(columns(["gap_pp", "gap_ratio", "correct_mean", "margin_mean"])),
                 png(plots.comparison_bars(result.assign(model=result["model"].map(narrative.model_name),
-                                                        language=setup["language"]))))
+                                                       language=setup["language"]))))
     for name, texts in result.attrs["translations"].items():
         lang = next((lang for lang in langs if name == translator_name(translator or "", lang)), None)
         if lang:
             shown = pd.DataFrame({"Image": exp.image_names, narrative.language_name(lang): exp.captions[lang],
                                   "English (translated)": texts})
             section(f"Translations by {narrative.model_name(name)}", "", table(shown), level=3)
-    if output_dir is not None:
-        write_text(Path(output_dir) / "comparison.csv", result.to_csv(index=False))
     if result.attrs["skipped"]:
         section("Not available in this run", "\n".join(f"- {md(s)}" for s in result.attrs["skipped"]), level=3)
-    return result
 
 
 def published(exp: Experiment, langs: list[str]) -> None:
@@ -298,32 +294,18 @@ def lab_report(exp: Experiment, langs: list[str]) -> None:
     section("Limitations", narrative.limitations(exp))
 
 
-def provenance(exp: Experiment, output_dir: str | os.PathLike | None = None, name: str = "provenance") -> dict:
-    """Show where the numbers came from; with ``output_dir``, also write the metrics and provenance there."""
-    prov = exp.provenance()
+def provenance(run: Run) -> None:
+    """Show where the numbers came from: requested and used model, inputs, software, machine, timings."""
+    prov = run.provenance()
     rows = [("requested model", narrative.model_name(prov["requested_model"])),
-            ("caption file", public_path(prov["captions_file"])),
-            ("caption file sha256", prov["captions_sha256"]), ("images", prov["images"]),
-            ("images sha256", prov["images_sha256"]), ("started", prov["started"])]
+            ("model used", narrative.model_name(prov["model_used"]))]
+    if prov["fallback_reason"]:
+        rows.append(("why another model", prov["fallback_reason"]))
+    for key, value in run.inputs().items():
+        shown = public_path(value) if key.endswith("_file") else ", ".join(value) if isinstance(value, list) else value
+        rows.append((key.replace("_", " "), shown))
+    rows += [("images", prov["images"]), ("images sha256", prov["images_sha256"]), ("started", prov["started"])]
     _provenance_table(rows, prov)
-    if output_dir is not None:
-        payload = {"provenance": prov, "metrics": {lang: m.metrics for lang, m in exp.results.items()}}
-        write_text(Path(output_dir) / f"{name}.json", json.dumps(payload, indent=2, ensure_ascii=False, default=str))
-    return prov
-
-
-def zeroshot_provenance(run: ZeroShotRun, output_dir: str | os.PathLike | None = None,
-                        name: str = "04_zeroshot") -> dict:
-    prov = {"model": describe(run.model), "labelled_images": len(run.data.paths),
-            "images_sha256": sha256_files(run.data.paths), "classes": run.data.classes, "language": run.language,
-            "fallback_reason": run.fallback_reason, "versions": package_versions(), "machine": machine(),
-            "timings_s": {}}
-    _provenance_table([("images", len(run.data.paths)), ("images sha256", prov["images_sha256"]),
-                       ("classes", ", ".join(run.data.classes))], prov)
-    if output_dir is not None:
-        write_text(Path(output_dir) / f"{name}.json", json.dumps({"provenance": prov}, indent=2, ensure_ascii=False,
-                                                                   default=str))
-    return prov
 
 
 def _shown(key: str, value: object) -> str:
