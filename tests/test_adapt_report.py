@@ -32,7 +32,8 @@ def test_report_runner_uses_and_records_model_plus_adapter(tmp_path, tiny_model_
     build_reports({"model": f"{tiny_model_dir}+adapter:{path}", "languages": ["ru"]}, out,
                   notebooks=["01_matching"], pdf=False)
     page = (out / "01_matching.html").read_text(encoding="utf-8")
-    assert "+adapter:ru-en" in page and adapter.sha256 in page
+    text = _text(page)
+    assert re.search(r"\+ ?adapter:ru-en", text) and adapter.sha256 in text
     run = json.loads((out / "run.json").read_text(encoding="utf-8"))
     assert run["fallback_reason"] is None and run["parameters"]["model"].endswith(f"+adapter:{path}")
 

@@ -29,7 +29,7 @@ from .atomic import write_text
 from .config import DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL
 from .errors import LabclipError
 from .images import IMAGE_SUFFIXES
-from .labels import format_metric, metric_label
+from .labels import format_metric, metric_label, num, pct, share
 from .precision import PRECISIONS
 from .translate import DEFAULT_TRANSLATOR
 
@@ -734,7 +734,7 @@ def _load_source_model(args):
 
 def cmd_adapt_text(args) -> None:
     from .adapt import load_parallel_dataset, read_parallel
-    from .lab.adapt import run_text_adapter
+    from .lab.adapt import DIRECTIONS, run_text_adapter
 
     _check_out(args.out, (".safetensors",))
     _check_out(args.json, (".json",))

@@ -45,6 +45,13 @@ PUBLISHED = [
 ]
 
 
+def _public(revision: str | None) -> str | None:
+    """A revision fit to share: ``local:<folder>`` keeps only the folder's name (no machine paths)."""
+    if revision and revision.startswith("local:"):
+        return "local:" + Path(revision.removeprefix("local:")).name
+    return revision
+
+
 def _first(texts: list[str], owner: np.ndarray, n: int) -> list[str]:
     """The first caption of each of ``n`` images."""
     first = {}
@@ -175,8 +182,8 @@ def run_text_adapter(
         if source_model is not model:
             for hits in evaluation.hits.values():
                 hits.pop("before", None)
-    card = {"source_model": requested_model or source_model.name, "source_revision": source_model.revision,
-            "target_model": requested_model or model.name, "target_revision": model.revision,
+    card = {"source_model": requested_model or source_model.name, "source_revision": _public(source_model.revision),
+            "target_model": requested_model or model.name, "target_revision": _public(model.revision),
             "source_lang": source_lang, "target_lang": target_lang,
             "data": {"captions": Path(table.attrs["source"]).name, "captions_sha256": sha256_file(table.attrs["source"]),
                      **({"parallel": Path(parallel.origin).name, "parallel_sha256": parallel.sha256}

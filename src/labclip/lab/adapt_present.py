@@ -17,13 +17,16 @@ from IPython.display import HTML, Markdown, display
 from matplotlib.figure import Figure
 
 from ..atomic import write_text
-from .adapt import PUBLISHED, FewShotRun, TextAdapterRun
+from .adapt import DIRECTIONS, PUBLISHED, FewShotRun, TextAdapterRun
 from .narrative import language_name, pct, share
-from .present import _provenance_table, figure, header
+from .present import PUBLISHED_STYLE, _provenance_table, header, png
 
-DIRECTIONS = {"i2t": "image→text", "t2i": "text→image"}
 COLOURS = {"before": "#9e9e9e", "after": "#1f77b4", "target": "#2ca02c", "training": "#ff7f0e"}
-BOX_STYLE = ("border:2px dashed #6d4c41;background:#fff8e1;padding:8px 12px;margin:10px 0;border-radius:4px")
+
+
+def figure(fig: Figure) -> None:
+    """Display a figure as an embedded PNG."""
+    display(HTML(png(fig)))
 
 
 def _esc(text: object) -> str:
@@ -219,7 +222,7 @@ def published() -> None:
     rows = "".join(f"<tr><td>{_esc(p['method'])}</td><td>{_esc(p['model'])}</td><td>{_esc(p['dataset'])}</td>"
                    f"<td>{_esc(pct(p['top1']) if isinstance(p['top1'], float) else p['top1'])}</td>"
                    f"<td>{_esc(p['source'])}</td></tr>" for p in PUBLISHED)
-    display(HTML(f'<div class="labclip-published" style="{BOX_STYLE}"><b>Published results (not measured here)</b>'
+    display(HTML(f'<div class="labclip-published" style="{PUBLISHED_STYLE}"><b>Published results (not measured here)</b>'
                  "<table><tr><th>method</th><th>model</th><th>data</th><th>top-1</th><th>source</th></tr>"
                  f"{rows}</table>These come from the cited sources with full-size data sets; this report did "
                  "not reproduce them.</div>"))
