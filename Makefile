@@ -26,7 +26,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_REPORT := chromium fonts-dejavu-core poppler-utils
 APT_DATA := fonts-noto-color-emoji fonts-noto-core
 
-.PHONY: help setup sysdeps report test lint format data bench dist clean
+.PHONY: help setup sysdeps report report-adapt test lint format data bench dist clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MOD
 	  $(if $(TITLE),--title "$(TITLE)") $(if $(STRICT),--strict) \
 	  $(if $(MODELS),--compare-models $(MODELS)) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
 	  $(if $(TEMPLATES),--templates $(TEMPLATES))
+
+report-adapt: setup sysdeps ## Run the adapters notebook (06_adapt, ru→en on the default set) into reports/ (MODEL=)
+	$(PY) -m labclip report --out "$(OUT)" --notebooks 06_adapt $(if $(MODEL),--model "$(MODEL)")
 
 test: setup sysdeps ## Run the test suite (offline, tiny models)
 	$(PY) -m pytest -q

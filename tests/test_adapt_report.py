@@ -9,7 +9,7 @@ import pytest
 
 from labclip import load_model
 from labclip.adapter import TextAdapter
-from labclip.lab.report import NOTEBOOKS, build_reports
+from labclip.lab.report import NOTEBOOKS, OPTIONAL_NOTEBOOKS, build_reports
 
 
 def _text(page: str) -> str:
@@ -39,7 +39,7 @@ def test_report_runner_uses_and_records_model_plus_adapter(tmp_path, tiny_model_
 
 
 def test_adapt_report_shows_held_out_numbers_from_its_own_run(tmp_path, tiny_model_dir):
-    assert "06_adapt" in NOTEBOOKS
+    assert "06_adapt" in OPTIONAL_NOTEBOOKS and "06_adapt" not in NOTEBOOKS
     out = tmp_path / "out"
     build_reports({"model": str(tiny_model_dir)}, out, notebooks=["06_adapt"], pdf=False)
     page = (out / "06_adapt.html").read_text(encoding="utf-8")
@@ -57,3 +57,20 @@ def test_adapt_report_shows_held_out_numbers_from_its_own_run(tmp_path, tiny_mod
     assert "75.6%" in box and "60.3% → 62.0%" in box and "Tip-Adapter" in box
     assert " nan" not in text.lower() and "Traceback" not in text
     assert "<script src=" not in page
+
+
+def test_adapt_notebook_is_generated_and_current():
+    import sys
+
+    import nbformat
+
+    from labclip.config import NOTEBOOKS_DIR, PROJ_ROOT
+
+    sys.path.insert(0, str(PROJ_ROOT / "scripts"))
+    import build_notebooks
+
+    committed = nbformat.read(NOTEBOOKS_DIR / "06_adapt.ipynb", as_version=4)
+    assert committed == build_notebooks.build("06_adapt"), "run scripts/build_notebooks.py"
+    code = [c for c in committed.cells if c.cell_type == "code"]
+    assert code[1].metadata.tags == ["parameters"] and not any("def " in c.source for c in code)
+    assert "fit_text_adapter(" in "".join(c.source for c in code) and ".transform(" in "".join(c.source for c in code)
