@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import difflib
 import io
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from .config import IMAGES_DIR
 from .errors import LabclipError
 from .images import load_image
 
-RESERVED = ("image", "id")
+IMAGE_COLUMNS = ("image", "file_name")
+# A caption column is named by a language tag: ISO 639-1 code, optionally with region or script
+# (en, pt-BR, zh_Hans). Other columns (notes, path, ...) are kept and ignored unless ``languages`` names them.
+LANGUAGE_TAG = re.compile(r"[a-z]{2}(?:[-_][a-z0-9]{2,8})*")
+NOT_LANGUAGES = ("id",)
 DELIMITERS = (",", ";", "\t")
 
 
@@ -26,50 +31,80 @@ def load_captions(
     """Read and validate a caption set.
 
     The file is CSV (``,`` or ``;``, UTF-8 with or without BOM, any line ends), TSV or XLSX.
-    It has an ``image`` column with paths relative to ``image_dir``, an optional ``id`` column,
-    and one column of captions per language (any other column, e.g. ``en``, ``ru``).
+    It has an ``image`` column (or ``file_name``, as in Hugging Face ``imagefolder`` metadata)
+    whose relative paths are resolved against the caption file's own folder (absolute paths are
+    used as they are), an optional ``id`` column, and one column of captions per language named
+    by its code (``en``, ``ru``, ``pt-BR``). Other columns are kept and ignored (a ``path`` column
+    as ``path.1``).
 
     Args:
         path: the caption file.
-        image_dir: folder the ``image`` paths are relative to; defaults to ``data/images``.
-        languages: languages that must be present; ``None`` accepts whatever the file has.
+        image_dir: folder the relative image paths are resolved against instead of the caption
+            file's folder.
+        languages: caption columns to use, which must be present (any column name may be given);
+            ``None`` uses every column named by a language code.
         check_images: open every image, so unreadable files are reported now.
 
     Returns:
-        A DataFrame with ``image``, ``path`` (absolute), ``id`` if given, and one column per
-        language; ``df.attrs["languages"]`` lists the language columns in file order.
+        A DataFrame with ``image`` (the name shown in reports: the path relative to the folder that
+        holds all images), ``path`` (absolute), ``id`` if given, the language columns and any other
+        columns; ``df.attrs["languages"]`` lists the languages used, ``df.attrs["source"]`` the file.
 
     Raises:
         LabclipError: one line naming the file and listing every problem with its
             spreadsheet row number (the header is row 1).
     """
     path = Path(path)
-    image_dir = Path(image_dir) if image_dir is not None else IMAGES_DIR
+    base = Path(image_dir) if image_dir is not None else path.parent
     table = _read_table(path)
     table.columns = [str(c).strip().lower() for c in table.columns]
     table = table.apply(lambda col: col.str.strip())
-    langs = [c for c in table.columns if c not in RESERVED]
-    if "image" not in table.columns:
-        raise LabclipError(f"{path}: no 'image' column (columns found: {', '.join(table.columns) or 'none'})")
-    if not langs:
-        raise LabclipError(f"{path}: no language column; add one caption column per language, e.g. 'en', 'ru'")
-    missing_langs = [lang for lang in (languages or []) if lang not in langs]
+    column = next((c for c in IMAGE_COLUMNS if c in table.columns), None)
+    if column is None:
+        raise LabclipError(f"{path}: no 'image' (or 'file_name') column "
+                           f"(columns found: {', '.join(table.columns) or 'none'})")
+    # labclip adds ``path``; a column of that name in the file is kept as ``path.1`` (pandas' name for a duplicate).
+    table = table.rename(columns={column: "image", "path": "path.1"})
+    found = [c for c in table.columns if c not in (*IMAGE_COLUMNS, *NOT_LANGUAGES) and LANGUAGE_TAG.fullmatch(c)]
+    missing_langs = [lang for lang in (languages or []) if lang not in table.columns]
     if missing_langs:
-        raise LabclipError(
-            f"{path}: unknown language {', '.join(map(repr, missing_langs))}; the file has: {', '.join(langs)}"
-        )
+        raise LabclipError(f"{path}: unknown language {', '.join(map(repr, missing_langs))}; "
+                           f"the file has: {', '.join(found) or 'no language column'}")
+    langs = list(languages) if languages else found
+    if not langs:
+        raise LabclipError(f"{path}: no language column; add one caption column per language named by its code, "
+                           f"e.g. 'en', 'ru' (columns found: {', '.join(table.columns)})")
     if table.empty:
         raise LabclipError(f"{path}: no caption rows below the header")
 
-    problems = _row_problems(table, langs, image_dir, check_images)
+    files = [_resolve(base, name) for name in table["image"]]
+    problems = _row_problems(table, files, langs, check_images)
     if problems:
         shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
         raise LabclipError(f"{path}: {len(problems)} problem{'s' * (len(problems) > 1)}: {shown}")
 
-    table.insert(1, "path", [str((image_dir / name).resolve()) for name in table["image"]])
+    table["image"] = _short_names(files)
+    table.insert(1, "path", [str(f) for f in files])
     table.attrs["languages"] = langs
     table.attrs["source"] = str(path)
     return table.reset_index(drop=True)
+
+
+def _resolve(base: Path, name: str) -> Path:
+    return (base / name).resolve() if name else base.resolve()
+
+
+def _short_names(files: list[Path]) -> list[str]:
+    """Each path relative to the deepest folder that holds them all (``coffee.png``, ``cats/a.jpg``)."""
+    common = Path(os.path.commonpath([str(f.parent) for f in files]))
+    return [f.relative_to(common).as_posix() for f in files]
+
+
+def _suggestion(name: str, file: Path) -> str:
+    """``; did you mean '...'?`` naming the closest file in the folder the missing one was looked for in."""
+    siblings = [p.name for p in file.parent.iterdir() if p.is_file()] if file.parent.is_dir() else []
+    close = difflib.get_close_matches(file.name, siblings, n=1, cutoff=0.5)
+    return f"; did you mean '{name[: len(name) - len(file.name)]}{close[0]}'?" if close else ""
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -100,26 +135,20 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise LabclipError(f"{path}: unreadable as a '{sep}'-separated table ({detail})") from None
 
 
-def _row_problems(table: pd.DataFrame, langs: list[str], image_dir: Path, check_images: bool) -> list[str]:
+def _row_problems(table: pd.DataFrame, files: list[Path], langs: list[str], check_images: bool) -> list[str]:
     problems: list[str] = []
-    first_row: dict[str, int] = {}
-    known: list[str] | None = None
-    for index, row in table.iterrows():
+    first_row: dict[Path, int] = {}
+    for (index, row), file in zip(table.iterrows(), files):
         line = int(index) + 2
         name = row["image"]
         if not name:
             problems.append(f"row {line}: empty 'image' cell")
-        elif name in first_row:
-            problems.append(f"row {line}: duplicate image '{name}' (also row {first_row[name]})")
+        elif file in first_row:
+            problems.append(f"row {line}: duplicate image '{name}' (also row {first_row[file]})")
         else:
-            first_row[name] = line
-            file = image_dir / name
+            first_row[file] = line
             if not file.is_file():
-                if known is None:
-                    known = sorted(str(p.relative_to(image_dir)) for p in image_dir.rglob("*") if p.is_file())
-                close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                problems.append(f"row {line}: image '{name}' not found in {image_dir}{hint}")
+                problems.append(f"row {line}: image '{name}' not found in {file.parent}{_suggestion(name, file)}")
             elif check_images:
                 try:
                     load_image(file)
