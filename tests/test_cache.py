@@ -99,3 +99,17 @@ def test_int8_quantisation_stays_close(tiny_model_dir, images):
     b = similarity(int8.encode_images(images), int8.encode_texts(TEXTS))
     assert np.abs(a - b).max() <= 0.02
     assert np.abs(a - b).max() > 0  # the quantised path really ran
+
+
+def test_summary_counts_each_image_once(tiny_model_dir, images, tmp_path):
+    from labclip import load_model
+
+    load_model(tiny_model_dir, cache=tmp_path / "c").encode_images(images)
+    model = load_model(tiny_model_dir, cache=tmp_path / "c")
+    for _ in range(3):  # three languages share one image set
+        model.encode_images(images)
+    model.encode_texts(["a cat", "a dog"])
+    model.encode_texts(["a cat"])
+    n = len(images)
+    assert model.cache.stats["images"].hits == 3 * n
+    assert model.cache.summary() == f"{n} images from the cache, 0 encoded; 0 captions from the cache, 2 encoded"
