@@ -11,6 +11,8 @@ STAMP := $(VENV)/.labclip-installed
 # Report parameters (empty = the notebook's default). PARAMS names a YAML parameter set.
 MODEL ?=
 CAPTIONS ?=
+IMAGE_DIR ?=
+LABELS ?=
 LANGS ?=
 TOPK ?=
 BATCH ?=
@@ -42,18 +44,20 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv with torch (CPU), labclip and its report/dev extras
 
-sysdeps: ## Install the Debian packages the PDF report needs (chromium, DejaVu fonts)
+sysdeps: ## Install the Debian packages the PDF report needs (chromium, DejaVu fonts, poppler-utils for the PDF tests)
 	@command -v chromium >/dev/null && command -v pdftotext >/dev/null && fc-list | grep -qi dejavu || \
 	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_REPORT) >/dev/null; }
 
-report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MODEL= CAPTIONS= LANGS= MODELS= PARAMS= STRICT=1)
-	$(PY) -m labclip.report --out "$(OUT)" \
-	  $(if $(PARAMS),--params "$(PARAMS)") $(if $(MODEL),--model "$(MODEL)") \
-	  $(if $(CAPTIONS),--captions "$(CAPTIONS)") $(if $(LANGS),--langs $(LANGS)) \
-	  $(if $(TOPK),--top-k $(TOPK)) $(if $(BATCH),--batch-size $(BATCH)) \
-	  $(if $(TITLE),--title "$(TITLE)") $(if $(STRICT),--strict) \
-	  $(if $(MODELS),--compare-models $(MODELS)) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
-	  $(if $(TEMPLATES),--templates $(TEMPLATES))
+# One line of arguments, only for the variables that are set (so make echoes no blank continuation lines).
+REPORT_ARGS = $(strip --out "$(OUT)" $(if $(PARAMS),--params "$(PARAMS)") $(if $(MODEL),--model "$(MODEL)") \
+  $(if $(CAPTIONS),--captions "$(CAPTIONS)") $(if $(IMAGE_DIR),--image-dir "$(IMAGE_DIR)") \
+  $(if $(LABELS),--labels "$(LABELS)") $(if $(LANGS),--langs $(LANGS)) $(if $(TOPK),--top-k $(TOPK)) \
+  $(if $(BATCH),--batch-size $(BATCH)) $(if $(TITLE),--title "$(TITLE)") $(if $(STRICT),--strict) \
+  $(if $(MODELS),--compare-models $(MODELS)) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
+  $(if $(TEMPLATES),--templates $(TEMPLATES)))
+
+report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MODEL= CAPTIONS= IMAGE_DIR= LABELS= LANGS= PARAMS= STRICT=1; see README)
+	$(PY) -m labclip.report $(REPORT_ARGS)
 
 test: setup sysdeps ## Run the test suite (offline, tiny models)
 	$(PY) -m pytest -q

@@ -32,7 +32,7 @@ compare_models = {COMPARE!r}  # compared with the model above
 translator = "{DEFAULT_TRANSLATOR}"  # translate-then-CLIP; None: skip''' if compare else "")
     return f'''model = "{DEFAULT_MODEL}"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"
 captions = None  # caption file (None: data/captions/default.csv)
-image_dir = None  # folder the image paths are relative to (None: data/images)
+image_dir = None  # folder the relative image paths are resolved against (None: the caption file's folder)
 languages = ["en", "ru"]  # caption columns to use (the matching notebook uses the first)
 top_k = 3
 batch_size = None  # None: the model's default
@@ -42,7 +42,7 @@ output_dir = None  # folder for metrics and provenance JSON (None: not written)'
 
 
 ZEROSHOT_PARAMETERS = f'''model = "{DEFAULT_MODEL}"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"
-labels = None  # labelled images: a CSV (image plus one label column per language) or a folder of class folders
+labels = None  # labelled images (None: data/labels.csv): a CSV (image plus one label column per language) or a folder of class folders
 languages = ["en"]  # the first is the template and label language
 template_sets = ["single", "imagenet7", "imagenet80"]  # compared; the last one is used for the top-k bars
 top_k = 5

@@ -83,7 +83,7 @@ def load_captions(
         shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
         raise LabclipError(f"{path}: {len(problems)} problem{'s' * (len(problems) > 1)}: {shown}")
 
-    table["image"] = _short_names(files)
+    table["image"] = short_names(files)
     table.insert(1, "path", [str(f) for f in files])
     table.attrs["languages"] = langs
     table.attrs["source"] = str(path)
@@ -94,8 +94,9 @@ def _resolve(base: Path, name: str) -> Path:
     return (base / name).resolve() if name else base.resolve()
 
 
-def _short_names(files: list[Path]) -> list[str]:
+def short_names(files: Sequence[str | os.PathLike]) -> list[str]:
     """Each path relative to the deepest folder that holds them all (``coffee.png``, ``cats/a.jpg``)."""
+    files = [Path(f) for f in files]
     common = Path(os.path.commonpath([str(f.parent) for f in files]))
     return [f.relative_to(common).as_posix() for f in files]
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import DEFAULT_CAPTIONS, DEFAULT_MODEL, DEMO_MODEL
+from .config import DEFAULT_CAPTIONS, DEFAULT_MODEL, DEMO_MODEL, shown_path
 from .data import load_captions
 from .errors import LabclipError
 from .metrics import frequent_distractors, match_metrics, similarity, topk_table
-from .model import ClipModel, describe, load_model
+from .model import ClipModel, describe, load_model, shown_model
 from .provenance import Timings, machine, now, package_versions, sha256_file, sha256_files
 
 
@@ -106,10 +106,10 @@ class Experiment:
         """Inputs, model, software, machine and stage timings of this run."""
         return {
             "started": self.started,
-            "requested_model": self.requested_model,
+            "requested_model": shown_model(self.requested_model),
             "fallback_reason": self.fallback_reason,
             "model": describe(self.model),
-            "captions_file": self.captions.attrs.get("source"),
+            "captions_file": shown_path(self.captions.attrs["source"]),
             "captions_sha256": sha256_file(self.captions.attrs["source"]),
             "images": len(self.captions),
             "images_sha256": sha256_files(self.image_paths),

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import multilingual
 from .cache import EmbeddingCache, default_cache_dir, sha256_bytes
-from .config import CONTEXT_LENGTH, DEFAULT_MODEL, DEMO_MODEL, MODEL_ALIASES, cache_dir
+from .config import CONTEXT_LENGTH, DEFAULT_MODEL, DEMO_MODEL, MODEL_ALIASES, cache_dir, shown_path
 from .errors import LabclipError
 from .images import PREPROCESS_VERSION, Preprocess, load_image
 from .testing import UNTRAINED_MARKER, make_tiny_model
@@ -36,7 +36,7 @@ ImageInput = str | os.PathLike | Image.Image
 class ClipModel:
     """A CLIP image and text encoder pair that returns L2-normalised float32 embeddings."""
 
-    name: str
+    name: str  # as reports show it: a hub id, or a local folder by its name (no machine path)
     source: str
     model: torch.nn.Module
     tokenizer: object
@@ -263,7 +263,7 @@ def load_model(
     if revision is None and local.is_dir():
         revision = "local:" + str(local.resolve())
     clip = ClipModel(
-        name=name, source=source, model=model, tokenizer=tokenizer,
+        name=shown_model(name), source=source, model=model, tokenizer=tokenizer,
         preprocess=Preprocess.from_image_processor(image_processor), device=device,
         revision=revision, untrained=untrained, quantize=quantize,
         openai_text_cleaning=layout is None and getattr(model.config, "model_type", "clip") == "clip",
@@ -390,12 +390,21 @@ def _load_failure(name: str, source: str, err: Exception, what: str = "model", d
     return f"could not load {what} {tried}: {reason}; {hint}"
 
 
+def shown_model(name: str) -> str:
+    """A hub id as it is; a local folder (``A+B`` pairs too) without its machine path."""
+    return "+".join(shown_path(part) if Path(part).exists() else part
+                    for part in ([name] if Path(name).exists() else name.split("+")))
+
+
 def describe(model: ClipModel) -> dict:
     """The facts a report records about the model that made its numbers."""
+    revision = model.revision
+    if revision and revision.startswith("local:"):
+        revision = "local:" + shown_model(revision[len("local:"):])
     return {
         "name": model.name,
-        "source": model.source,
-        "revision": model.revision,
+        "source": shown_model(model.source),
+        "revision": revision,
         "untrained": model.untrained,
         "logit_scale": round(model.logit_scale, 4),
         "embedding_dim": model.dim,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import compare
 from .experiment import Experiment, Matching
-from .model import ClipModel
+from .model import ClipModel, shown_model
 from .text import token_stats
 
 LANGUAGE_NAMES = {"en": "English", "ru": "Russian", "de": "German", "fr": "French", "es": "Spanish",
@@ -83,7 +83,7 @@ def method(exp: Experiment) -> str:
     model, pre = exp.model, exp.model.preprocess
     prov = exp.provenance()
     return "\n".join([
-        f"- **Model.** `{model.name}` loaded through Hugging Face transformers from `{model.source}` "
+        f"- **Model.** `{model.name}` loaded through Hugging Face transformers from `{shown_model(model.source)}` "
         f"(revision `{model.revision}`); {model.dim}-dimensional embeddings, learned temperature "
         f"(logit scale) {model.logit_scale:.1f}.",
         f"- **Image preprocessing.** As OpenAI's `clip` does it: bicubic resize of the shorter side to {pre.resize} px, "

@@ -56,7 +56,7 @@ def zeroshot_title(run: ZeroShotRun, text: str) -> None:
 def zeroshot_predictions(run: ZeroShotRun, templates: str, k: int = 5) -> None:
     """Top-k label probabilities per image, with the ensemble of one template set."""
     prompts = zeroshot.load_templates(templates, run.language)
-    table = zeroshot.top_labels(run.probabilities(prompts), run.data.classes, run.data.paths, k)
+    table = zeroshot.top_labels(run.probabilities(prompts), run.data.classes, run.data.names, k)
     display(Markdown(f"## Top-{k} labels per image\n\nClass names {', '.join(run.data.classes)}, each encoded under "
                      f"the {len(prompts)} templates of `{templates}` and averaged (OpenAI's prompt ensembling); "
                      "probabilities are the softmax over classes at the model's logit scale."))

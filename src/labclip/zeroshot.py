@@ -112,6 +112,13 @@ class LabelledImages:
     truth: list[int]
     classes: list[str]
 
+    @property
+    def names(self) -> list[str]:
+        """The images as reports name them: relative to the folder that holds them all."""
+        from .data import short_names
+
+        return short_names(self.paths)
+
 
 def labelled_images(root: str | Path, language: str = "en") -> LabelledImages:
     """Images with labels, from an ImageFolder tree (``root/<class>/*.jpg``) or a CSV.
