@@ -73,12 +73,17 @@ PRINT_CSS = f"""
   body {{ font-size: 10pt; }}
   .jp-OutputArea-output img {{ max-width: 100% !important; max-height: 235mm; width: auto; height: auto !important;
     break-inside: avoid; object-fit: contain; }}
-  table {{ break-inside: auto; font-size: 7.5pt; }}
+  table, .jp-OutputArea-child:has(table) {{ break-inside: auto; }}
+  table {{ font-size: 7.5pt; }}
   tr, img, .{KEEP_TOGETHER} {{ break-inside: avoid; }}
   .jp-OutputArea-output, .jp-RenderedHTMLCommon {{ overflow: visible !important; }}
+  .jp-OutputArea-child {{ display: block !important; overflow: visible !important; }}
   h1, h2, h3, h4 {{ break-after: avoid; }}
-  .jp-OutputArea-child:has(h1, h2, h3, h4):not(:has(table, img)) {{ break-after: avoid; }}
-  .jp-Cell:has(.jp-OutputArea-child:last-child :is(h1, h2, h3, h4)) {{ break-after: avoid; }}
+  /* A heading with at most one paragraph stays with what follows, also across cells. */
+  .jp-OutputArea-child:has(> .jp-RenderedMarkdown :is(h1, h2, h3, h4)):not(:has(table, img, ul, ol, p + p)) {{
+    break-after: avoid; }}
+  .jp-Cell:has(.jp-OutputArea-child:last-child > .jp-RenderedMarkdown :is(h1, h2, h3, h4)):not(
+    :has(.jp-OutputArea-child:last-child :is(table, img, ul, ol, p + p))) {{ break-after: avoid; }}
 }}
 body {{ font-family: "DejaVu Sans", "Noto Sans", Arial, sans-serif; }}
 .jp-OutputArea-output table {{ border-collapse: collapse; margin: 6px 0 12px 0; max-width: 100%; table-layout: auto; }}
