@@ -40,7 +40,7 @@ def test_every_caption_set_loads():
         df = load_captions(path)
         assert len(df) >= 10, path
         assert all(Path(p).parent == IMAGES_DIR.resolve() for p in df["path"]), path
-        assert df["image"].tolist() == [Path(p).name for p in df["path"]]
+        assert df["name"].tolist() == [Path(p).name for p in df["path"]]
 
 
 # --- an instructor's own folder: images beside the caption file ---------------------------------
@@ -67,9 +67,9 @@ def test_own_folder_images_are_the_users(own_folder, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # the working directory plays no part
     df = load_captions(own_folder / "captions.csv")
     assert df["path"].tolist() == [str(own_folder / n) for n in ("coffee.png", "horse.png", "more/cat.png")]
-    assert df["image"].tolist() == ["coffee.png", "horse.png", "more/cat.png"]
+    assert df["name"].tolist() == df["image"].tolist() == ["coffee.png", "horse.png", "more/cat.png"]
     for name in ("coffee.png", "horse.png"):
-        path = df.loc[df["image"] == name, "path"].item()
+        path = df.loc[df["name"] == name, "path"].item()
         assert _sha(path) == _sha(own_folder / name) != _sha(IMAGES_DIR / name)
     assert df.attrs["languages"] == ["en"]
     assert df["notes"].tolist() == ["mine", "mine", ""]  # kept, never a caption language or a crash
@@ -105,7 +105,7 @@ def test_sources_and_images_match():
     present = {p.name for p in IMAGES_DIR.iterdir() if p.name != "SOURCES.csv"}
     assert listed == present
     assert all(r["licence"] and r["author"] and r["source"] and r["shows"] for r in rows)
-    captioned = set(load_captions(CAPTIONS_DIR / "default.csv")["image"])
+    captioned = set(load_captions(CAPTIONS_DIR / "default.csv")["name"])
     assert captioned == present
 
 
@@ -113,7 +113,7 @@ def test_excel_russian_locale_csv(tmp_path, image_dir):
     text = "\ufeffimage ; en ; ru\n coffee.png ; a cup of coffee ;  чашка кофе \ncat.png;a cat;кошка\n"
     path = _write(tmp_path / "excel.csv", text, newline="\r\n")
     df = load_captions(path, image_dir)
-    assert df.columns.tolist() == ["image", "path", "en", "ru"]
+    assert df.columns.tolist() == ["image", "path", "name", "en", "ru"]
     assert df["ru"].tolist() == ["чашка кофе", "кошка"]
     assert df["image"].tolist() == ["coffee.png", "cat.png"]
 

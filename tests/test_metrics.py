@@ -115,3 +115,186 @@ def test_gap_in_the_seed_reports_three_forms():
 
     assert gap(1.0, 0.3) == {"points": "+70.0 percentage points", "ratio": "3.33×", "relative": "+233%"}
     assert gap(0.5, 0.0)["ratio"].startswith("undefined")
+
+
+# ---- retrieval with several captions per image, and the memory of the metrics ----
+
+from labclip import metrics as metrics_module  # noqa: E402
+from labclip.metrics import RetrievalRanks, retrieval_metrics, retrieval_ranks, topk_indices  # noqa: E402
+
+
+def _random_set(seed, n_images, ties):
+    """Similarities with 1-3 captions per image; ``ties`` rounds them to a coarse grid so many values tie."""
+    rng = np.random.default_rng(seed)
+    owner = np.repeat(np.arange(n_images), rng.integers(1, 4, n_images))
+    rng.shuffle(owner)
+    sim = rng.uniform(-1, 1, (n_images, len(owner))).astype(np.float32)
+    sim[owner, np.arange(len(owner))] += 0.4
+    if ties:
+        sim = np.round(sim * 4) / 4
+    return sim, owner
+
+
+def _reference_hits(sim, owner, k):
+    """Sort every row and column in full, wrong answers first among equal scores, and look for a right one."""
+    n, m = sim.shape
+    positive = np.zeros((n, m), dtype=bool)
+    positive[owner, np.arange(m)] = True
+    i2t = []
+    for i in range(n):
+        order = np.lexsort((positive[i], -sim[i].astype(np.float64)))
+        i2t.append(positive[i, order[:k]].any())
+    t2i = []
+    for c in range(m):
+        order = np.lexsort((positive[:, c], -sim[:, c].astype(np.float64)))
+        t2i.append(positive[order[:k], c].any())
+    return np.array(i2t), np.array(t2i)
+
+
+def _reference_ranks(sim, owner):
+    n, m = sim.shape
+    i2t = [1 + sum(sim[i, c] >= max(sim[i, owner == i]) for c in range(m) if owner[c] != i) for i in range(n)]
+    t2i = [1 + sum(sim[j, c] >= sim[owner[c], c] for j in range(n) if j != owner[c]) for c in range(m)]
+    return np.array(i2t), np.array(t2i)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("ties", [False, True])
+def test_retrieval_matches_brute_force(seed, ties, monkeypatch):
+    monkeypatch.setattr(metrics_module, "BLOCK_ELEMENTS", 50)  # many small blocks, uneven last block
+    sim, owner = _random_set(seed, 17, ties)
+    ranks = retrieval_ranks(sim, owner)
+    ref_i2t, ref_t2i = _reference_ranks(sim, owner)
+    np.testing.assert_array_equal(ranks.i2t, ref_i2t)
+    np.testing.assert_array_equal(ranks.t2i, ref_t2i)
+    m = retrieval_metrics(sim, owner, ks=(1, 2, 5, 10))
+    for k in (1, 2, 5, 10):
+        i2t, t2i = _reference_hits(sim, owner, k)
+        assert m[f"i2t_top{k}"] == pytest.approx(i2t.mean()) and m[f"i2t_top{k}_hits"] == i2t.sum()
+        assert m[f"t2i_top{k}"] == pytest.approx(t2i.mean()) and m[f"t2i_top{k}_hits"] == t2i.sum()
+    assert m["i2t_mrr"] == pytest.approx(np.mean(1 / ref_i2t))
+    assert m["t2i_mrr"] == pytest.approx(np.mean(1 / ref_t2i))
+    assert (m["n_images"], m["n_captions"]) == sim.shape
+
+
+def test_retrieval_matches_clip_benchmark_recall():
+    """CLIP_benchmark's recall_at_k (top-k by torch, positives counted), on scores without ties."""
+    torch = pytest.importorskip("torch")
+    sim, owner = _random_set(11, 40, ties=False)
+    scores = torch.tensor(sim.T)  # texts x images, as CLIP_benchmark builds it
+    positive = torch.zeros_like(scores, dtype=torch.bool)
+    positive[torch.arange(len(owner)), torch.tensor(owner)] = True
+
+    def recall_at_k(s, pos, k):
+        top = torch.topk(s, k, dim=1)[1]
+        onehot = torch.nn.functional.one_hot(top, num_classes=s.shape[1])
+        return (onehot * pos.view(len(s), 1, -1)).sum(dim=(1, 2)) / pos.sum(dim=1)
+
+    m = retrieval_metrics(sim, owner)
+    for k in (1, 5, 10):
+        assert m[f"t2i_top{k}"] == pytest.approx((recall_at_k(scores, positive, k) > 0).float().mean().item())
+        assert m[f"i2t_top{k}"] == pytest.approx((recall_at_k(scores.T, positive.T, k) > 0).float().mean().item())
+
+
+def test_paired_retrieval_agrees_with_match_metrics():
+    sim, _ = _random_set(3, 12, ties=True)
+    sim = sim[:, :12]
+    m = match_metrics(sim, k=5)
+    r = retrieval_metrics(sim, ks=(1, 5))
+    for name in ("i2t_top1", "i2t_top5", "t2i_top1", "t2i_top5", "i2t_top1_hits", "t2i_top1_hits", "i2t_mrr", "t2i_mrr"):
+        assert r[name] == pytest.approx(m[name]), name
+
+
+def test_retrieval_estimates_pick_the_interval_by_captions_per_image():
+    sim, owner = _random_set(5, 60, ties=False)
+    est = retrieval_ranks(sim, owner).estimates(ks=(1,))
+    assert est["i2t_top1"].method == "wilson" and est["i2t_top1"].n == 60
+    assert est["t2i_top1"].method == "cluster bootstrap" and est["t2i_top1"].n == len(owner)
+    assert est["i2t_mrr"].method == "bootstrap"
+    m = retrieval_metrics(sim, owner, ks=(1,))
+    for name, e in est.items():
+        assert e.value == pytest.approx(m[name]) and e.low <= e.value <= e.high
+    paired = retrieval_ranks(np.eye(8, dtype=np.float32))
+    assert paired.estimates(ks=(1,))["t2i_top1"].method == "wilson"
+
+
+@pytest.mark.parametrize("owner,match", [([0, 1], "one image index per caption"), ([0, 1, 5], "outside"),
+                                         ([0, 0, 0], "no caption"), ([0.0, 1.0, 1.0], "one image index")])
+def test_retrieval_rejects_bad_owner(owner, match):
+    with pytest.raises(LabclipError, match=match):
+        retrieval_ranks(np.zeros((2, 3)), owner)
+
+
+def test_retrieval_needs_owner_for_rectangular():
+    with pytest.raises(LabclipError, match="owner"):
+        retrieval_ranks(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("k", [1, 3, 7, 20])
+def test_topk_indices_equals_stable_argsort(k, monkeypatch):
+    monkeypatch.setattr(metrics_module, "BLOCK_ELEMENTS", 30)
+    rng = np.random.default_rng(k)
+    sim = np.round(rng.uniform(-1, 1, (9, 11)) * 3) / 3  # many ties
+    np.testing.assert_array_equal(topk_indices(sim, k), np.argsort(-sim, axis=1, kind="stable")[:, :k])
+
+
+def _dense_match_metrics(sim):
+    """The paired-set figures computed densely in float64, as the seed code did."""
+    sim = sim.astype(np.float64)
+    n = len(sim)
+    off = ~np.eye(n, dtype=bool)
+    correct = np.diag(sim)
+    best_wrong = np.where(off, sim, -np.inf).max(axis=1)
+    logits = 50.0 * sim
+    log_p_rows = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    log_p_cols = logits - np.log(np.exp(logits).sum(axis=0, keepdims=True))
+    return {
+        "wrong_mean": sim[off].mean(), "wrong_min": sim[off].min(), "wrong_max": sim[off].max(),
+        "margin_mean": np.mean(correct - best_wrong), "margin_min": np.min(correct - best_wrong),
+        "contrastive_loss": -(np.diag(log_p_rows).mean() + np.diag(log_p_cols).mean()) / 2,
+    }
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blockwise_match_metrics_equal_dense_computation(dtype, monkeypatch):
+    monkeypatch.setattr(metrics_module, "BLOCK_ELEMENTS", 40)
+    rng = np.random.default_rng(2)
+    sim = (np.round(rng.uniform(-0.2, 0.4, (13, 13)) * 20) / 20).astype(dtype)
+    got = match_metrics(sim, logit_scale=50.0)
+    for name, value in _dense_match_metrics(sim).items():
+        assert got[name] == pytest.approx(value, rel=1e-6 if dtype == np.float32 else 1e-12), name
+
+
+def test_topk_table_probabilities_sum_to_one_over_all_captions():
+    rng = np.random.default_rng(0)
+    sim = rng.uniform(-0.3, 0.3, (4, 6)).astype(np.float32)
+    table = topk_table(sim, list("abcdef"), k=6, logit_scale=20.0)
+    sums = table.groupby("image").probability.sum()
+    np.testing.assert_allclose(sums.to_numpy(), 1.0, rtol=1e-6)
+    first = table[table.image == "0"].iloc[0]
+    assert first.probability == pytest.approx(np.exp(20 * sim[0].max()) / np.exp(20 * sim[0].astype(float)).sum(), rel=1e-6)
+
+
+def test_metrics_extra_memory_is_a_fraction_of_the_matrix(monkeypatch):
+    """With small blocks, the metrics of a 1200 x 1200 float32 matrix allocate far less than the matrix."""
+    import tracemalloc
+
+    monkeypatch.setattr(metrics_module, "BLOCK_ELEMENTS", 1 << 14)
+    rng = np.random.default_rng(0)
+    sim = rng.uniform(-1, 1, (1200, 1200)).astype(np.float32)
+    matrix_bytes = sim.nbytes
+    for run in (lambda: match_metrics(sim, k=5), lambda: retrieval_metrics(sim, ks=(1, 5, 10)),
+                lambda: topk_indices(sim, 10), lambda: retrieval_ranks(sim, np.arange(1200))):
+        tracemalloc.start()
+        run()
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert peak < 0.25 * matrix_bytes
+
+
+def test_similarity_can_stay_float32():
+    a = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    s32 = similarity(a, a, dtype=np.float32)
+    assert s32.dtype == np.float32
+    np.testing.assert_allclose(s32, similarity(a, a), rtol=1e-6)
+    assert isinstance(retrieval_ranks(s32), RetrievalRanks)

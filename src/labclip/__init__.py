@@ -6,6 +6,7 @@ from .data import load_captions
 from .errors import LabclipError
 from .metrics import frequent_distractors, match_metrics, similarity, topk_table
 from .model import load_model
+from .stats import mcnemar, wilson_interval
 
 try:
     __version__ = version("labclip")
@@ -18,6 +19,8 @@ __all__ = [
     "load_captions",
     "load_model",
     "match_metrics",
+    "mcnemar",
     "similarity",
     "topk_table",
+    "wilson_interval",
 ]

@@ -53,7 +53,7 @@ class Experiment:
 
     @property
     def image_names(self) -> list[str]:
-        return self.captions["image"].tolist()
+        return self.captions["name"].tolist()
 
     @property
     def image_paths(self) -> list[str]:

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from . import stats
 from .errors import LabclipError
 
+# Elements in one block of rows: bounds every temporary of the metrics at a few MB, whatever the matrix size.
+BLOCK_ELEMENTS = 1 << 20
 
-def similarity(image_emb: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
+
+def similarity(image_emb: np.ndarray, text_emb: np.ndarray, dtype: type = np.float64) -> np.ndarray:
     """Cosine similarity of every image with every text.
 
+    Args:
+        image_emb: ``(n_images, dim)`` embeddings, any length.
+        text_emb: ``(n_texts, dim)`` embeddings, any length.
+        dtype: of the result; ``np.float32`` halves the memory of a large matrix.
+
     Returns:
-        ``(n_images, n_texts)`` float64 matrix.
+        ``(n_images, n_texts)`` matrix.
     """
-    a = np.asarray(image_emb, dtype=np.float64)
-    b = np.asarray(text_emb, dtype=np.float64)
+    a = np.asarray(image_emb, dtype=dtype)
+    b = np.asarray(text_emb, dtype=dtype)
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     return a @ b.T
@@ -25,10 +35,7 @@ def similarity(image_emb: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
 
 def correct_ranks(sim: np.ndarray) -> np.ndarray:
     """Rank (1 = best) of the correct caption ``i`` in row ``i``; a tie counts against it."""
-    sim = np.asarray(sim, dtype=np.float64)
-    diag = np.diag(sim)[:, None]
-    beaten = (sim >= diag) & ~np.eye(len(sim), dtype=bool)
-    return 1 + beaten.sum(axis=1)
+    return retrieval_ranks(sim).i2t
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -46,11 +53,12 @@ def contrastive_loss(sim: np.ndarray, logit_scale: float = 100.0) -> float:
 
     ``-(1/2N) * sum_i [log softmax_j(s*S)_ii + log softmax_j(s*S^T)_ii]`` with ``s = logit_scale``:
     the mean of the image→text and text→image cross-entropies. The seed report printed this
-    formula without the minus sign and without the ½.
+    formula without the minus sign and without the ½. Computed in blocks of rows.
     """
-    logits = logit_scale * np.asarray(sim, dtype=np.float64)
-    i2t = -np.diag(_log_softmax(logits)).mean()
-    t2i = -np.diag(_log_softmax(logits.T)).mean()
+    sim = _float_matrix(sim)
+    correct = logit_scale * np.diag(sim).astype(np.float64)
+    i2t = np.mean(row_logsumexp(sim, logit_scale) - correct)
+    t2i = np.mean(row_logsumexp(sim.T, logit_scale) - correct)
     return float((i2t + t2i) / 2)
 
 
@@ -73,15 +81,16 @@ def match_metrics(sim: np.ndarray, k: int = 3, logit_scale: float = 100.0) -> di
     Raises:
         LabclipError: the matrix is not square or is smaller than 2×2.
     """
-    sim = np.asarray(sim, dtype=np.float64)
+    sim = _float_matrix(sim)
     if sim.ndim != 2 or sim.shape[0] != sim.shape[1] or sim.shape[0] < 2:
         raise LabclipError(f"a paired set needs a square similarity matrix of at least 2x2, got {sim.shape}")
     n = len(sim)
-    off = ~np.eye(n, dtype=bool)
-    correct, wrong = np.diag(sim), sim[off]
-    i2t, t2i = correct_ranks(sim), correct_ranks(sim.T)
-    best_wrong = np.where(off, sim, -np.inf).max(axis=1)
-    separable = bool(correct.min() > wrong.max())
+    ranks = retrieval_ranks(sim)
+    i2t, t2i = ranks.i2t, ranks.t2i
+    correct = np.diag(sim).astype(np.float64)
+    wrong = _off_diagonal_summary(sim, correct)
+    best_wrong = wrong.row_max
+    separable = bool(correct.min() > wrong.max)
     return {
         "n": n,
         "k": k,
@@ -96,13 +105,13 @@ def match_metrics(sim: np.ndarray, k: int = 3, logit_scale: float = 100.0) -> di
         "correct_mean": float(correct.mean()),
         "correct_min": float(correct.min()),
         "correct_max": float(correct.max()),
-        "wrong_mean": float(wrong.mean()),
-        "wrong_min": float(wrong.min()),
-        "wrong_max": float(wrong.max()),
+        "wrong_mean": wrong.mean,
+        "wrong_min": wrong.min,
+        "wrong_max": wrong.max,
         "margin_mean": float(np.mean(correct - best_wrong)),
         "margin_min": float(np.min(correct - best_wrong)),
         "separable": separable,
-        "threshold": float((correct.min() + wrong.max()) / 2) if separable else None,
+        "threshold": float((correct.min() + wrong.max) / 2) if separable else None,
         "contrastive_loss": contrastive_loss(sim, logit_scale),
     }
 
@@ -122,18 +131,18 @@ def topk_table(
     Returns:
         Columns ``image, rank, caption, cosine, probability, correct``; ``k`` rows per image.
     """
-    sim = np.asarray(sim, dtype=np.float64)
-    probs = softmax(logit_scale * sim)
+    sim = _float_matrix(sim)
+    lse = row_logsumexp(sim, logit_scale)
     names = list(images) if images is not None else [str(i) for i in range(len(sim))]
-    order = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    order = topk_indices(sim, k)
     paired = sim.shape[0] == sim.shape[1]
     rows = [
         {
             "image": names[i],
             "rank": r + 1,
             "caption": captions[j],
-            "cosine": sim[i, j],
-            "probability": probs[i, j],
+            "cosine": float(sim[i, j]),
+            "probability": float(np.exp(logit_scale * float(sim[i, j]) - lse[i])),
             "correct": bool(paired and i == j),
         }
         for i in range(len(sim))
@@ -148,9 +157,8 @@ def frequent_distractors(sim: np.ndarray, captions: Sequence[str], k: int = 3) -
     Returns:
         Columns ``caption, appearances``; only captions that appear at least once.
     """
-    sim = np.asarray(sim, dtype=np.float64)
-    order = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-    counts = np.zeros(sim.shape[1], dtype=int)
+    order = topk_indices(sim, k)
+    counts = np.zeros(np.shape(sim)[1], dtype=int)
     for i, row in enumerate(order):
         for j in row:
             if j != i:
@@ -158,3 +166,179 @@ def frequent_distractors(sim: np.ndarray, captions: Sequence[str], k: int = 3) -
     table = pd.DataFrame({"caption": list(captions), "appearances": counts})
     table = table[table.appearances > 0]
     return table.sort_values("appearances", ascending=False, kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class RetrievalRanks:
+    """Ranks of the right answers in both retrieval directions; a tie with a wrong answer counts against.
+
+    Attributes:
+        i2t: ``(n_images,)`` rank (1 = best) of each image's best-scoring own caption among all
+            captions: image→text recall@k counts a hit when any of the image's captions is in the top k.
+        t2i: ``(n_captions,)`` rank of each caption's own image among all images.
+        owner: ``(n_captions,)`` the image (row) each caption belongs to.
+    """
+
+    i2t: np.ndarray
+    t2i: np.ndarray
+    owner: np.ndarray
+
+    def metrics(self, ks: Sequence[int] = (1, 5, 10)) -> dict:
+        """Named figures: ``n_images``, ``n_captions``, ``i2t_top{k}``/``t2i_top{k}`` (fractions) with
+        ``_hits`` counts for every k, and ``i2t_mrr``/``t2i_mrr``. For a paired set the names and values
+        agree with :func:`match_metrics`."""
+        out: dict = {"n_images": len(self.i2t), "n_captions": len(self.t2i)}
+        for k in ks:
+            for direction, ranks in (("i2t", self.i2t), ("t2i", self.t2i)):
+                hits = int(np.count_nonzero(ranks <= k))
+                out[f"{direction}_top{k}"] = hits / len(ranks)
+                out[f"{direction}_top{k}_hits"] = hits
+        out["i2t_mrr"] = float(np.mean(1.0 / self.i2t))
+        out["t2i_mrr"] = float(np.mean(1.0 / self.t2i))
+        return out
+
+    def estimates(self, ks: Sequence[int] = (1, 5, 10), confidence: float = stats.CONFIDENCE,
+                  seed: int = 0) -> dict[str, stats.Estimate]:
+        """The figures of :meth:`metrics` with 95% intervals, keyed by the same names.
+
+        Image→text figures have one value per image (Wilson; bootstrap for MRR). Text→image figures
+        have one per caption; with several captions per image the interval is a bootstrap over
+        images, since an image's captions succeed or fail together.
+        """
+        groups = None if len(self.t2i) == len(self.i2t) else self.owner
+        out: dict[str, stats.Estimate] = {}
+        for k in ks:
+            out[f"i2t_top{k}"] = stats.proportion(self.i2t <= k, confidence=confidence)
+            out[f"t2i_top{k}"] = stats.proportion(self.t2i <= k, groups, confidence, seed)
+        out["i2t_mrr"] = stats.mean(1.0 / self.i2t, confidence=confidence, seed=seed)
+        out["t2i_mrr"] = stats.mean(1.0 / self.t2i, groups, confidence=confidence, seed=seed)
+        return out
+
+
+def retrieval_ranks(sim: np.ndarray, owner: Sequence[int] | np.ndarray | None = None) -> RetrievalRanks:
+    """Ranks for retrieval with one or several captions per image, in blocks of rows.
+
+    Memory beyond ``sim`` is O(n_images + n_captions) plus one block; ``sim`` is never copied,
+    so a float32 matrix stays float32.
+
+    Args:
+        sim: ``(n_images, n_captions)`` similarities, images in rows.
+        owner: the image (row index) of each caption; ``None`` for a paired set (caption ``i``
+            belongs to image ``i``, ``sim`` square).
+
+    Raises:
+        LabclipError: ``owner`` has the wrong length, names a missing image, or leaves an image
+            without a caption.
+    """
+    sim = _float_matrix(sim)
+    if sim.ndim != 2 or min(sim.shape) < 1:
+        raise LabclipError(f"retrieval needs a 2-D similarity matrix with images in rows, got shape {sim.shape}")
+    n, m = sim.shape
+    if owner is None:
+        if n != m:
+            raise LabclipError(f"a {n}x{m} similarity matrix is not a paired set; pass owner= (the image of each caption)")
+        owner = np.arange(n)
+    owner = np.asarray(owner)
+    if owner.shape != (m,) or not np.issubdtype(owner.dtype, np.integer):
+        raise LabclipError(f"owner must give one image index per caption ({m}), got shape {owner.shape} {owner.dtype}")
+    if m and (owner.min() < 0 or owner.max() >= n):
+        raise LabclipError(f"owner names images outside 0..{n - 1}")
+    captions_per_image = np.bincount(owner, minlength=n)
+    if not captions_per_image.all():
+        raise LabclipError(f"{int(np.sum(captions_per_image == 0))} image(s) have no caption; "
+                           f"image {int(np.argmin(captions_per_image))} is the first")
+    correct = sim[owner, np.arange(m)]
+    best = np.full(n, -np.inf, dtype=sim.dtype)
+    np.maximum.at(best, owner, correct)
+    own_at_best = np.bincount(owner, weights=correct >= best[owner], minlength=n).astype(np.int64)
+    i2t = np.empty(n, dtype=np.int64)
+    t2i = np.zeros(m, dtype=np.int64)
+    for rows in _row_blocks(sim):
+        block = sim[rows]
+        i2t[rows] = np.count_nonzero(block >= best[rows, None], axis=1) - own_at_best[rows] + 1
+        t2i += np.count_nonzero(block >= correct, axis=0)
+    return RetrievalRanks(i2t=i2t, t2i=t2i, owner=owner)
+
+
+def retrieval_metrics(sim: np.ndarray, owner: Sequence[int] | np.ndarray | None = None,
+                      ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """Recall@k in both directions and MRR, CLIP_benchmark style, for several captions per image.
+
+    Text→image recall@k is the share of captions whose image is among the k best images;
+    image→text recall@k is the share of images with any of their captions among the k best
+    captions. Ties with a wrong answer count as misses. See :class:`RetrievalRanks` for the names.
+    """
+    return retrieval_ranks(sim, owner).metrics(ks)
+
+
+def row_logsumexp(sim: np.ndarray, logit_scale: float = 1.0) -> np.ndarray:
+    """``log(sum_j exp(logit_scale * sim[i, j]))`` per row, in blocks (the softmax denominators)."""
+    sim = _float_matrix(sim)
+    out = np.empty(sim.shape[0])
+    for rows in _row_blocks(sim):
+        logits = sim[rows].astype(np.float64)
+        logits *= logit_scale
+        peak = logits.max(axis=1, keepdims=True)
+        logits -= peak
+        np.exp(logits, out=logits)
+        out[rows] = peak[:, 0] + np.log(logits.sum(axis=1))
+    return out
+
+
+def topk_indices(sim: np.ndarray, k: int) -> np.ndarray:
+    """Columns of the ``k`` largest values per row, best first, ties in column order.
+
+    The same as ``np.argsort(-sim, axis=1, kind="stable")[:, :k]`` without sorting whole rows.
+
+    Returns:
+        ``(n_rows, min(k, n_cols))`` integer array.
+    """
+    sim = _float_matrix(sim)
+    k = max(0, min(int(k), sim.shape[1]))
+    out = np.empty((sim.shape[0], k), dtype=np.intp)
+    if k == 0:
+        return out
+    for rows in _row_blocks(sim):
+        block = sim[rows]
+        kth = -np.partition(-block, k - 1, axis=1)[:, k - 1]
+        for r, row in enumerate(block):
+            candidates = np.flatnonzero(row >= kth[r])
+            out[rows.start + r] = candidates[np.lexsort((candidates, -row[candidates]))][:k]
+    return out
+
+
+@dataclass(frozen=True)
+class _OffDiagonal:
+    mean: float
+    min: float
+    max: float
+    row_max: np.ndarray
+
+
+def _off_diagonal_summary(sim: np.ndarray, diag: np.ndarray) -> _OffDiagonal:
+    """Mean, min and max of the wrong pairs and the best wrong caption per image, one block at a time."""
+    n = len(sim)
+    row_max = np.empty(n)
+    low, high = np.inf, -np.inf
+    for rows in _row_blocks(sim):
+        block = sim[rows].copy()
+        local = (np.arange(rows.stop - rows.start), np.arange(rows.start, rows.stop))
+        block[local] = -np.inf
+        row_max[rows] = block.max(axis=1)
+        high = max(high, float(row_max[rows].max()))
+        block[local] = np.inf
+        low = min(low, float(block.min()))
+    total = float(sim.sum(dtype=np.float64)) - float(diag.sum())
+    return _OffDiagonal(mean=total / (n * n - n), min=low, max=high, row_max=row_max)
+
+
+def _float_matrix(sim) -> np.ndarray:
+    """``sim`` as an array without a copy when it is already float32 or float64."""
+    sim = np.asarray(sim)
+    return sim if sim.dtype in (np.float32, np.float64) else sim.astype(np.float64)
+
+
+def _row_blocks(sim: np.ndarray) -> Iterator[slice]:
+    step = max(1, BLOCK_ELEMENTS // max(1, sim.shape[1]))
+    for start in range(0, sim.shape[0], step):
+        yield slice(start, min(start + step, sim.shape[0]))

@@ -8,7 +8,7 @@ import shutil
 import socket
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,9 +114,12 @@ class ClipModel:
             else:
                 out[i] = vector
         if todo:
-            out[todo] = self._encode([items[i] for i in todo], batch_size, what)
-            for i in todo:
-                self.cache.put(what, keys[i], out[i])
+            def store(rows: list[int], vectors: np.ndarray) -> None:
+                for row, vector in zip(rows, vectors):
+                    out[todo[row]] = vector
+                    self.cache.put(what, keys[todo[row]], vector)
+
+            self._encode([items[i] for i in todo], batch_size, what, on_batch=store)
         return out
 
     def pixel_values(self, images: Sequence[ImageInput]) -> torch.Tensor:
@@ -137,10 +140,13 @@ class ClipModel:
             return self.text_tower(**inputs)
         return _features(self.model.get_text_features(**inputs))
 
-    def _encode(self, items: list, batch_size: int, what: str) -> np.ndarray:
+    def _encode(self, items: list, batch_size: int, what: str,
+                on_batch: Callable[[list[int], np.ndarray], None] | None = None) -> np.ndarray:
         """Encode in batches; the next batch is prepared on a worker thread while this one runs.
 
-        Captions are batched shortest first, so each batch pads to similar lengths.
+        Captions are batched shortest first, so each batch pads to similar lengths. ``on_batch``
+        receives each finished batch (positions in ``items``, embeddings) at once, so the cache
+        keeps everything but the batch that was running when a run is interrupted.
         """
         prepare = self._prepare_images if what == "images" else self._prepare_texts
         order = list(range(len(items)))
@@ -158,6 +164,8 @@ class ClipModel:
                 if n + 1 < len(chunks):
                     pending = pool.submit(prepare, [items[i] for i in chunks[n + 1]])
                 out[chunk] = F.normalize(self._forward(what, inputs).float(), dim=-1).cpu().numpy()
+                if on_batch is not None:
+                    on_batch(chunk, out[chunk])
                 bar.update(len(chunk))
         return out
 

@@ -1,0 +1,117 @@
+"""Scale benchmark: retrieval metrics, intervals and paired tests for thousands of images.
+
+Random unit vectors stand in for embeddings (the metrics see only the similarity matrix). For each
+step it prints the wall time and the peak memory the step allocates beyond the float32 similarity
+matrix (numpy allocations traced with tracemalloc, in a second run so tracing does not slow the
+timed one), and that peak as a multiple of the matrix. Figures are measured, never asserted.
+
+    python benchmarks/bench_scale.py [--images 5000] [--captions 5000] [--dim 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from labclip import stats  # noqa: E402
+from labclip.metrics import (  # noqa: E402
+    match_metrics,
+    retrieval_metrics,
+    retrieval_ranks,
+    row_logsumexp,
+    similarity,
+    topk_indices,
+)
+
+TARGET = 2.0  # the issue's bound: extra peak under twice the float32 similarity matrix
+
+
+def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    x = rng.standard_normal((n, dim), dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def measure(step: Callable[[], object]) -> tuple[float, int]:
+    """(seconds of an untraced run, peak bytes a traced run allocates)."""
+    start = time.perf_counter()
+    step()
+    seconds = time.perf_counter() - start
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    step()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return seconds, peak
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=5000)
+    parser.add_argument("--captions", type=int, default=5000, help="captions (paired set: one per image)")
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    rng = np.random.default_rng(args.seed)
+    images = unit_vectors(rng, args.images, args.dim)
+    texts = unit_vectors(rng, args.captions, args.dim)
+    # make the right pairs likelier than chance, so recall is neither 0 nor 1
+    paired = min(args.images, args.captions)
+    texts[:paired] = images[:paired] + 0.9 * texts[:paired]
+    texts /= np.linalg.norm(texts, axis=1, keepdims=True)
+
+    start = time.perf_counter()
+    sim = similarity(images, texts, dtype=np.float32)
+    sim_seconds = time.perf_counter() - start
+    matrix = sim.nbytes
+    square = sim[:paired, :paired]
+    # several captions per image: the same matrix read as images/2 images with 2 captions each
+    owner = np.arange(args.captions) % max(1, args.images // 2)
+    multi = sim[: max(1, args.images // 2)]
+    ranks = retrieval_ranks(square)
+    hits_a = rng.random(args.images) < 0.55
+    hits_b = rng.random(args.images) < 0.50
+
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("recall@1/5/10 both ways + MRR (paired)", lambda: retrieval_metrics(square)),
+        (f"recall@1/5/10 + MRR ({len(multi)} images x 2 captions)", lambda: retrieval_metrics(multi, owner)),
+        ("paired-set figures (match_metrics, incl. loss)", lambda: match_metrics(square, k=5)),
+        ("top-10 captions per image", lambda: topk_indices(sim, 10)),
+        ("softmax denominators per image", lambda: row_logsumexp(sim, 100.0)),
+        ("Wilson intervals, 6 recalls", lambda: [stats.proportion(ranks.i2t <= k) for k in (1, 5, 10)]
+         + [stats.proportion(ranks.t2i <= k) for k in (1, 5, 10)]),
+        ("bootstrap intervals, 2 MRRs (9,999 resamples)", lambda: ranks.estimates(ks=())),
+        ("exact McNemar, two hit vectors", lambda: stats.paired_test(hits_a, hits_b)),
+    ]
+
+    print(f"labclip scale benchmark: {args.images} images x {args.captions} captions, dim {args.dim}, "
+          f"numpy {np.__version__}, {platform.machine()} {platform.system()}")
+    print(f"float32 similarity matrix: {matrix / 2**20:.1f} MiB, built in {sim_seconds:.2f} s")
+    print()
+    print(f"{'step':56} {'time s':>8} {'extra peak MiB':>15} {'x matrix':>9}")
+    worst = 0
+    for name, step in steps:
+        seconds, peak = measure(step)
+        worst = max(worst, peak)
+        print(f"{name:56} {seconds:8.2f} {peak / 2**20:15.1f} {peak / matrix:9.2f}")
+    print()
+    verdict = "within" if worst < TARGET * matrix else "ABOVE"
+    print(f"largest extra peak: {worst / 2**20:.1f} MiB = {worst / matrix:.2f}x the float32 matrix "
+          f"({verdict} the {TARGET:g}x target)")
+    print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB "
+          f"(includes imported libraries, the embeddings and the matrix)")
+
+
+if __name__ == "__main__":
+    main()

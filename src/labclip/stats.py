@@ -1,0 +1,248 @@
+"""Uncertainty for the figures labclip reports: intervals for proportions and means, paired tests.
+
+Every function here takes per-image (or per-caption) arrays and returns plain numbers or an
+:class:`Estimate`, so reports, tables and prose can show ``54.0% [50.9%, 57.1%]`` without knowing
+which method made the interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats as _scipy_stats
+
+from .errors import LabclipError
+
+CONFIDENCE = 0.95
+N_RESAMPLES = 9999
+# Resamples per vectorised batch in scipy's bootstrap: bounds its memory at BATCH x n floats.
+BATCH = 200
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A figure with its confidence interval.
+
+    Attributes:
+        value: the point estimate (a fraction for proportions).
+        low: lower end of the interval.
+        high: upper end of the interval.
+        hits: successes behind a proportion, ``None`` for means.
+        n: observations behind the figure (images or captions).
+        method: ``"wilson"``, ``"bootstrap"`` (percentile, over observations) or
+            ``"cluster bootstrap"`` (percentile, over images, for several captions per image).
+        confidence: the interval's confidence level.
+
+    ``format(e, ".1%")`` gives ``"54.0% [50.9%, 57.1%]"``; ``str(e)`` uses ``.3g``.
+    """
+
+    value: float
+    low: float
+    high: float
+    hits: int | None = None
+    n: int | None = None
+    method: str = "wilson"
+    confidence: float = CONFIDENCE
+
+    def __format__(self, spec: str) -> str:
+        spec = spec or ".3g"
+        return f"{self.value:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
+
+    def __str__(self) -> str:
+        return format(self)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready fields."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Exact McNemar test of two hit vectors over the same images.
+
+    Attributes:
+        p_value: exact two-sided p-value.
+        only_a: images that ``a`` gets right and ``b`` gets wrong.
+        only_b: images that ``b`` gets right and ``a`` gets wrong.
+        n: images compared.
+    """
+
+    p_value: float
+    only_a: int
+    only_b: int
+    n: int
+
+    def significant(self, alpha: float = 0.05) -> bool:
+        """Whether the difference is significant at level ``alpha``."""
+        return self.p_value < alpha
+
+
+def wilson_interval(hits: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson score interval for a proportion ``hits / n``.
+
+    Args:
+        hits: successes, ``0 <= hits <= n``.
+        n: trials, at least 1.
+        confidence: confidence level in (0, 1).
+
+    Returns:
+        ``(low, high)`` as fractions.
+
+    Raises:
+        LabclipError: ``n < 1``, ``hits`` outside ``[0, n]`` or a confidence outside (0, 1).
+    """
+    hits, n = _count(hits, "hits"), _count(n, "n")
+    if n < 1:
+        raise LabclipError(f"a proportion needs at least one observation, got n = {n}")
+    if not 0 <= hits <= n:
+        raise LabclipError(f"hits must lie between 0 and n = {n}, got {hits}")
+    _check_confidence(confidence)
+    ci = _scipy_stats.binomtest(hits, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def mcnemar(hits_a, hits_b) -> float:
+    """Exact two-sided McNemar p-value for two methods scored on the same images.
+
+    A binomial test of the discordant pairs (right under one method, wrong under the other)
+    against an even split; ``1.0`` when there are none.
+
+    Args:
+        hits_a: one boolean per image, method ``a``.
+        hits_b: one boolean per image, method ``b``, same images in the same order.
+
+    Raises:
+        LabclipError: the arrays differ in length, are empty or are not one-dimensional.
+    """
+    return paired_test(hits_a, hits_b).p_value
+
+
+def paired_test(hits_a, hits_b) -> PairedTest:
+    """:func:`mcnemar` with the discordant counts that prose needs ("12 images right only in English")."""
+    a, b = _hits(hits_a, "hits_a"), _hits(hits_b, "hits_b")
+    if len(a) != len(b):
+        raise LabclipError(f"a paired test needs hits on the same images; got {len(a)} and {len(b)} values")
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(b & ~a))
+    discordant = only_a + only_b
+    p = 1.0 if discordant == 0 else float(_scipy_stats.binomtest(only_a, discordant, 0.5).pvalue)
+    return PairedTest(p_value=min(p, 1.0), only_a=only_a, only_b=only_b, n=len(a))
+
+
+def bootstrap_interval(
+    values,
+    statistic: Callable = np.mean,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Seeded percentile bootstrap interval of ``statistic`` over observations (e.g. images).
+
+    Args:
+        values: one number per observation (a reciprocal rank, a margin), or a tuple of such
+            arrays resampled together (paired), passed to ``statistic`` as separate arguments.
+        statistic: vectorised function of the sample(s) with an ``axis`` argument, like ``np.mean``.
+        confidence: confidence level in (0, 1).
+        n_resamples: bootstrap resamples.
+        seed: seed of the resampling, so a report repeats exactly.
+
+    Returns:
+        ``(low, high)``.
+
+    Raises:
+        LabclipError: fewer than two observations, paired arrays of unequal length, or a
+            confidence outside (0, 1).
+    """
+    _check_confidence(confidence)
+    samples = tuple(np.asarray(v, dtype=np.float64) for v in (values if isinstance(values, tuple) else (values,)))
+    lengths = {len(s) for s in samples}
+    if len(lengths) != 1:
+        raise LabclipError(f"paired bootstrap samples must have equal lengths, got {sorted(lengths)}")
+    if lengths.pop() < 2:
+        raise LabclipError("a bootstrap interval needs at least two observations")
+    result = _scipy_stats.bootstrap(
+        samples, statistic, n_resamples=n_resamples, batch=BATCH, vectorized=True, paired=len(samples) > 1,
+        confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def proportion(hits, groups=None, confidence: float = CONFIDENCE, seed: int = 0) -> Estimate:
+    """A hit rate with its interval.
+
+    One observation per image: Wilson score interval. Several captions per image (``groups``
+    repeats an image): percentile bootstrap over images of the pooled rate, since an image's
+    captions tend to succeed or fail together.
+
+    Args:
+        hits: one boolean per observation.
+        groups: the image of each observation (any labels), or ``None``.
+        confidence: confidence level.
+        seed: bootstrap seed (used only with repeated groups).
+
+    Raises:
+        LabclipError: no observations, or ``groups`` of another length.
+    """
+    h = _hits(hits, "hits")
+    k, n = int(h.sum()), len(h)
+    clustered = _cluster_interval(h, groups, confidence, N_RESAMPLES, seed)
+    if clustered is None:
+        return Estimate(k / n, *wilson_interval(k, n, confidence), hits=k, n=n, confidence=confidence)
+    return Estimate(k / n, *clustered, hits=k, n=n, method="cluster bootstrap", confidence=confidence)
+
+
+def mean(values, groups=None, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+         seed: int = 0) -> Estimate:
+    """The mean of per-image values (reciprocal ranks, margins) with a percentile bootstrap interval.
+
+    With ``groups`` that repeat an image (several captions per image), images are resampled.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    clustered = _cluster_interval(v, groups, confidence, n_resamples, seed)
+    if clustered is None:
+        low, high = bootstrap_interval(v, np.mean, confidence, n_resamples, seed)
+        return Estimate(float(v.mean()), low, high, n=len(v), method="bootstrap", confidence=confidence)
+    return Estimate(float(v.mean()), *clustered, n=len(v), method="cluster bootstrap", confidence=confidence)
+
+
+def _cluster_interval(values: np.ndarray, groups, confidence: float, n_resamples: int,
+                      seed: int) -> tuple[float, float] | None:
+    """Bootstrap over groups of the pooled mean; ``None`` when no group repeats (nothing to cluster)."""
+    if groups is None:
+        return None
+    labels = np.asarray(groups)
+    if labels.shape != values.shape:
+        raise LabclipError(f"groups must give one image per observation: {labels.shape} vs {values.shape}")
+    _, index = np.unique(labels, return_inverse=True)
+    counts = np.bincount(index).astype(np.float64)
+    if len(counts) == len(values) or len(counts) < 2:
+        return None
+    sums = np.bincount(index, weights=values.astype(np.float64))
+    return bootstrap_interval((sums, counts), _pooled_rate, confidence, n_resamples, seed)
+
+
+def _pooled_rate(hits: np.ndarray, n: np.ndarray, axis: int = -1) -> np.ndarray:
+    return hits.sum(axis=axis) / n.sum(axis=axis)
+
+
+def _hits(values, name: str) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1 or len(array) == 0:
+        raise LabclipError(f"{name} must be a non-empty 1-D array of booleans, got shape {array.shape}")
+    if array.dtype != bool:
+        if not np.isin(array, (0, 1)).all():
+            raise LabclipError(f"{name} must hold booleans (or 0/1), got values such as {array[~np.isin(array, (0, 1))][0]!r}")
+        array = array.astype(bool)
+    return array
+
+
+def _count(value, name: str) -> int:
+    if isinstance(value, bool) or int(value) != value:
+        raise LabclipError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0 < confidence < 1:
+        raise LabclipError(f"confidence must lie strictly between 0 and 1, got {confidence}")
