@@ -88,7 +88,7 @@ PRINT_CSS = f"""
 body {{ font-family: "DejaVu Sans", "Noto Sans", Arial, sans-serif; }}
 .jp-OutputArea-output table {{ border-collapse: collapse; margin: 6px 0 12px 0; max-width: 100%; table-layout: auto; }}
 .jp-OutputArea-output th, .jp-OutputArea-output td {{ border: 1px solid #ccc; padding: 2px 4px;
-  text-align: left !important; overflow-wrap: break-word; word-break: normal; max-width: 60mm; }}
+  text-align: left !important; overflow-wrap: anywhere; word-break: normal; max-width: 60mm; }}
 .jp-OutputArea-output img {{ max-width: 100%; height: auto; }}
 </style>
 """
