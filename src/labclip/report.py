@@ -271,6 +271,19 @@ def _prune(runs: Path, keep: set[str]) -> None:
             shutil.rmtree(partial, ignore_errors=True)
 
 
+def _quiet_kernel_manager() -> type:
+    """A kernel manager whose kernel writes its own log nowhere: a failure or Ctrl-C is reported
+    by the runner in one line (cell output still reaches the notebook)."""
+    from jupyter_client import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            kw.setdefault("stderr", subprocess.DEVNULL)
+            return await super().start_kernel(**kw)
+
+    return QuietKernelManager
+
+
 def _ipc_config(folder: str):
     """Kernel connection over Unix sockets in a private folder rather than unencrypted TCP."""
     from traitlets.config import Config
@@ -349,7 +362,7 @@ def _run_notebook(papermill, name: str, params: dict, staging: Path, kernel: str
         try:
             papermill.execute_notebook(str(source), str(executed), parameters=nb_params, kernel_name=kernel,
                                        cwd=str(PROJ_ROOT), progress_bar=False, log_output=False,
-                                       config=_ipc_config(ipc))
+                                       config=_ipc_config(ipc), kernel_manager_class=_quiet_kernel_manager())
         except papermill.PapermillExecutionError as err:
             if err.ename == "KeyboardInterrupt":
                 raise KeyboardInterrupt from None
