@@ -1,14 +1,22 @@
+import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
+from labclip import cli
 from labclip.cli import main
 from labclip.config import DEFAULT_CAPTIONS, IMAGES_DIR
+
+MODEL_COMMANDS = ("match", "classify", "tag", "search", "eval")
+NEVER_LOADED = "/nonexistent/labclip-model"  # any load of this fails with "could not load model"
 
 
 @pytest.fixture
@@ -26,41 +34,264 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def test_version_and_help_on_every_subcommand():
+def assert_user_error(code, out, err, *fragments):
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("labclip: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def subparsers() -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {s: a for a in parser._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
+
+
+def direct_matching(model, lang="en"):
+    """Independent computation of the paired matching figures from the model's own encoders."""
+    captions = pd.read_csv(DEFAULT_CAPTIONS)
+    images = model.encode_images([IMAGES_DIR / name for name in captions["image"]])
+    texts = model.encode_texts(captions[lang].tolist())
+    sim = images @ texts.T
+    n = len(sim)
+    i2t_rank = 1 + (sim > sim[np.arange(n), np.arange(n)][:, None]).sum(axis=1)
+    t2i_rank = 1 + (sim > sim[np.arange(n), np.arange(n)][None, :]).sum(axis=0)
+    return n, int((i2t_rank == 1).sum()), int((t2i_rank == 1).sum())
+
+
+# --- grammar and help ---------------------------------------------------------------------------------------
+
+def test_version_and_help_on_every_subcommand(capsys):
     result = subprocess.run([sys.executable, "-m", "labclip.cli", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("labclip ")
-    for command in ("match", "classify", "tag", "search", "eval", "compare"):
-        with pytest.raises(SystemExit) as exit_:
-            main([command, "--help"])
-        assert exit_.value.code == 0
+    for command in (*MODEL_COMMANDS, "compare"):
+        assert main([command, "--help"]) == 0
+        assert capsys.readouterr().out.startswith(f"usage: labclip {command}")
 
 
-def test_match(capsys, tiny_model_dir, tmp_path):
+def test_every_option_has_a_description_and_its_default_in_help():
+    formatter = cli._HelpFormatter("labclip")
+    for command, parser in subparsers().items():
+        for flag, action in options(parser).items():
+            text = formatter._get_help_string(action)
+            assert action.help, f"{command} {flag} has no description"
+            if not action.required:
+                assert "default" in text, f"{command} {flag}: no default in {text!r}"
+            if action.default not in (None, False) and not isinstance(action.default, list):
+                assert str(action.default) in text, f"{command} {flag}: {text!r}"
+
+
+def test_same_option_names_across_subcommands():
+    parsers = subparsers()
+    for command in (*MODEL_COMMANDS, "compare"):
+        flags = options(parsers[command])
+        assert {"--top-k", "--device", "--batch-size", "--no-cache"} <= set(flags), command
+        assert ("--models" if command == "compare" else "--model") in flags
+        assert "--top" not in flags
+    for command in ("match", "classify", "search", "eval", "compare"):
+        assert "--out" in options(parsers[command])
+    assert options(parsers["match"])["--lang"].default == "en"
+
+
+@pytest.mark.parametrize("argv,fragments", [
+    (["match", DEFAULT_CAPTIONS, "--top-k", "0"], ["--top-k", "1 or more"]),
+    (["classify", "x.png", "--labels", "a,b", "--top-k", "-2"], ["--top-k", "1 or more"]),
+    (["eval", ".", "--top-k", "three"], ["--top-k", "whole number"]),
+    (["compare", DEFAULT_CAPTIONS, "--top-k", "0"], ["--top-k"]),
+    (["search", ".", "car", "--top-k", "0"], ["--top-k"]),
+    (["search", ".", "car", "--batch-size", "0"], ["--batch-size"]),
+    (["search", ".", ""], ["query is empty"]),
+    (["search", ".", "   "], ["query is empty"]),
+    (["match", DEFAULT_CAPTIONS, "--device", "gpu"], ["--device", "not a torch device"]),
+    (["match", DEFAULT_CAPTIONS, "--nonsense"], ["unrecognized arguments"]),
+    (["frobnicate"], ["invalid choice"]),
+    (["search", ".", "car", "--top", "2"], ["unrecognized arguments: --top"]),  # one name: --top-k
+])
+def test_argument_errors_are_one_line_exit_2(capsys, argv, fragments):
+    assert_user_error(*run(capsys, *argv), *fragments)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "mps"])
+def test_unavailable_device_is_a_user_error_before_loading(capsys, monkeypatch, device):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for command in (["match", DEFAULT_CAPTIONS], ["compare", DEFAULT_CAPTIONS], ["search", ".", "car"]):
+        assert_user_error(*run(capsys, *command, "--device", device, "--model" if command[0] != "compare"
+                               else "--models", NEVER_LOADED), "--device", "use --device cpu")
+
+
+def test_cuda_index_beyond_the_devices_is_rejected(capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert_user_error(*run(capsys, "search", ".", "car", "--device", "cuda:1"), "1 CUDA device")
+    assert cli._device("cuda:0") == "cuda:0"
+
+
+# --- report -------------------------------------------------------------------------------------------------
+
+def test_report_forwards_every_argument(monkeypatch):
+    import labclip.report
+
+    seen = []
+    monkeypatch.setattr(labclip.report, "main", lambda argv: seen.append(list(argv)) or 0)
+    argv = ["--image-dir", "my/photos", "--labels", "my/labels.csv", "--model", "demo", "--no-pdf"]
+    assert main(["report", *argv]) == 0
+    assert seen == [argv]
+
+
+def test_report_help_is_the_report_parser(capsys):
+    assert main(["report", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: labclip report") and "--captions" in out and "--image-dir" in out
+
+
+def test_report_without_the_report_extra_is_one_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "papermill", None)  # import papermill now raises ModuleNotFoundError
+    code, out, err = run(capsys, "report", "--model", "demo", "--no-pdf", "--out", tmp_path / "r")
+    assert_user_error(code, out, err, "pip install 'labclip[report]'", "papermill")
+    assert not (tmp_path / "r").exists()
+
+
+# --- model loading ------------------------------------------------------------------------------------------
+
+def test_offline_error_names_the_demo_flag(capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    for argv in (["match", DEFAULT_CAPTIONS, "--model"], ["search", IMAGES_DIR, "car", "--model"]):
+        assert_user_error(*run(capsys, *argv, "labclip-test/not-a-cached-model"), "--model demo",
+                          "labclip-test/not-a-cached-model")
+
+
+def test_loading_bar_silenced_only_while_loading(tiny_model_dir, capfd):
+    from huggingface_hub.utils import are_progress_bars_disabled
+    from transformers import CLIPModel
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()
+    with cli._quiet_loading():
+        CLIPModel.from_pretrained(tiny_model_dir)
+        assert not are_progress_bars_disabled()  # hub download bars stay
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()
+    CLIPModel.from_pretrained(tiny_model_dir)
+    assert "Loading weights" in capfd.readouterr().err  # the control: outside the scope the bar is back
+
+
+def test_batch_size_and_no_cache_reach_the_model(capsys, tiny_model_dir, monkeypatch):
+    from labclip.model import ClipModel
+
+    batches = []
+    original = ClipModel._encode
+    monkeypatch.setattr(ClipModel, "_encode", lambda self, items, size, what, **kw: batches.append(
+        (what, size, self.cache)) or original(self, items, size, what, **kw))
+    code, _, _ = run(capsys, "compare", DEFAULT_CAPTIONS, "--models", tiny_model_dir, "--translator", "none",
+                     "--batch-size", "5", "--no-cache", "--device", "cpu")
+    assert code == 0 and batches and all(size == 5 and cache is None for _, size, cache in batches)
+
+
+# --- match --------------------------------------------------------------------------------------------------
+
+def test_match_prints_human_labels_and_report_number_format(capsys, tiny_model_dir, tiny_model):
+    n, i2t_hits, t2i_hits = direct_matching(tiny_model, "ru")
     code, out, err = run(capsys, "match", DEFAULT_CAPTIONS, "--lang", "ru", "--model", tiny_model_dir)
-    assert code == 0 and "i2t_top1:" in out and "t2i_top3:" in out
+    assert code == 0 and "untrained" in err
+    assert f"image→text top-1: {i2t_hits}/{n} ({100 * i2t_hits / n:.1f}%)" in out
+    assert f"text→image top-1: {t2i_hits}/{n} ({100 * t2i_hits / n:.1f}%)" in out
+    assert "i2t_top1" not in out and "_hits" not in out and "contrastive_loss" not in out
     assert "фотография" in out or "рисунок" in out
-    assert "untrained" in err
+    for number in (w for line in out.splitlines() for w in line.split() if w.endswith("%")):
+        assert len(number.strip("(%").split(".")[1]) == 1  # every percentage has one decimal
+    assert "-0.000" not in out
+
+
+def test_match_csv_keeps_summary_and_provenance(capsys, tiny_model_dir, tiny_model, tmp_path):
+    n, i2t_hits, _ = direct_matching(tiny_model)
+    code, _, _ = run(capsys, "match", DEFAULT_CAPTIONS, "--model", tiny_model_dir, "--out", tmp_path / "m.csv")
+    rows = pd.read_csv(tmp_path / "m.csv")
+    summary = pd.read_csv(tmp_path / "m.summary.csv", index_col="name")["value"]
+    assert code == 0 and len(rows) == 3 * n
+    assert float(summary["i2t_top1"]) == pytest.approx(i2t_hits / n) and int(summary["n"]) == n
+    assert set(rows.model) == {str(tiny_model_dir)} and rows.model_untrained.all()
+    assert set(rows.model_revision) == {"local:" + str(tiny_model_dir.resolve())}
+    assert summary["model"] == str(tiny_model_dir) and summary["torch_version"]
     code, _, _ = run(capsys, "match", DEFAULT_CAPTIONS, "--model", tiny_model_dir, "--out", tmp_path / "m.json")
     saved = json.loads((tmp_path / "m.json").read_text())
-    assert code == 0 and saved["n"] == 12 and len(saved["rows"]) == 36
+    assert saved["n"] == n and len(saved["rows"]) == 3 * n and saved["i2t_top1"] == pytest.approx(i2t_hits / n)
+    model = saved["provenance"]["model"]
+    assert model["id"] == str(tiny_model_dir) and model["untrained"] is True
+    assert model["revision"] == "local:" + str(tiny_model_dir.resolve())
+    assert saved["provenance"]["versions"]["torch"] and len(saved["provenance"]["inputs_sha256"]) == 64
 
 
 def test_match_unknown_language_is_user_error(capsys, tiny_model_dir):
     code, out, err = run(capsys, "match", DEFAULT_CAPTIONS, "--lang", "de", "--model", tiny_model_dir)
-    assert code == 2 and out == ""
-    assert err.strip().splitlines()[-1].startswith("labclip: error:") and "unknown language 'de'" in err
+    assert_user_error(code, out, err, "unknown language 'de'")
 
+
+@pytest.mark.parametrize("out,fragment", [
+    ("m.txt", "must end in .csv or .json"),
+    ("a_file.txt/m.csv", "is not a folder"),
+    ("a_dir.csv", "is a folder"),
+])
+def test_bad_out_is_reported_before_any_model_is_loaded(capsys, tmp_path, out, fragment):
+    (tmp_path / "a_file.txt").write_text("x")
+    (tmp_path / "a_dir.csv").mkdir()
+    for argv in (["match", DEFAULT_CAPTIONS], ["search", IMAGES_DIR, "car"], ["eval", tmp_path],
+                 ["classify", IMAGES_DIR / "cat.png", "--labels", "a,b"]):
+        code, outp, err = run(capsys, *argv, "--model", NEVER_LOADED, "--out", tmp_path / out)
+        assert_user_error(code, outp, err, fragment)
+        assert "could not load" not in err
+
+
+def test_unwritable_out_folder_is_reported_before_loading(capsys, tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.access(locked, os.W_OK):  # root ignores permission bits: let access() answer as it would for a user
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: False if os.fspath(p) == str(locked) else real_access(p, mode))
+    try:
+        code, out, err = run(capsys, "match", DEFAULT_CAPTIONS, "--model", NEVER_LOADED, "--out",
+                             locked / "sub" / "m.csv")
+        assert_user_error(code, out, err, "no write permission")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_missing_image_is_reported_before_any_model_is_loaded(capsys, tmp_path):
+    shutil.copy(IMAGES_DIR / "cat.png", tmp_path / "cat.png")
+    (tmp_path / "captions.csv").write_text("image,en\ncat.png,a cat\ngone.png,a dog\n", encoding="utf-8")
+    code, out, err = run(capsys, "match", tmp_path / "captions.csv", "--image-dir", tmp_path,
+                         "--model", NEVER_LOADED)
+    assert_user_error(code, out, err, "gone.png")
+    assert "could not load" not in err
+    code, out, err = run(capsys, "classify", tmp_path / "cat.png", tmp_path / "gone.png", "--labels", "a,b",
+                         "--model", NEVER_LOADED)
+    assert_user_error(code, out, err, "1 image not found", "gone.png")
+
+
+# --- classify, search, eval ---------------------------------------------------------------------------------
 
 def test_classify(capsys, tiny_model_dir, folder, tmp_path):
     images = sorted(folder.iterdir())
     code, out, _ = run(capsys, "classify", *images, "--labels", "cat,car,pizza,dog", "--top-k", "2",
                        "--templates", "single", "--model", tiny_model_dir)
-    assert code == 0 and out.count("cat.png") == 2
+    assert code == 0 and out.count("cat.png") == 2 and "probability" in out
     code, _, _ = run(capsys, "classify", *images, "--labels", "cat,car", "--model", tiny_model_dir,
                      "--out", tmp_path / "c.csv")
     table = pd.read_csv(tmp_path / "c.csv")
     assert code == 0 and len(table) == 6
     assert table.groupby("image").probability.sum().round(6).eq(1.0).all()
+    assert set(table.model) == {str(tiny_model_dir)} and table.model_untrained.all()
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -68,56 +299,124 @@ def test_classify(capsys, tiny_model_dir, folder, tmp_path):
     (["--labels", "cat", "--templates", "fancy"], "unknown template set 'fancy'"),
 ])
 def test_classify_user_errors(capsys, tiny_model_dir, extra, message):
-    code, _, err = run(capsys, "classify", IMAGES_DIR / "cat.png", *extra, "--model", tiny_model_dir)
-    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert_user_error(*run(capsys, "classify", IMAGES_DIR / "cat.png", *extra, "--model", tiny_model_dir), message)
 
 
-def test_tag_resumes_without_reencoding(capsys, tiny_model_dir, folder, tmp_path):
-    labels = tmp_path / "labels.txt"
-    labels.write_text("cat\ncar\npizza\n", encoding="utf-8")
-    out = tmp_path / "tags.csv"
-    args = ["tag", folder, "--labels-file", labels, "--out", out, "--top-k", "2", "--model", tiny_model_dir,
-            "--no-cache"]
-    code, _, err = run(capsys, *args)
-    assert code == 0 and "tagged 3 new images" in err
-    first = pd.read_csv(out)
-    assert len(first) == 6 and set(first.image) == {"cat.png", "red_car.png", "pizza.png"}
-    shutil.copy(IMAGES_DIR / "coffee.png", folder / "coffee.png")
-    code, _, err = run(capsys, *args)
-    assert code == 0 and "3 of 4 images already tagged" in err and "tagged 1 new images" in err
-    second = pd.read_csv(out)
-    assert len(second) == 8
-    pd.testing.assert_frame_equal(second.iloc[:6], first)
-    code, _, err = run(capsys, *args)
-    assert "tagged 0 new images" in err
-
-
-def test_search(capsys, tiny_model_dir, folder):
-    code, out, _ = run(capsys, "search", folder, "a red car", "--top", "2", "--model", tiny_model_dir)
+def test_search(capsys, tiny_model_dir, tiny_model, folder, tmp_path):
+    code, out, _ = run(capsys, "search", folder, "a red car", "--top-k", "2", "--model", tiny_model_dir)
     lines = out.strip().splitlines()
     assert code == 0 and len(lines) == 3
-    scores = [float(line.split()[-1]) for line in lines[1:]]
-    assert scores == sorted(scores, reverse=True)
+    images = sorted(folder.iterdir())
+    scores = tiny_model.encode_images(images) @ tiny_model.encode_texts(["a red car"])[0]
+    best = np.argsort(-scores, kind="stable")[:2]
+    assert [line.split()[1] for line in lines[1:]] == [str(images[i]) for i in best]
+    assert [line.split()[-1] for line in lines[1:]] == [f"{scores[i]:.3f}" for i in best]
+    code, _, _ = run(capsys, "search", folder, "a red car", "--model", tiny_model_dir, "--out", tmp_path / "s.json")
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert saved["query"] == "a red car" and len(saved["rows"]) == 3 and saved["provenance"]["model"]["untrained"]
     code, _, err = run(capsys, "search", folder / "nope", "car", "--model", tiny_model_dir)
-    assert code == 2 and "no such folder" in err
+    assert_user_error(code, "", err, "no such folder")
 
 
-def test_eval(capsys, tiny_model_dir, tmp_path):
+@pytest.fixture
+def labelled(tmp_path):
     root = tmp_path / "root"
     for cls, names in {"cat": ["cat.png"], "car": ["red_car.png"], "food": ["pizza.png", "coffee.png"]}.items():
         (root / cls).mkdir(parents=True)
         for n in names:
             shutil.copy(IMAGES_DIR / n, root / cls / n)
     Image.new("RGB", (10, 10)).save(root / "cat" / "extra.png")
-    code, out, _ = run(capsys, "eval", root, "--templates", "single", "--model", tiny_model_dir)
-    assert code == 0 and "acc1:" in out and "acc5:" in out and "mean_per_class_recall:" in out
-    code, _, _ = run(capsys, "eval", root, "--model", tiny_model_dir, "--out", tmp_path / "e.json")
+    return root
+
+
+def test_eval(capsys, tiny_model_dir, labelled, tmp_path):
+    code, out, _ = run(capsys, "eval", labelled, "--templates", "single", "--top-k", "2", "--model", tiny_model_dir)
+    assert code == 0 and "top-1 accuracy:" in out and "top-2 accuracy:" in out and "mean per-class recall:" in out
+    assert "acc1" not in out
+    code, _, _ = run(capsys, "eval", labelled, "--model", tiny_model_dir, "--out", tmp_path / "e.json")
     saved = json.loads((tmp_path / "e.json").read_text())
     assert saved["n"] == 5 and {r["class"] for r in saved["rows"]} == {"cat", "car", "food"}
     assert saved["acc5"] == 1.0  # three classes: the true one is always in the top 5
+    code, _, _ = run(capsys, "eval", labelled, "--model", tiny_model_dir, "--out", tmp_path / "e.csv")
+    summary = pd.read_csv(tmp_path / "e.summary.csv", index_col="name")["value"]
+    assert code == 0 and float(summary["acc1"]) == pytest.approx(saved["acc1"]) and summary["acc5"] == "1.0"
+    assert float(summary["mean_per_class_recall"]) == pytest.approx(saved["mean_per_class_recall"])
+    per_class = pd.read_csv(tmp_path / "e.csv")
+    assert sorted(per_class["class"]) == ["car", "cat", "food"] and per_class.model_untrained.all()
     code, _, err = run(capsys, "eval", tmp_path / "missing", "--model", tiny_model_dir)
-    assert code == 2 and "no such folder" in err
+    assert_user_error(code, "", err, "no such folder")
 
+
+def test_eval_lang_picks_the_label_column(capsys, tiny_model_dir, tmp_path):
+    for name in ("cat.png", "red_car.png"):
+        shutil.copy(IMAGES_DIR / name, tmp_path / name)
+    (tmp_path / "labels.csv").write_text("image,en,ru\ncat.png,cat,кошка\nred_car.png,car,машина\n", encoding="utf-8")
+    code, _, _ = run(capsys, "eval", tmp_path / "labels.csv", "--lang", "ru", "--templates", "single",
+                     "--model", tiny_model_dir, "--out", tmp_path / "e.json")
+    saved = json.loads((tmp_path / "e.json").read_text(encoding="utf-8"))
+    assert code == 0 and [r["class"] for r in saved["rows"]] == ["кошка", "машина"]
+
+
+# --- tag ----------------------------------------------------------------------------------------------------
+
+def test_tag_resumes_identical_work_only(capsys, tiny_model_dir, folder, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ncar\npizza\n", encoding="utf-8")
+    out = tmp_path / "tags.csv"
+    common = ["tag", folder, "--labels-file", labels, "--out", out, "--model", tiny_model_dir, "--no-cache"]
+    args = [*common, "--top-k", "2"]
+    code, _, err = run(capsys, *args)
+    assert code == 0 and "tagged 3 new images" in err
+    first = pd.read_csv(out)
+    assert len(first) == 6 and set(first.image) == {"cat.png", "red_car.png", "pizza.png"}
+    assert set(first.model) == {str(tiny_model_dir)} and set(first.top_k) == {2}
+    shutil.copy(IMAGES_DIR / "coffee.png", folder / "coffee.png")
+    code, _, err = run(capsys, *args)
+    assert code == 0 and "3 of 4 images already tagged" in err and "tagged 1 new image;" in err
+    second = pd.read_csv(out)
+    assert len(second) == 8
+    pd.testing.assert_frame_equal(second.iloc[:6], first)
+    code, _, err = run(capsys, *args)
+    assert "tagged 0 new images" in err and len(pd.read_csv(out)) == 8
+
+    code, _, err = run(capsys, *common, "--top-k", "3")  # another top-k: everything again
+    assert code == 0 and "other options" in err and "top k 2 → 3" in err and "tagged 4 new images" in err
+    third = pd.read_csv(out)
+    assert len(third) == 12 and set(third.top_k) == {3}
+
+    labels.write_text("cat\ndog\n", encoding="utf-8")
+    code, _, err = run(capsys, *common, "--top-k", "3")
+    assert "labels sha256" in err and set(pd.read_csv(out).label) <= {"cat", "dog"}
+
+
+def test_tag_redoes_rows_of_another_model(capsys, tiny_model_dir, folder, tmp_path):
+    from labclip.testing import make_tiny_model
+
+    other = make_tiny_model(tmp_path / "other", seed=1)
+    out = tmp_path / "tags.csv"
+    common = ["tag", folder, "--labels", "cat,car,pizza", "--out", out, "--no-cache"]
+    run(capsys, *common, "--model", other)
+    code, _, err = run(capsys, *common, "--model", tiny_model_dir)
+    assert code == 0 and "model " in err and "tagged 3 new images" in err
+    rows = pd.read_csv(out)
+    assert set(rows.model) == {str(tiny_model_dir)} and len(rows) == 9
+
+
+def test_tag_old_file_without_options_is_redone(capsys, tiny_model_dir, folder, tmp_path):
+    out = tmp_path / "tags.csv"
+    out.write_text("image,rank,label,probability\ncat.png,1,dog,0.9\n", encoding="utf-8")
+    code, _, err = run(capsys, "tag", folder, "--labels", "cat,car", "--out", out, "--model", tiny_model_dir)
+    assert code == 0 and "older labclip" in err and "tagged 3 new images" in err
+    assert "dog" not in set(pd.read_csv(out).label)
+
+
+def test_tag_out_must_be_csv(capsys, folder, tmp_path):
+    code, out, err = run(capsys, "tag", folder, "--labels", "a,b", "--out", tmp_path / "t.json",
+                         "--model", NEVER_LOADED)
+    assert_user_error(code, out, err, "must end in .csv")
+
+
+# --- compare ------------------------------------------------------------------------------------------------
 
 def test_compare(capsys, tiny_model_dir, tmp_path):
     from labclip.testing import make_tiny_marian
@@ -126,8 +425,109 @@ def test_compare(capsys, tiny_model_dir, tmp_path):
     code, out, err = run(capsys, "compare", DEFAULT_CAPTIONS, "--langs", "en", "ru", "--models", tiny_model_dir,
                          "--translator", marian)
     lines = out.strip().splitlines()
-    assert code == 0 and len(lines) == 4 and "translated" in out and "gap_pp" in lines[0]
+    assert code == 0 and len(lines) == 4 and "translated" in out and "gap to English" in lines[0]
     code, _, err = run(capsys, "compare", DEFAULT_CAPTIONS, "--models", tiny_model_dir, "--translator", "none",
                        "--out", tmp_path / "c.csv")
     table = pd.read_csv(tmp_path / "c.csv")
     assert code == 0 and list(table.strategy) == ["raw", "raw"] and list(table.language) == ["en", "ru"]
+    assert set(table.model) == {str(tiny_model_dir)} and table.model_untrained.all()
+    assert set(table.model_revision) == {"local:" + str(tiny_model_dir.resolve())}
+
+
+def test_compare_unavailable_model_is_reported_once(capsys, tiny_model_dir, tmp_path):
+    missing = str(tmp_path / "no-such-model")
+    code, out, err = run(capsys, "compare", DEFAULT_CAPTIONS, "--models", tiny_model_dir, missing,
+                         "--translator", "none", "--out", tmp_path / "c.json")
+    mentions = [line for line in err.splitlines() if missing in line]
+    assert code == 0 and len(mentions) == 1 and mentions[0].startswith(f"labclip: not compared: model {missing}: ")
+    saved = json.loads((tmp_path / "c.json").read_text())
+    assert [m["id"] for m in saved["provenance"]["models"]] == [str(tiny_model_dir)]
+
+
+def test_compare_fallback_is_recorded(capsys, monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    code, _, err = run(capsys, "compare", DEFAULT_CAPTIONS, "--models", "labclip-test/not-cached", "--langs", "en",
+                       "--translator", "none", "--out", tmp_path / "c.csv")
+    table = pd.read_csv(tmp_path / "c.csv")
+    assert code == 0 and set(table.model) == {"demo"} and table.model_untrained.all()
+    assert set(table.requested_model) == {"labclip-test/not-cached"}
+
+
+# --- provenance helpers -------------------------------------------------------------------------------------
+
+def test_hub_revision_comes_from_the_cached_snapshot(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--labclip-test--tower"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert cli._hub_revision("labclip-test/tower") == commit
+    assert cli._hub_revision("labclip-test/absent") is None
+
+
+def test_paired_model_records_both_towers(tiny_model_dir, tmp_path):
+    from labclip.model import load_model
+    from labclip.testing import make_tiny_sentence_transformer
+
+    text = make_tiny_sentence_transformer(tmp_path / "st", out_features=32)
+    model = load_model(f"{text}+{tiny_model_dir}", cache=False)
+    record = cli.model_record(model)
+    assert record["id"] == f"{text}+{tiny_model_dir}"
+    assert record["revision"] == f"local:{text.resolve()}+local:{tiny_model_dir.resolve()}"
+
+
+def test_number_format_matches_the_reports():
+    assert cli.fmt("i2t_top3", 10 / 12, 12) == "10/12 (83.3%)"
+    assert cli.fmt("acc1", 0.5, None) == "50.0%"
+    assert cli.fmt("probability", 0.12345) == "12.3%"
+    assert cli.fmt("margin_min", -0.0001) == "0.000"
+    assert cli.fmt("separable", False) == "no" and cli.fmt("threshold", None) == "—"
+    assert cli.label("t2i_top5") == "text→image top-5" and cli.label("acc5") == "top-5 accuracy"
+
+
+# --- a quiet console ----------------------------------------------------------------------------------------
+
+def test_console_drops_only_the_known_noise():
+    import logging
+
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    for name, prefix in cli.KNOWN_NOISE.items():
+        logger = logging.getLogger(name)
+        handler = Keep()
+        logger.addHandler(handler)
+        try:
+            with cli._console():
+                logger.warning(prefix + " (1000 > 77)")
+                logger.warning("something else")
+            logger.warning(prefix + " (after)")
+        finally:
+            logger.removeHandler(handler)
+        assert seen[-2:] == ["something else", prefix + " (after)"]
+
+
+def test_multilingual_compare_prints_labclip_lines_only(tiny_model_dir, tmp_path):
+    """In a real process (transformers' log handler writes to the process's own stderr)."""
+    from labclip.testing import make_tiny_mclip
+
+    mclip = make_tiny_mclip(tmp_path / "mclip", out_features=32)
+    long = " ".join(["horse"] * 100)
+    (tmp_path / "c.csv").write_text(f"image,en\ncat.png,{long}\nhorse.png,a horse\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "labclip.cli", "compare", tmp_path / "c.csv", "--image-dir", IMAGES_DIR, "--langs", "en",
+         "--models", tiny_model_dir, f"{mclip}+{tiny_model_dir}", "--translator", "none", "--no-cache"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])})
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert lines and all(line.startswith(("labclip: ", "encoding ")) for line in lines), lines
+    assert sum("labclip: warning: caption" in line for line in lines) == 2  # once per model that truncates it

