@@ -668,7 +668,9 @@ def cmd_compare(args) -> None:
         print(f"labclip: not compared: {reason}", file=sys.stderr)
     if table.empty:
         raise LabclipError("no model could be loaded")
-    by_name = {r["requested"] if r["fallback_reason"] is None else DEMO_MODEL: r for r in records}
+    from .model import shown_model  # compare() names models as reports do (local folders without their path)
+
+    by_name = {shown_model(r["requested"]) if r["fallback_reason"] is None else DEMO_MODEL: r for r in records}
     columns = pd.DataFrame([{**_model_columns(by_name[name]), "requested_model": by_name[name]["requested"]}
                             for name in table["model"]])
     _emit(table, args.out, records, inputs=[args.captions, *captions["path"]], columns=columns)
