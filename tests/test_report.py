@@ -71,6 +71,7 @@ def test_html_embeds_heatmap_table_and_russian(full_run):
     assert "a photo of a cup of coffee on a red saucer" in html
     assert "import labclip" not in html and "experiment.start(" not in html  # code is hidden
     languages = (out / "02_languages.html").read_text(encoding="utf-8")
+    assert ">astronaut.png<" in languages and "../images/" not in languages  # images by name, as the report shows them
     assert "чашка кофе" in languages.lower() or "чашки кофе" in languages.lower()
     assert "чашки кофе" in _pdf_text(out / "02_languages.pdf")
 

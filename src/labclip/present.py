@@ -122,7 +122,7 @@ def distractors(m: Matching) -> None:
 def languages(exp: Experiment, langs: list[str]) -> None:
     """Side-by-side metrics, accuracy bars and one heatmap per language."""
     display(Markdown("## Captions"))
-    display(exp.captions[["image", *langs]].style.hide(axis="index"))
+    display(exp.captions[["name", *langs]].rename(columns={"name": "image"}).style.hide(axis="index"))
     table = exp.compare(langs)
     display(Markdown("## Metrics by language"))
     display(table.style.format(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)))
