@@ -28,7 +28,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_REPORT := chromium fonts-dejavu-core poppler-utils
 APT_DATA := fonts-noto-color-emoji fonts-noto-core
 
-.PHONY: help setup sysdeps report test lint format data bench clean
+.PHONY: help setup sysdeps report test lint format data bench dist clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -56,8 +56,8 @@ REPORT_ARGS = $(strip --out "$(OUT)" $(if $(PARAMS),--params "$(PARAMS)") $(if $
   $(if $(MODELS),--compare-models $(MODELS)) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
   $(if $(TEMPLATES),--templates $(TEMPLATES)))
 
-report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MODEL= CAPTIONS= IMAGE_DIR= LABELS= LANGS= PARAMS= STRICT=1; see README)
-	$(PY) -m labclip.report $(REPORT_ARGS)
+report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MODEL= CAPTIONS= IMAGE_DIR= LABELS= LANGS= MODELS= PARAMS= STRICT=1; see README)
+	$(PY) -m labclip report $(REPORT_ARGS)
 
 test: setup sysdeps ## Run the test suite (offline, tiny models)
 	$(PY) -m pytest -q
@@ -76,5 +76,9 @@ data: setup ## Regenerate data/images/ from installed packages and Debian fonts
 bench: setup ## Print CPU encoding throughput and memory figures (ARGS=--quick for a short run)
 	$(PY) benchmarks/bench_encode.py $(ARGS)
 
-clean: ## Remove the virtual environment and caches (not reports/)
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+dist: setup ## Build the wheel and sdist into dist/ (the wheel carries the default data and notebooks)
+	rm -rf dist
+	$(PY) -m hatchling build -d dist
+
+clean: ## Remove the virtual environment, caches and dist/ (not reports/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache dist

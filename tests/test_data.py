@@ -1,5 +1,6 @@
 import csv
 import hashlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from PIL import Image
 from labclip import LabclipError, load_captions
 from labclip.config import CAPTIONS_DIR, DATA_DIR, IMAGES_DIR, PROJ_ROOT
 from labclip.images import load_image
+from labclip.lab.tables import captions_frame
 
 
 @pytest.fixture
@@ -30,9 +32,11 @@ def _write(path: Path, text: str, encoding="utf-8", newline="\n") -> Path:
 def test_default_set_loads_with_en_and_ru():
     df = load_captions(CAPTIONS_DIR / "default.csv")
     assert len(df) >= 10
-    assert df.attrs["languages"] == ["en", "ru"]
+    assert df.languages == ["en", "ru"]
     assert all(Path(p).is_file() for p in df["path"])
-    assert df["ru"].str.contains("[а-яё]", regex=True).all()
+    assert all(re.search("[а-яё]", caption) for caption in df["ru"])
+    frame = captions_frame(df)
+    assert frame.columns.tolist() == ["image", "path", "name", "en", "ru"] and frame["ru"].tolist() == df["ru"]
 
 
 def test_every_caption_set_loads():
@@ -40,7 +44,7 @@ def test_every_caption_set_loads():
         df = load_captions(path)
         assert len(df) >= 10, path
         assert all(Path(p).parent == IMAGES_DIR.resolve() for p in df["path"]), path
-        assert df["name"].tolist() == [Path(p).name for p in df["path"]]
+        assert df["name"] == [Path(p).name for p in df["path"]]
 
 
 # --- an instructor's own folder: images beside the caption file ---------------------------------
@@ -66,21 +70,22 @@ def own_folder(tmp_path):
 def test_own_folder_images_are_the_users(own_folder, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # the working directory plays no part
     df = load_captions(own_folder / "captions.csv")
-    assert df["path"].tolist() == [str(own_folder / n) for n in ("coffee.png", "horse.png", "more/cat.png")]
-    assert df["name"].tolist() == df["image"].tolist() == ["coffee.png", "horse.png", "more/cat.png"]
+    assert df["path"] == [str(own_folder / n) for n in ("coffee.png", "horse.png", "more/cat.png")]
+    assert df["name"] == df["image"] == ["coffee.png", "horse.png", "more/cat.png"]
     for name in ("coffee.png", "horse.png"):
-        path = df.loc[df["name"] == name, "path"].item()
+        path = df["path"][df["name"].index(name)]
         assert _sha(path) == _sha(own_folder / name) != _sha(IMAGES_DIR / name)
     assert df.attrs["languages"] == ["en"]
-    assert df["notes"].tolist() == ["mine", "mine", ""]  # kept, never a caption language or a crash
+    assert df["notes"] == ["mine", "mine", ""]  # kept, never a caption language or a crash
+    assert df["path.1"] == ["x", "y", "z"]  # the file's own path column, renamed
 
 
 def test_image_dir_overrides_and_absolute_paths(own_folder, image_dir, tmp_path):
     df = load_captions(_write(tmp_path / "c.csv", "image,en\ncoffee.png,brown\n"), image_dir=own_folder)
-    assert df["path"].tolist() == [str(own_folder / "coffee.png")]
+    assert df["path"] == [str(own_folder / "coffee.png")]
     absolute = _write(tmp_path / "abs.csv", f"image,en\n{own_folder / 'horse.png'},yellow\n{image_dir / 'cat.png'},cat\n")
     df = load_captions(absolute, image_dir=tmp_path / "ignored")
-    assert df["path"].tolist() == [str(own_folder / "horse.png"), str(image_dir / "cat.png")]
+    assert df["path"] == [str(own_folder / "horse.png"), str(image_dir / "cat.png")]
     with pytest.raises(LabclipError, match=r"row 2: image 'cofee.png' not found in .*lab3; did you mean 'coffee.png'"):
         load_captions(_write(tmp_path / "typo.csv", "image,en\ncofee.png,x\n"), image_dir=own_folder)
 
@@ -90,7 +95,7 @@ def test_file_name_column_and_language_columns(own_folder):
                   "horse.png,cavalo,马,v,h\n")
     df = load_captions(meta)
     assert df.attrs["languages"] == ["pt-br", "zh_hans"]
-    assert df["path"].tolist() == [str(own_folder / "coffee.png"), str(own_folder / "horse.png")]
+    assert df["path"] == [str(own_folder / "coffee.png"), str(own_folder / "horse.png")]
     assert load_captions(meta, languages=["caption"]).attrs["languages"] == ["caption"]
     _write(own_folder / "blank.csv", "image,en,notes\ncoffee.png,a cup,\n")
     assert load_captions(own_folder / "blank.csv").attrs["languages"] == ["en"]  # an empty note is no problem
@@ -113,21 +118,22 @@ def test_excel_russian_locale_csv(tmp_path, image_dir):
     text = "\ufeffimage ; en ; ru\n coffee.png ; a cup of coffee ;  чашка кофе \ncat.png;a cat;кошка\n"
     path = _write(tmp_path / "excel.csv", text, newline="\r\n")
     df = load_captions(path, image_dir)
-    assert df.columns.tolist() == ["image", "path", "name", "en", "ru"]
-    assert df["ru"].tolist() == ["чашка кофе", "кошка"]
-    assert df["image"].tolist() == ["coffee.png", "cat.png"]
+    assert captions_frame(df).columns.tolist() == ["image", "path", "name", "en", "ru"]
+    assert df.languages == ["en", "ru"]
+    assert df["ru"] == ["чашка кофе", "кошка"]
+    assert df["image"] == ["coffee.png", "cat.png"]
 
 
 def test_tsv_and_xlsx(tmp_path, image_dir):
     tsv = _write(tmp_path / "c.tsv", "id\timage\tde\n1\tcar.png\tein rotes Auto\n")
     df = load_captions(tsv, image_dir)
-    assert df.attrs["languages"] == ["de"] and df["id"].tolist() == ["1"]
+    assert df.languages == ["de"] and df["id"] == ["1"]
     pytest.importorskip("openpyxl")
     import pandas as pd
 
     xlsx = tmp_path / "c.xlsx"
     pd.DataFrame({"image": ["cat.png"], "en": ["a cat"], "ru": ["кошка"]}).to_excel(xlsx, index=False)
-    assert load_captions(xlsx, image_dir)["ru"].tolist() == ["кошка"]
+    assert load_captions(xlsx, image_dir)["ru"] == ["кошка"]
 
 
 def test_all_row_problems_reported_together(tmp_path, image_dir):

@@ -18,9 +18,11 @@ from nbformat.v4 import new_code_cell, new_notebook
 from PIL import Image
 
 from labclip import LabclipError
-from labclip import report as rep
+from labclip.cli import main as labclip_main
+from labclip.cli import report_parser
 from labclip.config import IMAGES_DIR, PROJ_ROOT
-from labclip.provenance import sha256_files
+from labclip.lab import report as rep
+from labclip.lab.provenance import sha256_files
 
 
 def _nothing_published(out: Path) -> None:
@@ -73,7 +75,7 @@ def test_chromium_timeout_stops_it_and_publishes_nothing(tmp_path, quick_noteboo
 
 def test_ctrl_c_exits_130_in_one_line_and_leaves_nothing(tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "labclip.report", "--model", "demo", "--no-pdf", "--notebooks",
+    proc = subprocess.Popen([sys.executable, "-m", "labclip", "report", "--model", "demo", "--no-pdf", "--notebooks",
                              "01_matching", "--out", str(out)], stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(PROJ_ROOT / "src")}, start_new_session=True)
     lines = []
@@ -159,7 +161,7 @@ def test_inputs_and_out_are_checked_before_any_model_loads(tmp_path, monkeypatch
         (["--labels", str(tmp_path / "nolabels.csv"), "--out", str(tmp_path / "o")], "no such folder or CSV file"),
     ]
     for argv, message in cases:
-        assert rep.main(["--model", "demo", *argv]) == 2
+        assert labclip_main(["report", "--model", "demo", *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("labclip: error: ") and message in err[0], err
     assert not (tmp_path / "o").exists()
@@ -200,9 +202,9 @@ def test_own_folder_through_cli_match(own_folder, tmp_path, capsys):
 
 def test_own_folder_report_uses_its_images_and_shows_no_machine_paths(own_folder, tmp_path):
     out = tmp_path / "out"
-    rep.main(["--model", "demo", "--captions", str(own_folder / "captions.csv"), "--labels",
-              str(own_folder / "labels.csv"), "--langs", "en", "--notebooks", "01_matching", "04_zeroshot",
-              "--no-pdf", "--out", str(out)])
+    assert labclip_main(["report", "--model", "demo", "--captions", str(own_folder / "captions.csv"), "--labels",
+                         str(own_folder / "labels.csv"), "--langs", "en", "--notebooks", "01_matching", "04_zeroshot",
+                         "--no-pdf", "--out", str(out)]) == 0
     prov = json.loads((out / "01_matching.json").read_text())["provenance"]
     users = [own_folder / n for n in ("coffee.png", "horse.png", "cat.png")]
     assert prov["images_sha256"] == sha256_files(users) != sha256_files([IMAGES_DIR / p.name for p in users])
@@ -220,9 +222,9 @@ def test_own_folder_report_uses_its_images_and_shows_no_machine_paths(own_folder
 def test_every_runner_parameter_has_a_make_variable_and_a_readme_row():
     makefile = (PROJ_ROOT / "Makefile").read_text(encoding="utf-8")
     forwarded = dict(re.findall(r"\$\(if \$\((\w+)\),(--[\w-]+)", makefile))
-    flags = {a.option_strings[0] for a in rep._parser()._actions if a.option_strings}
+    flags = {a.option_strings[0] for a in report_parser()._actions if a.option_strings}
     assert set(forwarded.values()) <= flags
-    dests = {a.option_strings[0]: a.dest for a in rep._parser()._actions if a.option_strings}
+    dests = {a.option_strings[0]: a.dest for a in report_parser()._actions if a.option_strings}
     names = {"langs": "languages", "template_sets": "template_sets"}
     covered = {names.get(dests[f].replace("-", "_"), dests[f]) for f in forwarded.values()}
     assert set(rep.PARAMETERS) <= covered, set(rep.PARAMETERS) - covered

@@ -10,7 +10,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 from labclip import LabclipError
-from labclip.report import CHROMIUM_FLAGS, CSP_META, chromium, to_html, to_pdf
+from labclip.lab.report import CHROMIUM_FLAGS, CSP_META, chromium, to_html, to_pdf
 
 SECRET = "labclipsecret7d1f"
 RAN = "labclipscriptran51c2"

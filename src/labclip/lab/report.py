@@ -24,18 +24,17 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .config import (
+from ..config import (
     DEFAULT_CAPTIONS,
     DEFAULT_LABELS,
     DEFAULT_MODEL,
-    DEMO_MODEL,
     NOTEBOOKS_DIR,
     PROJ_ROOT,
     REPORTS_DIR,
     shown_path,
 )
-from .data import load_captions
-from .errors import LabclipError
+from ..data import load_captions
+from ..errors import LabclipError
 from .experiment import load_model_or_demo
 from .provenance import Timings, now, package_versions
 
@@ -212,7 +211,7 @@ def check_inputs(params: dict, out_dir: Path, notebooks: Sequence[str], pdf: boo
     if set(notebooks) - {"04_zeroshot"}:
         load_captions(params.get("captions") or DEFAULT_CAPTIONS, params.get("image_dir"), params.get("languages"))
     if "04_zeroshot" in notebooks:
-        from .zeroshot import labelled_images
+        from ..zeroshot import labelled_images
 
         labelled_images(params.get("labels") or DEFAULT_LABELS, (params.get("languages") or ["en"])[0])
     if pdf:
@@ -322,9 +321,8 @@ def build_reports(
     import papermill
 
     with timings.stage("check model"):
+        # The notebooks apply the same policy themselves, so each JSON records the requested model and the reason.
         _, fallback = load_model_or_demo(params.get("model", DEFAULT_MODEL), bool(params.get("strict")))
-    if fallback:
-        params["model"] = DEMO_MODEL
     kernel = ensure_kernel()
     run_id = new_run_id()
     (out_dir / RUNS).mkdir(parents=True, exist_ok=True)
@@ -395,29 +393,35 @@ def _shown_params(params: dict) -> dict:
     return shown
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="labclip report", description="Run the notebooks and render HTML + PDF reports.")
-    p.add_argument("--params", type=Path, help="YAML file of notebook parameters (the command line overrides it)")
-    p.add_argument("--model", help=f"model id, alias, directory or 'demo' (default {DEFAULT_MODEL})")
-    p.add_argument("--captions", help="caption file (default data/captions/default.csv)")
-    p.add_argument("--image-dir", help="folder the caption file's image paths are relative to (default: the caption "
-                                       "file's folder)")
-    p.add_argument("--labels", help="labelled images of the zero-shot report: a CSV (image plus a label or "
-                                    "one column per language) or a folder of class folders (default data/labels.csv)")
-    p.add_argument("--langs", nargs="+", help="caption languages, e.g. en ru")
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--title")
-    p.add_argument("--strict", action="store_true", default=None, help="fail if the model can't be loaded")
-    p.add_argument("--compare-models", nargs="+", help="models compared with --model in the languages report")
-    p.add_argument("--translator", help="translation model, e.g. Helsinki-NLP/opus-mt-{lang}-en ('none' to skip)")
-    p.add_argument("--templates", nargs="+", dest="template_sets", help="template sets compared in the zero-shot report")
-    p.add_argument("--out", type=Path, default=REPORTS_DIR,
-                   help="output folder (default reports/): runs/<run-id>/ per run, latest/ and the report names "
-                        "link to the newest")
-    p.add_argument("--notebooks", nargs="+", choices=NOTEBOOKS, default=list(NOTEBOOKS))
-    p.add_argument("--no-pdf", action="store_true", help="HTML only")
-    return p
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``labclip report`` (the one parser of the report runner). Unset options keep the
+    parameter file's value, then the notebook's default."""
+    nb = "default: the notebook's"
+    p.add_argument("--params", type=Path, metavar="FILE.yaml",
+                   help="YAML file of notebook parameters; the command line overrides it (default: none)")
+    p.add_argument("--model", help=f"model id, alias, directory or 'demo' (default: {DEFAULT_MODEL})")
+    p.add_argument("--captions", help="caption file (default: data/captions/default.csv)")
+    p.add_argument("--image-dir", help="folder the caption file's relative image paths are resolved against "
+                                       "(default: the caption file's folder)")
+    p.add_argument("--labels", help="labelled images of the zero-shot report: a CSV (image plus a label or one column "
+                                    "per language) or a folder of class folders (default: data/labels.csv)")
+    p.add_argument("--langs", nargs="+", help=f"caption languages, e.g. en ru ({nb}: en ru)")
+    p.add_argument("--top-k", type=int, help=f"captions listed per image, the k of top-k accuracy ({nb}: 3)")
+    p.add_argument("--batch-size", type=int, help="items per forward pass (default: the model's)")
+    p.add_argument("--title", help=f"title of the lab report ({nb})")
+    p.add_argument("--strict", action="store_true", default=None,
+                   help="fail if the model can't be loaded (default: fall back to the demo model)")
+    p.add_argument("--compare-models", nargs="+", metavar="MODEL",
+                   help=f"models compared with --model in the languages report ({nb})")
+    p.add_argument("--translator", help="translation model, e.g. Helsinki-NLP/opus-mt-{lang}-en; 'none' skips "
+                   f"translate-then-CLIP ({nb})")
+    p.add_argument("--templates", nargs="+", dest="template_sets", metavar="SET",
+                   help=f"template sets compared in the zero-shot report ({nb})")
+    p.add_argument("--out", type=Path, help="output folder (default: reports/ of the checkout, else ./reports): "
+                                          "runs/<run-id>/ per run, latest/ and the report names link to the newest")
+    p.add_argument("--notebooks", nargs="+", choices=NOTEBOOKS, default=list(NOTEBOOKS), metavar="NAME",
+                   help=f"notebooks to run: {', '.join(NOTEBOOKS)} (default: all)")
+    p.add_argument("--no-pdf", action="store_true", help="HTML only (default: HTML and PDF)")
 
 
 def read_params(path: Path | None) -> dict:
@@ -439,9 +443,11 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``labclip report``: build the reports from parsed options; a user error is one line and exit 2,
+    Ctrl-C or SIGTERM one line and exit 130."""
     start = time.perf_counter()
+    out = args.out or REPORTS_DIR
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         params = read_params(args.params)
@@ -455,12 +461,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 params[key] = str(Path(params[key]).resolve())
         if params.get("model") and Path(params["model"]).exists():
             params["model"] = str(Path(params["model"]).resolve())
-        published = build_reports(params, args.out, args.notebooks, pdf=not args.no_pdf)
+        published = build_reports(params, out, args.notebooks, pdf=not args.no_pdf)
     except LabclipError as err:
         print(f"labclip: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"labclip: interrupted; nothing published, earlier reports in {args.out} are unchanged",
+        print(f"labclip: interrupted; nothing published, earlier reports in {out} are unchanged",
               file=sys.stderr)
         return 130
     finally:
@@ -468,10 +474,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in published:
         if path.suffix in (".html", ".pdf"):
             print(path)
-    print(f"labclip: {len(published)} files of run {published[0].resolve().parent.name} written to {args.out} in "
+    print(f"labclip: {len(published)} files of run {published[0].resolve().parent.name} written to {out} in "
           f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
