@@ -39,6 +39,7 @@ class Matching:
     metrics: MatchMetrics
     topk: pd.DataFrame
     distractors: pd.DataFrame
+    sigmoid: bool = False
 
 
 @dataclass(kw_only=True)
@@ -154,8 +155,8 @@ class Experiment(Run):
         metrics = metrics if metrics is not None else match_metrics(sim, self.top_k, scale)
         self._results[label] = Matching(
             language=label, images=self.image_names, captions=captions, sim=sim, metrics=metrics,
-            topk=topk_table(sim, captions, metrics.k, scale, self.image_names),
-            distractors=frequent_distractors(sim, captions, metrics.k),
+            topk=topk_table(sim, captions, metrics.k, scale, self.image_names, logit_bias=self.model.logit_bias),
+            distractors=frequent_distractors(sim, captions, metrics.k), sigmoid=self.model.logit_bias is not None,
         )
         return self._results[label]
 

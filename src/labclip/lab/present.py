@@ -35,23 +35,36 @@ def figure(fig: Figure, dpi: int = 110) -> None:
 
 def title(exp: Experiment, text: str) -> None:
     """The report title, with the untrained-model warning in it and as a banner under it."""
-    header(exp.model, text, f"{len(exp.captions)} images · languages: {', '.join(exp.languages)} · "
-                            f"run started {exp.started}")
+    header(exp, text, f"{len(exp.captions)} images · languages: {', '.join(exp.languages)} · "
+                      f"run started {exp.started}")
 
 
-def header(model: ClipModel, text: str, details: str) -> None:
-    warning = narrative.banner_text(model)
+def header(run: Run, text: str, details: str) -> None:
+    """Title, the model used (and, after a fallback, the model requested and why), and the banners."""
+    warning = narrative.banner_text(run.model)
     heading = f"{text} — UNTRAINED DEMO MODEL, NUMBERS MEAN NOTHING" if warning else text
-    display(Markdown(f"# {heading}\n\nModel: `{model.name}` · {details}"))
+    used = f"Model: `{run.model.name}`"
+    if run.fallback_reason:
+        used = f"Requested model: `{run.requested_model}` · model used: `{run.model.name}`"
+    display(Markdown(f"# {html.escape(heading, quote=False)}\n\n{used} · {html.escape(details, quote=False)}"))
+    if run.fallback_reason:
+        display(HTML(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ The requested model '
+                     f'{html.escape(str(run.requested_model))} could not be loaded: '
+                     f'{html.escape(run.fallback_reason)}</div>'))
     if warning:
         display(HTML(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ {html.escape(warning)}</div>'))
 
 
+def _probability_note(sigmoid: bool, over: str) -> str:
+    if sigmoid:
+        return (f"probabilities are SigLIP's sigmoid of logit scale × cosine + bias, each pair on its own "
+                f"(they need not sum to 1 over the {over})")
+    return f"probabilities are the softmax over {over} at the model's logit scale, as CLIP's zero-shot prediction does"
+
+
 def zeroshot_title(run: ZeroShotRun, text: str) -> None:
-    header(run.model, text, f"{len(run.data.paths)} labelled images · {len(run.data.classes)} classes · "
-                            f"template language: {run.language}")
-    if run.fallback_reason:
-        display(Markdown(f"The requested model could not be loaded: {run.fallback_reason}"))
+    header(run, text, f"{len(run.data.paths)} labelled images · {len(run.data.classes)} classes · "
+                      f"template language: {run.language}")
 
 
 def zeroshot_predictions(run: ZeroShotRun, templates: str, k: int = 5) -> None:
@@ -60,7 +73,7 @@ def zeroshot_predictions(run: ZeroShotRun, templates: str, k: int = 5) -> None:
     table = top_labels(run.probabilities(prompts), run.data.classes, run.data.paths, k)
     display(Markdown(f"## Top-{k} labels per image\n\nClass names {', '.join(run.data.classes)}, each encoded under "
                      f"the {len(prompts)} templates of `{templates}` and averaged (OpenAI's prompt ensembling); "
-                     "probabilities are the softmax over classes at the model's logit scale."))
+                     + _probability_note(run.model.logit_bias is not None, "classes") + "."))
     figure(plots.label_bars(table, run.data.paths))
 
 
@@ -88,8 +101,8 @@ def heatmap(exp: Experiment, m: Matching) -> None:
 
 def topk(m: Matching) -> None:
     k = int(m.metrics.k)
-    display(Markdown(f"## Top-{k} captions per image\n\nProbabilities are the softmax over all captions at the "
-                     "model's logit scale, as CLIP's zero-shot prediction computes them. ✓ marks the correct caption."))
+    display(Markdown(f"## Top-{k} captions per image\n\n" + _probability_note(m.sigmoid, "captions").capitalize()
+                     + ". ✓ marks the correct caption."))
     table = m.topk.assign(correct=m.topk["correct"].map({True: "✓", False: ""}))
     display(table.style.format({"cosine": "{:.3f}", "probability": "{:.1%}"}).hide(axis="index"))
 
