@@ -137,6 +137,9 @@ MODELS: tuple[ModelInfo, ...] = (
               weights=("model.safetensors", "pytorch_model.bin"), download_gb=3.46),
 )
 
+# Download size (GB) of the translators the languages report uses by default, as for ``ModelInfo.download_gb``.
+TRANSLATORS: dict[str, float] = {"Helsinki-NLP/opus-mt-ru-en": 0.31}
+
 # Repositories a model needs besides its own (M-CLIP's config names ``modelBase: xlm-roberta-large``).
 SUPPORT_REPOS: dict[str, str] = {"xlm-roberta-large": "XLM-R configuration of M-CLIP/XLM-Roberta-Large-Vit-B-32"}
 
