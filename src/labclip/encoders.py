@@ -89,7 +89,14 @@ class Towers:
 
 def _native_parts(source: str, **kwargs):
     """Model, tokenizer and image processor of a transformers CLIP-family checkpoint (CLIP, AltCLIP, SigLIP)."""
-    from transformers import AltCLIPModel, AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel, SiglipModel
+    from transformers import (
+        AltCLIPModel,
+        AutoConfig,
+        AutoImageProcessor,
+        AutoTokenizer,
+        CLIPModel,
+        SiglipModel,
+    )
 
     config = AutoConfig.from_pretrained(source, **kwargs)
     if config.model_type == "altclip":

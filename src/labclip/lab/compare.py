@@ -14,9 +14,9 @@ from ..atomic import write_text
 from ..data import CaptionSet
 from ..errors import LabclipError
 from ..hub import ModelUnavailable
-from ..registry import default_models
 from ..metrics import MatchMetrics, accuracy_keys
 from ..model import ClipModel
+from ..registry import default_models
 from ..translate import DEFAULT_TRANSLATOR, Translator, translator_name
 from .experiment import Experiment, load_model_or_demo
 

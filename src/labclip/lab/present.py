@@ -15,7 +15,6 @@ from matplotlib.figure import Figure
 
 from .. import zeroshot
 from ..metrics import accuracy_keys
-from ..model import ClipModel
 from ..text import token_lengths
 from ..translate import translator_name
 from . import narrative, plots
