@@ -83,9 +83,12 @@ def require(repo_id: str) -> None:
     """Raise the right error for a hub id that is not in the local cache.
 
     Raises:
-        LabclipError: the hub says the repository does not exist (with the closest known id) or is gated.
+        LabclipError: ``repo_id`` is neither a folder nor a hub id, or the hub says the repository does
+            not exist (with the closest known id) or is gated.
         ModelUnavailable: the hub cannot be reached.
     """
+    if not is_repo_id(repo_id):
+        raise LabclipError(f"'{repo_id}': no such model directory{did_you_mean(repo_id)}")
     answer = status(repo_id)
     if answer == "not found":
         raise LabclipError(f"model '{repo_id}' was not found on the Hugging Face hub{did_you_mean(repo_id)}")
