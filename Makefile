@@ -72,7 +72,7 @@ data: setup ## Regenerate data/images/ from installed packages and Debian fonts
 	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_DATA) >/dev/null; }
 	$(PY) scripts/make_images.py
 
-bench: setup ## Print CPU encoding throughput and memory figures (ARGS=--quick for a short run)
+bench: setup ## Time fp32 and bf16 encoding against their matmul ceilings, with the targets (ARGS=--quick for CI)
 	$(PY) benchmarks/bench_encode.py $(ARGS)
 
 dist: setup ## Build the wheel and sdist into dist/ (the wheel carries the default data and notebooks)
