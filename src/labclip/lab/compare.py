@@ -42,7 +42,8 @@ def compare(
 ) -> pd.DataFrame:
     """One row per model × language × strategy with top-1/top-k in both directions, mean correct
     similarity, mean margin, and the gap to the reference language (same model, untranslated) in
-    percentage points and as a ratio.
+    percentage points and as a ratio (both missing, never guessed, where the model has no
+    reference-language row).
 
     ``models=None`` compares :func:`labclip.registry.default_models` for ``languages``. The first model
     falls back to the demo model when it is not cached and the hub cannot be reached (unless ``strict``);
@@ -85,6 +86,7 @@ def compare(
         gaps = [gap(base[r.model], r.i2t_acc1) if r.model in base else (np.nan, None) for r in table.itertuples()]
         table["gap_pp"] = [g[0] for g in gaps]
         table["gap_ratio"] = [g[1] for g in gaps]
+    table.attrs["reference"] = reference
     table.attrs["skipped"] = skipped
     table.attrs["translations"] = {mt: t for mt, t in translations.items() if t is not None}
     return table
