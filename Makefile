@@ -28,7 +28,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_REPORT := chromium fonts-dejavu-core poppler-utils
 APT_DATA := fonts-noto-color-emoji fonts-noto-core
 
-.PHONY: help setup sysdeps report test lint format data bench dist clean
+.PHONY: help setup sysdeps report test test-real lint format data bench dist clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -60,7 +60,10 @@ report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MOD
 	$(PY) -m labclip report $(REPORT_ARGS)
 
 test: setup sysdeps ## Run the test suite (offline, tiny models)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-real: setup ## Check each default model's real weights from the hub (downloads about 3 GB; skips offline)
+	$(PY) -m pytest -q -m slow -rs
 
 lint: setup ## Check style with ruff
 	$(VENV)/bin/ruff check src tests benchmarks scripts

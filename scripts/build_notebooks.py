@@ -23,12 +23,9 @@ if importlib.util.find_spec("labclip") is None:
     os.environ["LABCLIP_ROOT"] = os.path.abspath("labclip")'''
 
 
-COMPARE = ["sentence-transformers/clip-ViT-B-32-multilingual-v1", "M-CLIP/XLM-Roberta-Large-Vit-B-32", "BAAI/AltCLIP"]
-
-
 def parameters(title: str, compare: bool = False) -> str:
     extra = (f'''
-compare_models = {COMPARE!r}  # compared with the model above
+compare_models = None  # compared with the model above (None: the default models that support every language)
 translator = "{DEFAULT_TRANSLATOR}"  # translate-then-CLIP; None: skip''' if compare else "")
     return f'''model = "{DEFAULT_MODEL}"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"
 captions = None  # caption file (None: data/captions/default.csv)
@@ -90,7 +87,8 @@ NOTEBOOKS = {
     "02_languages": ("CLIP matching across caption languages", [
         "present.languages(exp, languages)  # exp.matching(lang) per language, token statistics",
         "from labclip.lab import compare\n\n"
-        "table = compare.compare(exp.captions, languages, [exp.model, *compare_models], translator, top_k)\n"
+        "others = compare_models if compare_models is not None else compare.default_models(languages)[1:]\n"
+        "table = compare.compare(exp.captions, languages, [exp.model, *others], translator, top_k)\n"
         "compare.save(table, output_dir)  # comparison.csv, when output_dir is set\n"
         "present.comparison(exp, table, translator)",
         SAVE.format(name="02_languages"),

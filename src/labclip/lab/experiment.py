@@ -20,6 +20,7 @@ from ..atomic import write_text
 from ..config import DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL, shown_path
 from ..data import CaptionSet, load_captions
 from ..errors import LabclipError
+from ..hub import ModelUnavailable
 from ..metrics import MatchMetrics, ZeroShotMetrics, match_metrics, similarity, zeroshot_metrics
 from ..model import ClipModel, describe, load_model, shown_model
 from ..zeroshot import LabelledImages, class_embeddings, labelled_images, load_templates, probabilities
@@ -38,6 +39,7 @@ class Matching:
     metrics: MatchMetrics
     topk: pd.DataFrame
     distractors: pd.DataFrame
+    sigmoid: bool = False
 
 
 @dataclass(kw_only=True)
@@ -153,8 +155,8 @@ class Experiment(Run):
         metrics = metrics if metrics is not None else match_metrics(sim, self.top_k, scale)
         self._results[label] = Matching(
             language=label, images=self.image_names, captions=captions, sim=sim, metrics=metrics,
-            topk=topk_table(sim, captions, metrics.k, scale, self.image_names),
-            distractors=frequent_distractors(sim, captions, metrics.k),
+            topk=topk_table(sim, captions, metrics.k, scale, self.image_names, logit_bias=self.model.logit_bias),
+            distractors=frequent_distractors(sim, captions, metrics.k), sigmoid=self.model.logit_bias is not None,
         )
         return self._results[label]
 
@@ -211,7 +213,9 @@ class ZeroShotRun(Run):
 
 def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu",
                        precision: str = "auto") -> tuple[ClipModel, str | None]:
-    """The one fallback policy: load ``name``; when it can't be loaded and ``strict`` is false, use the demo model.
+    """The one fallback policy: load ``name``; when it is not cached and the hub cannot be reached (and
+    ``strict`` is false), use the demo model. A model the hub does not know and a missing local folder
+    are errors (:class:`~labclip.errors.LabclipError`), never a fallback.
 
     Returns:
         The model and, after a fallback, the reason (``None`` otherwise). The reason is printed
@@ -219,7 +223,7 @@ def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu",
     """
     try:
         return load_model(name, device=device, precision=precision), None
-    except LabclipError as err:
+    except ModelUnavailable as err:
         if strict or name == DEMO_MODEL:
             raise
         print(f"labclip: {err} -- using the untrained demo model instead (strict mode turns this into an error)",
