@@ -11,6 +11,8 @@ STAMP := $(VENV)/.labclip-installed
 # Report parameters (empty = the notebook's default). PARAMS names a YAML parameter set.
 MODEL ?=
 CAPTIONS ?=
+IMAGE_DIR ?=
+LABELS ?=
 LANGS ?=
 TOPK ?=
 BATCH ?=
@@ -26,7 +28,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_REPORT := chromium fonts-dejavu-core poppler-utils
 APT_DATA := fonts-noto-color-emoji fonts-noto-core
 
-.PHONY: help setup sysdeps report report-adapt test lint format data bench dist clean
+.PHONY: help setup sysdeps report report-adapt test test-real lint format data bench dist clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -42,24 +44,29 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv with torch (CPU), labclip and its report/dev extras
 
-sysdeps: ## Install the Debian packages the PDF report needs (chromium, DejaVu fonts)
+sysdeps: ## Install the Debian packages the PDF report needs (chromium, DejaVu fonts, poppler-utils for the PDF tests)
 	@command -v chromium >/dev/null && command -v pdftotext >/dev/null && fc-list | grep -qi dejavu || \
 	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_REPORT) >/dev/null; }
 
-report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MODEL= CAPTIONS= LANGS= MODELS= PARAMS= STRICT=1)
-	$(PY) -m labclip report --out "$(OUT)" \
-	  $(if $(PARAMS),--params "$(PARAMS)") $(if $(MODEL),--model "$(MODEL)") \
-	  $(if $(CAPTIONS),--captions "$(CAPTIONS)") $(if $(LANGS),--langs $(LANGS)) \
-	  $(if $(TOPK),--top-k $(TOPK)) $(if $(BATCH),--batch-size $(BATCH)) \
-	  $(if $(TITLE),--title "$(TITLE)") $(if $(STRICT),--strict) \
-	  $(if $(MODELS),--compare-models $(MODELS)) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
-	  $(if $(TEMPLATES),--templates $(TEMPLATES))
+# One line of arguments, only for the variables that are set (so make echoes no blank continuation lines).
+REPORT_ARGS = $(strip --out "$(OUT)" $(if $(PARAMS),--params "$(PARAMS)") $(if $(MODEL),--model "$(MODEL)") \
+  $(if $(CAPTIONS),--captions "$(CAPTIONS)") $(if $(IMAGE_DIR),--image-dir "$(IMAGE_DIR)") \
+  $(if $(LABELS),--labels "$(LABELS)") $(if $(LANGS),--langs $(LANGS)) $(if $(TOPK),--top-k $(TOPK)) \
+  $(if $(BATCH),--batch-size $(BATCH)) $(if $(TITLE),--title "$(TITLE)") $(if $(STRICT),--strict) \
+  $(if $(MODELS),--compare-models $(MODELS)) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
+  $(if $(TEMPLATES),--templates $(TEMPLATES)))
+
+report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MODEL= CAPTIONS= IMAGE_DIR= LABELS= LANGS= MODELS= PARAMS= STRICT=1; see README)
+	$(PY) -m labclip report $(REPORT_ARGS)
 
 report-adapt: setup sysdeps ## Run the adapters notebook (06_adapt, ru→en on the default set) into reports/ (MODEL=)
 	$(PY) -m labclip report --out "$(OUT)" --notebooks 06_adapt $(if $(MODEL),--model "$(MODEL)")
 
 test: setup sysdeps ## Run the test suite (offline, tiny models)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-real: setup ## Check each default model's real weights from the hub (downloads about 3 GB; skips offline)
+	$(PY) -m pytest -q -m slow -rs
 
 lint: setup ## Check style with ruff
 	$(VENV)/bin/ruff check src tests benchmarks scripts
@@ -72,11 +79,7 @@ data: setup ## Regenerate data/images/ from installed packages and Debian fonts
 	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_DATA) >/dev/null; }
 	$(PY) scripts/make_images.py
 
-<<<<<<< HEAD
-bench: setup ## Print CPU encoding and adapter-fitting figures (ARGS=--quick for a short run)
-=======
-bench: setup ## Time fp32 and bf16 encoding against their matmul ceilings, with the targets (ARGS=--quick for CI)
->>>>>>> main
+bench: setup ## Time fp32 and bf16 encoding against their matmul ceilings, with the targets, then adapter fitting (ARGS=--quick for CI)
 	$(PY) benchmarks/bench_encode.py $(ARGS)
 	$(PY) benchmarks/bench_adapt.py $(filter --quick,$(ARGS))
 

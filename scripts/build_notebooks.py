@@ -23,16 +23,13 @@ if importlib.util.find_spec("labclip") is None:
     os.environ["LABCLIP_ROOT"] = os.path.abspath("labclip")'''
 
 
-COMPARE = ["sentence-transformers/clip-ViT-B-32-multilingual-v1", "M-CLIP/XLM-Roberta-Large-Vit-B-32", "BAAI/AltCLIP"]
-
-
 def parameters(title: str, compare: bool = False) -> str:
     extra = (f'''
-compare_models = {COMPARE!r}  # compared with the model above
+compare_models = None  # compared with the model above (None: the default models that support every language)
 translator = "{DEFAULT_TRANSLATOR}"  # translate-then-CLIP; None: skip''' if compare else "")
     return f'''model = "{DEFAULT_MODEL}"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"
 captions = None  # caption file (None: data/captions/default.csv)
-image_dir = None  # folder the image paths are relative to (None: data/images)
+image_dir = None  # folder the relative image paths are resolved against (None: the caption file's folder)
 languages = ["en", "ru"]  # caption columns to use (the matching notebook uses the first)
 top_k = 3
 batch_size = None  # None: the model's default
@@ -42,7 +39,7 @@ output_dir = None  # folder for metrics and provenance JSON (None: not written)'
 
 
 ZEROSHOT_PARAMETERS = f'''model = "{DEFAULT_MODEL}"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"
-labels = None  # labelled images: a CSV (image plus one label column per language) or a folder of class folders
+labels = None  # labelled images (None: data/labels.csv): a CSV (image plus one label column per language) or a folder of class folders
 languages = ["en"]  # the first is the template and label language
 template_sets = ["single", "imagenet7", "imagenet80"]  # compared; the last one is used for the top-k bars
 top_k = 5
@@ -97,7 +94,8 @@ NOTEBOOKS = {
     "02_languages": ("CLIP matching across caption languages", [
         "present.languages(exp, languages)  # exp.matching(lang) per language, token statistics",
         "from labclip.lab import compare\n\n"
-        "table = compare.compare(exp.captions, languages, [exp.model, *compare_models], translator, top_k)\n"
+        "others = compare_models if compare_models is not None else compare.default_models(languages)[1:]\n"
+        "table = compare.compare(exp.captions, languages, [exp.model, *others], translator, top_k)\n"
         "compare.save(table, output_dir)  # comparison.csv, when output_dir is set\n"
         "present.comparison(exp, table, translator)",
         SAVE.format(name="02_languages"),

@@ -450,7 +450,7 @@ def test_few_shot_evaluation_is_out_of_fold(monkeypatch):
 
 def test_read_parallel_from_a_caption_set_and_a_tsv(tmp_path):
     pairs = read_parallel(DEFAULT_CAPTIONS, "ru", "en")
-    assert len(pairs) == 12 and pairs.groups[2] == "coffee.png"
+    assert len(pairs) == 12 and pairs.groups[2] == "../images/coffee.png"  # the image as the caption file writes it
     assert pairs.source[2].startswith("фотография чашки") and pairs.target[2].startswith("a photo of a cup")
     tsv = tmp_path / "pairs.tsv"
     tsv.write_text("en\tru\nA cat\tКошка\na dog\tсобака\n", encoding="utf-8")

@@ -91,3 +91,17 @@ def test_new_caption_set_encodes_no_image(tiny_model_dir, monkeypatch, tmp_path)
     assert stats.misses == 0 and stats.hits == len(second.captions)
     assert "12 images from the cache, 0 encoded" in second.provenance()["model"]["cache"]
 
+
+
+def test_summary_counts_each_image_once(tiny_model_dir, images, tmp_path):
+    from labclip import load_model
+
+    load_model(tiny_model_dir, cache=tmp_path / "c").encode_images(images)
+    model = load_model(tiny_model_dir, cache=tmp_path / "c")
+    for _ in range(3):  # three languages share one image set
+        model.encode_images(images)
+    model.encode_texts(["a cat", "a dog"])
+    model.encode_texts(["a cat"])
+    n = len(images)
+    assert model.cache.stats["images"].hits == 3 * n
+    assert model.cache.summary() == f"{n} images from the cache, 0 encoded; 0 captions from the cache, 2 encoded"

@@ -435,14 +435,25 @@ def test_compare(capsys, tiny_model_dir, tmp_path):
     assert set(table.model_revision) == {"local:" + str(tiny_model_dir.resolve())}
 
 
-def test_compare_unavailable_model_is_reported_once(capsys, tiny_model_dir, tmp_path):
-    missing = str(tmp_path / "no-such-model")
+def test_compare_unavailable_model_is_reported_once(capsys, monkeypatch, tiny_model_dir, tmp_path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # not cached + hub unreachable: skipped, not an error
+    missing = "labclip-test/not-cached"
     code, out, err = run(capsys, "compare", DEFAULT_CAPTIONS, "--models", tiny_model_dir, missing,
                          "--translator", "none", "--out", tmp_path / "c.json")
     mentions = [line for line in err.splitlines() if missing in line]
     assert code == 0 and len(mentions) == 1 and mentions[0].startswith(f"labclip: not compared: model {missing}: ")
     saved = json.loads((tmp_path / "c.json").read_text())
     assert [m["id"] for m in saved["provenance"]["models"]] == [str(tiny_model_dir)]
+
+
+def test_compare_missing_local_model_is_an_error(capsys, tiny_model_dir, tmp_path):
+    missing = str(tmp_path / "no-such-model")
+    code, out, err = run(capsys, "compare", DEFAULT_CAPTIONS, "--models", tiny_model_dir, missing,
+                         "--translator", "none", "--out", tmp_path / "c.json")
+    assert code == 2 and err.strip().count("\n") == 0 and "no such model directory" in err
+    assert not (tmp_path / "c.json").exists()
 
 
 def test_compare_fallback_is_recorded(capsys, monkeypatch, tmp_path):

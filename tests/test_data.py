@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from labclip import LabclipError, load_captions
-from labclip.config import CAPTIONS_DIR, IMAGES_DIR, PROJ_ROOT
+from labclip.config import CAPTIONS_DIR, DATA_DIR, IMAGES_DIR, PROJ_ROOT
 from labclip.images import load_image
 from labclip.lab.tables import captions_frame
 
@@ -36,12 +36,71 @@ def test_default_set_loads_with_en_and_ru():
     assert all(Path(p).is_file() for p in df["path"])
     assert all(re.search("[а-яё]", caption) for caption in df["ru"])
     frame = captions_frame(df)
-    assert frame.columns.tolist() == ["image", "path", "en", "ru"] and frame["ru"].tolist() == df["ru"]
+    assert frame.columns.tolist() == ["image", "path", "name", "en", "ru"] and frame["ru"].tolist() == df["ru"]
 
 
 def test_every_caption_set_loads():
-    for path in CAPTIONS_DIR.glob("*.csv"):
-        assert len(load_captions(path)) >= 10, path
+    for path in [*CAPTIONS_DIR.glob("*.csv"), DATA_DIR / "labels.csv"]:
+        df = load_captions(path)
+        assert len(df) >= 10, path
+        assert all(Path(p).parent == IMAGES_DIR.resolve() for p in df["path"]), path
+        assert df["name"] == [Path(p).name for p in df["path"]]
+
+
+# --- an instructor's own folder: images beside the caption file ---------------------------------
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def own_folder(tmp_path):
+    """Images beside captions.csv whose names collide with bundled images but whose pixels differ."""
+    folder = tmp_path / "lab3"
+    (folder / "more").mkdir(parents=True)
+    Image.new("RGB", (16, 16), (0, 90, 200)).save(folder / "coffee.png")
+    Image.new("RGB", (16, 16), (250, 250, 0)).save(folder / "horse.png")
+    Image.new("RGB", (16, 16), (10, 200, 10)).save(folder / "more" / "cat.png")
+    _write(folder / "captions.csv", "image,en,notes,path\ncoffee.png,a blue square,mine,x\n"
+           "horse.png,a yellow square,mine,y\nmore/cat.png,a green square,,z\n")
+    return folder
+
+
+def test_own_folder_images_are_the_users(own_folder, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # the working directory plays no part
+    df = load_captions(own_folder / "captions.csv")
+    assert df["path"] == [str(own_folder / n) for n in ("coffee.png", "horse.png", "more/cat.png")]
+    assert df["name"] == df["image"] == ["coffee.png", "horse.png", "more/cat.png"]
+    for name in ("coffee.png", "horse.png"):
+        path = df["path"][df["name"].index(name)]
+        assert _sha(path) == _sha(own_folder / name) != _sha(IMAGES_DIR / name)
+    assert df.attrs["languages"] == ["en"]
+    assert df["notes"] == ["mine", "mine", ""]  # kept, never a caption language or a crash
+    assert df["path.1"] == ["x", "y", "z"]  # the file's own path column, renamed
+
+
+def test_image_dir_overrides_and_absolute_paths(own_folder, image_dir, tmp_path):
+    df = load_captions(_write(tmp_path / "c.csv", "image,en\ncoffee.png,brown\n"), image_dir=own_folder)
+    assert df["path"] == [str(own_folder / "coffee.png")]
+    absolute = _write(tmp_path / "abs.csv", f"image,en\n{own_folder / 'horse.png'},yellow\n{image_dir / 'cat.png'},cat\n")
+    df = load_captions(absolute, image_dir=tmp_path / "ignored")
+    assert df["path"] == [str(own_folder / "horse.png"), str(image_dir / "cat.png")]
+    with pytest.raises(LabclipError, match=r"row 2: image 'cofee.png' not found in .*lab3; did you mean 'coffee.png'"):
+        load_captions(_write(tmp_path / "typo.csv", "image,en\ncofee.png,x\n"), image_dir=own_folder)
+
+
+def test_file_name_column_and_language_columns(own_folder):
+    meta = _write(own_folder / "metadata.csv", "file_name,pt-BR,zh_hans,url,caption\ncoffee.png,café,咖啡,u,c\n"
+                  "horse.png,cavalo,马,v,h\n")
+    df = load_captions(meta)
+    assert df.attrs["languages"] == ["pt-br", "zh_hans"]
+    assert df["path"] == [str(own_folder / "coffee.png"), str(own_folder / "horse.png")]
+    assert load_captions(meta, languages=["caption"]).attrs["languages"] == ["caption"]
+    _write(own_folder / "blank.csv", "image,en,notes\ncoffee.png,a cup,\n")
+    assert load_captions(own_folder / "blank.csv").attrs["languages"] == ["en"]  # an empty note is no problem
+    with pytest.raises(LabclipError, match=r"row 3: duplicate image 'more/../coffee.png' \(also row 2\)"):
+        load_captions(_write(own_folder / "dup.csv", "image,en\ncoffee.png,a\nmore/../coffee.png,b\n"))
 
 
 def test_sources_and_images_match():
@@ -51,7 +110,7 @@ def test_sources_and_images_match():
     present = {p.name for p in IMAGES_DIR.iterdir() if p.name != "SOURCES.csv"}
     assert listed == present
     assert all(r["licence"] and r["author"] and r["source"] and r["shows"] for r in rows)
-    captioned = set(load_captions(CAPTIONS_DIR / "default.csv")["image"])
+    captioned = set(load_captions(CAPTIONS_DIR / "default.csv")["name"])
     assert captioned == present
 
 
@@ -59,6 +118,7 @@ def test_excel_russian_locale_csv(tmp_path, image_dir):
     text = "\ufeffimage ; en ; ru\n coffee.png ; a cup of coffee ;  чашка кофе \ncat.png;a cat;кошка\n"
     path = _write(tmp_path / "excel.csv", text, newline="\r\n")
     df = load_captions(path, image_dir)
+    assert captions_frame(df).columns.tolist() == ["image", "path", "name", "en", "ru"]
     assert df.languages == ["en", "ru"]
     assert df["ru"] == ["чашка кофе", "кошка"]
     assert df["image"] == ["coffee.png", "cat.png"]
@@ -100,7 +160,7 @@ def test_unknown_language_and_missing_columns(tmp_path, image_dir):
         load_captions(path, image_dir, languages=["en", "ru"])
     with pytest.raises(LabclipError, match="no language column"):
         load_captions(_write(tmp_path / "d.csv", "image\ncat.png\n"), image_dir)
-    with pytest.raises(LabclipError, match="no 'image' column"):
+    with pytest.raises(LabclipError, match="no 'image' \\(or 'file_name'\\) column"):
         load_captions(_write(tmp_path / "e.csv", "file,en\ncat.png,a cat\n"), image_dir)
     with pytest.raises(LabclipError, match="caption file not found"):
         load_captions(tmp_path / "nope.csv", image_dir)

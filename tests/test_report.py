@@ -1,9 +1,11 @@
 """End to end: papermill + nbconvert + Chromium on a tiny local model."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -13,7 +15,7 @@ from labclip import LabclipError, load_model, match_metrics, similarity
 from labclip.config import DEFAULT_CAPTIONS, NOTEBOOKS_DIR, PROJ_ROOT
 from labclip.data import load_captions
 from labclip.lab.narrative import share
-from labclip.lab.report import NOTEBOOKS, build_reports, chromium
+from labclip.lab.report import CSP_META, NOTEBOOKS, build_reports, chromium
 from labclip.testing import make_tiny_marian, make_tiny_model, make_tiny_sentence_transformer
 
 BANNER = "labclip-banner"
@@ -45,7 +47,20 @@ def test_every_notebook_gives_html_and_pdf(full_run):
     for name in NOTEBOOKS:
         assert (out / f"{name}.html").stat().st_size > 10_000
         assert (out / f"{name}.pdf").read_bytes().startswith(b"%PDF")
-    assert not list(out.parent.glob(".labclip-run-*")), "staging folder left behind"
+    run = (out / "latest").resolve()
+    assert run.parent == (out / "runs").resolve() and {p.resolve().parent for p in published} == {run}
+    assert not list((out / "runs").glob(".*")), "staging folder left behind"
+
+
+def test_pages_are_numbered_and_carry_the_policy(full_run):
+    out, _ = full_run
+    for name in NOTEBOOKS:
+        html = (out / f"{name}.html").read_text(encoding="utf-8")
+        head = html[: html.index("</head>")]
+        assert head.index(CSP_META) < head.index("<style") and "<script" not in html.lower()
+        pages = _pdf_text(out / f"{name}.pdf").rstrip("\f").split("\f")
+        for number, page in enumerate(pages, 1):
+            assert re.search(rf"^\s*{number}\s*/\s*{len(pages)}\s*$", page, flags=re.MULTILINE), (name, number)
 
 
 def test_html_embeds_heatmap_table_and_russian(full_run):
@@ -56,6 +71,7 @@ def test_html_embeds_heatmap_table_and_russian(full_run):
     assert "a photo of a cup of coffee on a red saucer" in html
     assert "import labclip" not in html and "experiment.start(" not in html  # code is hidden
     languages = (out / "02_languages.html").read_text(encoding="utf-8")
+    assert ">astronaut.png<" in languages and "../images/" not in languages  # images by name, as the report shows them
     assert "чашка кофе" in languages.lower() or "чашки кофе" in languages.lower()
     assert "чашки кофе" in _pdf_text(out / "02_languages.pdf")
 
@@ -108,17 +124,18 @@ def test_prose_numbers_equal_match_metrics(full_run, tiny_model_dir):
 
 def test_failed_run_leaves_earlier_reports_intact(full_run, tmp_path):
     out, _ = full_run
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     bad = tmp_path / "bad.csv"
     bad.write_text("image,en\nmissing.png,a ghost\n", encoding="utf-8")
     with pytest.raises(LabclipError, match="row 2: image 'missing.png' not found"):
         build_reports({"model": "demo", "captions": str(bad)}, out)
     with pytest.raises(LabclipError, match=r"notebook 01_matching failed .*executed notebook is kept at") as err:
         build_reports({"model": "demo", "top_k": "three"}, out, notebooks=["01_matching"], pdf=False)
-    kept = str(err.value).split("kept at ")[1].split(";")[0]
+    kept = Path(str(err.value).split("kept at ")[1].split(";")[0])
     assert nbformat.read(kept, as_version=4).cells
-    shutil.rmtree(kept.rsplit("/", 1)[0])
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    kept.unlink()
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert not list((out / "runs").glob(".*"))
 
 
 def test_no_banner_for_a_model_not_marked_untrained(tmp_path):

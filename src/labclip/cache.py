@@ -29,9 +29,21 @@ def sha256_bytes(data: bytes) -> str:
 
 @dataclass
 class CacheStats:
+    """Lookups (``hits``, ``misses``, ``corrupt``) and the distinct keys behind them."""
+
     hits: int = 0
     misses: int = 0
     corrupt: int = 0
+    hit_keys: set[str] = field(default_factory=set)
+    missed_keys: set[str] = field(default_factory=set)
+
+    def count(self, key: str, hit: bool) -> None:
+        if hit:
+            self.hits += 1
+            self.hit_keys.add(key)
+        else:
+            self.misses += 1
+            self.missed_keys.add(key)
 
 
 @dataclass
@@ -52,18 +64,18 @@ class EmbeddingCache:
         try:
             vector = np.load(path, allow_pickle=False)
         except FileNotFoundError:
-            self.stats[kind].misses += 1
+            self.stats[kind].count(key, hit=False)
             return None
         except (OSError, ValueError, EOFError):
             self.stats[kind].corrupt += 1
-            self.stats[kind].misses += 1
+            self.stats[kind].count(key, hit=False)
             return None
         if vector.dtype != np.float32 or vector.shape != (self.dim,) or not np.isfinite(vector).all() \
                 or abs(float(np.linalg.norm(vector)) - 1.0) > 1e-3:
             self.stats[kind].corrupt += 1
-            self.stats[kind].misses += 1
+            self.stats[kind].count(key, hit=False)
             return None
-        self.stats[kind].hits += 1
+        self.stats[kind].count(key, hit=True)
         return vector
 
     def put(self, kind: str, key: str, vector: np.ndarray) -> None:
@@ -71,6 +83,11 @@ class EmbeddingCache:
         write_atomic(self._path(kind, key), lambda f: np.save(f, array, allow_pickle=False), binary=True)
 
     def summary(self) -> str:
-        i, c = self.stats["images"], self.stats["captions"]
-        return (f"{i.hits} images from the cache, {i.misses} encoded; "
-                f"{c.hits} captions from the cache, {c.misses} encoded")
+        """Distinct images and captions read from the cache and encoded (each counted once however often
+        it was looked up; one encoded in this run and read back later counts as encoded)."""
+        parts = []
+        for kind, noun in (("images", "image"), ("captions", "caption")):
+            s = self.stats[kind]
+            cached, encoded = len(s.hit_keys - s.missed_keys), len(s.missed_keys)
+            parts.append(f"{cached} {noun}{'s' * (cached != 1)} from the cache, {encoded} encoded")
+        return "; ".join(parts)

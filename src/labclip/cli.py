@@ -105,9 +105,10 @@ def _query(text: str) -> str:
 
 def _model_options(p: argparse.ArgumentParser, several: bool = False) -> None:
     if several:
-        p.add_argument("--models", nargs="+", default=[DEFAULT_MODEL], metavar="MODEL",
-                       help="models to compare (hub ids, aliases, local directories, 'demo'); a multilingual text "
-                            "encoder may be paired with a CLIP model as TEXT+IMAGE")
+        p.add_argument("--models", nargs="+", metavar="MODEL",
+                       help="models to compare (hub ids, aliases, local directories, 'demo'; default: "
+                            f"{DEFAULT_MODEL} and the default multilingual models that support every --langs "
+                            "language); a multilingual text encoder may be paired with a CLIP model as TEXT+IMAGE")
     else:
         p.add_argument("--model", default=DEFAULT_MODEL, help="hub id, alias (ViT-B/32, ...), local directory saved "
                        "with save_pretrained, or 'demo' (labclip's untrained model, works offline)")
@@ -680,12 +681,14 @@ def cmd_eval(args) -> None:
 
 def _compare_models(args, records: list[dict], skipped: list[str]) -> Iterator:
     """Load each of ``--models`` when :func:`labclip.compare.compare` asks for it (one in memory at a time)."""
+    from .hub import ModelUnavailable
     from .lab.experiment import load_model_or_demo
+    from .registry import default_models
 
-    for n, name in enumerate(args.models):
+    for n, name in enumerate(args.models or default_models(args.langs)):
         try:
             model, fallback = load_model_or_demo(name, args.strict or n > 0, args.device, args.precision)
-        except LabclipError as err:
+        except ModelUnavailable as err:  # not cached, hub unreachable; "not found" and missing paths are errors
             skipped.append(f"model {name}: {_name_demo_flag(err) if n == 0 else err}")
             continue
         records.append(model_record(model, name, fallback))
@@ -707,7 +710,9 @@ def cmd_compare(args) -> None:
         print(f"labclip: not compared: {reason}", file=sys.stderr)
     if table.empty:
         raise LabclipError("no model could be loaded")
-    by_name = {r["requested"] if r["fallback_reason"] is None else DEMO_MODEL: r for r in records}
+    from .model import shown_model  # compare() names models as reports do (local folders without their path)
+
+    by_name = {shown_model(r["requested"]) if r["fallback_reason"] is None else DEMO_MODEL: r for r in records}
     columns = pd.DataFrame([{**_model_columns(by_name[name]), "requested_model": by_name[name]["requested"]}
                             for name in table["model"]])
     _emit(table, args.out, records, inputs=[args.captions, *captions["path"]], columns=columns)

@@ -51,3 +51,16 @@ def cache_dir() -> Path:
     """labclip's own cache (demo model, embeddings); ``LABCLIP_CACHE`` overrides it."""
     override = os.environ.get("LABCLIP_CACHE")
     return Path(override) if override else Path(platformdirs.user_cache_dir("labclip"))
+
+
+def shown_path(path: str | os.PathLike, base: str | os.PathLike | None = None) -> str:
+    """How reports name a file or folder without machine paths.
+
+    Relative to the project root, else to ``base`` (e.g. the caption file's folder), else its name
+    alone (a model in a cache folder is named by its folder).
+    """
+    resolved = Path(path).resolve()
+    for root in (PROJ_ROOT, base):
+        if root is not None and resolved.is_relative_to(Path(root).resolve()):
+            return resolved.relative_to(Path(root).resolve()).as_posix() or "."
+    return resolved.name

@@ -6,17 +6,22 @@ import csv
 import difflib
 import io
 import json
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .config import IMAGES_DIR
 from .errors import LabclipError
 from .images import load_image
 
-RESERVED = ("image", "id")
+IMAGE_COLUMNS = ("image", "file_name")
+# A caption column is named by a language tag: ISO 639-1 code, optionally with region or script
+# (en, pt-BR, zh_Hans). Other columns (notes, path, ...) are kept and ignored unless ``languages`` names them.
+LANGUAGE_TAG = re.compile(r"[a-z]{2}(?:[-_][a-z0-9]{2,8})*")
+NOT_LANGUAGES = ("id",)
 DELIMITERS = (",", ";", "\t")
 
 
@@ -44,7 +49,9 @@ class Table:
 class CaptionSet:
     """A validated caption set: image names, absolute paths and one caption list per language.
 
-    ``captions["en"]`` (or ``captions["image"]``, ``["path"]``, ``["id"]``) gives a column as a list;
+    ``captions["en"]`` (or ``captions["image"]``, ``["path"]``, ``["name"]``, ``["id"]``, or a kept
+    non-caption column such as ``["notes"]``) gives a column as a list; ``names`` are what reports show
+    (no machine paths);
     ``attrs`` holds ``languages``, ``source`` and whatever a loader adds (e.g. ``benchmark``);
     the lab layer turns the whole set into a DataFrame (:func:`labclip.lab.tables.captions_frame`).
     A caption cell is a string, or a list of strings when a JSON Lines set gives several captions
@@ -57,8 +64,12 @@ class CaptionSet:
     captions: dict[str, list[Cell]]
     ids: list[str] | None = field(default=None)
     attrs: dict = field(default_factory=dict, compare=False, repr=False)
+    names: list[str] | None = field(default=None)
+    extra: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.names is None:
+            object.__setattr__(self, "names", short_names(self.paths))
         self.attrs["languages"] = self.languages
         self.attrs.setdefault("source", self.source)
 
@@ -71,8 +82,8 @@ class CaptionSet:
         return len(self.images)
 
     def __getitem__(self, column: str) -> list[Cell]:
-        columns = {"image": self.images, "path": self.paths, **({"id": self.ids} if self.ids is not None else {}),
-                   **self.captions}
+        columns = {**self.extra, "image": self.images, "path": self.paths, "name": self.names,
+                   **({"id": self.ids} if self.ids is not None else {}), **self.captions}
         if column not in columns:
             raise KeyError(column)
         return list(columns[column])
@@ -84,8 +95,7 @@ class CaptionSet:
             raise LabclipError(f"{self.source}: unknown language {', '.join(map(repr, missing))}; "
                                f"the file has: {', '.join(self.languages)}")
         return CaptionSet(self.source, self.images, self.paths, {lang: self.captions[lang] for lang in languages},
-                          self.ids, dict(self.attrs))
-
+                          self.ids, dict(self.attrs), self.names, self.extra)
 
 
 def load_captions(
@@ -97,50 +107,84 @@ def load_captions(
     """Read and validate a caption set.
 
     The file is CSV (``,`` or ``;``, UTF-8 with or without BOM, any line ends), TSV, XLSX or
-    JSON Lines (``.jsonl``, one object per image as in a Hugging Face imagefolder ``metadata.jsonl``:
-    ``file_name`` may stand for ``image``, and a language may hold a list of captions).
-    It has an ``image`` column with paths relative to ``image_dir``, an optional ``id`` column,
-    and one column of captions per language (any other column, e.g. ``en``, ``ru``).
+    JSON Lines (``.jsonl``, one object per image as in a Hugging Face imagefolder ``metadata.jsonl``;
+    a language may hold a list of captions).
+    It has an ``image`` column (or ``file_name``, as in Hugging Face ``imagefolder`` metadata)
+    whose relative paths are resolved against the caption file's own folder (absolute paths are
+    used as they are), an optional ``id`` column, and one column of captions per language named
+    by its code (``en``, ``ru``, ``pt-BR``). Other columns are kept and ignored (``path`` and
+    ``name`` columns as ``path.1`` and ``name.1``).
 
     Args:
         path: the caption file.
-        image_dir: folder the ``image`` paths are relative to; defaults to ``data/images``.
-        languages: languages that must be present; ``None`` accepts whatever the file has.
+        image_dir: folder the relative image paths are resolved against instead of the caption
+            file's folder.
+        languages: caption columns to use, which must be present (any column name may be given);
+            ``None`` uses every column named by a language code.
         check_images: open every image, so unreadable files are reported now.
 
     Returns:
-        A :class:`CaptionSet`: image names, absolute paths, ids if given, and the captions of each
-        language column in file order.
+        A :class:`CaptionSet`: image names as written, absolute paths, the names reports show (each
+        path relative to the folder that holds all images), ids if given, the captions of each
+        language column in file order, and any other columns (``extra``).
 
     Raises:
         LabclipError: one line naming the file and listing every problem with its
             spreadsheet row number (the header is row 1).
     """
     path = Path(path)
-    image_dir = Path(image_dir) if image_dir is not None else IMAGES_DIR
+    base = Path(image_dir) if image_dir is not None else path.parent
     table = read_table(path)
-    langs = [c for c in table.columns if c not in RESERVED]
-    if "image" not in table.columns:
-        raise LabclipError(f"{path}: no 'image' column (columns found: {', '.join(table.columns) or 'none'})")
-    if not langs:
-        raise LabclipError(f"{path}: no language column; add one caption column per language, e.g. 'en', 'ru'")
-    missing_langs = [lang for lang in (languages or []) if lang not in langs]
+    column = next((c for c in IMAGE_COLUMNS if c in table.columns), None)
+    if column is None:
+        raise LabclipError(f"{path}: no 'image' (or 'file_name') column "
+                           f"(columns found: {', '.join(table.columns) or 'none'})")
+    # labclip adds ``path`` and ``name``; such columns in the file are kept as ``path.1``, ``name.1``.
+    renames = {column: "image", "path": "path.1", "name": "name.1"}
+    table = Table([renames.get(c, c) for c in table.columns], table.rows, table.lines)
+    found = [c for c in table.columns if c not in ("image", *NOT_LANGUAGES) and LANGUAGE_TAG.fullmatch(c)]
+    missing_langs = [lang for lang in (languages or []) if lang not in table.columns]
     if missing_langs:
-        raise LabclipError(
-            f"{path}: unknown language {', '.join(map(repr, missing_langs))}; the file has: {', '.join(langs)}"
-        )
+        raise LabclipError(f"{path}: unknown language {', '.join(map(repr, missing_langs))}; "
+                           f"the file has: {', '.join(found) or 'no language column'}")
+    langs = list(languages) if languages else found
+    if not langs:
+        raise LabclipError(f"{path}: no language column; add one caption column per language named by its code, "
+                           f"e.g. 'en', 'ru' (columns found: {', '.join(table.columns)})")
     if not table.rows:
         raise LabclipError(f"{path}: no caption rows below the header")
 
-    problems = _row_problems(table, langs, image_dir, check_images)
+    files = [_resolve(base, name) for name in table.column("image")]
+    problems = _row_problems(table, files, langs, check_images)
     if problems:
         shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
         raise LabclipError(f"{path}: {len(problems)} problem{'s' * (len(problems) > 1)}: {shown}")
 
-    images = table.column("image")
-    return CaptionSet(str(path), images, [str((image_dir / name).resolve()) for name in images],
+    extra = {c: table.column(c) for c in table.columns if c not in ("image", "id", *langs)}
+    return CaptionSet(str(path), table.column("image"), [str(f) for f in files],
                       {lang: table.column(lang) for lang in langs},
-                      table.column("id") if "id" in table.columns else None)
+                      table.column("id") if "id" in table.columns else None,
+                      names=short_names(files), extra=extra)
+
+
+def _resolve(base: Path, name: str) -> Path:
+    return (base / name).resolve() if name else base.resolve()
+
+
+def short_names(files: Sequence[str | os.PathLike]) -> list[str]:
+    """Each path relative to the deepest folder that holds them all (``coffee.png``, ``cats/a.jpg``)."""
+    files = [Path(f) for f in files]
+    if not files:
+        return []
+    common = Path(os.path.commonpath([str(f.parent) for f in files]))
+    return [f.relative_to(common).as_posix() for f in files]
+
+
+def _suggestion(name: str, file: Path) -> str:
+    """``; did you mean '...'?`` naming the closest file in the folder the missing one was looked for in."""
+    siblings = [p.name for p in file.parent.iterdir() if p.is_file()] if file.parent.is_dir() else []
+    close = difflib.get_close_matches(file.name, siblings, n=1, cutoff=0.5)
+    return f"; did you mean '{name[: len(name) - len(file.name)]}{close[0]}'?" if close else ""
 
 
 def read_table(path: str | Path, what: str = "caption file") -> Table:
@@ -206,26 +250,20 @@ def _table(path: Path, rows: list[list[str]]) -> Table:
     return Table(columns, [(row + [""] * len(columns))[: len(columns)] for _, row in body], [n for n, _ in body])
 
 
-def _row_problems(table: Table, langs: list[str], image_dir: Path, check_images: bool) -> list[str]:
+def _row_problems(table: Table, files: list[Path], langs: list[str], check_images: bool) -> list[str]:
     problems: list[str] = []
-    first_row: dict[str, int] = {}
-    known: list[str] | None = None
-    for line, cells in zip(table.lines, table.rows):
+    first_row: dict[Path, int] = {}
+    for line, cells, file in zip(table.lines, table.rows, files):
         row = dict(zip(table.columns, cells))
         name = row["image"]
         if not name:
             problems.append(f"row {line}: empty 'image' cell")
-        elif name in first_row:
-            problems.append(f"row {line}: duplicate image '{name}' (also row {first_row[name]})")
+        elif file in first_row:
+            problems.append(f"row {line}: duplicate image '{name}' (also row {first_row[file]})")
         else:
-            first_row[name] = line
-            file = image_dir / name
+            first_row[file] = line
             if not file.is_file():
-                if known is None:
-                    known = sorted(str(p.relative_to(image_dir)) for p in image_dir.rglob("*") if p.is_file())
-                close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                problems.append(f"row {line}: image '{name}' not found in {image_dir}{hint}")
+                problems.append(f"row {line}: image '{name}' not found in {file.parent}{_suggestion(name, file)}")
             elif check_images:
                 try:
                     load_image(file)

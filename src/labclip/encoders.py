@@ -16,9 +16,9 @@ from torch import nn
 from . import multilingual
 from .config import CONTEXT_LENGTH
 from .errors import LabclipError
-from .hub import from_hub, repo_dir
-from .images import Preprocess
-from .registry import ALTCLIP, CLIP, FAMILIES, MCLIP, SENTENCE_TRANSFORMERS, ModelInfo
+from .hub import cached_revision, from_hub, repo_dir
+from .images import Preprocess, SquarePreprocess, preprocess_for
+from .registry import ALTCLIP, CLIP, FAMILIES, MCLIP, SENTENCE_TRANSFORMERS, SIGLIP, ModelInfo
 from .text import tokenize
 
 
@@ -64,6 +64,16 @@ class PooledTextTower(TextTower):
         return self.module(**inputs)
 
 
+class SiglipTextTower(TextTower):
+    """SigLIP's text half: trained on text padded to ``max_length`` (64 tokens) without an attention
+    mask, pooling the last position, so captions are always padded (and cut) to that length."""
+
+    def prepare(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(list(texts), padding="max_length", max_length=self.context_length,
+                               truncation=True, return_tensors="pt")
+        return {"input_ids": batch["input_ids"]}
+
+
 @dataclass
 class Towers:
     """What a family loader returns."""
@@ -74,20 +84,30 @@ class Towers:
     image_revision: str | None
     text_revision: str | None
     family: str
+    logit_bias: float | None = None
 
 
 def _native_parts(source: str, **kwargs):
-    """Model, tokenizer and image processor of a transformers CLIP-family checkpoint (CLIP, AltCLIP)."""
-    from transformers import AltCLIPModel, AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel
+    """Model, tokenizer and image processor of a transformers CLIP-family checkpoint (CLIP, AltCLIP, SigLIP)."""
+    from transformers import (
+        AltCLIPModel,
+        AutoConfig,
+        AutoImageProcessor,
+        AutoTokenizer,
+        CLIPModel,
+        SiglipModel,
+    )
 
     config = AutoConfig.from_pretrained(source, **kwargs)
     if config.model_type == "altclip":
         model_class, tokenizer_kwargs = AltCLIPModel, {}
+    elif config.model_type == "siglip":
+        model_class, tokenizer_kwargs = SiglipModel, {}
     elif config.model_type == "clip":
         model_class, tokenizer_kwargs = CLIPModel, {"model_max_length": CONTEXT_LENGTH}
     else:
         paired = ", ".join(name for name, family in FAMILIES.items() if family.paired)
-        raise LabclipError(f"'{source}' is a {config.model_type!r} model, not CLIP, AltCLIP or a supported "
+        raise LabclipError(f"'{source}' is a {config.model_type!r} model, not CLIP, AltCLIP, SigLIP or a supported "
                            f"multilingual text encoder ({paired})")
     return (
         model_class.from_pretrained(source, **kwargs),
@@ -98,23 +118,38 @@ def _native_parts(source: str, **kwargs):
 
 def _image_model(source: str):
     model, tokenizer, processor = from_hub(source, lambda **kw: _native_parts(source, **kw))
-    return model.eval(), tokenizer, Preprocess.from_image_processor(processor)
+    return model.eval(), tokenizer, preprocess_for(processor)
 
 
-def _revision(model: nn.Module) -> str | None:
-    return getattr(model.config, "_commit_hash", None)
+def _revision(model: nn.Module, source: str) -> str | None:
+    """The commit a model was loaded from (transformers 5 leaves ``_commit_hash`` empty: read the cache)."""
+    return getattr(model.config, "_commit_hash", None) or cached_revision(source)
 
 
 def load_native(info: ModelInfo) -> Towers:
     """CLIP and AltCLIP: one transformers model holds both towers."""
     model, tokenizer, preprocess = _image_model(info.id)
+    if model.config.model_type == "siglip":
+        return load_siglip(info, model, tokenizer, preprocess)
     context = CONTEXT_LENGTH
     if model.config.model_type != "clip":
         context = multilingual.context_length(tokenizer, model.config.text_config)
     clean = FAMILIES[ALTCLIP if model.config.model_type == "altclip" else CLIP].openai_text_cleaning
     return Towers(ImageTower(model, preprocess), TextTower(model, tokenizer, context, clean),
-                  float(model.logit_scale.exp().item()), _revision(model), _revision(model),
+                  float(model.logit_scale.exp().item()), _revision(model, info.id), _revision(model, info.id),
                   ALTCLIP if model.config.model_type == "altclip" else CLIP)
+
+
+def load_siglip(info: ModelInfo, model: nn.Module | None = None, tokenizer=None,
+                preprocess: SquarePreprocess | Preprocess | None = None) -> Towers:
+    """SigLIP: sigmoid scores with a learned ``logit_bias``, text padded to 64 tokens, square resize."""
+    if model is None:
+        model, tokenizer, preprocess = _image_model(info.id)
+    revision = _revision(model, info.id)
+    context = int(model.config.text_config.max_position_embeddings)
+    text = SiglipTextTower(model, tokenizer, context, FAMILIES[SIGLIP].openai_text_cleaning)
+    return Towers(ImageTower(model, preprocess), text, float(model.logit_scale.exp().item()), revision, revision,
+                  SIGLIP, float(model.logit_bias.item()))
 
 
 def _paired(build: Callable) -> Callable[[ModelInfo], Towers]:
@@ -123,7 +158,8 @@ def _paired(build: Callable) -> Callable[[ModelInfo], Towers]:
         text, tokenizer = from_hub(info.id, lambda **kw: build(repo_dir(info.id, **kw), **kw))
         context = multilingual.context_length(tokenizer, text.transformer.config)
         return Towers(ImageTower(image_model, preprocess), PooledTextTower(text.eval(), tokenizer, context, False),
-                      float(image_model.logit_scale.exp().item()), _revision(image_model), None, info.family)
+                      float(image_model.logit_scale.exp().item()), _revision(image_model, info.image_source),
+                      getattr(text, "revision", None), info.family)
 
     load.__doc__ = f"A {build.__name__.removeprefix('load_')} text tower paired with a CLIP image encoder."
     return load
@@ -132,6 +168,7 @@ def _paired(build: Callable) -> Callable[[ModelInfo], Towers]:
 LOADERS: dict[str, Callable[[ModelInfo], Towers]] = {
     CLIP: load_native,
     ALTCLIP: load_native,
+    SIGLIP: load_siglip,
     SENTENCE_TRANSFORMERS: _paired(multilingual.load_sentence_transformer),
     MCLIP: _paired(multilingual.load_mclip),
 }

@@ -1,63 +1,175 @@
-"""Hugging Face hub access: local files first, the hub only when reachable, safe weight loading,
-and one-line messages for what could not be loaded."""
+"""Hugging Face hub access: local files first, the hub only when it answers, safe weight loading,
+and one-line messages for what could not be loaded.
+
+Reachability and "not found" are asked of ``huggingface_hub`` itself (so ``HF_ENDPOINT``,
+``HTTPS_PROXY`` and ``HF_HUB_OFFLINE`` are honoured). Weights are read from safetensors where a
+repository has them; ``pytorch_model.bin`` only through ``torch.load(weights_only=True)``, which
+unpickles tensors and containers and refuses everything else.
+"""
 
 from __future__ import annotations
 
-import socket
+import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlparse
 
 from .errors import LabclipError
 
 T = TypeVar("T")
 
-REPO_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*/*.json", "*/*.safetensors"]
+REACH_TIMEOUT = 5.0
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+SMALL_FILES = ("json", "txt", "model", "spm")
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub can be reached now (False at once when offline mode is set)."""
-    from huggingface_hub import constants
+class ModelUnavailable(LabclipError):
+    """The model is not in the local cache and the hub cannot be reached: the one case for a demo fallback."""
 
-    if constants.HF_HUB_OFFLINE:
+
+def did_you_mean(name: str) -> str:
+    """``"; did you mean 'X'?"`` with the closest id or alias the registry knows, else ``""``."""
+    from .registry import closest
+
+    near = closest(name)
+    return f"; did you mean '{near}'?" if near and near != name else ""
+
+
+def is_repo_id(name: str) -> bool:
+    """Whether ``name`` has the form of a hub id (``org/name`` or ``name``), not of a file path."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
         return False
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError:
+        validate_repo_id(name)
+    except HFValidationError:
         return False
     return True
 
 
+def status(repo_id: str, timeout: float = REACH_TIMEOUT) -> str:
+    """What the hub says of ``repo_id``: ``"found"``, ``"not found"``, ``"gated"`` or ``"unreachable"``."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    if constants.HF_HUB_OFFLINE:
+        return "unreachable"
+    try:
+        HfApi().model_info(repo_id, timeout=timeout)
+    except GatedRepoError:
+        return "gated"
+    except RepositoryNotFoundError:
+        return "not found"
+    except HfHubHTTPError as err:
+        code = getattr(err.response, "status_code", None)
+        if code == 404:
+            return "not found"
+        return "unreachable" if code is None or code >= 500 else "found"
+    except Exception:  # noqa: BLE001 - connection refused, DNS, proxy, timeout, offline mode: not reachable
+        return "unreachable"
+    return "found"
+
+
+def hub_reachable(timeout: float = REACH_TIMEOUT) -> bool:
+    """Whether the hub answers now (any answer about the default model counts; False at once offline)."""
+    from .registry import DEFAULT_MODEL
+
+    return status(DEFAULT_MODEL, timeout) != "unreachable"
+
+
+def require(repo_id: str) -> None:
+    """Raise the right error for a hub id that is not in the local cache.
+
+    Raises:
+        LabclipError: ``repo_id`` is neither a folder nor a hub id, or the hub says the repository does
+            not exist (with the closest known id) or is gated.
+        ModelUnavailable: the hub cannot be reached.
+    """
+    if not is_repo_id(repo_id):
+        raise LabclipError(f"'{repo_id}': no such model directory{did_you_mean(repo_id)}")
+    answer = status(repo_id)
+    if answer == "not found":
+        raise LabclipError(f"model '{repo_id}' was not found on the Hugging Face hub{did_you_mean(repo_id)}")
+    if answer == "gated":
+        raise LabclipError(f"model '{repo_id}' is gated on the Hugging Face hub: accept its licence on the hub "
+                           "and log in (hf auth login)")
+    if answer == "unreachable":
+        raise ModelUnavailable(f"'{repo_id}' is not in the local Hugging Face cache and the hub cannot be reached")
+
+
 def from_hub(source: str, load: Callable[..., T]) -> T:
-    """Run ``load(local_files_only=True)``; on a miss, ``load()`` again when the hub is reachable."""
+    """Run ``load(local_files_only=True)``; on a miss, ``load()`` again when the hub says the model exists.
+
+    Raises:
+        LabclipError: the hub says there is no such model.
+        ModelUnavailable: not cached and the hub cannot be reached.
+    """
     try:
         return load(local_files_only=True)
     except OSError:
-        if Path(source).is_dir() or not hub_reachable():
+        if Path(source).is_dir():
             raise
+        require(source)
         return load()
 
 
+def revision_of(path: str | os.PathLike) -> str | None:
+    """The commit hash of a hub snapshot folder (``.../snapshots/<40 hex>``), else ``None``."""
+    for part in reversed(Path(path).resolve().parts):
+        if re.fullmatch(r"[0-9a-f]{40}", part):
+            return part
+    return None
+
+
+def cached_revision(repo_id: str) -> str | None:
+    """The commit of the cached snapshot ``refs/main`` points at (the one a load just used), or ``None``.
+
+    transformers 5 leaves ``config._commit_hash`` empty, so the revision is read off the cache path.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    if Path(repo_id).exists() or not is_repo_id(repo_id):
+        return None
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return revision_of(found) if isinstance(found, str) else None
+
+
+def snapshot(repo_id: str, local_files_only: bool = False) -> Path:
+    """The local folder of a hub repository with its configs, tokenizer files and one weight file per
+    folder: ``model.safetensors`` where the folder has one, else ``pytorch_model.bin``."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    if local_files_only:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    files = HfApi().list_repo_files(repo_id)
+    weights = []
+    for folder in {f.rpartition("/")[0] for f in files}:
+        prefix = f"{folder}/" if folder else ""
+        weights += [prefix + w for w in WEIGHT_FILES if prefix + w in files][:1]
+    small = [f for f in files if f.rsplit(".", 1)[-1] in SMALL_FILES]
+    return Path(snapshot_download(repo_id, allow_patterns=small + weights))
+
+
 def repo_dir(source: str, local_files_only: bool = False) -> Path:
-    """A local folder as is, or the snapshot folder of a hub repository (weights, configs, tokenizer)."""
+    """A local folder as is, or the snapshot folder of a hub repository (see :func:`snapshot`)."""
     if Path(source).is_dir():
         return Path(source)
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(source, local_files_only=local_files_only, allow_patterns=REPO_PATTERNS))
+    return snapshot(source, local_files_only=local_files_only)
 
 
-def load_weights(folder: Path, names: Sequence[str] = ("model.safetensors", "pytorch_model.bin")) -> dict:
+def load_weights(folder: Path, names: Sequence[str] = WEIGHT_FILES) -> dict:
     """The state dict of the first of ``names`` present in ``folder``.
 
     Safetensors are read as they are; a ``.bin`` file only with ``torch.load(weights_only=True)``,
     which refuses anything but tensors. Nothing else is ever unpickled.
 
     Raises:
-        LabclipError: none of the files is there.
+        LabclipError: none of the files is there, or a ``.bin`` file holds more than tensors.
     """
+    import pickle
+
     for name in names:
         path = Path(folder) / name
         if not path.is_file():
@@ -68,22 +180,27 @@ def load_weights(folder: Path, names: Sequence[str] = ("model.safetensors", "pyt
             return load_file(str(path))
         import torch
 
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+            raise LabclipError(f"{path}: refused to load: not a plain tensor file "
+                               f"({' '.join(str(err).split())[:160]})") from None
     raise LabclipError(f"{folder}: no weights file ({' or '.join(names)})")
 
 
 def load_failure(name: str, source: str, err: Exception, what: str = "model", demo: bool = True) -> str:
     """One line: what could not be loaded, why, and the ways out."""
-    reason = " ".join(str(err).split()) or type(err).__name__
-    if len(reason) > 200:
-        reason = reason[:197] + "..."
-    reason = f"{type(err).__name__}: {reason}"
+    if isinstance(err, ModelUnavailable):
+        reason = str(err)
+    else:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        if len(reason) > 200:
+            reason = reason[:197] + "..."
+        reason = f"{type(err).__name__}: {reason}"
     tried = f"'{name}'" if name == source else f"'{name}' ({source})"
     if Path(source).is_dir():
         hint = "check that the directory holds config.json, weights and tokenizer files saved with save_pretrained"
     else:
-        if not hub_reachable():
-            reason = "not in the local Hugging Face cache and the hub cannot be reached"
         hint = "connect to the network, put a downloaded copy in the Hugging Face cache (HF_HOME), " + (
             "pass a local model directory, or use the untrained 'demo' model" if demo
             else "or pass a local model directory")

@@ -44,6 +44,37 @@ class Preprocess:
         return cls(resize, crop, tuple(processor.image_mean), tuple(processor.image_std))
 
 
+@dataclass(frozen=True)
+class SquarePreprocess:
+    """SigLIP's image preprocessing: resize to ``crop`` × ``crop`` (aspect not kept, bicubic), then
+    scale to [0, 1] and normalise, as ``SiglipImageProcessor`` does."""
+
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def resize(self) -> int:
+        return self.crop
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = image.convert("RGB").resize((self.crop, self.crop), Image.Resampling.BICUBIC)
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
+        tensor = pixels.permute(2, 0, 1).contiguous().to(torch.float32).div(255)
+        mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(self.std, dtype=torch.float32)[:, None, None]
+        return tensor.sub(mean).div(std)
+
+
+def preprocess_for(processor) -> Preprocess | SquarePreprocess:
+    """CLIP's resize-and-crop, or SigLIP's square resize when the processor sizes by height and width."""
+    size = processor.size
+    get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+    if not isinstance(size, int) and get("shortest_edge") is None and get("height"):
+        return SquarePreprocess(int(get("height")), tuple(processor.image_mean), tuple(processor.image_std))
+    return Preprocess.from_image_processor(processor)
+
+
 def _resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
     # torchvision.transforms.functional._compute_resized_output_size: the long side is truncated.
     w, h = image.size

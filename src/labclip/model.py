@@ -22,10 +22,11 @@ from tqdm.auto import tqdm
 
 from .adapter import AdaptedModel, TextAdapter, apply_adapter, split_adapter
 from .cache import EmbeddingCache, default_cache_dir, sha256_bytes
+from .config import shown_path
 from .demo import UNTRAINED_MARKER, demo_model_path
 from .encoders import LOADERS, ImageTower, TextTower
 from .errors import LabclipError
-from .hub import load_failure
+from .hub import ModelUnavailable, did_you_mean, is_repo_id, load_failure
 from .images import PREPROCESS_VERSION, Preprocess, load_image
 from .precision import FP32, Precision, cast, choose, to_dtype
 from .registry import CLIP, DEFAULT_MODEL, DEMO_MODEL, ModelInfo, lookup, resolve_model_name
@@ -49,9 +50,10 @@ class ClipModel:
         revision: commit hash (or ``local:<path>``) of ``source``; ``None`` when unknown.
         image_revision: commit hash of the image encoder's repository.
         untrained: the weights are random (the demo model, test models).
+        logit_bias: SigLIP's learned sigmoid bias; ``None`` for softmax (CLIP-style) models.
     """
 
-    name: str
+    name: str  # as reports show it: a hub id, or a local folder by its name (no machine path)
     info: ModelInfo
     image: ImageTower
     text: TextTower
@@ -62,6 +64,7 @@ class ClipModel:
     revision: str | None = None
     image_revision: str | None = None
     untrained: bool = False
+    logit_bias: float | None = None
     precision: Precision = FP32
     cache: EmbeddingCache | None = None
     image_batch_size: int = 32
@@ -107,7 +110,16 @@ class ClipModel:
 
     @property
     def dim(self) -> int:
-        return int(self.image.module.config.projection_dim)
+        config = self.image.module.config
+        return int(getattr(config, "projection_dim", None) or config.text_config.hidden_size)
+
+    def probabilities(self, sim: np.ndarray) -> np.ndarray:
+        """Match probabilities of an images × captions cosine matrix: the softmax over captions at the
+        logit scale, or, for SigLIP, each pair's own ``sigmoid(logit_scale * cosine + logit_bias)``."""
+        from scipy.special import expit, softmax
+
+        logits = self.logit_scale * np.asarray(sim, dtype=np.float64)
+        return softmax(logits, axis=-1) if self.logit_bias is None else expit(logits + self.logit_bias)
 
     @property
     def is_demo(self) -> bool:
@@ -253,8 +265,13 @@ def load_model(
     chosen = choose(precision, device)
     info = lookup(str(demo_model_path()) if name == DEMO_MODEL else name,
                   None if image_model is None else str(image_model))
+    for requested in dict.fromkeys([info.id, info.image_source]):
+        if not Path(requested).exists() and not is_repo_id(requested):
+            raise LabclipError(f"'{requested}': no such model directory{did_you_mean(requested)}")
     try:
         towers = LOADERS[info.family](info)
+    except ModelUnavailable as err:
+        raise ModelUnavailable(load_failure(name, info.id, err)) from err
     except LabclipError:
         raise
     except Exception as err:  # noqa: BLE001 - every loading failure becomes one user-facing line
@@ -267,13 +284,13 @@ def load_model(
         tower.module = casted.setdefault(id(tower.module), cast(tower.module, chosen))
     local = Path(info.id)
     untrained = any(Path(s).is_dir() and (Path(s) / UNTRAINED_MARKER).exists() for s in {info.id, info.image_source})
-    revision = towers.text_revision if not info.paired else None
+    revision = towers.text_revision
     if revision is None and local.is_dir():
         revision = "local:" + str(local.resolve())
     clip = ClipModel(
-        name=name, info=info, image=towers.image, text=towers.text, logit_scale=towers.logit_scale,
+        name=shown_model(name), info=info, image=towers.image, text=towers.text, logit_scale=towers.logit_scale,
         source=info.id, image_source=resolve_model_name(info.image_source), device=device, revision=revision,
-        image_revision=towers.image_revision, untrained=untrained, precision=chosen,
+        image_revision=towers.image_revision, untrained=untrained, precision=chosen, logit_bias=towers.logit_bias,
     )
     if cache:
         root = default_cache_dir() if cache is True else Path(cache)
@@ -308,15 +325,25 @@ def fingerprint_sources(sources: list[str], extra: str) -> str:
     return digest.hexdigest()[:32]
 
 
+def shown_model(name: str) -> str:
+    """A hub id as it is; a local folder (``A+B`` pairs too) without its machine path."""
+    return "+".join(shown_path(part) if Path(part).exists() else part
+                    for part in ([name] if Path(name).exists() else name.split("+")))
+
+
 def describe(model: ClipModel) -> dict:
     """The facts a report records about the model that made its numbers."""
+    revision = model.revision
+    if revision and revision.startswith("local:"):
+        revision = "local:" + shown_model(revision[len("local:"):])
     return {
         "name": model.name,
-        "source": model.source,
+        "source": shown_model(model.source),
         "family": model.family,
-        "revision": model.revision,
+        "revision": revision,
         "untrained": model.untrained,
         "logit_scale": round(model.logit_scale, 4),
+        "logit_bias": None if model.logit_bias is None else round(model.logit_bias, 4),
         "embedding_dim": model.dim,
         "image_size": model.preprocess.crop,
         "device": model.device,

@@ -5,9 +5,11 @@
   unchanged OpenAI ViT-B/32.
 - ``M-CLIP`` layout (e.g. ``M-CLIP/XLM-Roberta-Large-Vit-B-32``): XLM-R, mean pooling, a linear
   ``LinearTransformation``; images again through OpenAI ViT-B/32.
-- ``BAAI/AltCLIP`` is a native transformers model (``AltCLIPModel``) and needs nothing here.
+- AltCLIP (``BAAI/AltCLIP-m9``, ``-m18``) and SigLIP are native transformers models and need nothing here.
 
-Weights are read through :func:`labclip.hub.load_weights` (safetensors only, as listed here).
+Weights are read through :func:`labclip.hub.load_weights`: ``model.safetensors`` where a folder has
+one, else ``pytorch_model.bin`` (tensors only). Each tower records the commit of the hub snapshot it
+came from in ``revision``.
 """
 
 from __future__ import annotations
@@ -19,16 +21,17 @@ import torch
 from torch import nn
 
 from .errors import LabclipError
-from .hub import load_weights
+from .hub import WEIGHT_FILES, from_hub, load_weights, revision_of
 
-WEIGHTS = ("model.safetensors",)
+WEIGHTS = WEIGHT_FILES
 
 
 class MeanPoolProjection(nn.Module):
     """A transformer encoder, the mean of its token states over the attention mask, a linear map."""
 
-    def __init__(self, transformer: nn.Module, projection: nn.Linear):
+    def __init__(self, transformer: nn.Module, projection: nn.Linear, revision: str | None = None):
         super().__init__()
+        self.revision = revision
         self.transformer = transformer
         self.projection = projection
 
@@ -58,17 +61,22 @@ def load_sentence_transformer(root: Path, **kwargs):
     projection.load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
     transformer = AutoModel.from_pretrained(by_type["Transformer"], **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(by_type["Transformer"], **kwargs)
-    return MeanPoolProjection(transformer, projection).eval(), tokenizer
+    return MeanPoolProjection(transformer, projection, revision_of(root)).eval(), tokenizer
 
 
 def load_mclip(root: Path, **kwargs):
-    """XLM-R + mean pooling + LinearTransformation from an M-CLIP folder. Returns (module, tokenizer)."""
+    """XLM-R + mean pooling + LinearTransformation from an M-CLIP folder. Returns (module, tokenizer).
+
+    ``modelBase`` in its config.json names the XLM-R configuration (a hub id such as
+    ``xlm-roberta-large``, read from the cache first, or a folder).
+    """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     config = json.loads((root / "config.json").read_text(encoding="utf-8"))
-    base = AutoConfig.from_pretrained(config["modelBase"], **kwargs)
+    base_name = config["modelBase"]
+    base = from_hub(base_name, lambda **kw: AutoConfig.from_pretrained(base_name, **kw))
     module = MeanPoolProjection(AutoModel.from_config(base),
-                                nn.Linear(config["transformerDimensions"], config["numDims"]))
+                                nn.Linear(config["transformerDimensions"], config["numDims"]), revision_of(root))
     state = load_weights(root, WEIGHTS)
     state = {k.replace("LinearTransformation.", "projection.", 1): v for k, v in state.items()}
     missing, unexpected = module.load_state_dict(state, strict=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,6 +23,7 @@ CLIP = "clip"
 ALTCLIP = "altclip"
 SENTENCE_TRANSFORMERS = "sentence-transformers"
 MCLIP = "m-clip"
+SIGLIP = "siglip"
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family(ALTCLIP, multilingual=True, paired=False, openai_text_cleaning=False),
     Family(SENTENCE_TRANSFORMERS, multilingual=True, paired=True, openai_text_cleaning=False),
     Family(MCLIP, multilingual=True, paired=True, openai_text_cleaning=False),
+    Family(SIGLIP, multilingual=True, paired=False, openai_text_cleaning=False),
 )}
 
 # The 50+ languages of sentence-transformers' multilingual students (model card, 2021).
@@ -54,6 +57,11 @@ ST_LANGUAGES = ("ar", "bg", "ca", "cs", "da", "de", "el", "en", "es", "et", "fa"
                 "hi", "hr", "hu", "hy", "id", "it", "ja", "ka", "ko", "ku", "lt", "lv", "mk", "mn", "mr", "ms",
                 "my", "nb", "nl", "pl", "pt", "ro", "ru", "sk", "sl", "sq", "sr", "sv", "th", "tr", "uk", "ur",
                 "vi", "zh")
+# Languages named on the model cards of AltCLIP-m9 / -m18, and a conservative list for multilingual SigLIP (WebLI).
+ALTCLIP_M9 = ("en", "zh", "es", "fr", "ru", "ja", "ko", "ar", "it")
+ALTCLIP_M18 = ("en", "zh", "ja", "th", "ko", "hi", "uk", "ar", "tr", "vi", "pl", "nl", "pt", "it", "es", "de", "fr",
+               "ru")
+WEBLI = ("en", "ru", "de", "fr", "es", "it", "pt", "nl", "pl", "uk", "tr", "ar", "zh", "ja", "ko")
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,10 @@ class ModelInfo:
         languages: ISO 639-1 codes of the caption languages it was trained for.
         licence: SPDX id or name from the model card (``None``: not recorded here).
         weights: weight files on the repository's main branch, preferred first.
-        default: compared by default in the languages report.
+        default: compared by default in the languages report (when it supports every caption language).
         aliases: other names that resolve to ``id``.
+        download_gb: what labclip downloads for it (the weight file it reads plus configs and tokenizer),
+            read off the repository's "Files and versions" page; ``None`` where not checked.
     """
 
     id: str
@@ -82,6 +92,7 @@ class ModelInfo:
     weights: tuple[str, ...] = ("model.safetensors",)
     default: bool = False
     aliases: tuple[str, ...] = ()
+    download_gb: float | None = None
 
     @property
     def multilingual(self) -> bool:
@@ -104,7 +115,7 @@ class ModelInfo:
 
 MODELS: tuple[ModelInfo, ...] = (
     ModelInfo("openai/clip-vit-base-patch32", CLIP, licence="MIT", default=True, aliases=("ViT-B/32",),
-              weights=("model.safetensors", "pytorch_model.bin")),
+              weights=("model.safetensors", "pytorch_model.bin"), download_gb=0.61),
     ModelInfo("openai/clip-vit-base-patch16", CLIP, licence="MIT", aliases=("ViT-B/16",),
               weights=("model.safetensors", "pytorch_model.bin")),
     ModelInfo("openai/clip-vit-large-patch14", CLIP, licence="MIT", aliases=("ViT-L/14",),
@@ -113,12 +124,24 @@ MODELS: tuple[ModelInfo, ...] = (
               weights=("model.safetensors", "pytorch_model.bin")),
     ModelInfo("sentence-transformers/clip-ViT-B-32-multilingual-v1", SENTENCE_TRANSFORMERS,
               image_tower=DEFAULT_MODEL, context_length=128, languages=ST_LANGUAGES, licence="Apache-2.0",
-              weights=("model.safetensors", "pytorch_model.bin"), default=True),
+              weights=("model.safetensors", "pytorch_model.bin"), default=True, download_gb=0.54),
+    ModelInfo("google/siglip-base-patch16-256-multilingual", SIGLIP, context_length=64, languages=WEBLI,
+              licence="Apache-2.0", default=True, download_gb=1.50),
     ModelInfo("M-CLIP/XLM-Roberta-Large-Vit-B-32", MCLIP, image_tower=DEFAULT_MODEL, context_length=512,
-              languages=ST_LANGUAGES, weights=("pytorch_model.bin", "tf_model.h5"), default=True),
-    ModelInfo("BAAI/AltCLIP", ALTCLIP, context_length=77, languages=("en", "zh"),
-              weights=("model.safetensors", "pytorch_model.bin"), default=True),
+              languages=ST_LANGUAGES, weights=("pytorch_model.bin", "tf_model.h5"), download_gb=2.24),
+    ModelInfo("BAAI/AltCLIP-m9", ALTCLIP, context_length=77, languages=ALTCLIP_M9,
+              licence="creativeml-openrail-m", weights=("pytorch_model.bin",), download_gb=3.46),
+    ModelInfo("BAAI/AltCLIP-m18", ALTCLIP, context_length=77, languages=ALTCLIP_M18,
+              weights=("pytorch_model.bin",), download_gb=4.78),
+    ModelInfo("BAAI/AltCLIP", ALTCLIP, context_length=77, languages=("en", "zh"), licence="creativeml-openrail-m",
+              weights=("model.safetensors", "pytorch_model.bin"), download_gb=3.46),
 )
+
+# Download size (GB) of the translators the languages report uses by default, as for ``ModelInfo.download_gb``.
+TRANSLATORS: dict[str, float] = {"Helsinki-NLP/opus-mt-ru-en": 0.31}
+
+# Repositories a model needs besides its own (M-CLIP's config names ``modelBase: xlm-roberta-large``).
+SUPPORT_REPOS: dict[str, str] = {"xlm-roberta-large": "XLM-R configuration of M-CLIP/XLM-Roberta-Large-Vit-B-32"}
 
 BY_ID: dict[str, ModelInfo] = {m.id: m for m in MODELS}
 ALIASES: dict[str, str] = {alias: m.id for m in MODELS for alias in m.aliases}
@@ -135,9 +158,11 @@ def available_models() -> list[str]:
     return [m.id for m in MODELS] + list(ALIASES)
 
 
-def default_models() -> list[str]:
-    """The models the languages report compares by default."""
-    return [m.id for m in MODELS if m.default]
+def default_models(languages: Sequence[str] | None = None) -> list[str]:
+    """The models the languages report compares by default: the main CLIP model (raw captions and
+    translate-then-CLIP), then the other default models that support every one of ``languages``."""
+    return [DEFAULT_MODEL, *(m.id for m in MODELS if m.default and m.id != DEFAULT_MODEL
+                             and all(m.supports(lang) for lang in languages or ()))]
 
 
 def closest(name: str) -> str | None:
@@ -157,7 +182,7 @@ def detect_family(root: Path) -> str | None:
         model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError, AttributeError):
         return None
-    return {"M-CLIP": MCLIP, "clip": CLIP, "altclip": ALTCLIP}.get(model_type)
+    return {"M-CLIP": MCLIP, "clip": CLIP, "altclip": ALTCLIP, "siglip": SIGLIP}.get(model_type)
 
 
 def lookup(name: str, image_model: str | None = None) -> ModelInfo:

@@ -26,13 +26,15 @@ class Translator:
     """A seq2seq translation model (MarianMT by default) with a persistent cache of its translations.
 
     Each distinct text is sent to the model once; ``model_calls`` counts the texts it translated.
+    ``revision`` is the commit of the hub snapshot the weights came from (``None`` for a local
+    folder); the translation cache is keyed by it.
     """
 
     def __init__(self, name: str, device: str = "cpu", cache: bool | str | os.PathLike = True,
                  max_new_tokens: int = 128):
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        from .hub import from_hub, load_failure
+        from .hub import cached_revision, from_hub, load_failure
         from .model import fingerprint_sources
 
         self.name, self.device, self.max_new_tokens = name, device, max_new_tokens
@@ -43,8 +45,8 @@ class Translator:
             raise LabclipError(load_failure(name, name, err, "translation model", demo=False)) from err
         self.model = self.model.eval().to(device)
         self.model_calls = 0
-        revision = getattr(self.model.config, "_commit_hash", None)
-        key = fingerprint_sources([name], str(revision))
+        self.revision: str | None = getattr(self.model.config, "_commit_hash", None) or cached_revision(name)
+        key = fingerprint_sources([name], str(self.revision))
         root = cache_dir() if cache is True else Path(cache) if cache else None
         self.cache_file = root / "translations" / f"{key}.json" if root else None
 

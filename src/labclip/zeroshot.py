@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from .config import PACKAGE_DIR
-from .data import load_captions, read_table
+from .data import load_captions, read_table, short_names
 from .errors import LabclipError
 from .images import IMAGE_SUFFIXES
-from .metrics import softmax
 from .model import ClipModel
 
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
@@ -60,8 +59,8 @@ def class_embeddings(model: ClipModel, labels: Sequence[str], templates: Sequenc
 
 
 def probabilities(model: ClipModel, image_emb: np.ndarray, class_emb: np.ndarray) -> np.ndarray:
-    """Softmax over classes of ``logit_scale`` × cosine, one row per image."""
-    return softmax(model.logit_scale * (np.asarray(image_emb, np.float64) @ np.asarray(class_emb, np.float64).T))
+    """Softmax over classes of ``logit_scale`` × cosine, one row per image (SigLIP: its per-class sigmoid)."""
+    return model.probabilities(np.asarray(image_emb, np.float64) @ np.asarray(class_emb, np.float64).T)
 
 
 @dataclass
@@ -71,6 +70,11 @@ class LabelledImages:
     paths: list[str]
     truth: list[int]
     classes: list[str]
+
+    @property
+    def names(self) -> list[str]:
+        """The images as reports name them: relative to the folder that holds them all."""
+        return short_names(self.paths)
 
 
 def labelled_images(root: str | Path, language: str = "en") -> LabelledImages:

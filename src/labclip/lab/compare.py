@@ -13,8 +13,10 @@ import pandas as pd
 from ..atomic import write_text
 from ..data import CaptionSet
 from ..errors import LabclipError
+from ..hub import ModelUnavailable
 from ..metrics import MatchMetrics, accuracy_keys
 from ..model import ClipModel
+from ..registry import default_models
 from ..translate import DEFAULT_TRANSLATOR, Translator, translator_name
 from .experiment import Experiment, load_model_or_demo
 
@@ -32,7 +34,7 @@ def gap(reference: float, other: float) -> tuple[float, float | None]:
 def compare(
     captions: CaptionSet,
     languages: Sequence[str],
-    models: Sequence[str | ClipModel],
+    models: Sequence[str | ClipModel] | None = None,
     translator: str | None = DEFAULT_TRANSLATOR,
     top_k: int = 3,
     reference: str = "en",
@@ -43,16 +45,18 @@ def compare(
     percentage points and as a ratio (both missing, never guessed, where the model has no
     reference-language row).
 
-    The first model falls back to the demo model when it can't be loaded (unless ``strict``); other
-    models and translators that can't be loaded are skipped and listed in ``attrs["skipped"]``.
+    ``models=None`` compares :func:`labclip.registry.default_models` for ``languages``. The first model
+    falls back to the demo model when it is not cached and the hub cannot be reached (unless ``strict``);
+    other models in that state, and translators that can't be loaded, are skipped and listed in
+    ``attrs["skipped"]``. A model the hub does not know, or a missing local folder, is an error.
     Translations are in ``attrs["translations"]``. Image embeddings are computed once per model
     and shared through the cache by models with the same image encoder.
     """
     rows, skipped, translations = [], [], {}
-    for n, name in enumerate(models):
+    for n, name in enumerate(default_models(languages) if models is None else models):
         try:
             model, fallback = (name, None) if isinstance(name, ClipModel) else load_model_or_demo(name, strict or n > 0)
-        except LabclipError as err:
+        except ModelUnavailable as err:
             skipped.append(f"model {name}: {err}")
             print(f"labclip: skipping {name}: {err}", file=sys.stderr)
             continue

@@ -18,11 +18,12 @@ import pandas as pd
 
 from ..adapter import split_adapter
 from ..atomic import write_text
-from ..config import DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL
+from ..config import DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL, shown_path
 from ..data import CaptionSet, load_captions
 from ..errors import LabclipError
+from ..hub import ModelUnavailable
 from ..metrics import MatchMetrics, ZeroShotMetrics, match_metrics, similarity, zeroshot_metrics
-from ..model import ClipModel, describe, load_model
+from ..model import ClipModel, describe, load_model, shown_model
 from ..zeroshot import LabelledImages, class_embeddings, labelled_images, load_templates, probabilities
 from .provenance import Timings, machine, now, package_versions, sha256_file, sha256_files
 from .tables import frequent_distractors, topk_table
@@ -39,6 +40,7 @@ class Matching:
     metrics: MatchMetrics
     topk: pd.DataFrame
     distractors: pd.DataFrame
+    sigmoid: bool = False
 
 
 @dataclass(kw_only=True)
@@ -76,7 +78,7 @@ class Run:
         """Requested and used model (and why they differ), inputs, software, machine and stage timings."""
         return {
             "started": self.started,
-            "requested_model": self.requested_model,
+            "requested_model": shown_model(self.requested_model),
             "model_used": self.model.name,
             "fallback_reason": self.fallback_reason,
             "model": describe(self.model),
@@ -112,7 +114,7 @@ class Experiment(Run):
 
     @property
     def image_names(self) -> list[str]:
-        return self.captions["image"]
+        return self.captions["name"]
 
     @property
     def image_paths(self) -> list[str]:
@@ -154,8 +156,8 @@ class Experiment(Run):
         metrics = metrics if metrics is not None else match_metrics(sim, self.top_k, scale)
         self._results[label] = Matching(
             language=label, images=self.image_names, captions=captions, sim=sim, metrics=metrics,
-            topk=topk_table(sim, captions, metrics.k, scale, self.image_names),
-            distractors=frequent_distractors(sim, captions, metrics.k),
+            topk=topk_table(sim, captions, metrics.k, scale, self.image_names, logit_bias=self.model.logit_bias),
+            distractors=frequent_distractors(sim, captions, metrics.k), sigmoid=self.model.logit_bias is not None,
         )
         return self._results[label]
 
@@ -165,7 +167,7 @@ class Experiment(Run):
         return pd.DataFrame({lang: pd.Series(self.matching(lang).metrics.to_dict()) for lang in langs})
 
     def inputs(self) -> dict:
-        return {"captions_file": self.captions.source, "captions_sha256": sha256_file(self.captions.source),
+        return {"captions_file": shown_path(self.captions.source), "captions_sha256": sha256_file(self.captions.source),
                 "languages": self.languages, "top_k": self.top_k}
 
     def figures(self) -> dict:
@@ -204,7 +206,7 @@ class ZeroShotRun(Run):
         return pd.DataFrame(rows)
 
     def inputs(self) -> dict:
-        return {"labels_file": self.labels_source, "classes": self.data.classes, "language": self.language}
+        return {"labels_file": self.labels_source and shown_path(self.labels_source), "classes": self.data.classes, "language": self.language}
 
     def figures(self) -> dict:
         return {name: m.to_dict() for name, m in self._scores.items()}
@@ -212,7 +214,9 @@ class ZeroShotRun(Run):
 
 def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu",
                        precision: str = "auto") -> tuple[ClipModel, str | None]:
-    """The one fallback policy: load ``name``; when it can't be loaded and ``strict`` is false, use the demo model.
+    """The one fallback policy: load ``name``; when it is not cached and the hub cannot be reached (and
+    ``strict`` is false), use the demo model. A model the hub does not know and a missing local folder
+    are errors (:class:`~labclip.errors.LabclipError`), never a fallback.
 
     A model with an adapter (``"MODEL+adapter:PATH"``) never falls back: the demo model would drop the
     adapter, so its loading error is raised.
@@ -223,7 +227,7 @@ def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu",
     """
     try:
         return load_model(name, device=device, precision=precision), None
-    except LabclipError as err:
+    except ModelUnavailable as err:
         if strict or name == DEMO_MODEL or split_adapter(name)[1] is not None:
             raise
         print(f"labclip: {err} -- using the untrained demo model instead (strict mode turns this into an error)",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import CAPTIONS_DIR, DEFAULT_CAPTIONS, PROJ_ROOT
+from ..config import CAPTIONS_DIR, DEFAULT_CAPTIONS, shown_path
 from ..labels import METRIC_LABELS, format_metric, is_hit_count, metric_label, missing, num, pct, share  # noqa: F401
 from ..model import ClipModel
 from ..registry import resolve_model_name
@@ -72,13 +72,7 @@ def metric_table(metrics: Mapping[str, Mapping[str, object]], keys: Iterable[str
 
 def public_path(path: str | Path | None) -> str:
     """A path as reports may show it: relative to the project when inside it, else only its name."""
-    if not path:
-        return "—"
-    resolved = Path(path).resolve()
-    try:
-        return resolved.relative_to(PROJ_ROOT).as_posix()
-    except ValueError:
-        return resolved.name
+    return shown_path(path) if path else "—"
 
 
 def model_name(name: str) -> str:

@@ -25,7 +25,6 @@ from matplotlib.figure import Figure
 from .. import zeroshot
 from ..labels import format_metric, metric_label, pct
 from ..metrics import accuracy_keys
-from ..model import ClipModel
 from ..text import token_lengths
 from ..translate import translator_name
 from . import narrative, plots
@@ -88,35 +87,48 @@ def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
 def title(exp: Experiment, text: str) -> None:
     """The report title, with the untrained-model warning in it and as a banner under it."""
     langs = ", ".join(narrative.language_name(lang) for lang in exp.languages)
-    header(exp.model, text, f"{len(exp.captions)} images · languages: {langs} · run started {exp.started}")
+    header(exp, text, f"{len(exp.captions)} images · languages: {langs} · run started {exp.started}")
 
 
-def header(model: ClipModel, text: str, details: str) -> None:
-    """Title, model and details (plain text), and the untrained-model banner where it applies."""
-    warning = narrative.banner_text(model)
+def header(run: Run, text: str, details: str) -> None:
+    """Title, the model used (after a fallback also the model requested and why), details (plain text),
+    and the fallback and untrained-model banners where they apply."""
+    warning = narrative.banner_text(run.model)
     heading = f"{text} — UNTRAINED DEMO MODEL, NUMBERS MEAN NOTHING" if warning else text
-    parts = [f"<h1>{html.escape(heading)}</h1>",
-             f"<p>Model: {html.escape(narrative.model_name(model.name))} · {html.escape(details)}</p>"]
+    used = f"Model: {html.escape(narrative.model_name(run.model.name))}"
+    if run.fallback_reason:
+        used = (f"Requested model: {html.escape(narrative.model_name(run.requested_model))} · "
+                f"model used: {html.escape(narrative.model_name(run.model.name))}")
+    parts = [f"<h1>{html.escape(heading)}</h1>", f"<p>{used} · {html.escape(details)}</p>"]
+    if run.fallback_reason:
+        parts.append(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ The requested model '
+                     f'{html.escape(narrative.model_name(run.requested_model))} could not be loaded: '
+                     f'{html.escape(run.fallback_reason)}</div>')
     if warning:
         parts.append(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ {html.escape(warning)}</div>')
     display(HTML("".join(parts)))
 
 
+def _probability_note(sigmoid: bool, over: str) -> str:
+    if sigmoid:
+        return (f"probabilities are SigLIP's sigmoid of logit scale × cosine + bias, each pair on its own "
+                f"(they need not sum to 1 over {over})")
+    return f"probabilities are the softmax over {over} at the model's logit scale"
+
+
 def zeroshot_title(run: ZeroShotRun, text: str) -> None:
-    header(run.model, text, f"{len(run.data.paths)} labelled images · {len(run.data.classes)} classes · "
-                            f"template language: {narrative.language_name(run.language)}")
-    if run.fallback_reason:
-        section(None, f"The requested model could not be loaded: {md(run.fallback_reason)}")
+    header(run, text, f"{len(run.data.paths)} labelled images · {len(run.data.classes)} classes · "
+                      f"template language: {narrative.language_name(run.language)}")
 
 
 def zeroshot_predictions(run: ZeroShotRun, templates: str, k: int = 5) -> None:
     """Top-k label probabilities per image, with the ensemble of one template set."""
     prompts = zeroshot.load_templates(templates, run.language)
-    top = top_labels(run.probabilities(prompts), run.data.classes, run.data.paths, k)
+    top = top_labels(run.probabilities(prompts), run.data.classes, run.data.names, k)
     section(f"Top-{k} labels per image",
             f"Class names {', '.join(md(c) for c in run.data.classes)}, each encoded under the {len(prompts)} "
-            f"templates of the set {md(templates)} and averaged (OpenAI's prompt ensembling); probabilities are "
-            "the softmax over classes at the model's logit scale.",
+            f"templates of the set {md(templates)} and averaged (OpenAI's prompt ensembling); "
+            + _probability_note(run.model.logit_bias is not None, "classes") + ".",
             png(plots.label_bars(top, run.data.paths)))
 
 
@@ -163,8 +175,9 @@ def topk(m: Matching) -> None:
         "correct": m.topk["correct"].map({True: "✓", False: ""}),
     })
     section(f"Top-{k} captions per image",
-            f"The {k} best captions of each of the {n} images. Probabilities are the softmax over all captions at the "
-            "model's logit scale, as CLIP's zero-shot prediction computes them. ✓ marks the correct caption.",
+            f"The {k} best captions of each of the {n} images. "
+            + _probability_note(m.sigmoid, "all captions").capitalize()
+            + ("" if m.sigmoid else ", as CLIP's zero-shot prediction computes them") + ". ✓ marks the correct caption.",
             table(_labelled(shown)))
 
 
@@ -201,7 +214,7 @@ def metrics_by_language(exp: Experiment, langs: Sequence[str]) -> str:
 
 def languages(exp: Experiment, langs: list[str]) -> None:
     """Captions, side-by-side metrics, accuracy bars, token statistics and one heatmap per language."""
-    captions = captions_frame(exp.captions)[["image", *langs]].rename(columns={"image": "Image"} | {
+    captions = captions_frame(exp.captions)[["name", *langs]].rename(columns={"name": "Image"} | {
         lang: narrative.language_name(lang) for lang in langs})
     section("Captions", "", table(captions))
     section("Metrics by language", "", metrics_by_language(exp, langs),

@@ -1,7 +1,10 @@
 """``make report``: run the notebooks with papermill, render HTML with nbconvert and PDF with Chromium.
 
-Everything is written to a staging folder first and moved into the output folder only when every
-notebook succeeded, so a failed run leaves earlier reports as they were.
+A run works in a hidden staging folder ``<out>/runs/.<run-id>.partial`` and, only when every
+notebook succeeded, renames it to ``<out>/runs/<run-id>`` and switches the ``<out>/latest`` link
+to it in one step. ``<out>/01_matching.html`` and the other top-level names are links into
+``latest``, so they always show the files of one run. A failure or Ctrl-C removes the staging
+folder and leaves earlier reports as they were; two runs at once each publish their own folder.
 """
 
 from __future__ import annotations
@@ -10,15 +13,26 @@ import argparse
 import json
 import os
 import re
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
-from ..config import DEFAULT_MODEL, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR
+from ..config import (
+    DEFAULT_CAPTIONS,
+    DEFAULT_LABELS,
+    DEFAULT_MODEL,
+    NOTEBOOKS_DIR,
+    PROJ_ROOT,
+    REPORTS_DIR,
+    shown_path,
+)
 from ..data import load_captions
 from ..errors import LabclipError
 from .experiment import load_model_or_demo
@@ -30,23 +44,58 @@ KERNEL = "labclip"
 PARAMETERS = ("model", "captions", "image_dir", "languages", "top_k", "batch_size", "title", "strict",
               "compare_models", "translator", "labels", "template_sets")
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-PRINT_CSS = """
+PDF_TIMEOUT_S = 180
+KEEP_RUNS = 5
+RUNS = "runs"
+LATEST = "latest"
+# Pages load nothing and run nothing: images are data: URIs, styles inline.
+CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
+       "base-uri 'none'; form-action 'none'")
+CSP_META = f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+# Chromium flags for printing: no network (every request goes to a proxy that does not exist,
+# loopback included, and no host name resolves), no background services, a throw-away profile.
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+    "--disable-extensions", "--disable-default-apps", "--no-default-browser-check", "--mute-audio",
+    "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>", "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--no-pdf-header-footer", "--run-all-compositor-stages-before-draw",
+)
+# Class that keeps a heading with the content that follows it (for display code that wraps both).
+KEEP_TOGETHER = "labclip-keep"
+PRINT_CSS = f"""
 <style>
-@page { size: A4; margin: 12mm 11mm; }
-@media print {
-  body { font-size: 10.5pt; }
-  .jp-OutputArea-output img { max-width: 100% !important; height: auto !important; page-break-inside: avoid; }
-  table { page-break-inside: auto; font-size: 8pt; }
-  .jp-OutputArea-output, .jp-RenderedHTMLCommon { overflow: visible !important; }
-  tr { page-break-inside: avoid; }
-  h1, h2, h3 { page-break-after: avoid; }
-}
-body { font-family: "DejaVu Sans", "Noto Sans", Arial, sans-serif; }
-.jp-OutputArea-output table { border-collapse: collapse; margin: 6px 0 12px 0; }
-.jp-OutputArea-output th, .jp-OutputArea-output td { border: 1px solid #ccc; padding: 2px 5px; text-align: left !important; }
-.jp-OutputArea-output img { max-width: 100%; height: auto; }
+@page {{
+  size: A4; margin: 12mm 11mm 15mm 11mm;
+  @bottom-center {{ content: counter(page) " / " counter(pages); font: 8pt "DejaVu Sans", sans-serif; color: #555; }}
+}}
+@media print {{
+  body {{ font-size: 10pt; }}
+  .jp-OutputArea-output img {{ max-width: 100% !important; max-height: 235mm; width: auto; height: auto !important;
+    break-inside: avoid; object-fit: contain; }}
+  table, .jp-OutputArea-child:has(table) {{ break-inside: auto; }}
+  table {{ font-size: 7.5pt; }}
+  tr, img, .{KEEP_TOGETHER} {{ break-inside: avoid; }}
+  .jp-OutputArea-output, .jp-RenderedHTMLCommon {{ overflow: visible !important; }}
+  .jp-OutputArea-child {{ display: block !important; overflow: visible !important; }}
+  h1, h2, h3, h4 {{ break-after: avoid; }}
+  /* A heading with at most one paragraph stays with what follows, also across cells. */
+  .jp-OutputArea-child:has(> .jp-RenderedMarkdown :is(h1, h2, h3, h4)):not(:has(table, img, ul, ol, p + p)) {{
+    break-after: avoid; }}
+  .jp-Cell:has(.jp-OutputArea-child:last-child > .jp-RenderedMarkdown :is(h1, h2, h3, h4)):not(
+    :has(.jp-OutputArea-child:last-child :is(table, img, ul, ol, p + p))) {{ break-after: avoid; }}
+}}
+body {{ font-family: "DejaVu Sans", "Noto Sans", Arial, sans-serif; }}
+.jp-OutputArea-output table {{ border-collapse: collapse; margin: 6px 0 12px 0; max-width: 100%; table-layout: auto; }}
+.jp-OutputArea-output th, .jp-OutputArea-output td {{ border: 1px solid #ccc; padding: 2px 4px;
+  text-align: left !important; overflow-wrap: anywhere; word-break: normal; max-width: 60mm; }}
+.jp-OutputArea-output img {{ max-width: 100%; height: auto; }}
 </style>
 """
+
+
+class Interrupted(Exception):
+    """The run was stopped (Ctrl-C or SIGTERM); nothing was published."""
 
 
 def ensure_kernel() -> str:
@@ -66,6 +115,11 @@ def ensure_kernel() -> str:
 
 
 def chromium() -> str:
+    """The Chromium (or Chrome) executable.
+
+    Raises:
+        LabclipError: none is installed.
+    """
     for name in CHROMIUM_CANDIDATES:
         found = shutil.which(name)
         if found:
@@ -73,8 +127,18 @@ def chromium() -> str:
     raise LabclipError("PDF output needs Chromium: run `make sysdeps` (apt-get install chromium) or pass --no-pdf")
 
 
+def secure_html(body: str) -> str:
+    """Remove every ``<script>`` element and put the Content-Security-Policy first in ``<head>``."""
+    body = re.sub(r"<script\b[^>]*>.*?</script\s*>", "", body, flags=re.IGNORECASE | re.DOTALL)
+    body = re.sub(r"<script\b[^>]*/?>", "", body, flags=re.IGNORECASE)
+    head = re.search(r"<head\b[^>]*>", body, flags=re.IGNORECASE)
+    if head is None:
+        return f"<head>{CSP_META}</head>{body}"
+    return body[: head.end()] + CSP_META + body[head.end():]
+
+
 def to_html(executed: Path, target: Path) -> Path:
-    """Render an executed notebook as a self-contained HTML page with the code hidden."""
+    """Render an executed notebook as a self-contained HTML page: code hidden, no script, CSP first."""
     import nbformat
     from nbconvert import HTMLExporter
     from nbconvert.preprocessors import TagRemovePreprocessor
@@ -89,26 +153,142 @@ def to_html(executed: Path, target: Path) -> Path:
         TagRemovePreprocessor(remove_cell_tags={"remove-cell", "parameters", "injected-parameters"}), enabled=True
     )
     body, _ = exporter.from_notebook_node(nb)
-    body = re.sub(r"<script\b.*?</script\s*>", "", body, flags=re.S | re.I)
-    body = body.replace("</head>", PRINT_CSS + "</head>", 1)
+    body = secure_html(body).replace("</head>", PRINT_CSS + "</head>", 1)
     target.write_text(body, encoding="utf-8")
     return target
 
 
-def to_pdf(html: Path, target: Path, timeout: int = 180) -> Path:
-    """Print an HTML page to an A4 PDF with headless Chromium."""
+def to_pdf(html: Path, target: Path, timeout: float | None = None) -> Path:
+    """Print an HTML page to an A4 PDF with headless Chromium, offline, with page numbers.
+
+    Raises:
+        LabclipError: Chromium failed or did not finish within ``timeout`` seconds (it is stopped).
+    """
+    timeout = PDF_TIMEOUT_S if timeout is None else timeout
     with tempfile.TemporaryDirectory(prefix="labclip-chromium-") as profile:
-        cmd = [
-            chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
-            f"--user-data-dir={profile}", "--no-pdf-header-footer", "--run-all-compositor-stages-before-draw",
-            f"--print-to-pdf={target}", html.resolve().as_uri(),
-        ]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0 or not target.is_file() or target.stat().st_size == 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        cmd = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--print-to-pdf={target}",
+               html.resolve().as_uri()]
+        # Its own session, so that the whole process tree can be stopped on a timeout or Ctrl-C.
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            _, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise LabclipError(f"Chromium did not print {html.name} to PDF within {timeout:g} s") from None
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    if proc.returncode != 0 or not target.is_file() or target.stat().st_size == 0:
+        last = (stderr.strip().splitlines() or ["no output"])[-1]
         raise LabclipError(f"Chromium could not print {html.name} to PDF: {last}")
     return target
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Fail before any work when ``out_dir`` cannot be created or written.
+
+    Raises:
+        LabclipError: a file stands in the way, or the folder is not writable.
+    """
+    existing = next(p for p in (out_dir, *out_dir.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise LabclipError(f"output folder {out_dir}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LabclipError(f"output folder {out_dir}: {existing} is not writable")
+
+
+def check_inputs(params: dict, out_dir: Path, notebooks: Sequence[str], pdf: bool) -> None:
+    """Everything that can be checked before a model is loaded: captions, images, labels, output folder.
+
+    Raises:
+        LabclipError: the first input that is wrong.
+    """
+    check_out_dir(out_dir)
+    unknown = [n for n in notebooks if not (NOTEBOOKS_DIR / f"{n}.ipynb").is_file()]
+    if unknown:
+        raise LabclipError(f"notebook {NOTEBOOKS_DIR / unknown[0]}.ipynb not found; run from a labclip checkout "
+                           "(or set LABCLIP_ROOT)")
+    if set(notebooks) - {"04_zeroshot"}:
+        load_captions(params.get("captions") or DEFAULT_CAPTIONS, params.get("image_dir"), params.get("languages"))
+    if "04_zeroshot" in notebooks:
+        from ..zeroshot import labelled_images
+
+        labelled_images(params.get("labels") or DEFAULT_LABELS, (params.get("languages") or ["en"])[0])
+    if pdf:
+        chromium()
+
+
+def new_run_id() -> str:
+    """A sortable, unique name for one run: UTC time plus a random suffix."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def _link(path: Path, target: str) -> None:
+    """Point the symlink ``path`` at ``target`` in one step (a new link renamed over the old name)."""
+    if path.is_symlink() and os.readlink(path) == target:
+        return
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise LabclipError(f"{path} is in the way of the report link; move it away") from None
+
+
+def publish(staging: Path, out_dir: Path, run_id: str) -> list[Path]:
+    """Move a finished run to ``out_dir/runs/<run_id>`` and switch ``out_dir/latest`` to it.
+
+    The top-level names (``out_dir/01_matching.html``, ...) are links through ``latest``, so every
+    one of them shows the same run, before and after the switch.
+
+    Returns:
+        The top-level paths of the run's files.
+    """
+    final = out_dir / RUNS / run_id
+    os.replace(staging, final)
+    names = sorted(p.name for p in final.iterdir())
+    for name in names:
+        _link(out_dir / name, f"{LATEST}/{name}")
+    _link(out_dir / LATEST, f"{RUNS}/{run_id}")
+    for path in out_dir.iterdir():
+        if path.is_symlink() and os.readlink(path).startswith(f"{LATEST}/") and not path.exists():
+            path.unlink(missing_ok=True)
+    _prune(out_dir / RUNS, keep={run_id, os.readlink(out_dir / LATEST).split("/")[-1]})
+    return [out_dir / name for name in names]
+
+
+def _prune(runs: Path, keep: set[str]) -> None:
+    """Remove all but the newest ``KEEP_RUNS`` runs (never those in ``keep``), and staging folders
+    left a day ago by a killed run."""
+    finished = sorted((p for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True)
+    for old in finished[KEEP_RUNS:]:
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+    for partial in runs.glob(".*.partial"):
+        if time.time() - partial.stat().st_mtime > 86400:
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _quiet_kernel_manager() -> type:
+    """A kernel manager whose kernel writes its own log nowhere: a failure or Ctrl-C is reported
+    by the runner in one line (cell output still reaches the notebook)."""
+    from jupyter_client import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            kw.setdefault("stderr", subprocess.DEVNULL)
+            return await super().start_kernel(**kw)
+
+    return QuietKernelManager
+
+
+def _ipc_config(folder: str):
+    """Kernel connection over Unix sockets in a private folder rather than unencrypted TCP."""
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k")}})
 
 
 def build_reports(
@@ -117,7 +297,7 @@ def build_reports(
     notebooks: Sequence[str] = NOTEBOOKS,
     pdf: bool = True,
 ) -> list[Path]:
-    """Validate inputs, run each notebook, render it, then publish everything into ``out_dir`` at once.
+    """Validate inputs, run each notebook, render it, then publish everything at once (see the module doc).
 
     Args:
         params: notebook parameters (see ``PARAMETERS``); missing ones keep the notebook's default.
@@ -126,68 +306,92 @@ def build_reports(
         pdf: also print each HTML page to PDF.
 
     Returns:
-        The published files.
+        The published files, by their top-level names in ``out_dir``.
 
     Raises:
-        LabclipError: bad input, an unloadable model in strict mode, or a failed notebook (the
-            message points at the executed notebook, kept for inspection).
+        LabclipError: bad input, an unloadable model in strict mode, a failed notebook (the
+            executed notebook is kept in ``out_dir/runs/`` for inspection), a kernel that died,
+            or Chromium failing or timing out. Nothing is published then.
+        KeyboardInterrupt: Ctrl-C; nothing is published and the staging folder is removed.
     """
-    import papermill
-
     out_dir = Path(out_dir)
     timings = Timings()
     params = {k: v for k, v in params.items() if v is not None}
-    with timings.stage("validate captions"):
-        load_captions(params["captions"], params.get("image_dir"), params.get("languages")) \
-            if params.get("captions") else None
+    with timings.stage("check inputs"):
+        check_inputs(params, out_dir, notebooks, pdf)
+    import papermill
+
     with timings.stage("check model"):
         # The notebooks apply the same policy themselves, so each JSON records the requested model and the reason.
         _, fallback = load_model_or_demo(params.get("model", DEFAULT_MODEL), bool(params.get("strict")))
-    if pdf:
-        chromium()
     kernel = ensure_kernel()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".labclip-run-", dir=out_dir.parent))
-    produced: list[Path] = []
-    for name in notebooks:
-        source = NOTEBOOKS_DIR / f"{name}.ipynb"
-        if not source.is_file():
-            raise LabclipError(f"notebook {source} not found; reinstall labclip or run from a checkout (LABCLIP_ROOT)")
-        executed = staging / f"{name}.ipynb"
-        declared = papermill.inspect_notebook(str(source))
-        nb_params = {k: v for k, v in params.items() if k in declared and (k != "title" or name == "03_lab_report")}
-        nb_params["output_dir"] = str(staging)
-        print(f"labclip: running {name} ...", file=sys.stderr)
-        with timings.stage(f"run {name}"):
-            try:
-                papermill.execute_notebook(str(source), str(executed), parameters=nb_params, kernel_name=kernel,
-                                           cwd=str(PROJ_ROOT), progress_bar=False, log_output=False)
-            except papermill.PapermillExecutionError as err:
-                raise LabclipError(
-                    f"notebook {name} failed ({err.ename}: {' '.join(str(err.evalue).split())}); "
-                    f"the executed notebook is kept at {executed}; earlier reports in {out_dir} are unchanged"
-                ) from None
-        stats = staging / f"{name}.json"
-        if stats.is_file():
-            cache = json.loads(stats.read_text(encoding="utf-8"))["provenance"]["model"]["cache"]
-            print(f"labclip: {name}: {cache}", file=sys.stderr)
-        with timings.stage(f"html {name}"):
-            produced.append(to_html(executed, staging / f"{name}.html"))
-        if pdf:
-            with timings.stage(f"pdf {name}"):
-                produced.append(to_pdf(produced[-1], staging / f"{name}.pdf"))
-        produced.append(executed)
-    run = {"finished": now(), "parameters": params, "fallback_reason": fallback, "versions": package_versions(),
-           "timings_s": {k: round(v, 2) for k, v in timings.items()}}
-    (staging / "run.json").write_text(json.dumps(run, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    produced += [staging / "run.json", *sorted(staging.glob("0*.json")), *sorted(staging.glob("*.csv"))]
-    published = []
-    for path in produced:
-        target = out_dir / path.name
-        os.replace(path, target)
-        published.append(target)
-    shutil.rmtree(staging, ignore_errors=True)
-    return published
+    run_id = new_run_id()
+    (out_dir / RUNS).mkdir(parents=True, exist_ok=True)
+    staging = out_dir / RUNS / f".{run_id}.partial"
+    staging.mkdir()
+    ipc = tempfile.mkdtemp(prefix="labclip-kernel-")
+    try:
+        for name in notebooks:
+            _run_notebook(papermill, name, params, staging, kernel, ipc, timings, out_dir, run_id)
+            with timings.stage(f"html {name}"):
+                html = to_html(staging / f"{name}.ipynb", staging / f"{name}.html")
+            if pdf:
+                with timings.stage(f"pdf {name}"):
+                    to_pdf(html, staging / f"{name}.pdf")
+        run = {"run_id": run_id, "finished": now(), "parameters": _shown_params(params),
+               "fallback_reason": fallback, "versions": package_versions(),
+               "timings_s": {k: round(v, 2) for k, v in timings.items()}}
+        (staging / "run.json").write_text(json.dumps(run, indent=2, ensure_ascii=False, default=str),
+                                          encoding="utf-8")
+        return publish(staging, out_dir, run_id)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(ipc, ignore_errors=True)
+
+
+def _run_notebook(papermill, name: str, params: dict, staging: Path, kernel: str, ipc: str, timings: Timings,
+                  out_dir: Path, run_id: str) -> None:
+    source = NOTEBOOKS_DIR / f"{name}.ipynb"
+    executed = staging / f"{name}.ipynb"
+    declared = papermill.inspect_notebook(str(source))
+    nb_params = {k: v for k, v in params.items() if k in declared and (k != "title" or name == "03_lab_report")}
+    nb_params["output_dir"] = str(staging)
+    print(f"labclip: running {name} ...", file=sys.stderr)
+    with timings.stage(f"run {name}"):
+        try:
+            papermill.execute_notebook(str(source), str(executed), parameters=nb_params, kernel_name=kernel,
+                                       cwd=str(PROJ_ROOT), progress_bar=False, log_output=False,
+                                       config=_ipc_config(ipc), kernel_manager_class=_quiet_kernel_manager())
+        except papermill.PapermillExecutionError as err:
+            if err.ename == "KeyboardInterrupt":
+                raise KeyboardInterrupt from None
+            kept = out_dir / RUNS / f"failed-{run_id}-{name}.ipynb"
+            os.replace(executed, kept)
+            raise LabclipError(
+                f"notebook {name} failed ({err.ename}: {' '.join(str(err.evalue).split())}); "
+                f"the executed notebook is kept at {kept}; earlier reports in {out_dir} are unchanged"
+            ) from None
+        except (KeyboardInterrupt, LabclipError):
+            raise
+        except Exception as err:  # noqa: BLE001 - a dead kernel or a broken notebook ends the run in one line
+            detail = " ".join(str(err).split())[:200] or type(err).__name__
+            raise LabclipError(f"notebook {name} stopped ({type(err).__name__}: {detail}); "
+                               f"earlier reports in {out_dir} are unchanged") from None
+    stats = staging / f"{name}.json"
+    if stats.is_file():
+        cache = json.loads(stats.read_text(encoding="utf-8"))["provenance"]["model"]["cache"]
+        print(f"labclip: {name}: {cache}", file=sys.stderr)
+
+
+def _shown_params(params: dict) -> dict:
+    """Parameters as ``run.json`` records them: file and folder paths without the machine part."""
+    shown = dict(params)
+    for key in ("captions", "image_dir", "labels"):
+        if shown.get(key):
+            shown[key] = shown_path(shown[key])
+    if shown.get("model") and Path(shown["model"]).exists():
+        shown["model"] = shown_path(shown["model"])
+    return shown
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -198,7 +402,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="YAML file of notebook parameters; the command line overrides it (default: none)")
     p.add_argument("--model", help=f"model id, alias, directory or 'demo' (default: {DEFAULT_MODEL})")
     p.add_argument("--captions", help="caption file (default: data/captions/default.csv)")
-    p.add_argument("--image-dir", help="folder the caption file's image paths are relative to (default: data/images)")
+    p.add_argument("--image-dir", help="folder the caption file's relative image paths are resolved against "
+                                       "(default: the caption file's folder)")
+    p.add_argument("--labels", help="labelled images of the zero-shot report: a CSV (image plus a label or one column "
+                                    "per language) or a folder of class folders (default: data/labels.csv)")
     p.add_argument("--langs", nargs="+", help=f"caption languages, e.g. en ru ({nb}: en ru)")
     p.add_argument("--top-k", type=int, help=f"captions listed per image, the k of top-k accuracy ({nb}: 3)")
     p.add_argument("--batch-size", type=int, help="items per forward pass (default: the model's)")
@@ -211,7 +418,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"translate-then-CLIP ({nb})")
     p.add_argument("--templates", nargs="+", dest="template_sets", metavar="SET",
                    help=f"template sets compared in the zero-shot report ({nb})")
-    p.add_argument("--out", type=Path, help="output folder (default: reports/ of the checkout, else ./reports)")
+    p.add_argument("--out", type=Path, help="output folder (default: reports/ of the checkout, else ./reports): "
+                                          "runs/<run-id>/ per run, latest/ and the report names link to the newest")
     p.add_argument("--notebooks", nargs="+", choices=NOTEBOOKS + OPTIONAL_NOTEBOOKS, default=list(NOTEBOOKS),
                    metavar="NAME", help=f"notebooks to run: {', '.join(NOTEBOOKS + OPTIONAL_NOTEBOOKS)} (default: "
                    f"{', '.join(NOTEBOOKS)})")
@@ -233,27 +441,41 @@ def read_params(path: Path | None) -> dict:
     return loaded
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
-    """``labclip report``: build the reports from parsed options; a user error is one line and exit 2."""
+    """``labclip report``: build the reports from parsed options; a user error is one line and exit 2,
+    Ctrl-C or SIGTERM one line and exit 130."""
+    start = time.perf_counter()
+    out = args.out or REPORTS_DIR
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         params = read_params(args.params)
-        cli = {"model": args.model, "captions": args.captions, "image_dir": args.image_dir, "languages": args.langs,
-               "top_k": args.top_k, "batch_size": args.batch_size, "title": args.title, "strict": args.strict,
-               "compare_models": args.compare_models, "template_sets": args.template_sets,
+        cli = {"model": args.model, "captions": args.captions, "image_dir": args.image_dir, "labels": args.labels,
+               "languages": args.langs, "top_k": args.top_k, "batch_size": args.batch_size, "title": args.title,
+               "strict": args.strict, "compare_models": args.compare_models, "template_sets": args.template_sets,
                "translator": "" if args.translator == "none" else args.translator}
         params.update({k: v for k, v in cli.items() if v is not None})
-        for key in ("captions", "image_dir"):
+        for key in ("captions", "image_dir", "labels"):
             if params.get(key):
                 params[key] = str(Path(params[key]).resolve())
-        start = time.perf_counter()
-        out = args.out or REPORTS_DIR
+        if params.get("model") and Path(params["model"]).exists():
+            params["model"] = str(Path(params["model"]).resolve())
         published = build_reports(params, out, args.notebooks, pdf=not args.no_pdf)
     except LabclipError as err:
         print(f"labclip: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"labclip: interrupted; nothing published, earlier reports in {out} are unchanged",
+              file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     for path in published:
         if path.suffix in (".html", ".pdf"):
             print(path)
-    print(f"labclip: {len(published)} files written to {out} in {time.perf_counter() - start:.0f} s",
-          file=sys.stderr)
+    print(f"labclip: {len(published)} files of run {published[0].resolve().parent.name} written to {out} in "
+          f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
     return 0

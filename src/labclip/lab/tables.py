@@ -14,9 +14,11 @@ from ..text import token_lengths
 
 
 def captions_frame(captions: CaptionSet) -> pd.DataFrame:
-    """A caption set as a DataFrame: ``image``, ``path``, ``id`` if given, one column per language."""
+    """A caption set as a DataFrame: ``image``, ``path``, ``name``, ``id`` if given, one column per
+    language, then the file's other columns."""
     ids = {"id": captions.ids} if captions.ids is not None else {}
-    frame = pd.DataFrame({"image": captions.images, "path": captions.paths, **ids, **captions.captions})
+    frame = pd.DataFrame({"image": captions.images, "path": captions.paths, "name": captions.names, **ids,
+                          **captions.captions, **captions.extra})
     frame.attrs.update(languages=captions.languages, source=captions.source)
     return frame
 
@@ -27,22 +29,30 @@ def topk_table(
     k: int = 3,
     logit_scale: float = 100.0,
     images: Sequence[str] | None = None,
+    logit_bias: float | None = None,
 ) -> pd.DataFrame:
-    """The ``k`` best captions of every image, with cosine and softmax probability.
+    """The ``k`` best captions of every image, with cosine and probability.
 
     The probability is the softmax over all captions at ``logit_scale``, as CLIP's zero-shot
-    prediction computes it. ``correct`` marks caption ``i`` for image ``i`` when the set is paired.
+    prediction computes it; with a ``logit_bias`` (SigLIP) it is the pair's own
+    ``sigmoid(logit_scale * cosine + logit_bias)``. ``correct`` marks caption ``i`` for image ``i``
+    when the set is paired.
 
     Returns:
         Columns ``image, rank, caption, cosine, probability, correct``; ``k`` rows per image.
     """
     sim = np.asarray(sim)
-    lse = row_logsumexp(sim, logit_scale)
+    lse = row_logsumexp(sim, logit_scale) if logit_bias is None else None
+
+    def probability(i: int, j: int) -> float:
+        logit = logit_scale * float(sim[i, j])
+        return float(np.exp(logit - lse[i])) if lse is not None else float(1 / (1 + np.exp(-(logit + logit_bias))))
+
     names = list(images) if images is not None else [str(i) for i in range(len(sim))]
     paired = sim.shape[0] == sim.shape[1]
     rows = [
         {"image": names[i], "rank": r + 1, "caption": captions[j], "cosine": float(sim[i, j]),
-         "probability": float(np.exp(logit_scale * float(sim[i, j]) - lse[i])), "correct": bool(paired and i == j)}
+         "probability": probability(i, j), "correct": bool(paired and i == j)}
         for i, order in enumerate(topk_indices(sim, k))
         for r, j in enumerate(order)
     ]

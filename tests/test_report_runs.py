@@ -1,0 +1,233 @@
+"""How a report run starts, ends and publishes: inputs checked first, one run's files at a time,
+nothing left behind by Ctrl-C, a Chromium timeout or a dead kernel, no machine paths in reports."""
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+from PIL import Image
+
+from labclip import LabclipError
+from labclip.cli import main as labclip_main
+from labclip.cli import report_parser
+from labclip.config import IMAGES_DIR, PROJ_ROOT
+from labclip.lab import report as rep
+from labclip.lab.provenance import sha256_files
+
+
+def _nothing_published(out: Path) -> None:
+    assert not (out / "latest").exists()
+    assert not [p for p in (out / "runs").iterdir() if not p.name.startswith("failed-")] if (out / "runs").exists() \
+        else True
+
+
+@pytest.fixture
+def quick_notebooks(tmp_path, monkeypatch):
+    """A notebooks folder whose ``01_matching`` runs in a second, and a ``02_languages`` that kills its kernel."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    params = new_code_cell("model = 'demo'\noutput_dir = None", metadata={"tags": ["parameters"]})
+    meta = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    for name, code in (("01_matching", "print('hello')"), ("02_languages", "import os\nos._exit(1)")):
+        nbformat.write(new_notebook(cells=[params, new_code_cell(code)], metadata=meta), folder / f"{name}.ipynb")
+    monkeypatch.setattr(rep, "NOTEBOOKS_DIR", folder)
+    monkeypatch.setattr(rep, "load_model_or_demo", lambda name, strict: (None, None))
+    return folder
+
+
+def test_dead_kernel_publishes_nothing(tmp_path, quick_notebooks):
+    out = tmp_path / "out"
+    with pytest.raises(LabclipError, match=r"notebook 02_languages stopped \(DeadKernelError") as err:
+        rep.build_reports({}, out, notebooks=["01_matching", "02_languages"], pdf=False)
+    assert "\n" not in str(err.value)
+    _nothing_published(out)
+    assert not list((out / "runs").glob(".*"))
+
+
+def test_chromium_timeout_stops_it_and_publishes_nothing(tmp_path, quick_notebooks, monkeypatch):
+    fake = tmp_path / "chromium"
+    pid_file = tmp_path / "pid"
+    fake.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nsleep 300\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(rep, "chromium", lambda: str(fake))
+    monkeypatch.setattr(rep, "PDF_TIMEOUT_S", 3)
+    out = tmp_path / "out"
+    rep.build_reports({}, out, notebooks=["01_matching"], pdf=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(LabclipError, match=r"Chromium did not print 01_matching.html to PDF within 3 s"):
+        rep.build_reports({}, out, notebooks=["01_matching"], pdf=True)
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert not list((out / "runs").glob(".*")) and len(list((out / "runs").iterdir())) == 1
+
+
+def test_ctrl_c_exits_130_in_one_line_and_leaves_nothing(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "labclip", "report", "--model", "demo", "--no-pdf", "--notebooks",
+                             "01_matching", "--out", str(out)], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(PROJ_ROOT / "src")}, start_new_session=True)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "running 01_matching" in line:
+            break
+    psutil = pytest.importorskip("psutil")
+    deadline = time.monotonic() + 60
+    while not (started := psutil.Process(proc.pid).children(recursive=True)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert started, "the runner started no kernel"
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends to the foreground group
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130
+    lines = [line for line in rest.splitlines() if line.strip()]
+    assert lines[-1] == f"labclip: interrupted; nothing published, earlier reports in {out} are unchanged"
+    assert all(line.startswith("labclip: ") for line in lines), lines  # progress lines at most, no traceback
+    _nothing_published(out)
+    assert not list((out / "runs").glob(".*"))
+    time.sleep(1)
+    alive = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, "the kernel outlived the interrupted run"
+
+
+def test_concurrent_publishing_never_mixes_runs(tmp_path):
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)
+    names = ("01_matching.html", "01_matching.json", "run.json")
+    stop = threading.Event()
+    mixed: list[set] = []  # files of several runs, or a run missing a file, seen through latest/
+
+    def run(worker: int) -> None:
+        for i in range(25):
+            run_id = f"2026{worker}{i:03d}-{worker}"
+            staging = out / "runs" / f".{run_id}.partial"
+            staging.mkdir()
+            for name in names:
+                (staging / name).write_text(run_id)
+            rep.publish(staging, out, run_id)
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                run = (out / "latest").resolve(strict=True)  # what a reader of the report names sees now
+                seen = {(run / name).read_text() for name in names}
+            except FileNotFoundError:
+                continue  # before the first publish, or an old run pruned while being read
+            if seen != {run.name}:
+                mixed.append(seen)
+            assert all(os.readlink(out / name) == f"latest/{name}" for name in names)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    workers = [threading.Thread(target=run, args=(w,)) for w in (1, 2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    stop.set()
+    reader.join()
+    assert not mixed
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert len(runs) <= rep.KEEP_RUNS + 1 and not [r for r in runs if r.startswith(".")]
+    latest = os.readlink(out / "latest")
+    assert {(out / name).read_text() for name in names} == {latest.split("/")[-1]}
+
+
+def test_inputs_and_out_are_checked_before_any_model_loads(tmp_path, monkeypatch, capsys):
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(rep, "load_model_or_demo", no_model)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    missing = tmp_path / "c.csv"
+    missing.write_text("image,en\nghost.png,a ghost\n")
+    cases = [
+        (["--out", str(blocker / "reports")], "is a file, not a folder"),
+        (["--captions", str(missing), "--out", str(tmp_path / "o")], "row 2: image 'ghost.png' not found"),
+        (["--image-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], "image '../images/astronaut.png' not found"),
+        (["--labels", str(tmp_path / "nolabels.csv"), "--out", str(tmp_path / "o")], "no such folder or CSV file"),
+    ]
+    for argv, message in cases:
+        assert labclip_main(["report", "--model", "demo", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("labclip: error: ") and message in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def own_folder(tmp_path):
+    """An instructor's folder: images beside captions.csv and labels.csv, names shared with bundled images."""
+    folder = tmp_path / "lab"
+    folder.mkdir()
+    colours = {"coffee.png": (0, 90, 200), "horse.png": (250, 250, 0), "cat.png": (10, 200, 10)}
+    for name, colour in colours.items():
+        Image.new("RGB", (32, 32), colour).save(folder / name)
+    (folder / "captions.csv").write_text("image,en,notes\ncoffee.png,a blue square,x\nhorse.png,a yellow square,y\n"
+                                         "cat.png,a green square,z\n", encoding="utf-8")
+    (folder / "labels.csv").write_text("image,en\ncoffee.png,blue\nhorse.png,yellow\ncat.png,green\n", encoding="utf-8")
+    return folder
+
+
+def test_own_folder_through_cli_match(own_folder, tmp_path, capsys):
+    from labclip.cli import main
+
+    assert main(["match", str(own_folder / "captions.csv"), "--model", "demo", "--out", str(tmp_path / "m.json")]) == 0
+    rows = json.loads((tmp_path / "m.json").read_text())["rows"]
+    assert {r["image"] for r in rows} == {"coffee.png", "horse.png", "cat.png"}
+    # The cached image embeddings are keyed by file content: the user's images, not the bundled ones.
+    from labclip import load_model
+
+    model = load_model("demo")
+    model.encode_images([own_folder / n for n in ("coffee.png", "horse.png", "cat.png")])
+    assert model.cache.summary().startswith("3 images from the cache")
+    assert _sha(own_folder / "coffee.png") != _sha(IMAGES_DIR / "coffee.png")
+
+
+def test_own_folder_report_uses_its_images_and_shows_no_machine_paths(own_folder, tmp_path):
+    out = tmp_path / "out"
+    assert labclip_main(["report", "--model", "demo", "--captions", str(own_folder / "captions.csv"), "--labels",
+                         str(own_folder / "labels.csv"), "--langs", "en", "--notebooks", "01_matching", "04_zeroshot",
+                         "--no-pdf", "--out", str(out)]) == 0
+    prov = json.loads((out / "01_matching.json").read_text())["provenance"]
+    users = [own_folder / n for n in ("coffee.png", "horse.png", "cat.png")]
+    assert prov["images_sha256"] == sha256_files(users) != sha256_files([IMAGES_DIR / p.name for p in users])
+    assert prov["captions_file"] == "captions.csv" and prov["model"]["name"] == "demo"
+    assert prov["model"]["source"].startswith("demo-model-v")  # the cache folder by its name
+    zeroshot = json.loads((out / "04_zeroshot.json").read_text())["provenance"]
+    assert zeroshot["images_sha256"] == sha256_files(users)
+    machine = [str(tmp_path), str(Path.home()), "/work/", str(PROJ_ROOT), os.environ["LABCLIP_CACHE"], "/tmp/"]
+    for file in [*out.glob("*.html"), *out.glob("*.json")]:
+        text = file.read_text(encoding="utf-8")
+        found = [m for m in machine if m in text]
+        assert not found, (file.name, found, re.findall(r".{40}(?:/tmp/|/work/).{40}", text)[:3])
+
+
+def test_every_runner_parameter_has_a_make_variable_and_a_readme_row():
+    makefile = (PROJ_ROOT / "Makefile").read_text(encoding="utf-8")
+    forwarded = dict(re.findall(r"\$\(if \$\((\w+)\),(--[\w-]+)", makefile))
+    flags = {a.option_strings[0] for a in report_parser()._actions if a.option_strings}
+    assert set(forwarded.values()) <= flags
+    dests = {a.option_strings[0]: a.dest for a in report_parser()._actions if a.option_strings}
+    names = {"langs": "languages", "template_sets": "template_sets"}
+    covered = {names.get(dests[f].replace("-", "_"), dests[f]) for f in forwarded.values()}
+    assert set(rep.PARAMETERS) <= covered, set(rep.PARAMETERS) - covered
+    table = (PROJ_ROOT / "README.md").read_text(encoding="utf-8").split("## Parameters", 1)[1]
+    for variable in forwarded:
+        assert re.search(rf"^\| `{variable}` \|", table, flags=re.MULTILINE), variable
