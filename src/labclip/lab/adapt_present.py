@@ -41,10 +41,8 @@ def _variant_names(run: TextAdapterRun) -> dict[str, str]:
 
 def title(run: TextAdapterRun, text: str) -> None:
     """Title with the untrained-model banner when it applies, and the fallback reason if any."""
-    header(run.model, text, f"{run.evaluation.n} images · {_esc(run.source_lang)} → {_esc(run.target_lang)} · "
+    header(run, text, f"{run.evaluation.n} images · {_esc(run.source_lang)} → {_esc(run.target_lang)} · "
                             f"{len(run.evaluation.folds)} folds · run started {run.started}")
-    if run.fallback_reason:
-        display(Markdown(f"The requested model could not be loaded: {_esc(run.fallback_reason)}"))
 
 
 def method(run: TextAdapterRun, fitted, cosine: np.ndarray) -> None:
