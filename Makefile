@@ -21,12 +21,14 @@ STRICT ?=
 MODELS ?=
 TRANSLATOR ?=
 TEMPLATES ?=
+DATASET ?=
+REFERENCE ?=
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_REPORT := chromium fonts-dejavu-core poppler-utils
 APT_DATA := fonts-noto-color-emoji fonts-noto-core
 
-.PHONY: help setup sysdeps report test lint format data bench clean
+.PHONY: help setup sysdeps report report-scale test lint format data bench clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -55,6 +57,14 @@ report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MOD
 	  $(if $(MODELS),--compare-models $(MODELS)) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
 	  $(if $(TEMPLATES),--templates $(TEMPLATES))
 
+report-scale: setup sysdeps ## Scale report 05_scale on a benchmark (DATASET=xtd10|xm3600|folder|file MODEL= MODELS= LANGS= TRANSLATOR=)
+	@test -n "$(DATASET)" || { echo "labclip: error: make report-scale needs DATASET=xtd10, xm3600, a prepared folder or a caption file" >&2; exit 2; }
+	$(PY) -m labclip.report --out "$(OUT)" --dataset "$(DATASET)" \
+	  $(if $(MODEL),--model "$(MODEL)") $(if $(MODELS),--compare-models $(MODELS)) \
+	  $(if $(LANGS),--langs $(LANGS)) $(if $(BATCH),--batch-size $(BATCH)) $(if $(TITLE),--title "$(TITLE)") \
+	  $(if $(STRICT),--strict) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
+	  $(if $(REFERENCE),--reference "$(REFERENCE)")
+
 test: setup sysdeps ## Run the test suite (offline, tiny models)
 	$(PY) -m pytest -q
 
@@ -69,8 +79,9 @@ data: setup ## Regenerate data/images/ from installed packages and Debian fonts
 	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_DATA) >/dev/null; }
 	$(PY) scripts/make_images.py
 
-bench: setup ## Print CPU encoding throughput and memory figures (ARGS=--quick for a short run)
+bench: setup ## Print encoding throughput, and time and memory of metrics at scale (ARGS=--quick for a short run)
 	$(PY) benchmarks/bench_encode.py $(ARGS)
+	$(PY) benchmarks/bench_scale.py $(ARGS)
 
 clean: ## Remove the virtual environment and caches (not reports/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -38,6 +38,7 @@ top_k = 3
 batch_size = None  # None: the model's default
 title = "{title}"
 strict = False  # True: fail when the model can't be loaded instead of using the demo model
+check_images = True  # False: skip decoding every image (the report runner has already checked them once)
 output_dir = None  # folder for metrics and provenance JSON (None: not written)''' + extra
 
 
@@ -51,7 +52,8 @@ strict = False  # True: fail when the model can't be loaded instead of using the
 output_dir = None  # folder for the provenance JSON (None: not written)'''
 
 START = ("from labclip import experiment, present\n\n"
-         "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict)\n"
+         "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict,\n"
+         "                       check_images=check_images)\n"
          "present.title(exp, title)")
 
 NOTEBOOKS = {
@@ -77,7 +79,32 @@ NOTEBOOKS = {
         "present.template_comparison(run, template_sets, top_k);",
         "present.zeroshot_provenance(run, output_dir);",
     ]),
+    "05_scale": ("CLIP retrieval at scale", [
+        "scale.results_table(run);",
+        "scale.recall_plot(run)",
+        "scale.tests_section(run);",
+        "scale.reference_beside(run)",
+        "scale.heatmap(run)",
+        "scale.save(run, output_dir);",
+    ]),
 }
+
+SCALE_PARAMETERS = f'''dataset = "xtd10"  # "xtd10", "xm3600", a prepared benchmark folder or a caption file
+model = "{DEFAULT_MODEL}"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"
+compare_models = {COMPARE[:1]!r}  # evaluated beside the model above
+languages = ["en", "ru"]  # caption languages; the first is the reference for the paired tests
+translator = None  # e.g. "{DEFAULT_TRANSLATOR}": adds the translate-then-CLIP strategy
+reference = None  # the small caption set placed beside the benchmark (None: data/captions/short.csv)
+batch_size = None  # None: the model's default
+title = "CLIP retrieval at scale: models, languages and strategies with intervals"
+strict = False  # True: fail when a model can't be loaded instead of using the demo model
+output_dir = None  # folder for the results and provenance JSON (None: not written)'''
+
+SCALE_START = ("from labclip.lab import scale\n\n"
+               "run = scale.start(dataset, [model, *(compare_models or [])], languages, translator, batch_size, strict)\n"
+               "run.evaluate(reference or scale.REFERENCE_CAPTIONS)\n"
+               "scale.title(run, title)\n"
+               "scale.published(run)")
 
 ZEROSHOT_START = ("from labclip import present, zeroshot\n\n"
                   "run = zeroshot.start(model, labels, languages[0], strict)\n"
@@ -90,7 +117,12 @@ INTRO = {
     "03_lab_report": "The full lab write-up; every number in the prose is computed in this run.",
     "04_zeroshot": "Zero-shot classification: top-5 label probabilities per image and a single template vs "
                    "prompt ensembles on a small labelled set.",
+    "05_scale": "Retrieval on a benchmark caption set (XTD10, Crossmodal-3600): Recall@1/5/10 in both directions "
+                "with 95% intervals, paired tests between languages, strategies and models, and the small "
+                "bundled set beside it.",
 }
+PARAMETERS = {"04_zeroshot": ZEROSHOT_PARAMETERS, "05_scale": SCALE_PARAMETERS}
+STARTS = {"04_zeroshot": ZEROSHOT_START, "05_scale": SCALE_START}
 
 
 def build(name: str) -> nbformat.NotebookNode:
@@ -99,9 +131,9 @@ def build(name: str) -> nbformat.NotebookNode:
         new_markdown_cell(f"**labclip** · {INTRO[name]} Change the parameters below, never the code.",
                           metadata={"tags": ["remove-cell"]}),
         new_code_cell(COLAB, metadata={"tags": ["remove-cell"]}),
-        new_code_cell(ZEROSHOT_PARAMETERS if name == "04_zeroshot" else parameters(title, name == "02_languages"),
+        new_code_cell(PARAMETERS.get(name) or parameters(title, name == "02_languages"),
                       metadata={"tags": ["parameters"]}),
-        new_code_cell(ZEROSHOT_START if name == "04_zeroshot" else START),
+        new_code_cell(STARTS.get(name, START)),
         *[new_code_cell(source) for source in sections],
     ]
     nb = new_notebook(cells=cells, metadata={

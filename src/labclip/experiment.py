@@ -147,11 +147,16 @@ def start(
     batch_size: int | None = None,
     strict: bool = False,
     device: str = "cpu",
+    check_images: bool = True,
 ) -> Experiment:
-    """Validate the caption set, then load the model (or the demo model, see :func:`load_model_or_demo`)."""
+    """Validate the caption set, then load the model (or the demo model, see :func:`load_model_or_demo`).
+
+    ``check_images=False`` skips decoding every image, for a runner that has already checked them once.
+    """
     timings = Timings()
     with timings.stage("load captions"):
-        table = load_captions(Path(captions) if captions else DEFAULT_CAPTIONS, image_dir, languages)
+        table = load_captions(Path(captions) if captions else DEFAULT_CAPTIONS, image_dir, languages,
+                              check_images=check_images)
     if languages:
         table.attrs["languages"] = list(languages)
     with timings.stage("load model"):

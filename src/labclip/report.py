@@ -18,16 +18,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import DEFAULT_MODEL, DEMO_MODEL, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR
+from .config import DEFAULT_CAPTIONS, DEFAULT_MODEL, DEMO_MODEL, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR
 from .data import load_captions
 from .errors import LabclipError
 from .experiment import load_model_or_demo
 from .provenance import Timings, now, package_versions
 
 NOTEBOOKS = ("01_matching", "02_languages", "03_lab_report", "04_zeroshot")
+SCALE_NOTEBOOK = "05_scale"  # run by `make report-scale DATASET=...`, not by default
 KERNEL = "labclip"
 PARAMETERS = ("model", "captions", "image_dir", "languages", "top_k", "batch_size", "title", "strict",
-              "compare_models", "translator", "labels", "template_sets")
+              "compare_models", "translator", "labels", "template_sets", "dataset", "reference")
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 PRINT_CSS = """
 <style>
@@ -136,9 +137,17 @@ def build_reports(
     out_dir = Path(out_dir)
     timings = Timings()
     params = {k: v for k, v in params.items() if v is not None}
-    with timings.stage("validate captions"):
-        load_captions(params["captions"], params.get("image_dir"), params.get("languages")) \
-            if params.get("captions") else None
+    if any(name in NOTEBOOKS for name in notebooks):
+        with timings.stage("validate captions"):
+            load_captions(params.get("captions") or DEFAULT_CAPTIONS, params.get("image_dir"), params.get("languages"))
+        params["check_images"] = False  # every image was decoded once above; the notebooks skip it
+    if SCALE_NOTEBOOK in notebooks:
+        from .lab.scale import resolve_dataset
+
+        if not params.get("dataset"):
+            raise LabclipError("the scale report needs a dataset: xtd10, xm3600, a prepared folder or a caption file")
+        with timings.stage("prepare dataset"):
+            resolve_dataset(params["dataset"], params.get("languages"))
     with timings.stage("check model"):
         _, fallback = load_model_or_demo(params.get("model", DEFAULT_MODEL), bool(params.get("strict")))
     if fallback:
@@ -155,7 +164,8 @@ def build_reports(
             raise LabclipError(f"notebook {source} not found; run from a labclip checkout (or set LABCLIP_ROOT)")
         executed = staging / f"{name}.ipynb"
         declared = papermill.inspect_notebook(str(source))
-        nb_params = {k: v for k, v in params.items() if k in declared and (k != "title" or name == "03_lab_report")}
+        nb_params = {k: v for k, v in params.items()
+                     if k in declared and (k != "title" or name in ("03_lab_report", SCALE_NOTEBOOK))}
         nb_params["output_dir"] = str(staging)
         print(f"labclip: running {name} ...", file=sys.stderr)
         with timings.stage(f"run {name}"):
@@ -204,8 +214,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-models", nargs="+", help="models compared with --model in the languages report")
     p.add_argument("--translator", help="translation model, e.g. Helsinki-NLP/opus-mt-{lang}-en ('none' to skip)")
     p.add_argument("--templates", nargs="+", dest="template_sets", help="template sets compared in the zero-shot report")
+    p.add_argument("--dataset", help="benchmark for the scale report: xtd10, xm3600, a prepared folder or a "
+                   "caption file (runs notebook 05_scale only, unless --notebooks says otherwise)")
+    p.add_argument("--reference", help="small caption set placed beside the benchmark (default data/captions/short.csv)")
     p.add_argument("--out", type=Path, default=REPORTS_DIR, help="output folder (default reports/)")
-    p.add_argument("--notebooks", nargs="+", choices=NOTEBOOKS, default=list(NOTEBOOKS))
+    p.add_argument("--notebooks", nargs="+", choices=(*NOTEBOOKS, SCALE_NOTEBOOK))
     p.add_argument("--no-pdf", action="store_true", help="HTML only")
     return p
 
@@ -232,13 +245,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli = {"model": args.model, "captions": args.captions, "image_dir": args.image_dir, "languages": args.langs,
                "top_k": args.top_k, "batch_size": args.batch_size, "title": args.title, "strict": args.strict,
                "compare_models": args.compare_models, "template_sets": args.template_sets,
-               "translator": "" if args.translator == "none" else args.translator}
+               "translator": "" if args.translator == "none" else args.translator, "dataset": args.dataset,
+               "reference": args.reference}
         params.update({k: v for k, v in cli.items() if v is not None})
-        for key in ("captions", "image_dir"):
+        dataset = params.get("dataset")
+        if dataset and Path(dataset).exists():
+            params["dataset"] = str(Path(dataset).resolve())
+        for key in ("captions", "image_dir", "reference"):
             if params.get(key):
                 params[key] = str(Path(params[key]).resolve())
         start = time.perf_counter()
-        published = build_reports(params, args.out, args.notebooks, pdf=not args.no_pdf)
+        notebooks = args.notebooks or ([SCALE_NOTEBOOK] if params.get("dataset") else list(NOTEBOOKS))
+        published = build_reports(params, args.out, notebooks, pdf=not args.no_pdf)
     except LabclipError as err:
         print(f"labclip: error: {err}", file=sys.stderr)
         return 2

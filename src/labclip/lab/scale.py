@@ -183,7 +183,7 @@ class ScaleRun:
                 d = direction if len(a.ranks.t2i) == len(b.ranks.t2i) == self.n_images else "i2t"
                 test = stats.paired_test(a.hits(d, k), b.hits(d, k))
                 rows.append({"factor": factor, "a": _label(a), "b": _label(b), "direction": d, "k": k,
-                             "recall_a": float(a.hits(d, k).mean()), "recall_b": float(b.hits(d, k).mean()),
+                             "recall_a": stats.proportion(a.hits(d, k)), "recall_b": stats.proportion(b.hits(d, k)),
                              "only_a": test.only_a, "only_b": test.only_b, "n": test.n, "p_value": test.p_value,
                              "significant": test.significant(ALPHA)})
         return pd.DataFrame(rows, columns=["factor", "a", "b", "direction", "k", "recall_a", "recall_b", "only_a",
@@ -280,9 +280,18 @@ def significance(test: dict | pd.Series, alpha: float = ALPHA) -> str:
     """One sentence on a paired test, e.g. "English vs Russian: 54.0% vs 0.4% ... significant at 5% (p = 0.001)"."""
     verdict = "significant" if test["p_value"] < alpha else "not significant"
     return (f"{test['a']} vs {test['b']} ({DIRECTIONS[test['direction']]} R@{test['k']}): "
-            f"{test['recall_a']:.1%} vs {test['recall_b']:.1%}; {test['only_a']} images right only with the first, "
-            f"{test['only_b']} only with the second; the difference is {verdict} at {alpha:.0%} "
+            f"{test['recall_a']:.1%} vs {test['recall_b']:.1%}; {_images(test['only_a'])} right only with the "
+            f"first, {_images(test['only_b'])} only with the second; the difference is {verdict} at {alpha:.0%} "
             f"(exact McNemar, p = {format_p(test['p_value'])}).")
+
+
+def _width(r: Result) -> float:
+    e = r.estimates["t2i_top1"]
+    return e.high - e.low
+
+
+def _images(n: int) -> str:
+    return f"{n} image{'s' * (n != 1)}"
 
 
 def format_p(p: float) -> str:
@@ -315,10 +324,11 @@ def summary_text(run: ScaleRun, tests: pd.DataFrame) -> str:
         lines.append("- No paired comparison: one model, one language and no translation in this run.")
     if run.reference:
         n = len(run.reference[0].ranks.i2t)
-        widths = [e.high - e.low for r in run.reference for e in (r.estimates["t2i_top1"],)]
-        big = [e.high - e.low for r in run.results if r.strategy == "direct" for e in (r.estimates["t2i_top1"],)]
-        lines.append(f"- The {n}-image reference set's 95% intervals are up to {max(widths):.0%} wide; on "
-                     f"{run.n_images} benchmark images they are at most {max(big):.0%} wide.")
+        widths = [_width(r) for r in run.reference]
+        big = [_width(r) for r in run.results if r.strategy == "direct"]
+        lines.append(f"- On the {n}-image reference set the widest text→image R@1 interval spans "
+                     f"{100 * max(widths):.0f} percentage points; on the {run.n_images} benchmark images the "
+                     f"widest spans {100 * max(big):.0f}.")
     return "\n".join(lines)
 
 
@@ -392,7 +402,8 @@ def tests_section(run: ScaleRun) -> pd.DataFrame:
                      f"significant means p < {ALPHA:.0%}."))
     if not tests.empty:
         shown = tests.assign(p_value=tests.p_value.map(format_p), recall_a=tests.recall_a.map("{:.1%}".format),
-                             recall_b=tests.recall_b.map("{:.1%}".format))
+                             recall_b=tests.recall_b.map("{:.1%}".format),
+                             direction=tests.direction.map(DIRECTIONS))
         display(HTML(shown.to_html(index=False, escape=True)))
     display(Markdown(summary_text(run, tests)))
     return tests
@@ -429,37 +440,59 @@ def hardest(ranks: np.ndarray, limit: int = HARDEST) -> np.ndarray:
     return np.argsort(-ranks, kind="stable")[:limit]
 
 
+def heatmap_figure(sim: np.ndarray, owner: np.ndarray, ranks: np.ndarray, names: Sequence[str],
+                   captions: Sequence[str], limit: int = HEATMAP_LIMIT):
+    """Images × their first captions; above ``limit`` images only the hardest ones, labelled with their rank.
+
+    Args:
+        sim: ``(n_images, n_captions)`` similarities.
+        owner: the image of each caption, sorted (as :func:`labclip.data.flatten_captions` gives it).
+        ranks: image→text rank of each image's own caption (1 = best).
+        names: image names.
+        captions: caption texts.
+        limit: most images drawn with every label.
+
+    Returns:
+        ``(figure, note)``: a matplotlib figure and the sentence that says what it shows.
+    """
+    from matplotlib.figure import Figure
+
+    n = len(names)
+    rows = np.arange(n)
+    note = f"All {n} images against the first caption of each."
+    labels = list(names)
+    if n > limit:
+        rows = hardest(ranks, min(HARDEST, limit))
+        note = (f"{n} images are too many to label on a page: shown are the {len(rows)} images whose own "
+                f"captions rank worst among all {len(captions)} captions (rank in brackets), against the first "
+                "caption of each.")
+        labels = [f"{names[i]} [{ranks[i]}]" for i in rows]
+    columns = np.searchsorted(owner, rows)
+    fig = Figure(figsize=(6 + 0.1 * len(rows), 5 + 0.1 * len(rows)))
+    ax = fig.subplots()
+    im = ax.imshow(sim[np.ix_(rows, columns)], cmap="viridis")
+    ax.set_yticks(range(len(rows)), [_plain(label) for label in labels], fontsize=7)
+    ax.set_xticks(range(len(rows)), [_plain(captions[c][:30]) for c in columns], rotation=90, fontsize=7)
+    fig.colorbar(im, ax=ax, label="cosine similarity")
+    fig.tight_layout()
+    return fig, note
+
+
+def _plain(text: str) -> str:
+    """User text for a matplotlib label: dollar signs escaped so mathtext never interprets it."""
+    return str(text).replace("$", r"\$")
+
+
 def heatmap(run: ScaleRun, limit: int = HEATMAP_LIMIT) -> None:
     """Similarity heatmap of the first model and language; above ``limit`` images, the hardest images only."""
     from IPython.display import Markdown, display
-    from matplotlib.figure import Figure
 
     from ..present import figure
 
     if run._heat is None:
         raise LabclipError("run.evaluate() first: the heatmap shows its first model and language")
     label, lang, sim, owner, captions, ranks = run._heat
-    first = np.searchsorted(owner, np.arange(run.n_images))
-    names = run.captions["image"].tolist()
-    rows = np.arange(len(names))
-    note = f"All {len(names)} images against the first caption of each, in {lang}."
-    if len(names) > limit:
-        rows = hardest(ranks, min(HARDEST, limit))
-        note = (f"{len(names)} images are too many to label on a page: shown are the {len(rows)} images whose own "
-                f"captions rank worst among all {len(captions)} captions (rank in brackets), against the first "
-                "caption of each.")
-        names = [f"{names[i]} [{ranks[i]}]" for i in rows]
-    else:
-        names = [names[i] for i in rows]
-    columns = first[rows]
-    sub = sim[np.ix_(rows, columns)]
-    fig = Figure(figsize=(6 + 0.1 * len(rows), 5 + 0.1 * len(rows)))
-    ax = fig.subplots()
-    im = ax.imshow(sub, cmap="viridis")
-    ax.set_yticks(range(len(rows)), names, fontsize=7)
-    ax.set_xticks(range(len(rows)), [captions[i][:30] for i in columns], rotation=90, fontsize=7)
-    fig.colorbar(im, ax=ax, label="cosine similarity")
-    fig.tight_layout()
+    fig, note = heatmap_figure(sim, owner, ranks, run.captions["image"].tolist(), captions, limit)
     display(Markdown(f"## Similarity heatmap ({html.escape(label)}, {lang})\n\n{html.escape(note)}"))
     figure(fig)
 
@@ -481,7 +514,8 @@ def save(run: ScaleRun, output_dir: str | os.PathLike | None, name: str = "05_sc
     from IPython.display import Markdown, display
 
     record = {"provenance": run.provenance(), "results": run.table().to_dict("records"),
-              "paired_tests": run.paired_tests().to_dict("records"),
+              "paired_tests": [{k: v.to_dict() if isinstance(v, stats.Estimate) else v for k, v in row.items()}
+                               for row in run.paired_tests().to_dict("records")],
               "reference": [{"model": r.model, "language": r.language, "source": run.reference_source,
                              **{k: v.to_dict() for k, v in r.estimates.items()}} for r in run.reference]}
     if output_dir:
