@@ -192,8 +192,12 @@ class ScaleRun:
     def provenance(self) -> dict:
         """Inputs, models (requested, used, why), software, machine and timings of this run."""
         bench = self.benchmark
+        label, first = next(iter(self.models.items()))
         return {
             "started": self.started,
+            "requested_model": self.requested[label],
+            "fallback_reason": self.fallbacks[label],
+            "model": describe(first),
             "dataset": self.dataset,
             "benchmark": None if bench is None else {"name": bench.name, "captions_licence": bench.captions_licence,
                                                      "images_licence": bench.images_licence,
@@ -246,7 +250,9 @@ def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence
 
     Args:
         dataset: ``"xtd10"``, ``"xm3600"``, a prepared benchmark folder, or a caption file.
-        models: model ids, aliases, directories or ``"demo"``; the first is the reference for model tests.
+        models: model ids, aliases, directories or ``"demo"``; the first is the reference for model tests
+            and falls back to the demo model when it can't be loaded (unless ``strict``); the others are
+            skipped then, and listed in :attr:`ScaleRun.skipped`.
         languages: caption languages; ``None``: all of the set's (the first is the reference language).
         translator: translation model template for the ``translated`` strategy, ``None`` to skip it.
         batch_size: encoder batch size (``None``: the model's default).
@@ -261,16 +267,17 @@ def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence
     with timings.stage("load captions"):
         table = resolve_dataset(dataset, languages)
     langs = list(languages or table.attrs["languages"])
-    loaded, requested, fallbacks = {}, {}, {}
-    for name in models:
+    loaded, requested, fallbacks, skipped = {}, {}, {}, []
+    for i, name in enumerate(dict.fromkeys(models)):
         with timings.stage(f"load model {name}"):
-            model, reason = load_model_or_demo(name, strict)
-        label = name if not reason else f"{name} (demo stand-in)"
-        if label in loaded:
-            continue
-        loaded[label], requested[label], fallbacks[label] = model, name, reason
+            try:
+                model, reason = load_model_or_demo(name, strict or i > 0)
+            except LabclipError as err:
+                skipped.append(f"model {name}: {err}")
+                continue
+        loaded[name], requested[name], fallbacks[name] = model, name, reason
     return ScaleRun(table, loaded, requested, fallbacks, langs, str(dataset) if str(dataset).lower() in BENCHMARKS
-                    else Path(dataset).name, batch_size, translator or None, timings)
+                    else Path(dataset).name, batch_size, translator or None, timings, skipped=skipped)
 
 
 # ---- prose -------------------------------------------------------------------------------------------
@@ -352,6 +359,8 @@ def title(run: ScaleRun, text: str) -> None:
         if reason:
             display(Markdown(f"Requested model `{html.escape(run.requested[label])}` could not be loaded "
                              f"({html.escape(reason)}); the untrained demo model stands in."))
+    for reason in run.skipped:
+        display(Markdown(f"Skipped: {html.escape(reason)}"))
     display(Markdown(html.escape(licence_text(run))))
 
 
@@ -385,8 +394,10 @@ def reference_beside(run: ScaleRun) -> None:
             if big is not None:
                 row[f"{run.dataset} ({run.n_images} images)"] = f"{big.estimates[f'{d}_top1']:.1%}"
             rows.append(row)
-    display(Markdown("## The small reference set beside the benchmark\n\nRecall@1 with 95% intervals: with a "
-                     "dozen images one image moves the figure by several points and the interval is wide."))
+    n = len(run.reference[0].ranks.i2t) if run.reference else 0
+    display(Markdown("## The small reference set beside the benchmark\n\nRecall@1 with 95% intervals"
+                     + (f": with {n} images one image moves the figure by {100 / n:.0f} percentage points, with "
+                        f"{run.n_images} by {100 / run.n_images:.2g}." if n else ".")))
     if rows:
         display(HTML(pd.DataFrame(rows).to_html(index=False, escape=True)))
     else:
