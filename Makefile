@@ -28,7 +28,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_REPORT := chromium fonts-dejavu-core poppler-utils
 APT_DATA := fonts-noto-color-emoji fonts-noto-core
 
-.PHONY: help setup sysdeps report report-scale test lint format data bench clean
+.PHONY: help setup sysdeps report report-scale test lint format data bench dist clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -49,7 +49,7 @@ sysdeps: ## Install the Debian packages the PDF report needs (chromium, DejaVu f
 	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_REPORT) >/dev/null; }
 
 report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MODEL= CAPTIONS= LANGS= MODELS= PARAMS= STRICT=1)
-	$(PY) -m labclip.report --out "$(OUT)" \
+	$(PY) -m labclip report --out "$(OUT)" \
 	  $(if $(PARAMS),--params "$(PARAMS)") $(if $(MODEL),--model "$(MODEL)") \
 	  $(if $(CAPTIONS),--captions "$(CAPTIONS)") $(if $(LANGS),--langs $(LANGS)) \
 	  $(if $(TOPK),--top-k $(TOPK)) $(if $(BATCH),--batch-size $(BATCH)) \
@@ -59,7 +59,7 @@ report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MOD
 
 report-scale: setup sysdeps ## Scale report 05_scale on a benchmark (DATASET=xtd10|xm3600|folder|file MODEL= MODELS= LANGS= TRANSLATOR=)
 	@test -n "$(DATASET)" || { echo "labclip: error: make report-scale needs DATASET=xtd10, xm3600, a prepared folder or a caption file" >&2; exit 2; }
-	$(PY) -m labclip.report --out "$(OUT)" --dataset "$(DATASET)" \
+	$(PY) -m labclip report --out "$(OUT)" --dataset "$(DATASET)" \
 	  $(if $(MODEL),--model "$(MODEL)") $(if $(MODELS),--compare-models $(MODELS)) \
 	  $(if $(LANGS),--langs $(LANGS)) $(if $(BATCH),--batch-size $(BATCH)) $(if $(TITLE),--title "$(TITLE)") \
 	  $(if $(STRICT),--strict) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
@@ -83,5 +83,9 @@ bench: setup ## Print encoding throughput, and time and memory of metrics at sca
 	$(PY) benchmarks/bench_encode.py $(ARGS)
 	$(PY) benchmarks/bench_scale.py $(ARGS)
 
-clean: ## Remove the virtual environment and caches (not reports/)
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+dist: setup ## Build the wheel and sdist into dist/ (the wheel carries the default data and notebooks)
+	rm -rf dist
+	$(PY) -m hatchling build -d dist
+
+clean: ## Remove the virtual environment, caches and dist/ (not reports/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache dist

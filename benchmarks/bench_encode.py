@@ -26,10 +26,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from labclip.config import CAPTIONS_DIR  # noqa: E402
 from labclip.data import load_captions  # noqa: E402
+from labclip.demo import OPENAI_MEAN, OPENAI_STD, clip_tokenizer, torch_seed  # noqa: E402
 from labclip.images import Preprocess, load_image  # noqa: E402
 from labclip.metrics import similarity  # noqa: E402
 from labclip.model import ClipModel, quantize_int8  # noqa: E402
-from labclip.testing import OPENAI_MEAN, OPENAI_STD, clip_tokenizer  # noqa: E402
 from labclip.text import tokenize  # noqa: E402
 
 GFLOP_PER_IMAGE = 8.8  # ViT-B/32 image tower: 4.41 GMACs
@@ -46,12 +46,12 @@ def matmul_gflops(m: int = 2048, k: int = 2048, n: int = 2048, repeats: int = 5)
     return 2 * m * k * n / best / 1e9
 
 def vit_b32(quantize: bool = False) -> ClipModel:
-    torch.manual_seed(0)
-    model = CLIPModel(CLIPConfig()).eval()
+    with torch_seed(0):
+        model = CLIPModel(CLIPConfig()).eval()
     if quantize:
         model = quantize_int8(model)
-    return ClipModel(name="random-init ViT-B/32", source="random-init", model=model, tokenizer=clip_tokenizer(),
-                     preprocess=Preprocess(224, 224, OPENAI_MEAN, OPENAI_STD), quantize="int8" if quantize else None)
+    return ClipModel.from_transformers(model, clip_tokenizer(), Preprocess(224, 224, OPENAI_MEAN, OPENAI_STD),
+                                       "random-init ViT-B/32", quantize="int8" if quantize else None)
 
 REPEATS = 3
 
@@ -100,7 +100,7 @@ def end_to_end_rss() -> float:
         f"import sys; sys.path.insert(0, {here!r}); sys.argv = ['x']\n"
         "import bench_encode as b\n"
         "t = b.load_captions(b.CAPTIONS_DIR / 'default.csv'); m = b.vit_b32()\n"
-        "b.similarity(m.encode_images(t['path'].tolist()), m.encode_texts(t['en'].tolist() + t['ru'].tolist()))\n"
+        "b.similarity(m.encode_images(t['path']), m.encode_texts(t['en'] + t['ru']))\n"
         "print(b.vm_hwm_kb())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -114,10 +114,10 @@ def main() -> None:
     REPEATS = 2 if args.quick else 3
 
     table = load_captions(CAPTIONS_DIR / "default.csv")
-    paths = table["path"].tolist()
+    paths = table["path"]
     repeat = 2 if args.quick else 4
     images = paths * repeat
-    texts = (table["en"].tolist() + table["ru"].tolist()) * (2 if args.quick else 8)
+    texts = (table["en"] + table["ru"]) * (2 if args.quick else 8)
 
     gflops = matmul_gflops()
     mlp_gflops = matmul_gflops(16 * 50, 768, 3072)
@@ -128,7 +128,7 @@ def main() -> None:
     pixels, pre_s = timed(fp32.pixel_values, images)
     rows = []
     reference_img = fp32.encode_images(paths, batch_size=1)
-    reference_txt = fp32.encode_texts(table["en"].tolist())
+    reference_txt = fp32.encode_texts(table["en"])
     reference_sim = similarity(reference_img, reference_txt)
 
     def image_row(label, model, batch_size):
@@ -138,7 +138,7 @@ def main() -> None:
         else:
             _, seconds = timed(model.encode_images, images, batch_size=batch_size)
             emb = model.encode_images(paths, batch_size=batch_size)
-        sim = similarity(emb, model.encode_texts(table["en"].tolist()))
+        sim = similarity(emb, model.encode_texts(table["en"]))
         rows.append({"what": label, "kind": "images", "per_s": len(images) / seconds,
                      "max_abs_diff": float(np.abs(sim - reference_sim).max()),
                      "same_top1": bool((sim.argmax(1) == reference_sim.argmax(1)).all())})
@@ -150,13 +150,13 @@ def main() -> None:
 
     _, base_t = timed(text_baseline, fp32, texts)
     rows.append({"what": "baseline: one batch padded to 77 (fp32)", "kind": "captions", "per_s": len(texts) / base_t,
-                 "max_abs_diff": float(np.abs(text_baseline(fp32, table["en"].tolist()) - reference_txt).max()),
+                 "max_abs_diff": float(np.abs(text_baseline(fp32, table["en"]) - reference_txt).max()),
                  "same_top1": True})
     _, t = timed(fp32.encode_texts, texts)
     rows.append({"what": f"default: sorted by length, batches of {fp32.text_batch_size} (fp32)", "kind": "captions",
                  "per_s": len(texts) / t, "max_abs_diff": 0.0, "same_top1": True})
     _, t = timed(int8.encode_texts, texts)
-    sim = similarity(int8.encode_images(paths), int8.encode_texts(table["en"].tolist()))
+    sim = similarity(int8.encode_images(paths), int8.encode_texts(table["en"]))
     rows.append({"what": "int8 dynamic, padded to longest", "kind": "captions", "per_s": len(texts) / t,
                  "max_abs_diff": float(np.abs(sim - reference_sim).max()),
                  "same_top1": bool((sim.argmax(1) == reference_sim.argmax(1)).all())})

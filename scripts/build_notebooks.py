@@ -51,33 +51,61 @@ title = "Zero-shot classification with prompt templates"
 strict = False  # True: fail when the model can't be loaded instead of using the demo model
 output_dir = None  # folder for the provenance JSON (None: not written)'''
 
-START = ("from labclip import experiment, present\n\n"
-         "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict,\n"
+START = ("from labclip.lab import experiment, present\n\n"
+         "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict,  "
+         "# check the captions, load the model\n"
          "                       check_images=check_images)\n"
          "present.title(exp, title)")
 
+MATCHING_START = ("from labclip import match_metrics, similarity\n"
+                  "from labclip.lab import experiment, present\n\n"
+                  "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict,\n"
+                  "                       check_images=check_images)\n"
+                  "present.title(exp, title)")
+
+METHOD_TEXT = """### The method, in code you can change
+
+`exp.model` is what `labclip.load_model(model)` returned (or the untrained demo model when that model could not be \
+loaded); `exp.captions` is `labclip.load_captions(captions)`: caption *i* describes image *i*. CLIP embeds both into \
+one space; the cosine similarity of image *i* and caption *j* says how well they match; `match_metrics` asks, for \
+every image, whether its own caption scores highest (image → text) and, for every caption, whether its own image \
+does (text → image). Change a line (another language, another `k`, your own captions) and run the cells again."""
+
+METHOD = """clip, pairs, language = exp.model, exp.captions, languages[0]
+with exp.timings.stage("encode, compare, score"):
+    image_emb = clip.encode_images(pairs["path"])       # one unit vector per image
+    text_emb = clip.encode_texts(pairs[language])       # one unit vector per caption
+    sim = similarity(image_emb, text_emb)               # sim[i, j]: cosine of image i and caption j
+    metrics = match_metrics(sim, k=top_k, logit_scale=clip.logit_scale)
+m = exp.record(language, sim, metrics)                  # the tables and figures below show it"""
+
+SAVE = 'exp.save(output_dir, "{name}")  # metrics and provenance as JSON, when output_dir is set\npresent.provenance(exp)'
+
 NOTEBOOKS = {
     "01_matching": ("CLIP image–text matching", [
-        "m = exp.matching(languages[0])\npresent.heatmap(exp, m)",
-        "present.topk(m)",
-        "present.distributions(m)",
-        "present.accuracy(m)",
-        "present.distractors(m)",
-        'present.provenance(exp, output_dir, "01_matching");',
+        "present.heatmap(exp, m)       # plots.similarity_heatmap(sim, images, captions)",
+        "present.topk(m)               # tables.topk_table: the k best captions per image",
+        "present.distributions(m)      # correct vs wrong cosine, narrative.results",
+        "present.accuracy(m)           # metrics.i2t and metrics.t2i",
+        "present.distractors(m)        # tables.frequent_distractors",
+        SAVE.format(name="01_matching"),
     ]),
     "02_languages": ("CLIP matching across caption languages", [
-        "present.languages(exp, languages)",
-        "present.comparison(exp, languages, compare_models, translator, output_dir);",
-        'present.provenance(exp, output_dir, "02_languages");',
+        "present.languages(exp, languages)  # exp.matching(lang) per language, token statistics",
+        "from labclip.lab import compare\n\n"
+        "table = compare.compare(exp.captions, languages, [exp.model, *compare_models], translator, top_k)\n"
+        "compare.save(table, output_dir)  # comparison.csv, when output_dir is set\n"
+        "present.comparison(exp, table, translator)",
+        SAVE.format(name="02_languages"),
     ]),
     "03_lab_report": ("Lab report: matching images and captions with CLIP", [
-        "present.lab_report(exp, languages)",
-        'present.provenance(exp, output_dir, "03_lab_report");',
+        "present.lab_report(exp, languages)  # narrative.abstract, method, results, discussion, limitations",
+        SAVE.format(name="03_lab_report"),
     ]),
     "04_zeroshot": ("Zero-shot classification with prompt templates", [
-        "present.zeroshot_predictions(run, template_sets[-1], top_k)",
-        "present.template_comparison(run, template_sets, top_k);",
-        "present.zeroshot_provenance(run, output_dir);",
+        "present.zeroshot_predictions(run, template_sets[-1], top_k)  # zeroshot.class_embeddings + probabilities",
+        "present.template_comparison(run, template_sets, top_k);  # run.compare: metrics.zeroshot_metrics per set",
+        SAVE.format(name="04_zeroshot").replace("exp.", "run.").replace("(exp)", "(run)"),
     ]),
     "05_scale": ("CLIP retrieval at scale", [
         "scale.results_table(run);",
@@ -106,13 +134,14 @@ SCALE_START = ("from labclip.lab import scale\n\n"
                "scale.title(run, title)\n"
                "scale.published(run)")
 
-ZEROSHOT_START = ("from labclip import present, zeroshot\n\n"
-                  "run = zeroshot.start(model, labels, languages[0], strict)\n"
+ZEROSHOT_START = ("from labclip.lab import experiment, present\n\n"
+                  "run = experiment.start(model, languages=languages, strict=strict, labels=labels, task=\"zeroshot\")\n"
                   "present.zeroshot_title(run, title)")
 
 INTRO = {
-    "01_matching": "One model, one caption language: similarity heatmap, top-k captions, correct-vs-wrong "
-                   "similarities, accuracy in both directions and frequent distractors.",
+    "01_matching": "One model, one caption language: the method in a few lines of code, then the similarity "
+                   "heatmap, top-k captions, correct-vs-wrong similarities, accuracy in both directions and "
+                   "frequent distractors.",
     "02_languages": "The same images captioned in several languages, compared side by side.",
     "03_lab_report": "The full lab write-up; every number in the prose is computed in this run.",
     "04_zeroshot": "Zero-shot classification: top-5 label probabilities per image and a single template vs "
@@ -127,13 +156,19 @@ STARTS = {"04_zeroshot": ZEROSHOT_START, "05_scale": SCALE_START}
 
 def build(name: str) -> nbformat.NotebookNode:
     title, sections = NOTEBOOKS[name]
+    teaching = name == "01_matching"
+    advice = "Change the parameters below, and the method cell." if teaching else "Change the parameters below."
+    start = STARTS.get(name) or (MATCHING_START if teaching else START)
+    method = [new_markdown_cell(METHOD_TEXT, metadata={"tags": ["remove-cell"]}), new_code_cell(METHOD)] \
+        if teaching else []
     cells = [
-        new_markdown_cell(f"**labclip** · {INTRO[name]} Change the parameters below, never the code.",
+        new_markdown_cell(f"**labclip** · {INTRO[name]} {advice} Tables and figures come from `labclip.lab`.",
                           metadata={"tags": ["remove-cell"]}),
         new_code_cell(COLAB, metadata={"tags": ["remove-cell"]}),
         new_code_cell(PARAMETERS.get(name) or parameters(title, name == "02_languages"),
                       metadata={"tags": ["parameters"]}),
-        new_code_cell(STARTS.get(name, START)),
+        new_code_cell(start),
+        *method,
         *[new_code_cell(source) for source in sections],
     ]
     nb = new_notebook(cells=cells, metadata={

@@ -505,13 +505,13 @@ def test_hf_dataset_path_with_a_fake_datasets_package(monkeypatch, tmp_path):
                        {"ru": ["ракета"], "en": ["a rocket"], "image": "z"}])
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
-    monkeypatch.setattr("labclip.model.hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr("labclip.hub.hub_reachable", lambda timeout=3.0: True)
     pairs = load_parallel_dataset("someone/coco-ru", "ru", "en", limit=3)
     assert pairs.source == ["кошка", "кот", "собака"] and pairs.target == ["a cat", "a tom cat", "a dog"]
     assert pairs.groups == ["0", "0", "1"] and pairs.origin == "hf:someone/coco-ru:train"
     assert requested == [("someone/coco-ru", {"split": "train", "revision": None, "streaming": True})]
     # the second call reads labclip's cached copy, offline
-    monkeypatch.setattr("labclip.model.hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr("labclip.hub.hub_reachable", lambda timeout=3.0: False)
     assert load_parallel_dataset("someone/coco-ru", "ru", "en", limit=3).source == pairs.source
     assert len(requested) == 1
     with pytest.raises(LabclipError, match="cannot be reached"):

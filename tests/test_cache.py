@@ -8,7 +8,7 @@ import pytest
 from labclip import load_model, similarity
 from labclip.config import CAPTIONS_DIR
 from labclip.data import load_captions
-from labclip.experiment import start
+from labclip.lab.experiment import start
 from labclip.testing import make_tiny_model
 
 TEXTS = ["a cup of coffee", "чашка кофе", "a red car"]
@@ -16,7 +16,7 @@ TEXTS = ["a cup of coffee", "чашка кофе", "a red car"]
 
 @pytest.fixture
 def images():
-    return load_captions(CAPTIONS_DIR / "default.csv")["path"].tolist()[:5]
+    return load_captions(CAPTIONS_DIR / "default.csv")["path"][:5]
 
 
 def test_second_encode_comes_from_cache_and_is_identical(tiny_model_dir, tmp_path, images):

@@ -55,7 +55,7 @@ def direct_matching(model, lang="en"):
     """Independent computation of the paired matching figures from the model's own encoders."""
     captions = pd.read_csv(DEFAULT_CAPTIONS)
     images = model.encode_images([IMAGES_DIR / name for name in captions["image"]])
-    texts = model.encode_texts(captions[lang].tolist())
+    texts = model.encode_texts(captions[lang])
     sim = images @ texts.T
     n = len(sim)
     i2t_rank = 1 + (sim > sim[np.arange(n), np.arange(n)][:, None]).sum(axis=1)
@@ -137,14 +137,15 @@ def test_cuda_index_beyond_the_devices_is_rejected(capsys, monkeypatch):
 
 # --- report -------------------------------------------------------------------------------------------------
 
-def test_report_forwards_every_argument(monkeypatch):
-    import labclip.report
+def test_report_options_reach_the_runner(monkeypatch):
+    import labclip.lab.report
 
     seen = []
-    monkeypatch.setattr(labclip.report, "main", lambda argv: seen.append(list(argv)) or 0)
-    argv = ["--image-dir", "my/photos", "--labels", "my/labels.csv", "--model", "demo", "--no-pdf"]
+    monkeypatch.setattr(labclip.lab.report, "run", lambda args: seen.append(args) or 0)
+    argv = ["--image-dir", "my/photos", "--model", "demo", "--no-pdf", "--langs", "en", "ru"]
     assert main(["report", *argv]) == 0
-    assert seen == [argv]
+    (args,) = seen
+    assert (args.image_dir, args.model, args.no_pdf, args.langs) == ("my/photos", "demo", True, ["en", "ru"])
 
 
 def test_report_help_is_the_report_parser(capsys):
@@ -206,7 +207,7 @@ def test_match_prints_human_labels_and_report_number_format(capsys, tiny_model_d
     assert code == 0 and "untrained" in err
     assert f"image→text top-1: {i2t_hits}/{n} ({100 * i2t_hits / n:.1f}%)" in out
     assert f"text→image top-1: {t2i_hits}/{n} ({100 * t2i_hits / n:.1f}%)" in out
-    assert "i2t_top1" not in out and "_hits" not in out and "contrastive_loss" not in out
+    assert "i2t_acc1" not in out and "hits" not in out and "contrastive_loss" not in out
     assert "фотография" in out or "рисунок" in out
     for number in (w for line in out.splitlines() for w in line.split() if w.endswith("%")):
         assert len(number.strip("(%").split(".")[1]) == 1  # every percentage has one decimal
@@ -219,13 +220,13 @@ def test_match_csv_keeps_summary_and_provenance(capsys, tiny_model_dir, tiny_mod
     rows = pd.read_csv(tmp_path / "m.csv")
     summary = pd.read_csv(tmp_path / "m.summary.csv", index_col="name")["value"]
     assert code == 0 and len(rows) == 3 * n
-    assert float(summary["i2t_top1"]) == pytest.approx(i2t_hits / n) and int(summary["n"]) == n
+    assert float(summary["i2t_acc1"]) == pytest.approx(i2t_hits / n) and int(summary["n"]) == n
     assert set(rows.model) == {str(tiny_model_dir)} and rows.model_untrained.all()
     assert set(rows.model_revision) == {"local:" + str(tiny_model_dir.resolve())}
     assert summary["model"] == str(tiny_model_dir) and summary["torch_version"]
     code, _, _ = run(capsys, "match", DEFAULT_CAPTIONS, "--model", tiny_model_dir, "--out", tmp_path / "m.json")
     saved = json.loads((tmp_path / "m.json").read_text())
-    assert saved["n"] == n and len(saved["rows"]) == 3 * n and saved["i2t_top1"] == pytest.approx(i2t_hits / n)
+    assert saved["n"] == n and len(saved["rows"]) == 3 * n and saved["i2t_acc1"] == pytest.approx(i2t_hits / n)
     model = saved["provenance"]["model"]
     assert model["id"] == str(tiny_model_dir) and model["untrained"] is True
     assert model["revision"] == "local:" + str(tiny_model_dir.resolve())
@@ -483,12 +484,12 @@ def test_paired_model_records_both_towers(tiny_model_dir, tmp_path):
 
 
 def test_number_format_matches_the_reports():
-    assert cli.fmt("i2t_top3", 10 / 12, 12) == "10/12 (83.3%)"
+    assert cli.fmt("i2t_acc3", 10 / 12, 12) == "10/12 (83.3%)"
     assert cli.fmt("acc1", 0.5, None) == "50.0%"
     assert cli.fmt("probability", 0.12345) == "12.3%"
     assert cli.fmt("margin_min", -0.0001) == "0.000"
     assert cli.fmt("separable", False) == "no" and cli.fmt("threshold", None) == "—"
-    assert cli.label("t2i_top5") == "text→image top-5" and cli.label("acc5") == "top-5 accuracy"
+    assert cli.label("t2i_acc5") == "text→image top-5" and cli.label("acc5") == "top-5 accuracy"
 
 
 # --- a quiet console ----------------------------------------------------------------------------------------

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from labclip import load_model, match_metrics, similarity
-from labclip.compare import compare
 from labclip.config import CAPTIONS_DIR
 from labclip.data import load_captions
+from labclip.lab.compare import compare
 from labclip.testing import make_tiny_marian, make_tiny_sentence_transformer
 from labclip.translate import Translator
 
@@ -40,18 +40,18 @@ def test_comparison_table(tmp_path, tiny_model_dir, marian, monkeypatch):
 
     clip = load_model(tiny_model_dir, cache=False)
     images = clip.encode_images(captions["path"])
-    for lang, strategy, texts in [("ru", "raw", captions["ru"].tolist()),
+    for lang, strategy, texts in [("ru", "raw", captions["ru"]),
                                   ("ru", "translated", table.attrs["translations"][str(marian)])]:
-        m = match_metrics(similarity(images, clip.encode_texts(texts)), 3, clip.logit_scale)
+        m = match_metrics(similarity(images, clip.encode_texts(texts)), 3, clip.logit_scale).to_dict()
         row = table[(table.model == str(tiny_model_dir)) & (table.language == lang) & (table.strategy == strategy)].iloc[0]
-        for figure in ("i2t_top1", "i2t_top3", "t2i_top1", "t2i_top3", "correct_mean", "margin_mean"):
+        for figure in ("i2t_acc1", "i2t_acc3", "t2i_acc1", "t2i_acc3", "correct_mean", "margin_mean"):
             assert row[figure] == pytest.approx(m[figure]), (lang, strategy, figure)
     en = table[(table.model == str(tiny_model_dir)) & (table.language == "en")].iloc[0]
     ru = table[(table.model == str(tiny_model_dir)) & (table.strategy == "raw") & (table.language == "ru")].iloc[0]
-    assert ru.gap_pp == pytest.approx(100 * (en.i2t_top1 - ru.i2t_top1))
+    assert ru.gap_pp == pytest.approx(100 * (en.i2t_acc1 - ru.i2t_acc1))
     assert en.gap_pp == 0
-    if ru.i2t_top1:
-        assert ru.gap_ratio == pytest.approx(en.i2t_top1 / ru.i2t_top1)
+    if ru.i2t_acc1:
+        assert ru.gap_ratio == pytest.approx(en.i2t_acc1 / ru.i2t_acc1)
     else:
         assert ru.gap_ratio is None or np.isnan(ru.gap_ratio)
 

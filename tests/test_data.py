@@ -1,5 +1,6 @@
 import csv
 import hashlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from PIL import Image
 from labclip import LabclipError, load_captions
 from labclip.config import CAPTIONS_DIR, IMAGES_DIR, PROJ_ROOT
 from labclip.images import load_image
+from labclip.lab.tables import captions_frame
 
 
 @pytest.fixture
@@ -30,9 +32,11 @@ def _write(path: Path, text: str, encoding="utf-8", newline="\n") -> Path:
 def test_default_set_loads_with_en_and_ru():
     df = load_captions(CAPTIONS_DIR / "default.csv")
     assert len(df) >= 10
-    assert df.attrs["languages"] == ["en", "ru"]
+    assert df.languages == ["en", "ru"]
     assert all(Path(p).is_file() for p in df["path"])
-    assert df["ru"].str.contains("[а-яё]", regex=True).all()
+    assert all(re.search("[а-яё]", caption) for caption in df["ru"])
+    frame = captions_frame(df)
+    assert frame.columns.tolist() == ["image", "path", "en", "ru"] and frame["ru"].tolist() == df["ru"]
 
 
 def test_every_caption_set_loads():
@@ -55,21 +59,21 @@ def test_excel_russian_locale_csv(tmp_path, image_dir):
     text = "\ufeffimage ; en ; ru\n coffee.png ; a cup of coffee ;  чашка кофе \ncat.png;a cat;кошка\n"
     path = _write(tmp_path / "excel.csv", text, newline="\r\n")
     df = load_captions(path, image_dir)
-    assert df.columns.tolist() == ["image", "path", "en", "ru"]
-    assert df["ru"].tolist() == ["чашка кофе", "кошка"]
-    assert df["image"].tolist() == ["coffee.png", "cat.png"]
+    assert df.languages == ["en", "ru"]
+    assert df["ru"] == ["чашка кофе", "кошка"]
+    assert df["image"] == ["coffee.png", "cat.png"]
 
 
 def test_tsv_and_xlsx(tmp_path, image_dir):
     tsv = _write(tmp_path / "c.tsv", "id\timage\tde\n1\tcar.png\tein rotes Auto\n")
     df = load_captions(tsv, image_dir)
-    assert df.attrs["languages"] == ["de"] and df["id"].tolist() == ["1"]
+    assert df.languages == ["de"] and df["id"] == ["1"]
     pytest.importorskip("openpyxl")
     import pandas as pd
 
     xlsx = tmp_path / "c.xlsx"
     pd.DataFrame({"image": ["cat.png"], "en": ["a cat"], "ru": ["кошка"]}).to_excel(xlsx, index=False)
-    assert load_captions(xlsx, image_dir)["ru"].tolist() == ["кошка"]
+    assert load_captions(xlsx, image_dir)["ru"] == ["кошка"]
 
 
 def test_all_row_problems_reported_together(tmp_path, image_dir):

@@ -39,10 +39,10 @@ def test_xm3600_from_a_local_copy(tmp_path):
     assert path == tmp_path / "xm3600" / "captions.jsonl"
     table = load_captions(path, image_dir=path.parent)
     rows = _fixture_rows()
-    assert table["id"].tolist() == [r["image/key"] for r in rows]
+    assert table["id"] == [r["image/key"] for r in rows]
     assert table.attrs["languages"] == ["en", "ru", "de"]
     for lang in ("en", "ru", "de"):
-        assert table[lang].tolist() == [r[lang]["caption"] for r in rows]
+        assert table[lang] == [r[lang]["caption"] for r in rows]
     captions, owner = flatten_captions(table, "ru")
     assert captions == [c for r in rows for c in r["ru"]["caption"]]
     assert owner.tolist() == [0, 1, 1, 2, 2]
@@ -91,10 +91,10 @@ def test_xtd10_from_a_local_copy(tmp_path):
     path = ds.prepare("xtd10", source=XTD, images=COCO, root=tmp_path)
     table = load_captions(path, image_dir=path.parent)
     names = (XTD / "XTD10" / "test_image_names.txt").read_text(encoding="utf-8").split()
-    assert table["image"].tolist() == [f"images/{n}" for n in names]
+    assert table["image"] == [f"images/{n}" for n in names]
     assert table.attrs["languages"] == ["de", "en", "ja", "ru"]  # XTD10's "jp" is ISO "ja"
-    assert table["ru"].tolist() == (XTD / "XTD10" / "test_1kcaptions_ru.txt").read_bytes().decode("utf-8").split("\r\n")
-    assert table["ja"].tolist() == (XTD / "STAIR" / "test_1kcaptions_jp.txt").read_text(encoding="utf-8").split()
+    assert table["ru"] == (XTD / "XTD10" / "test_1kcaptions_ru.txt").read_bytes().decode("utf-8").split("\r\n")
+    assert table["ja"] == (XTD / "STAIR" / "test_1kcaptions_jp.txt").read_text(encoding="utf-8").split()
     licence = (path.parent / "LICENSE").read_text(encoding="utf-8")
     assert "NONCOMMERCIAL" in licence and "ADOBE RESEARCH LICENSE" in licence
     assert json.loads((path.parent / "SOURCE.json").read_text(encoding="utf-8"))["noncommercial"] is True
@@ -186,9 +186,9 @@ def test_jsonl_with_file_name_and_caption_lists(tmp_path, image_dir):
     path = _jsonl(tmp_path / "set.jsonl", {"file_name": "a.png", "en": [" a red square ", "red"], "ru": "красный"},
                   {"file_name": "b.png", "en": ["another"], "ru": "ещё"})
     table = load_captions(path, image_dir)
-    assert table["image"].tolist() == ["a.png", "b.png"]
-    assert table["en"].tolist() == [["a red square", "red"], ["another"]]
-    assert table["ru"].tolist() == ["красный", "ещё"]
+    assert table["image"] == ["a.png", "b.png"]
+    assert table["en"] == [["a red square", "red"], ["another"]]
+    assert table["ru"] == ["красный", "ещё"]
     captions, owner = flatten_captions(table, "en")
     assert captions == ["a red square", "red", "another"] and owner.tolist() == [0, 0, 1]
 

@@ -13,7 +13,7 @@ def test_interrupted_encoding_keeps_finished_batches(tiny_model_dir, tmp_path, w
     from labclip.config import CAPTIONS_DIR
     from labclip.data import load_captions
 
-    items = TEXTS if what == "captions" else load_captions(CAPTIONS_DIR / "default.csv")["path"].tolist()[:6]
+    items = TEXTS if what == "captions" else load_captions(CAPTIONS_DIR / "default.csv")["path"][:6]
     encode = "encode_texts" if what == "captions" else "encode_images"
     reference = getattr(load_model(tiny_model_dir, cache=False), encode)(items)
 

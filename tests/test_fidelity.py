@@ -151,7 +151,8 @@ def test_vocabulary_is_clips(openai_tokenizer):
 
 
 def test_token_counts_by_hand():
-    from labclip.text import token_lengths, token_stats
+    from labclip.lab.tables import token_stats
+    from labclip.text import token_lengths
 
     tokenizer = clip_tokenizer()
     # counted with OpenAI's SimpleTokenizer on the real vocabulary

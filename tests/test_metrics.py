@@ -3,8 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from labclip import LabclipError, frequent_distractors, match_metrics, similarity, topk_table
-from labclip.metrics import contrastive_loss, correct_ranks
+from labclip import LabclipError, match_metrics, similarity
+from labclip.lab.tables import frequent_distractors, topk_table
+from labclip.metrics import contrastive_loss, correct_ranks, ranks, zeroshot_metrics
 
 
 def test_similarity_is_cosine_of_unnormalised_rows():
@@ -34,37 +35,37 @@ def test_ranks_by_hand():
 
 def test_match_metrics_by_hand():
     m = match_metrics(SIM, k=2, logit_scale=1.0)
-    assert m["n"] == 3
-    assert m["i2t_top1"] == pytest.approx(2 / 3)
-    assert m["i2t_top1_hits"] == 2
-    assert m["i2t_top2"] == 1.0
-    assert m["t2i_top1"] == pytest.approx(2 / 3)
-    assert m["i2t_mrr"] == pytest.approx((1 + 1 + 0.5) / 3)
-    assert m["correct_mean"] == pytest.approx((0.9 + 0.8 + 0.5) / 3)
-    assert (m["correct_min"], m["correct_max"]) == (0.5, 0.9)
-    assert (m["wrong_min"], m["wrong_max"]) == (0.1, 0.7)
-    assert m["wrong_mean"] == pytest.approx((0.1 + 0.2 + 0.3 + 0.7 + 0.4 + 0.6) / 6)
+    assert m.n == 3
+    assert m.i2t.acc1 == pytest.approx(2 / 3)
+    assert m.i2t.hits1 == 2
+    assert m.i2t.acck == 1.0
+    assert m.t2i.acc1 == pytest.approx(2 / 3)
+    assert m.i2t.mrr == pytest.approx((1 + 1 + 0.5) / 3)
+    assert m.correct_mean == pytest.approx((0.9 + 0.8 + 0.5) / 3)
+    assert (m.correct_min, m.correct_max) == (0.5, 0.9)
+    assert (m.wrong_min, m.wrong_max) == (0.1, 0.7)
+    assert m.wrong_mean == pytest.approx((0.1 + 0.2 + 0.3 + 0.7 + 0.4 + 0.6) / 6)
     # margins: 0.9-0.2, 0.8-0.7, 0.5-0.6
-    assert m["margin_mean"] == pytest.approx((0.7 + 0.1 - 0.1) / 3)
-    assert m["margin_min"] == pytest.approx(-0.1)
-    assert m["separable"] is False
-    assert m["threshold"] is None
+    assert m.margin_mean == pytest.approx((0.7 + 0.1 - 0.1) / 3)
+    assert m.margin_min == pytest.approx(-0.1)
+    assert m.separable is False
+    assert m.threshold is None
 
 
 def test_separable_threshold_is_gap_midpoint():
     sim = np.array([[0.30, 0.10], [0.22, 0.28]])
     m = match_metrics(sim, k=1)
-    assert m["separable"] is True
-    assert m["threshold"] == pytest.approx((0.28 + 0.22) / 2)
-    assert m["i2t_top1"] == m["t2i_top1"] == 1.0
+    assert m.separable is True
+    assert m.threshold == pytest.approx((0.28 + 0.22) / 2)
+    assert m.i2t.acc1 == m.t2i.acc1 == 1.0
 
 
 def test_tie_counts_as_miss():
     sim = np.array([[0.5, 0.5], [0.1, 0.9]])
     m = match_metrics(sim, k=2)
-    assert m["i2t_top1"] == 0.5
-    assert m["i2t_top2"] == 1.0
-    assert m["separable"] is False  # 0.5 correct is not above 0.5 wrong
+    assert m.i2t.acc1 == 0.5
+    assert m.i2t.acck == 1.0
+    assert m.separable is False  # 0.5 correct is not above 0.5 wrong
 
 
 def test_contrastive_loss_by_hand():
@@ -74,7 +75,7 @@ def test_contrastive_loss_by_hand():
     cols = [-math.log(math.exp(3) / (math.exp(3) + math.exp(2))), -math.log(math.exp(4) / (math.exp(1) + math.exp(4)))]
     expected = (sum(rows) / 2 + sum(cols) / 2) / 2
     assert contrastive_loss(sim, s) == pytest.approx(expected)
-    assert match_metrics(sim, logit_scale=s)["contrastive_loss"] == pytest.approx(expected)
+    assert match_metrics(sim, logit_scale=s).contrastive_loss == pytest.approx(expected)
 
 
 def test_contrastive_loss_matches_torch_cross_entropy():
@@ -85,6 +86,21 @@ def test_contrastive_loss_matches_torch_cross_entropy():
     labels = torch.arange(6)
     expected = (torch.nn.functional.cross_entropy(logits, labels) + torch.nn.functional.cross_entropy(logits.T, labels)) / 2
     assert contrastive_loss(sim, 100.0) == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_flat_names_are_one_scheme_for_matching_and_zero_shot():
+    flat = match_metrics(SIM, k=2, logit_scale=1.0).to_dict()
+    assert flat["i2t_acc1"] == pytest.approx(2 / 3) and flat["i2t_acc2"] == 1.0 and flat["t2i_hits1"] == 2
+    assert flat["k"] == 2 and flat["n"] == 3 and flat["threshold"] is None
+    zs = zeroshot_metrics(SIM, [0, 1, 2], k=2).to_dict()
+    assert zs["acc1"] == flat["i2t_acc1"] and zs["acc2"] == flat["i2t_acc2"]
+
+
+def test_one_rank_computation_for_both_tasks():
+    truth = [2, 0, 1]
+    scores = np.empty_like(SIM)
+    scores[:, truth] = SIM  # the true column of row i holds SIM[i, i]; the others are row i's wrong captions
+    assert ranks(scores, truth).tolist() == correct_ranks(SIM).tolist()
 
 
 def test_non_square_is_rejected():
@@ -111,7 +127,7 @@ def test_frequent_distractors_by_hand():
 
 
 def test_gap_in_the_seed_reports_three_forms():
-    from labclip.narrative import gap
+    from labclip.lab.narrative import gap
 
     assert gap(1.0, 0.3) == {"points": "+70.0 percentage points", "ratio": "3.33×", "relative": "+233%"}
     assert gap(0.5, 0.0)["ratio"].startswith("undefined")
@@ -170,8 +186,8 @@ def test_retrieval_matches_brute_force(seed, ties, monkeypatch):
     m = retrieval_metrics(sim, owner, ks=(1, 2, 5, 10))
     for k in (1, 2, 5, 10):
         i2t, t2i = _reference_hits(sim, owner, k)
-        assert m[f"i2t_top{k}"] == pytest.approx(i2t.mean()) and m[f"i2t_top{k}_hits"] == i2t.sum()
-        assert m[f"t2i_top{k}"] == pytest.approx(t2i.mean()) and m[f"t2i_top{k}_hits"] == t2i.sum()
+        assert m[f"i2t_acc{k}"] == pytest.approx(i2t.mean()) and m[f"i2t_hits{k}"] == i2t.sum()
+        assert m[f"t2i_acc{k}"] == pytest.approx(t2i.mean()) and m[f"t2i_hits{k}"] == t2i.sum()
     assert m["i2t_mrr"] == pytest.approx(np.mean(1 / ref_i2t))
     assert m["t2i_mrr"] == pytest.approx(np.mean(1 / ref_t2i))
     assert (m["n_images"], m["n_captions"]) == sim.shape
@@ -192,30 +208,30 @@ def test_retrieval_matches_clip_benchmark_recall():
 
     m = retrieval_metrics(sim, owner)
     for k in (1, 5, 10):
-        assert m[f"t2i_top{k}"] == pytest.approx((recall_at_k(scores, positive, k) > 0).float().mean().item())
-        assert m[f"i2t_top{k}"] == pytest.approx((recall_at_k(scores.T, positive.T, k) > 0).float().mean().item())
+        assert m[f"t2i_acc{k}"] == pytest.approx((recall_at_k(scores, positive, k) > 0).float().mean().item())
+        assert m[f"i2t_acc{k}"] == pytest.approx((recall_at_k(scores.T, positive.T, k) > 0).float().mean().item())
 
 
 def test_paired_retrieval_agrees_with_match_metrics():
     sim, _ = _random_set(3, 12, ties=True)
     sim = sim[:, :12]
-    m = match_metrics(sim, k=5)
+    m = match_metrics(sim, k=5).to_dict()
     r = retrieval_metrics(sim, ks=(1, 5))
-    for name in ("i2t_top1", "i2t_top5", "t2i_top1", "t2i_top5", "i2t_top1_hits", "t2i_top1_hits", "i2t_mrr", "t2i_mrr"):
+    for name in ("i2t_acc1", "i2t_acc5", "t2i_acc1", "t2i_acc5", "i2t_hits1", "t2i_hits1", "i2t_mrr", "t2i_mrr"):
         assert r[name] == pytest.approx(m[name]), name
 
 
 def test_retrieval_estimates_pick_the_interval_by_captions_per_image():
     sim, owner = _random_set(5, 60, ties=False)
     est = retrieval_ranks(sim, owner).estimates(ks=(1,))
-    assert est["i2t_top1"].method == "wilson" and est["i2t_top1"].n == 60
-    assert est["t2i_top1"].method == "cluster bootstrap" and est["t2i_top1"].n == len(owner)
+    assert est["i2t_acc1"].method == "wilson" and est["i2t_acc1"].n == 60
+    assert est["t2i_acc1"].method == "cluster bootstrap" and est["t2i_acc1"].n == len(owner)
     assert est["i2t_mrr"].method == "bootstrap"
     m = retrieval_metrics(sim, owner, ks=(1,))
     for name, e in est.items():
         assert e.value == pytest.approx(m[name]) and e.low <= e.value <= e.high
     paired = retrieval_ranks(np.eye(8, dtype=np.float32))
-    assert paired.estimates(ks=(1,))["t2i_top1"].method == "wilson"
+    assert paired.estimates(ks=(1,))["t2i_acc1"].method == "wilson"
 
 
 @pytest.mark.parametrize("owner,match", [([0, 1], "one image index per caption"), ([0, 1, 5], "outside"),
@@ -260,7 +276,7 @@ def test_blockwise_match_metrics_equal_dense_computation(dtype, monkeypatch):
     monkeypatch.setattr(metrics_module, "BLOCK_ELEMENTS", 40)
     rng = np.random.default_rng(2)
     sim = (np.round(rng.uniform(-0.2, 0.4, (13, 13)) * 20) / 20).astype(dtype)
-    got = match_metrics(sim, logit_scale=50.0)
+    got = match_metrics(sim, logit_scale=50.0).to_dict()
     for name, value in _dense_match_metrics(sim).items():
         assert got[name] == pytest.approx(value, rel=1e-6 if dtype == np.float32 else 1e-12), name
 

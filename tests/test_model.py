@@ -6,8 +6,8 @@ from transformers import CLIPModel, CLIPProcessor
 
 import labclip
 from labclip import LabclipError, load_model, similarity
-from labclip.config import MODEL_ALIASES
-from labclip.model import resolve_model_name
+from labclip.registry import ALIASES as MODEL_ALIASES
+from labclip.registry import resolve_model_name
 from labclip.testing import make_tiny_model
 
 TEXTS = ["a cup of coffee", "a photo of a calico cat", "чашка кофе", "snowy mountains at dawn"]
@@ -116,7 +116,7 @@ def test_unreachable_hub_model_is_one_line_error(monkeypatch):
 
 @pytest.mark.slow
 def test_real_openai_weights_match_english_captions():
-    from labclip.model import hub_reachable
+    from labclip.hub import hub_reachable
 
     if not hub_reachable():
         pytest.skip("the Hugging Face hub is unreachable; real weights cannot be fetched")

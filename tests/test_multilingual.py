@@ -25,13 +25,13 @@ def _normalise(x):
 
 @pytest.fixture(scope="module")
 def images():
-    return load_captions(CAPTIONS_DIR / "default.csv")["path"].tolist()[:4]
+    return load_captions(CAPTIONS_DIR / "default.csv")["path"][:4]
 
 
 def test_sentence_transformers_layout(tmp_path, tiny_model_dir, images):
     st = make_tiny_sentence_transformer(tmp_path / "st", seed=5)
     model = load_model(st, image_model=tiny_model_dir, cache=False)
-    assert model.text_tower is not None and not model.openai_text_cleaning
+    assert model.info.paired and model.multilingual and not model.openai_text_cleaning
 
     tokenizer = AutoTokenizer.from_pretrained(st)
     batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
@@ -66,7 +66,7 @@ def test_mclip_layout(tmp_path, tiny_model_dir):
 def test_altclip_native(tmp_path, images):
     alt = make_tiny_altclip(tmp_path / "alt", seed=7)
     model = load_model(alt, cache=False)
-    assert model.text_tower is None and not model.openai_text_cleaning
+    assert not model.info.paired and model.multilingual and not model.openai_text_cleaning
     direct = AltCLIPModel.from_pretrained(alt).eval()
     tokenizer = AutoTokenizer.from_pretrained(alt)
     batch = tokenizer(TEXTS, padding=True, return_tensors="pt")

@@ -53,9 +53,9 @@ def test_every_labclip_example_parses():
         elif argv != ["--help"]:
             args = parse(cli._parser(), argv, line)
             assert args.command == argv[0]
-    for argv in commands("python -m labclip.report"):
-        if argv != ["--help"]:
-            parse(cli.report_parser(), argv, "python -m labclip.report " + shlex.join(argv))
+    for argv in commands("python -m labclip"):
+        if argv[:1] == ["report"] and argv[1:] != ["--help"]:
+            parse(cli.report_parser(), argv[1:], "python -m labclip " + shlex.join(argv))
 
 
 def test_make_examples_use_real_targets_and_variables():

@@ -12,8 +12,8 @@ import pytest
 from labclip import LabclipError, load_model, match_metrics, similarity
 from labclip.config import DEFAULT_CAPTIONS, NOTEBOOKS_DIR, PROJ_ROOT
 from labclip.data import load_captions
-from labclip.narrative import share
-from labclip.report import NOTEBOOKS, build_reports, chromium
+from labclip.lab.narrative import share
+from labclip.lab.report import NOTEBOOKS, build_reports, chromium
 from labclip.testing import make_tiny_marian, make_tiny_model, make_tiny_sentence_transformer
 
 BANNER = "labclip-banner"
@@ -97,10 +97,10 @@ def test_prose_numbers_equal_match_metrics(full_run, tiny_model_dir):
     html = (out / "03_lab_report.html").read_text(encoding="utf-8")
     for lang in ("en", "ru"):
         m = match_metrics(similarity(images, model.encode_texts(captions[lang])), 3, model.logit_scale)
-        assert f"top-1 {share(m['i2t_top1_hits'], m['n'])}" in html
-        assert f"top-1 {share(m['t2i_top1_hits'], m['n'])}" in html
-        assert f"cosine {m['correct_min']:.3f} to {m['correct_max']:.3f}" in html
-        assert f"wrong pairs: {m['wrong_min']:.3f} to {m['wrong_max']:.3f}" in html
+        assert f"top-1 {share(m.i2t.hits1, m.n)}" in html
+        assert f"top-1 {share(m.t2i.hits1, m.n)}" in html
+        assert f"cosine {m.correct_min:.3f} to {m.correct_max:.3f}" in html
+        assert f"wrong pairs: {m.wrong_min:.3f} to {m.wrong_max:.3f}" in html
     saved = json.loads((out / "03_lab_report.json").read_text())
     assert saved["provenance"]["captions_sha256"] and saved["provenance"]["timings_s"]["encode images"] >= 0
     assert saved["metrics"]["en"]["n"] == len(captions)
@@ -133,7 +133,7 @@ def test_no_banner_for_a_model_not_marked_untrained(tmp_path):
 def test_cli_reports_bad_input_in_one_line(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("image;en\n;\n", encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "labclip.report", "--captions", str(bad), "--out", str(tmp_path / "o")],
+    result = subprocess.run([sys.executable, "-m", "labclip", "report", "--captions", str(bad), "--out", str(tmp_path / "o")],
                             capture_output=True, text=True)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("labclip: error:")]
@@ -142,7 +142,10 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
 
 
 def test_params_yaml_and_strict(tmp_path):
-    from labclip.report import main
+    from labclip.cli import main as cli_main
+
+    def main(argv):
+        return cli_main(["report", *argv])
 
     params = tmp_path / "p.yaml"
     params.write_text("model: openai/clip-vit-base-patch32\nstrict: true\n")
@@ -166,7 +169,7 @@ def test_notebooks_are_thin_stripped_and_up_to_date():
 
 
 def test_shipped_parameter_sets_are_valid():
-    from labclip.report import read_params
+    from labclip.lab.report import read_params
 
     for path in (PROJ_ROOT / "reports" / "params").glob("*.yaml"):
         params = read_params(path)

@@ -13,10 +13,15 @@ from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
 from labclip import datasets as ds
+from labclip.cli import main as cli_main
 from labclip.errors import LabclipError
 from labclip.lab import scale
 
 FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
+
+
+def main(argv: list[str]) -> int:
+    return cli_main(["report", *argv])
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +54,12 @@ def _ranks(sim: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def test_intervals_and_p_values_match_independent_recomputation(run):
     model = run.models["demo"]
-    images = model.encode_images(run.captions["path"].tolist())
+    images = model.encode_images(run.captions["path"])
     images = images / np.linalg.norm(images, axis=1, keepdims=True)
     table = run.table()
     hits = {}
     for lang in run.languages:
-        texts = model.encode_texts(run.captions[lang].tolist())
+        texts = model.encode_texts(run.captions[lang])
         texts = texts / np.linalg.norm(texts, axis=1, keepdims=True)
         i2t, t2i = _ranks((images @ texts.T).astype(np.float32), np.arange(len(images)))
         hits[lang] = t2i <= 1
@@ -95,15 +100,13 @@ def test_hardest_subset_above_the_limit(run):
     ranks = np.array([1, 7, 3, 7, 2])
     assert scale.hardest(ranks, 3).tolist() == [1, 3, 2]
     label, lang, sim, owner, captions, i2t = run._heat
-    fig, note = scale.heatmap_figure(sim, owner, i2t, run.captions["image"].tolist(), captions, limit=2)
+    fig, note = scale.heatmap_figure(sim, owner, i2t, run.captions["image"], captions, limit=2)
     assert "too many" in note and len(fig.axes[0].get_yticklabels()) == min(scale.HARDEST, 2)
-    fig, note = scale.heatmap_figure(sim, owner, i2t, run.captions["image"].tolist(), captions)
+    fig, note = scale.heatmap_figure(sim, owner, i2t, run.captions["image"], captions)
     assert note.startswith("All 3 images") and len(fig.axes[0].get_yticklabels()) == 3
 
 
 def test_unknown_dataset_is_a_one_line_error(tmp_path, capsys):
-    from labclip.report import main
-
     with pytest.raises(LabclipError, match="neither a benchmark"):
         scale.resolve_dataset(tmp_path / "nothing")
     assert main(["--dataset", str(tmp_path / "nothing"), "--model", "demo", "--no-pdf",
@@ -148,8 +151,6 @@ WITH_INTERVAL = re.compile(r"\d+(?:\.\d+)?% \[\d+(?:\.\d+)?%, \d+(?:\.\d+)?%\]")
 
 
 def test_scale_report_renders_offline_from_the_fixture_set(xtd10, tmp_path):
-    from labclip.report import main
-
     out = tmp_path / "reports"
     assert main(["--dataset", str(xtd10), "--model", "demo", "--langs", "en", "ru", "--no-pdf",
                  "--out", str(out)]) == 0
@@ -185,7 +186,7 @@ def test_scale_notebook_is_generated_thin_and_not_in_the_default_report():
     import nbformat
 
     from labclip.config import NOTEBOOKS_DIR, PROJ_ROOT
-    from labclip.report import NOTEBOOKS, SCALE_NOTEBOOK
+    from labclip.lab.report import NOTEBOOKS, SCALE_NOTEBOOK
 
     sys.path.insert(0, str(PROJ_ROOT / "scripts"))
     import build_notebooks
@@ -198,7 +199,7 @@ def test_scale_notebook_is_generated_thin_and_not_in_the_default_report():
 
 
 def test_runner_checks_images_once_and_notebooks_can_skip_it(tmp_path):
-    from labclip import experiment
+    from labclip.lab import experiment
 
     (tmp_path / "a.png").write_bytes(b"not an image")
     (tmp_path / "c.csv").write_text("image,en\na.png,a cat\n", encoding="utf-8")
@@ -211,7 +212,7 @@ def test_runner_checks_images_once_and_notebooks_can_skip_it(tmp_path):
 def test_runner_decodes_images_once_then_tells_each_notebook_to_skip(tmp_path, monkeypatch):
     import papermill
 
-    from labclip import report
+    from labclip.lab import report
 
     checks, injected = [], []
     real = report.load_captions

@@ -3,15 +3,9 @@ import pytest
 from PIL import Image
 
 from labclip import LabclipError
-from labclip.zeroshot import (
-    class_embeddings,
-    confusion,
-    labelled_images,
-    load_templates,
-    probabilities,
-    top_labels,
-    zeroshot_metrics,
-)
+from labclip.lab.tables import confusion, top_labels
+from labclip.metrics import zeroshot_metrics
+from labclip.zeroshot import class_embeddings, labelled_images, load_templates, probabilities
 
 
 def test_template_sets():
@@ -57,10 +51,10 @@ def test_zeroshot_metrics_by_hand():
         [0.2, 0.2, 0.6],  # true 2: rank 1
     ])
     m = zeroshot_metrics(probs, [0, 1, 2, 2], k=2)
-    assert m["acc1"] == 0.5 and m["acc2"] == 1.0
-    assert m["mean_per_class_recall"] == pytest.approx((1 + 0 + 0.5) / 3)
+    assert m.acc1 == 0.5 and m.acck == 1.0 and m.k == 2
+    assert m.mean_per_class_recall == pytest.approx((1 + 0 + 0.5) / 3)
     tie = zeroshot_metrics(np.array([[0.5, 0.5], [0.1, 0.9]]), [0, 1], k=1)
-    assert tie["acc1"] == 0.5
+    assert tie.acc1 == 0.5
     c = confusion(probs, [0, 1, 2, 2], ["a", "b", "c"])
     assert c.loc["b", "a"] == 1 and c.loc["c", "b"] == 1 and c.to_numpy().sum() == 4
 

@@ -25,8 +25,6 @@ from pathlib import Path
 
 import numpy as np
 from scipy import linalg
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupKFold, KFold, LeaveOneGroupOut, StratifiedKFold
 
 from . import __version__
 from .atomic import write_atomic
@@ -175,6 +173,8 @@ def load_text_adapter(path: str | os.PathLike) -> TextAdapter:
 
 
 def _fold_splits(n: int, groups: np.ndarray, cv: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import GroupKFold  # scikit-learn imports pandas: only when used
+
     n_groups = len(np.unique(groups))
     if n_groups < 2:
         raise LabclipError("choosing alpha by cross-validation needs pairs from at least 2 images or groups; "
@@ -451,6 +451,8 @@ def linear_probe(
     if len(present) == 1:
         probs[:, present[0]] = 1.0
         return probs
+    from sklearn.linear_model import LogisticRegression
+
     clf = LogisticRegression(C=C, max_iter=max_iter, random_state=0)
     clf.fit(np.asarray(train_emb, np.float64), labels)
     probs[:, clf.classes_] = clf.predict_proba(np.asarray(test_emb, np.float64))
@@ -490,6 +492,8 @@ def tip_adapter(
 
 def _outer_splits(n: int, groups: np.ndarray, folds: int | str, seed: int,
                   strata: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import GroupKFold, KFold, LeaveOneGroupOut, StratifiedKFold
+
     n_groups = len(np.unique(groups))
     if folds == "loo":
         splitter = LeaveOneGroupOut()
@@ -795,11 +799,10 @@ def read_parallel(path: str | os.PathLike, source_lang: str, target_lang: str) -
     Raises:
         LabclipError: one line naming the file and every problem with its row number (header = row 1).
     """
-    from .data import _is_jsonl, _read_table
+    from .data import read_table
 
     path = Path(path)
-    table = _read_table(path)
-    table.columns = [str(c).strip().lower() for c in table.columns]
+    table = read_table(path, "parallel text file")
     source_lang, target_lang = source_lang.lower(), target_lang.lower()
     missing = [lang for lang in (source_lang, target_lang) if lang not in table.columns]
     if missing:
@@ -807,11 +810,10 @@ def read_parallel(path: str | os.PathLike, source_lang: str, target_lang: str) -
                            f"{', '.join(table.columns) or 'none'})")
     if source_lang == target_lang:
         raise LabclipError(f"{path}: source and target language are both {source_lang!r}")
-    offset = 1 if _is_jsonl(path) else 2
     has_image = "image" in table.columns
     pairs, problems = [], []
-    for index, row in table.iterrows():
-        line = int(index) + offset
+    for line, values in zip(table.lines, table.rows):
+        row = dict(zip(table.columns, values))
         cells = [[str(c).strip() for c in (row[lang] if isinstance(row[lang], list) else [row[lang]])]
                  for lang in (source_lang, target_lang)]
         for lang, cell in zip((source_lang, target_lang), cells):
@@ -819,7 +821,7 @@ def read_parallel(path: str | os.PathLike, source_lang: str, target_lang: str) -
                 problems.append(f"row {line}: empty '{lang}' sentence")
         group = str(row["image"]).strip() if has_image else f"row {line}"
         pairs.extend((s, t, group) for s, t in zip(*cells) if s and t)
-    if table.empty:
+    if not table.rows:
         problems.append("no rows below the header")
     if problems:
         shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
@@ -860,7 +862,7 @@ def load_parallel_dataset(
 
 def _download_parallel(name: str, split: str, revision: str | None, limit: int, src_col: str, tgt_col: str,
                        cached: Path, source_lang: str, target_lang: str) -> None:
-    from .model import hub_reachable
+    from .hub import hub_reachable
 
     try:
         import datasets

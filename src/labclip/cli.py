@@ -26,7 +26,7 @@ import pandas as pd
 
 from . import __version__
 from .atomic import write_text
-from .config import DEFAULT_MODEL, DEMO_MODEL
+from .config import DEFAULT_CAPTIONS, DEFAULT_MODEL, DEMO_MODEL
 from .errors import LabclipError
 from .images import IMAGE_SUFFIXES
 from .translate import DEFAULT_TRANSLATOR
@@ -142,7 +142,7 @@ def _template_options(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    """The ``labclip`` argument parser (the ``report`` subcommand has its own, in :mod:`labclip.report`)."""
+    """The ``labclip`` argument parser, ``report`` included (its options come from :mod:`labclip.lab.report`)."""
     kw = {"formatter_class": _HelpFormatter, "allow_abbrev": False}
     parser = _Parser(prog="labclip", description="CLIP image-text matching, zero-shot classification and lab "
                      "reports. Errors are one line 'labclip: error: ...' with exit status 2.", **kw)
@@ -151,8 +151,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("match", help="paired-caption metrics and top-k table", description="Match each image with "
                        "the captions of one language of a caption file; caption i belongs to image i.", **kw)
-    p.add_argument("captions", type=Path, help="caption file (.csv, .tsv, .xlsx): an image column and one column "
-                   "per language")
+    p.add_argument("captions", type=Path, nargs="?", default=DEFAULT_CAPTIONS,
+                   help="caption file (.csv, .tsv, .xlsx, .jsonl): an image column and one column per language "
+                   "(default: the bundled data/captions/default.csv)")
     p.add_argument("--lang", default="en", help="caption language (a column of the caption file)")
     p.add_argument("--image-dir", type=Path, metavar="DIR",
                    help="folder the caption file's image paths are relative to (default: the caption file's own)")
@@ -200,7 +201,8 @@ def _parser() -> argparse.ArgumentParser:
                        "caption languages and strategies (raw, translated to English, multilingual) on one caption "
                        "set: top-1/top-k in both directions, mean correct similarity and margin, gap to English.",
                        **kw)
-    p.add_argument("captions", type=Path, help="caption file with one column per language")
+    p.add_argument("captions", type=Path, nargs="?", default=DEFAULT_CAPTIONS,
+                   help="caption file with one column per language (default: the bundled data/captions/default.csv)")
     p.add_argument("--langs", nargs="+", default=["en", "ru"], metavar="LANG", help="caption languages")
     p.add_argument("--image-dir", type=Path, metavar="DIR",
                    help="folder the caption file's image paths are relative to (default: the caption file's own)")
@@ -212,8 +214,11 @@ def _parser() -> argparse.ArgumentParser:
     _model_options(p, several=True)
     _out_option(p)
 
-    sub.add_parser("report", help="run the notebooks and render HTML + PDF (options: labclip report --help)",
-                   add_help=False, description="Same as python -m labclip.report; see labclip report --help.")
+    from .lab.report import add_arguments
+
+    p = sub.add_parser("report", help="run the notebooks and render HTML + PDF",
+                       description="Run the notebooks and render HTML + PDF reports.", **kw)
+    add_arguments(p)
     return parser
 
 
@@ -408,13 +413,13 @@ LABELS = {
     "accuracy": "top-1 accuracy", "language": "language", "strategy": "strategy",
     "gap_pp": "gap to English", "gap_ratio": "English ÷ this",
 }
-HIDDEN = {"k", "i2t_top1_hits", "t2i_top1_hits"}
-SHARES = re.compile(r"(?:(i2t|t2i)_top|acc)(\d+)")
+HIDDEN = {"k", "i2t_hits1", "t2i_hits1"}
+SHARES = re.compile(r"(?:(i2t|t2i)_)?acc(\d+)")
 
 
 def label(key: str) -> str:
-    """Human label of a metric or column name."""
-    m = re.fullmatch(r"(i2t|t2i)_top(\d+)", key)
+    """Human label of a metric or column name (labclip.metrics' names: ``i2t_acc1``, ``acc5``, ...)."""
+    m = re.fullmatch(r"(i2t|t2i)_acc(\d+)", key)
     if m:
         return f"{DIRECTIONS[m[1]]} top-{m[2]}"
     m = re.fullmatch(r"acc(\d+)", key)
@@ -478,7 +483,7 @@ def _print_table(table: pd.DataFrame, n: int | None = None) -> None:
 
 
 def _provenance(models: list[dict], inputs: Sequence[str | Path] = (), several: bool = False) -> dict:
-    from .provenance import machine, now, package_versions, sha256_files
+    from .lab.provenance import machine, now, package_versions, sha256_files
 
     block = {"labclip": __version__, "created": now(),
              **({"models": models} if several else {"model": models[0]}),
@@ -526,17 +531,18 @@ def _emit(table: pd.DataFrame, out: Path | None, models: list[dict], summary: di
 
 def cmd_match(args) -> None:
     from .data import load_captions
-    from .experiment import Experiment
+    from .lab.experiment import Experiment
 
     _check_out(args.out)
     captions = load_captions(args.captions, args.image_dir, [args.lang])
     model = _load(args)
-    m = Experiment(model, captions, args.top_k, args.batch_size).matching(args.lang)
-    _emit(m.topk, args.out, [model_record(model)], dict(m.metrics), [args.captions, *captions["path"]])
+    m = Experiment(model=model, captions=captions, top_k=args.top_k, batch_size=args.batch_size).matching(args.lang)
+    _emit(m.topk, args.out, [model_record(model)], m.metrics.to_dict(), [args.captions, *captions["path"]])
 
 
 def cmd_classify(args) -> None:
-    from .zeroshot import class_embeddings, load_templates, probabilities, top_labels
+    from .lab.tables import top_labels
+    from .zeroshot import class_embeddings, load_templates, probabilities
 
     _check_out(args.out)
     _check_files(args.images)
@@ -578,7 +584,8 @@ def _key_changes(done: pd.DataFrame, key: dict[str, str]) -> list[str]:
 
 
 def cmd_tag(args) -> None:
-    from .zeroshot import class_embeddings, load_templates, probabilities, top_labels
+    from .lab.tables import top_labels
+    from .zeroshot import class_embeddings, load_templates, probabilities
 
     _check_out(args.out, (".csv",))
     labels, templates = _labels(args), load_templates(args.templates, args.lang)
@@ -623,14 +630,9 @@ def cmd_search(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from .zeroshot import (
-        class_embeddings,
-        labelled_images,
-        load_templates,
-        per_class_accuracy,
-        probabilities,
-        zeroshot_metrics,
-    )
+    from .lab.tables import per_class_accuracy
+    from .metrics import zeroshot_metrics
+    from .zeroshot import class_embeddings, labelled_images, load_templates, probabilities
 
     _check_out(args.out)
     templates = load_templates(args.templates, args.lang)
@@ -640,12 +642,12 @@ def cmd_eval(args) -> None:
     metrics = zeroshot_metrics(probs, data.truth, k=args.top_k)
     table = per_class_accuracy(probs, data.truth, data.classes)
     _emit(table, args.out, [model_record(model)],
-          {**metrics, "templates": f"{args.templates} ({len(templates)}, {args.lang})"}, inputs=data.paths)
+          {**metrics.to_dict(), "templates": f"{args.templates} ({len(templates)}, {args.lang})"}, inputs=data.paths)
 
 
 def _compare_models(args, records: list[dict], skipped: list[str]) -> Iterator:
     """Load each of ``--models`` when :func:`labclip.compare.compare` asks for it (one in memory at a time)."""
-    from .experiment import load_model_or_demo
+    from .lab.experiment import load_model_or_demo
 
     for n, name in enumerate(args.models):
         try:
@@ -658,8 +660,8 @@ def _compare_models(args, records: list[dict], skipped: list[str]) -> Iterator:
 
 
 def cmd_compare(args) -> None:
-    from .compare import compare
     from .data import load_captions
+    from .lab.compare import compare
 
     _check_out(args.out)
     captions = load_captions(args.captions, args.image_dir, args.langs)
@@ -683,20 +685,17 @@ COMMANDS = {"compare": cmd_compare, "match": cmd_match, "classify": cmd_classify
 
 
 def report_parser() -> argparse.ArgumentParser:
-    """The parser of ``labclip report`` (the report runner's own)."""
-    from .report import _parser as parser
+    """The parser of ``labclip report``: the ``report`` subcommand of the one ``labclip`` parser."""
+    (sub,) = (a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["report"]
 
-    return parser()
 
-
-def _report(argv: list[str]) -> int:
-    """``labclip report``: every argument goes to :func:`labclip.report.main` unchanged."""
+def _report(args: argparse.Namespace) -> int:
+    """``labclip report``: :func:`labclip.lab.report.run` with the parsed options."""
     try:
-        from .report import main as report_main
+        from .lab.report import run
 
-        return report_main(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+        return run(args)
     except ModuleNotFoundError as err:
         if (err.name or "").split(".")[0] not in REPORT_EXTRA_MODULES:
             raise
@@ -708,12 +707,12 @@ def _report(argv: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``labclip`` command line; returns the exit status (0, 2 for a user error, 130 on Ctrl-C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["report"]:
-        return _report(argv[1:])
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    if args.command == "report":
+        return _report(args)
     try:
         with _console():
             COMMANDS[args.command](args)

@@ -1,36 +1,48 @@
-"""Paths, model names and defaults: the one place they are defined."""
+"""Paths, model names and defaults: the one place they are defined.
+
+In a source checkout (``data/`` and ``pyproject.toml`` beside ``src/``, or ``LABCLIP_ROOT``) the
+data, notebooks and reports are the checkout's. An installed wheel carries the default images,
+caption sets, labels and notebooks as package data (``labclip/_bundled/``, found with
+``importlib.resources``) and writes reports under the working directory.
+"""
 
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 
 import platformdirs
 
+# Model names are data in the registry; re-exported for code that reads its defaults from here.
+from .registry import ALIASES as MODEL_ALIASES  # noqa: F401
+from .registry import DEFAULT_MODEL, DEMO_MODEL  # noqa: F401
+
 PACKAGE_DIR = Path(__file__).resolve().parent
-# A source checkout holds data/ beside src/; an installed copy (e.g. in Colab) is pointed at its
-# checkout with LABCLIP_ROOT.
-PROJ_ROOT = Path(os.environ.get("LABCLIP_ROOT") or PACKAGE_DIR.parents[1]).resolve()
-DATA_DIR = PROJ_ROOT / "data"
+BUNDLED_DIR = Path(os.fspath(files(__package__ or "labclip") / "_bundled"))
+
+
+def _checkout() -> Path | None:
+    """The source checkout this package runs from, if any."""
+    if os.environ.get("LABCLIP_ROOT"):
+        return Path(os.environ["LABCLIP_ROOT"]).resolve()
+    root = PACKAGE_DIR.parents[1]
+    return root if (root / "pyproject.toml").is_file() and (root / "data" / "captions").is_dir() else None
+
+
+CHECKOUT = _checkout()
+PROJ_ROOT = CHECKOUT or Path.cwd()
+DATA_DIR = CHECKOUT / "data" if CHECKOUT else BUNDLED_DIR / "data"
 IMAGES_DIR = DATA_DIR / "images"
 CAPTIONS_DIR = DATA_DIR / "captions"
 DEFAULT_CAPTIONS = CAPTIONS_DIR / "default.csv"
-NOTEBOOKS_DIR = PROJ_ROOT / "notebooks"
+DEFAULT_LABELS = DATA_DIR / "labels.csv"
+NOTEBOOKS_DIR = CHECKOUT / "notebooks" if CHECKOUT else BUNDLED_DIR / "notebooks"
 REPORTS_DIR = PROJ_ROOT / "reports"
 ASSETS_DIR = PACKAGE_DIR / "assets"
 CLIP_BPE_PATH = ASSETS_DIR / "bpe_simple_vocab_16e6.txt.gz"
 
 REPO_URL = "https://github.com/labclip/labclip"
-
-DEFAULT_MODEL = "openai/clip-vit-base-patch32"
-DEMO_MODEL = "demo"
-
-MODEL_ALIASES: dict[str, str] = {
-    "ViT-B/32": "openai/clip-vit-base-patch32",
-    "ViT-B/16": "openai/clip-vit-base-patch16",
-    "ViT-L/14": "openai/clip-vit-large-patch14",
-    "ViT-L/14@336px": "openai/clip-vit-large-patch14-336",
-}
 
 CONTEXT_LENGTH = 77
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import difflib
 import io
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .config import IMAGES_DIR
 from .errors import LabclipError
@@ -19,12 +20,80 @@ RESERVED = ("image", "id")
 DELIMITERS = (",", ";", "\t")
 
 
+Cell = str | list[str]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A spreadsheet as strings: lower-case stripped column names, stripped cells, header excluded.
+
+    A JSON Lines cell may be a list of strings (several captions). ``lines`` holds the row number
+    of each data row as the user sees it (the spreadsheet row; the line of a JSON Lines file).
+    """
+
+    columns: list[str]
+    rows: list[list[Cell]]
+    lines: list[int] = field(default_factory=list)
+
+    def column(self, name: str) -> list[str]:
+        index = self.columns.index(name)
+        return [row[index] for row in self.rows]
+
+
+@dataclass(frozen=True)
+class CaptionSet:
+    """A validated caption set: image names, absolute paths and one caption list per language.
+
+    ``captions["en"]`` (or ``captions["image"]``, ``["path"]``, ``["id"]``) gives a column as a list;
+    ``attrs`` holds ``languages``, ``source`` and whatever a loader adds (e.g. ``benchmark``);
+    the lab layer turns the whole set into a DataFrame (:func:`labclip.lab.tables.captions_frame`).
+    A caption cell is a string, or a list of strings when a JSON Lines set gives several captions
+    per image (see :func:`flatten_captions`).
+    """
+
+    source: str
+    images: list[str]
+    paths: list[str]
+    captions: dict[str, list[Cell]]
+    ids: list[str] | None = field(default=None)
+    attrs: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.attrs["languages"] = self.languages
+        self.attrs.setdefault("source", self.source)
+
+    @property
+    def languages(self) -> list[str]:
+        """The language columns, in file order."""
+        return list(self.captions)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, column: str) -> list[Cell]:
+        columns = {"image": self.images, "path": self.paths, **({"id": self.ids} if self.ids is not None else {}),
+                   **self.captions}
+        if column not in columns:
+            raise KeyError(column)
+        return list(columns[column])
+
+    def select(self, languages: Sequence[str]) -> CaptionSet:
+        """The same set with only ``languages``, in that order."""
+        missing = [lang for lang in languages if lang not in self.captions]
+        if missing:
+            raise LabclipError(f"{self.source}: unknown language {', '.join(map(repr, missing))}; "
+                               f"the file has: {', '.join(self.languages)}")
+        return CaptionSet(self.source, self.images, self.paths, {lang: self.captions[lang] for lang in languages},
+                          self.ids, dict(self.attrs))
+
+
+
 def load_captions(
     path: str | Path,
     image_dir: str | Path | None = None,
     languages: Sequence[str] | None = None,
     check_images: bool = True,
-) -> pd.DataFrame:
+) -> CaptionSet:
     """Read and validate a caption set.
 
     The file is CSV (``,`` or ``;``, UTF-8 with or without BOM, any line ends), TSV, XLSX or
@@ -40,8 +109,8 @@ def load_captions(
         check_images: open every image, so unreadable files are reported now.
 
     Returns:
-        A DataFrame with ``image``, ``path`` (absolute), ``id`` if given, and one column per
-        language; ``df.attrs["languages"]`` lists the language columns in file order.
+        A :class:`CaptionSet`: image names, absolute paths, ids if given, and the captions of each
+        language column in file order.
 
     Raises:
         LabclipError: one line naming the file and listing every problem with its
@@ -49,9 +118,7 @@ def load_captions(
     """
     path = Path(path)
     image_dir = Path(image_dir) if image_dir is not None else IMAGES_DIR
-    table = _read_table(path)
-    table.columns = [str(c).strip().lower() for c in table.columns]
-    table = table.apply(lambda col: col.map(_strip))
+    table = read_table(path)
     langs = [c for c in table.columns if c not in RESERVED]
     if "image" not in table.columns:
         raise LabclipError(f"{path}: no 'image' column (columns found: {', '.join(table.columns) or 'none'})")
@@ -62,33 +129,35 @@ def load_captions(
         raise LabclipError(
             f"{path}: unknown language {', '.join(map(repr, missing_langs))}; the file has: {', '.join(langs)}"
         )
-    if table.empty:
+    if not table.rows:
         raise LabclipError(f"{path}: no caption rows below the header")
 
-    problems = _row_problems(table, langs, image_dir, check_images, line_offset=1 if _is_jsonl(path) else 2)
+    problems = _row_problems(table, langs, image_dir, check_images)
     if problems:
         shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
         raise LabclipError(f"{path}: {len(problems)} problem{'s' * (len(problems) > 1)}: {shown}")
 
-    table.insert(1, "path", [str((image_dir / name).resolve()) for name in table["image"]])
-    table.attrs["languages"] = langs
-    table.attrs["source"] = str(path)
-    return table.reset_index(drop=True)
+    images = table.column("image")
+    return CaptionSet(str(path), images, [str((image_dir / name).resolve()) for name in images],
+                      {lang: table.column(lang) for lang in langs},
+                      table.column("id") if "id" in table.columns else None)
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def read_table(path: str | Path, what: str = "caption file") -> Table:
+    """Read a CSV (``,`` ``;`` or tab, UTF-8 with or without BOM), TSV, XLSX or JSON Lines file as strings.
+
+    Raises:
+        LabclipError: missing or unreadable file, a row that is not UTF-8, or a row with more
+            cells than the header; the message names the file and the row.
+    """
+    path = Path(path)
     if not path.is_file():
-        raise LabclipError(f"{path}: caption file not found")
+        raise LabclipError(f"{path}: {what} not found")
     suffix = path.suffix.lower()
     if _is_jsonl(path):
         return _read_jsonl(path)
     if suffix in (".xlsx", ".xlsm"):
-        try:
-            return pd.read_excel(path, dtype=str, keep_default_na=False).astype(str)
-        except ImportError:
-            raise LabclipError(f"{path}: reading .xlsx needs openpyxl (pip install openpyxl)") from None
-        except Exception as err:  # noqa: BLE001 - a broken workbook is a user error
-            raise LabclipError(f"{path}: unreadable spreadsheet ({type(err).__name__}: {err})") from None
+        return _table(path, _read_xlsx(path))
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -100,19 +169,49 @@ def _read_table(path: Path) -> pd.DataFrame:
     first = text.splitlines()[0] if text.strip() else ""
     sep = "\t" if suffix == ".tsv" else max(DELIMITERS, key=first.count)
     try:
-        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        detail = " ".join(str(err).split())
-        raise LabclipError(f"{path}: unreadable as a '{sep}'-separated table ({detail})") from None
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=sep))
+    except csv.Error as err:
+        raise LabclipError(f"{path}: unreadable as a '{sep}'-separated table ({err})") from None
+    return _table(path, rows)
 
 
-def _row_problems(table: pd.DataFrame, langs: list[str], image_dir: Path, check_images: bool,
-                  line_offset: int = 2) -> list[str]:
+def _read_xlsx(path: Path) -> list[list[str]]:
+    try:
+        import openpyxl
+    except ImportError:
+        raise LabclipError(f"{path}: reading .xlsx needs openpyxl (pip install openpyxl)") from None
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        try:
+            return [["" if v is None else str(v) for v in row] for row in book.worksheets[0].iter_rows(values_only=True)]
+        finally:
+            book.close()
+    except Exception as err:  # noqa: BLE001 - a broken workbook is a user error
+        raise LabclipError(f"{path}: unreadable spreadsheet ({type(err).__name__}: {err})") from None
+
+
+def _table(path: Path, rows: list[list[str]]) -> Table:
+    """Header and data rows (row 1 is the header); blank lines and empty spreadsheet rows are dropped,
+    short rows padded."""
+    blank = (lambda row: not any(c.strip() for c in row)) if path.suffix.lower() in (".xlsx", ".xlsm") \
+        else (lambda row: len(row) <= 1 and not "".join(row).strip())
+    numbered = [(n, [cell.strip() for cell in row]) for n, row in enumerate(rows, start=1) if not blank(row)]
+    if not numbered:
+        return Table([], [], [])
+    (_, header), body = numbered[0], numbered[1:]
+    columns = [c.lower() for c in header]
+    for n, row in body:
+        if len(row) > len(columns) and any(row[len(columns):]):
+            raise LabclipError(f"{path}: row {n} has {len(row)} cells but the header has {len(columns)}")
+    return Table(columns, [(row + [""] * len(columns))[: len(columns)] for _, row in body], [n for n, _ in body])
+
+
+def _row_problems(table: Table, langs: list[str], image_dir: Path, check_images: bool) -> list[str]:
     problems: list[str] = []
     first_row: dict[str, int] = {}
     known: list[str] | None = None
-    for index, row in table.iterrows():
-        line = int(index) + line_offset
+    for line, cells in zip(table.lines, table.rows):
+        row = dict(zip(table.columns, cells))
         name = row["image"]
         if not name:
             problems.append(f"row {line}: empty 'image' cell")
@@ -143,17 +242,17 @@ def _is_jsonl(path: Path) -> bool:
     return path.suffix.lower() in (".jsonl", ".ndjson")
 
 
-def _read_jsonl(path: Path) -> pd.DataFrame:
+def _read_jsonl(path: Path) -> Table:
     """One JSON object per line; a cell is a string or a list of strings (several captions).
 
-    The index is the line number minus one, so problems name the line of the file.
+    Rows are numbered by their line in the file.
     """
-    records, index = [], []
+    records, lines = [], []
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        text = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError:
         raise LabclipError(f"{path}: not UTF-8; save the file as UTF-8") from None
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(text, start=1):
         if not line.strip():
             continue
         try:
@@ -164,24 +263,21 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
             raise LabclipError(f"{path}: row {number} is not a JSON object")
         for key, value in record.items():
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                record[key] = [v.strip() for v in value]
                 continue
             if isinstance(value, (dict, list)):
                 raise LabclipError(f"{path}: row {number}, '{key}': expected a caption or a list of captions")
-            record[key] = "" if value is None else str(value)
+            record[key] = "" if value is None else str(value).strip()
         records.append({str(k).strip().lower(): v for k, v in record.items()})
-        index.append(number - 1)
-    table = pd.DataFrame.from_records(records, index=index).fillna("")
-    if "image" not in table.columns and "file_name" in table.columns:
-        table = table.rename(columns={"file_name": "image"})
-    return table
+        lines.append(number)
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    if "image" not in columns and "file_name" in columns:
+        records = [{("image" if k == "file_name" else k): v for k, v in r.items()} for r in records]
+        columns = ["image" if c == "file_name" else c for c in columns]
+    return Table(columns, [[r.get(c, "") for c in columns] for r in records], lines)
 
 
-def _strip(cell):
-    return [c.strip() for c in cell] if isinstance(cell, list) else str(cell).strip()
-
-
-def flatten_captions(table: pd.DataFrame, language: str,
-                     per_image: int | None = None) -> tuple[list[str], np.ndarray]:
+def flatten_captions(table: CaptionSet, language: str, per_image: int | None = None) -> tuple[list[str], np.ndarray]:
     """All captions of one language, in row order, with the row (image) each belongs to.
 
     A cell holds one caption or a list of captions (JSON Lines sets such as Crossmodal-3600).

@@ -143,7 +143,7 @@ def load(name: str, languages: Sequence[str] | None = None, check_images: bool =
         **kwargs: passed to :func:`prepare`.
 
     Returns:
-        The caption-set DataFrame; ``attrs["benchmark"]`` holds the :class:`Benchmark`.
+        The :class:`labclip.data.CaptionSet`; ``attrs["benchmark"]`` holds the :class:`Benchmark`.
     """
     from .data import load_captions
 

@@ -1,12 +1,16 @@
-"""Similarity and paired-set matching metrics: pure functions of a similarity matrix."""
+"""Similarity and the figures computed from it: pure functions of score matrices, typed results.
+
+One naming scheme for every task: ``acc1``/``acc{k}`` is top-k accuracy (CLIP_benchmark's names);
+paired matching has two directions, so its figures carry ``i2t_`` (image → text) or ``t2i_``
+(text → image). ``to_dict()`` gives the flat names that JSON, CSV and tables use.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
-import pandas as pd
 
 from . import stats
 from .errors import LabclipError
@@ -33,8 +37,23 @@ def similarity(image_emb: np.ndarray, text_emb: np.ndarray, dtype: type = np.flo
     return a @ b.T
 
 
+def ranks(scores: np.ndarray, truth: Sequence[int]) -> np.ndarray:
+    """Rank (1 = best) of the true column ``truth[i]`` in each row ``i``; a tie counts against it.
+
+    Zero-shot classification ranks each image's true class this way; :func:`retrieval_ranks` does
+    the same for retrieval, with one or several captions per image. Computed in blocks of rows.
+    """
+    scores = _float_matrix(scores)
+    truth = np.asarray(truth)
+    true_score = scores[np.arange(len(truth)), truth]
+    out = np.empty(len(truth), dtype=np.int64)
+    for rows in _row_blocks(scores):
+        out[rows] = np.count_nonzero(scores[rows] >= true_score[rows, None], axis=1)
+    return out
+
+
 def correct_ranks(sim: np.ndarray) -> np.ndarray:
-    """Rank (1 = best) of the correct caption ``i`` in row ``i``; a tie counts against it."""
+    """Rank (1 = best) of the correct caption ``i`` in row ``i`` of a paired set."""
     return retrieval_ranks(sim).i2t
 
 
@@ -62,21 +81,81 @@ def contrastive_loss(sim: np.ndarray, logit_scale: float = 100.0) -> float:
     return float((i2t + t2i) / 2)
 
 
-def match_metrics(sim: np.ndarray, k: int = 3, logit_scale: float = 100.0) -> dict:
-    """Named figures for a paired set, where caption ``i`` belongs to image ``i``.
+@dataclass(frozen=True)
+class Accuracy:
+    """Top-1 and top-k accuracy of ranks (fractions), the top-1 count and the mean reciprocal rank."""
+
+    k: int
+    acc1: float
+    acck: float
+    hits1: int
+    mrr: float
+
+    @classmethod
+    def of(cls, rank: np.ndarray, k: int) -> Accuracy:
+        return cls(k, float(np.mean(rank == 1)), float(np.mean(rank <= k)), int(np.sum(rank == 1)),
+                   float(np.mean(1.0 / rank)))
+
+    def to_dict(self, prefix: str = "") -> dict[str, float | int]:
+        return {f"{prefix}acc1": self.acc1, f"{prefix}acc{self.k}": self.acck, f"{prefix}hits1": self.hits1,
+                f"{prefix}mrr": self.mrr}
+
+
+def accuracy_keys(k: int) -> tuple[str, str, str, str]:
+    """The flat names of a paired set's accuracies: image→text and text→image, top-1 and top-``k``."""
+    return "i2t_acc1", f"i2t_acc{k}", "t2i_acc1", f"t2i_acc{k}"
+
+
+@dataclass(frozen=True)
+class MatchMetrics:
+    """Figures of a paired set (caption ``i`` belongs to image ``i``).
+
+    Attributes:
+        n: pairs; k: the top-k cut-off.
+        i2t: image → text accuracy (each image ranks all captions).
+        t2i: text → image accuracy (each caption ranks all images).
+        correct_mean, correct_min, correct_max: cosine of the correct pairs.
+        wrong_mean, wrong_min, wrong_max: cosine of all other pairs.
+        margin_mean, margin_min: per image, correct caption minus the best wrong caption.
+        separable: every correct pair scores above every wrong pair.
+        threshold: midpoint of the gap between wrong and correct pairs (``None`` when they overlap).
+        contrastive_loss: CLIP's symmetric InfoNCE loss at the model's logit scale.
+    """
+
+    n: int
+    k: int
+    i2t: Accuracy
+    t2i: Accuracy
+    correct_mean: float
+    correct_min: float
+    correct_max: float
+    wrong_mean: float
+    wrong_min: float
+    wrong_max: float
+    margin_mean: float
+    margin_min: float
+    separable: bool
+    threshold: float | None
+    contrastive_loss: float
+
+    def to_dict(self) -> dict:
+        """Flat named figures: ``n, k, i2t_acc1, i2t_acc{k}, i2t_hits1, i2t_mrr, t2i_..., correct_mean, ...``."""
+        out = {"n": self.n, "k": self.k, **self.i2t.to_dict("i2t_"), **self.t2i.to_dict("t2i_")}
+        out.update({key: value for key, value in asdict(self).items() if key not in out and key not in ("i2t", "t2i")})
+        return out
+
+
+def match_metrics(sim: np.ndarray, k: int = 3, logit_scale: float = 100.0) -> MatchMetrics:
+    """Figures of a paired set, where caption ``i`` belongs to image ``i``.
 
     Args:
-        sim: square ``(n, n)`` cosine-similarity matrix, images in rows.
+        sim: square ``(n, n)`` cosine-similarity matrix, images in rows (float32 stays float32:
+            everything is computed in blocks of rows, without a copy of the matrix).
         k: the cut-off for top-k accuracy.
         logit_scale: the model's temperature, used for the contrastive loss.
 
     Returns:
-        ``n``, ``i2t_top1``, ``i2t_top{k}``, ``t2i_top1``, ``t2i_top{k}`` (fractions),
-        ``i2t_top1_hits``, ``t2i_top1_hits`` (counts), ``i2t_mrr``, ``t2i_mrr``,
-        ``correct_mean/min/max``, ``wrong_mean/min/max``, ``margin_mean/min`` (correct caption
-        minus the best wrong caption, per image), ``separable``, ``threshold`` (midpoint of the
-        gap between wrong and correct pairs, ``None`` when they overlap) and ``contrastive_loss``.
-        A tie with a wrong caption counts as a miss.
+        A :class:`MatchMetrics`; a tie with a wrong caption counts as a miss.
 
     Raises:
         LabclipError: the matrix is not square or is smaller than 2×2.
@@ -84,88 +163,66 @@ def match_metrics(sim: np.ndarray, k: int = 3, logit_scale: float = 100.0) -> di
     sim = _float_matrix(sim)
     if sim.ndim != 2 or sim.shape[0] != sim.shape[1] or sim.shape[0] < 2:
         raise LabclipError(f"a paired set needs a square similarity matrix of at least 2x2, got {sim.shape}")
-    n = len(sim)
-    ranks = retrieval_ranks(sim)
-    i2t, t2i = ranks.i2t, ranks.t2i
+    rank = retrieval_ranks(sim)
     correct = np.diag(sim).astype(np.float64)
     wrong = _off_diagonal_summary(sim, correct)
     best_wrong = wrong.row_max
     separable = bool(correct.min() > wrong.max)
-    return {
-        "n": n,
-        "k": k,
-        "i2t_top1": float(np.mean(i2t == 1)),
-        f"i2t_top{k}": float(np.mean(i2t <= k)),
-        "t2i_top1": float(np.mean(t2i == 1)),
-        f"t2i_top{k}": float(np.mean(t2i <= k)),
-        "i2t_top1_hits": int(np.sum(i2t == 1)),
-        "t2i_top1_hits": int(np.sum(t2i == 1)),
-        "i2t_mrr": float(np.mean(1.0 / i2t)),
-        "t2i_mrr": float(np.mean(1.0 / t2i)),
-        "correct_mean": float(correct.mean()),
-        "correct_min": float(correct.min()),
-        "correct_max": float(correct.max()),
-        "wrong_mean": wrong.mean,
-        "wrong_min": wrong.min,
-        "wrong_max": wrong.max,
-        "margin_mean": float(np.mean(correct - best_wrong)),
-        "margin_min": float(np.min(correct - best_wrong)),
-        "separable": separable,
-        "threshold": float((correct.min() + wrong.max) / 2) if separable else None,
-        "contrastive_loss": contrastive_loss(sim, logit_scale),
-    }
+    return MatchMetrics(
+        n=len(sim), k=k, i2t=Accuracy.of(rank.i2t, k), t2i=Accuracy.of(rank.t2i, k),
+        correct_mean=float(correct.mean()), correct_min=float(correct.min()), correct_max=float(correct.max()),
+        wrong_mean=wrong.mean, wrong_min=wrong.min, wrong_max=wrong.max,
+        margin_mean=float(np.mean(correct - best_wrong)), margin_min=float(np.min(correct - best_wrong)),
+        separable=separable, threshold=float((correct.min() + wrong.max) / 2) if separable else None,
+        contrastive_loss=contrastive_loss(sim, logit_scale),
+    )
 
 
-def topk_table(
-    sim: np.ndarray,
-    captions: Sequence[str],
-    k: int = 3,
-    logit_scale: float = 100.0,
-    images: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """The ``k`` best captions of every image, with cosine and softmax probability.
+@dataclass(frozen=True)
+class ZeroShotMetrics:
+    """Zero-shot classification figures (CLIP_benchmark's names): ``acc1``, ``acc{k}``, mean per-class recall."""
 
-    The probability is the softmax over all captions at ``logit_scale``, as CLIP's zero-shot
-    prediction computes it. ``correct`` marks caption ``i`` for image ``i`` when the set is paired.
+    n: int
+    k: int
+    acc1: float
+    acck: float
+    mean_per_class_recall: float
 
-    Returns:
-        Columns ``image, rank, caption, cosine, probability, correct``; ``k`` rows per image.
+    def to_dict(self) -> dict:
+        return {"n": self.n, "k": self.k, "acc1": self.acc1, f"acc{self.k}": self.acck,
+                "mean_per_class_recall": self.mean_per_class_recall}
+
+
+def zeroshot_metrics(scores: np.ndarray, truth: Sequence[int], k: int = 5) -> ZeroShotMetrics:
+    """Top-1/top-k accuracy and mean per-class recall of class scores.
+
+    Args:
+        scores: ``(n_images, n_classes)`` scores (e.g. probabilities).
+        truth: the true class index of each image.
+        k: cut-off of the top-k accuracy; a tie with the true class counts as a miss.
     """
-    sim = _float_matrix(sim)
-    lse = row_logsumexp(sim, logit_scale)
-    names = list(images) if images is not None else [str(i) for i in range(len(sim))]
-    order = topk_indices(sim, k)
-    paired = sim.shape[0] == sim.shape[1]
-    rows = [
-        {
-            "image": names[i],
-            "rank": r + 1,
-            "caption": captions[j],
-            "cosine": float(sim[i, j]),
-            "probability": float(np.exp(logit_scale * float(sim[i, j]) - lse[i])),
-            "correct": bool(paired and i == j),
-        }
-        for i in range(len(sim))
-        for r, j in enumerate(order[i])
-    ]
-    return pd.DataFrame(rows, columns=["image", "rank", "caption", "cosine", "probability", "correct"])
+    truth = np.asarray(truth)
+    rank = ranks(scores, truth)
+    recall = [np.mean(rank[truth == c] == 1) for c in np.unique(truth)]
+    return ZeroShotMetrics(int(len(truth)), k, float(np.mean(rank == 1)), float(np.mean(rank <= k)),
+                           float(np.mean(recall)))
 
 
-def frequent_distractors(sim: np.ndarray, captions: Sequence[str], k: int = 3) -> pd.DataFrame:
-    """How many images' top-``k`` lists each wrong caption enters, most frequent first.
-
-    Returns:
-        Columns ``caption, appearances``; only captions that appear at least once.
-    """
-    order = topk_indices(sim, k)
+def distractor_counts(sim: np.ndarray, k: int = 3) -> np.ndarray:
+    """For each caption, how many images other than its own rank it among their top ``k``."""
     counts = np.zeros(np.shape(sim)[1], dtype=int)
-    for i, row in enumerate(order):
+    for i, row in enumerate(topk_indices(sim, k)):
         for j in row:
             if j != i:
                 counts[j] += 1
-    table = pd.DataFrame({"caption": list(captions), "appearances": counts})
-    table = table[table.appearances > 0]
-    return table.sort_values("appearances", ascending=False, kind="stable").reset_index(drop=True)
+    return counts
+
+
+def confusion_matrix(scores: np.ndarray, truth: Sequence[int], n_classes: int) -> np.ndarray:
+    """Counts of true class (rows) against predicted class (columns)."""
+    matrix = np.zeros((n_classes, n_classes), dtype=int)
+    np.add.at(matrix, (np.asarray(truth), np.asarray(scores).argmax(axis=1)), 1)
+    return matrix
 
 
 @dataclass(frozen=True)
@@ -184,15 +241,15 @@ class RetrievalRanks:
     owner: np.ndarray
 
     def metrics(self, ks: Sequence[int] = (1, 5, 10)) -> dict:
-        """Named figures: ``n_images``, ``n_captions``, ``i2t_top{k}``/``t2i_top{k}`` (fractions) with
-        ``_hits`` counts for every k, and ``i2t_mrr``/``t2i_mrr``. For a paired set the names and values
-        agree with :func:`match_metrics`."""
+        """Named figures: ``n_images``, ``n_captions``, ``i2t_acc{k}``/``t2i_acc{k}`` (recall@k, fractions)
+        with ``i2t_hits{k}``/``t2i_hits{k}`` counts for every k, and ``i2t_mrr``/``t2i_mrr``. For a
+        paired set the names and values agree with :meth:`MatchMetrics.to_dict`."""
         out: dict = {"n_images": len(self.i2t), "n_captions": len(self.t2i)}
         for k in ks:
             for direction, ranks in (("i2t", self.i2t), ("t2i", self.t2i)):
                 hits = int(np.count_nonzero(ranks <= k))
-                out[f"{direction}_top{k}"] = hits / len(ranks)
-                out[f"{direction}_top{k}_hits"] = hits
+                out[f"{direction}_acc{k}"] = hits / len(ranks)
+                out[f"{direction}_hits{k}"] = hits
         out["i2t_mrr"] = float(np.mean(1.0 / self.i2t))
         out["t2i_mrr"] = float(np.mean(1.0 / self.t2i))
         return out
@@ -208,8 +265,8 @@ class RetrievalRanks:
         groups = None if len(self.t2i) == len(self.i2t) else self.owner
         out: dict[str, stats.Estimate] = {}
         for k in ks:
-            out[f"i2t_top{k}"] = stats.proportion(self.i2t <= k, confidence=confidence)
-            out[f"t2i_top{k}"] = stats.proportion(self.t2i <= k, groups, confidence, seed)
+            out[f"i2t_acc{k}"] = stats.proportion(self.i2t <= k, confidence=confidence)
+            out[f"t2i_acc{k}"] = stats.proportion(self.t2i <= k, groups, confidence, seed)
         out["i2t_mrr"] = stats.mean(1.0 / self.i2t, confidence=confidence, seed=seed)
         out["t2i_mrr"] = stats.mean(1.0 / self.t2i, groups, confidence=confidence, seed=seed)
         return out

@@ -1,18 +1,19 @@
-"""Loading CLIP through transformers and encoding images and captions into unit vectors."""
+"""``load_model`` and :class:`ClipModel`: images and captions in, L2-normalised float32 embeddings out.
+
+What a model *is* lives in :mod:`labclip.registry`; how each family is built, in
+:mod:`labclip.encoders`; hub access, in :mod:`labclip.hub`. This module batches, caches and
+normalises.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import socket
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -20,48 +21,92 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import multilingual
 from .cache import EmbeddingCache, default_cache_dir, sha256_bytes
-from .config import CONTEXT_LENGTH, DEFAULT_MODEL, DEMO_MODEL, MODEL_ALIASES, cache_dir
+from .demo import UNTRAINED_MARKER, demo_model_path
+from .encoders import LOADERS, ImageTower, TextTower
 from .errors import LabclipError
+from .hub import load_failure
 from .images import PREPROCESS_VERSION, Preprocess, load_image
-from .testing import UNTRAINED_MARKER, make_tiny_model
-from .text import clean_text, tokenize
+from .registry import CLIP, DEFAULT_MODEL, DEMO_MODEL, ModelInfo, lookup, resolve_model_name
+from .text import clean_text
 
-DEMO_VERSION = 1
 ImageInput = str | os.PathLike | Image.Image
 
 
 @dataclass
 class ClipModel:
-    """A CLIP image and text encoder pair that returns L2-normalised float32 embeddings."""
+    """A CLIP-family image and text encoder pair that returns L2-normalised float32 embeddings.
+
+    Attributes:
+        name: the name it was requested by (``"demo"``, an alias, a hub id, a folder).
+        info: its registry entry (family, image tower, languages, ...).
+        image: the image tower (preprocessing + encoder).
+        text: the text tower (tokenizer + encoder).
+        logit_scale: the learned temperature, exponentiated (100.0 for OpenAI's weights).
+        source: where the text tower (or the whole model) came from.
+        image_source: where the image encoder came from.
+        revision: commit hash (or ``local:<path>``) of ``source``; ``None`` when unknown.
+        image_revision: commit hash of the image encoder's repository.
+        untrained: the weights are random (the demo model, test models).
+    """
 
     name: str
-    source: str
-    model: torch.nn.Module
-    tokenizer: object
-    preprocess: Preprocess
+    info: ModelInfo
+    image: ImageTower
+    text: TextTower
+    logit_scale: float = 100.0
+    source: str = ""
+    image_source: str = ""
     device: str = "cpu"
     revision: str | None = None
+    image_revision: str | None = None
     untrained: bool = False
-    image_batch_size: int = 32
-    text_batch_size: int = 16
-    openai_text_cleaning: bool = True
     quantize: str | None = None
     cache: EmbeddingCache | None = None
-    text_tower: torch.nn.Module | None = None
-    image_source: str | None = None
-    image_revision: str | None = None
-    context_length: int = CONTEXT_LENGTH
+    image_batch_size: int = 32
+    text_batch_size: int = 16
+
+    @classmethod
+    def from_transformers(cls, model: torch.nn.Module, tokenizer, preprocess: Preprocess, name: str,
+                          **kwargs) -> ClipModel:
+        """Wrap an in-memory transformers ``CLIPModel`` (e.g. a random-init one for a benchmark)."""
+        return cls(name=name, info=ModelInfo(name, CLIP), image=ImageTower(model, preprocess),
+                   text=TextTower(model, tokenizer), logit_scale=float(model.logit_scale.exp().item()),
+                   source=name, image_source=name, **kwargs)
 
     @property
-    def logit_scale(self) -> float:
-        """The learned temperature, exponentiated (100.0 for OpenAI's weights)."""
-        return float(self.model.logit_scale.exp().item())
+    def family(self) -> str:
+        return self.info.family
+
+    @property
+    def multilingual(self) -> bool:
+        """Whether the text encoder was trained for many languages (not OpenAI's English CLIP)."""
+        return self.info.multilingual
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The transformers model holding the image encoder (and, for native families, the text encoder)."""
+        return self.image.module
+
+    @property
+    def tokenizer(self):
+        return self.text.tokenizer
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.image.preprocess
+
+    @property
+    def context_length(self) -> int:
+        return self.text.context_length
+
+    @property
+    def openai_text_cleaning(self) -> bool:
+        return self.text.openai_text_cleaning
 
     @property
     def dim(self) -> int:
-        return int(self.model.config.projection_dim)
+        return int(self.image.module.config.projection_dim)
 
     @property
     def is_demo(self) -> bool:
@@ -91,6 +136,10 @@ class ClipModel:
         clean = "openai-clean:" if self.openai_text_cleaning else "raw:"
         keys = [sha256_bytes((clean + t).encode("utf-8")) for t in texts] if self.cache else []
         return self._cached(texts, keys, "captions", batch_size or self.text_batch_size)
+
+    def pixel_values(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """Preprocess images into the ``(n, 3, crop, crop)`` tensor the vision tower takes."""
+        return self.image.prepare([_as_image(x) for x in images])["pixel_values"]
 
     def _image_key(self, item: ImageInput) -> str:
         if isinstance(item, Image.Image):
@@ -122,23 +171,10 @@ class ClipModel:
             self._encode([items[i] for i in todo], batch_size, what, on_batch=store)
         return out
 
-    def pixel_values(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Preprocess images into the ``(n, 3, crop, crop)`` tensor the vision tower takes."""
-        return torch.stack([self.preprocess(_as_image(x)) for x in images])
-
-    def _prepare_images(self, images: list) -> dict[str, torch.Tensor]:
-        return {"pixel_values": self.pixel_values(images)}
-
-    def _prepare_texts(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return tokenize(self.tokenizer, texts, self.context_length, self.openai_text_cleaning)
-
     def _forward(self, what: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        if what == "images":
-            return _features(self.model.get_image_features(**inputs))
-        if self.text_tower is not None:
-            return self.text_tower(**inputs)
-        return _features(self.model.get_text_features(**inputs))
+        """One batch through the image or the text tower, on the model's device."""
+        tower = self.image if what == "images" else self.text
+        return tower(**{k: v.to(self.device) for k, v in inputs.items()})
 
     def _encode(self, items: list, batch_size: int, what: str,
                 on_batch: Callable[[list[int], np.ndarray], None] | None = None) -> np.ndarray:
@@ -148,7 +184,10 @@ class ClipModel:
         receives each finished batch (positions in ``items``, embeddings) at once, so the cache
         keeps everything but the batch that was running when a run is interrupted.
         """
-        prepare = self._prepare_images if what == "images" else self._prepare_texts
+        if what == "images":
+            prepare = lambda chunk: self.image.prepare([_as_image(x) for x in chunk])  # noqa: E731
+        else:
+            prepare = self.text.prepare
         order = list(range(len(items)))
         if what == "captions":
             lengths = [len(ids) for ids in self.tokenizer([clean_text(t) for t in items])["input_ids"]]
@@ -174,36 +213,6 @@ def _as_image(item: ImageInput) -> Image.Image:
     return item if isinstance(item, Image.Image) else load_image(item)
 
 
-def _features(output) -> torch.Tensor:
-    """transformers 4 returns a tensor from ``get_*_features``; 5 returns an output object."""
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
-
-
-def resolve_model_name(name_or_path: str | os.PathLike) -> str:
-    """Map an OpenAI alias such as ``ViT-B/32`` to its hub id; other names pass through."""
-    name = str(name_or_path)
-    return MODEL_ALIASES.get(name, name)
-
-
-def demo_model_path() -> Path:
-    """Build the untrained demo model in labclip's cache on first use and return its directory."""
-    target = cache_dir() / f"demo-model-v{DEMO_VERSION}"
-    if (target / UNTRAINED_MARKER).exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=target.parent))
-    try:
-        make_tiny_model(staging / "model", seed=0, image_size=64)
-        try:
-            os.replace(staging / "model", target)
-        except OSError:
-            if not (target / UNTRAINED_MARKER).exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
 def load_model(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     device: str = "cpu",
@@ -211,22 +220,20 @@ def load_model(
     quantize: str | None = None,
     image_model: str | os.PathLike | None = None,
 ) -> ClipModel:
-    """Load a CLIP model with its tokenizer and preprocessing.
+    """Load a CLIP-family model with its tokenizer and preprocessing.
 
     Args:
-        name_or_path: a hub id (``openai/clip-vit-base-patch32``), an OpenAI alias (``ViT-B/32``),
-            a local directory saved with ``save_pretrained``, ``"demo"`` for labclip's untrained
-            demo model, or a multilingual model: ``BAAI/AltCLIP``,
-            ``sentence-transformers/clip-ViT-B-32-multilingual-v1``, ``M-CLIP/XLM-Roberta-Large-Vit-B-32``
-            (or a local folder in one of those layouts). ``"TEXT+IMAGE"`` pairs a multilingual text
-            encoder with the CLIP model whose image encoder it was distilled into.
+        name_or_path: a hub id or alias from :mod:`labclip.registry` (``ViT-B/32``), any hub id of a
+            CLIP or AltCLIP checkpoint, a local directory in one of the registry's family layouts,
+            ``"demo"`` for labclip's untrained demo model, or ``"TEXT+IMAGE"`` to pair a multilingual
+            text encoder with the CLIP model whose image encoder it was distilled into.
         device: torch device, e.g. ``"cpu"`` or ``"cuda"``.
         cache: keep embeddings in the on-disk cache (``True``: under labclip's cache folder,
             a path: there, ``False``: no cache).
         quantize: ``"int8"`` for dynamic int8 quantisation of the linear layers (CPU; faster,
             similarities within about 0.01 of fp32).
-        image_model: for a multilingual text encoder (sentence-transformers or M-CLIP layout), the
-            CLIP model whose image encoder it pairs with; the known hub models name their own.
+        image_model: for a paired text encoder, the CLIP model whose image encoder it pairs with;
+            the registry names it for known models.
 
     Returns:
         A :class:`ClipModel`.
@@ -235,102 +242,38 @@ def load_model(
         LabclipError: the model could not be loaded; the message says what was tried.
     """
     name = str(name_or_path)
-    text_name = name
-    if "+" in name and not Path(name).exists():
-        text_name, image_model = name.split("+", 1)
-    source = str(demo_model_path()) if name == DEMO_MODEL else resolve_model_name(text_name)
     if quantize not in (None, "int8"):
         raise LabclipError(f"unknown quantize option {quantize!r}; use 'int8' or leave it unset")
+    info = lookup(str(demo_model_path()) if name == DEMO_MODEL else name,
+                  None if image_model is None else str(image_model))
     try:
-        layout, paired_image = _layout(source)
-        if layout is None:
-            model, tokenizer, image_processor = _from_hub(source, lambda **kw: _native_parts(source, **kw))
-            text_tower, image_source, context = None, source, CONTEXT_LENGTH
-            if getattr(model.config, "model_type", "clip") != "clip":
-                context = multilingual.context_length(tokenizer, model.config.text_config)
-        else:
-            image_source = resolve_model_name(str(image_model or paired_image))
-            model, _, image_processor = _from_hub(image_source, lambda **kw: _native_parts(image_source, **kw))
-            loader = multilingual.load_sentence_transformer if layout == multilingual.SENTENCE_TRANSFORMERS \
-                else multilingual.load_mclip
-            text_tower, tokenizer = _from_hub(source, lambda **kw: loader(_repo_dir(source, **kw), **kw))
-            context = multilingual.context_length(tokenizer, text_tower.transformer.config)
-            text_tower = text_tower.to(device)
+        towers = LOADERS[info.family](info)
     except LabclipError:
         raise
     except Exception as err:  # noqa: BLE001 - every loading failure becomes one user-facing line
-        raise LabclipError(_load_failure(name, source, err)) from err
-    model = model.eval().to(device)
-    image_revision = getattr(model.config, "_commit_hash", None)
+        raise LabclipError(load_failure(name, info.id, err)) from err
+    info = replace(info, family=towers.family)
+    for module in {id(towers.image.module): towers.image.module, id(towers.text.module): towers.text.module}.values():
+        module.eval().to(device)
     if quantize == "int8":
-        model = quantize_int8(model)
-        text_tower = quantize_int8(text_tower) if text_tower is not None else None
-    local = Path(source)
-    untrained = any(Path(s).is_dir() and (Path(s) / UNTRAINED_MARKER).exists() for s in {source, image_source})
-    revision = getattr(model.config, "_commit_hash", None) if text_tower is None else None
+        quantized = {}
+        for tower in (towers.image, towers.text):
+            tower.module = quantized.setdefault(id(tower.module), quantize_int8(tower.module))
+    local = Path(info.id)
+    untrained = any(Path(s).is_dir() and (Path(s) / UNTRAINED_MARKER).exists() for s in {info.id, info.image_source})
+    revision = towers.text_revision if not info.paired else None
     if revision is None and local.is_dir():
         revision = "local:" + str(local.resolve())
     clip = ClipModel(
-        name=name, source=source, model=model, tokenizer=tokenizer,
-        preprocess=Preprocess.from_image_processor(image_processor), device=device,
-        revision=revision, untrained=untrained, quantize=quantize,
-        openai_text_cleaning=layout is None and getattr(model.config, "model_type", "clip") == "clip",
-        text_tower=text_tower, image_source=image_source, image_revision=image_revision, context_length=context,
+        name=name, info=info, image=towers.image, text=towers.text, logit_scale=towers.logit_scale,
+        source=info.id, image_source=resolve_model_name(info.image_source), device=device, revision=revision,
+        image_revision=towers.image_revision, untrained=untrained, quantize=quantize,
     )
     if cache:
         root = default_cache_dir() if cache is True else Path(cache)
         clip.cache = EmbeddingCache(root, {"images": fingerprint(clip, images_only=True), "captions": fingerprint(clip)},
                                     clip.dim)
     return clip
-
-
-def _native_parts(source: str, **kwargs):
-    """Model, tokenizer and image processor of a transformers CLIP-family checkpoint (CLIP, AltCLIP)."""
-    from transformers import AltCLIPModel, AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel
-
-    config = AutoConfig.from_pretrained(source, **kwargs)
-    if config.model_type == "altclip":
-        model_class, tokenizer_kwargs = AltCLIPModel, {}
-    elif config.model_type == "clip":
-        model_class, tokenizer_kwargs = CLIPModel, {"model_max_length": CONTEXT_LENGTH}
-    else:
-        raise LabclipError(f"'{source}' is a {config.model_type!r} model, not CLIP, AltCLIP or a supported "
-                           f"multilingual text encoder ({', '.join(multilingual.MULTILINGUAL_MODELS)})")
-    return (
-        model_class.from_pretrained(source, **kwargs),
-        AutoTokenizer.from_pretrained(source, **tokenizer_kwargs, **kwargs),
-        AutoImageProcessor.from_pretrained(source, **kwargs),
-    )
-
-
-def _from_hub(source: str, load):
-    """Run ``load`` from local files first; go to the hub only when it is reachable."""
-    try:
-        return load(local_files_only=True)
-    except OSError:
-        if Path(source).is_dir() or not hub_reachable():
-            raise
-        return load()
-
-
-def _repo_dir(source: str, local_files_only: bool = False) -> Path:
-    if Path(source).is_dir():
-        return Path(source)
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(source, local_files_only=local_files_only,
-                                  allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*/*.json",
-                                                  "*/*.safetensors"]))
-
-
-def _layout(source: str) -> tuple[str | None, str | None]:
-    """(text-tower layout, paired image encoder) of a model; (None, None) for native models."""
-    if source in multilingual.MULTILINGUAL_MODELS:
-        return multilingual.MULTILINGUAL_MODELS[source]
-    if Path(source).is_dir():
-        found = multilingual.layout(Path(source))
-        return found, (DEFAULT_MODEL if found else None)
-    return None, None
 
 
 def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
@@ -345,7 +288,7 @@ def fingerprint(model: ClipModel, images_only: bool = False) -> str:
     local directory's files; plus the quantisation. ``images_only`` covers just the image encoder,
     so models that share it share cached image embeddings."""
     sources = [model.image_source or model.source]
-    if not images_only and model.text_tower is not None:
+    if not images_only and model.info.paired:
         sources.append(model.source)
     revision = model.image_revision if images_only else model.revision
     return fingerprint_sources(sources, f"{revision}|{model.quantize}|{model.preprocess}|{images_only}")
@@ -366,43 +309,12 @@ def fingerprint_sources(sources: list[str], extra: str) -> str:
     return digest.hexdigest()[:32]
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub can be reached now (False at once when offline mode is set)."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
-def _load_failure(name: str, source: str, err: Exception, what: str = "model", demo: bool = True) -> str:
-    """One line: what could not be loaded, why, and the ways out."""
-    reason = " ".join(str(err).split()) or type(err).__name__
-    if len(reason) > 200:
-        reason = reason[:197] + "..."
-    reason = f"{type(err).__name__}: {reason}"
-    tried = f"'{name}'" if name == source else f"'{name}' ({source})"
-    if Path(source).is_dir():
-        hint = "check that the directory holds config.json, weights and tokenizer files saved with save_pretrained"
-    else:
-        if not hub_reachable():
-            reason = "not in the local Hugging Face cache and the hub cannot be reached"
-        hint = "connect to the network, put a downloaded copy in the Hugging Face cache (HF_HOME), " + (
-            "pass a local model directory, or use the untrained 'demo' model" if demo
-            else "or pass a local model directory")
-    return f"could not load {what} {tried}: {reason}; {hint}"
-
-
 def describe(model: ClipModel) -> dict:
     """The facts a report records about the model that made its numbers."""
     return {
         "name": model.name,
         "source": model.source,
+        "family": model.family,
         "revision": model.revision,
         "untrained": model.untrained,
         "logit_scale": round(model.logit_scale, 4),
@@ -414,4 +326,4 @@ def describe(model: ClipModel) -> dict:
     }
 
 
-__all__ = ["ClipModel", "describe", "load_model", "resolve_model_name"]
+__all__ = ["ClipModel", "describe", "load_model"]

@@ -7,7 +7,7 @@
   ``LinearTransformation``; images again through OpenAI ViT-B/32.
 - ``BAAI/AltCLIP`` is a native transformers model (``AltCLIPModel``) and needs nothing here.
 
-Weights are read from safetensors files only.
+Weights are read through :func:`labclip.hub.load_weights` (safetensors only, as listed here).
 """
 
 from __future__ import annotations
@@ -19,15 +19,9 @@ import torch
 from torch import nn
 
 from .errors import LabclipError
+from .hub import load_weights
 
-SENTENCE_TRANSFORMERS = "sentence-transformers"
-MCLIP = "m-clip"
-
-# hub id -> (layout, the image encoder its text tower was distilled into)
-MULTILINGUAL_MODELS: dict[str, tuple[str, str]] = {
-    "sentence-transformers/clip-ViT-B-32-multilingual-v1": (SENTENCE_TRANSFORMERS, "openai/clip-vit-base-patch32"),
-    "M-CLIP/XLM-Roberta-Large-Vit-B-32": (MCLIP, "openai/clip-vit-base-patch32"),
-}
+WEIGHTS = ("model.safetensors",)
 
 
 class MeanPoolProjection(nn.Module):
@@ -45,24 +39,6 @@ class MeanPoolProjection(nn.Module):
         return self.projection(pooled)
 
 
-def layout(root: Path) -> str | None:
-    """The text-tower layout of a model directory, or ``None`` for a native transformers model."""
-    if (root / "modules.json").is_file():
-        return SENTENCE_TRANSFORMERS
-    config = root / "config.json"
-    if config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("model_type") == "M-CLIP":
-        return MCLIP
-    return None
-
-
-def _safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise LabclipError(f"{path.parent}: no {path.name}; labclip reads weights from safetensors files only")
-    return load_file(str(path))
-
-
 def load_sentence_transformer(root: Path, **kwargs):
     """Transformer + mean pooling + Dense from a sentence-transformers folder. Returns (module, tokenizer)."""
     from transformers import AutoModel, AutoTokenizer
@@ -78,7 +54,7 @@ def load_sentence_transformer(root: Path, **kwargs):
     if not dense.get("activation_function", "").endswith("Identity"):
         raise LabclipError(f"{root}: only a linear Dense layer (Identity activation) is supported")
     projection = nn.Linear(dense["in_features"], dense["out_features"], bias=dense.get("bias", True))
-    state = _safetensors(by_type["Dense"] / "model.safetensors")
+    state = load_weights(by_type["Dense"], WEIGHTS)
     projection.load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
     transformer = AutoModel.from_pretrained(by_type["Transformer"], **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(by_type["Transformer"], **kwargs)
@@ -93,7 +69,7 @@ def load_mclip(root: Path, **kwargs):
     base = AutoConfig.from_pretrained(config["modelBase"], **kwargs)
     module = MeanPoolProjection(AutoModel.from_config(base),
                                 nn.Linear(config["transformerDimensions"], config["numDims"]))
-    state = _safetensors(root / "model.safetensors")
+    state = load_weights(root, WEIGHTS)
     state = {k.replace("LinearTransformation.", "projection.", 1): v for k, v in state.items()}
     missing, unexpected = module.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids") and ".pooler." not in k]

@@ -72,26 +72,3 @@ def token_lengths(tokenizer, texts: Sequence[str], openai_clean: bool = True) ->
     """BPE tokens per text, without the start and end tokens."""
     cleaned = [clean_text(t) if openai_clean else t for t in texts]
     return [len(ids) for ids in tokenizer(cleaned, add_special_tokens=False)["input_ids"]]
-
-
-def token_stats(tokenizer, captions: dict[str, Sequence[str]], context_length: int = CONTEXT_LENGTH,
-                openai_clean: bool = True):
-    """Per language: tokens per caption, tokens per word, UTF-8 bytes per token, captions cut at the context.
-
-    Returns:
-        A DataFrame, one row per language.
-    """
-    import pandas as pd
-
-    rows = []
-    for lang, texts in captions.items():
-        lengths = token_lengths(tokenizer, texts, openai_clean)
-        words = sum(len(t.split()) for t in texts)
-        size = sum(len(t.encode("utf-8")) for t in texts)
-        rows.append({
-            "language": lang, "captions": len(texts),
-            "tokens per caption": sum(lengths) / len(lengths), "max tokens": max(lengths),
-            "tokens per word": sum(lengths) / max(words, 1), "bytes per token": size / max(sum(lengths), 1),
-            "truncated": sum(n + 2 > context_length for n in lengths),
-        })
-    return pd.DataFrame(rows)

@@ -32,14 +32,15 @@ class Translator:
                  max_new_tokens: int = 128):
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        from .model import _from_hub, _load_failure, fingerprint_sources
+        from .hub import from_hub, load_failure
+        from .model import fingerprint_sources
 
         self.name, self.device, self.max_new_tokens = name, device, max_new_tokens
         try:
-            self.tokenizer, self.model = _from_hub(name, lambda **kw: (
+            self.tokenizer, self.model = from_hub(name, lambda **kw: (
                 AutoTokenizer.from_pretrained(name, **kw), AutoModelForSeq2SeqLM.from_pretrained(name, **kw)))
         except Exception as err:  # noqa: BLE001 - one user-facing line
-            raise LabclipError(_load_failure(name, name, err, "translation model", demo=False)) from err
+            raise LabclipError(load_failure(name, name, err, "translation model", demo=False)) from err
         self.model = self.model.eval().to(device)
         self.model_calls = 0
         revision = getattr(self.model.config, "_commit_hash", None)

@@ -1,4 +1,7 @@
-"""Zero-shot classification with prompt templates, and its evaluation on labelled images."""
+"""Zero-shot classification with prompt templates, and labelled images to evaluate it on.
+
+Figures are :func:`labclip.metrics.zeroshot_metrics`; tables and runs live in :mod:`labclip.lab`.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .config import PACKAGE_DIR
+from .data import load_captions, read_table
 from .errors import LabclipError
 from .images import IMAGE_SUFFIXES
 from .metrics import softmax
@@ -61,53 +64,10 @@ def probabilities(model: ClipModel, image_emb: np.ndarray, class_emb: np.ndarray
     return softmax(model.logit_scale * (np.asarray(image_emb, np.float64) @ np.asarray(class_emb, np.float64).T))
 
 
-def top_labels(probs: np.ndarray, labels: Sequence[str], images: Sequence[str], k: int = 5) -> pd.DataFrame:
-    """The ``k`` most probable labels per image: columns ``image, rank, label, probability``."""
-    order = np.argsort(-probs, axis=1, kind="stable")[:, : min(k, probs.shape[1])]
-    rows = [{"image": str(images[i]), "rank": r + 1, "label": labels[j], "probability": float(probs[i, j])}
-            for i in range(len(probs)) for r, j in enumerate(order[i])]
-    return pd.DataFrame(rows, columns=["image", "rank", "label", "probability"])
-
-
-def zeroshot_metrics(probs: np.ndarray, truth: Sequence[int], k: int = 5) -> dict:
-    """``acc1``, ``acc{k}`` and ``mean_per_class_recall`` (CLIP_benchmark's names) of class scores.
-
-    Args:
-        probs: ``(n_images, n_classes)`` scores.
-        truth: the true class index of each image.
-        k: cut-off of the top-k accuracy; a tie with the true class counts as a miss.
-    """
-    probs = np.asarray(probs, dtype=np.float64)
-    truth = np.asarray(truth)
-    true_score = probs[np.arange(len(truth)), truth][:, None]
-    beaten = (probs >= true_score).sum(axis=1) - 1
-    ranks = 1 + beaten
-    present = np.unique(truth)
-    recall = [np.mean(ranks[truth == c] == 1) for c in present]
-    return {"n": int(len(truth)), "acc1": float(np.mean(ranks == 1)), f"acc{k}": float(np.mean(ranks <= k)),
-            "mean_per_class_recall": float(np.mean(recall))}
-
-
-def confusion(probs: np.ndarray, truth: Sequence[int], labels: Sequence[str]) -> pd.DataFrame:
-    """Counts of true class (rows) against predicted class (columns)."""
-    pred = np.asarray(probs).argmax(axis=1)
-    matrix = np.zeros((len(labels), len(labels)), dtype=int)
-    for t, p in zip(truth, pred):
-        matrix[t, p] += 1
-    return pd.DataFrame(matrix, index=list(labels), columns=list(labels))
-
-
-def per_class_accuracy(probs: np.ndarray, truth: Sequence[int], labels: Sequence[str]) -> pd.DataFrame:
-    pred = np.asarray(probs).argmax(axis=1)
-    truth = np.asarray(truth)
-    rows = [{"class": labels[c], "images": int((truth == c).sum()),
-             "accuracy": float(np.mean(pred[truth == c] == c)) if (truth == c).any() else float("nan")}
-            for c in range(len(labels))]
-    return pd.DataFrame(rows)
-
-
 @dataclass
 class LabelledImages:
+    """Image paths, the index of each image's class, and the class names."""
+
     paths: list[str]
     truth: list[int]
     classes: list[str]
@@ -117,23 +77,20 @@ def labelled_images(root: str | Path, language: str = "en") -> LabelledImages:
     """Images with labels, from an ImageFolder tree (``root/<class>/*.jpg``) or a CSV.
 
     The CSV has an ``image`` column (paths relative to the CSV's folder) and a ``label`` column,
-    or one label column per language (``en``, ``ru``), of which ``language`` is used.
+    or one label column per language (``en``, ``ru``), of which ``language`` is used. It is read
+    and validated like a caption set (:func:`labclip.data.load_captions`).
 
     Raises:
-        LabclipError: missing folder or file, no images, fewer than two classes.
+        LabclipError: missing folder or file, a bad row (named), no images, fewer than two classes.
     """
     root = Path(root)
     if root.is_file():
-        table = pd.read_csv(root, dtype=str, keep_default_na=False, sep=None, engine="python")
-        table.columns = [c.strip().lower() for c in table.columns]
-        column = "label" if "label" in table.columns else language
-        if "image" not in table.columns or column not in table.columns:
+        columns = read_table(root, "labels file").columns
+        column = "label" if "label" in columns else language
+        if "image" not in columns or column not in columns:
             raise LabclipError(f"{root}: needs an 'image' column and a 'label' or {language!r} column")
-        base = root.parent
-        pairs = [(str((base / i.strip()).resolve()), lab.strip()) for i, lab in zip(table["image"], table[column])]
-        missing = [p for p, _ in pairs if not Path(p).is_file()]
-        if missing:
-            raise LabclipError(f"{root}: {len(missing)} image(s) not found, first: {missing[0]}")
+        table = load_captions(root, root.parent, [column])
+        pairs = list(zip(table.paths, table[column]))
     elif root.is_dir():
         pairs = [(str(p), d.name) for d in sorted(root.iterdir()) if d.is_dir()
                  for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
@@ -148,35 +105,6 @@ def labelled_images(root: str | Path, language: str = "en") -> LabelledImages:
     return LabelledImages([p for p, _ in pairs], [index[label] for _, label in pairs], classes)
 
 
-@dataclass
-class ZeroShotRun:
-    """A model and labelled images; image embeddings are computed once and reused."""
-
-    model: ClipModel
-    data: LabelledImages
-    language: str = "en"
-    fallback_reason: str | None = None
-    _image_emb: np.ndarray | None = None
-
-    def image_embeddings(self) -> np.ndarray:
-        if self._image_emb is None:
-            self._image_emb = self.model.encode_images(self.data.paths)
-        return self._image_emb
-
-    def probabilities(self, templates: Sequence[str]) -> np.ndarray:
-        return probabilities(self.model, self.image_embeddings(), class_embeddings(self.model, self.data.classes,
-                                                                                    templates))
-
-    def compare(self, sets: Sequence[str], k: int = 5) -> pd.DataFrame:
-        """Metrics per named template set available in this run's language."""
-        rows = []
-        for name in sets:
-            templates = load_templates(name, self.language)
-            rows.append({"templates": name, "count": len(templates),
-                         **zeroshot_metrics(self.probabilities(templates), self.data.truth, k)})
-        return pd.DataFrame(rows)
-
-
 def available_sets(sets: Sequence[str], language: str) -> list[str]:
     """The named sets that have a version in ``language``."""
     found = []
@@ -187,13 +115,3 @@ def available_sets(sets: Sequence[str], language: str) -> list[str]:
             continue
         found.append(name)
     return found
-
-
-def start(model: str, labels: str | Path | None = None, language: str = "en", strict: bool = False) -> ZeroShotRun:
-    """Load labelled images (default ``data/labels.csv``), then the model (or the demo model)."""
-    from .config import DATA_DIR
-    from .experiment import load_model_or_demo
-
-    data = labelled_images(Path(labels) if labels else DATA_DIR / "labels.csv", language)
-    clip, reason = load_model_or_demo(model, strict)
-    return ZeroShotRun(clip, data, language, reason)

@@ -26,11 +26,11 @@ from ..data import flatten_captions, load_captions
 from ..datasets import BENCHMARKS
 from ..datasets import load as load_benchmark
 from ..errors import LabclipError
-from ..experiment import load_model_or_demo
 from ..metrics import RetrievalRanks, retrieval_ranks, similarity
 from ..model import ClipModel, describe
-from ..provenance import Timings, machine, now, package_versions, sha256_file
 from ..translate import Translator, translator_name
+from .experiment import load_model_or_demo
+from .provenance import Timings, machine, now, package_versions, sha256_file
 
 KS = (1, 5, 10)
 DIRECTIONS = {"t2i": "text→image", "i2t": "image→text"}
@@ -106,7 +106,7 @@ class ScaleRun:
         """
         for label, model in self.models.items():
             with self.timings.stage(f"encode images ({label})"):
-                images = model.encode_images(self.captions["path"].tolist(), self.batch_size)
+                images = model.encode_images(self.captions["path"], self.batch_size)
             for lang in self.languages:
                 captions, owner = flatten_captions(self.captions, lang)
                 self.results.append(self._result(label, model, images, lang, "direct", captions, owner))
@@ -142,7 +142,7 @@ class ScaleRun:
         table = load_captions(path, languages=None)
         label, model = next(iter(self.models.items()))
         with self.timings.stage("reference set"):
-            images = model.encode_images(table["path"].tolist(), self.batch_size)
+            images = model.encode_images(table["path"], self.batch_size)
         for lang in [lang for lang in self.languages if lang in table.attrs["languages"]]:
             captions, owner = flatten_captions(table, lang)
             result = self._result(label, model, images, lang, "direct", captions, owner)
@@ -155,7 +155,7 @@ class ScaleRun:
         for r in self.results:
             for direction in DIRECTIONS:
                 for k in KS:
-                    e = r.estimates[f"{direction}_top{k}"]
+                    e = r.estimates[f"{direction}_acc{k}"]
                     rows.append({"model": r.model, "language": r.language, "strategy": r.strategy,
                                  "direction": direction, "k": k, "recall": e.value, "low": e.low, "high": e.high,
                                  "hits": e.hits, "n": e.n, "method": e.method})
@@ -293,7 +293,7 @@ def significance(test: dict | pd.Series, alpha: float = ALPHA) -> str:
 
 
 def _width(r: Result) -> float:
-    e = r.estimates["t2i_top1"]
+    e = r.estimates["t2i_acc1"]
     return e.high - e.low
 
 
@@ -323,9 +323,9 @@ def summary_text(run: ScaleRun, tests: pd.DataFrame) -> str:
     """The results in words, every number from this run."""
     lines = []
     for r in run.results:
-        e = r.estimates["t2i_top1"]
+        e = r.estimates["t2i_acc1"]
         lines.append(f"- {html.escape(_label(r))}: text→image R@1 {e:.1%} over {e.n} captions, image→text R@1 "
-                     f"{r.estimates['i2t_top1']:.1%} over {r.estimates['i2t_top1'].n} images.")
+                     f"{r.estimates['i2t_acc1']:.1%} over {r.estimates['i2t_acc1'].n} images.")
     lines += [f"- {html.escape(significance(row))}" for _, row in tests.iterrows()]
     if tests.empty:
         lines.append("- No paired comparison: one model, one language and no translation in this run.")
@@ -346,8 +346,8 @@ def title(run: ScaleRun, text: str) -> None:
     """Title, untrained-model banner, licence and the model/data line on the first page."""
     from IPython.display import Markdown, display
 
-    from ..narrative import banner_text
-    from ..present import header
+    from .narrative import banner_text
+    from .present import header
 
     first = next(iter(run.models.values()))
     header(first, text, f"{run.n_images} images · languages: {', '.join(run.languages)} · "
@@ -390,9 +390,9 @@ def reference_beside(run: ScaleRun) -> None:
         big = bench.get((ref.model, ref.language))
         for d in DIRECTIONS:
             row = {"model": ref.model, "language": ref.language, "direction": DIRECTIONS[d],
-                   f"{run.reference_source} ({len(ref.ranks.i2t)} images)": f"{ref.estimates[f'{d}_top1']:.1%}"}
+                   f"{run.reference_source} ({len(ref.ranks.i2t)} images)": f"{ref.estimates[f'{d}_acc1']:.1%}"}
             if big is not None:
-                row[f"{run.dataset} ({run.n_images} images)"] = f"{big.estimates[f'{d}_top1']:.1%}"
+                row[f"{run.dataset} ({run.n_images} images)"] = f"{big.estimates[f'{d}_acc1']:.1%}"
             rows.append(row)
     n = len(run.reference[0].ranks.i2t) if run.reference else 0
     display(Markdown("## The small reference set beside the benchmark\n\nRecall@1 with 95% intervals"
@@ -424,7 +424,7 @@ def recall_plot(run: ScaleRun) -> None:
     """Recall@1/5/10 text→image per model, language and strategy, with 95% error bars."""
     from matplotlib.figure import Figure
 
-    from ..present import figure
+    from .present import figure
 
     table = run.table()
     fig = Figure(figsize=(8, 3.2 + 0.2 * len(run.results)))
@@ -498,12 +498,12 @@ def heatmap(run: ScaleRun, limit: int = HEATMAP_LIMIT) -> None:
     """Similarity heatmap of the first model and language; above ``limit`` images, the hardest images only."""
     from IPython.display import Markdown, display
 
-    from ..present import figure
+    from .present import figure
 
     if run._heat is None:
         raise LabclipError("run.evaluate() first: the heatmap shows its first model and language")
     label, lang, sim, owner, captions, ranks = run._heat
-    fig, note = heatmap_figure(sim, owner, ranks, run.captions["image"].tolist(), captions, limit)
+    fig, note = heatmap_figure(sim, owner, ranks, run.captions["image"], captions, limit)
     display(Markdown(f"## Similarity heatmap ({html.escape(label)}, {lang})\n\n{html.escape(note)}"))
     figure(fig)
 

@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image, ImageOps
 
-from .images import load_image
+from ..images import load_image
+from ..metrics import accuracy_keys
 
 CORRECT_COLOUR = "#d62728"
 
@@ -90,11 +91,8 @@ def similarity_distributions(sim: np.ndarray, threshold: float | None = None, ti
 
 def accuracy_bars(compare: pd.DataFrame, k: int = 3, title: str | None = None) -> Figure:
     """Grouped bars of top-1 and top-k accuracy in both directions, one group per language."""
-    figures = ["i2t_top1", f"i2t_top{k}", "t2i_top1", f"t2i_top{k}"]
-    names = {
-        "i2t_top1": "image→text top-1", f"i2t_top{k}": f"image→text top-{k}",
-        "t2i_top1": "text→image top-1", f"t2i_top{k}": f"text→image top-{k}",
-    }
+    figures = list(accuracy_keys(k))
+    names = dict(zip(figures, ("image→text top-1", f"image→text top-{k}", "text→image top-1", f"text→image top-{k}")))
     long = compare.loc[figures].rename(index=names).astype(float).mul(100)
     long = long.reset_index(names="figure").melt(id_vars="figure", var_name="language", value_name="accuracy (%)")
     fig = Figure(figsize=(8, 3.6), layout="constrained")
@@ -158,7 +156,7 @@ def token_lengths(lengths: pd.DataFrame, limit: int = 77) -> Figure:
     return fig
 
 
-def comparison_bars(table: pd.DataFrame, figure: str = "i2t_top1") -> Figure:
+def comparison_bars(table: pd.DataFrame, figure: str = "i2t_acc1") -> Figure:
     """Grouped bars of one figure per model and strategy, one bar per language."""
     data = table.assign(setup=[f"{textwrap.shorten(m.split('/')[-1], 28)}\n{s}" for m, s in
                                zip(table["model"], table["strategy"])],

@@ -1,25 +1,26 @@
-"""What the notebooks show: one call per report section, each displaying tables, figures or prose."""
+"""What the notebooks show: one call per report section, each displaying tables, figures or prose.
+
+Display only: every function shows what it is given (a run, a matching, a table). Loading models,
+computing comparisons and writing files happen in :mod:`experiment`, :mod:`compare` and :mod:`report`.
+"""
 
 from __future__ import annotations
 
 import html
 import io
-import json
-import os
-from pathlib import Path
 
 import pandas as pd
 from IPython.display import HTML, Image, Markdown, display
 from matplotlib.figure import Figure
 
-from . import narrative, plots, zeroshot
-from .atomic import write_text
-from .experiment import Experiment, Matching
-from .model import ClipModel, describe
-from .provenance import machine, package_versions, sha256_files
-from .text import token_lengths, token_stats
-from .translate import translator_name
-from .zeroshot import ZeroShotRun
+from .. import zeroshot
+from ..metrics import accuracy_keys
+from ..model import ClipModel
+from ..text import token_lengths
+from ..translate import translator_name
+from . import narrative, plots
+from .experiment import Experiment, Matching, Run, ZeroShotRun
+from .tables import captions_frame, confusion, token_stats, top_labels
 
 BANNER_STYLE = ("border:3px solid #c62828;background:#ffebee;color:#8e0000;padding:10px 14px;"
                 "margin:8px 0 14px 0;font-size:15px;font-weight:bold;border-radius:4px")
@@ -56,7 +57,7 @@ def zeroshot_title(run: ZeroShotRun, text: str) -> None:
 def zeroshot_predictions(run: ZeroShotRun, templates: str, k: int = 5) -> None:
     """Top-k label probabilities per image, with the ensemble of one template set."""
     prompts = zeroshot.load_templates(templates, run.language)
-    table = zeroshot.top_labels(run.probabilities(prompts), run.data.classes, run.data.paths, k)
+    table = top_labels(run.probabilities(prompts), run.data.classes, run.data.paths, k)
     display(Markdown(f"## Top-{k} labels per image\n\nClass names {', '.join(run.data.classes)}, each encoded under "
                      f"the {len(prompts)} templates of `{templates}` and averaged (OpenAI's prompt ensembling); "
                      "probabilities are the softmax over classes at the model's logit scale."))
@@ -75,7 +76,7 @@ def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.Dat
     best = table.sort_values("acc1", ascending=False, kind="stable").iloc[0]["templates"]
     probs = run.probabilities(zeroshot.load_templates(best, run.language))
     display(Markdown(f"## Confusion matrix (`{best}`)"))
-    figure(plots.confusion_heatmap(zeroshot.confusion(probs, run.data.truth, run.data.classes)))
+    figure(plots.confusion_heatmap(confusion(probs, run.data.truth, run.data.classes)))
     return table
 
 
@@ -86,7 +87,7 @@ def heatmap(exp: Experiment, m: Matching) -> None:
 
 
 def topk(m: Matching) -> None:
-    k = int(m.metrics["k"])
+    k = int(m.metrics.k)
     display(Markdown(f"## Top-{k} captions per image\n\nProbabilities are the softmax over all captions at the "
                      "model's logit scale, as CLIP's zero-shot prediction computes them. ✓ marks the correct caption."))
     table = m.topk.assign(correct=m.topk["correct"].map({True: "✓", False: ""}))
@@ -95,15 +96,15 @@ def topk(m: Matching) -> None:
 
 def distributions(m: Matching) -> None:
     display(Markdown("## Correct vs wrong pairs\n\n" + narrative.results(m)))
-    figure(plots.similarity_distributions(m.sim, m.metrics["threshold"]))
+    figure(plots.similarity_distributions(m.sim, m.metrics.threshold))
 
 
 def accuracy(m: Matching) -> None:
     x = m.metrics
-    k = x["k"]
+    k = x.k
     table = pd.DataFrame(
-        {"top-1": [x["i2t_top1"], x["t2i_top1"]], f"top-{k}": [x[f"i2t_top{k}"], x[f"t2i_top{k}"]],
-         "MRR": [x["i2t_mrr"], x["t2i_mrr"]]},
+        {"top-1": [x.i2t.acc1, x.t2i.acc1], f"top-{k}": [x.i2t.acck, x.t2i.acck],
+         "MRR": [x.i2t.mrr, x.t2i.mrr]},
         index=["image → text", "text → image"],
     )
     display(Markdown("## Accuracy in both directions"))
@@ -111,7 +112,7 @@ def accuracy(m: Matching) -> None:
 
 
 def distractors(m: Matching) -> None:
-    k = int(m.metrics["k"])
+    k = int(m.metrics.k)
     display(Markdown(f"## Frequent distractors\n\nWrong captions by the number of images whose top-{k} they enter."))
     if m.distractors.empty:
         display(Markdown("No wrong caption entered any top list."))
@@ -122,7 +123,7 @@ def distractors(m: Matching) -> None:
 def languages(exp: Experiment, langs: list[str]) -> None:
     """Side-by-side metrics, accuracy bars and one heatmap per language."""
     display(Markdown("## Captions"))
-    display(exp.captions[["image", *langs]].style.hide(axis="index"))
+    display(captions_frame(exp.captions)[["image", *langs]].style.hide(axis="index"))
     table = exp.compare(langs)
     display(Markdown("## Metrics by language"))
     display(table.style.format(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)))
@@ -135,7 +136,7 @@ def languages(exp: Experiment, langs: list[str]) -> None:
 def token_statistics(exp: Experiment, langs: list[str]) -> pd.DataFrame:
     """How the model's tokenizer splits each language's captions: table, plot, and what it means."""
     clean = exp.model.openai_text_cleaning
-    captions = {lang: exp.captions[lang].tolist() for lang in langs}
+    captions = {lang: exp.captions[lang] for lang in langs}
     stats = token_stats(exp.model.tokenizer, captions, exp.model.context_length, clean)
     lengths = pd.DataFrame([{"language": lang, "tokens": n} for lang in langs
                             for n in token_lengths(exp.model.tokenizer, captions[lang], clean)])
@@ -146,16 +147,12 @@ def token_statistics(exp: Experiment, langs: list[str]) -> pd.DataFrame:
     return stats
 
 
-def comparison(exp: Experiment, langs: list[str], models: list[str] | None, translator: str | None,
-               output_dir: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Models × languages × strategies: table (also written as CSV next to the report), bars, translations."""
-    from .compare import compare
-
-    table = compare(exp.captions, langs, [exp.model, *(models or [])], translator, exp.top_k)
-    k = exp.top_k
+def comparison(exp: Experiment, table: pd.DataFrame, translator: str | None) -> None:
+    """Models × languages × strategies (a table from :func:`labclip.lab.compare.compare`): table, bars, translations."""
+    langs = list(dict.fromkeys(table["language"])) if not table.empty else []
     display(Markdown("## Fixing the language gap: raw captions, translation to English, multilingual encoders\n\n"
                      + narrative.comparison(table)))
-    display(table.style.format({c: "{:.1%}" for c in ("i2t_top1", f"i2t_top{k}", "t2i_top1", f"t2i_top{k}")}
+    display(table.style.format({c: "{:.1%}" for c in accuracy_keys(exp.top_k)}
                                | {"correct_mean": "{:.3f}", "margin_mean": "{:.3f}", "gap_pp": "{:+.1f}",
                                   "gap_ratio": lambda v: "—" if v is None or v != v else f"{v:.2f}×"})
                         .hide(axis="index"))
@@ -166,11 +163,8 @@ def comparison(exp: Experiment, langs: list[str], models: list[str] | None, tran
             display(Markdown(f"### Translations by `{name}`"))
             display(pd.DataFrame({"image": exp.image_names, lang: exp.captions[lang], "en (translated)": texts})
                     .style.hide(axis="index"))
-    if output_dir is not None:
-        write_text(Path(output_dir) / "comparison.csv", table.to_csv(index=False))
     if table.attrs["skipped"]:
         display(Markdown("### Not available in this run\n\n" + "\n".join(f"- {s}" for s in table.attrs["skipped"])))
-    return table
 
 
 def lab_report(exp: Experiment, langs: list[str]) -> None:
@@ -193,31 +187,16 @@ def lab_report(exp: Experiment, langs: list[str]) -> None:
     display(Markdown("## Limitations\n\n" + narrative.limitations(exp)))
 
 
-def provenance(exp: Experiment, output_dir: str | os.PathLike | None = None, name: str = "provenance") -> dict:
-    """Show where the numbers came from; with ``output_dir``, also write the metrics and provenance there."""
-    prov = exp.provenance()
-    rows = [("requested model", prov["requested_model"]), ("caption file", prov["captions_file"]),
-            ("caption file sha256", prov["captions_sha256"]), ("images", prov["images"]),
-            ("images sha256", prov["images_sha256"]), ("started", prov["started"])]
+def provenance(run: Run) -> None:
+    """Show where the numbers came from: requested and used model, inputs, software, machine, timings."""
+    prov = run.provenance()
+    rows = [("requested model", prov["requested_model"]), ("model used", prov["model_used"])]
+    if prov["fallback_reason"]:
+        rows.append(("why another model", prov["fallback_reason"]))
+    rows += [(key.replace("_", " "), ", ".join(value) if isinstance(value, list) else value)
+             for key, value in run.inputs().items()]
+    rows += [("images", prov["images"]), ("images sha256", prov["images_sha256"]), ("started", prov["started"])]
     _provenance_table(rows, prov)
-    if output_dir is not None:
-        payload = {"provenance": prov, "metrics": {lang: m.metrics for lang, m in exp.results.items()}}
-        write_text(Path(output_dir) / f"{name}.json", json.dumps(payload, indent=2, ensure_ascii=False, default=str))
-    return prov
-
-
-def zeroshot_provenance(run: ZeroShotRun, output_dir: str | os.PathLike | None = None,
-                        name: str = "04_zeroshot") -> dict:
-    prov = {"model": describe(run.model), "labelled_images": len(run.data.paths),
-            "images_sha256": sha256_files(run.data.paths), "classes": run.data.classes, "language": run.language,
-            "fallback_reason": run.fallback_reason, "versions": package_versions(), "machine": machine(),
-            "timings_s": {}}
-    _provenance_table([("images", len(run.data.paths)), ("images sha256", prov["images_sha256"]),
-                       ("classes", ", ".join(run.data.classes))], prov)
-    if output_dir is not None:
-        write_text(Path(output_dir) / f"{name}.json", json.dumps({"provenance": prov}, indent=2, ensure_ascii=False,
-                                                                   default=str))
-    return prov
 
 
 def _provenance_table(rows: list[tuple], prov: dict) -> None:

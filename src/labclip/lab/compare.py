@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .errors import LabclipError
+from ..atomic import write_text
+from ..data import CaptionSet
+from ..errors import LabclipError
+from ..metrics import MatchMetrics, accuracy_keys
+from ..model import ClipModel
+from ..translate import DEFAULT_TRANSLATOR, Translator, translator_name
 from .experiment import Experiment, load_model_or_demo
-from .model import ClipModel
-from .translate import DEFAULT_TRANSLATOR, Translator, translator_name
 
 
 def is_multilingual(model: ClipModel) -> bool:
     """Whether the text encoder was trained for many languages (not OpenAI's English CLIP)."""
-    return model.text_tower is not None or getattr(model.model.config, "model_type", "clip") != "clip"
+    return model.multilingual
 
 
 def gap(reference: float, other: float) -> tuple[float, float | None]:
@@ -25,7 +30,7 @@ def gap(reference: float, other: float) -> tuple[float, float | None]:
 
 
 def compare(
-    captions: pd.DataFrame,
+    captions: CaptionSet,
     languages: Sequence[str],
     models: Sequence[str | ClipModel],
     translator: str | None = DEFAULT_TRANSLATOR,
@@ -50,11 +55,11 @@ def compare(
             skipped.append(f"model {name}: {err}")
             print(f"labclip: skipping {name}: {err}", file=sys.stderr)
             continue
-        exp = Experiment(model, captions, top_k)
+        exp = Experiment(model=model, captions=captions, top_k=top_k)
         label = model.name + (" (fallback)" if fallback else "")
         strategy = "multilingual" if is_multilingual(model) else "raw"
         for lang in languages:
-            rows.append(_row(label, lang, strategy, exp.matching(lang).metrics, top_k))
+            rows.append(_row(label, lang, strategy, exp.matching(lang).metrics))
         if strategy == "multilingual" or not translator:
             continue
         for lang in languages:
@@ -63,17 +68,17 @@ def compare(
             mt = translator_name(translator, lang)
             if mt not in translations:
                 try:
-                    translations[mt] = Translator(mt).translate(captions[lang].tolist())
+                    translations[mt] = Translator(mt).translate(captions[lang])
                 except LabclipError as err:
                     skipped.append(f"translation {lang}→{reference} ({mt}): {err}")
                     translations[mt] = None
             if translations[mt] is not None:
                 metrics = exp.match_texts(f"{lang}→{reference}", translations[mt]).metrics
-                rows.append(_row(label, lang, "translated", metrics, top_k))
+                rows.append(_row(label, lang, "translated", metrics))
     table = pd.DataFrame(rows)
     if not table.empty:
-        base = table[(table.language == reference) & (table.strategy != "translated")].set_index("model")["i2t_top1"]
-        gaps = [gap(base[r.model], r.i2t_top1) if r.model in base else (np.nan, None) for r in table.itertuples()]
+        base = table[(table.language == reference) & (table.strategy != "translated")].set_index("model")["i2t_acc1"]
+        gaps = [gap(base[r.model], r.i2t_acc1) if r.model in base else (np.nan, None) for r in table.itertuples()]
         table["gap_pp"] = [g[0] for g in gaps]
         table["gap_ratio"] = [g[1] for g in gaps]
     table.attrs["skipped"] = skipped
@@ -81,7 +86,14 @@ def compare(
     return table
 
 
-def _row(model: str, language: str, strategy: str, m: dict, k: int) -> dict:
-    return {"model": model, "language": language, "strategy": strategy, "i2t_top1": m["i2t_top1"],
-            f"i2t_top{k}": m[f"i2t_top{k}"], "t2i_top1": m["t2i_top1"], f"t2i_top{k}": m[f"t2i_top{k}"],
-            "correct_mean": m["correct_mean"], "margin_mean": m["margin_mean"]}
+def save(table: pd.DataFrame, output_dir: str | os.PathLike | None, name: str = "comparison.csv") -> None:
+    """Write the comparison table as CSV into ``output_dir`` (atomically); nothing when it is ``None``."""
+    if output_dir is not None:
+        write_text(Path(output_dir) / name, table.to_csv(index=False))
+
+
+def _row(model: str, language: str, strategy: str, m: MatchMetrics) -> dict:
+    figures = m.to_dict()
+    return {"model": model, "language": language, "strategy": strategy,
+            **{key: figures[key] for key in accuracy_keys(m.k)},
+            "correct_mean": m.correct_mean, "margin_mean": m.margin_mean}

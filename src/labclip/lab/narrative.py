@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ..model import ClipModel
 from . import compare
 from .experiment import Experiment, Matching
-from .model import ClipModel
-from .text import token_stats
+from .tables import token_stats
 
 LANGUAGE_NAMES = {"en": "English", "ru": "Russian", "de": "German", "fr": "French", "es": "Spanish",
                   "uk": "Ukrainian", "zh": "Chinese", "ja": "Japanese"}
@@ -54,14 +54,14 @@ def banner_text(model: ClipModel) -> str | None:
 
 def _direction_summary(m: Matching) -> str:
     x = m.metrics
-    return (f"image→text top-1 {share(x['i2t_top1_hits'], x['n'])}, text→image top-1 "
-            f"{share(x['t2i_top1_hits'], x['n'])}")
+    return (f"image→text top-1 {share(x.i2t.hits1, x.n)}, text→image top-1 "
+            f"{share(x.t2i.hits1, x.n)}")
 
 
 def abstract(exp: Experiment, languages: list[str]) -> str:
     first = exp.matching(languages[0])
     lines = [
-        f"We matched **{first.metrics['n']} images** with one caption each in "
+        f"We matched **{first.metrics.n} images** with one caption each in "
         f"{', '.join(language_name(lang) for lang in languages)} using **{exp.model.name}** and cosine "
         "similarity of CLIP embeddings, in both retrieval directions."
     ]
@@ -69,7 +69,7 @@ def abstract(exp: Experiment, languages: list[str]) -> str:
         lines.append(f"With {language_name(lang)} captions: {_direction_summary(exp.matching(lang))}.")
     if len(languages) > 1:
         ref, other = exp.matching(languages[0]).metrics, exp.matching(languages[1]).metrics
-        g = gap(ref["i2t_top1"], other["i2t_top1"])
+        g = gap(ref.i2t.acc1, other.i2t.acc1)
         lines.append(
             f"The image→text top-1 gap between {language_name(languages[0])} and {language_name(languages[1])} "
             f"is {g['points']} (ratio {g['ratio']}, relative difference {g['relative']})."
@@ -103,24 +103,24 @@ def method(exp: Experiment) -> str:
 
 def results(m: Matching) -> str:
     x = m.metrics
-    k = x["k"]
+    k = x.k
     lines = [
-        f"- Image→text: top-1 {share(x['i2t_top1_hits'], x['n'])}, top-{k} {pct(x[f'i2t_top{k}'])}, "
-        f"MRR {num(x['i2t_mrr'])}.",
-        f"- Text→image: top-1 {share(x['t2i_top1_hits'], x['n'])}, top-{k} {pct(x[f't2i_top{k}'])}, "
-        f"MRR {num(x['t2i_mrr'])}.",
-        f"- Correct pairs: cosine {num(x['correct_min'])} to {num(x['correct_max'])} (mean {num(x['correct_mean'])}); "
-        f"wrong pairs: {num(x['wrong_min'])} to {num(x['wrong_max'])} (mean {num(x['wrong_mean'])}).",
-        f"- Margin of the correct caption over the best wrong one: mean {num(x['margin_mean'])}, "
-        f"smallest {num(x['margin_min'])}.",
+        f"- Image→text: top-1 {share(x.i2t.hits1, x.n)}, top-{k} {pct(x.i2t.acck)}, "
+        f"MRR {num(x.i2t.mrr)}.",
+        f"- Text→image: top-1 {share(x.t2i.hits1, x.n)}, top-{k} {pct(x.t2i.acck)}, "
+        f"MRR {num(x.t2i.mrr)}.",
+        f"- Correct pairs: cosine {num(x.correct_min)} to {num(x.correct_max)} (mean {num(x.correct_mean)}); "
+        f"wrong pairs: {num(x.wrong_min)} to {num(x.wrong_max)} (mean {num(x.wrong_mean)}).",
+        f"- Margin of the correct caption over the best wrong one: mean {num(x.margin_mean)}, "
+        f"smallest {num(x.margin_min)}.",
     ]
-    if x["separable"]:
-        lines.append(f"- Every correct pair scores above every wrong pair; a threshold of {num(x['threshold'])} "
+    if x.separable:
+        lines.append(f"- Every correct pair scores above every wrong pair; a threshold of {num(x.threshold)} "
                      "separates them.")
     else:
-        lines.append(f"- Correct and wrong pairs overlap (lowest correct {num(x['correct_min'])} ≤ highest wrong "
-                     f"{num(x['wrong_max'])}), so no single threshold separates them.")
-    lines.append(f"- CLIP's symmetric contrastive loss at the model's logit scale: {num(x['contrastive_loss'])}.")
+        lines.append(f"- Correct and wrong pairs overlap (lowest correct {num(x.correct_min)} ≤ highest wrong "
+                     f"{num(x.wrong_max)}), so no single threshold separates them.")
+    lines.append(f"- CLIP's symmetric contrastive loss at the model's logit scale: {num(x.contrastive_loss)}.")
     return "\n".join(lines)
 
 
@@ -132,15 +132,15 @@ def discussion(exp: Experiment, languages: list[str]) -> str:
     if len(languages) > 1:
         a, b = languages[0], languages[1]
         ma, mb = exp.matching(a).metrics, exp.matching(b).metrics
-        better = a if ma["i2t_top1"] > mb["i2t_top1"] else b if mb["i2t_top1"] > ma["i2t_top1"] else None
+        better = a if ma.i2t.acc1 > mb.i2t.acc1 else b if mb.i2t.acc1 > ma.i2t.acc1 else None
         if better is None:
             parts.append(f"{language_name(a)} and {language_name(b)} captions reached the same image→text top-1 "
                          "accuracy in this run.")
         else:
             parts.append(f"{language_name(better)} captions matched better in this run "
-                         f"({pct(max(ma['i2t_top1'], mb['i2t_top1']))} vs {pct(min(ma['i2t_top1'], mb['i2t_top1']))} "
+                         f"({pct(max(ma.i2t.acc1, mb.i2t.acc1))} vs {pct(min(ma.i2t.acc1, mb.i2t.acc1))} "
                          "image→text top-1).")
-        stats = token_stats(exp.model.tokenizer, {lang: exp.captions[lang].tolist() for lang in (a, b)},
+        stats = token_stats(exp.model.tokenizer, {lang: exp.captions[lang] for lang in (a, b)},
                             exp.model.context_length, exp.model.openai_text_cleaning).set_index("language")
         parts.append(f"The tokenizer spends {stats.loc[a, 'tokens per word']:.2f} tokens per word on "
                      f"{language_name(a)} captions and {stats.loc[b, 'tokens per word']:.2f} on {language_name(b)} "
@@ -198,6 +198,6 @@ def comparison(table) -> str:
              "minus one; both forms are given so neither is misread)."]
     for r in table[table.language != "en"].itertuples():
         ratio = "undefined" if r.gap_ratio is None or r.gap_ratio != r.gap_ratio else f"{r.gap_ratio:.2f}×"
-        lines.append(f"- `{r.model}`, {language_name(r.language)}, {r.strategy}: image→text top-1 {pct(r.i2t_top1)}, "
+        lines.append(f"- `{r.model}`, {language_name(r.language)}, {r.strategy}: image→text top-1 {pct(r.i2t_acc1)}, "
                      f"{r.gap_pp:+.1f} percentage points behind English (English/this = {ratio}).")
     return "\n".join(lines)

@@ -18,9 +18,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import DEFAULT_CAPTIONS, DEFAULT_MODEL, DEMO_MODEL, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR
-from .data import load_captions
-from .errors import LabclipError
+from ..config import DEFAULT_CAPTIONS, DEFAULT_MODEL, NOTEBOOKS_DIR, PROJ_ROOT, REPORTS_DIR
+from ..data import load_captions
+from ..errors import LabclipError
 from .experiment import load_model_or_demo
 from .provenance import Timings, now, package_versions
 
@@ -142,16 +142,15 @@ def build_reports(
             load_captions(params.get("captions") or DEFAULT_CAPTIONS, params.get("image_dir"), params.get("languages"))
         params["check_images"] = False  # every image was decoded once above; the notebooks skip it
     if SCALE_NOTEBOOK in notebooks:
-        from .lab.scale import resolve_dataset
+        from .scale import resolve_dataset
 
         if not params.get("dataset"):
             raise LabclipError("the scale report needs a dataset: xtd10, xm3600, a prepared folder or a caption file")
         with timings.stage("prepare dataset"):
             resolve_dataset(params["dataset"], params.get("languages"))
     with timings.stage("check model"):
+        # The notebooks apply the same policy themselves, so each JSON records the requested model and the reason.
         _, fallback = load_model_or_demo(params.get("model", DEFAULT_MODEL), bool(params.get("strict")))
-    if fallback:
-        params["model"] = DEMO_MODEL
     if pdf:
         chromium()
     kernel = ensure_kernel()
@@ -161,7 +160,7 @@ def build_reports(
     for name in notebooks:
         source = NOTEBOOKS_DIR / f"{name}.ipynb"
         if not source.is_file():
-            raise LabclipError(f"notebook {source} not found; run from a labclip checkout (or set LABCLIP_ROOT)")
+            raise LabclipError(f"notebook {source} not found; reinstall labclip or run from a checkout (LABCLIP_ROOT)")
         executed = staging / f"{name}.ipynb"
         declared = papermill.inspect_notebook(str(source))
         nb_params = {k: v for k, v in params.items()
@@ -200,27 +199,36 @@ def build_reports(
     return published
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="labclip report", description="Run the notebooks and render HTML + PDF reports.")
-    p.add_argument("--params", type=Path, help="YAML file of notebook parameters (the command line overrides it)")
-    p.add_argument("--model", help=f"model id, alias, directory or 'demo' (default {DEFAULT_MODEL})")
-    p.add_argument("--captions", help="caption file (default data/captions/default.csv)")
-    p.add_argument("--image-dir", help="folder the caption file's image paths are relative to")
-    p.add_argument("--langs", nargs="+", help="caption languages, e.g. en ru")
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--title")
-    p.add_argument("--strict", action="store_true", default=None, help="fail if the model can't be loaded")
-    p.add_argument("--compare-models", nargs="+", help="models compared with --model in the languages report")
-    p.add_argument("--translator", help="translation model, e.g. Helsinki-NLP/opus-mt-{lang}-en ('none' to skip)")
-    p.add_argument("--templates", nargs="+", dest="template_sets", help="template sets compared in the zero-shot report")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``labclip report`` (the one parser of the report runner). Unset options keep the
+    parameter file's value, then the notebook's default."""
+    nb = "default: the notebook's"
+    p.add_argument("--params", type=Path, metavar="FILE.yaml",
+                   help="YAML file of notebook parameters; the command line overrides it (default: none)")
+    p.add_argument("--model", help=f"model id, alias, directory or 'demo' (default: {DEFAULT_MODEL})")
+    p.add_argument("--captions", help="caption file (default: data/captions/default.csv)")
+    p.add_argument("--image-dir", help="folder the caption file's image paths are relative to (default: data/images)")
+    p.add_argument("--langs", nargs="+", help=f"caption languages, e.g. en ru ({nb}: en ru)")
+    p.add_argument("--top-k", type=int, help=f"captions listed per image, the k of top-k accuracy ({nb}: 3)")
+    p.add_argument("--batch-size", type=int, help="items per forward pass (default: the model's)")
+    p.add_argument("--title", help=f"title of the lab report ({nb})")
+    p.add_argument("--strict", action="store_true", default=None,
+                   help="fail if the model can't be loaded (default: fall back to the demo model)")
+    p.add_argument("--compare-models", nargs="+", metavar="MODEL",
+                   help=f"models compared with --model in the languages report ({nb})")
+    p.add_argument("--translator", help="translation model, e.g. Helsinki-NLP/opus-mt-{lang}-en; 'none' skips "
+                   f"translate-then-CLIP ({nb})")
+    p.add_argument("--templates", nargs="+", dest="template_sets", metavar="SET",
+                   help=f"template sets compared in the zero-shot report ({nb})")
     p.add_argument("--dataset", help="benchmark for the scale report: xtd10, xm3600, a prepared folder or a "
-                   "caption file (runs notebook 05_scale only, unless --notebooks says otherwise)")
-    p.add_argument("--reference", help="small caption set placed beside the benchmark (default data/captions/short.csv)")
-    p.add_argument("--out", type=Path, default=REPORTS_DIR, help="output folder (default reports/)")
-    p.add_argument("--notebooks", nargs="+", choices=(*NOTEBOOKS, SCALE_NOTEBOOK))
-    p.add_argument("--no-pdf", action="store_true", help="HTML only")
-    return p
+                   "caption file; runs notebook 05_scale only, unless --notebooks says otherwise (default: none)")
+    p.add_argument("--reference", help="small caption set placed beside the benchmark in the scale report "
+                   "(default: data/captions/short.csv)")
+    p.add_argument("--out", type=Path, help="output folder (default: reports/ of the checkout, else ./reports)")
+    p.add_argument("--notebooks", nargs="+", choices=(*NOTEBOOKS, SCALE_NOTEBOOK), metavar="NAME",
+                   help=f"notebooks to run: {', '.join((*NOTEBOOKS, SCALE_NOTEBOOK))} (default: {', '.join(NOTEBOOKS)}; "
+                   f"with --dataset: {SCALE_NOTEBOOK})")
+    p.add_argument("--no-pdf", action="store_true", help="HTML only (default: HTML and PDF)")
 
 
 def read_params(path: Path | None) -> dict:
@@ -238,8 +246,8 @@ def read_params(path: Path | None) -> dict:
     return loaded
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``labclip report``: build the reports from parsed options; a user error is one line and exit 2."""
     try:
         params = read_params(args.params)
         cli = {"model": args.model, "captions": args.captions, "image_dir": args.image_dir, "languages": args.langs,
@@ -255,18 +263,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if params.get(key):
                 params[key] = str(Path(params[key]).resolve())
         start = time.perf_counter()
+        out = args.out or REPORTS_DIR
         notebooks = args.notebooks or ([SCALE_NOTEBOOK] if params.get("dataset") else list(NOTEBOOKS))
-        published = build_reports(params, args.out, notebooks, pdf=not args.no_pdf)
+        published = build_reports(params, out, notebooks, pdf=not args.no_pdf)
     except LabclipError as err:
         print(f"labclip: error: {err}", file=sys.stderr)
         return 2
     for path in published:
         if path.suffix in (".html", ".pdf"):
             print(path)
-    print(f"labclip: {len(published)} files written to {args.out} in {time.perf_counter() - start:.0f} s",
+    print(f"labclip: {len(published)} files written to {out} in {time.perf_counter() - start:.0f} s",
           file=sys.stderr)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

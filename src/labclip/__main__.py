@@ -1,0 +1,7 @@
+"""``python -m labclip``: the ``labclip`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,278 @@
+"""Runs of the lab: a model with a caption set (paired matching) or with labelled images (zero-shot).
+
+One :func:`start` opens either kind, through the one fallback policy (:func:`load_model_or_demo`);
+each run encodes its images once, records its timings and writes its results with :meth:`Run.save`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..atomic import write_text
+from ..config import DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL
+from ..data import CaptionSet, load_captions
+from ..errors import LabclipError
+from ..metrics import MatchMetrics, ZeroShotMetrics, match_metrics, similarity, zeroshot_metrics
+from ..model import ClipModel, describe, load_model
+from ..zeroshot import LabelledImages, class_embeddings, labelled_images, load_templates, probabilities
+from .provenance import Timings, machine, now, package_versions, sha256_file, sha256_files
+from .tables import frequent_distractors, topk_table
+
+
+@dataclass
+class Matching:
+    """Paired matching of one caption language against the images."""
+
+    language: str
+    images: list[str]
+    captions: list[str]
+    sim: np.ndarray
+    metrics: MatchMetrics
+    topk: pd.DataFrame
+    distractors: pd.DataFrame
+
+
+@dataclass(kw_only=True)
+class Run:
+    """A loaded model and a list of images; embeds the images once and records how the run went."""
+
+    model: ClipModel
+    batch_size: int | None = None
+    requested_model: str = DEFAULT_MODEL
+    fallback_reason: str | None = None
+    timings: Timings = field(default_factory=Timings)
+    started: str = field(default_factory=now)
+    _image_emb: np.ndarray | None = None
+
+    @property
+    def image_paths(self) -> list[str]:
+        raise NotImplementedError
+
+    def image_embeddings(self) -> np.ndarray:
+        """Embeddings of the images, computed once per run."""
+        if self._image_emb is None:
+            with self.timings.stage("encode images"):
+                self._image_emb = self.model.encode_images(self.image_paths, self.batch_size)
+        return self._image_emb
+
+    def inputs(self) -> dict:
+        """What this kind of run records about its inputs (beyond the images)."""
+        return {}
+
+    def figures(self) -> dict:
+        """Named figures computed so far, JSON-ready."""
+        return {}
+
+    def provenance(self) -> dict:
+        """Requested and used model (and why they differ), inputs, software, machine and stage timings."""
+        return {
+            "started": self.started,
+            "requested_model": self.requested_model,
+            "model_used": self.model.name,
+            "fallback_reason": self.fallback_reason,
+            "model": describe(self.model),
+            **self.inputs(),
+            "images": len(self.image_paths),
+            "images_sha256": sha256_files(self.image_paths),
+            "batch_size": self.batch_size,
+            "versions": package_versions(),
+            "machine": machine(),
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+    def save(self, output_dir: str | os.PathLike | None, name: str) -> dict:
+        """Write ``{name}.json`` (provenance and metrics) into ``output_dir`` when one is given; return it."""
+        payload = {"provenance": self.provenance(), "metrics": self.figures()}
+        if output_dir is not None:
+            write_text(Path(output_dir) / f"{name}.json",
+                       json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        return payload
+
+
+@dataclass(kw_only=True)
+class Experiment(Run):
+    """A caption set and a model; computes and keeps the matching of each language."""
+
+    captions: CaptionSet
+    top_k: int = 3
+    _results: dict[str, Matching] = field(default_factory=dict)
+
+    @property
+    def languages(self) -> list[str]:
+        return self.captions.languages
+
+    @property
+    def image_names(self) -> list[str]:
+        return self.captions["image"]
+
+    @property
+    def image_paths(self) -> list[str]:
+        return self.captions["path"]
+
+    @property
+    def results(self) -> dict[str, Matching]:
+        """The matchings computed so far, by language."""
+        return dict(self._results)
+
+    def matching(self, language: str) -> Matching:
+        """Match the images against the captions of one language."""
+        if language not in self.languages:
+            raise LabclipError(f"unknown language {language!r}; the caption set has: {', '.join(self.languages)}")
+        return self.match_texts(language, self.captions[language])
+
+    def match_texts(self, label: str, captions: list[str]) -> Matching:
+        """Match the images against any paired caption list (e.g. translations), remembered under ``label``."""
+        if label not in self._results:
+            images = self.image_embeddings()
+            with self.timings.stage(f"encode captions ({label})"):
+                texts = self.model.encode_texts(captions, self.batch_size)
+            with self.timings.stage("metrics"):
+                self.record(label, similarity(images, texts), captions=captions)
+        return self._results[label]
+
+    def record(self, label: str, sim: np.ndarray, metrics: MatchMetrics | None = None,
+               captions: Sequence[str] | None = None) -> Matching:
+        """Keep a similarity matrix computed elsewhere (e.g. in a notebook) with its tables, under ``label``.
+
+        Args:
+            label: a caption language of the set, or any name when ``captions`` are given.
+            sim: images × captions cosine similarity.
+            metrics: its :func:`labclip.match_metrics` (computed here when ``None``).
+            captions: the captions, when they are not the set's ``label`` column.
+        """
+        captions = list(captions) if captions is not None else self.captions[label]
+        scale = self.model.logit_scale
+        metrics = metrics if metrics is not None else match_metrics(sim, self.top_k, scale)
+        self._results[label] = Matching(
+            language=label, images=self.image_names, captions=captions, sim=sim, metrics=metrics,
+            topk=topk_table(sim, captions, metrics.k, scale, self.image_names),
+            distractors=frequent_distractors(sim, captions, metrics.k),
+        )
+        return self._results[label]
+
+    def compare(self, languages: Sequence[str] | None = None) -> pd.DataFrame:
+        """Metrics side by side: one column per language, one row per named figure."""
+        langs = list(languages or self.languages)
+        return pd.DataFrame({lang: pd.Series(self.matching(lang).metrics.to_dict()) for lang in langs})
+
+    def inputs(self) -> dict:
+        return {"captions_file": self.captions.source, "captions_sha256": sha256_file(self.captions.source),
+                "languages": self.languages, "top_k": self.top_k}
+
+    def figures(self) -> dict:
+        return {label: m.metrics.to_dict() for label, m in self._results.items()}
+
+
+@dataclass(kw_only=True)
+class ZeroShotRun(Run):
+    """Labelled images and a model; class embeddings per template set, metrics per set."""
+
+    data: LabelledImages
+    language: str = "en"
+    labels_source: str | None = None
+    _scores: dict[str, ZeroShotMetrics] = field(default_factory=dict)
+
+    @property
+    def image_paths(self) -> list[str]:
+        return self.data.paths
+
+    def probabilities(self, templates: Sequence[str]) -> np.ndarray:
+        """Class probabilities of every image with the ensemble of ``templates``."""
+        with self.timings.stage("encode class prompts"):
+            classes = class_embeddings(self.model, self.data.classes, templates)
+        return probabilities(self.model, self.image_embeddings(), classes)
+
+    def evaluate(self, template_set: str, k: int = 5) -> ZeroShotMetrics:
+        """Metrics of one named template set in this run's language (remembered for :meth:`figures`)."""
+        templates = load_templates(template_set, self.language)
+        self._scores[template_set] = zeroshot_metrics(self.probabilities(templates), self.data.truth, k)
+        return self._scores[template_set]
+
+    def compare(self, sets: Sequence[str], k: int = 5) -> pd.DataFrame:
+        """Metrics per named template set available in this run's language."""
+        rows = [{"templates": name, "count": len(load_templates(name, self.language)),
+                 **self.evaluate(name, k).to_dict()} for name in sets]
+        return pd.DataFrame(rows)
+
+    def inputs(self) -> dict:
+        return {"labels_file": self.labels_source, "classes": self.data.classes, "language": self.language}
+
+    def figures(self) -> dict:
+        return {name: m.to_dict() for name, m in self._scores.items()}
+
+
+def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu") -> tuple[ClipModel, str | None]:
+    """The one fallback policy: load ``name``; when it can't be loaded and ``strict`` is false, use the demo model.
+
+    Returns:
+        The model and, after a fallback, the reason (``None`` otherwise). The reason is printed
+        once on stderr.
+    """
+    try:
+        return load_model(name, device=device), None
+    except LabclipError as err:
+        if strict or name == DEMO_MODEL:
+            raise
+        print(f"labclip: {err} -- using the untrained demo model instead (strict mode turns this into an error)",
+              file=sys.stderr)
+        return load_model(DEMO_MODEL, device=device), str(err)
+
+
+def start(
+    model: str = DEFAULT_MODEL,
+    captions: str | os.PathLike | None = None,
+    image_dir: str | os.PathLike | None = None,
+    languages: Sequence[str] | None = None,
+    top_k: int = 3,
+    batch_size: int | None = None,
+    strict: bool = False,
+    device: str = "cpu",
+    *,
+    labels: str | os.PathLike | None = None,
+    task: str = "matching",
+    check_images: bool = True,
+) -> Run:
+    """Validate the inputs first, then load the model (or the demo model, see :func:`load_model_or_demo`).
+
+    Args:
+        model: hub id, alias, local folder or ``"demo"``.
+        captions: caption file for ``task="matching"`` (default ``data/captions/default.csv``).
+        image_dir: folder the caption file's image paths are relative to.
+        languages: caption languages to use; for zero-shot, the first is the template language.
+        top_k: cut-off of top-k tables and accuracy.
+        batch_size: items per forward pass (``None``: the model's default).
+        strict: fail when the model can't be loaded instead of using the demo model.
+        device: torch device.
+        labels: labelled images for ``task="zeroshot"`` (default ``data/labels.csv``).
+        task: ``"matching"`` gives an :class:`Experiment`, ``"zeroshot"`` a :class:`ZeroShotRun`.
+        check_images: decode every image of the caption set now; ``False`` when the report runner has
+            already checked them once for all notebooks.
+    """
+    if task not in ("matching", "zeroshot"):
+        raise LabclipError(f"unknown task {task!r}; use 'matching' or 'zeroshot'")
+    timings = Timings()
+    if task == "zeroshot":
+        language = (languages or ["en"])[0]
+        source = Path(labels) if labels else DEFAULT_LABELS
+        with timings.stage("load labelled images"):
+            data = labelled_images(source, language)
+    else:
+        with timings.stage("load captions"):
+            table = load_captions(Path(captions) if captions else DEFAULT_CAPTIONS, image_dir, languages,
+                                  check_images=check_images)
+            if languages:
+                table = table.select(languages)
+    with timings.stage("load model"):
+        clip, reason = load_model_or_demo(model, strict, device)
+    common = dict(model=clip, batch_size=batch_size, requested_model=model, fallback_reason=reason, timings=timings)
+    if task == "zeroshot":
+        return ZeroShotRun(data=data, language=language, labels_source=str(source), **common)
+    return Experiment(captions=table, top_k=top_k, **common)

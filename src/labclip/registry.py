@@ -1,0 +1,180 @@
+"""Every model family and model labclip knows, as data (like open_clip's ``pretrained.py``).
+
+A **family** says how a checkpoint is laid out and loaded (see ``labclip.encoders.LOADERS``);
+a **model** entry says what a hub id is: its family, the image encoder it pairs with, its text
+context, languages, licence, the weight files of its main branch, and whether labclip compares
+it by default. Aliases live here too, so ``ViT-B/32`` resolves in one place.
+
+This module imports nothing heavy: the CLI, reports and README tables can read it cheaply.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+DEMO_MODEL = "demo"
+
+CLIP = "clip"
+ALTCLIP = "altclip"
+SENTENCE_TRANSFORMERS = "sentence-transformers"
+MCLIP = "m-clip"
+
+
+@dataclass(frozen=True)
+class Family:
+    """How a kind of checkpoint is built.
+
+    Attributes:
+        name: the key of the family's loader in ``labclip.encoders.LOADERS``.
+        multilingual: the family's text encoders are trained for many languages (a model's own
+            ``languages`` decide when the registry lists them, e.g. an English-only SigLIP).
+        paired: the repository holds only a text tower; images go through ``ModelInfo.image_tower``.
+        openai_text_cleaning: captions are cleaned like OpenAI's ``clip.tokenize`` (ftfy, HTML, spaces).
+    """
+
+    name: str
+    multilingual: bool
+    paired: bool
+    openai_text_cleaning: bool
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family(CLIP, multilingual=False, paired=False, openai_text_cleaning=True),
+    Family(ALTCLIP, multilingual=True, paired=False, openai_text_cleaning=False),
+    Family(SENTENCE_TRANSFORMERS, multilingual=True, paired=True, openai_text_cleaning=False),
+    Family(MCLIP, multilingual=True, paired=True, openai_text_cleaning=False),
+)}
+
+# The 50+ languages of sentence-transformers' multilingual students (model card, 2021).
+ST_LANGUAGES = ("ar", "bg", "ca", "cs", "da", "de", "el", "en", "es", "et", "fa", "fi", "fr", "gl", "gu", "he",
+                "hi", "hr", "hu", "hy", "id", "it", "ja", "ka", "ko", "ku", "lt", "lv", "mk", "mn", "mr", "ms",
+                "my", "nb", "nl", "pl", "pt", "ro", "ru", "sk", "sl", "sq", "sr", "sv", "th", "tr", "uk", "ur",
+                "vi", "zh")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model: what it is and how labclip loads it.
+
+    Attributes:
+        id: hub id (or, for a local folder, its path).
+        family: a key of :data:`FAMILIES`.
+        image_tower: for paired families, the CLIP model whose image encoder the text tower was
+            distilled into; ``None``: the model's own.
+        context_length: longest caption in tokens, special tokens included.
+        languages: ISO 639-1 codes of the caption languages it was trained for.
+        licence: SPDX id or name from the model card (``None``: not recorded here).
+        weights: weight files on the repository's main branch, preferred first.
+        default: compared by default in the languages report.
+        aliases: other names that resolve to ``id``.
+    """
+
+    id: str
+    family: str
+    image_tower: str | None = None
+    context_length: int = 77
+    languages: tuple[str, ...] = ("en",)
+    licence: str | None = None
+    weights: tuple[str, ...] = ("model.safetensors",)
+    default: bool = False
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def multilingual(self) -> bool:
+        """Trained for several caption languages: from ``languages`` when known, else the family's."""
+        return len(self.languages) > 1 if self.languages else FAMILIES[self.family].multilingual
+
+    @property
+    def paired(self) -> bool:
+        return FAMILIES[self.family].paired
+
+    @property
+    def image_source(self) -> str:
+        """Where the image encoder is loaded from."""
+        return self.image_tower or self.id
+
+    def supports(self, language: str) -> bool:
+        """Whether captions in ``language`` are among those the model was trained for."""
+        return language in self.languages
+
+
+MODELS: tuple[ModelInfo, ...] = (
+    ModelInfo("openai/clip-vit-base-patch32", CLIP, licence="MIT", default=True, aliases=("ViT-B/32",),
+              weights=("model.safetensors", "pytorch_model.bin")),
+    ModelInfo("openai/clip-vit-base-patch16", CLIP, licence="MIT", aliases=("ViT-B/16",),
+              weights=("model.safetensors", "pytorch_model.bin")),
+    ModelInfo("openai/clip-vit-large-patch14", CLIP, licence="MIT", aliases=("ViT-L/14",),
+              weights=("model.safetensors", "pytorch_model.bin")),
+    ModelInfo("openai/clip-vit-large-patch14-336", CLIP, licence="MIT", aliases=("ViT-L/14@336px",),
+              weights=("model.safetensors", "pytorch_model.bin")),
+    ModelInfo("sentence-transformers/clip-ViT-B-32-multilingual-v1", SENTENCE_TRANSFORMERS,
+              image_tower=DEFAULT_MODEL, context_length=128, languages=ST_LANGUAGES, licence="Apache-2.0",
+              weights=("model.safetensors", "pytorch_model.bin"), default=True),
+    ModelInfo("M-CLIP/XLM-Roberta-Large-Vit-B-32", MCLIP, image_tower=DEFAULT_MODEL, context_length=512,
+              languages=ST_LANGUAGES, weights=("pytorch_model.bin", "tf_model.h5"), default=True),
+    ModelInfo("BAAI/AltCLIP", ALTCLIP, context_length=77, languages=("en", "zh"),
+              weights=("model.safetensors", "pytorch_model.bin"), default=True),
+)
+
+BY_ID: dict[str, ModelInfo] = {m.id: m for m in MODELS}
+ALIASES: dict[str, str] = {alias: m.id for m in MODELS for alias in m.aliases}
+
+
+def resolve_model_name(name: str) -> str:
+    """Map an alias such as ``ViT-B/32`` to its hub id; other names pass through."""
+    name = str(name)
+    return ALIASES.get(name, name)
+
+
+def available_models() -> list[str]:
+    """Hub ids of every model in the registry, then the aliases."""
+    return [m.id for m in MODELS] + list(ALIASES)
+
+
+def default_models() -> list[str]:
+    """The models the languages report compares by default."""
+    return [m.id for m in MODELS if m.default]
+
+
+def closest(name: str) -> str | None:
+    """The known id or alias nearest to a mistyped name, or ``None``."""
+    found = difflib.get_close_matches(name, available_models(), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def detect_family(root: Path) -> str | None:
+    """The family of a local model folder from its files; ``None`` when unknown."""
+    if (root / "modules.json").is_file():
+        return SENTENCE_TRANSFORMERS
+    config = root / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return {"M-CLIP": MCLIP, "clip": CLIP, "altclip": ALTCLIP}.get(model_type)
+
+
+def lookup(name: str, image_model: str | None = None) -> ModelInfo:
+    """The registry entry of a name, alias, ``TEXT+IMAGE`` pair or local folder.
+
+    An unknown hub id is assumed to be a native CLIP checkpoint (the loader checks its config);
+    a local folder's family is read from its files.
+    """
+    name = str(name)
+    if "+" in name and not Path(name).exists():
+        name, image_model = name.split("+", 1)
+    source = resolve_model_name(name)
+    info = BY_ID.get(source)
+    if info is None:
+        family = detect_family(Path(source)) if Path(source).is_dir() else None
+        info = ModelInfo(source, family or CLIP, image_tower=DEFAULT_MODEL if family and FAMILIES[family].paired
+                         else None, languages=())
+    if image_model is not None and info.paired:
+        info = replace(info, image_tower=resolve_model_name(str(image_model)))
+    return info

@@ -1,0 +1,109 @@
+"""The import rules of ARCHITECTURE.md, checked on the source: the core never reaches up into the lab
+layer or display libraries, data flows one way, and production code never imports the test helpers."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "labclip"
+DISPLAY = {"pandas", "matplotlib", "seaborn", "IPython", "nbconvert", "nbformat", "papermill"}
+
+# Each core module may import only from earlier layers (captions + images → encoder → cached embeddings →
+# similarity → metrics); labclip.lab sits on top of the whole core, the command line on top of everything.
+CORE_LAYERS = [
+    {"errors", "atomic", "registry"},
+    {"config"},
+    {"images", "text", "hub", "cache", "demo", "stats"},
+    {"data", "multilingual"},
+    {"encoders"},
+    {"model"},
+    {"metrics"},
+    {"zeroshot", "translate", "datasets", "adapt"},
+]
+LAB_LAYERS = [{"tables", "provenance"}, {"experiment"}, {"compare"}, {"narrative", "plots"}, {"present"}, {"scale"},
+              {"report"}]
+FRONT = ["cli", "__main__"]
+CORE = set().union(*CORE_LAYERS)
+
+
+def _name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(["labclip", *(p for p in parts if p != "__init__")])
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    """Every module a file imports (anywhere in it), as ``labclip.x`` or a top-level third-party name."""
+    package = ["labclip", *path.relative_to(PACKAGE).parent.parts]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            if node.module is None or module in ("labclip", "labclip.lab"):
+                found += [(f"{module}.{alias.name}", node.lineno) for alias in node.names]
+            else:
+                found.append((module, node.lineno))
+    return found
+
+
+def _layer(module: str) -> tuple[int, int]:
+    """(tier, layer): tier 0 core, 1 lab, 2 front end; (3, 0) for a module not placed yet."""
+    short = module.split(".")[-1]
+    layers = LAB_LAYERS if module.startswith("labclip.lab.") else CORE_LAYERS
+    tier = 1 if layers is LAB_LAYERS else 0
+    if short in FRONT and tier == 0:
+        return 2, FRONT.index(short)
+    return next(((tier, i) for i, layer in enumerate(layers) if short in layer), (3, 0))
+
+
+SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" and p.stem != "testing")
+
+
+def test_every_module_has_a_place():
+    placed = {_name(p) for p in SOURCES}
+    expected = {f"labclip.{m}" for m in CORE | set(FRONT)} | {f"labclip.lab.{m}" for m in set().union(*LAB_LAYERS)}
+    assert placed == expected, "add new modules to the layers here and in ARCHITECTURE.md"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=_name)
+def test_imports_point_down_the_layers(path):
+    me = _layer(_name(path))
+    for module, line in _imports(path):
+        if not module.startswith("labclip.") or module in ("labclip.__version__",):
+            continue
+        assert module != "labclip.testing", f"{_name(path)}:{line} imports the test helpers"
+        them = _layer(module)
+        assert them < me, f"{_name(path)}:{line} imports {module}, which sits above or beside it"
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if _layer(_name(p))[0] == 0], ids=_name)
+def test_core_imports_no_display_library(path):
+    for module, line in _imports(path):
+        assert module.split(".")[0] not in DISPLAY, f"{_name(path)}:{line} imports {module}"
+
+
+def test_package_init_exports_only_the_core():
+    init = PACKAGE / "__init__.py"
+    for module, line in _imports(init):
+        if module.startswith("labclip."):
+            assert _layer(module)[0] == 0, f"labclip/__init__.py:{line} imports {module}"
+
+
+def test_importing_the_core_loads_no_display_library():
+    modules = ["labclip", *sorted(f"labclip.{m}" for m in CORE)]
+    code = (f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+            f"print(sorted(set({sorted(DISPLAY)!r}) & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_public_api_is_small():
+    import labclip
+
+    assert 5 <= len(labclip.__all__) <= 8
+    assert {"load_model", "load_captions", "similarity", "match_metrics"} <= set(labclip.__all__)
