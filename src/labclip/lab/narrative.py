@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from .. import stats
+from ..metrics import retrieval_ranks
 from ..model import ClipModel
 from . import compare
 from .experiment import Experiment, Matching
@@ -16,8 +20,44 @@ def language_name(code: str) -> str:
 
 
 def share(hits: int, n: int) -> str:
-    """``"10/12 (83.3%)"``."""
-    return f"{hits}/{n} ({100 * hits / n:.1f}%)"
+    """``"10/12 (83.3% [55.2%, 95.3%])"``: a count, its rate and the rate's 95% Wilson interval."""
+    return f"{hits}/{n} ({interval(hits, n)})"
+
+
+def interval(hits: int, n: int) -> str:
+    """``"83.3% [55.2%, 95.3%]"``: a rate with its 95% Wilson score interval."""
+    low, high = stats.wilson_interval(hits, n)
+    return format(stats.Estimate(hits / n, low, high, hits, n), ".1%")
+
+
+def rate(x: float, n: int) -> str:
+    """An accuracy over ``n`` images (a fraction) as :func:`interval` shows it."""
+    return interval(round(float(x) * n), n)
+
+
+def p_value(p: float) -> str:
+    """``"p = 0.0312"``, or ``"p < 0.001"``."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3g}"
+
+
+def paired(hits_a, hits_b, a: str, b: str, what: str = "accuracy", alpha: float = 0.05) -> str:
+    """One sentence on an exact McNemar test of two methods' per-image hits on the same images."""
+    test = stats.paired_test(hits_a, hits_b)
+    verdict = "significant" if test.significant(alpha) else "not significant"
+    return (f"On the same {test.n} images, {test.only_a} are right only with {a} and {test.only_b} only with {b}; "
+            f"the difference in {what} is {verdict} at the 5% level (exact McNemar test, {p_value(test.p_value)}).")
+
+
+def estimates(m: Matching) -> dict[str, stats.Estimate]:
+    """Accuracy and MRR of a matching with 95% intervals (Wilson; seeded bootstrap over images for MRR)."""
+    return retrieval_ranks(m.sim).estimates((1, m.metrics.k))
+
+
+def margin_estimate(m: Matching) -> stats.Estimate:
+    """Mean margin of the correct caption over the best wrong one, with a seeded bootstrap interval over images."""
+    sim = np.asarray(m.sim, dtype=np.float64)
+    wrong = np.where(np.eye(len(sim), dtype=bool), -np.inf, sim).max(axis=1)
+    return stats.mean(np.diag(sim) - wrong)
 
 
 def pct(x: float) -> str:
@@ -104,14 +144,15 @@ def method(exp: Experiment) -> str:
 def results(m: Matching) -> str:
     x = m.metrics
     k = x.k
+    e = estimates(m)
     lines = [
-        f"- Image→text: top-1 {share(x.i2t.hits1, x.n)}, top-{k} {pct(x.i2t.acck)}, "
-        f"MRR {num(x.i2t.mrr)}.",
-        f"- Text→image: top-1 {share(x.t2i.hits1, x.n)}, top-{k} {pct(x.t2i.acck)}, "
-        f"MRR {num(x.t2i.mrr)}.",
+        f"- Image→text: top-1 {share(x.i2t.hits1, x.n)}, top-{k} {rate(x.i2t.acck, x.n)}, "
+        f"MRR {e['i2t_mrr']:.3f}.",
+        f"- Text→image: top-1 {share(x.t2i.hits1, x.n)}, top-{k} {rate(x.t2i.acck, x.n)}, "
+        f"MRR {e['t2i_mrr']:.3f}.",
         f"- Correct pairs: cosine {num(x.correct_min)} to {num(x.correct_max)} (mean {num(x.correct_mean)}); "
         f"wrong pairs: {num(x.wrong_min)} to {num(x.wrong_max)} (mean {num(x.wrong_mean)}).",
-        f"- Margin of the correct caption over the best wrong one: mean {num(x.margin_mean)}, "
+        f"- Margin of the correct caption over the best wrong one: mean {margin_estimate(m):.3f}, "
         f"smallest {num(x.margin_min)}.",
     ]
     if x.separable:
@@ -137,9 +178,11 @@ def discussion(exp: Experiment, languages: list[str]) -> str:
             parts.append(f"{language_name(a)} and {language_name(b)} captions reached the same image→text top-1 "
                          "accuracy in this run.")
         else:
+            high, low = (ma, mb) if better == a else (mb, ma)
             parts.append(f"{language_name(better)} captions matched better in this run "
-                         f"({pct(max(ma.i2t.acc1, mb.i2t.acc1))} vs {pct(min(ma.i2t.acc1, mb.i2t.acc1))} "
-                         "image→text top-1).")
+                         f"({share(high.i2t.hits1, high.n)} vs {share(low.i2t.hits1, low.n)} image→text top-1).")
+        parts.append(paired(_top1(exp.matching(a)), _top1(exp.matching(b)), f"{language_name(a)} captions",
+                            f"{language_name(b)} captions", "image→text top-1"))
         stats = token_stats(exp.model.tokenizer, {lang: exp.captions[lang] for lang in (a, b)},
                             exp.model.context_length, exp.model.openai_text_cleaning).set_index("language")
         parts.append(f"The tokenizer spends {stats.loc[a, 'tokens per word']:.2f} tokens per word on "
@@ -151,6 +194,10 @@ def discussion(exp: Experiment, languages: list[str]) -> str:
     parts.append("Accuracy on a paired set says whether the right caption wins; the similarity ranges and margins say "
                  "by how much, which matters when choosing a threshold for automated tagging.")
     return "\n\n".join(parts)
+
+
+def _top1(m: Matching) -> np.ndarray:
+    return retrieval_ranks(m.sim).i2t == 1
 
 
 def limitations(exp: Experiment) -> str:
@@ -186,8 +233,8 @@ def tokens(stats) -> str:
     return text
 
 
-def comparison(table) -> str:
-    """How the strategies compare in this run, in words."""
+def comparison(table, n: int) -> str:
+    """How the strategies compare in this run, in words (``n``: images behind each accuracy)."""
     if table.empty:
         return "No model could be loaded for the comparison."
     lines = ["Each row is one model, caption language and strategy: *raw* feeds the captions to the model as they "
@@ -198,6 +245,6 @@ def comparison(table) -> str:
              "minus one; both forms are given so neither is misread)."]
     for r in table[table.language != "en"].itertuples():
         ratio = "undefined" if r.gap_ratio is None or r.gap_ratio != r.gap_ratio else f"{r.gap_ratio:.2f}×"
-        lines.append(f"- `{r.model}`, {language_name(r.language)}, {r.strategy}: image→text top-1 {pct(r.i2t_acc1)}, "
+        lines.append(f"- `{r.model}`, {language_name(r.language)}, {r.strategy}: image→text top-1 {rate(r.i2t_acc1, n)}, "
                      f"{r.gap_pp:+.1f} percentage points behind English (English/this = {ratio}).")
     return "\n".join(lines)

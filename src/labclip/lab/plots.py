@@ -11,10 +11,12 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image, ImageOps
 
+from .. import stats
 from ..images import load_image
 from ..metrics import accuracy_keys
 
@@ -89,8 +91,24 @@ def similarity_distributions(sim: np.ndarray, threshold: float | None = None, ti
     return fig
 
 
-def accuracy_bars(compare: pd.DataFrame, k: int = 3, title: str | None = None) -> Figure:
-    """Grouped bars of top-1 and top-k accuracy in both directions, one group per language."""
+def wilson_error_bars(ax, n: int | None) -> None:
+    """95% Wilson intervals on every bar of ``ax`` (heights in percent, each an accuracy over ``n`` images)."""
+    if not n:
+        return
+    for container in [c for c in ax.containers if isinstance(c, BarContainer)]:
+        for bar in container:
+            height = bar.get_height()
+            if height != height:
+                continue
+            low, high = stats.wilson_interval(round(height / 100 * n), n)
+            ax.errorbar(bar.get_x() + bar.get_width() / 2, height,
+                        yerr=[[height - 100 * low], [100 * high - height]], fmt="none", ecolor="#333", capsize=2,
+                        linewidth=0.8)
+
+
+def accuracy_bars(compare: pd.DataFrame, k: int = 3, title: str | None = None, n: int | None = None) -> Figure:
+    """Grouped bars of top-1 and top-k accuracy in both directions, one group per language, with 95% Wilson
+    intervals when ``n`` (images) is given."""
     figures = list(accuracy_keys(k))
     names = dict(zip(figures, ("image→text top-1", f"image→text top-{k}", "text→image top-1", f"text→image top-{k}")))
     long = compare.loc[figures].rename(index=names).astype(float).mul(100)
@@ -99,8 +117,9 @@ def accuracy_bars(compare: pd.DataFrame, k: int = 3, title: str | None = None) -
     ax = fig.subplots()
     sns.barplot(data=long, x="language", y="accuracy (%)", hue="figure", ax=ax, palette="Set2")
     for container in ax.containers:
-        ax.bar_label(container, fmt="%.0f", fontsize=8)
-    ax.set_ylim(0, 110)
+        ax.bar_label(container, fmt="%.0f", fontsize=8, padding=8 if n else 0)
+    wilson_error_bars(ax, n)
+    ax.set_ylim(0, 115)
     ax.legend(fontsize=8, ncols=2, loc="upper right")
     if title:
         ax.set_title(title, fontsize=11)
@@ -156,8 +175,8 @@ def token_lengths(lengths: pd.DataFrame, limit: int = 77) -> Figure:
     return fig
 
 
-def comparison_bars(table: pd.DataFrame, figure: str = "i2t_acc1") -> Figure:
-    """Grouped bars of one figure per model and strategy, one bar per language."""
+def comparison_bars(table: pd.DataFrame, figure: str = "i2t_acc1", n: int | None = None) -> Figure:
+    """Grouped bars of one figure per model and strategy, one bar per language (95% Wilson intervals with ``n``)."""
     data = table.assign(setup=[f"{textwrap.shorten(m.split('/')[-1], 28)}\n{s}" for m, s in
                                zip(table["model"], table["strategy"])],
                         value=table[figure].astype(float) * 100)
@@ -165,8 +184,9 @@ def comparison_bars(table: pd.DataFrame, figure: str = "i2t_acc1") -> Figure:
     ax = fig.subplots()
     sns.barplot(data=data, x="setup", y="value", hue="language", ax=ax, palette="Set2")
     for container in ax.containers:
-        ax.bar_label(container, fmt="%.0f", fontsize=8)
-    ax.set_ylim(0, 110)
+        ax.bar_label(container, fmt="%.0f", fontsize=8, padding=8 if n else 0)
+    wilson_error_bars(ax, n)
+    ax.set_ylim(0, 115)
     ax.set_xlabel("")
     ax.set_ylabel(f"{figure.replace('_', ' ')} (%)")
     ax.tick_params(axis="x", labelsize=8)

@@ -14,7 +14,7 @@ from IPython.display import HTML, Image, Markdown, display
 from matplotlib.figure import Figure
 
 from .. import zeroshot
-from ..metrics import accuracy_keys
+from ..metrics import accuracy_keys, ranks
 from ..model import ClipModel
 from ..text import token_lengths
 from ..translate import translator_name
@@ -71,8 +71,16 @@ def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.Dat
     table = run.compare(usable, k)
     note = f" (no {run.language!r} version of: {', '.join(skipped)})" if skipped else ""
     display(Markdown(f"## Prompt engineering: single template vs ensembles{note}"))
-    display(table.style.format({"acc1": "{:.1%}", f"acc{k}": "{:.1%}", "mean_per_class_recall": "{:.1%}"})
+    n = len(run.data.paths)
+    display(Markdown(f"{n} labelled images; accuracies with 95% Wilson intervals."))
+    display(table.style.format({"acc1": lambda v: narrative.rate(v, n), f"acc{k}": lambda v: narrative.rate(v, n),
+                                "mean_per_class_recall": "{:.1%}"})
             .hide(axis="index"))
+    if len(table) > 1:
+        first, last = table["templates"].iloc[0], table["templates"].iloc[-1]
+        hits = [ranks(run.probabilities(zeroshot.load_templates(name, run.language)), run.data.truth) == 1
+                for name in (first, last)]
+        display(Markdown(narrative.paired(*hits, f"`{first}`", f"`{last}`", "top-1 accuracy")))
     best = table.sort_values("acc1", ascending=False, kind="stable").iloc[0]["templates"]
     probs = run.probabilities(zeroshot.load_templates(best, run.language))
     display(Markdown(f"## Confusion matrix (`{best}`)"))
@@ -102,13 +110,16 @@ def distributions(m: Matching) -> None:
 def accuracy(m: Matching) -> None:
     x = m.metrics
     k = x.k
+    e = narrative.estimates(m)
     table = pd.DataFrame(
-        {"top-1": [x.i2t.acc1, x.t2i.acc1], f"top-{k}": [x.i2t.acck, x.t2i.acck],
-         "MRR": [x.i2t.mrr, x.t2i.mrr]},
+        {"top-1": [format(e[f"{d}_acc1"], ".1%") for d in ("i2t", "t2i")],
+         f"top-{k}": [format(e[f"{d}_acc{k}"], ".1%") for d in ("i2t", "t2i")],
+         "MRR": [format(e[f"{d}_mrr"], ".3f") for d in ("i2t", "t2i")]},
         index=["image → text", "text → image"],
     )
-    display(Markdown("## Accuracy in both directions"))
-    display(table.style.format({"top-1": "{:.1%}", f"top-{k}": "{:.1%}", "MRR": "{:.3f}"}))
+    display(Markdown(f"## Accuracy in both directions\n\n{x.n} images; 95% intervals in brackets (Wilson score for "
+                     "accuracies, seeded bootstrap over images for MRR)."))
+    display(table.style)
 
 
 def distractors(m: Matching) -> None:
@@ -125,9 +136,17 @@ def languages(exp: Experiment, langs: list[str]) -> None:
     display(Markdown("## Captions"))
     display(captions_frame(exp.captions)[["image", *langs]].style.hide(axis="index"))
     table = exp.compare(langs)
-    display(Markdown("## Metrics by language"))
-    display(table.style.format(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)))
-    figure(plots.accuracy_bars(table, exp.top_k))
+    n = len(exp.captions)
+    accuracies = [key for key in table.index if "_acc" in key]
+    display(Markdown(f"## Metrics by language\n\nAccuracies over {n} images with 95% Wilson intervals."))
+    display(table.style.format(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v))
+            .format(lambda v: narrative.rate(v, n), subset=pd.IndexSlice[accuracies, :]))
+    figure(plots.accuracy_bars(table, exp.top_k, n=n))
+    if len(langs) > 1:
+        a, b = exp.matching(langs[0]), exp.matching(langs[1])
+        display(Markdown(narrative.paired(narrative._top1(a), narrative._top1(b),
+                                          f"{narrative.language_name(langs[0])} captions",
+                                          f"{narrative.language_name(langs[1])} captions", "image→text top-1")))
     token_statistics(exp, langs)
     for lang in langs:
         heatmap(exp, exp.matching(lang))
@@ -151,12 +170,12 @@ def comparison(exp: Experiment, table: pd.DataFrame, translator: str | None) -> 
     """Models × languages × strategies (a table from :func:`labclip.lab.compare.compare`): table, bars, translations."""
     langs = list(dict.fromkeys(table["language"])) if not table.empty else []
     display(Markdown("## Fixing the language gap: raw captions, translation to English, multilingual encoders\n\n"
-                     + narrative.comparison(table)))
-    display(table.style.format({c: "{:.1%}" for c in accuracy_keys(exp.top_k)}
+                     + narrative.comparison(table, len(exp.captions))))
+    display(table.style.format({c: lambda v: narrative.rate(v, len(exp.captions)) for c in accuracy_keys(exp.top_k)}
                                | {"correct_mean": "{:.3f}", "margin_mean": "{:.3f}", "gap_pp": "{:+.1f}",
                                   "gap_ratio": lambda v: "—" if v is None or v != v else f"{v:.2f}×"})
                         .hide(axis="index"))
-    figure(plots.comparison_bars(table))
+    figure(plots.comparison_bars(table, n=len(exp.captions)))
     for name, texts in table.attrs["translations"].items():
         lang = next((lang for lang in langs if name == translator_name(translator or "", lang)), None)
         if lang:
