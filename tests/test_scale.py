@@ -15,7 +15,7 @@ from statsmodels.stats.proportion import proportion_confint
 from labclip import datasets as ds
 from labclip.cli import main as cli_main
 from labclip.errors import LabclipError
-from labclip.lab import scale
+from labclip.lab import narrative, scale
 
 FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
 
@@ -77,7 +77,7 @@ def test_intervals_and_p_values_match_independent_recomputation(run):
         expected = sm_mcnemar([[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]], exact=True).pvalue
         assert test.p_value == pytest.approx(expected)
         assert test.significant == (expected < 0.05)
-        assert f"p = {scale.format_p(expected)}" in scale.significance(test)
+        assert narrative.p_value(expected) in scale.significance(test)
 
 
 def test_reference_set_is_measured_in_the_run(run):
@@ -203,7 +203,7 @@ def test_scale_report_renders_offline_from_the_fixture_set(xtd10, tmp_path):
     test = record["paired_tests"][0]
     expected = sm_mcnemar([[0, test["only_a"]], [test["only_b"], 0]], exact=True).pvalue
     assert test["p_value"] == pytest.approx(expected)
-    assert f"p = {scale.format_p(expected)}" in page
+    assert narrative.p_value(expected) in page
     assert record["provenance"]["models"][0]["requested"] == "demo"
     assert record["provenance"]["benchmark"]["noncommercial"] is True
 

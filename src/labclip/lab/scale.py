@@ -30,6 +30,7 @@ from ..metrics import RetrievalRanks, retrieval_ranks, similarity
 from ..model import ClipModel, describe
 from ..translate import Translator, translator_name
 from .experiment import load_model_or_demo
+from .narrative import banner_text, p_value
 from .provenance import Timings, machine, now, package_versions, sha256_file
 
 KS = (1, 5, 10)
@@ -289,7 +290,7 @@ def significance(test: dict | pd.Series, alpha: float = ALPHA) -> str:
     return (f"{test['a']} vs {test['b']} ({DIRECTIONS[test['direction']]} R@{test['k']}): "
             f"{test['recall_a']:.1%} vs {test['recall_b']:.1%}; {_images(test['only_a'])} right only with the "
             f"first, {_images(test['only_b'])} only with the second; the difference is {verdict} at {alpha:.0%} "
-            f"(exact McNemar, p = {format_p(test['p_value'])}).")
+            f"(exact McNemar, {p_value(test['p_value'])}).")
 
 
 def _width(r: Result) -> float:
@@ -299,11 +300,6 @@ def _width(r: Result) -> float:
 
 def _images(n: int) -> str:
     return f"{n} image{'s' * (n != 1)}"
-
-
-def format_p(p: float) -> str:
-    """A p-value as prose shows it: three significant digits, ``< 0.001`` below that."""
-    return "< 0.001" if p < 0.001 else f"{p:.3g}"
 
 
 def licence_text(run: ScaleRun) -> str:
@@ -346,7 +342,6 @@ def title(run: ScaleRun, text: str) -> None:
     """Title, untrained-model banner, licence and the model/data line on the first page."""
     from IPython.display import Markdown, display
 
-    from .narrative import banner_text
     from .present import header
 
     first = next(iter(run.models.values()))
@@ -412,7 +407,7 @@ def tests_section(run: ScaleRun) -> pd.DataFrame:
     display(Markdown("## Paired tests on the same images\n\nExact McNemar test on per-image hits at Recall@1; "
                      f"significant means p < {ALPHA:.0%}."))
     if not tests.empty:
-        shown = tests.assign(p_value=tests.p_value.map(format_p), recall_a=tests.recall_a.map("{:.1%}".format),
+        shown = tests.assign(p_value=tests.p_value.map(p_value), recall_a=tests.recall_a.map("{:.1%}".format),
                              recall_b=tests.recall_b.map("{:.1%}".format),
                              direction=tests.direction.map(DIRECTIONS))
         display(HTML(shown.to_html(index=False, escape=True)))
