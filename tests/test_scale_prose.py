@@ -47,3 +47,15 @@ def test_discussion_reports_the_exact_mcnemar_test_of_the_two_languages(exp):
     assert narrative.p_value(p) in text
     assert ("is significant at the 5% level" in text) == (p < 0.05)
     assert ("is not significant at the 5% level" in text) == (p >= 0.05)
+
+
+def test_strategy_comparison_prose_tests_each_language_against_english(exp, tiny_model_dir):
+    from labclip.lab import compare
+
+    table = compare.compare(exp.captions, ["en", "ru"], [str(tiny_model_dir)], translator=None)
+    text = narrative.comparison(table, len(exp.captions))
+    a, b = (_top1_hits(exp.matching(lang).sim) for lang in ("en", "ru"))
+    p = sm_mcnemar([[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]], exact=True).pvalue
+    assert f"{int(np.sum(a & ~b))} are right only with English captions and {int(np.sum(~a & b))} only with " \
+           "these raw captions" in text
+    assert narrative.p_value(p) in text

@@ -13,7 +13,7 @@ import pandas as pd
 from ..atomic import write_text
 from ..data import CaptionSet
 from ..errors import LabclipError
-from ..metrics import MatchMetrics, accuracy_keys
+from ..metrics import MatchMetrics, accuracy_keys, correct_ranks
 from ..model import ClipModel
 from ..translate import DEFAULT_TRANSLATOR, Translator, translator_name
 from .experiment import Experiment, load_model_or_demo
@@ -44,10 +44,11 @@ def compare(
 
     The first model falls back to the demo model when it can't be loaded (unless ``strict``); other
     models and translators that can't be loaded are skipped and listed in ``attrs["skipped"]``.
-    Translations are in ``attrs["translations"]``. Image embeddings are computed once per model
+    Translations are in ``attrs["translations"]``; ``attrs["i2t_hits1"]`` holds each row's per-image
+    image→text top-1 hits, for paired tests. Image embeddings are computed once per model
     and shared through the cache by models with the same image encoder.
     """
-    rows, skipped, translations = [], [], {}
+    rows, hits, skipped, translations = [], [], [], {}
     for n, name in enumerate(models):
         try:
             model, fallback = (name, None) if isinstance(name, ClipModel) else load_model_or_demo(name, strict or n > 0)
@@ -60,6 +61,7 @@ def compare(
         strategy = "multilingual" if is_multilingual(model) else "raw"
         for lang in languages:
             rows.append(_row(label, lang, strategy, exp.matching(lang).metrics))
+            hits.append(correct_ranks(exp.matching(lang).sim) == 1)
         if strategy == "multilingual" or not translator:
             continue
         for lang in languages:
@@ -73,8 +75,9 @@ def compare(
                     skipped.append(f"translation {lang}→{reference} ({mt}): {err}")
                     translations[mt] = None
             if translations[mt] is not None:
-                metrics = exp.match_texts(f"{lang}→{reference}", translations[mt]).metrics
-                rows.append(_row(label, lang, "translated", metrics))
+                matching = exp.match_texts(f"{lang}→{reference}", translations[mt])
+                rows.append(_row(label, lang, "translated", matching.metrics))
+                hits.append(correct_ranks(matching.sim) == 1)
     table = pd.DataFrame(rows)
     if not table.empty:
         base = table[(table.language == reference) & (table.strategy != "translated")].set_index("model")["i2t_acc1"]
@@ -82,6 +85,7 @@ def compare(
         table["gap_pp"] = [g[0] for g in gaps]
         table["gap_ratio"] = [g[1] for g in gaps]
     table.attrs["skipped"] = skipped
+    table.attrs["i2t_hits1"] = hits
     table.attrs["translations"] = {mt: t for mt, t in translations.items() if t is not None}
     return table
 

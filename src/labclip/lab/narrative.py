@@ -243,8 +243,18 @@ def comparison(table, n: int) -> str:
              "into CLIP's image space. The gap is measured against the same model's English image→text top-1, in "
              "percentage points and as a ratio (the seed report's \"233% improvement\" is the ratio 100/30 "
              "minus one; both forms are given so neither is misread)."]
+    hits = table.attrs.get("i2t_hits1")
     for r in table[table.language != "en"].itertuples():
         ratio = "undefined" if r.gap_ratio is None or r.gap_ratio != r.gap_ratio else f"{r.gap_ratio:.2f}×"
-        lines.append(f"- `{r.model}`, {language_name(r.language)}, {r.strategy}: image→text top-1 {rate(r.i2t_acc1, n)}, "
-                     f"{r.gap_pp:+.1f} percentage points behind English (English/this = {ratio}).")
+        line = (f"- `{r.model}`, {language_name(r.language)}, {r.strategy}: image→text top-1 {rate(r.i2t_acc1, n)}, "
+                f"{r.gap_pp:+.1f} percentage points behind English (English/this = {ratio}).")
+        if hits:
+            same = table[(table.model == r.model) & (table.strategy != "translated")]
+            for ref, name in ((same[same.language == "en"], "English captions"),
+                              (same[same.language == r.language] if r.strategy == "translated" else same.iloc[:0],
+                               f"untranslated {language_name(r.language)} captions")):
+                if len(ref):
+                    line += " " + paired(hits[ref.index[0]], hits[r.Index], name, f"these {r.strategy} captions",
+                                         "image→text top-1")
+        lines.append(line)
     return "\n".join(lines)
