@@ -79,7 +79,7 @@ data: setup ## Regenerate data/images/ from installed packages and Debian fonts
 	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_DATA) >/dev/null; }
 	$(PY) scripts/make_images.py
 
-bench: setup ## Print encoding throughput, and time and memory of metrics at scale (ARGS=--quick for a short run)
+bench: setup ## fp32 and bf16 encoding against their matmul ceilings, then metrics and plots at scale (ARGS=--quick for CI)
 	$(PY) benchmarks/bench_encode.py $(ARGS)
 	$(PY) benchmarks/bench_scale.py $(ARGS)
 

@@ -1,7 +1,10 @@
-"""CPU encoding benchmark: machine ceiling, seed-style baseline, labclip's default path, speed options.
+"""CPU encoding benchmark: every precision side by side against its own measured matmul ceiling.
 
 Builds a random-init model with OpenAI ViT-B/32's exact configuration (same compute as the real
-model, no download) and prints one table. Timings are printed, never asserted.
+model, no download), casts it to each precision the way ``load_model`` does, and times image and
+caption encoding in interleaved rounds (best of N), so machine load hits every precision alike.
+Similarity differences to fp32 and top-1 agreement are measured on the default image and caption
+set. Timings are printed, never asserted; the targets are checked against the measured numbers.
 
     python benchmarks/bench_encode.py [--quick]
 """
@@ -9,11 +12,13 @@ model, no download) and prints one table. Timings are printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,47 +31,55 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from labclip.config import CAPTIONS_DIR  # noqa: E402
 from labclip.data import load_captions  # noqa: E402
-from labclip.demo import OPENAI_MEAN, OPENAI_STD, clip_tokenizer, torch_seed  # noqa: E402
+from labclip.demo import OPENAI_MEAN, OPENAI_STD, clip_tokenizer  # noqa: E402
 from labclip.images import Preprocess, load_image  # noqa: E402
 from labclip.metrics import similarity  # noqa: E402
-from labclip.model import ClipModel, quantize_int8  # noqa: E402
+from labclip.model import ClipModel  # noqa: E402
+from labclip.precision import DTYPES, Precision, cast, choose, cpu_capabilities  # noqa: E402
 from labclip.text import tokenize  # noqa: E402
 
 GFLOP_PER_IMAGE = 8.8  # ViT-B/32 image tower: 4.41 GMACs
+MATMUL = 2048
+TARGETS = {"auto_images_x_fp32": 4.0, "auto_images_pct_bf16_ceiling": 50.0, "auto_captions_x_fp32": 3.0,
+           "max_abs_diff": 0.005, "fp32_pct_ceiling_without_bf16": 80.0}
 
-def matmul_gflops(m: int = 2048, k: int = 2048, n: int = 2048, repeats: int = 5) -> float:
-    """Best-of-``repeats`` fp32 FLOP/s of an (m×k)·(k×n) product."""
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    torch.mm(a, b)
-    best = float("inf")
+
+def best_of(fns: list[tuple[object, Callable[[], object]]], repeats: int) -> dict:
+    """Best-of seconds per key over ``repeats`` interleaved rounds (after one warm-up round); a key may
+    appear several times in a round, so quick calls such as the matmul are sampled between the slow ones."""
+    for _, fn in fns:
+        fn()
+    best: dict = {}
     for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * m * k * n / best / 1e9
+        for key, fn in fns:
+            start = time.perf_counter()
+            fn()
+            best[key] = min(best.get(key, float("inf")), time.perf_counter() - start)
+    return best
 
-def vit_b32(quantize: bool = False) -> ClipModel:
-    with torch_seed(0):
+
+def matmuls(precisions: list[str]) -> dict[str, Callable[[], object]]:
+    """One 2048³ matmul per precision (``2 * MATMUL**3`` FLOP each)."""
+    a, b = torch.randn(MATMUL, MATMUL), torch.randn(MATMUL, MATMUL)
+    pairs = {p: (a.to(DTYPES[p]), b.to(DTYPES[p])) for p in precisions}
+    return {p: (lambda x=x, y=y: torch.mm(x, y)) for p, (x, y) in pairs.items()}
+
+
+def vit_b32(precision: str = "fp32", fp32: ClipModel | None = None) -> ClipModel:
+    """Random-init ViT-B/32 (seed 0) in ``precision``, cast like ``load_model`` casts (from ``fp32`` if given)."""
+    if fp32 is None:
+        torch.manual_seed(0)
         model = CLIPModel(CLIPConfig()).eval()
-    if quantize:
-        model = quantize_int8(model)
-    return ClipModel.from_transformers(model, clip_tokenizer(), Preprocess(224, 224, OPENAI_MEAN, OPENAI_STD),
-                                       "random-init ViT-B/32", quantize="int8" if quantize else None)
+    else:
+        model = copy.deepcopy(fp32.model)
+    chosen = Precision(precision, precision, "benchmark")
+    return ClipModel.from_transformers(cast(model, chosen), clip_tokenizer(),
+                                       Preprocess(224, 224, OPENAI_MEAN, OPENAI_STD), "random-init ViT-B/32",
+                                       precision=chosen)
 
-REPEATS = 3
-
-def timed(fn, *args, **kwargs):
-    """Result and best-of-``REPEATS`` seconds: the same estimator as the matmul ceiling, so the
-    percentages compare like with like on a noisy machine."""
-    best, out = float("inf"), None
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        out = fn(*args, **kwargs)
-        best = min(best, time.perf_counter() - start)
-    return out, best
 
 def image_baseline(model: ClipModel, paths: list[str]) -> np.ndarray:
-    """The seed's way: read, preprocess and encode one image at a time, nothing overlapped."""
+    """The seed's way: read, preprocess and encode one image at a time in fp32, nothing overlapped."""
     rows = []
     with torch.no_grad():
         for path in paths:
@@ -75,8 +88,9 @@ def image_baseline(model: ClipModel, paths: list[str]) -> np.ndarray:
             rows.append(torch.nn.functional.normalize(getattr(out, "pooler_output", out), dim=-1)[0].numpy())
     return np.stack(rows)
 
+
 def text_baseline(model: ClipModel, texts: list[str]) -> np.ndarray:
-    """The seed's way: all captions padded to 77 tokens."""
+    """The seed's way: all captions padded to 77 tokens, fp32."""
     batch = tokenize(model.tokenizer, texts)
     pad = 77 - batch["input_ids"].shape[1]
     ids = torch.nn.functional.pad(batch["input_ids"], (0, pad), value=model.tokenizer.pad_token_id)
@@ -86,6 +100,16 @@ def text_baseline(model: ClipModel, texts: list[str]) -> np.ndarray:
     out = getattr(out, "pooler_output", out)
     return torch.nn.functional.normalize(out, dim=-1).numpy()
 
+
+def top_ops(model: ClipModel, pixels: torch.Tensor, n: int = 8) -> str:
+    """torch.profiler's top ``n`` operators by self CPU time for one image batch."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        model._forward("images", {"pixel_values": pixels})
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=n, max_name_column_width=40)
+
+
 def vm_hwm_kb() -> int:
     """This process's peak resident memory in KiB (VmHWM, which, unlike ru_maxrss, restarts at exec)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -93,94 +117,148 @@ def vm_hwm_kb() -> int:
             return int(line.split()[1])
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
-def end_to_end_rss() -> float:
-    """Peak RSS (GB) of a fresh process that builds fp32 ViT-B/32 and encodes the default set."""
+
+def end_to_end_rss(precision: str) -> float:
+    """Peak RSS (GB) of a fresh process that builds ViT-B/32 in ``precision`` and encodes the default set."""
     here = str(Path(__file__).parent)
     code = (
         f"import sys; sys.path.insert(0, {here!r}); sys.argv = ['x']\n"
         "import bench_encode as b\n"
-        "t = b.load_captions(b.CAPTIONS_DIR / 'default.csv'); m = b.vit_b32()\n"
-        "b.similarity(m.encode_images(t['path']), m.encode_texts(t['en'] + t['ru']))\n"
+        f"t = b.load_captions(b.CAPTIONS_DIR / 'default.csv'); m = b.vit_b32({precision!r})\n"
+        "b.similarity(m.encode_images(t['path'].tolist()), m.encode_texts(t['en'].tolist() + t['ru'].tolist()))\n"
         "print(b.vm_hwm_kb())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return int(out.split()[-1]) / 2**20
 
+
+def _margins(sim: np.ndarray) -> np.ndarray:
+    """Top-1 minus runner-up similarity of each row, then of each column."""
+    rows, cols = np.sort(sim, axis=1), np.sort(sim, axis=0)
+    return np.concatenate([rows[:, -1] - rows[:, -2], cols[-1] - cols[-2]])
+
+
+def targets(frame: pd.DataFrame, auto: str, bf16_cpu: bool) -> list[tuple[str, bool]]:
+    """Each target of the issue with whether the measured numbers meet it."""
+    row = frame.set_index(["precision", "kind"])
+    checks = []
+    if bf16_cpu:
+        img = row.loc[(auto, "images")]
+        checks += [
+            (f"auto ({auto}) images ≥ {TARGETS['auto_images_x_fp32']:g}× fp32: {img.x_fp32:.2f}×",
+             img.x_fp32 >= TARGETS["auto_images_x_fp32"]),
+            (f"auto ({auto}) images ≥ {TARGETS['auto_images_pct_bf16_ceiling']:g}% of the bf16 ceiling: "
+             f"{img.pct_bf16_ceiling:.0f}%", img.pct_bf16_ceiling >= TARGETS["auto_images_pct_bf16_ceiling"]),
+            (f"auto ({auto}) captions ≥ {TARGETS['auto_captions_x_fp32']:g}× fp32: "
+             f"{row.loc[(auto, 'captions')].x_fp32:.2f}×",
+             row.loc[(auto, "captions")].x_fp32 >= TARGETS["auto_captions_x_fp32"]),
+        ]
+    else:
+        fp32 = row.loc[("fp32", "images")]
+        checks.append((f"fp32 images ≥ {TARGETS['fp32_pct_ceiling_without_bf16']:g}% of the fp32 ceiling: "
+                       f"{fp32.pct_ceiling:.0f}%", fp32.pct_ceiling >= TARGETS["fp32_pct_ceiling_without_bf16"]))
+    acc = frame[(frame.precision == auto) & (frame.kind == "images")].iloc[0]
+    checks += [
+        (f"auto ({auto}) max abs similarity difference to fp32 ≤ {TARGETS['max_abs_diff']}: {acc.max_abs_diff:.4f}",
+         acc.max_abs_diff <= TARGETS["max_abs_diff"]),
+        (f"auto ({auto}) same top-1 decisions as fp32", bool(acc.same_top1)),
+    ]
+    return checks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small run for CI (under 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="small run for CI (about 2 minutes)")
     args = parser.parse_args()
-    global REPEATS
-    REPEATS = 2 if args.quick else 3
+    repeats = 2 if args.quick else 3
 
     table = load_captions(CAPTIONS_DIR / "default.csv")
-    paths = table["path"]
-    repeat = 2 if args.quick else 4
-    images = paths * repeat
-    texts = (table["en"] + table["ru"]) * (2 if args.quick else 8)
+    paths = table["path"].tolist()
+    captions = table["en"].tolist() + table["ru"].tolist()
+    images = paths * (1 if args.quick else 4)
+    texts = captions * (2 if args.quick else 8)
 
-    gflops = matmul_gflops()
-    mlp_gflops = matmul_gflops(16 * 50, 768, 3072)
-    ceiling = gflops / GFLOP_PER_IMAGE
-    fp32 = vit_b32()
-    int8 = vit_b32(quantize=True)
+    caps = cpu_capabilities()
+    auto = choose("auto", "cpu")
+    bf16_cpu = bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+    precisions = ["fp32", "bf16"]
+    models = {"fp32": vit_b32()}
+    models.update({p: vit_b32(p, models["fp32"]) for p in precisions[1:]})
 
-    pixels, pre_s = timed(fp32.pixel_values, images)
+    sims = {p: similarity(m.encode_images(paths), m.encode_texts(captions)) for p, m in models.items()}
+    mm = matmuls(precisions)
+    peak_calls = [(("matmul", p), fn) for p, fn in mm.items()] * 2
+    fns = list(peak_calls)
+    for p, m in models.items():
+        fns += [((p, "images"), lambda m=m: m.encode_images(images)), *peak_calls,
+                ((p, "captions"), lambda m=m: m.encode_texts(texts)), *peak_calls]
+    seconds = best_of(fns, repeats)
+    peaks = {p: 2 * MATMUL**3 / seconds.pop(("matmul", p)) / 1e9 for p in precisions}
+
     rows = []
-    reference_img = fp32.encode_images(paths, batch_size=1)
-    reference_txt = fp32.encode_texts(table["en"])
-    reference_sim = similarity(reference_img, reference_txt)
-
-    def image_row(label, model, batch_size):
-        if batch_size is None:
-            _, seconds = timed(image_baseline, model, images)
-            emb = image_baseline(model, paths)
-        else:
-            _, seconds = timed(model.encode_images, images, batch_size=batch_size)
-            emb = model.encode_images(paths, batch_size=batch_size)
-        sim = similarity(emb, model.encode_texts(table["en"]))
-        rows.append({"what": label, "kind": "images", "per_s": len(images) / seconds,
-                     "max_abs_diff": float(np.abs(sim - reference_sim).max()),
-                     "same_top1": bool((sim.argmax(1) == reference_sim.argmax(1)).all())})
-
-    image_row("baseline: one image at a time, seed-style loop (fp32)", fp32, None)
-    for bs in ([8, 32] if args.quick else [4, 8, 16, 32, 48]):
-        image_row(f"batch {bs}{' (default)' if bs == fp32.image_batch_size else ''} (fp32)", fp32, bs)
-    image_row("int8 dynamic, batch 32", int8, 32)
-
-    _, base_t = timed(text_baseline, fp32, texts)
-    rows.append({"what": "baseline: one batch padded to 77 (fp32)", "kind": "captions", "per_s": len(texts) / base_t,
-                 "max_abs_diff": float(np.abs(text_baseline(fp32, table["en"]) - reference_txt).max()),
-                 "same_top1": True})
-    _, t = timed(fp32.encode_texts, texts)
-    rows.append({"what": f"default: sorted by length, batches of {fp32.text_batch_size} (fp32)", "kind": "captions",
-                 "per_s": len(texts) / t, "max_abs_diff": 0.0, "same_top1": True})
-    _, t = timed(int8.encode_texts, texts)
-    sim = similarity(int8.encode_images(paths), int8.encode_texts(table["en"]))
-    rows.append({"what": "int8 dynamic, padded to longest", "kind": "captions", "per_s": len(texts) / t,
-                 "max_abs_diff": float(np.abs(sim - reference_sim).max()),
-                 "same_top1": bool((sim.argmax(1) == reference_sim.argmax(1)).all())})
-
+    for (p, kind), s in seconds.items():
+        diff = np.abs(sims[p] - sims["fp32"])
+        same = (sims[p].argmax(1) == sims["fp32"].argmax(1)).all() and (sims[p].argmax(0) == sims["fp32"].argmax(0)).all()
+        n = len(images) if kind == "images" else len(texts)
+        rows.append({"precision": p, "kind": kind, "per_s": n / s, "max_abs_diff": float(diff.max()),
+                     "same_top1": bool(same)})
     frame = pd.DataFrame(rows)
-    base = {kind: frame[frame.kind == kind].per_s.iloc[0] for kind in ("images", "captions")}
-    frame["x_baseline"] = [r.per_s / base[r.kind] for r in frame.itertuples()]
-    frame["pct_ceiling"] = [100 * r.per_s / ceiling if r.kind == "images" else float("nan") for r in frame.itertuples()]
-    batch_default = frame[frame.what.str.contains("(default)", regex=False)].per_s.iloc[0]
-    encode_s = len(images) / batch_default
-    peak_gb = vm_hwm_kb() / 2**20
-    e2e_gb = end_to_end_rss()
+    fp32_rate = {k: frame[(frame.precision == "fp32") & (frame.kind == k)].per_s.iloc[0] for k in ("images", "captions")}
+    frame["x_fp32"] = [r.per_s / fp32_rate[r.kind] for r in frame.itertuples()]
+    images_only = frame.kind == "images"
+    frame["ceiling"] = [peaks[p] / GFLOP_PER_IMAGE for p in frame.precision]
+    frame.loc[~images_only, "ceiling"] = np.nan
+    frame["pct_ceiling"] = 100 * frame.per_s / frame.ceiling
+    frame["pct_bf16_ceiling"] = 100 * frame.per_s / (peaks["bf16"] / GFLOP_PER_IMAGE)
+    frame.loc[~images_only, "pct_bf16_ceiling"] = np.nan
+    frame = frame.sort_values(["kind", "precision"], ascending=[False, True], ignore_index=True)
+
+    baselines = []
+    if not args.quick:
+        fp32 = models["fp32"]
+        base = best_of({"images": lambda: image_baseline(fp32, images), "captions": lambda: text_baseline(fp32, texts)},
+                       repeats)
+        baselines = [f"seed-style fp32 baselines: one image at a time {len(images) / base['images']:.1f} images/s, "
+                     f"captions padded to 77 {len(texts) / base['captions']:.1f} captions/s"]
 
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}, {platform.platform()}")
-    print(f"fp32 matmul: {gflops:.0f} GFLOP/s (2048³) -> ViT-B/32 image ceiling {ceiling:.1f} images/s "
-          f"({GFLOP_PER_IMAGE} GFLOP per image); at the model's own MLP shape (800×768·768×3072): "
-          f"{mlp_gflops:.0f} GFLOP/s -> {mlp_gflops / GFLOP_PER_IMAGE:.1f} images/s")
-    print(f"{len(images)} images, {len(texts)} captions; preprocessing {pre_s / len(images) * 1000:.1f} ms/image = "
-          f"{100 * pre_s / encode_s:.0f}% of the default image path's time ({pixels.shape[0]} images)")
-    with pd.option_context("display.width", 160, "display.max_colwidth", 60):
-        print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}" if v < 1 else f"{v:.1f}"))
-    print(f"peak RSS: {e2e_gb:.2f} GB end to end (fp32 ViT-B/32, default set, one process); "
-          f"{peak_gb:.2f} GB for this benchmark process (fp32 and int8 models both loaded)")
+    features = [f for f in ("avx512_f", "avx512_bf16", "amx_tile", "amx_bf16", "avx512_fp16") if caps.get(f)]
+    print(f"CPU features torch reports: {', '.join(features) or 'none of AVX-512/AMX'}")
+    print(f"auto picks {auto.name}: {auto.reason}")
+    print("matmul peaks (2048³, best of all samples taken between the encoding runs): "
+          + ", ".join(f"{p} {g:.0f} GFLOP/s -> ViT-B/32 ceiling {g / GFLOP_PER_IMAGE:.1f} images/s"
+                      for p, g in peaks.items()))
+    print(f"{len(images)} images, {len(texts)} captions (default set: {len(paths)} images, {len(captions)} captions "
+          f"in en+ru); similarity differences and top-1 (both directions) measured on the default set; "
+          f"best of {repeats} interleaved rounds")
+    with pd.option_context("display.width", 160):
+        print(frame.to_string(index=False, float_format=lambda v: f"{v:.4f}" if v < 1 else f"{v:.1f}"))
+    for line in baselines:
+        print(line)
+    within = frame[(frame.kind == "images") & (frame.max_abs_diff <= TARGETS["max_abs_diff"]) & frame.same_top1]
+    fastest = within.sort_values("per_s").precision.iloc[-1]
+    for p in precisions[1:]:
+        flips = np.concatenate([sims[p].argmax(1) != sims["fp32"].argmax(1), sims[p].argmax(0) != sims["fp32"].argmax(0)])
+        if flips.any():
+            print(f"{p}: {flips.sum()} of {flips.size} top-1 decisions differ from fp32; the largest fp32 top-1 margin "
+                  f"among them is {max(_margins(sims['fp32'])[flips]):.4f} (a random-init model's similarities are "
+                  f"near-ties)")
+    print(f"fastest image precision within {TARGETS['max_abs_diff']} of fp32 with the same top-1: {fastest}; "
+          f"auto picked {auto.name} ({'the same' if fastest == auto.name else 'NOT the same'})")
+    print("targets" + (" (bf16-capable CPU):" if bf16_cpu else " (CPU without bf16):"))
+    checks = targets(frame, auto.name, bf16_cpu)
+    for text, met in checks:
+        print(f"  [{'met' if met else 'NOT met'}] {text}")
+    if not all(met for _, met in checks):
+        pixels = models["fp32"].pixel_values(paths * 3)[:32]
+        for p in dict.fromkeys([auto.name, "bf16"]):
+            print(f"profile of one {p} batch of {len(pixels)} images (top ops by self CPU time):")
+            print(top_ops(models[p], pixels))
+    if not args.quick:
+        print(f"peak RSS: {end_to_end_rss(auto.name):.2f} GB end to end (auto = {auto.name} ViT-B/32, default set, "
+              f"one process); {vm_hwm_kb() / 2**20:.2f} GB for this benchmark process (all precisions loaded)")
+
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ DISPLAY = {"pandas", "matplotlib", "seaborn", "IPython", "nbconvert", "nbformat"
 CORE_LAYERS = [
     {"errors", "atomic", "registry"},
     {"config"},
-    {"images", "text", "hub", "cache", "demo", "stats"},
+    {"images", "text", "hub", "cache", "demo", "stats", "precision"},
     {"data", "multilingual"},
     {"encoders"},
     {"model"},

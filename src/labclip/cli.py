@@ -29,6 +29,7 @@ from .atomic import write_text
 from .config import DEFAULT_CAPTIONS, DEFAULT_MODEL, DEMO_MODEL
 from .errors import LabclipError
 from .images import IMAGE_SUFFIXES
+from .precision import PRECISIONS
 from .translate import DEFAULT_TRANSLATOR
 
 REPORT_EXTRA_MODULES = ("papermill", "nbconvert", "nbformat", "ipykernel", "jupyter_client", "IPython", "matplotlib",
@@ -112,6 +113,8 @@ def _model_options(p: argparse.ArgumentParser, several: bool = False) -> None:
         p.add_argument("--model", default=DEFAULT_MODEL, help="hub id, alias (ViT-B/32, ...), local directory saved "
                        "with save_pretrained, or 'demo' (labclip's untrained model, works offline)")
     p.add_argument("--device", type=_device, default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: bf16 where the hardware runs it faster (CUDA, AMX CPUs), else fp32 (default: auto)")
     p.add_argument("--batch-size", type=_positive, metavar="N",
                    help="images or captions per forward pass (default: the model's own, 32 images, 16 captions)")
     p.add_argument("--no-cache", action="store_true",
@@ -347,7 +350,7 @@ def _load(args):
 
     try:
         with _quiet_loading():
-            model = load_model(args.model, device=args.device, cache=not args.no_cache)
+            model = load_model(args.model, device=args.device, cache=not args.no_cache, precision=args.precision)
     except LabclipError as err:
         raise _name_demo_flag(err) from None
     if model.untrained:
@@ -388,7 +391,8 @@ def model_record(model, requested: str | None = None, fallback_reason: str | Non
     else:
         model_id, revision = model.source, _tower_revision(model.source, model.revision)
     return {"requested": requested or model.name, "id": model_id, "revision": revision,
-            "untrained": bool(model.untrained), "fallback_reason": fallback_reason}
+            "untrained": bool(model.untrained), "fallback_reason": fallback_reason,
+            "precision": model.precision.name, "precision_reason": model.precision.reason}
 
 
 def _model_columns(record: dict) -> dict:
@@ -651,7 +655,7 @@ def _compare_models(args, records: list[dict], skipped: list[str]) -> Iterator:
 
     for n, name in enumerate(args.models):
         try:
-            model, fallback = load_model_or_demo(name, args.strict or n > 0, args.device)
+            model, fallback = load_model_or_demo(name, args.strict or n > 0, args.device, args.precision)
         except LabclipError as err:
             skipped.append(f"model {name}: {_name_demo_flag(err) if n == 0 else err}")
             continue

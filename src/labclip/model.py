@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -27,6 +26,7 @@ from .encoders import LOADERS, ImageTower, TextTower
 from .errors import LabclipError
 from .hub import load_failure
 from .images import PREPROCESS_VERSION, Preprocess, load_image
+from .precision import FP32, Precision, cast, choose, to_dtype
 from .registry import CLIP, DEFAULT_MODEL, DEMO_MODEL, ModelInfo, lookup, resolve_model_name
 from .text import clean_text
 
@@ -61,7 +61,7 @@ class ClipModel:
     revision: str | None = None
     image_revision: str | None = None
     untrained: bool = False
-    quantize: str | None = None
+    precision: Precision = FP32
     cache: EmbeddingCache | None = None
     image_batch_size: int = 32
     text_batch_size: int = 16
@@ -174,7 +174,7 @@ class ClipModel:
     def _forward(self, what: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """One batch through the image or the text tower, on the model's device."""
         tower = self.image if what == "images" else self.text
-        return tower(**{k: v.to(self.device) for k, v in inputs.items()})
+        return tower(**to_dtype({k: v.to(self.device) for k, v in inputs.items()}, self.precision.dtype))
 
     def _encode(self, items: list, batch_size: int, what: str,
                 on_batch: Callable[[list[int], np.ndarray], None] | None = None) -> np.ndarray:
@@ -217,7 +217,7 @@ def load_model(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     device: str = "cpu",
     cache: bool | str | os.PathLike = True,
-    quantize: str | None = None,
+    precision: str = "auto",
     image_model: str | os.PathLike | None = None,
 ) -> ClipModel:
     """Load a CLIP-family model with its tokenizer and preprocessing.
@@ -230,8 +230,9 @@ def load_model(
         device: torch device, e.g. ``"cpu"`` or ``"cuda"``.
         cache: keep embeddings in the on-disk cache (``True``: under labclip's cache folder,
             a path: there, ``False``: no cache).
-        quantize: ``"int8"`` for dynamic int8 quantisation of the linear layers (CPU; faster,
-            similarities within about 0.01 of fp32).
+        precision: ``"auto"`` (bf16 where the hardware runs it faster, see
+            :func:`labclip.precision.choose`), ``"fp32"``, ``"bf16"`` or ``"fp16"``. Embeddings are
+            float32 unit rows whatever the precision.
         image_model: for a paired text encoder, the CLIP model whose image encoder it pairs with;
             the registry names it for known models.
 
@@ -242,8 +243,7 @@ def load_model(
         LabclipError: the model could not be loaded; the message says what was tried.
     """
     name = str(name_or_path)
-    if quantize not in (None, "int8"):
-        raise LabclipError(f"unknown quantize option {quantize!r}; use 'int8' or leave it unset")
+    chosen = choose(precision, device)
     info = lookup(str(demo_model_path()) if name == DEMO_MODEL else name,
                   None if image_model is None else str(image_model))
     try:
@@ -255,10 +255,9 @@ def load_model(
     info = replace(info, family=towers.family)
     for module in {id(towers.image.module): towers.image.module, id(towers.text.module): towers.text.module}.values():
         module.eval().to(device)
-    if quantize == "int8":
-        quantized = {}
-        for tower in (towers.image, towers.text):
-            tower.module = quantized.setdefault(id(tower.module), quantize_int8(tower.module))
+    casted = {}
+    for tower in (towers.image, towers.text):
+        tower.module = casted.setdefault(id(tower.module), cast(tower.module, chosen))
     local = Path(info.id)
     untrained = any(Path(s).is_dir() and (Path(s) / UNTRAINED_MARKER).exists() for s in {info.id, info.image_source})
     revision = towers.text_revision if not info.paired else None
@@ -267,7 +266,7 @@ def load_model(
     clip = ClipModel(
         name=name, info=info, image=towers.image, text=towers.text, logit_scale=towers.logit_scale,
         source=info.id, image_source=resolve_model_name(info.image_source), device=device, revision=revision,
-        image_revision=towers.image_revision, untrained=untrained, quantize=quantize,
+        image_revision=towers.image_revision, untrained=untrained, precision=chosen,
     )
     if cache:
         root = default_cache_dir() if cache is True else Path(cache)
@@ -276,22 +275,15 @@ def load_model(
     return clip
 
 
-def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
-    """Dynamic int8 quantisation of every ``nn.Linear`` (weights int8, activations quantised per batch)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
-
-
 def fingerprint(model: ClipModel, images_only: bool = False) -> str:
     """Identifies the weights, tokenizer and preprocessing: hub id and revision, or a hash of a
-    local directory's files; plus the quantisation. ``images_only`` covers just the image encoder,
+    local directory's files; plus the precision. ``images_only`` covers just the image encoder,
     so models that share it share cached image embeddings."""
     sources = [model.image_source or model.source]
     if not images_only and model.info.paired:
         sources.append(model.source)
     revision = model.image_revision if images_only else model.revision
-    return fingerprint_sources(sources, f"{revision}|{model.quantize}|{model.preprocess}|{images_only}")
+    return fingerprint_sources(sources, f"{revision}|{model.precision.name}|{model.preprocess}|{images_only}")
 
 
 def fingerprint_sources(sources: list[str], extra: str) -> str:
@@ -321,7 +313,9 @@ def describe(model: ClipModel) -> dict:
         "embedding_dim": model.dim,
         "image_size": model.preprocess.crop,
         "device": model.device,
-        "quantize": model.quantize or "off",
+        "precision": model.precision.name,
+        "precision_requested": model.precision.requested,
+        "precision_reason": model.precision.reason,
         "cache": model.cache.summary() if model.cache else "off",
     }
 

@@ -209,7 +209,8 @@ class ZeroShotRun(Run):
         return {name: m.to_dict() for name, m in self._scores.items()}
 
 
-def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu") -> tuple[ClipModel, str | None]:
+def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu",
+                       precision: str = "auto") -> tuple[ClipModel, str | None]:
     """The one fallback policy: load ``name``; when it can't be loaded and ``strict`` is false, use the demo model.
 
     Returns:
@@ -217,13 +218,13 @@ def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu") -> 
         once on stderr.
     """
     try:
-        return load_model(name, device=device), None
+        return load_model(name, device=device, precision=precision), None
     except LabclipError as err:
         if strict or name == DEMO_MODEL:
             raise
         print(f"labclip: {err} -- using the untrained demo model instead (strict mode turns this into an error)",
               file=sys.stderr)
-        return load_model(DEMO_MODEL, device=device), str(err)
+        return load_model(DEMO_MODEL, device=device, precision=precision), str(err)
 
 
 def start(

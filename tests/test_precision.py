@@ -1,0 +1,104 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from labclip import LabclipError, load_model, similarity
+from labclip.cli import main
+from labclip.config import DEFAULT_CAPTIONS
+from labclip.model import describe, fingerprint
+from labclip.precision import choose
+
+TEXTS = ["a cup of coffee", "a photo of a calico cat", "чашка кофе", "snowy mountains at dawn", "a red car"]
+AMX = {"avx512_bf16": True, "amx_bf16": True, "amx_tile": True}
+AVX512_BF16 = {"avx512_f": True, "avx512_bf16": True, "amx_bf16": False}
+
+
+def _images(n=6, size=40):
+    rng = np.random.default_rng(3)
+    return [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+@pytest.mark.parametrize(("caps", "expected", "why"), [
+    (AMX, "bf16", "AMX-BF16"),
+    (AVX512_BF16, "fp32", "no AMX"),
+    ({"avx2": True}, "fp32", "no AMX-BF16"),
+    ({}, "fp32", "no AMX-BF16"),
+])
+def test_auto_follows_cpu_capabilities(caps, expected, why):
+    chosen = choose("auto", "cpu", caps)
+    assert chosen.name == expected and chosen.requested == "auto" and why in chosen.reason
+    assert chosen.dtype == {"bf16": torch.bfloat16, "fp32": torch.float32}[expected]
+
+
+def test_explicit_precision_wins_and_unknown_is_a_user_error():
+    assert choose("bf16", "cpu", {}).name == "bf16"
+    assert choose("fp32", "cpu", AMX).name == "fp32"
+    with pytest.raises(LabclipError, match="unknown precision 'int8'"):
+        choose("int8")
+
+
+@pytest.mark.parametrize(("bf16", "expected"), [(True, "bf16"), (False, "fp16")])
+def test_auto_on_cuda(monkeypatch, bf16, expected):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    assert choose("auto", "cuda").name == expected
+
+
+def test_auto_loads_bf16_where_detected_and_records_why(monkeypatch, tiny_model_dir):
+    monkeypatch.setattr("labclip.precision.cpu_capabilities", lambda: AMX)
+    model = load_model(tiny_model_dir, cache=False)
+    assert model.model.vision_model.encoder.layers[0].mlp.fc1.weight.dtype == torch.bfloat16
+    assert model.logit_scale == pytest.approx(100.0, rel=1e-5)
+    facts = describe(model)
+    assert facts["precision"] == "bf16" and facts["precision_requested"] == "auto"
+    assert "AMX-BF16" in facts["precision_reason"]
+    monkeypatch.setattr("labclip.precision.cpu_capabilities", lambda: AVX512_BF16)
+    assert describe(load_model(tiny_model_dir, cache=False))["precision"] == "fp32"
+
+
+def test_bf16_embeddings_are_float32_unit_rows_close_to_fp32(tiny_model_dir):
+    fp32 = load_model(tiny_model_dir, cache=False, precision="fp32")
+    bf16 = load_model(tiny_model_dir, cache=False, precision="bf16")
+    images = _images()
+    ref_img, ref_txt = fp32.encode_images(images), fp32.encode_texts(TEXTS)
+    img, txt = bf16.encode_images(images), bf16.encode_texts(TEXTS)
+    for ours, ref in ((img, ref_img), (txt, ref_txt)):
+        assert ours.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-6)
+        cosines = (ours * ref).sum(axis=1)
+        assert cosines.min() >= 0.999
+        assert np.abs(ours - ref).max() > 0  # the bf16 path really ran
+    reference, ours = similarity(ref_img, ref_txt), similarity(img, txt)
+    assert (ours.argmax(axis=1) == reference.argmax(axis=1)).all()
+    assert (ours.argmax(axis=0) == reference.argmax(axis=0)).all()
+
+
+def test_cache_key_differs_between_precisions(tiny_model_dir, tmp_path):
+    fp32 = load_model(tiny_model_dir, cache=tmp_path, precision="fp32")
+    bf16 = load_model(tiny_model_dir, cache=tmp_path, precision="bf16")
+    for images_only in (True, False):
+        assert fingerprint(fp32, images_only) != fingerprint(bf16, images_only)
+    images = _images(3)
+    fp32.encode_images(images)
+    bf16.encode_images(images)
+    assert bf16.cache.stats["images"].misses == 3 and bf16.cache.stats["images"].hits == 0
+
+
+def test_cli_precision_option(capsys, tiny_model_dir, tmp_path):
+    out = tmp_path / "m.json"
+    assert main(["match", str(DEFAULT_CAPTIONS), "--model", str(tiny_model_dir), "--precision", "bf16",
+                 "--no-cache", "--out", str(out)]) == 0
+    model = json.loads(out.read_text())["provenance"]["model"]
+    assert (model["precision"], model["precision_reason"]) == ("bf16", "requested")
+    capsys.readouterr()
+    assert main(["match", str(DEFAULT_CAPTIONS), "--precision", "int8"]) == 2
+    assert "labclip: error:" in capsys.readouterr().err
+
+
+def test_fallback_loader_passes_the_precision(tiny_model_dir):
+    from labclip.lab.experiment import load_model_or_demo
+
+    model, fallback = load_model_or_demo(str(tiny_model_dir), precision="bf16")
+    assert fallback is None and describe(model)["precision"] == "bf16"
