@@ -205,8 +205,8 @@ def test_match_prints_human_labels_and_report_number_format(capsys, tiny_model_d
     n, i2t_hits, t2i_hits = direct_matching(tiny_model, "ru")
     code, out, err = run(capsys, "match", DEFAULT_CAPTIONS, "--lang", "ru", "--model", tiny_model_dir)
     assert code == 0 and "untrained" in err
-    assert f"image→text top-1: {i2t_hits}/{n} ({100 * i2t_hits / n:.1f}%)" in out
-    assert f"text→image top-1: {t2i_hits}/{n} ({100 * t2i_hits / n:.1f}%)" in out
+    assert f"Image→text top-1: {i2t_hits}/{n} ({100 * i2t_hits / n:.1f}%)" in out
+    assert f"Text→image top-1: {t2i_hits}/{n} ({100 * t2i_hits / n:.1f}%)" in out
     assert "i2t_acc1" not in out and "hits" not in out and "contrastive_loss" not in out
     assert "фотография" in out or "рисунок" in out
     for number in (w for line in out.splitlines() for w in line.split() if w.endswith("%")):
@@ -286,7 +286,7 @@ def test_classify(capsys, tiny_model_dir, folder, tmp_path):
     images = sorted(folder.iterdir())
     code, out, _ = run(capsys, "classify", *images, "--labels", "cat,car,pizza,dog", "--top-k", "2",
                        "--templates", "single", "--model", tiny_model_dir)
-    assert code == 0 and out.count("cat.png") == 2 and "probability" in out
+    assert code == 0 and out.count("cat.png") == 2 and "Probability" in out
     code, _, _ = run(capsys, "classify", *images, "--labels", "cat,car", "--model", tiny_model_dir,
                      "--out", tmp_path / "c.csv")
     table = pd.read_csv(tmp_path / "c.csv")
@@ -332,7 +332,7 @@ def labelled(tmp_path):
 
 def test_eval(capsys, tiny_model_dir, labelled, tmp_path):
     code, out, _ = run(capsys, "eval", labelled, "--templates", "single", "--top-k", "2", "--model", tiny_model_dir)
-    assert code == 0 and "top-1 accuracy:" in out and "top-2 accuracy:" in out and "mean per-class recall:" in out
+    assert code == 0 and "Top-1 accuracy:" in out and "Top-2 accuracy:" in out and "Mean per-class recall:" in out
     assert "acc1" not in out
     code, _, _ = run(capsys, "eval", labelled, "--model", tiny_model_dir, "--out", tmp_path / "e.json")
     saved = json.loads((tmp_path / "e.json").read_text())
@@ -426,7 +426,7 @@ def test_compare(capsys, tiny_model_dir, tmp_path):
     code, out, err = run(capsys, "compare", DEFAULT_CAPTIONS, "--langs", "en", "ru", "--models", tiny_model_dir,
                          "--translator", marian)
     lines = out.strip().splitlines()
-    assert code == 0 and len(lines) == 4 and "translated" in out and "gap to English" in lines[0]
+    assert code == 0 and len(lines) == 4 and "translated" in out and "Gap to English" in lines[0]
     code, _, err = run(capsys, "compare", DEFAULT_CAPTIONS, "--models", tiny_model_dir, "--translator", "none",
                        "--out", tmp_path / "c.csv")
     table = pd.read_csv(tmp_path / "c.csv")
@@ -489,7 +489,7 @@ def test_number_format_matches_the_reports():
     assert cli.fmt("probability", 0.12345) == "12.3%"
     assert cli.fmt("margin_min", -0.0001) == "0.000"
     assert cli.fmt("separable", False) == "no" and cli.fmt("threshold", None) == "—"
-    assert cli.label("t2i_acc5") == "text→image top-5" and cli.label("acc5") == "top-5 accuracy"
+    assert cli.label("t2i_acc5") == "Text→image top-5" and cli.label("acc5") == "Top-5 accuracy"
 
 
 # --- a quiet console ----------------------------------------------------------------------------------------

@@ -65,3 +65,16 @@ def test_unavailable_translator_is_skipped_not_faked(tiny_model_dir, tmp_path, m
     table = compare(captions, ["en", "ru"], [str(tiny_model_dir)])
     assert set(table.strategy) == {"raw"}
     assert any("opus-mt-ru-en" in s for s in table.attrs["skipped"])
+
+
+def test_without_english_there_is_no_gap_and_the_prose_says_so(tiny_model_dir, tmp_path, monkeypatch):
+    from labclip.lab.narrative import comparison
+
+    monkeypatch.setenv("LABCLIP_CACHE", str(tmp_path / "cache"))
+    captions = load_captions(CAPTIONS_DIR / "short.csv")
+    table = compare(captions, ["ru"], [str(tiny_model_dir)], translator=None)
+    assert len(table) == 1 and table.gap_pp.isna().all() and table.gap_ratio.isna().all()
+    text = comparison(table)
+    assert "no English reference" in text and "nan" not in text.lower()
+    with_english = compare(captions, ["en", "ru"], [str(tiny_model_dir)], translator=None)
+    assert "behind English" in comparison(with_english) or "ahead of English" in comparison(with_english)

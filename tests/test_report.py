@@ -63,7 +63,7 @@ def test_html_embeds_heatmap_table_and_russian(full_run):
 def test_languages_report_has_token_statistics_and_comparison(full_run):
     out, _ = full_run
     html = (out / "02_languages.html").read_text(encoding="utf-8")
-    assert "tokens per word" in html and "bytes per token" in html and "truncated" in html
+    assert "Tokens per word" in html and "Bytes per token" in html and "Truncated" in html
     for strategy in (">raw<", ">translated<", ">multilingual<"):
         assert strategy in html
     assert "Translations by" in html and "no/such-model" in html  # the skipped model is named, not faked
@@ -78,7 +78,7 @@ def test_zeroshot_report_compares_template_sets(full_run):
     assert "Top-5 labels per image" in html and "Confusion matrix" in html
     for name in ("single", "imagenet7", "imagenet80"):
         assert f">{name}<" in html
-    assert "mean_per_class_recall" in html
+    assert "Mean per-class recall" in html and "mean_per_class_recall" not in html
 
 
 def test_untrained_model_banner_on_first_page(full_run):

@@ -53,7 +53,7 @@ def test_strategy_comparison_prose_tests_each_language_against_english(exp, tiny
     from labclip.lab import compare
 
     table = compare.compare(exp.captions, ["en", "ru"], [str(tiny_model_dir)], translator=None)
-    text = narrative.comparison(table, len(exp.captions))
+    text = narrative.comparison(table)
     a, b = (_top1_hits(exp.matching(lang).sim) for lang in ("en", "ru"))
     p = sm_mcnemar([[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]], exact=True).pvalue
     assert f"{int(np.sum(a & ~b))} are right only with English captions and {int(np.sum(~a & b))} only with " \

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -29,11 +28,12 @@ from .atomic import write_text
 from .config import DEFAULT_CAPTIONS, DEFAULT_MODEL, DEMO_MODEL
 from .errors import LabclipError
 from .images import IMAGE_SUFFIXES
+from .labels import format_metric, metric_label
 from .precision import PRECISIONS
 from .translate import DEFAULT_TRANSLATOR
 
-REPORT_EXTRA_MODULES = ("papermill", "nbconvert", "nbformat", "ipykernel", "jupyter_client", "IPython", "matplotlib",
-                        "seaborn", "yaml", "openpyxl")
+REPORT_EXTRA_MODULES = ("papermill", "nbconvert", "nbformat", "mistune", "ipykernel", "jupyter_client", "IPython",
+                        "matplotlib", "seaborn", "yaml", "openpyxl")
 # Third-party log messages that say nothing to a labclip user, by logger: silenced while a command runs.
 KNOWN_NOISE = {
     # labclip counts tokens itself and names each caption it truncates (CaptionTruncatedWarning)
@@ -400,69 +400,12 @@ def _model_columns(record: dict) -> dict:
 
 
 # --- output ---------------------------------------------------------------------------------------------------
-# Console labels and number format: percentages with one decimal, counts as k/n, cosines with three
-# decimals. TODO(display): replace with the display worker's shared label/format helper at merge.
+# Console labels and number format are the reports' (labclip.labels): percentages with one decimal,
+# counts as k/n, cosines with three decimals.
 
-DIRECTIONS = {"i2t": "image→text", "t2i": "text→image"}
-LABELS = {
-    "n": "images", "acc1": "top-1 accuracy", "mean_per_class_recall": "mean per-class recall",
-    "i2t_mrr": "image→text mean reciprocal rank", "t2i_mrr": "text→image mean reciprocal rank",
-    "correct_mean": "cosine of correct pairs, mean", "correct_min": "cosine of correct pairs, lowest",
-    "correct_max": "cosine of correct pairs, highest", "wrong_mean": "cosine of wrong pairs, mean",
-    "wrong_min": "cosine of wrong pairs, lowest", "wrong_max": "cosine of wrong pairs, highest",
-    "margin_mean": "margin (correct − best wrong cosine), mean", "margin_min": "margin, smallest",
-    "separable": "one threshold separates correct from wrong pairs", "threshold": "separating threshold",
-    "contrastive_loss": "contrastive (InfoNCE) loss", "templates": "prompt templates",
-    "cosine": "cosine", "probability": "probability", "correct": "correct", "images": "images",
-    "accuracy": "top-1 accuracy", "language": "language", "strategy": "strategy",
-    "gap_pp": "gap to English", "gap_ratio": "English ÷ this",
-}
 HIDDEN = {"k", "i2t_hits1", "t2i_hits1"}
-SHARES = re.compile(r"(?:(i2t|t2i)_)?acc(\d+)")
-
-
-def label(key: str) -> str:
-    """Human label of a metric or column name (labclip.metrics' names: ``i2t_acc1``, ``acc5``, ...)."""
-    m = re.fullmatch(r"(i2t|t2i)_acc(\d+)", key)
-    if m:
-        return f"{DIRECTIONS[m[1]]} top-{m[2]}"
-    m = re.fullmatch(r"acc(\d+)", key)
-    if m:
-        return f"top-{m[1]} accuracy"
-    return LABELS.get(key, key.replace("_", " "))
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def share(hits: int, n: int) -> str:
-    """``"10/12 (83.3%)"``."""
-    return f"{hits}/{n} ({pct(hits / n)})"
-
-
-def num(x: float) -> str:
-    text = f"{x:.3f}"
-    return "0.000" if text == "-0.000" else text
-
-
-def fmt(key: str, value, n: int | None = None) -> str:
-    """A value in the reports' number format."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "—"
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)) or not isinstance(value, (float, np.floating)):
-        return str(value)
-    if SHARES.fullmatch(key):
-        return share(round(value * n), n) if n else pct(value)
-    if key in ("probability", "mean_per_class_recall", "accuracy"):
-        return pct(value)
-    if key == "gap_pp":
-        return f"{value:+.1f} pp"
-    if key == "gap_ratio":
-        return f"{value:.2f}×"
-    return num(value)
+label = metric_label
+fmt = format_metric
 
 
 def _count(n: int, word: str) -> str:

@@ -40,7 +40,8 @@ def compare(
 ) -> pd.DataFrame:
     """One row per model × language × strategy with top-1/top-k in both directions, mean correct
     similarity, mean margin, and the gap to the reference language (same model, untranslated) in
-    percentage points and as a ratio.
+    percentage points and as a ratio (both missing, never guessed, where the model has no
+    reference-language row).
 
     The first model falls back to the demo model when it can't be loaded (unless ``strict``); other
     models and translators that can't be loaded are skipped and listed in ``attrs["skipped"]``.
@@ -84,8 +85,10 @@ def compare(
         gaps = [gap(base[r.model], r.i2t_acc1) if r.model in base else (np.nan, None) for r in table.itertuples()]
         table["gap_pp"] = [g[0] for g in gaps]
         table["gap_ratio"] = [g[1] for g in gaps]
+    table.attrs["reference"] = reference
     table.attrs["skipped"] = skipped
     table.attrs["i2t_hits1"] = hits
+    table.attrs["n"] = len(captions)
     table.attrs["translations"] = {mt: t for mt, t in translations.items() if t is not None}
     return table
 

@@ -1,78 +1,188 @@
-"""The lab report's prose, written from a run's own numbers (Markdown strings)."""
+"""The lab report's words: metric labels and number formats, and prose computed from a run (Markdown).
+
+Every sentence is either computed from the run or conditional on one of its facts (the model
+family and tokenizer, the languages and scripts of the captions, whether the bundled caption set
+is used, whether the model is untrained). Text that came from the user goes through :func:`md`.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+import csv
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
-from .. import stats
+import numpy as np
+import pandas as pd
+
+from .. import stats as _stats
+from ..config import CAPTIONS_DIR, DEFAULT_CAPTIONS, PROJ_ROOT
+from ..labels import (  # noqa: F401
+    METRIC_LABELS,
+    format_metric,
+    is_hit_count,
+    metric_label,
+    missing,
+    num,
+    p_value,
+    pct,
+    rate,
+    share,
+)
 from ..metrics import retrieval_ranks
 from ..model import ClipModel
+from ..registry import resolve_model_name
 from . import compare
 from .experiment import Experiment, Matching
+from .provenance import sha256_file
 from .tables import token_stats
 
 LANGUAGE_NAMES = {"en": "English", "ru": "Russian", "de": "German", "fr": "French", "es": "Spanish",
-                  "uk": "Ukrainian", "zh": "Chinese", "ja": "Japanese"}
+                  "it": "Italian", "pl": "Polish", "tr": "Turkish", "uk": "Ukrainian", "zh": "Chinese",
+                  "ja": "Japanese", "ko": "Korean"}
+
+# open_clip's docs/openclip_multilingual_retrieval_results.csv (commit 89fb801), dataset
+# multilingual_mscoco_captions (XTD10), "image_retrieval_recall@1" = text→image R@1, in percent.
+PUBLISHED_SOURCE = ("open_clip, docs/openclip_multilingual_retrieval_results.csv "
+                    "(https://github.com/mlfoundations/open_clip), XTD10 text→image recall@1")
+PUBLISHED_XTD10_T2I_R1 = {
+    "openai/clip-vit-base-patch32": {"de": 13.1, "en": 54.0, "es": 17.2, "fr": 20.6, "it": 9.9, "ja": 2.6,
+                                     "ko": 0.3, "pl": 2.2, "ru": 0.4, "tr": 1.2, "zh": 1.1},
+    "openai/clip-vit-base-patch16": {"de": 15.7, "en": 55.8, "es": 21.4, "fr": 24.9, "it": 14.6, "ja": 3.3,
+                                     "ko": 0.2, "pl": 3.0, "ru": 1.2, "tr": 2.9, "zh": 0.5},
+    "openai/clip-vit-large-patch14": {"de": 19.8, "en": 59.3, "es": 26.2, "fr": 28.8, "it": 19.8, "ja": 4.0,
+                                      "ko": 0.3, "pl": 4.0, "ru": 1.3, "tr": 2.6, "zh": 0.7},
+    "openai/clip-vit-large-patch14-336": {"de": 20.5, "en": 58.3, "es": 26.6, "fr": 30.6, "it": 20.2, "ja": 3.6,
+                                          "ko": 0.3, "pl": 3.6, "ru": 1.3, "tr": 3.0, "zh": 0.6},
+}
+
+
+def md(text: object) -> str:
+    """User text made inert in Markdown: one line, every Markdown and HTML special character backslash-escaped.
+
+    Rendered by any CommonMark renderer, the result shows the text as written: no tags, links, images,
+    entities or emphasis (``<`` becomes ``\\<``, which renders as ``&lt;``).
+    """
+    return re.sub(r"([\\`*_\[\]()!#|~$:{}<>&])", r"\\\1", " ".join(str(text).split()))
 
 
 def language_name(code: str) -> str:
+    """``"ru"`` → ``"Russian"``; an unknown code is returned as given."""
     return LANGUAGE_NAMES.get(code, code)
 
 
-def share(hits: int, n: int) -> str:
-    """``"10/12 (83.3% [55.2%, 95.3%])"``: a count, its rate and the rate's 95% Wilson interval."""
-    return f"{hits}/{n} ({interval(hits, n)})"
+def metric_table(metrics: Mapping[str, Mapping[str, object]], keys: Iterable[str] | None = None) -> pd.DataFrame:
+    """Metrics side by side as display strings: one column per name (e.g. language), labelled rows.
+
+    ``k`` and the hit counts are left out (the accuracies show them as ``k/n``).
+    """
+    columns = list(metrics)
+    keys = list(keys) if keys is not None else [k for k in metrics[columns[0]] if k != "k" and not is_hit_count(k)]
+    cells = {name: [format_metric(key, m.get(key), m.get("n")) for key in keys] for name, m in metrics.items()}
+    return pd.DataFrame(cells, index=[metric_label(key) for key in keys])
 
 
-def interval(hits: int, n: int) -> str:
-    """``"83.3% [55.2%, 95.3%]"``: a rate with its 95% Wilson score interval."""
-    low, high = stats.wilson_interval(hits, n)
-    return format(stats.Estimate(hits / n, low, high, hits, n), ".1%")
+def public_path(path: str | Path | None) -> str:
+    """A path as reports may show it: relative to the project when inside it, else only its name."""
+    if not path:
+        return "—"
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(PROJ_ROOT).as_posix()
+    except ValueError:
+        return resolved.name
 
 
-def rate(x: float, n: int) -> str:
-    """An accuracy over ``n`` images (a fraction) as :func:`interval` shows it."""
-    return interval(round(float(x) * n), n)
+def model_name(name: str) -> str:
+    """A model name as reports show it: hub ids as given, local folders by :func:`public_path`."""
+    suffix = " (fallback)" if name.endswith(" (fallback)") else ""
+    parts = name[: len(name) - len(suffix)].split("+")
+    return " + ".join(public_path(p) if Path(p).is_absolute() or Path(p).exists() else p for p in parts) + suffix
 
 
-def p_value(p: float) -> str:
-    """``"p = 0.0312"``, or ``"p < 0.001"``."""
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3g}"
+def public_revision(revision: str | None) -> str:
+    """A model revision without machine paths (``local:/abs/dir`` → ``local:dir``)."""
+    if not revision:
+        return "—"
+    return "local:" + model_name(revision[len("local:"):]) if revision.startswith("local:") else revision
 
 
-def paired(hits_a, hits_b, a: str, b: str, what: str = "accuracy", alpha: float = 0.05) -> str:
-    """One sentence on an exact McNemar test of two methods' per-image hits on the same images."""
-    test = stats.paired_test(hits_a, hits_b)
-    verdict = "significant" if test.significant(alpha) else "not significant"
-    return (f"On the same {test.n} images, {test.only_a} are right only with {a} and {test.only_b} only with {b}; "
-            f"the difference in {what} is {verdict} at the 5% level (exact McNemar test, {p_value(test.p_value)}).")
+def script(texts: Iterable[str]) -> str | None:
+    """The writing system of most letters in ``texts`` (``"Latin"``, ``"Cyrillic"``, ``"Han"``…), from Unicode names."""
+    counts = Counter()
+    for text in texts:
+        for char in str(text):
+            if char.isalpha():
+                name = unicodedata.name(char, "")
+                if name:
+                    counts["Han" if name.startswith("CJK") else name.split()[0].title()] += 1
+    return counts.most_common(1)[0][0] if counts else None
 
 
-def estimates(m: Matching) -> dict[str, stats.Estimate]:
-    """Accuracy and MRR of a matching with 95% intervals (Wilson; seeded bootstrap over images for MRR)."""
-    return retrieval_ranks(m.sim).estimates((1, m.metrics.k))
+def _bundled_caption_hashes() -> set[str]:
+    files = {DEFAULT_CAPTIONS, *(p for p in CAPTIONS_DIR.glob("*") if p.is_file())} if CAPTIONS_DIR.is_dir() else set()
+    return {sha256_file(p) for p in files if Path(p).is_file()}
 
 
-def margin_estimate(m: Matching) -> stats.Estimate:
-    """Mean margin of the correct caption over the best wrong one, with a seeded bootstrap interval over images."""
-    sim = np.asarray(m.sim, dtype=np.float64)
-    wrong = np.where(np.eye(len(sim), dtype=bool), -np.inf, sim).max(axis=1)
-    return stats.mean(np.diag(sim) - wrong)
+def uses_bundled_captions(exp: Experiment) -> bool:
+    """Whether the run's caption file is one that ships with labclip (compared by content)."""
+    source = exp.captions.source
+    return bool(source) and Path(source).is_file() and sha256_file(source) in _bundled_caption_hashes()
 
 
-def pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
+def pictograms(exp: Experiment) -> int:
+    """How many of the run's images their folder's SOURCES.csv lists as rendered from an emoji font."""
+    count = 0
+    for path in map(Path, exp.image_paths):
+        sources = path.parent / "SOURCES.csv"
+        if sources.is_file():
+            with sources.open(encoding="utf-8", newline="") as handle:
+                rows = {row.get("file"): row for row in csv.DictReader(handle)}
+            row = rows.get(path.name) or {}
+            count += "emoji" in (row.get("source") or "").lower()
+    return count
 
 
-def num(x: float) -> str:
-    return f"{x:.3f}"
+def is_openai_clip_tokenizer(model: ClipModel) -> bool:
+    """Whether captions go through OpenAI CLIP's text cleaning and byte-level BPE."""
+    return not model.info.paired and model.openai_text_cleaning
+
+
+def _model_id(name: str | None) -> str | None:
+    return resolve_model_name(name) if name else None
+
+
+def text_processing(model: ClipModel) -> str:
+    """How this model turns a caption into tokens, from the model's own settings."""
+    size = len(model.tokenizer) if hasattr(model.tokenizer, "__len__") else None
+    vocab = f", a vocabulary of {size:,} tokens" if size else ""
+    if is_openai_clip_tokenizer(model):
+        return (f"OpenAI CLIP's text cleaning (ftfy, HTML unescaping, whitespace), lower-casing and CLIP's byte-level "
+                f"BPE{vocab}, with a {model.context_length}-token context; each batch is padded to its longest caption.")
+    tower = (f"a separate multilingual text encoder ({type(model.text.module).__name__}) mapped into the image "
+             "encoder's space" if model.info.paired else f"the text encoder of the {model.family} model")
+    return (f"The model's own tokenizer ({type(model.tokenizer).__name__}{vocab}) with its own normalisation, "
+            f"{model.context_length}-token context, and {tower}.")
+
+
+def banner_text(model: ClipModel) -> str | None:
+    """The warning every display of an untrained model's numbers carries, or ``None``."""
+    if not model.untrained:
+        return None
+    which = ("labclip's untrained demo model" if model.is_demo
+             else f"the untrained test model '{model_name(model.name)}'")
+    return (f"These numbers come from {which}, whose weights are random: they say nothing about CLIP. "
+            "Run with real weights (e.g. openai/clip-vit-base-patch32 where the Hugging Face hub is reachable) "
+            "for meaningful results.")
 
 
 def gap(reference: float, other: float) -> dict[str, str]:
     """A gap between two accuracies in the three forms people quote.
 
     ``points``: difference in percentage points; ``ratio``: reference / other;
-    ``relative``: (reference − other) / other, the seed report's "233% improvement" form.
+    ``relative``: (reference − other) / other, the "233% improvement" form.
     """
     points, ratio = compare.gap(reference, other)
     if ratio is None:
@@ -82,37 +192,31 @@ def gap(reference: float, other: float) -> dict[str, str]:
             "relative": f"{100 * (ratio - 1):+.0f}%"}
 
 
-def banner_text(model: ClipModel) -> str | None:
-    """The warning every display of an untrained model's numbers carries, or ``None``."""
-    if not model.untrained:
-        return None
-    which = "labclip's untrained demo model" if model.is_demo else f"the untrained test model '{model.name}'"
-    return (f"These numbers come from {which}, whose weights are random: they say nothing about CLIP. "
-            "Run with real weights (e.g. openai/clip-vit-base-patch32 where the Hugging Face hub is reachable) "
-            "for meaningful results.")
-
-
 def _direction_summary(m: Matching) -> str:
     x = m.metrics
     return (f"image→text top-1 {share(x.i2t.hits1, x.n)}, text→image top-1 "
             f"{share(x.t2i.hits1, x.n)}")
 
 
+def _names(languages: Iterable[str]) -> str:
+    return ", ".join(md(language_name(lang)) for lang in languages)
+
+
 def abstract(exp: Experiment, languages: list[str]) -> str:
     first = exp.matching(languages[0])
     lines = [
-        f"We matched **{first.metrics.n} images** with one caption each in "
-        f"{', '.join(language_name(lang) for lang in languages)} using **{exp.model.name}** and cosine "
-        "similarity of CLIP embeddings, in both retrieval directions."
+        f"We matched **{first.metrics.n} images** with one caption each in {_names(languages)} using "
+        f"**{md(model_name(exp.model.name))}** and cosine similarity of CLIP embeddings, in both retrieval directions."
     ]
     for lang in languages:
-        lines.append(f"With {language_name(lang)} captions: {_direction_summary(exp.matching(lang))}.")
+        lines.append(f"With {md(language_name(lang))} captions: {_direction_summary(exp.matching(lang))}.")
     if len(languages) > 1:
         ref, other = exp.matching(languages[0]).metrics, exp.matching(languages[1]).metrics
         g = gap(ref.i2t.acc1, other.i2t.acc1)
         lines.append(
-            f"The image→text top-1 gap between {language_name(languages[0])} and {language_name(languages[1])} "
-            f"is {g['points']} (ratio {g['ratio']}, relative difference {g['relative']})."
+            f"The image→text top-1 gap between {md(language_name(languages[0]))} and "
+            f"{md(language_name(languages[1]))} is {g['points']} (ratio {g['ratio']}, relative difference "
+            f"{g['relative']})."
         )
     if exp.model.untrained:
         lines.append("**The model is untrained, so these figures are placeholders that only show the pipeline works.**")
@@ -122,17 +226,20 @@ def abstract(exp: Experiment, languages: list[str]) -> str:
 def method(exp: Experiment) -> str:
     model, pre = exp.model, exp.model.preprocess
     prov = exp.provenance()
+    source = model_name(model.source)
+    revision = f"revision {md(public_revision(model.revision))}" if model.revision else "no revision recorded"
+    mean = ", ".join(f"{v:.3f}" for v in pre.mean)
+    std = ", ".join(f"{v:.3f}" for v in pre.std)
     return "\n".join([
-        f"- **Model.** `{model.name}` loaded through Hugging Face transformers from `{model.source}` "
-        f"(revision `{model.revision}`); {model.dim}-dimensional embeddings, learned temperature "
-        f"(logit scale) {model.logit_scale:.1f}.",
-        f"- **Image preprocessing.** As OpenAI's `clip` does it: bicubic resize of the shorter side to {pre.resize} px, "
-        f"centre crop to {pre.crop}×{pre.crop}, RGB, normalised with CLIP's mean and std. EXIF orientation is applied "
-        "and transparency is composited on white when files are read.",
-        "- **Text preprocessing.** OpenAI's cleaning (ftfy, HTML unescaping, whitespace), lower-casing, CLIP's byte-level "
-        "BPE with a 77-token context; each batch is padded to its longest caption.",
-        f"- **Data.** {prov['images']} images and the caption file `{prov['captions_file']}` "
-        f"(sha256 `{prov['captions_sha256'][:12]}…`); images hash `{prov['images_sha256'][:12]}…`. "
+        f"- **Model.** {md(model_name(model.name))} loaded through Hugging Face transformers from {md(source)} ({revision}); "
+        f"{model.dim}-dimensional embeddings, learned temperature (logit scale) {model.logit_scale:.1f}.",
+        f"- **Image preprocessing.** As OpenAI's clip package does it: bicubic resize of the shorter side to "
+        f"{pre.resize} px, centre crop to {pre.crop}×{pre.crop}, RGB, normalised with mean ({mean}) and std ({std}) "
+        "from the model's image processor. EXIF orientation is applied and transparency is composited on white "
+        "when files are read.",
+        f"- **Text preprocessing.** {text_processing(model)}",
+        f"- **Data.** {prov['images']} images and the caption file {md(public_path(prov['captions_file']))} "
+        f"(sha256 {prov['captions_sha256'][:12]}…); images hash {prov['images_sha256'][:12]}…. "
         "Caption *i* describes image *i*.",
         "- **Scoring.** Both embeddings are L2-normalised and compared by cosine similarity. Image→text accuracy asks "
         "whether an image's own caption scores highest among all captions; text→image asks the reverse. A tie with "
@@ -141,15 +248,39 @@ def method(exp: Experiment) -> str:
     ])
 
 
+def paired(hits_a, hits_b, a: str, b: str, what: str = "accuracy", alpha: float = 0.05) -> str:
+    """One sentence on an exact McNemar test of two methods' per-image hits on the same images."""
+    test = _stats.paired_test(hits_a, hits_b)
+    verdict = "significant" if test.significant(alpha) else "not significant"
+    return (f"On the same {test.n} images, {test.only_a} are right only with {a} and {test.only_b} only with {b}; "
+            f"the difference in {what} is {verdict} at the 5% level (exact McNemar test, {p_value(test.p_value)}).")
+
+
+def estimates(m: Matching) -> dict[str, _stats.Estimate]:
+    """Accuracy and MRR of a matching with 95% intervals (Wilson; seeded bootstrap over images for MRR)."""
+    return retrieval_ranks(m.sim).estimates((1, m.metrics.k))
+
+
+def margin_estimate(m: Matching) -> _stats.Estimate:
+    """Mean margin of the correct caption over the best wrong one, with a seeded bootstrap interval over images."""
+    sim = np.asarray(m.sim, dtype=np.float64)
+    wrong = np.where(np.eye(len(sim), dtype=bool), -np.inf, sim).max(axis=1)
+    return _stats.mean(np.diag(sim) - wrong)
+
+
+def _top1(m: Matching) -> np.ndarray:
+    return retrieval_ranks(m.sim).i2t == 1
+
+
 def results(m: Matching) -> str:
     x = m.metrics
-    k = x.k
+    k, n = x.k, x.n
     e = estimates(m)
     lines = [
-        f"- Image→text: top-1 {share(x.i2t.hits1, x.n)}, top-{k} {rate(x.i2t.acck, x.n)}, "
-        f"MRR {e['i2t_mrr']:.3f}.",
-        f"- Text→image: top-1 {share(x.t2i.hits1, x.n)}, top-{k} {rate(x.t2i.acck, x.n)}, "
-        f"MRR {e['t2i_mrr']:.3f}.",
+        f"- Image→text: top-1 {share(x.i2t.hits1, n)}, top-{k} {format_metric(f'i2t_acc{k}', x.i2t.acck, n)}, "
+        f"mean reciprocal rank {e['i2t_mrr']:.3f}.",
+        f"- Text→image: top-1 {share(x.t2i.hits1, n)}, top-{k} {format_metric(f't2i_acc{k}', x.t2i.acck, n)}, "
+        f"mean reciprocal rank {e['t2i_mrr']:.3f}.",
         f"- Correct pairs: cosine {num(x.correct_min)} to {num(x.correct_max)} (mean {num(x.correct_mean)}); "
         f"wrong pairs: {num(x.wrong_min)} to {num(x.wrong_max)} (mean {num(x.wrong_mean)}).",
         f"- Margin of the correct caption over the best wrong one: mean {margin_estimate(m):.3f}, "
@@ -165,94 +296,144 @@ def results(m: Matching) -> str:
     return "\n".join(lines)
 
 
+def _script_note(texts: Iterable[str]) -> str:
+    found = script(texts)
+    return f" ({found} script)" if found else ""
+
+
 def discussion(exp: Experiment, languages: list[str]) -> str:
     parts = []
     if exp.model.untrained:
         parts.append("The model behind these numbers has random weights, so any difference between languages or "
-                     "captions is noise; the discussion below describes what to look for with real weights.")
+                     "captions is noise.")
     if len(languages) > 1:
         a, b = languages[0], languages[1]
         ma, mb = exp.matching(a).metrics, exp.matching(b).metrics
         better = a if ma.i2t.acc1 > mb.i2t.acc1 else b if mb.i2t.acc1 > ma.i2t.acc1 else None
         if better is None:
-            parts.append(f"{language_name(a)} and {language_name(b)} captions reached the same image→text top-1 "
-                         "accuracy in this run.")
+            parts.append(f"{md(language_name(a))} and {md(language_name(b))} captions reached the same image→text "
+                         "top-1 accuracy in this run.")
         else:
             high, low = (ma, mb) if better == a else (mb, ma)
-            parts.append(f"{language_name(better)} captions matched better in this run "
+            parts.append(f"{md(language_name(better))} captions matched better in this run "
                          f"({share(high.i2t.hits1, high.n)} vs {share(low.i2t.hits1, low.n)} image→text top-1).")
-        parts.append(paired(_top1(exp.matching(a)), _top1(exp.matching(b)), f"{language_name(a)} captions",
-                            f"{language_name(b)} captions", "image→text top-1"))
-        stats = token_stats(exp.model.tokenizer, {lang: exp.captions[lang] for lang in (a, b)},
-                            exp.model.context_length, exp.model.openai_text_cleaning).set_index("language")
-        parts.append(f"The tokenizer spends {stats.loc[a, 'tokens per word']:.2f} tokens per word on "
-                     f"{language_name(a)} captions and {stats.loc[b, 'tokens per word']:.2f} on {language_name(b)} "
-                     "ones. OpenAI's CLIP was trained on English captions and its byte-level BPE splits Cyrillic words "
-                     "into many rare tokens, so with real OpenAI weights Russian captions are expected to match far "
-                     "worse than English ones; multilingual text encoders distilled into CLIP's space close most "
-                     "of that gap (see the languages report).")
+        parts.append(paired(_top1(exp.matching(a)), _top1(exp.matching(b)), f"{md(language_name(a))} captions",
+                            f"{md(language_name(b))} captions", "image→text top-1"))
+        captions = {lang: exp.captions[lang] for lang in (a, b)}
+        stats = token_stats(exp.model.tokenizer, captions, exp.model.context_length,
+                            exp.model.openai_text_cleaning).set_index("language")
+        parts.append(f"The model's tokenizer spends {stats.loc[a, 'tokens per word']:.2f} tokens per word on "
+                     f"{md(language_name(a))}{_script_note(captions[a])} captions and "
+                     f"{stats.loc[b, 'tokens per word']:.2f} on {md(language_name(b))}{_script_note(captions[b])} "
+                     "ones.")
     parts.append("Accuracy on a paired set says whether the right caption wins; the similarity ranges and margins say "
                  "by how much, which matters when choosing a threshold for automated tagging.")
     return "\n\n".join(parts)
 
 
-def _top1(m: Matching) -> np.ndarray:
-    return retrieval_ranks(m.sim).i2t == 1
+def published(exp: Experiment, languages: list[str]) -> str | None:
+    """Published figures for the run's model and languages (Markdown), or ``None`` where none apply.
+
+    Shown only for a model in :data:`PUBLISHED_XTD10_T2I_R1` (the one used, or the one requested
+    when the run fell back to another) and only with a non-English language of the run in the table.
+    """
+    used, requested = _model_id(exp.model.source), _model_id(exp.requested_model)
+    model = used if used in PUBLISHED_XTD10_T2I_R1 else requested if exp.fallback_reason else None
+    figures = PUBLISHED_XTD10_T2I_R1.get(model or "")
+    shown = [lang for lang in dict.fromkeys(["en", *languages]) if figures and lang in figures]
+    if not figures or not any(lang != "en" for lang in shown):
+        return None
+    which = "" if model == used else " (requested by this run, which could not load it)"
+    values = "; ".join(f"{md(language_name(lang))} {figures[lang]:.1f}%" for lang in shown)
+    return (f"{md(model)}{which}, text→image recall@1 on the XTD10 benchmark (1,000 MS-COCO images, captions "
+            f"translated by people): {values}. Source: {PUBLISHED_SOURCE}. These figures come from a different "
+            "image set and were not measured by this run.")
 
 
 def limitations(exp: Experiment) -> str:
     n = len(exp.captions)
+    bundled = uses_bundled_captions(exp)
     items = [
         f"- {n} images: one image more or less changes an accuracy by {100 / n:.1f} percentage points, so small "
         "differences are not significant.",
-        "- One caption per image, written by us; other wordings change the scores (compare the short caption set).",
-        "- Several images are pictograms rendered from emoji fonts rather than photographs.",
     ]
+    if bundled:
+        items.append("- One caption per image and language, written by labclip's authors (the bundled caption set); "
+                     "other wordings change the scores (compare the short caption set).")
+        drawn = pictograms(exp)
+        if drawn:
+            items.append(f"- {drawn} of the {n} images are pictograms rendered from an emoji font (see "
+                         "data/images/SOURCES.csv), not photographs.")
+    else:
+        items.append(f"- One caption per image and language, from {md(public_path(exp.captions.source))}; "
+                     "other wordings change the scores.")
     if exp.model.untrained:
         items.insert(0, "- **The model is untrained (random weights): no claim about CLIP's accuracy can be drawn "
                         "from this report.** Real-weight numbers require access to the Hugging Face hub.")
     if exp.fallback_reason:
-        items.insert(1, f"- The requested model `{exp.requested_model}` could not be loaded: {exp.fallback_reason}")
+        items.insert(1, f"- The requested model {md(model_name(exp.requested_model))} could not be loaded: "
+                        f"{md(exp.fallback_reason)}")
     return "\n".join(items)
 
 
-def tokens(stats) -> str:
-    """Why non-English captions cost more tokens, with this run's numbers."""
+def tokens(stats: pd.DataFrame, model: ClipModel | None = None, captions: Mapping[str, list[str]] | None = None) -> str:
+    """How the tokenizer splits each language's captions, with this run's numbers."""
     rows = stats.set_index("language")
-    parts = [f"CLIP's byte-level BPE splits {language_name(lang)} captions into {r['tokens per caption']:.1f} tokens "
-             f"on average ({r['tokens per word']:.2f} per word, {r['bytes per token']:.2f} UTF-8 bytes per token; "
-             f"{int(r['truncated'])} of {int(r['captions'])} captions exceed the context)"
+    what = ("The tokenizer" if model is None else "CLIP's byte-level BPE" if is_openai_clip_tokenizer(model)
+            else f"The {md(type(model.tokenizer).__name__)} tokenizer")
+    parts = [f"{md(language_name(lang))}{_script_note(captions[lang]) if captions else ''}: "
+             f"{r['tokens per caption']:.1f} tokens per caption on average ({r['tokens per word']:.2f} per word, "
+             f"{r['bytes per token']:.2f} UTF-8 bytes per token; {int(r['truncated'])} of {int(r['captions'])} "
+             "captions exceed the context)"
              for lang, r in rows.iterrows()]
-    text = "; ".join(parts) + "."
-    if "en" in rows.index and len(rows) > 1:
-        other = [lang for lang in rows.index if lang != "en"][0]
-        ratio = rows.loc[other, "tokens per word"] / rows.loc["en", "tokens per word"]
-        text += (f" A {language_name(other)} word costs {ratio:.1f}× as many tokens as an English one: the vocabulary "
-                 "was learned from mostly English text, so Cyrillic words fall apart into rare byte-level pieces the "
-                 "text encoder saw little of in training.")
+    text = f"{what} splits the captions as follows. " + "; ".join(parts) + "."
+    if "en" in rows.index:
+        for other in (lang for lang in rows.index if lang != "en"):
+            ratio = rows.loc[other, "tokens per word"] / rows.loc["en", "tokens per word"]
+            text += (f" A {md(language_name(other))} word costs {ratio:.1f}× as many tokens as an English one, and "
+                     f"each token covers {rows.loc[other, 'bytes per token']:.2f} UTF-8 bytes against "
+                     f"{rows.loc['en', 'bytes per token']:.2f} for English.")
+    elif len(rows) > 1:
+        text += " There are no English captions in this run to compare the other languages with."
     return text
 
 
-def comparison(table, n: int) -> str:
-    """How the strategies compare in this run, in words (``n``: images behind each accuracy)."""
+def comparison(table: pd.DataFrame, reference: str = "en") -> str:
+    """How the strategies compare in this run, in words."""
     if table.empty:
         return "No model could be loaded for the comparison."
-    lines = ["Each row is one model, caption language and strategy: *raw* feeds the captions to the model as they "
-             "are, *translated* first translates them to English with a MarianMT model and scores them with the "
-             "same English CLIP, *multilingual* uses a text encoder trained (or distilled) to put many languages "
-             "into CLIP's image space. The gap is measured against the same model's English image→text top-1, in "
-             "percentage points and as a ratio (the seed report's \"233% improvement\" is the ratio 100/30 "
-             "minus one; both forms are given so neither is misread)."]
-    hits = table.attrs.get("i2t_hits1")
-    for r in table[table.language != "en"].itertuples():
-        ratio = "undefined" if r.gap_ratio is None or r.gap_ratio != r.gap_ratio else f"{r.gap_ratio:.2f}×"
-        line = (f"- `{r.model}`, {language_name(r.language)}, {r.strategy}: image→text top-1 {rate(r.i2t_acc1, n)}, "
-                f"{r.gap_pp:+.1f} percentage points behind English (English/this = {ratio}).")
+    strategies = set(table["strategy"])
+    lines = ["Each row is one model, caption language and strategy: *raw* feeds the captions to the model as they are"]
+    if "translated" in strategies:
+        lines[0] += (", *translated* first translates them to English with a machine-translation model and scores "
+                     "them with the same CLIP")
+    if "multilingual" in strategies:
+        lines[0] += ", *multilingual* uses a text encoder trained (or distilled) for many languages"
+    lines[0] += "."
+    has_reference = reference in set(table["language"])
+    if has_reference:
+        lines[0] += (f" The gap is measured against the same model's {language_name(reference)} image→text top-1, in "
+                     f"percentage points and as a ratio ({language_name(reference)} ÷ this); both forms are given so "
+                     "neither is misread.")
+    else:
+        lines[0] += (f" There are no {language_name(reference)} captions in this run, so there is no "
+                     f"{language_name(reference)} reference to measure a gap against.")
+    n, hits = table.attrs.get("n"), table.attrs.get("i2t_hits1")
+    for r in table[table.language != reference].itertuples():
+        line = (f"- {md(model_name(r.model))}, {md(language_name(r.language))}, {r.strategy}: image→text top-1 "
+                f"{rate(r.i2t_acc1, n) if n else pct(r.i2t_acc1)}")
+        if not missing(r.gap_pp):
+            ratio = "undefined" if missing(r.gap_ratio) else format_metric("gap_ratio", r.gap_ratio)
+            line += (f", {abs(r.gap_pp):.1f} percentage points {'behind' if r.gap_pp >= 0 else 'ahead of'} "
+                     f"{language_name(reference)} ({language_name(reference)} ÷ this = {ratio})")
+        elif has_reference:
+            line += f" (this model has no {language_name(reference)} result to compare with)"
+        line += "."
         if hits:
             same = table[(table.model == r.model) & (table.strategy != "translated")]
-            for ref, name in ((same[same.language == "en"], "English captions"),
+            for ref, name in ((same[same.language == reference], f"{language_name(reference)} captions"),
                               (same[same.language == r.language] if r.strategy == "translated" else same.iloc[:0],
-                               f"untranslated {language_name(r.language)} captions")):
+                               f"untranslated {md(language_name(r.language))} captions")):
                 if len(ref):
                     line += " " + paired(hits[ref.index[0]], hits[r.Index], name, f"these {r.strategy} captions",
                                          "image→text top-1")

@@ -1,13 +1,17 @@
 """Figures: similarity heatmap with thumbnails, similarity distributions, accuracy bars.
 
-Each function returns a ``matplotlib.figure.Figure`` without touching pyplot's global state.
+Each function returns a ``matplotlib.figure.Figure`` without touching pyplot's global state. Text
+that came from the user goes through :func:`plain`, so ``$...$`` prints as written, never as
+mathtext, and figures are drawn with ``text.usetex`` off.
 """
 
 from __future__ import annotations
 
+import functools
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -18,9 +22,25 @@ from PIL import Image, ImageOps
 
 from .. import stats
 from ..images import load_image
+from ..labels import metric_label, num
 from ..metrics import accuracy_keys
 
 CORRECT_COLOUR = "#d62728"
+LITERAL_TEXT = {"text.usetex": False}
+
+
+def literal_text(draw: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Run a plotting function with TeX rendering off, whatever the user's matplotlibrc says."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs) -> Figure:
+        with matplotlib.rc_context(LITERAL_TEXT):
+            return draw(*args, **kwargs)
+    return wrapper
+
+
+def plain(text: object) -> str:
+    """User text as matplotlib shows it literally: each ``$`` escaped, so no mathtext is parsed."""
+    return str(text).replace("$", r"\$")
 
 
 def _thumbnail(image, side: int = 96) -> np.ndarray:
@@ -28,6 +48,7 @@ def _thumbnail(image, side: int = 96) -> np.ndarray:
     return np.asarray(ImageOps.pad(picture.convert("RGB"), (side, side), color=(255, 255, 255)))
 
 
+@literal_text
 def similarity_heatmap(
     sim: np.ndarray,
     images: Sequence,
@@ -35,26 +56,34 @@ def similarity_heatmap(
     title: str | None = None,
     mark_pairs: bool = True,
     wrap: int = 38,
+    vmin: float | None = None,
+    vmax: float | None = None,
 ) -> Figure:
-    """Captions × images cosine matrix, thumbnails above the columns, values in the cells.
+    """Captions × images cosine matrix, thumbnails above the columns, values in the cells, a colour bar.
 
     Like the figure in openai/CLIP's ``Interacting_with_CLIP`` notebook; when ``mark_pairs``,
-    the cell of each correct pair (caption ``i``, image ``i``) is outlined.
+    the cell of each correct pair (caption ``i``, image ``i``) is outlined. Heatmaps that are
+    compared with each other share ``vmin``/``vmax`` (default: this matrix's range).
     """
     data = np.asarray(sim, dtype=float).T
     n_captions, n_images = data.shape
-    fig = Figure(figsize=(3.6 + 0.72 * n_images, 1.6 + 0.6 * n_captions), layout="constrained")
+    fig = Figure(figsize=(4.4 + 0.72 * n_images, 1.6 + 0.6 * n_captions), layout="constrained")
     ax = fig.subplots()
-    lo, hi = float(data.min()), float(data.max())
-    ax.imshow(data, cmap="viridis", vmin=lo, vmax=hi if hi > lo else lo + 1e-6)
-    labels = [textwrap.shorten(c, 90) for c in captions]
+    lo = float(data.min()) if vmin is None else vmin
+    hi = float(data.max()) if vmax is None else vmax
+    hi = hi if hi > lo else lo + 1e-6
+    shown = ax.imshow(data, cmap="viridis", vmin=lo, vmax=hi)
+    bar = fig.colorbar(shown, ax=ax, fraction=0.03, pad=0.01)
+    bar.set_label("cosine similarity", fontsize=9)
+    bar.ax.tick_params(labelsize=8)
+    labels = [plain(textwrap.shorten(str(c), 90)) for c in captions]
     ax.set_yticks(range(n_captions), ["\n".join(textwrap.wrap(c, wrap)) for c in labels], fontsize=9)
     ax.set_xticks([])
     middle = (lo + hi) / 2
     for t in range(n_captions):
         for i in range(n_images):
             value = data[t, i]
-            ax.text(i, t, f"{value:.2f}", ha="center", va="center", fontsize=8,
+            ax.text(i, t, num(value, 2), ha="center", va="center", fontsize=8,
                     color="black" if value > middle else "white")
     for i, image in enumerate(images):
         ax.imshow(_thumbnail(image), extent=(i - 0.45, i + 0.45, -1.55, -0.65), origin="lower")
@@ -66,10 +95,11 @@ def similarity_heatmap(
     for spine in ax.spines.values():
         spine.set_visible(False)
     if title:
-        ax.set_title(title, fontsize=12)
+        ax.set_title(plain(title), fontsize=12)
     return fig
 
 
+@literal_text
 def similarity_distributions(sim: np.ndarray, threshold: float | None = None, title: str | None = None) -> Figure:
     """Correct-pair vs wrong-pair cosine similarities, with the separating threshold if any."""
     sim = np.asarray(sim, dtype=float)
@@ -85,12 +115,13 @@ def similarity_distributions(sim: np.ndarray, threshold: float | None = None, ti
                   palette={"correct": CORRECT_COLOUR, "wrong": "#7f7f7f"}, legend=False)
     if threshold is not None:
         ax.axvline(threshold, color="black", linestyle="--", linewidth=1.2)
-        ax.text(threshold, -0.45, f" threshold {threshold:.3f}", fontsize=9, va="bottom")
+        ax.text(threshold, -0.45, f" threshold {num(threshold)}", fontsize=9, va="bottom")
     if title:
-        ax.set_title(title, fontsize=11)
+        ax.set_title(plain(title), fontsize=11)
     return fig
 
 
+@literal_text
 def wilson_error_bars(ax, n: int | None) -> None:
     """95% Wilson intervals on every bar of ``ax`` (heights in percent, each an accuracy over ``n`` images)."""
     if not n:
@@ -109,23 +140,25 @@ def wilson_error_bars(ax, n: int | None) -> None:
 def accuracy_bars(compare: pd.DataFrame, k: int = 3, title: str | None = None, n: int | None = None) -> Figure:
     """Grouped bars of top-1 and top-k accuracy in both directions, one group per language, with 95% Wilson
     intervals when ``n`` (images) is given."""
-    figures = list(accuracy_keys(k))
-    names = dict(zip(figures, ("image→text top-1", f"image→text top-{k}", "text→image top-1", f"text→image top-{k}")))
-    long = compare.loc[figures].rename(index=names).astype(float).mul(100)
+    figures = list(dict.fromkeys(accuracy_keys(k)))
+    names = {key: metric_label(key) for key in figures}
+    long = compare.loc[figures].rename(index=names, columns=plain).astype(float).mul(100)
     long = long.reset_index(names="figure").melt(id_vars="figure", var_name="language", value_name="accuracy (%)")
     fig = Figure(figsize=(8, 3.6), layout="constrained")
     ax = fig.subplots()
     sns.barplot(data=long, x="language", y="accuracy (%)", hue="figure", ax=ax, palette="Set2")
     for container in ax.containers:
-        ax.bar_label(container, fmt="%.0f", fontsize=8, padding=8 if n else 0)
+        ax.bar_label(container, fmt="%.1f", fontsize=7, padding=8 if n else 0)
     wilson_error_bars(ax, n)
     ax.set_ylim(0, 115)
-    ax.legend(fontsize=8, ncols=2, loc="upper right")
+    ax.set_xlabel("")
+    ax.legend(fontsize=8, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     if title:
-        ax.set_title(title, fontsize=11)
+        ax.set_title(plain(title), fontsize=11)
     return fig
 
 
+@literal_text
 def label_bars(table: pd.DataFrame, images: Sequence, columns: int = 3) -> Figure:
     """Each image beside horizontal bars of its top labels' probabilities (as in openai/CLIP's notebook)."""
     names = list(dict.fromkeys(table["image"]))
@@ -141,7 +174,7 @@ def label_bars(table: pd.DataFrame, images: Sequence, columns: int = 3) -> Figur
         bars.axis("on")
         y = np.arange(len(part))
         bars.barh(y, part["probability"], color="#4c72b0")
-        bars.set_yticks(y, [textwrap.shorten(str(x), 22) for x in part["label"]], fontsize=8)
+        bars.set_yticks(y, [plain(textwrap.shorten(str(x), 22)) for x in part["label"]], fontsize=8)
         bars.invert_yaxis()
         bars.set_xlim(0, 1)
         bars.tick_params(axis="x", labelsize=7)
@@ -150,8 +183,10 @@ def label_bars(table: pd.DataFrame, images: Sequence, columns: int = 3) -> Figur
     return fig
 
 
+@literal_text
 def confusion_heatmap(matrix: pd.DataFrame, title: str | None = None) -> Figure:
     """True classes (rows) against predicted classes (columns), counts in the cells."""
+    matrix = matrix.rename(index=plain, columns=plain)
     side = 2.5 + 0.45 * len(matrix)
     fig = Figure(figsize=(side + 1, side), layout="constrained")
     ax = fig.subplots()
@@ -159,35 +194,38 @@ def confusion_heatmap(matrix: pd.DataFrame, title: str | None = None) -> Figure:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if title:
-        ax.set_title(title, fontsize=11)
+        ax.set_title(plain(title), fontsize=11)
     return fig
 
 
-def token_lengths(lengths: pd.DataFrame, limit: int = 77) -> Figure:
+@literal_text
+def token_lengths(lengths: pd.DataFrame, limit: int = 77, unit: str = "CLIP BPE tokens") -> Figure:
     """Tokens per caption by language (columns ``language``, ``tokens``), with the context limit."""
+    lengths = lengths.assign(language=lengths["language"].map(plain))
     fig = Figure(figsize=(8, 2.8), layout="constrained")
     ax = fig.subplots()
     sns.stripplot(data=lengths, x="tokens", y="language", hue="language", ax=ax, jitter=0.2, size=6, legend=False)
     ax.axvline(limit - 2, color=CORRECT_COLOUR, linestyle="--", linewidth=1)
     ax.text(limit - 2, -0.45, f" {limit}-token context", color=CORRECT_COLOUR, fontsize=8, va="bottom")
     ax.set_xlim(0, max(limit + 3, float(lengths["tokens"].max()) + 3))
-    ax.set_xlabel("CLIP BPE tokens per caption (start and end tokens excluded)")
+    ax.set_xlabel(f"{plain(unit)} per caption (start and end tokens excluded)")
     return fig
 
 
+@literal_text
 def comparison_bars(table: pd.DataFrame, figure: str = "i2t_acc1", n: int | None = None) -> Figure:
     """Grouped bars of one figure per model and strategy, one bar per language (95% Wilson intervals with ``n``)."""
-    data = table.assign(setup=[f"{textwrap.shorten(m.split('/')[-1], 28)}\n{s}" for m, s in
+    data = table.assign(setup=[plain(f"{textwrap.shorten(m.split('/')[-1], 28)}\n{s}") for m, s in
                                zip(table["model"], table["strategy"])],
-                        value=table[figure].astype(float) * 100)
+                        language=table["language"].map(plain), value=table[figure].astype(float) * 100)
     fig = Figure(figsize=(max(6.0, 1.6 * data["setup"].nunique() + 2), 3.6), layout="constrained")
     ax = fig.subplots()
     sns.barplot(data=data, x="setup", y="value", hue="language", ax=ax, palette="Set2")
     for container in ax.containers:
-        ax.bar_label(container, fmt="%.0f", fontsize=8, padding=8 if n else 0)
+        ax.bar_label(container, fmt="%.1f", fontsize=7, padding=8 if n else 0)
     wilson_error_bars(ax, n)
     ax.set_ylim(0, 115)
     ax.set_xlabel("")
-    ax.set_ylabel(f"{figure.replace('_', ' ')} (%)")
+    ax.set_ylabel(f"{metric_label(figure)} (%)")
     ax.tick_params(axis="x", labelsize=8)
     return fig

@@ -1,155 +1,225 @@
 """What the notebooks show: one call per report section, each displaying tables, figures or prose.
 
+Each section is one HTML output (heading, prose and its table or figure together, so a page break
+does not separate them). Every piece of user text is escaped: tables through pandas' Styler with
+``escape="html"``, prose through :func:`narrative.md` and a Markdown renderer that escapes raw
+HTML, figures through :func:`plots.plain`. Figures are embedded as ``data:`` PNGs.
+
 Display only: every function shows what it is given (a run, a matching, a table). Loading models,
 computing comparisons and writing files happen in :mod:`experiment`, :mod:`compare` and :mod:`report`.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import io
+from collections.abc import Mapping, Sequence
 
+import matplotlib
+import mistune
 import pandas as pd
-from IPython.display import HTML, Image, Markdown, display
+from IPython.display import HTML, display
 from matplotlib.figure import Figure
 
 from .. import zeroshot
+from ..labels import format_metric, metric_label, pct
 from ..metrics import accuracy_keys, ranks
 from ..model import ClipModel
 from ..text import token_lengths
 from ..translate import translator_name
 from . import narrative, plots
 from .experiment import Experiment, Matching, Run, ZeroShotRun
+from .narrative import md, public_path
 from .tables import captions_frame, confusion, token_stats, top_labels
 
 BANNER_STYLE = ("border:3px solid #c62828;background:#ffebee;color:#8e0000;padding:10px 14px;"
                 "margin:8px 0 14px 0;font-size:15px;font-weight:bold;border-radius:4px")
+PUBLISHED_STYLE = "border:2px solid #1565c0;background:#e3f2fd;padding:6px 12px;margin:8px 0;border-radius:4px"
+KEEP_TOGETHER = "break-inside:avoid;page-break-inside:avoid"
+KEEP_WITH_NEXT = "break-after:avoid;page-break-after:avoid"
+TABLE_STYLES = [{"selector": "th, td", "props": "overflow-wrap:break-word;word-break:normal;vertical-align:top"}]
+
+_markdown = mistune.create_markdown(escape=True, plugins=["strikethrough", "table"])
 
 
-def figure(fig: Figure, dpi: int = 110) -> None:
-    """Display a figure as an embedded PNG (works with or without pyplot's inline backend)."""
+def prose(markdown: str) -> str:
+    """Markdown as HTML, with any raw HTML in it escaped."""
+    return _markdown(markdown)
+
+
+def png(fig: Figure, dpi: int = 110) -> str:
+    """A figure as an ``<img>`` with a ``data:`` PNG (nothing is loaded from anywhere)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
-    display(Image(data=buffer.getvalue(), format="png"))
+    with matplotlib.rc_context(plots.LITERAL_TEXT):
+        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" style="max-width:100%;height:auto" alt="figure">'
+
+
+def table(frame: pd.DataFrame, index: bool = False) -> str:
+    """A table as HTML with every cell and header escaped (values should already be display strings)."""
+    styler = (frame.style.format(escape="html").format_index(escape="html", axis=0)
+              .format_index(escape="html", axis=1).set_table_styles(TABLE_STYLES))
+    return (styler if index else styler.hide(axis="index")).to_html()
+
+
+def section(heading: str | None, text: str = "", *items: str, level: int = 2, together: bool = False) -> None:
+    """Display one section: heading (plain text), prose (Markdown) and items (HTML) in one output.
+
+    A section without items, or with ``together``, stays on one page; otherwise the heading and
+    prose stay with the first item when it is a figure, and ask not to be parted from a table.
+    """
+    head = f"<h{level}>{html.escape(heading)}</h{level}>" if heading else ""
+    lead = head + (prose(text) if text else "")
+    together = together or not items
+    if items and not together:
+        lead = f'<div style="{KEEP_WITH_NEXT}">{lead}</div>' if lead else ""
+        if items[0].startswith("<img"):
+            lead, items = f'<div style="{KEEP_TOGETHER}">{lead}{items[0]}</div>', items[1:]
+    style = f' style="{KEEP_TOGETHER}"' if together else ""
+    display(HTML(f'<div class="labclip-section"{style}>{lead}{"".join(items)}</div>'))
+
+
+def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.rename(columns=lambda c: metric_label(str(c), short=True))
 
 
 def title(exp: Experiment, text: str) -> None:
     """The report title, with the untrained-model warning in it and as a banner under it."""
-    header(exp.model, text, f"{len(exp.captions)} images · languages: {', '.join(exp.languages)} · "
-                            f"run started {exp.started}")
+    langs = ", ".join(narrative.language_name(lang) for lang in exp.languages)
+    header(exp.model, text, f"{len(exp.captions)} images · languages: {langs} · run started {exp.started}")
 
 
 def header(model: ClipModel, text: str, details: str) -> None:
+    """Title, model and details (plain text), and the untrained-model banner where it applies."""
     warning = narrative.banner_text(model)
     heading = f"{text} — UNTRAINED DEMO MODEL, NUMBERS MEAN NOTHING" if warning else text
-    display(Markdown(f"# {heading}\n\nModel: `{model.name}` · {details}"))
+    parts = [f"<h1>{html.escape(heading)}</h1>",
+             f"<p>Model: {html.escape(narrative.model_name(model.name))} · {html.escape(details)}</p>"]
     if warning:
-        display(HTML(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ {html.escape(warning)}</div>'))
+        parts.append(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ {html.escape(warning)}</div>')
+    display(HTML("".join(parts)))
 
 
 def zeroshot_title(run: ZeroShotRun, text: str) -> None:
     header(run.model, text, f"{len(run.data.paths)} labelled images · {len(run.data.classes)} classes · "
-                            f"template language: {run.language}")
+                            f"template language: {narrative.language_name(run.language)}")
     if run.fallback_reason:
-        display(Markdown(f"The requested model could not be loaded: {run.fallback_reason}"))
+        section(None, f"The requested model could not be loaded: {md(run.fallback_reason)}")
 
 
 def zeroshot_predictions(run: ZeroShotRun, templates: str, k: int = 5) -> None:
     """Top-k label probabilities per image, with the ensemble of one template set."""
     prompts = zeroshot.load_templates(templates, run.language)
-    table = top_labels(run.probabilities(prompts), run.data.classes, run.data.paths, k)
-    display(Markdown(f"## Top-{k} labels per image\n\nClass names {', '.join(run.data.classes)}, each encoded under "
-                     f"the {len(prompts)} templates of `{templates}` and averaged (OpenAI's prompt ensembling); "
-                     "probabilities are the softmax over classes at the model's logit scale."))
-    figure(plots.label_bars(table, run.data.paths))
+    top = top_labels(run.probabilities(prompts), run.data.classes, run.data.paths, k)
+    section(f"Top-{k} labels per image",
+            f"Class names {', '.join(md(c) for c in run.data.classes)}, each encoded under the {len(prompts)} "
+            f"templates of the set {md(templates)} and averaged (OpenAI's prompt ensembling); probabilities are "
+            "the softmax over classes at the model's logit scale.",
+            png(plots.label_bars(top, run.data.paths)))
 
 
 def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.DataFrame:
-    """Single template vs ensembles on the same images: one table, one bar chart, one confusion matrix."""
+    """Single template vs ensembles on the same images: one table and one confusion matrix."""
     usable = zeroshot.available_sets(sets, run.language)
     skipped = sorted(set(sets) - set(usable))
-    table = run.compare(usable, k)
-    note = f" (no {run.language!r} version of: {', '.join(skipped)})" if skipped else ""
-    display(Markdown(f"## Prompt engineering: single template vs ensembles{note}"))
-    n = len(run.data.paths)
-    display(Markdown(f"{n} labelled images; accuracies with 95% Wilson intervals."))
-    display(table.style.format({"acc1": lambda v: narrative.rate(v, n), f"acc{k}": lambda v: narrative.rate(v, n),
-                                "mean_per_class_recall": "{:.1%}"})
-            .hide(axis="index"))
-    if len(table) > 1:
-        first, last = table["templates"].iloc[0], table["templates"].iloc[-1]
+    scores = run.compare(usable, k)
+    note = (f"There is no {md(narrative.language_name(run.language))} version of: {', '.join(map(md, skipped))}."
+            if skipped else "")
+    keys = ["templates", "count", "acc1", f"acc{k}", "mean_per_class_recall"]
+    shown = pd.DataFrame({key: [format_metric(key, v, n) for v, n in zip(scores[key], scores["n"])]
+                          for key in dict.fromkeys(keys)})
+    if len(scores) > 1:
+        first, last = scores["templates"].iloc[0], scores["templates"].iloc[-1]
         hits = [ranks(run.probabilities(zeroshot.load_templates(name, run.language)), run.data.truth) == 1
                 for name in (first, last)]
-        display(Markdown(narrative.paired(*hits, f"`{first}`", f"`{last}`", "top-1 accuracy")))
-    best = table.sort_values("acc1", ascending=False, kind="stable").iloc[0]["templates"]
+        note = " ".join(filter(None, [note, narrative.paired(*hits, f"{md(first)}", f"{md(last)}", "top-1 accuracy")]))
+    section("Prompt engineering: single template vs ensembles", note, table(_labelled(shown)))
+    best = scores.sort_values("acc1", ascending=False, kind="stable").iloc[0]["templates"]
     probs = run.probabilities(zeroshot.load_templates(best, run.language))
-    display(Markdown(f"## Confusion matrix (`{best}`)"))
-    figure(plots.confusion_heatmap(confusion(probs, run.data.truth, run.data.classes)))
-    return table
+    section(f"Confusion matrix ({best})", "", png(plots.confusion_heatmap(
+        confusion(probs, run.data.truth, run.data.classes))), together=True)
+    return scores
 
 
-def heatmap(exp: Experiment, m: Matching) -> None:
-    display(Markdown(f"## Similarity matrix ({narrative.language_name(m.language)})\n\nCosine similarity of every "
-                     "caption (rows) with every image (columns); the correct pairs are outlined in red."))
-    figure(plots.similarity_heatmap(m.sim, exp.image_paths, m.captions))
+def similarity_range(exp: Experiment, langs: Sequence[str]) -> tuple[float, float]:
+    """The common colour scale of the languages' heatmaps: lowest and highest cosine over all of them."""
+    sims = [exp.matching(lang).sim for lang in langs]
+    return min(float(s.min()) for s in sims), max(float(s.max()) for s in sims)
+
+
+def heatmap(exp: Experiment, m: Matching, scale: tuple[float, float] | None = None) -> None:
+    """Caption × image similarity of one language; ``scale`` shares the colour range with other heatmaps."""
+    shared = " The colour scale is shared by the heatmaps of all languages in this run." if scale else ""
+    vmin, vmax = scale or (None, None)
+    section(f"Similarity matrix ({narrative.language_name(m.language)})",
+            "Cosine similarity of every caption (rows) with every image (columns); the correct pairs are outlined "
+            f"in red.{shared}",
+            png(plots.similarity_heatmap(m.sim, exp.image_paths, m.captions, vmin=vmin, vmax=vmax)))
 
 
 def topk(m: Matching) -> None:
-    k = int(m.metrics.k)
-    display(Markdown(f"## Top-{k} captions per image\n\nProbabilities are the softmax over all captions at the "
-                     "model's logit scale, as CLIP's zero-shot prediction computes them. ✓ marks the correct caption."))
-    table = m.topk.assign(correct=m.topk["correct"].map({True: "✓", False: ""}))
-    display(table.style.format({"cosine": "{:.3f}", "probability": "{:.1%}"}).hide(axis="index"))
+    k, n = m.metrics.k, m.metrics.n
+    shown = pd.DataFrame({
+        "image": m.topk["image"], "rank": m.topk["rank"].astype(str), "caption": m.topk["caption"],
+        "cosine": [format_metric("cosine", v) for v in m.topk["cosine"]],
+        "probability": [pct(v) for v in m.topk["probability"]],
+        "correct": m.topk["correct"].map({True: "✓", False: ""}),
+    })
+    section(f"Top-{k} captions per image",
+            f"The {k} best captions of each of the {n} images. Probabilities are the softmax over all captions at the "
+            "model's logit scale, as CLIP's zero-shot prediction computes them. ✓ marks the correct caption.",
+            table(_labelled(shown)))
 
 
 def distributions(m: Matching) -> None:
-    display(Markdown("## Correct vs wrong pairs\n\n" + narrative.results(m)))
-    figure(plots.similarity_distributions(m.sim, m.metrics.threshold))
+    section("Correct vs wrong pairs", narrative.results(m),
+            png(plots.similarity_distributions(m.sim, m.metrics.threshold)), together=True)
 
 
 def accuracy(m: Matching) -> None:
-    x = m.metrics
-    k = x.k
+    x = m.metrics.to_dict()
+    k, n = m.metrics.k, m.metrics.n
+    keys = ("acc1", f"acc{k}", "mrr")
     e = narrative.estimates(m)
-    table = pd.DataFrame(
-        {"top-1": [format(e[f"{d}_acc1"], ".1%") for d in ("i2t", "t2i")],
-         f"top-{k}": [format(e[f"{d}_acc{k}"], ".1%") for d in ("i2t", "t2i")],
-         "MRR": [format(e[f"{d}_mrr"], ".3f") for d in ("i2t", "t2i")]},
-        index=["image → text", "text → image"],
-    )
-    display(Markdown(f"## Accuracy in both directions\n\n{x.n} images; 95% intervals in brackets (Wilson score for "
-                     "accuracies, seeded bootstrap over images for MRR)."))
-    display(table.style)
+    rows = {direction: [format(e[f"{prefix}_mrr"], ".3f") if key == "mrr"
+                        else format_metric(f"{prefix}_{key}", x[f"{prefix}_{key}"], n) for key in keys]
+            for direction, prefix in (("Image→text", "i2t"), ("Text→image", "t2i"))}
+    shown = pd.DataFrame(rows, index=["Top-1", f"Top-{k}", "Mean reciprocal rank"]).T
+    section("Accuracy in both directions", f"{n} images; 95% intervals in brackets (Wilson score for accuracies, "
+            "seeded bootstrap over images for the mean reciprocal rank).", table(shown, index=True))
 
 
 def distractors(m: Matching) -> None:
-    k = int(m.metrics.k)
-    display(Markdown(f"## Frequent distractors\n\nWrong captions by the number of images whose top-{k} they enter."))
+    k, n = m.metrics.k, m.metrics.n
+    text = f"Wrong captions by the number of images (out of {n}) whose top-{k} they enter."
     if m.distractors.empty:
-        display(Markdown("No wrong caption entered any top list."))
-    else:
-        display(m.distractors.style.hide(axis="index"))
+        section("Frequent distractors", text + " No wrong caption entered any top list.")
+        return
+    shown = m.distractors.assign(appearances=[f"{a}/{n}" for a in m.distractors["appearances"]])
+    section("Frequent distractors", text, table(_labelled(shown)))
+
+
+def metrics_by_language(exp: Experiment, langs: Sequence[str]) -> str:
+    """The table of every metric, one column per language, as HTML."""
+    columns = {narrative.language_name(lang): exp.matching(lang).metrics.to_dict() for lang in langs}
+    return table(narrative.metric_table(columns), index=True)
 
 
 def languages(exp: Experiment, langs: list[str]) -> None:
-    """Side-by-side metrics, accuracy bars and one heatmap per language."""
-    display(Markdown("## Captions"))
-    display(captions_frame(exp.captions)[["image", *langs]].style.hide(axis="index"))
-    table = exp.compare(langs)
-    n = len(exp.captions)
-    accuracies = [key for key in table.index if "_acc" in key]
-    display(Markdown(f"## Metrics by language\n\nAccuracies over {n} images with 95% Wilson intervals."))
-    display(table.style.format(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v))
-            .format(lambda v: narrative.rate(v, n), subset=pd.IndexSlice[accuracies, :]))
-    figure(plots.accuracy_bars(table, exp.top_k, n=n))
-    if len(langs) > 1:
-        a, b = exp.matching(langs[0]), exp.matching(langs[1])
-        display(Markdown(narrative.paired(narrative._top1(a), narrative._top1(b),
-                                          f"{narrative.language_name(langs[0])} captions",
-                                          f"{narrative.language_name(langs[1])} captions", "image→text top-1")))
+    """Captions, side-by-side metrics, accuracy bars, token statistics and one heatmap per language."""
+    captions = captions_frame(exp.captions)[["image", *langs]].rename(columns={"image": "Image"} | {
+        lang: narrative.language_name(lang) for lang in langs})
+    section("Captions", "", table(captions))
+    section("Metrics by language", _languages_test(exp, langs), metrics_by_language(exp, langs),
+            png(plots.accuracy_bars(exp.compare(langs).rename(columns=narrative.language_name), exp.top_k,
+                                    n=len(exp.captions))))
+    published(exp, langs)
     token_statistics(exp, langs)
+    scale = similarity_range(exp, langs) if len(langs) > 1 else None
     for lang in langs:
-        heatmap(exp, exp.matching(lang))
+        heatmap(exp, exp.matching(lang), scale)
 
 
 def token_statistics(exp: Experiment, langs: list[str]) -> pd.DataFrame:
@@ -157,72 +227,122 @@ def token_statistics(exp: Experiment, langs: list[str]) -> pd.DataFrame:
     clean = exp.model.openai_text_cleaning
     captions = {lang: exp.captions[lang] for lang in langs}
     stats = token_stats(exp.model.tokenizer, captions, exp.model.context_length, clean)
-    lengths = pd.DataFrame([{"language": lang, "tokens": n} for lang in langs
+    lengths = pd.DataFrame([{"language": narrative.language_name(lang), "tokens": n} for lang in langs
                             for n in token_lengths(exp.model.tokenizer, captions[lang], clean)])
-    display(Markdown("## Tokens per caption\n\n" + narrative.tokens(stats)))
-    display(stats.style.format({"tokens per caption": "{:.1f}", "tokens per word": "{:.2f}",
-                                "bytes per token": "{:.2f}"}).hide(axis="index"))
-    figure(plots.token_lengths(lengths, exp.model.context_length))
+    shown = pd.DataFrame({
+        "Language": stats["language"].map(narrative.language_name),
+        "Tokens per caption": stats["tokens per caption"].map("{:.1f}".format),
+        "Max tokens": stats["max tokens"].astype(str),
+        "Tokens per word": stats["tokens per word"].map("{:.2f}".format),
+        "Bytes per token": stats["bytes per token"].map("{:.2f}".format),
+        "Truncated": [f"{t}/{c}" for t, c in zip(stats["truncated"], stats["captions"])],
+    })
+    unit = "CLIP BPE tokens" if narrative.is_openai_clip_tokenizer(exp.model) else "tokens"
+    section("Tokens per caption", narrative.tokens(stats, exp.model, captions), table(shown),
+            png(plots.token_lengths(lengths, exp.model.context_length, unit)))
     return stats
 
 
-def comparison(exp: Experiment, table: pd.DataFrame, translator: str | None) -> None:
-    """Models × languages × strategies (a table from :func:`labclip.lab.compare.compare`): table, bars, translations."""
-    langs = list(dict.fromkeys(table["language"])) if not table.empty else []
-    display(Markdown("## Fixing the language gap: raw captions, translation to English, multilingual encoders\n\n"
-                     + narrative.comparison(table, len(exp.captions))))
-    display(table.style.format({c: lambda v: narrative.rate(v, len(exp.captions)) for c in accuracy_keys(exp.top_k)}
-                               | {"correct_mean": "{:.3f}", "margin_mean": "{:.3f}", "gap_pp": "{:+.1f}",
-                                  "gap_ratio": lambda v: "—" if v is None or v != v else f"{v:.2f}×"})
-                        .hide(axis="index"))
-    figure(plots.comparison_bars(table, n=len(exp.captions)))
-    for name, texts in table.attrs["translations"].items():
+def _languages_test(exp: Experiment, langs: Sequence[str]) -> str:
+    """The exact McNemar test of the first two languages' image→text top-1 hits, in one sentence ("" for one language)."""
+    if len(langs) < 2:
+        return ""
+    a, b = (exp.matching(lang) for lang in langs[:2])
+    return narrative.paired(narrative._top1(a), narrative._top1(b), f"{md(narrative.language_name(langs[0]))} captions",
+                            f"{md(narrative.language_name(langs[1]))} captions", "image→text top-1")
+
+
+def comparison(exp: Experiment, result: pd.DataFrame, translator: str | None) -> None:
+    """Models × languages × strategies (``result`` of :func:`labclip.lab.compare.compare`): two tables, bars,
+    translations, and what could not be compared."""
+    langs = list(dict.fromkeys(result["language"])) if not result.empty else []
+    k = exp.top_k
+    heading = "Fixing the language gap: raw captions, translation to English, multilingual encoders"
+    if result.empty:
+        section(heading, narrative.comparison(result))
+    else:
+        setup = pd.DataFrame({"model": result["model"].map(narrative.model_name),
+                              "language": result["language"].map(narrative.language_name),
+                              "strategy": result["strategy"]})
+
+        def columns(keys: Sequence[str]) -> pd.DataFrame:
+            n = len(exp.captions)
+            return _labelled(setup.assign(**{key: [format_metric(key, v, n) for v in result[key]] for key in keys}))
+
+        section(heading, narrative.comparison(result),
+                "<h3>Accuracy</h3>" + table(columns(list(dict.fromkeys(accuracy_keys(k))))),
+                "<h3>Gap to English and similarity</h3>"
+                + table(columns(["gap_pp", "gap_ratio", "correct_mean", "margin_mean"])),
+                png(plots.comparison_bars(result.assign(model=result["model"].map(narrative.model_name),
+                                                       language=setup["language"]), n=len(exp.captions))))
+    for name, texts in result.attrs["translations"].items():
         lang = next((lang for lang in langs if name == translator_name(translator or "", lang)), None)
         if lang:
-            display(Markdown(f"### Translations by `{name}`"))
-            display(pd.DataFrame({"image": exp.image_names, lang: exp.captions[lang], "en (translated)": texts})
-                    .style.hide(axis="index"))
-    if table.attrs["skipped"]:
-        display(Markdown("### Not available in this run\n\n" + "\n".join(f"- {s}" for s in table.attrs["skipped"])))
+            shown = pd.DataFrame({"Image": exp.image_names, narrative.language_name(lang): exp.captions[lang],
+                                  "English (translated)": texts})
+            section(f"Translations by {narrative.model_name(name)}", "", table(shown), level=3)
+    if result.attrs["skipped"]:
+        section("Not available in this run", "\n".join(f"- {md(s)}" for s in result.attrs["skipped"]), level=3)
+
+
+def published(exp: Experiment, langs: list[str]) -> None:
+    """The marked box of published figures, where any apply to this run's model and languages."""
+    text = narrative.published(exp, langs)
+    if text:
+        display(HTML(f'<div class="labclip-published" style="{PUBLISHED_STYLE};{KEEP_TOGETHER}">'
+                     f"<strong>Published results (not measured here)</strong>{prose(text)}</div>"))
 
 
 def lab_report(exp: Experiment, langs: list[str]) -> None:
-    """The write-up: abstract, method, results, discussion, limitations."""
-    display(Markdown("## Abstract\n\n" + narrative.abstract(exp, langs)))
-    display(Markdown("## Method\n\n" + narrative.method(exp)))
-    display(Markdown("## Results"))
-    for lang in langs:
-        m = exp.matching(lang)
-        display(Markdown(f"### {narrative.language_name(lang)} captions\n\n" + narrative.results(m)))
+    """The write-up: abstract, method, results, discussion, published figures, limitations."""
+    section("Abstract", narrative.abstract(exp, langs))
+    section("Method", narrative.method(exp))
+    for n, lang in enumerate(langs):
+        results = f"### {md(narrative.language_name(lang))} captions\n\n{narrative.results(exp.matching(lang))}"
+        section("Results" if n == 0 else None, results)
     first = exp.matching(langs[0])
-    heatmap(exp, first)
+    heatmap(exp, first, similarity_range(exp, langs) if len(langs) > 1 else None)
     topk(first)
     if len(langs) > 1:
-        display(Markdown("### Languages compared"))
-        table = exp.compare(langs)
-        display(table.style.format(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)))
-        figure(plots.accuracy_bars(table, exp.top_k))
-    display(Markdown("## Discussion\n\n" + narrative.discussion(exp, langs)))
-    display(Markdown("## Limitations\n\n" + narrative.limitations(exp)))
+        section("Languages compared", "", metrics_by_language(exp, langs),
+                png(plots.accuracy_bars(exp.compare(langs).rename(columns=narrative.language_name), exp.top_k,
+                                        n=len(exp.captions))),
+                level=3)
+    section("Discussion", narrative.discussion(exp, langs))
+    published(exp, langs)
+    section("Limitations", narrative.limitations(exp))
 
 
 def provenance(run: Run) -> None:
     """Show where the numbers came from: requested and used model, inputs, software, machine, timings."""
     prov = run.provenance()
-    rows = [("requested model", prov["requested_model"]), ("model used", prov["model_used"])]
+    rows = [("requested model", narrative.model_name(prov["requested_model"])),
+            ("model used", narrative.model_name(prov["model_used"]))]
     if prov["fallback_reason"]:
         rows.append(("why another model", prov["fallback_reason"]))
-    rows += [(key.replace("_", " "), ", ".join(value) if isinstance(value, list) else value)
-             for key, value in run.inputs().items()]
+    for key, value in run.inputs().items():
+        shown = public_path(value) if key.endswith("_file") else ", ".join(value) if isinstance(value, list) else value
+        rows.append((key.replace("_", " "), shown))
     rows += [("images", prov["images"]), ("images sha256", prov["images_sha256"]), ("started", prov["started"])]
     _provenance_table(rows, prov)
 
 
-def _provenance_table(rows: list[tuple], prov: dict) -> None:
-    rows = [(f"model: {k}", v) for k, v in prov["model"].items()] + rows
-    rows += [(f"version: {k}", v) for k, v in prov["versions"].items()]
-    rows += [(f"machine: {k}", v) for k, v in prov["machine"].items()]
-    rows += [(f"time: {k}", f"{v:.2f} s") for k, v in prov["timings_s"].items()]
-    display(Markdown("## Provenance"))
-    display(pd.DataFrame(rows, columns=["item", "value"]).astype(str).style.hide(axis="index"))
+def _shown(key: str, value: object) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key in ("name", "source", "image_source") and isinstance(value, str):
+        return narrative.model_name(value)
+    if key in ("revision", "image_revision") and isinstance(value, str):
+        return narrative.public_revision(value)
+    return str(value)
 
+
+def _provenance_table(given: list[tuple], prov: Mapping) -> None:
+    rows = [(f"model: {k.replace('_', ' ')}", _shown(k, v)) for k, v in prov["model"].items()]
+    rows += [(k, _shown(k, v)) for k, v in given]
+    rows += [(f"version: {k}", _shown(k, v)) for k, v in prov["versions"].items()]
+    rows += [(f"machine: {k.replace('_', ' ')}", _shown(k, v)) for k, v in prov["machine"].items()]
+    rows += [(f"time: {k}", f"{v:.2f} s") for k, v in prov["timings_s"].items()]
+    section("Provenance", "", table(pd.DataFrame(rows, columns=["Item", "Value"])))

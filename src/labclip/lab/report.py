@@ -89,7 +89,7 @@ def to_html(executed: Path, target: Path) -> Path:
         TagRemovePreprocessor(remove_cell_tags={"remove-cell", "parameters", "injected-parameters"}), enabled=True
     )
     body, _ = exporter.from_notebook_node(nb)
-    body = re.sub(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>', "", body)
+    body = re.sub(r"<script\b.*?</script\s*>", "", body, flags=re.S | re.I)
     body = body.replace("</head>", PRINT_CSS + "</head>", 1)
     target.write_text(body, encoding="utf-8")
     return target

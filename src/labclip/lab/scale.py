@@ -417,9 +417,10 @@ def tests_section(run: ScaleRun) -> pd.DataFrame:
 
 def recall_plot(run: ScaleRun) -> None:
     """Recall@1/5/10 text→image per model, language and strategy, with 95% error bars."""
+    from IPython.display import HTML, display
     from matplotlib.figure import Figure
 
-    from .present import figure
+    from .present import png
 
     table = run.table()
     fig = Figure(figsize=(8, 3.2 + 0.2 * len(run.results)))
@@ -438,7 +439,7 @@ def recall_plot(run: ScaleRun) -> None:
         ax.grid(axis="x", alpha=0.3)
     axes[0].legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    figure(fig)
+    display(HTML(png(fig)))
 
 
 def hardest(ranks: np.ndarray, limit: int = HARDEST) -> np.ndarray:
@@ -491,16 +492,16 @@ def _plain(text: str) -> str:
 
 def heatmap(run: ScaleRun, limit: int = HEATMAP_LIMIT) -> None:
     """Similarity heatmap of the first model and language; above ``limit`` images, the hardest images only."""
-    from IPython.display import Markdown, display
+    from IPython.display import HTML, Markdown, display
 
-    from .present import figure
+    from .present import png
 
     if run._heat is None:
         raise LabclipError("run.evaluate() first: the heatmap shows its first model and language")
     label, lang, sim, owner, captions, ranks = run._heat
     fig, note = heatmap_figure(sim, owner, ranks, run.captions["image"], captions, limit)
     display(Markdown(f"## Similarity heatmap ({html.escape(label)}, {lang})\n\n{html.escape(note)}"))
-    figure(fig)
+    display(HTML(png(fig)))
 
 
 def published(run: ScaleRun) -> None:

@@ -1,0 +1,103 @@
+"""Report sections: human labels, one number format, shared colour scales, tables that fit a page."""
+
+import re
+
+import numpy as np
+import pytest
+from matplotlib.image import AxesImage
+from PIL import Image
+
+from labclip.config import DEFAULT_CAPTIONS
+from labclip.data import load_captions
+from labclip.lab import plots, present
+from labclip.lab.compare import compare
+from labclip.lab.experiment import Experiment
+
+RAW_KEYS = re.compile(r"\b(i2t_\w+|t2i_\w+|margin_\w+|correct_\w+|wrong_\w+|gap_pp|gap_ratio|contrastive_loss|"
+                      r"mean_per_class_recall|None|False|True|nan)\b")
+
+
+@pytest.fixture(scope="module")
+def shown(tiny_model):
+    """Everything the languages, comparison and lab-report sections display, as HTML strings."""
+    exp = Experiment(model=tiny_model, captions=load_captions(DEFAULT_CAPTIONS))
+    outputs, heatmaps = [], []
+    real_heatmap = plots.similarity_heatmap
+
+    def record(sim, *args, **kwargs):
+        heatmaps.append((sim, kwargs.get("vmin"), kwargs.get("vmax")))
+        return real_heatmap(sim, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(present, "display", lambda obj: outputs.append(obj.data))
+        patch.setattr(plots, "similarity_heatmap", record)
+        present.languages(exp, ["en", "ru"])
+        present.comparison(exp, compare(exp.captions, ["en", "ru"], [exp.model], None, exp.top_k), None)
+        present.lab_report(exp, ["en", "ru"])
+        m = exp.matching("en")
+        present.topk(m)
+        present.accuracy(m)
+        present.distractors(m)
+    return exp, outputs, heatmaps
+
+
+def _text(html: str) -> str:
+    return re.sub(r"<[^>]+>", " ", re.sub(r"<style.*?</style>|data:image/png;base64,[^\"]+", "", html, flags=re.S))
+
+
+def test_no_raw_keys_or_python_values_in_any_section(shown):
+    _, outputs, _ = shown
+    for html in outputs:
+        found = RAW_KEYS.findall(_text(html))
+        assert not found, found
+        assert not re.search(r"-0\.0+(?!\d)", _text(html)), "negative zero"
+
+
+def test_accuracies_read_as_k_of_n(shown):
+    exp, outputs, _ = shown
+    m = exp.matching("en").metrics
+    everything = " ".join(outputs)
+    hits, n = m.i2t.hits1, m.n
+    assert f"{hits}/{n} ({100 * hits / n:.1f}%)" in everything
+    assert "Image→text top-1" in everything and "Mean reciprocal rank" in everything
+    assert "Smallest margin" in everything and "Contrastive loss" in everything and "Separable" in everything
+
+
+def test_heatmaps_of_languages_share_one_colour_scale_with_a_colour_bar(shown):
+    exp, _, heatmaps = shown
+    sims = [exp.matching(lang).sim for lang in ("en", "ru")]
+    expected = (min(s.min() for s in sims), max(s.max() for s in sims))
+    assert len(heatmaps) >= 3  # two in the languages section, one in the lab report
+    for _, vmin, vmax in heatmaps:
+        assert (vmin, vmax) == pytest.approx(expected)
+    fig = plots.similarity_heatmap(sims[1], exp.image_paths, exp.captions["ru"], vmin=expected[0],
+                                   vmax=expected[1])
+    main, bar = fig.axes[0], fig.axes[1]
+    image = next(a for a in main.get_images() if isinstance(a, AxesImage) and a.get_array().ndim == 2)
+    assert image.norm.vmin == pytest.approx(expected[0]) and image.norm.vmax == pytest.approx(expected[1])
+    assert bar.get_ylabel() == "cosine similarity"
+
+
+def test_heatmap_cells_never_show_negative_zero(tiny_model):
+    sim = np.array([[0.5, -0.001], [-0.004, 0.5]])
+    fig = plots.similarity_heatmap(sim, [Image.new("RGB", (8, 8))] * 2, ["a", "b"])
+    cells = [t.get_text() for t in fig.axes[0].texts]
+    assert "0.00" in cells and not any(c.startswith("-0.00") for c in cells)
+
+
+def test_comparison_tables_are_narrow_enough_for_a4(shown):
+    _, outputs, _ = shown
+    section = next(h for h in outputs if "Fixing the language gap" in h)
+    tables = re.findall(r"<table.*?</table>", section, flags=re.S)
+    assert len(tables) == 2
+    for table in tables:
+        headers = re.findall(r'<th[^>]*class="col_heading[^"]*"[^>]*>(.*?)</th>', table)
+        assert len(headers) <= 7 and all(len(h) <= 20 for h in headers), headers
+    assert "Gap to English" in section and "English ÷ this" in section
+
+
+def test_each_heading_is_in_the_same_output_as_its_content(shown):
+    _, outputs, _ = shown
+    for html in outputs:
+        if re.search(r"<h[23]>(Similarity matrix|Top-3 captions|Metrics by language|Tokens per caption)", html):
+            assert "<table" in html or "<img" in html, html[:200]
