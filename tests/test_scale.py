@@ -121,7 +121,7 @@ class _Page(HTMLParser):
 
     def __init__(self, skip_columns: set[str]):
         super().__init__()
-        self.skip_columns = skip_columns
+        self.skip_columns = {c.lower() for c in skip_columns}
         self.box = self.hidden = 0
         self.text: list[str] = []
         self.cells: list[str] = []
@@ -151,7 +151,7 @@ class _Page(HTMLParser):
             self._row.append(cell)
             self._column += 1
             self._cell = None
-            if column not in self.skip_columns and not self.box:
+            if column.lower() not in self.skip_columns and not self.box:
                 self.cells.append(cell)
                 self.text.append(cell)
         if tag == "tr" and not self._header:
