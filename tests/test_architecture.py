@@ -14,10 +14,10 @@ DISPLAY = {"pandas", "matplotlib", "seaborn", "IPython", "nbconvert", "nbformat"
 # Each core module may import only from earlier layers (captions + images → encoder → cached embeddings →
 # similarity → metrics); labclip.lab sits on top of the whole core, the command line on top of everything.
 CORE_LAYERS = [
-    {"errors", "atomic", "registry", "labels"},
+    {"errors", "atomic", "registry"},
     {"config"},
     {"images", "text", "hub", "cache", "demo", "stats", "precision"},
-    {"data", "multilingual"},
+    {"data", "multilingual", "labels"},
     {"encoders"},
     {"model"},
     {"metrics"},
