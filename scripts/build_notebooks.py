@@ -35,6 +35,7 @@ top_k = 3
 batch_size = None  # None: the model's default
 title = "{title}"
 strict = False  # True: fail when the model can't be loaded instead of using the demo model
+check_images = True  # False: skip decoding every image (the report runner has already checked them once)
 output_dir = None  # folder for metrics and provenance JSON (None: not written)''' + extra
 
 
@@ -48,13 +49,15 @@ strict = False  # True: fail when the model can't be loaded instead of using the
 output_dir = None  # folder for the provenance JSON (None: not written)'''
 
 START = ("from labclip.lab import experiment, present\n\n"
-         "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict)  "
+         "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict,  "
          "# check the captions, load the model\n"
+         "                       check_images=check_images)\n"
          "present.title(exp, title)")
 
 MATCHING_START = ("from labclip import match_metrics, similarity\n"
                   "from labclip.lab import experiment, present\n\n"
-                  "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict)\n"
+                  "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict,\n"
+                  "                       check_images=check_images)\n"
                   "present.title(exp, title)")
 
 METHOD_TEXT = """### The method, in code you can change
@@ -102,7 +105,33 @@ NOTEBOOKS = {
         "present.template_comparison(run, template_sets, top_k);  # run.compare: metrics.zeroshot_metrics per set",
         SAVE.format(name="04_zeroshot").replace("exp.", "run.").replace("(exp)", "(run)"),
     ]),
+    "05_scale": ("CLIP retrieval at scale", [
+        "scale.results_table(run);",
+        "scale.recall_plot(run)",
+        "scale.tests_section(run);",
+        "scale.reference_beside(run)",
+        "scale.heatmap(run)",
+        "scale.save(run, output_dir);",
+    ]),
 }
+
+SCALE_PARAMETERS = f'''dataset = "xtd10"  # "xtd10", "xm3600", a prepared benchmark folder or a caption file
+model = "{DEFAULT_MODEL}"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"
+compare_models = None  # evaluated beside the model above (None: the default models that support every language)
+languages = ["en", "ru"]  # caption languages; the first is the reference for the paired tests
+translator = None  # e.g. "{DEFAULT_TRANSLATOR}": adds the translate-then-CLIP strategy
+reference = None  # the small caption set placed beside the benchmark (None: data/captions/short.csv)
+batch_size = None  # None: the model's default
+title = "CLIP retrieval at scale: models, languages and strategies with intervals"
+strict = False  # True: fail when a model can't be loaded instead of using the demo model
+output_dir = None  # folder for the results and provenance JSON (None: not written)'''
+
+SCALE_START = ("from labclip.lab import compare, scale\n\n"
+               "others = compare_models if compare_models is not None else compare.default_models(languages)[1:]\n"
+               "run = scale.start(dataset, [model, *others], languages, translator, batch_size, strict)\n"
+               "run.evaluate(reference or scale.REFERENCE_CAPTIONS)\n"
+               "scale.title(run, title)\n"
+               "scale.published(run)")
 
 ZEROSHOT_START = ("from labclip.lab import experiment, present\n\n"
                   "run = experiment.start(model, languages=languages, strict=strict, labels=labels, task=\"zeroshot\")\n"
@@ -116,21 +145,26 @@ INTRO = {
     "03_lab_report": "The full lab write-up; every number in the prose is computed in this run.",
     "04_zeroshot": "Zero-shot classification: top-5 label probabilities per image and a single template vs "
                    "prompt ensembles on a small labelled set.",
+    "05_scale": "Retrieval on a benchmark caption set (XTD10, Crossmodal-3600): Recall@1/5/10 in both directions "
+                "with 95% intervals, paired tests between languages, strategies and models, and the small "
+                "bundled set beside it.",
 }
+PARAMETERS = {"04_zeroshot": ZEROSHOT_PARAMETERS, "05_scale": SCALE_PARAMETERS}
+STARTS = {"04_zeroshot": ZEROSHOT_START, "05_scale": SCALE_START}
 
 
 def build(name: str) -> nbformat.NotebookNode:
     title, sections = NOTEBOOKS[name]
     teaching = name == "01_matching"
     advice = "Change the parameters below, and the method cell." if teaching else "Change the parameters below."
-    start = ZEROSHOT_START if name == "04_zeroshot" else MATCHING_START if teaching else START
+    start = STARTS.get(name) or (MATCHING_START if teaching else START)
     method = [new_markdown_cell(METHOD_TEXT, metadata={"tags": ["remove-cell"]}), new_code_cell(METHOD)] \
         if teaching else []
     cells = [
         new_markdown_cell(f"**labclip** · {INTRO[name]} {advice} Tables and figures come from `labclip.lab`.",
                           metadata={"tags": ["remove-cell"]}),
         new_code_cell(COLAB, metadata={"tags": ["remove-cell"]}),
-        new_code_cell(ZEROSHOT_PARAMETERS if name == "04_zeroshot" else parameters(title, name == "02_languages"),
+        new_code_cell(PARAMETERS.get(name) or parameters(title, name == "02_languages"),
                       metadata={"tags": ["parameters"]}),
         new_code_cell(start),
         *method,
