@@ -23,12 +23,14 @@ STRICT ?=
 MODELS ?=
 TRANSLATOR ?=
 TEMPLATES ?=
+DATASET ?=
+REFERENCE ?=
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_REPORT := chromium fonts-dejavu-core poppler-utils
 APT_DATA := fonts-noto-color-emoji fonts-noto-core
 
-.PHONY: help setup sysdeps report report-adapt test test-real lint format data bench dist clean
+.PHONY: help setup sysdeps report report-scale report-adapt test test-real lint format data bench dist clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -61,6 +63,13 @@ report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MOD
 
 report-adapt: setup sysdeps ## Run the adapters notebook (06_adapt, ru→en on the default set) into reports/ (MODEL=)
 	$(PY) -m labclip report --out "$(OUT)" --notebooks 06_adapt $(if $(MODEL),--model "$(MODEL)")
+report-scale: setup sysdeps ## Scale report 05_scale on a benchmark (DATASET=xtd10|xm3600|folder|file MODEL= MODELS= LANGS= TRANSLATOR=)
+	@test -n "$(DATASET)" || { echo "labclip: error: make report-scale needs DATASET=xtd10, xm3600, a prepared folder or a caption file" >&2; exit 2; }
+	$(PY) -m labclip report --out "$(OUT)" --dataset "$(DATASET)" \
+	  $(if $(MODEL),--model "$(MODEL)") $(if $(MODELS),--compare-models $(MODELS)) \
+	  $(if $(LANGS),--langs $(LANGS)) $(if $(BATCH),--batch-size $(BATCH)) $(if $(TITLE),--title "$(TITLE)") \
+	  $(if $(STRICT),--strict) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
+	  $(if $(REFERENCE),--reference "$(REFERENCE)")
 
 test: setup sysdeps ## Run the test suite (offline, tiny models)
 	$(PY) -m pytest -q -m "not slow"
@@ -79,8 +88,9 @@ data: setup ## Regenerate data/images/ from installed packages and Debian fonts
 	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_DATA) >/dev/null; }
 	$(PY) scripts/make_images.py
 
-bench: setup ## Time fp32 and bf16 encoding against their matmul ceilings, with the targets, then adapter fitting (ARGS=--quick for CI)
+bench: setup ## fp32 and bf16 encoding against their matmul ceilings, metrics and plots at scale, adapter fitting (ARGS=--quick for CI)
 	$(PY) benchmarks/bench_encode.py $(ARGS)
+	$(PY) benchmarks/bench_scale.py $(ARGS)
 	$(PY) benchmarks/bench_adapt.py $(filter --quick,$(ARGS))
 
 dist: setup ## Build the wheel and sdist into dist/ (the wheel carries the default data and notebooks)

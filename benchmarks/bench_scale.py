@@ -5,7 +5,7 @@ step it prints the wall time and the peak memory the step allocates beyond the f
 matrix (numpy allocations traced with tracemalloc, in a second run so tracing does not slow the
 timed one), and that peak as a multiple of the matrix. Figures are measured, never asserted.
 
-    python benchmarks/bench_scale.py [--images 5000] [--captions 5000] [--dim 512]
+    python benchmarks/bench_scale.py [--images 5000] [--captions 5000] [--dim 512] [--quick]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from labclip import stats  # noqa: E402
+from labclip.lab.scale import HARDEST, heatmap_figure  # noqa: E402
 from labclip.metrics import (  # noqa: E402
     match_metrics,
     retrieval_metrics,
@@ -55,13 +56,28 @@ def measure(step: Callable[[], object]) -> tuple[float, int]:
     return seconds, peak
 
 
+def _heatmap_png(sim: np.ndarray, ranks) -> int:
+    """The scale report's heatmap of a large set (the hardest images only), drawn to PNG bytes."""
+    import io
+
+    n = len(sim)
+    fig, _ = heatmap_figure(sim, np.arange(n), ranks.i2t, [f"image {i}" for i in range(n)],
+                            [f"caption {i}" for i in range(n)])
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.tell()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--captions", type=int, default=5000, help="captions (paired set: one per image)")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="1,000 x 1,000 and fewer resamples, for CI")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.captions = min(args.images, 1000), min(args.captions, 1000)
 
     rng = np.random.default_rng(args.seed)
     images = unit_vectors(rng, args.images, args.dim)
@@ -93,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
          + [stats.proportion(ranks.t2i <= k) for k in (1, 5, 10)]),
         ("bootstrap intervals, 2 MRRs (9,999 resamples)", lambda: ranks.estimates(ks=())),
         ("exact McNemar, two hit vectors", lambda: stats.paired_test(hits_a, hits_b)),
+        (f"report heatmap (hardest {HARDEST} of {paired} images)", lambda: _heatmap_png(square, ranks)),
     ]
 
     print(f"labclip scale benchmark: {args.images} images x {args.captions} captions, dim {args.dim}, "

@@ -35,6 +35,7 @@ top_k = 3
 batch_size = None  # None: the model's default
 title = "{title}"
 strict = False  # True: fail when the model can't be loaded instead of using the demo model
+check_images = True  # False: skip decoding every image (the report runner has already checked them once)
 output_dir = None  # folder for metrics and provenance JSON (None: not written)''' + extra
 
 
@@ -48,8 +49,9 @@ strict = False  # True: fail when the model can't be loaded instead of using the
 output_dir = None  # folder for the provenance JSON (None: not written)'''
 
 START = ("from labclip.lab import experiment, present\n\n"
-         "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict)  "
+         "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict,  "
          "# check the captions, load the model\n"
+         "                       check_images=check_images)\n"
          "present.title(exp, title)")
 
 ADAPT_METHOD = '''# The method: a ridge-regularised linear map from one language's caption embeddings to the other's.
@@ -61,7 +63,8 @@ show.method(run, fitted, cosine)'''
 
 MATCHING_START = ("from labclip import match_metrics, similarity\n"
                   "from labclip.lab import experiment, present\n\n"
-                  "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict)\n"
+                  "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict,\n"
+                  "                       check_images=check_images)\n"
                   "present.title(exp, title)")
 
 METHOD_TEXT = """### The method, in code you can change
@@ -119,7 +122,33 @@ NOTEBOOKS = {
         "show.published()",
         'show.provenance(run, few, output_dir, "06_adapt");',
     ]),
+    "05_scale": ("CLIP retrieval at scale", [
+        "scale.results_table(run);",
+        "scale.recall_plot(run)",
+        "scale.tests_section(run);",
+        "scale.reference_beside(run)",
+        "scale.heatmap(run)",
+        "scale.save(run, output_dir);",
+    ]),
 }
+
+SCALE_PARAMETERS = f'''dataset = "xtd10"  # "xtd10", "xm3600", a prepared benchmark folder or a caption file
+model = "{DEFAULT_MODEL}"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"
+compare_models = None  # evaluated beside the model above (None: the default models that support every language)
+languages = ["en", "ru"]  # caption languages; the first is the reference for the paired tests
+translator = None  # e.g. "{DEFAULT_TRANSLATOR}": adds the translate-then-CLIP strategy
+reference = None  # the small caption set placed beside the benchmark (None: data/captions/short.csv)
+batch_size = None  # None: the model's default
+title = "CLIP retrieval at scale: models, languages and strategies with intervals"
+strict = False  # True: fail when a model can't be loaded instead of using the demo model
+output_dir = None  # folder for the results and provenance JSON (None: not written)'''
+
+SCALE_START = ("from labclip.lab import compare, scale\n\n"
+               "others = compare_models if compare_models is not None else compare.default_models(languages)[1:]\n"
+               "run = scale.start(dataset, [model, *others], languages, translator, batch_size, strict)\n"
+               "run.evaluate(reference or scale.REFERENCE_CAPTIONS)\n"
+               "scale.title(run, title)\n"
+               "scale.published(run)")
 
 ZEROSHOT_START = ("from labclip.lab import experiment, present\n\n"
                   "run = experiment.start(model, languages=languages, strict=strict, labels=labels, task=\"zeroshot\")\n"
@@ -146,8 +175,8 @@ ADAPT_START = ("from labclip.adapt import fit_text_adapter\n"
                "                  folds=folds, alpha=alpha, seed=seed, batch_size=batch_size)\n"
                "show.title(run, title)")
 
-PARAMETER_CELLS = {"04_zeroshot": ZEROSHOT_PARAMETERS, "06_adapt": ADAPT_PARAMETERS}
-START_CELLS = {"04_zeroshot": ZEROSHOT_START, "06_adapt": ADAPT_START}
+PARAMETER_CELLS = {"04_zeroshot": ZEROSHOT_PARAMETERS, "05_scale": SCALE_PARAMETERS, "06_adapt": ADAPT_PARAMETERS}
+START_CELLS = {"04_zeroshot": ZEROSHOT_START, "05_scale": SCALE_START, "06_adapt": ADAPT_START}
 
 INTRO = {
     "01_matching": "One model, one caption language: the method in a few lines of code, then the similarity "
@@ -159,6 +188,9 @@ INTRO = {
                    "prompt ensembles on a small labelled set.",
     "06_adapt": "Adapters that fit on a CPU in seconds: a linear text adapter (Russian captions onto English "
                 "ones) and few-shot linear probe / Tip-Adapter, every number scored on held-out images.",
+    "05_scale": "Retrieval on a benchmark caption set (XTD10, Crossmodal-3600): Recall@1/5/10 in both directions "
+                "with 95% intervals, paired tests between languages, strategies and models, and the small "
+                "bundled set beside it.",
 }
 
 

@@ -14,17 +14,17 @@ DISPLAY = {"pandas", "matplotlib", "seaborn", "IPython", "nbconvert", "nbformat"
 # Each core module may import only from earlier layers (captions + images → encoder → cached embeddings →
 # similarity → metrics); labclip.lab sits on top of the whole core, the command line on top of everything.
 CORE_LAYERS = [
-    {"errors", "atomic", "registry", "labels"},
+    {"errors", "atomic", "registry"},
     {"config"},
     {"images", "text", "hub", "cache", "demo", "stats", "precision", "adapter"},
-    {"data", "multilingual"},
+    {"data", "multilingual", "labels"},
     {"encoders"},
     {"model"},
     {"metrics"},
     {"zeroshot", "translate", "datasets", "adapt"},
 ]
 LAB_LAYERS = [{"tables", "provenance"}, {"experiment"}, {"compare", "adapt"}, {"narrative", "plots"}, {"present"},
-              {"adapt_present"}, {"report"}]
+              {"scale", "adapt_present"}, {"report"}]
 FRONT = ["cli", "__main__"]
 CORE = set().union(*CORE_LAYERS)
 

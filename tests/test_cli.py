@@ -205,8 +205,8 @@ def test_match_prints_human_labels_and_report_number_format(capsys, tiny_model_d
     n, i2t_hits, t2i_hits = direct_matching(tiny_model, "ru")
     code, out, err = run(capsys, "match", DEFAULT_CAPTIONS, "--lang", "ru", "--model", tiny_model_dir)
     assert code == 0 and "untrained" in err
-    assert f"Image→text top-1: {i2t_hits}/{n} ({100 * i2t_hits / n:.1f}%)" in out
-    assert f"Text→image top-1: {t2i_hits}/{n} ({100 * t2i_hits / n:.1f}%)" in out
+    assert f"Image→text top-1: {i2t_hits}/{n} ({100 * i2t_hits / n:.1f}% [" in out
+    assert f"Text→image top-1: {t2i_hits}/{n} ({100 * t2i_hits / n:.1f}% [" in out
     assert "i2t_acc1" not in out and "hits" not in out and "contrastive_loss" not in out
     assert "фотография" in out or "рисунок" in out
     for number in (w for line in out.splitlines() for w in line.split() if w.endswith("%")):
@@ -495,7 +495,7 @@ def test_paired_model_records_both_towers(tiny_model_dir, tmp_path):
 
 
 def test_number_format_matches_the_reports():
-    assert cli.fmt("i2t_acc3", 10 / 12, 12) == "10/12 (83.3%)"
+    assert cli.fmt("i2t_acc3", 10 / 12, 12) == "10/12 (83.3% [55.2%, 95.3%])"
     assert cli.fmt("acc1", 0.5, None) == "50.0%"
     assert cli.fmt("probability", 0.12345) == "12.3%"
     assert cli.fmt("margin_min", -0.0001) == "0.000"

@@ -134,9 +134,9 @@ def test_metric_labels_are_human_for_every_figure():
 
 
 def test_one_number_format():
-    assert format_metric("i2t_acc1", 10 / 12, 12) == "10/12 (83.3%)"
+    assert format_metric("i2t_acc1", 10 / 12, 12) == "10/12 (83.3% [55.2%, 95.3%])"
     assert format_metric("t2i_acc3", 0.5) == "50.0%"
-    assert format_metric("acc5", 1 / 3, 3) == "1/3 (33.3%)"
+    assert format_metric("acc5", 1 / 3, 3) == "1/3 (33.3% [6.1%, 79.2%])"
     assert format_metric("mean_per_class_recall", 0.25) == "25.0%"
     assert format_metric("i2t_hits1", 4, 12) == "4/12"
     assert format_metric("threshold", None) == "—" and format_metric("gap_ratio", float("nan")) == "—"
@@ -154,4 +154,4 @@ def test_metric_table_has_no_raw_keys_or_python_values():
     assert list(frame.columns) == ["English", "German"]
     for raw in ("i2t_acc1", "i2t_hits1", "margin_min", "None", "False", "nan", "-0.000"):
         assert raw not in cells, raw
-    assert frame.loc["Image→text top-1", "English"] == f"{m.i2t.hits1}/3 ({100 * m.i2t.acc1:.1f}%)"
+    assert frame.loc["Image→text top-1", "English"] .startswith(f"{m.i2t.hits1}/3 ({100 * m.i2t.acc1:.1f}% [")

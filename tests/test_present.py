@@ -58,7 +58,7 @@ def test_accuracies_read_as_k_of_n(shown):
     m = exp.matching("en").metrics
     everything = " ".join(outputs)
     hits, n = m.i2t.hits1, m.n
-    assert f"{hits}/{n} ({100 * hits / n:.1f}%)" in everything
+    assert f"{hits}/{n} ({100 * hits / n:.1f}% [" in everything
     assert "Image→text top-1" in everything and "Mean reciprocal rank" in everything
     assert "Smallest margin" in everything and "Contrastive loss" in everything and "Separable" in everything
 

@@ -192,3 +192,15 @@ def test_shipped_parameter_sets_are_valid():
         params = read_params(path)
         if "captions" in params:
             load_captions(PROJ_ROOT / params["captions"], languages=params.get("languages"))
+
+
+def test_every_accuracy_in_the_reports_has_its_interval(full_run):
+    """Parse each rendered page: a percentage is an accuracy with ``[low, high]`` after it, or one of the few
+    figures that are not accuracies (softmax probabilities, mean per-class recall, the 5% level)."""
+    from test_scale import bare_percentages
+
+    out, _ = full_run
+    for name in NOTEBOOKS:
+        bare = bare_percentages((out / f"{name}.html").read_text(encoding="utf-8"),
+                                skip_columns={"probability", "mean per-class recall"})
+        assert bare == [], f"{name}: {bare[:5]}"

@@ -42,6 +42,8 @@ KNOWN_NOISE = {
     # M-CLIP's config declares model type "M-CLIP"; labclip loads its XLM-R text encoder on purpose
     "transformers.configuration_utils": "You are using a model of type `M-CLIP` to instantiate",
 }
+# Images tagged between two atomic rewrites of the tags CSV: an interrupted run keeps every finished chunk.
+TAG_CHUNK = 256
 TAG_KEY = ("model", "model_revision", "model_untrained", "labels_sha256", "templates", "template_lang", "top_k")
 
 
@@ -643,11 +645,13 @@ def cmd_tag(args) -> None:
         print(f"labclip: {len(images) - len(todo)} of {_count(len(images), 'image')} already tagged in {args.out}",
               file=sys.stderr)
     if todo or done is None:
-        probs = probabilities(model, model.encode_images([images[i] for i in todo]),
-                              class_embeddings(model, labels, templates))
-        new = top_labels(probs, labels, [names[i] for i in todo], args.top_k).assign(**key)
-        done = pd.concat([done, new], ignore_index=True) if done is not None and len(done) else new
-        write_text(args.out, done.to_csv(index=False))
+        classes = class_embeddings(model, labels, templates)
+        for start in range(0, max(len(todo), 1), TAG_CHUNK):
+            chunk = todo[start:start + TAG_CHUNK]
+            probs = probabilities(model, model.encode_images([images[i] for i in chunk]), classes)
+            new = top_labels(probs, labels, [names[i] for i in chunk], args.top_k).assign(**key)
+            done = pd.concat([done, new], ignore_index=True) if done is not None and len(done) else new
+            write_text(args.out, done.to_csv(index=False))
     print(f"labclip: tagged {_count(len(todo), 'new image')}; {args.out} lists "
           f"{_count(done['image'].nunique(), 'image')}", file=sys.stderr)
 

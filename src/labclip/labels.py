@@ -36,8 +36,26 @@ _THREE_DECIMALS = {"i2t_mrr", "t2i_mrr", "correct_mean", "correct_min", "correct
 
 
 def share(hits: int, n: int) -> str:
-    """``"10/12 (83.3%)"``."""
-    return f"{hits}/{n} ({100 * hits / n:.1f}%)"
+    """``"10/12 (83.3% [55.2%, 95.3%])"``: a count, its rate and the rate's 95% Wilson interval."""
+    return f"{hits}/{n} ({interval(hits, n)})"
+
+
+def interval(hits: int, n: int) -> str:
+    """``"83.3% [55.2%, 95.3%]"``: a rate with its 95% Wilson score interval."""
+    from .stats import wilson_interval
+
+    low, high = wilson_interval(hits, n)
+    return f"{100 * hits / n:.1f}% [{100 * low:.1f}%, {100 * high:.1f}%]"
+
+
+def rate(x: float, n: int) -> str:
+    """An accuracy over ``n`` images (a fraction) as :func:`interval` shows it."""
+    return interval(round(float(x) * n), n)
+
+
+def p_value(p: float) -> str:
+    """``"p = 0.0312"``, or ``"p < 0.001"``."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3g}"
 
 
 def pct(x: float) -> str:

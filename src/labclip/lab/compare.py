@@ -14,7 +14,7 @@ from ..atomic import write_text
 from ..data import CaptionSet
 from ..errors import LabclipError
 from ..hub import ModelUnavailable
-from ..metrics import MatchMetrics, accuracy_keys
+from ..metrics import MatchMetrics, accuracy_keys, correct_ranks
 from ..model import ClipModel
 from ..registry import default_models
 from ..translate import DEFAULT_TRANSLATOR, Translator, translator_name
@@ -49,10 +49,11 @@ def compare(
     falls back to the demo model when it is not cached and the hub cannot be reached (unless ``strict``);
     other models in that state, and translators that can't be loaded, are skipped and listed in
     ``attrs["skipped"]``. A model the hub does not know, or a missing local folder, is an error.
-    Translations are in ``attrs["translations"]``. Image embeddings are computed once per model
+    Translations are in ``attrs["translations"]``; ``attrs["i2t_hits1"]`` holds each row's per-image
+    image→text top-1 hits, for paired tests. Image embeddings are computed once per model
     and shared through the cache by models with the same image encoder.
     """
-    rows, skipped, translations = [], [], {}
+    rows, hits, skipped, translations = [], [], [], {}
     for n, name in enumerate(default_models(languages) if models is None else models):
         try:
             model, fallback = (name, None) if isinstance(name, ClipModel) else load_model_or_demo(name, strict or n > 0)
@@ -65,6 +66,7 @@ def compare(
         strategy = "multilingual" if is_multilingual(model) else "raw"
         for lang in languages:
             rows.append(_row(label, lang, strategy, exp.matching(lang).metrics))
+            hits.append(correct_ranks(exp.matching(lang).sim) == 1)
         if strategy == "multilingual" or not translator:
             continue
         for lang in languages:
@@ -78,8 +80,9 @@ def compare(
                     skipped.append(f"translation {lang}→{reference} ({mt}): {err}")
                     translations[mt] = None
             if translations[mt] is not None:
-                metrics = exp.match_texts(f"{lang}→{reference}", translations[mt]).metrics
-                rows.append(_row(label, lang, "translated", metrics))
+                matching = exp.match_texts(f"{lang}→{reference}", translations[mt])
+                rows.append(_row(label, lang, "translated", matching.metrics))
+                hits.append(correct_ranks(matching.sim) == 1)
     table = pd.DataFrame(rows)
     if not table.empty:
         base = table[(table.language == reference) & (table.strategy != "translated")].set_index("model")["i2t_acc1"]
@@ -88,6 +91,8 @@ def compare(
         table["gap_ratio"] = [g[1] for g in gaps]
     table.attrs["reference"] = reference
     table.attrs["skipped"] = skipped
+    table.attrs["i2t_hits1"] = hits
+    table.attrs["n"] = len(captions)
     table.attrs["translations"] = {mt: t for mt, t in translations.items() if t is not None}
     return table
 

@@ -247,6 +247,7 @@ def start(
     *,
     labels: str | os.PathLike | None = None,
     task: str = "matching",
+    check_images: bool = True,
 ) -> Run:
     """Validate the inputs first, then load the model (or the demo model, see :func:`load_model_or_demo`).
 
@@ -261,6 +262,8 @@ def start(
         device: torch device.
         labels: labelled images for ``task="zeroshot"`` (default ``data/labels.csv``).
         task: ``"matching"`` gives an :class:`Experiment`, ``"zeroshot"`` a :class:`ZeroShotRun`.
+        check_images: decode every image of the caption set now; ``False`` when the report runner has
+            already checked them once for all notebooks.
     """
     if task not in ("matching", "zeroshot"):
         raise LabclipError(f"unknown task {task!r}; use 'matching' or 'zeroshot'")
@@ -272,7 +275,8 @@ def start(
             data = labelled_images(source, language)
     else:
         with timings.stage("load captions"):
-            table = load_captions(Path(captions) if captions else DEFAULT_CAPTIONS, image_dir, languages)
+            table = load_captions(Path(captions) if captions else DEFAULT_CAPTIONS, image_dir, languages,
+                                  check_images=check_images)
             if languages:
                 table = table.select(languages)
     with timings.stage("load model"):

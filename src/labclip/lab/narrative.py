@@ -14,10 +14,24 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from .. import stats as _stats
 from ..config import CAPTIONS_DIR, DEFAULT_CAPTIONS, shown_path
-from ..labels import METRIC_LABELS, format_metric, is_hit_count, metric_label, missing, num, pct, share  # noqa: F401
+from ..labels import (  # noqa: F401
+    METRIC_LABELS,
+    format_metric,
+    is_hit_count,
+    metric_label,
+    missing,
+    num,
+    p_value,
+    pct,
+    rate,
+    share,
+)
+from ..metrics import retrieval_ranks
 from ..model import ClipModel
 from ..registry import resolve_model_name
 from . import compare
@@ -228,17 +242,42 @@ def method(exp: Experiment) -> str:
     ])
 
 
+def paired(hits_a, hits_b, a: str, b: str, what: str = "accuracy", alpha: float = 0.05) -> str:
+    """One sentence on an exact McNemar test of two methods' per-image hits on the same images."""
+    test = _stats.paired_test(hits_a, hits_b)
+    verdict = "significant" if test.significant(alpha) else "not significant"
+    return (f"On the same {test.n} images, {test.only_a} are right only with {a} and {test.only_b} only with {b}; "
+            f"the difference in {what} is {verdict} at the 5% level (exact McNemar test, {p_value(test.p_value)}).")
+
+
+def estimates(m: Matching) -> dict[str, _stats.Estimate]:
+    """Accuracy and MRR of a matching with 95% intervals (Wilson; seeded bootstrap over images for MRR)."""
+    return retrieval_ranks(m.sim).estimates((1, m.metrics.k))
+
+
+def margin_estimate(m: Matching) -> _stats.Estimate:
+    """Mean margin of the correct caption over the best wrong one, with a seeded bootstrap interval over images."""
+    sim = np.asarray(m.sim, dtype=np.float64)
+    wrong = np.where(np.eye(len(sim), dtype=bool), -np.inf, sim).max(axis=1)
+    return _stats.mean(np.diag(sim) - wrong)
+
+
+def _top1(m: Matching) -> np.ndarray:
+    return retrieval_ranks(m.sim).i2t == 1
+
+
 def results(m: Matching) -> str:
     x = m.metrics
     k, n = x.k, x.n
+    e = estimates(m)
     lines = [
         f"- Image→text: top-1 {share(x.i2t.hits1, n)}, top-{k} {format_metric(f'i2t_acc{k}', x.i2t.acck, n)}, "
-        f"mean reciprocal rank {num(x.i2t.mrr)}.",
+        f"mean reciprocal rank {e['i2t_mrr']:.3f}.",
         f"- Text→image: top-1 {share(x.t2i.hits1, n)}, top-{k} {format_metric(f't2i_acc{k}', x.t2i.acck, n)}, "
-        f"mean reciprocal rank {num(x.t2i.mrr)}.",
+        f"mean reciprocal rank {e['t2i_mrr']:.3f}.",
         f"- Correct pairs: cosine {num(x.correct_min)} to {num(x.correct_max)} (mean {num(x.correct_mean)}); "
         f"wrong pairs: {num(x.wrong_min)} to {num(x.wrong_max)} (mean {num(x.wrong_mean)}).",
-        f"- Margin of the correct caption over the best wrong one: mean {num(x.margin_mean)}, "
+        f"- Margin of the correct caption over the best wrong one: mean {margin_estimate(m):.3f}, "
         f"smallest {num(x.margin_min)}.",
     ]
     if x.separable:
@@ -269,9 +308,11 @@ def discussion(exp: Experiment, languages: list[str]) -> str:
             parts.append(f"{md(language_name(a))} and {md(language_name(b))} captions reached the same image→text "
                          "top-1 accuracy in this run.")
         else:
+            high, low = (ma, mb) if better == a else (mb, ma)
             parts.append(f"{md(language_name(better))} captions matched better in this run "
-                         f"({pct(max(ma.i2t.acc1, mb.i2t.acc1))} vs {pct(min(ma.i2t.acc1, mb.i2t.acc1))} "
-                         "image→text top-1).")
+                         f"({share(high.i2t.hits1, high.n)} vs {share(low.i2t.hits1, low.n)} image→text top-1).")
+        parts.append(paired(_top1(exp.matching(a)), _top1(exp.matching(b)), f"{md(language_name(a))} captions",
+                            f"{md(language_name(b))} captions", "image→text top-1"))
         captions = {lang: exp.captions[lang] for lang in (a, b)}
         stats = token_stats(exp.model.tokenizer, captions, exp.model.context_length,
                             exp.model.openai_text_cleaning).set_index("language")
@@ -371,14 +412,24 @@ def comparison(table: pd.DataFrame, reference: str = "en") -> str:
     else:
         lines[0] += (f" There are no {language_name(reference)} captions in this run, so there is no "
                      f"{language_name(reference)} reference to measure a gap against.")
+    n, hits = table.attrs.get("n"), table.attrs.get("i2t_hits1")
     for r in table[table.language != reference].itertuples():
         line = (f"- {md(model_name(r.model))}, {md(language_name(r.language))}, {r.strategy}: image→text top-1 "
-                f"{pct(r.i2t_acc1)}")
+                f"{rate(r.i2t_acc1, n) if n else pct(r.i2t_acc1)}")
         if not missing(r.gap_pp):
             ratio = "undefined" if missing(r.gap_ratio) else format_metric("gap_ratio", r.gap_ratio)
             line += (f", {abs(r.gap_pp):.1f} percentage points {'behind' if r.gap_pp >= 0 else 'ahead of'} "
                      f"{language_name(reference)} ({language_name(reference)} ÷ this = {ratio})")
         elif has_reference:
             line += f" (this model has no {language_name(reference)} result to compare with)"
-        lines.append(line + ".")
+        line += "."
+        if hits:
+            same = table[(table.model == r.model) & (table.strategy != "translated")]
+            for ref, name in ((same[same.language == reference], f"{language_name(reference)} captions"),
+                              (same[same.language == r.language] if r.strategy == "translated" else same.iloc[:0],
+                               f"untranslated {md(language_name(r.language))} captions")):
+                if len(ref):
+                    line += " " + paired(hits[ref.index[0]], hits[r.Index], name, f"these {r.strategy} captions",
+                                         "image→text top-1")
+        lines.append(line)
     return "\n".join(lines)

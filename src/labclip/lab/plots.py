@@ -15,10 +15,12 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image, ImageOps
 
+from .. import stats
 from ..images import load_image
 from ..labels import metric_label, num
 from ..metrics import accuracy_keys
@@ -120,8 +122,24 @@ def similarity_distributions(sim: np.ndarray, threshold: float | None = None, ti
 
 
 @literal_text
-def accuracy_bars(compare: pd.DataFrame, k: int = 3, title: str | None = None) -> Figure:
-    """Grouped bars of top-1 and top-k accuracy in both directions, one group per language."""
+def wilson_error_bars(ax, n: int | None) -> None:
+    """95% Wilson intervals on every bar of ``ax`` (heights in percent, each an accuracy over ``n`` images)."""
+    if not n:
+        return
+    for container in [c for c in ax.containers if isinstance(c, BarContainer)]:
+        for bar in container:
+            height = bar.get_height()
+            if height != height:
+                continue
+            low, high = stats.wilson_interval(round(height / 100 * n), n)
+            ax.errorbar(bar.get_x() + bar.get_width() / 2, height,
+                        yerr=[[height - 100 * low], [100 * high - height]], fmt="none", ecolor="#333", capsize=2,
+                        linewidth=0.8)
+
+
+def accuracy_bars(compare: pd.DataFrame, k: int = 3, title: str | None = None, n: int | None = None) -> Figure:
+    """Grouped bars of top-1 and top-k accuracy in both directions, one group per language, with 95% Wilson
+    intervals when ``n`` (images) is given."""
     figures = list(dict.fromkeys(accuracy_keys(k)))
     names = {key: metric_label(key) for key in figures}
     long = compare.loc[figures].rename(index=names, columns=plain).astype(float).mul(100)
@@ -130,8 +148,9 @@ def accuracy_bars(compare: pd.DataFrame, k: int = 3, title: str | None = None) -
     ax = fig.subplots()
     sns.barplot(data=long, x="language", y="accuracy (%)", hue="figure", ax=ax, palette="Set2")
     for container in ax.containers:
-        ax.bar_label(container, fmt="%.1f", fontsize=7)
-    ax.set_ylim(0, 110)
+        ax.bar_label(container, fmt="%.1f", fontsize=7, padding=8 if n else 0)
+    wilson_error_bars(ax, n)
+    ax.set_ylim(0, 115)
     ax.set_xlabel("")
     ax.legend(fontsize=8, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     if title:
@@ -194,8 +213,8 @@ def token_lengths(lengths: pd.DataFrame, limit: int = 77, unit: str = "CLIP BPE 
 
 
 @literal_text
-def comparison_bars(table: pd.DataFrame, figure: str = "i2t_acc1") -> Figure:
-    """Grouped bars of one figure per model and strategy, one bar per language."""
+def comparison_bars(table: pd.DataFrame, figure: str = "i2t_acc1", n: int | None = None) -> Figure:
+    """Grouped bars of one figure per model and strategy, one bar per language (95% Wilson intervals with ``n``)."""
     data = table.assign(setup=[plain(f"{textwrap.shorten(m.split('/')[-1], 28)}\n{s}") for m, s in
                                zip(table["model"], table["strategy"])],
                         language=table["language"].map(plain), value=table[figure].astype(float) * 100)
@@ -203,8 +222,9 @@ def comparison_bars(table: pd.DataFrame, figure: str = "i2t_acc1") -> Figure:
     ax = fig.subplots()
     sns.barplot(data=data, x="setup", y="value", hue="language", ax=ax, palette="Set2")
     for container in ax.containers:
-        ax.bar_label(container, fmt="%.1f", fontsize=7)
-    ax.set_ylim(0, 110)
+        ax.bar_label(container, fmt="%.1f", fontsize=7, padding=8 if n else 0)
+    wilson_error_bars(ax, n)
+    ax.set_ylim(0, 115)
     ax.set_xlabel("")
     ax.set_ylabel(f"{metric_label(figure)} (%)")
     ax.tick_params(axis="x", labelsize=8)

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from .. import zeroshot
 from ..labels import format_metric, metric_label, pct
-from ..metrics import accuracy_keys
+from ..metrics import accuracy_keys, ranks
 from ..text import token_lengths
 from ..translate import translator_name
 from . import narrative, plots
@@ -142,6 +142,11 @@ def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.Dat
     keys = ["templates", "count", "acc1", f"acc{k}", "mean_per_class_recall"]
     shown = pd.DataFrame({key: [format_metric(key, v, n) for v, n in zip(scores[key], scores["n"])]
                           for key in dict.fromkeys(keys)})
+    if len(scores) > 1:
+        first, last = scores["templates"].iloc[0], scores["templates"].iloc[-1]
+        hits = [ranks(run.probabilities(zeroshot.load_templates(name, run.language)), run.data.truth) == 1
+                for name in (first, last)]
+        note = " ".join(filter(None, [note, narrative.paired(*hits, f"{md(first)}", f"{md(last)}", "top-1 accuracy")]))
     section("Prompt engineering: single template vs ensembles", note, table(_labelled(shown)))
     best = scores.sort_values("acc1", ascending=False, kind="stable").iloc[0]["templates"]
     probs = run.probabilities(zeroshot.load_templates(best, run.language))
@@ -190,10 +195,13 @@ def accuracy(m: Matching) -> None:
     x = m.metrics.to_dict()
     k, n = m.metrics.k, m.metrics.n
     keys = ("acc1", f"acc{k}", "mrr")
-    rows = {direction: [format_metric(f"{prefix}_{key}", x[f"{prefix}_{key}"], n) for key in keys]
+    e = narrative.estimates(m)
+    rows = {direction: [format(e[f"{prefix}_mrr"], ".3f") if key == "mrr"
+                        else format_metric(f"{prefix}_{key}", x[f"{prefix}_{key}"], n) for key in keys]
             for direction, prefix in (("Image→text", "i2t"), ("Text→image", "t2i"))}
     shown = pd.DataFrame(rows, index=["Top-1", f"Top-{k}", "Mean reciprocal rank"]).T
-    section("Accuracy in both directions", "", table(shown, index=True))
+    section("Accuracy in both directions", f"{n} images; 95% intervals in brackets (Wilson score for accuracies, "
+            "seeded bootstrap over images for the mean reciprocal rank).", table(shown, index=True))
 
 
 def distractors(m: Matching) -> None:
@@ -217,8 +225,9 @@ def languages(exp: Experiment, langs: list[str]) -> None:
     captions = captions_frame(exp.captions)[["name", *langs]].rename(columns={"name": "Image"} | {
         lang: narrative.language_name(lang) for lang in langs})
     section("Captions", "", table(captions))
-    section("Metrics by language", "", metrics_by_language(exp, langs),
-            png(plots.accuracy_bars(exp.compare(langs).rename(columns=narrative.language_name), exp.top_k)))
+    section("Metrics by language", _languages_test(exp, langs), metrics_by_language(exp, langs),
+            png(plots.accuracy_bars(exp.compare(langs).rename(columns=narrative.language_name), exp.top_k,
+                                    n=len(exp.captions))))
     published(exp, langs)
     token_statistics(exp, langs)
     scale = similarity_range(exp, langs) if len(langs) > 1 else None
@@ -247,6 +256,15 @@ def token_statistics(exp: Experiment, langs: list[str]) -> pd.DataFrame:
     return stats
 
 
+def _languages_test(exp: Experiment, langs: Sequence[str]) -> str:
+    """The exact McNemar test of the first two languages' image→text top-1 hits, in one sentence ("" for one language)."""
+    if len(langs) < 2:
+        return ""
+    a, b = (exp.matching(lang) for lang in langs[:2])
+    return narrative.paired(narrative._top1(a), narrative._top1(b), f"{md(narrative.language_name(langs[0]))} captions",
+                            f"{md(narrative.language_name(langs[1]))} captions", "image→text top-1")
+
+
 def comparison(exp: Experiment, result: pd.DataFrame, translator: str | None) -> None:
     """Models × languages × strategies (``result`` of :func:`labclip.lab.compare.compare`): two tables, bars,
     translations, and what could not be compared."""
@@ -269,7 +287,7 @@ def comparison(exp: Experiment, result: pd.DataFrame, translator: str | None) ->
                 "<h3>Gap to English and similarity</h3>"
                 + table(columns(["gap_pp", "gap_ratio", "correct_mean", "margin_mean"])),
                 png(plots.comparison_bars(result.assign(model=result["model"].map(narrative.model_name),
-                                                       language=setup["language"]))))
+                                                       language=setup["language"]), n=len(exp.captions))))
     for name, texts in result.attrs["translations"].items():
         lang = next((lang for lang in langs if name == translator_name(translator or "", lang)), None)
         if lang:
@@ -300,7 +318,8 @@ def lab_report(exp: Experiment, langs: list[str]) -> None:
     topk(first)
     if len(langs) > 1:
         section("Languages compared", "", metrics_by_language(exp, langs),
-                png(plots.accuracy_bars(exp.compare(langs).rename(columns=narrative.language_name), exp.top_k)),
+                png(plots.accuracy_bars(exp.compare(langs).rename(columns=narrative.language_name), exp.top_k,
+                                        n=len(exp.captions))),
                 level=3)
     section("Discussion", narrative.discussion(exp, langs))
     published(exp, langs)

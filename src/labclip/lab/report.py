@@ -39,10 +39,11 @@ from .experiment import load_model_or_demo
 from .provenance import Timings, now, package_versions
 
 NOTEBOOKS = ("01_matching", "02_languages", "03_lab_report", "04_zeroshot")
-OPTIONAL_NOTEBOOKS = ("06_adapt",)  # run on request (make report-adapt): its caption languages are fixed by parameters
+SCALE_NOTEBOOK = "05_scale"  # run by `make report-scale DATASET=...`, not by default
+OPTIONAL_NOTEBOOKS = (SCALE_NOTEBOOK, "06_adapt")  # run on request (make report-scale, make report-adapt)
 KERNEL = "labclip"
 PARAMETERS = ("model", "captions", "image_dir", "languages", "top_k", "batch_size", "title", "strict",
-              "compare_models", "translator", "labels", "template_sets")
+              "compare_models", "translator", "labels", "template_sets", "dataset", "reference")
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 PDF_TIMEOUT_S = 180
 KEEP_RUNS = 5
@@ -319,6 +320,15 @@ def build_reports(
     params = {k: v for k, v in params.items() if v is not None}
     with timings.stage("check inputs"):
         check_inputs(params, out_dir, notebooks, pdf)
+    if any(name in NOTEBOOKS for name in notebooks):
+        params["check_images"] = False  # check_inputs decoded every image once; the notebooks skip it
+    if SCALE_NOTEBOOK in notebooks:
+        from .scale import resolve_dataset
+
+        if not params.get("dataset"):
+            raise LabclipError("the scale report needs a dataset: xtd10, xm3600, a prepared folder or a caption file")
+        with timings.stage("prepare dataset"):
+            resolve_dataset(params["dataset"], params.get("languages"))
     import papermill
 
     with timings.stage("check model"):
@@ -354,7 +364,8 @@ def _run_notebook(papermill, name: str, params: dict, staging: Path, kernel: str
     source = NOTEBOOKS_DIR / f"{name}.ipynb"
     executed = staging / f"{name}.ipynb"
     declared = papermill.inspect_notebook(str(source))
-    nb_params = {k: v for k, v in params.items() if k in declared and (k != "title" or name == "03_lab_report")}
+    nb_params = {k: v for k, v in params.items()
+                 if k in declared and (k != "title" or name in ("03_lab_report", SCALE_NOTEBOOK))}
     nb_params["output_dir"] = str(staging)
     print(f"labclip: running {name} ...", file=sys.stderr)
     with timings.stage(f"run {name}"):
@@ -418,11 +429,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"translate-then-CLIP ({nb})")
     p.add_argument("--templates", nargs="+", dest="template_sets", metavar="SET",
                    help=f"template sets compared in the zero-shot report ({nb})")
+    p.add_argument("--dataset", help="benchmark for the scale report: xtd10, xm3600, a prepared folder or a "
+                   "caption file; runs notebook 05_scale only, unless --notebooks says otherwise (default: none)")
+    p.add_argument("--reference", help="small caption set placed beside the benchmark in the scale report "
+                   "(default: data/captions/short.csv)")
     p.add_argument("--out", type=Path, help="output folder (default: reports/ of the checkout, else ./reports): "
                                           "runs/<run-id>/ per run, latest/ and the report names link to the newest")
-    p.add_argument("--notebooks", nargs="+", choices=NOTEBOOKS + OPTIONAL_NOTEBOOKS, default=list(NOTEBOOKS),
-                   metavar="NAME", help=f"notebooks to run: {', '.join(NOTEBOOKS + OPTIONAL_NOTEBOOKS)} (default: "
-                   f"{', '.join(NOTEBOOKS)})")
+    p.add_argument("--notebooks", nargs="+", choices=NOTEBOOKS + OPTIONAL_NOTEBOOKS, metavar="NAME",
+                   help=f"notebooks to run: {', '.join(NOTEBOOKS + OPTIONAL_NOTEBOOKS)} (default: {', '.join(NOTEBOOKS)}; "
+                   f"with --dataset: {SCALE_NOTEBOOK})")
     p.add_argument("--no-pdf", action="store_true", help="HTML only (default: HTML and PDF)")
 
 
@@ -456,14 +471,17 @@ def run(args: argparse.Namespace) -> int:
         cli = {"model": args.model, "captions": args.captions, "image_dir": args.image_dir, "labels": args.labels,
                "languages": args.langs, "top_k": args.top_k, "batch_size": args.batch_size, "title": args.title,
                "strict": args.strict, "compare_models": args.compare_models, "template_sets": args.template_sets,
-               "translator": "" if args.translator == "none" else args.translator}
+               "translator": "" if args.translator == "none" else args.translator, "dataset": args.dataset,
+               "reference": args.reference}
         params.update({k: v for k, v in cli.items() if v is not None})
-        for key in ("captions", "image_dir", "labels"):
+        for key in ("captions", "image_dir", "labels", "reference"):
             if params.get(key):
                 params[key] = str(Path(params[key]).resolve())
-        if params.get("model") and Path(params["model"]).exists():
-            params["model"] = str(Path(params["model"]).resolve())
-        published = build_reports(params, out, args.notebooks, pdf=not args.no_pdf)
+        for key in ("model", "dataset"):
+            if params.get(key) and Path(params[key]).exists():
+                params[key] = str(Path(params[key]).resolve())
+        notebooks = args.notebooks or ([SCALE_NOTEBOOK] if params.get("dataset") else list(NOTEBOOKS))
+        published = build_reports(params, out, notebooks, pdf=not args.no_pdf)
     except LabclipError as err:
         print(f"labclip: error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,263 @@
+"""The scale report: benchmark sets, intervals and paired tests recomputed independently, rendered HTML."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
+from statsmodels.stats.proportion import proportion_confint
+
+from labclip import datasets as ds
+from labclip.cli import main as cli_main
+from labclip.errors import LabclipError
+from labclip.lab import narrative, scale
+
+FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
+
+
+def main(argv: list[str]) -> int:
+    return cli_main(["report", *argv])
+
+
+@pytest.fixture(scope="module")
+def xtd10(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bench")
+    return ds.prepare("xtd10", source=FIXTURES / "xtd10", images=FIXTURES / "coco", root=root).parent
+
+
+@pytest.fixture(scope="module")
+def xm3600(tmp_path_factory) -> Path:
+    return ds.prepare("xm3600", source=FIXTURES / "xm3600", root=tmp_path_factory.mktemp("bench")).parent
+
+
+@pytest.fixture(scope="module")
+def run(xtd10):
+    r = scale.start(xtd10, ["demo"], ["en", "ru", "de"])
+    r.evaluate()
+    return r
+
+
+def _ranks(sim: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks by full sorting (ties against the right answer), written apart from labclip.metrics."""
+    n = sim.shape[0]
+    i2t = np.array([min(1 + np.sum(sim[i] > sim[i, c]) + np.sum((sim[i] == sim[i, c]) & (owner != i))
+                        for c in np.flatnonzero(owner == i)) for i in range(n)])
+    t2i = np.array([1 + np.sum(sim[:, c] > sim[owner[c], c]) + np.sum(sim[:, c] == sim[owner[c], c]) - 1
+                    for c in range(sim.shape[1])])
+    return i2t, t2i
+
+
+def test_intervals_and_p_values_match_independent_recomputation(run):
+    model = run.models["demo"]
+    images = model.encode_images(run.captions["path"])
+    images = images / np.linalg.norm(images, axis=1, keepdims=True)
+    table = run.table()
+    hits = {}
+    for lang in run.languages:
+        texts = model.encode_texts(run.captions[lang])
+        texts = texts / np.linalg.norm(texts, axis=1, keepdims=True)
+        i2t, t2i = _ranks((images @ texts.T).astype(np.float32), np.arange(len(images)))
+        hits[lang] = t2i <= 1
+        for direction, ranks in (("i2t", i2t), ("t2i", t2i)):
+            for k in scale.KS:
+                row = table[(table.language == lang) & (table.direction == direction) & (table.k == k)].iloc[0]
+                count = int(np.sum(ranks <= k))
+                low, high = proportion_confint(count, len(ranks), alpha=0.05, method="wilson")
+                assert row.hits == count and row.n == len(ranks)
+                assert row.low == pytest.approx(low, abs=1e-9) and row.high == pytest.approx(high, abs=1e-9)
+    tests = run.paired_tests()
+    assert set(tests.b) == {"demo · ru · direct", "demo · de · direct"}
+    for _, test in tests.iterrows():
+        a, b = hits[test.a.split(" · ")[1]], hits[test.b.split(" · ")[1]]
+        expected = sm_mcnemar([[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]], exact=True).pvalue
+        assert test.p_value == pytest.approx(expected)
+        assert test.significant == (expected < 0.05)
+        assert narrative.p_value(expected) in scale.significance(test)
+
+
+def test_reference_set_is_measured_in_the_run(run):
+    assert run.reference_source == "short.csv"
+    assert {r.language for r in run.reference} == {"en", "ru"}
+    assert all(len(r.ranks.i2t) == 12 for r in run.reference)
+
+
+def test_several_captions_per_image_use_the_image_hits_for_tests(xm3600):
+    r = scale.start(xm3600, ["demo"], ["en", "ru"])
+    r.evaluate(reference=None)
+    n_captions = {res.language: len(res.ranks.t2i) for res in r.results}
+    assert max(n_captions.values()) > r.n_images
+    test = r.paired_tests().iloc[0]
+    assert test.direction == "i2t" and test.n == r.n_images
+    assert r.table().query("direction == 't2i' and language == 'en'").method.iloc[0] == "cluster bootstrap"
+
+
+def test_hardest_subset_above_the_limit(run):
+    ranks = np.array([1, 7, 3, 7, 2])
+    assert scale.hardest(ranks, 3).tolist() == [1, 3, 2]
+    label, lang, sim, owner, captions, i2t = run._heat
+    fig, note = scale.heatmap_figure(sim, owner, i2t, run.captions["image"], captions, limit=2)
+    assert "too many" in note and len(fig.axes[0].get_yticklabels()) == min(scale.HARDEST, 2)
+    fig, note = scale.heatmap_figure(sim, owner, i2t, run.captions["image"], captions)
+    assert note.startswith("All 3 images") and len(fig.axes[0].get_yticklabels()) == 3
+
+
+def test_unknown_dataset_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(LabclipError, match="neither a benchmark"):
+        scale.resolve_dataset(tmp_path / "nothing")
+    assert main(["--dataset", str(tmp_path / "nothing"), "--model", "demo", "--no-pdf",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("labclip: error:")
+    assert not (tmp_path / "o").exists()
+
+
+class _Page(HTMLParser):
+    """Visible text of a page outside the published-results box, with table cells of skipped columns left out."""
+
+    def __init__(self, skip_columns: set[str]):
+        super().__init__()
+        self.skip_columns = {c.lower() for c in skip_columns}
+        self.box = self.hidden = 0
+        self.text: list[str] = []
+        self.cells: list[str] = []
+        self._cell: list[str] | None = None
+        self._row: list[str] = []
+        self._header: list[str] = []
+        self._column = 0
+
+    def handle_starttag(self, tag, attrs):
+        self.hidden += tag in ("style", "script")
+        if tag == "div" and (self.box or ("class", "labclip-published") in attrs):
+            self.box += 1
+        if tag == "table":
+            self._header = []
+        if tag == "tr":
+            self._row, self._column = [], 0
+        if tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        self.hidden -= tag in ("style", "script")
+        if tag == "div" and self.box:
+            self.box -= 1
+        if tag in ("td", "th") and self._cell is not None:
+            cell = " ".join("".join(self._cell).split())
+            column = self._header[self._column] if self._column < len(self._header) else ""
+            self._row.append(cell)
+            self._column += 1
+            self._cell = None
+            if column.lower() not in self.skip_columns and not self.box:
+                self.cells.append(cell)
+                self.text.append(cell)
+        if tag == "tr" and not self._header:
+            self._header = list(self._row)
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+        elif not self.box and not self.hidden:
+            self.text.append(data)
+
+
+PERCENT = re.compile(r"\d+(?:\.\d+)?%")
+WITH_INTERVAL = re.compile(r"\d+(?:\.\d+)?% \[\d+(?:\.\d+)?%, \d+(?:\.\d+)?%\]")
+# Percentages that are not accuracies: confidence and significance levels, the seed report's quoted
+# "233% improvement" and relative differences between two accuracies.
+NOT_ACCURACIES = re.compile(r"95% (?:interval|Wilson)|(?:the|at|<) 5%|\"233% improvement\"|relative difference [+-]?\d+%")
+
+
+def bare_percentages(page: str, skip_columns: set[str] = frozenset()) -> list[str]:
+    """Percentages on a rendered page that carry no interval (outside the published box and skipped columns)."""
+    parsed = _Page(set(skip_columns))
+    parsed.feed(page)
+    return PERCENT.findall(NOT_ACCURACIES.sub("", WITH_INTERVAL.sub("", " ".join(parsed.text))))
+
+
+def interval_cells(page: str) -> set[str]:
+    parsed = _Page(set())
+    parsed.feed(page)
+    return {c for c in parsed.cells if WITH_INTERVAL.fullmatch(c)}
+
+
+def test_scale_report_renders_offline_from_the_fixture_set(xtd10, tmp_path):
+    out = tmp_path / "reports"
+    assert main(["--dataset", str(xtd10), "--model", "demo", "--langs", "en", "ru", "--no-pdf",
+                 "--out", str(out)]) == 0
+    page = (out / "05_scale.html").read_text(encoding="utf-8")
+    record = json.loads((out / "05_scale.json").read_text(encoding="utf-8"))
+    assert not re.search(r"<script[^>]*\bsrc=", page) and "/work/" not in page and str(Path.home()) not in page
+    first_page = page[: page.index("Recall@1/5/10 with 95% intervals")]
+    assert "UNTRAINED DEMO MODEL" in first_page and "Noncommercial research use only" in first_page
+    assert "Published results (not measured here)" in page and "54.0%" in page and "50.4%" in page
+    assert bare_percentages(page) == []
+    shown = interval_cells(page)
+    for row in record["results"]:
+        assert f"{row['recall']:.1%} [{row['low']:.1%}, {row['high']:.1%}]" in shown
+        low, high = proportion_confint(row["hits"], row["n"], alpha=0.05, method="wilson")
+        assert (row["low"], row["high"]) == pytest.approx((low, high))
+    test = record["paired_tests"][0]
+    expected = sm_mcnemar([[0, test["only_a"]], [test["only_b"], 0]], exact=True).pvalue
+    assert test["p_value"] == pytest.approx(expected)
+    assert narrative.p_value(expected) in page
+    assert record["provenance"]["models"][0]["requested"] == "demo"
+    assert record["provenance"]["benchmark"]["noncommercial"] is True
+
+
+def test_scale_notebook_is_generated_thin_and_not_in_the_default_report():
+    import sys
+
+    import nbformat
+
+    from labclip.config import NOTEBOOKS_DIR, PROJ_ROOT
+    from labclip.lab.report import NOTEBOOKS, SCALE_NOTEBOOK
+
+    sys.path.insert(0, str(PROJ_ROOT / "scripts"))
+    import build_notebooks
+
+    committed = nbformat.read(NOTEBOOKS_DIR / f"{SCALE_NOTEBOOK}.ipynb", as_version=4)
+    assert committed == build_notebooks.build(SCALE_NOTEBOOK), "run scripts/build_notebooks.py"
+    code = [c for c in committed.cells if c.cell_type == "code"]
+    assert code[1].metadata.tags == ["parameters"] and not any("def " in c.source for c in code)
+    assert SCALE_NOTEBOOK not in NOTEBOOKS
+
+
+def test_runner_checks_images_once_and_notebooks_can_skip_it(tmp_path):
+    from labclip.lab import experiment
+
+    (tmp_path / "a.png").write_bytes(b"not an image")
+    (tmp_path / "c.csv").write_text("image,en\na.png,a cat\n", encoding="utf-8")
+    with pytest.raises(LabclipError, match="a.png"):
+        experiment.start("demo", tmp_path / "c.csv", tmp_path)
+    exp = experiment.start("demo", tmp_path / "c.csv", tmp_path, check_images=False)
+    assert exp.image_names == ["a.png"]
+
+
+def test_runner_decodes_images_once_then_tells_each_notebook_to_skip(tmp_path, monkeypatch):
+    import papermill
+
+    from labclip.lab import report
+
+    checks, injected = [], []
+    real = report.load_captions
+
+    def counting(*args, **kwargs):
+        checks.append(kwargs.get("check_images", True))
+        return real(*args, **kwargs)
+
+    class Stop(Exception):
+        pass
+
+    def execute(source, target, parameters, **kwargs):
+        injected.append(parameters)
+        raise Stop
+
+    monkeypatch.setattr(report, "load_captions", counting)
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    with pytest.raises(Stop):
+        report.build_reports({"model": "demo"}, tmp_path / "out", ["01_matching"], pdf=False)
+    assert checks == [True] and injected[0]["check_images"] is False
