@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 
 from labclip import load_model
 from labclip.adapter import TextAdapter
@@ -47,7 +48,8 @@ def test_adapt_report_shows_held_out_numbers_from_its_own_run(tmp_path, tiny_mod
     result = json.loads((out / "06_adapt.json").read_text(encoding="utf-8"))
     assert "labclip-banner" in page and "UNTRAINED" in text  # the tiny model is marked untrained
     for row in result["held_out"]["top1"]:
-        assert f"{row['hits']}/{row['n']} ({100 * row['hits'] / row['n']:.1f}%)" in text
+        low, high = binomtest(row["hits"], row["n"]).proportion_ci(method="wilson")
+        assert f"{row['hits']}/{row['n']} ({100 * row['hits'] / row['n']:.1f}% [{100 * low:.1f}%, {100 * high:.1f}%])" in text
     for test in result["held_out"]["paired"]:
         assert f"fixed {test['only_after']} image(s) and broke {test['only_before']}" in text
     assert f"alpha {result['adapter_card']['alpha']:g} gives the highest mean cosine" in text
