@@ -65,7 +65,7 @@ report-adapt: setup sysdeps ## Run the adapters notebook (06_adapt, ru→en on t
 	$(PY) -m labclip report --out "$(OUT)" --notebooks 06_adapt $(if $(MODEL),--model "$(MODEL)")
 report-scale: setup sysdeps ## Scale report 05_scale on a benchmark (DATASET=xtd10|xm3600|folder|file MODEL= MODELS= LANGS= TRANSLATOR=)
 	@test -n "$(DATASET)" || { echo "labclip: error: make report-scale needs DATASET=xtd10, xm3600, a prepared folder or a caption file" >&2; exit 2; }
-	$(PY) -m labclip report --out "$(OUT)" --dataset "$(DATASET)" \
+	$(PY) -m labclip report --out "$(OUT)" $(if $(DATASET),--dataset "$(DATASET)") \
 	  $(if $(MODEL),--model "$(MODEL)") $(if $(MODELS),--compare-models $(MODELS)) \
 	  $(if $(LANGS),--langs $(LANGS)) $(if $(BATCH),--batch-size $(BATCH)) $(if $(TITLE),--title "$(TITLE)") \
 	  $(if $(STRICT),--strict) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
