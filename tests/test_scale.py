@@ -258,6 +258,6 @@ def test_runner_decodes_images_once_then_tells_each_notebook_to_skip(tmp_path, m
 
     monkeypatch.setattr(report, "load_captions", counting)
     monkeypatch.setattr(papermill, "execute_notebook", execute)
-    with pytest.raises(Stop):
+    with pytest.raises(LabclipError, match="Stop"):
         report.build_reports({"model": "demo"}, tmp_path / "out", ["01_matching"], pdf=False)
     assert checks == [True] and injected[0]["check_images"] is False

@@ -487,7 +487,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         print(f"labclip: interrupted; nothing published, earlier reports in {out} are unchanged",
-              file=sys.stderr)
+              file=sys.stderr, flush=True)
+        # The kernel got the same Ctrl-C; nbclient's background tasks would report its death again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)

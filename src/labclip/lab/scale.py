@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -345,9 +346,10 @@ def title(run: ScaleRun, text: str) -> None:
 
     from .present import header
 
-    first = next(iter(run.models.values()))
-    header(first, text, f"{run.n_images} images · languages: {', '.join(run.languages)} · "
-                        f"dataset: {html.escape(run.dataset)} · run started {run.started}")
+    label, first = next(iter(run.models.items()))
+    shown = SimpleNamespace(model=first, requested_model=run.requested[label], fallback_reason=run.fallbacks[label])
+    header(shown, text, f"{run.n_images} images · languages: {', '.join(run.languages)} · "
+                        f"dataset: {run.dataset} · run started {run.started}")
     for label, model in list(run.models.items())[1:]:
         if banner_text(model):
             display(Markdown(f"**{html.escape(label)} is an untrained stand-in: its numbers mean nothing.**"))
