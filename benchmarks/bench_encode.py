@@ -125,7 +125,7 @@ def end_to_end_rss(precision: str) -> float:
         f"import sys; sys.path.insert(0, {here!r}); sys.argv = ['x']\n"
         "import bench_encode as b\n"
         f"t = b.load_captions(b.CAPTIONS_DIR / 'default.csv'); m = b.vit_b32({precision!r})\n"
-        "b.similarity(m.encode_images(t['path'].tolist()), m.encode_texts(t['en'].tolist() + t['ru'].tolist()))\n"
+        "b.similarity(m.encode_images(list(t['path'])), m.encode_texts(list(t['en']) + list(t['ru'])))\n"
         "print(b.vm_hwm_kb())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -173,8 +173,8 @@ def main() -> None:
     repeats = 2 if args.quick else 3
 
     table = load_captions(CAPTIONS_DIR / "default.csv")
-    paths = table["path"].tolist()
-    captions = table["en"].tolist() + table["ru"].tolist()
+    paths = list(table["path"])
+    captions = list(table["en"]) + list(table["ru"])
     images = paths * (1 if args.quick else 4)
     texts = captions * (2 if args.quick else 8)
 
