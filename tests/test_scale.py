@@ -169,13 +169,16 @@ WITH_INTERVAL = re.compile(r"\d+(?:\.\d+)?% \[\d+(?:\.\d+)?%, \d+(?:\.\d+)?%\]")
 # Percentages that are not accuracies: confidence and significance levels, the seed report's quoted
 # "233% improvement" and relative differences between two accuracies.
 NOT_ACCURACIES = re.compile(r"95% (?:interval|Wilson)|(?:the|at|<) 5%|\"233% improvement\"|relative difference [+-]?\d+%")
+# An interval on its own (a "95% interval" column beside the figure).
+INTERVAL_RANGE = re.compile(r"\d+(?:\.\d+)?%–\d+(?:\.\d+)?%")
 
 
 def bare_percentages(page: str, skip_columns: set[str] = frozenset()) -> list[str]:
     """Percentages on a rendered page that carry no interval (outside the published box and skipped columns)."""
     parsed = _Page(set(skip_columns))
     parsed.feed(page)
-    return PERCENT.findall(NOT_ACCURACIES.sub("", WITH_INTERVAL.sub("", " ".join(parsed.text))))
+    text = INTERVAL_RANGE.sub("", WITH_INTERVAL.sub("", " ".join(parsed.text)))
+    return PERCENT.findall(NOT_ACCURACIES.sub("", text))
 
 
 def interval_cells(page: str) -> set[str]:

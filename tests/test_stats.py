@@ -8,7 +8,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 import labclip
 from labclip import LabclipError
-from labclip.stats import Estimate, bootstrap_interval, mean, paired_test, proportion, wilson_interval
+from labclip.stats import Estimate, bootstrap_interval, class_balanced, mean, paired_test, proportion, wilson_interval
 
 
 @pytest.mark.parametrize("hits,n", [(0, 1), (1, 1), (0, 10), (3, 10), (10, 10), (54, 100), (1, 1000), (999, 1000)])
@@ -112,6 +112,48 @@ def test_bootstrap_rejects_tiny_and_unequal_samples():
         bootstrap_interval([1.0])
     with pytest.raises(LabclipError):
         bootstrap_interval((np.ones(3), np.ones(4)), lambda a, b, axis=-1: a.sum(axis))
+
+
+def _exact_stratified_quantiles(counts, hits, quantiles):
+    """Quantiles of the mean per-class recall under resampling within each class, by enumerating every outcome:
+    a class of n images with h hits gives Binomial(n, h/n) hits in a resample, independently of the others."""
+    from itertools import product
+
+    from scipy.stats import binom
+
+    values, weights = [], []
+    for ks in product(*(range(n + 1) for n in counts)):
+        values.append(np.mean([k / n for k, n in zip(ks, counts)]))
+        weights.append(np.prod([binom.pmf(k, n, h / n) for k, n, h in zip(ks, counts, hits)]))
+    order = np.argsort(values)
+    cdf = np.cumsum(np.asarray(weights)[order])
+    return [np.asarray(values)[order][np.searchsorted(cdf, q)] for q in quantiles]
+
+
+def test_class_balanced_interval_matches_the_exact_stratified_bootstrap_distribution():
+    counts, hits = (8, 12, 10), (2, 9, 5)
+    classes = np.repeat(["cat", "dog", "owl"], counts)
+    correct = np.concatenate([np.arange(n) < h for n, h in zip(counts, hits)])
+    order = np.random.default_rng(0).permutation(len(correct))  # classes interleaved, as a labels file has them
+    e = class_balanced(correct[order], classes[order], seed=1)
+    assert e.value == pytest.approx(np.mean([h / n for n, h in zip(counts, hits)]))
+    assert (e.low, e.high) == pytest.approx(_exact_stratified_quantiles(counts, hits, [0.025, 0.975]), abs=0.012)
+    assert e.method == "stratified bootstrap" and e.n == sum(counts) and e.hits is None
+    assert class_balanced(correct[order], classes[order], seed=1) == e
+
+
+def test_class_balanced_resamples_within_classes():
+    # every class all right or all wrong: resampling within a class changes nothing, so the interval is a point,
+    # where resampling all images together would move the share of each class
+    correct = np.array([True] * 5 + [False] * 3 + [True] * 4)
+    classes = np.repeat([0, 1, 2], [5, 3, 4])
+    e = class_balanced(correct, classes)
+    assert e.value == pytest.approx(2 / 3) and e.low == e.high == pytest.approx(2 / 3)
+    assert bootstrap_interval(correct, seed=0)[1] - bootstrap_interval(correct, seed=0)[0] > 0.1
+    with pytest.raises(LabclipError):
+        class_balanced(correct, classes[:-1])
+    with pytest.raises(LabclipError):
+        bootstrap_interval((correct, correct), strata=classes)
 
 
 def test_proportion_one_caption_per_image_is_wilson():

@@ -31,8 +31,9 @@ class Estimate:
         high: upper end of the interval.
         hits: successes behind a proportion, ``None`` for means.
         n: observations behind the figure (images or captions).
-        method: ``"wilson"``, ``"bootstrap"`` (percentile, over observations) or
-            ``"cluster bootstrap"`` (percentile, over images, for several captions per image).
+        method: ``"wilson"``, ``"bootstrap"`` (percentile, over observations),
+            ``"cluster bootstrap"`` (percentile, over images, for several captions per image) or
+            ``"stratified bootstrap"`` (percentile, over images resampled within their class).
         confidence: the interval's confidence level.
 
     ``format(e, ".1%")`` gives ``"54.0% [50.9%, 57.1%]"``; ``str(e)`` uses ``.3g``.
@@ -136,6 +137,7 @@ def bootstrap_interval(
     confidence: float = CONFIDENCE,
     n_resamples: int = N_RESAMPLES,
     seed: int = 0,
+    strata=None,
 ) -> tuple[float, float]:
     """Seeded percentile bootstrap interval of ``statistic`` over observations (e.g. images).
 
@@ -146,13 +148,17 @@ def bootstrap_interval(
         confidence: confidence level in (0, 1).
         n_resamples: bootstrap resamples.
         seed: seed of the resampling, so a report repeats exactly.
+        strata: the stratum (e.g. class) of each observation, or ``None``. Given, every resample
+            draws each stratum's observations from that stratum only, so each stratum keeps its
+            count and position ``i`` of a resample still belongs to the stratum of observation ``i``
+            (``statistic`` may rely on it). One array of values only.
 
     Returns:
         ``(low, high)``.
 
     Raises:
-        LabclipError: fewer than two observations, paired arrays of unequal length, or a
-            confidence outside (0, 1).
+        LabclipError: fewer than two observations, paired arrays of unequal length, strata of
+            another length or with paired values, or a confidence outside (0, 1).
     """
     _check_confidence(confidence)
     samples = tuple(np.asarray(v, dtype=np.float64) for v in (values if isinstance(values, tuple) else (values,)))
@@ -161,11 +167,65 @@ def bootstrap_interval(
         raise LabclipError(f"paired bootstrap samples must have equal lengths, got {sorted(lengths)}")
     if lengths.pop() < 2:
         raise LabclipError("a bootstrap interval needs at least two observations")
+    if strata is not None:
+        if len(samples) > 1:
+            raise LabclipError("a stratified bootstrap takes one array of values")
+        return _stratified_interval(samples[0], np.asarray(strata), statistic, confidence, n_resamples, seed)
     result = _scipy_stats.bootstrap(
         samples, statistic, n_resamples=n_resamples, batch=BATCH, vectorized=True, paired=len(samples) > 1,
         confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed),
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _stratified_interval(values: np.ndarray, strata: np.ndarray, statistic: Callable, confidence: float,
+                         n_resamples: int, seed: int) -> tuple[float, float]:
+    """Percentile interval of ``statistic`` over resamples drawn within each stratum (``BATCH`` at a time)."""
+    if strata.shape != values.shape:
+        raise LabclipError(f"strata must give one stratum per observation: {strata.shape} vs {values.shape}")
+    members = [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    rng = np.random.default_rng(seed)
+    replicates = []
+    for start in range(0, n_resamples, BATCH):
+        size = min(BATCH, n_resamples - start)
+        index = np.empty((size, len(values)), dtype=np.intp)
+        for rows in members:
+            index[:, rows] = rows[rng.integers(0, len(rows), size=(size, len(rows)))]
+        replicates.append(np.asarray(statistic(values[index], axis=-1), dtype=np.float64))
+    low, high = np.percentile(np.concatenate(replicates), [50 * (1 - confidence), 50 * (1 + confidence)])
+    return float(low), float(high)
+
+
+def class_balanced(hits, classes, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+                   seed: int = 0) -> Estimate:
+    """Mean per-class recall (the mean over classes of each class's hit rate) with a seeded percentile
+    bootstrap interval over images, stratified by class so that every class keeps its image count.
+
+    Args:
+        hits: one boolean per image (e.g. top-1 correct).
+        classes: the true class of each image (any labels).
+        confidence: confidence level.
+        n_resamples: bootstrap resamples.
+        seed: seed of the resampling.
+
+    Raises:
+        LabclipError: no images, fewer than two, or ``classes`` of another length.
+    """
+    h = _hits(hits, "hits").astype(np.float64)
+    labels = np.asarray(classes)
+    if labels.shape != h.shape:
+        raise LabclipError(f"classes must give one class per image: {labels.shape} vs {h.shape}")
+    _, index = np.unique(labels, return_inverse=True)
+    counts = np.bincount(index).astype(np.float64)
+
+    def per_class_mean(sample: np.ndarray, axis: int = -1) -> np.ndarray:
+        sums = np.stack([np.take(sample, np.flatnonzero(index == c), axis=axis).sum(axis=axis)
+                         for c in range(len(counts))], axis=-1)
+        return (sums / counts).mean(axis=-1)
+
+    value = float(per_class_mean(h))
+    low, high = bootstrap_interval(h, per_class_mean, confidence, n_resamples, seed, strata=index)
+    return Estimate(value, low, high, n=len(h), method="stratified bootstrap", confidence=confidence)
 
 
 def proportion(hits, groups=None, confidence: float = CONFIDENCE, seed: int = 0) -> Estimate:

@@ -22,7 +22,7 @@ import pandas as pd
 from IPython.display import HTML, display
 from matplotlib.figure import Figure
 
-from .. import zeroshot
+from .. import stats, zeroshot
 from ..labels import format_metric, metric_label, pct
 from ..metrics import accuracy_keys, ranks
 from ..text import token_lengths
@@ -139,14 +139,20 @@ def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.Dat
     scores = run.compare(usable, k)
     note = (f"There is no {md(narrative.language_name(run.language))} version of: {', '.join(map(md, skipped))}."
             if skipped else "")
+    hits = {name: ranks(run.probabilities(zeroshot.load_templates(name, run.language)), run.data.truth) == 1
+            for name in scores["templates"]}
+    balanced = scores.assign(mean_per_class_recall=[stats.class_balanced(hits[name], run.data.truth)
+                                                    for name in scores["templates"]])
     keys = ["templates", "count", "acc1", f"acc{k}", "mean_per_class_recall"]
-    shown = pd.DataFrame({key: [format_metric(key, v, n) for v, n in zip(scores[key], scores["n"])]
+    shown = pd.DataFrame({key: [format_metric(key, v, n) for v, n in zip(balanced[key], scores["n"])]
                           for key in dict.fromkeys(keys)})
+    note = " ".join(filter(None, [note, f"{len(run.data.paths)} images; 95% intervals in brackets (Wilson score "
+                                  "for accuracies; for the mean per-class recall a seeded percentile bootstrap over "
+                                  "images, resampled within each class)."]))
     if len(scores) > 1:
         first, last = scores["templates"].iloc[0], scores["templates"].iloc[-1]
-        hits = [ranks(run.probabilities(zeroshot.load_templates(name, run.language)), run.data.truth) == 1
-                for name in (first, last)]
-        note = " ".join(filter(None, [note, narrative.paired(*hits, f"{md(first)}", f"{md(last)}", "top-1 accuracy")]))
+        note = " ".join([note, narrative.paired(hits[first], hits[last], f"{md(first)}", f"{md(last)}",
+                                                "top-1 accuracy")])
     section("Prompt engineering: single template vs ensembles", note, table(_labelled(shown)))
     best = scores.sort_values("acc1", ascending=False, kind="stable").iloc[0]["templates"]
     probs = run.probabilities(zeroshot.load_templates(best, run.language))

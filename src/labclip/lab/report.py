@@ -210,7 +210,7 @@ def check_inputs(params: dict, out_dir: Path, notebooks: Sequence[str], pdf: boo
     if unknown:
         raise LabclipError(f"notebook {NOTEBOOKS_DIR / unknown[0]}.ipynb not found; run from a labclip checkout "
                            "(or set LABCLIP_ROOT)")
-    if set(notebooks) - {"04_zeroshot"}:
+    if set(notebooks) - {"04_zeroshot", SCALE_NOTEBOOK}:  # the scale report checks its benchmark below
         load_captions(params.get("captions") or DEFAULT_CAPTIONS, params.get("image_dir"), params.get("languages"))
     if "04_zeroshot" in notebooks:
         from ..zeroshot import labelled_images
