@@ -8,7 +8,15 @@ from statsmodels.stats.proportion import proportion_confint
 
 import labclip
 from labclip import LabclipError
-from labclip.stats import Estimate, bootstrap_interval, class_balanced, mean, paired_test, proportion, wilson_interval
+from labclip.stats import (
+    Estimate,
+    bootstrap_interval,
+    class_balanced,
+    mean,
+    paired_test,
+    proportion,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize("hits,n", [(0, 1), (1, 1), (0, 10), (3, 10), (10, 10), (54, 100), (1, 1000), (999, 1000)])
@@ -145,15 +153,29 @@ def test_class_balanced_interval_matches_the_exact_stratified_bootstrap_distribu
 def test_class_balanced_resamples_within_classes():
     # every class all right or all wrong: resampling within a class changes nothing, so the interval is a point,
     # where resampling all images together would move the share of each class
-    correct = np.array([True] * 5 + [False] * 3 + [True] * 4)
-    classes = np.repeat([0, 1, 2], [5, 3, 4])
+    correct = np.array([True] * 5 + [False] * 6 + [True] * 5)
+    classes = np.repeat([0, 1, 2], [5, 6, 5])
     e = class_balanced(correct, classes)
+    assert e.method == "stratified bootstrap"
     assert e.value == pytest.approx(2 / 3) and e.low == e.high == pytest.approx(2 / 3)
     assert bootstrap_interval(correct, seed=0)[1] - bootstrap_interval(correct, seed=0)[0] > 0.1
     with pytest.raises(LabclipError):
         class_balanced(correct, classes[:-1])
     with pytest.raises(LabclipError):
-        bootstrap_interval((correct, correct), strata=classes)
+        bootstrap_interval(correct, strata=classes[:-1])
+
+
+def test_class_balanced_with_tiny_classes_resamples_all_images():
+    # one image per class (the bundled labels): within-class resampling would give a point; instead images are
+    # resampled together and each resample averages the classes it drew, i.e. the hit rate of its distinct images
+    correct = np.array([0, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0], dtype=bool)
+    e = class_balanced(correct, [f"class {i}" for i in range(12)], seed=2)
+    assert e.method == "bootstrap" and e.value == pytest.approx(0.25)
+    rng = np.random.default_rng(11)
+    draws = rng.integers(0, 12, size=(20000, 12))
+    rates = [correct[np.unique(row)].mean() for row in draws]
+    assert (e.low, e.high) == pytest.approx(tuple(np.percentile(rates, [2.5, 97.5])), abs=0.03)
+    assert e.high - e.low > 0.2
 
 
 def test_proportion_one_caption_per_image_is_wilson():

@@ -36,7 +36,8 @@ BANNER_STYLE = ("border:3px solid #c62828;background:#ffebee;color:#8e0000;paddi
                 "margin:8px 0 14px 0;font-size:15px;font-weight:bold;border-radius:4px")
 PUBLISHED_STYLE = "border:2px solid #1565c0;background:#e3f2fd;padding:6px 12px;margin:8px 0;border-radius:4px"
 KEEP_TOGETHER = "break-inside:avoid;page-break-inside:avoid"
-KEEP_WITH_NEXT = "break-after:avoid;page-break-after:avoid"
+KEEP_WITH_NEXT = "break-inside:avoid;page-break-inside:avoid;break-after:avoid;page-break-after:avoid"
+SHORT_TABLE = 25  # rows a section keeps on one page with its heading (a longer table may start under it)
 TABLE_STYLES = [{"selector": "th, td", "props": "overflow-wrap:break-word;word-break:normal;vertical-align:top"}]
 
 _markdown = mistune.create_markdown(escape=True, plugins=["strikethrough", "table"])
@@ -67,17 +68,22 @@ def section(heading: str | None, text: str = "", *items: str, level: int = 2, to
     """Display one section: heading (plain text), prose (Markdown) and items (HTML) in one output.
 
     A section without items, or with ``together``, stays on one page; otherwise the heading and
-    prose stay with the first item when it is a figure, and ask not to be parted from a table.
+    prose stay with the first item when it is a figure or a table of at most ``SHORT_TABLE`` rows,
+    and ask not to be parted from a longer table.
     """
     head = f"<h{level}>{html.escape(heading)}</h{level}>" if heading else ""
     lead = head + (prose(text) if text else "")
     together = together or not items
     if items and not together:
-        lead = f'<div style="{KEEP_WITH_NEXT}">{lead}</div>' if lead else ""
-        if items[0].startswith("<img"):
+        lead = f'<div class="labclip-lead" style="{KEEP_WITH_NEXT}">{lead}</div>' if lead else ""
+        if items[0].startswith("<img") or _short_table(items[0]):
             lead, items = f'<div style="{KEEP_TOGETHER}">{lead}{items[0]}</div>', items[1:]
     style = f' style="{KEEP_TOGETHER}"' if together else ""
     display(HTML(f'<div class="labclip-section"{style}>{lead}{"".join(items)}</div>'))
+
+
+def _short_table(item: str) -> bool:
+    return "<table" in item and item.count("<tr") <= SHORT_TABLE
 
 
 def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
@@ -146,9 +152,9 @@ def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.Dat
     keys = ["templates", "count", "acc1", f"acc{k}", "mean_per_class_recall"]
     shown = pd.DataFrame({key: [format_metric(key, v, n) for v, n in zip(balanced[key], scores["n"])]
                           for key in dict.fromkeys(keys)})
-    note = " ".join(filter(None, [note, f"{len(run.data.paths)} images; 95% intervals in brackets (Wilson score "
+    note = " ".join(filter(None, [note, f"{len(run.data.paths)} images; 95% intervals in brackets: Wilson score "
                                   "for accuracies; for the mean per-class recall a seeded percentile bootstrap over "
-                                  "images, resampled within each class)."]))
+                                  f"images, {_resampling(balanced['mean_per_class_recall'].iloc[0])}."]))
     if len(scores) > 1:
         first, last = scores["templates"].iloc[0], scores["templates"].iloc[-1]
         note = " ".join([note, narrative.paired(hits[first], hits[last], f"{md(first)}", f"{md(last)}",
@@ -159,6 +165,13 @@ def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.Dat
     section(f"Confusion matrix ({best})", "", png(plots.confusion_heatmap(
         confusion(probs, run.data.truth, run.data.classes))), together=True)
     return scores
+
+
+def _resampling(e: stats.Estimate) -> str:
+    if e.method == "stratified bootstrap":
+        return "resampled within each class so that every class keeps its count"
+    return (f"resampled all together, since a class has fewer than {stats.MIN_STRATUM} images (resampling within "
+            "so small a class would hardly move it); each resample averages the classes it drew")
 
 
 def similarity_range(exp: Experiment, langs: Sequence[str]) -> tuple[float, float]:
