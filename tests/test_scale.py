@@ -264,3 +264,41 @@ def test_runner_decodes_images_once_then_tells_each_notebook_to_skip(tmp_path, m
     with pytest.raises(LabclipError, match="Stop"):
         report.build_reports({"model": "demo"}, tmp_path / "out", ["01_matching"], pdf=False)
     assert checks == [True] and injected[0]["check_images"] is False
+
+
+def test_summary_names_each_significant_difference_and_counts_the_rest():
+    import pandas as pd
+
+    from labclip import stats
+
+    e = stats.proportion([True, False, True])
+    rows = [{"factor": "language", "a": "m · en · direct", "b": f"m · {lang} · direct", "direction": "t2i", "k": 1,
+             "recall_a": e, "recall_b": e, "only_a": a, "only_b": b, "n": 40, "p_value": p, "significant": p < 0.05}
+            for lang, a, b, p in (("ru", 12, 1, 0.0034), ("de", 3, 2, 1.0), ("fr", 5, 1, 0.22))]
+    text = scale.summary_text(SimpleRun(), pd.DataFrame(rows))
+    assert "Languages: 1 of 3 differences is significant at 5%; the other 2 are not (smallest p = 0.22)" in text
+    assert "m · en · direct vs m · ru · direct" in text and "p = 0.0034" in text and "m · de" not in text
+
+
+class SimpleRun:
+    reference: list = []
+
+
+def test_scale_pages_show_no_machine_paths(xtd10, tiny_model_dir, monkeypatch):
+    import IPython.display
+
+    from labclip.lab import present
+
+    shown = []
+    monkeypatch.setattr(present, "display", lambda obj: shown.append(obj.data))
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj.data))
+    r = scale.start(xtd10, ["demo", str(tiny_model_dir)], ["en", "ru"])
+    r.evaluate(reference=None)
+    for show in (scale.results_table, scale.tests_section, scale.recall_plot, scale.heatmap):
+        show(r)
+    scale.title(r, "t")
+    record = scale.save(r, None)
+    page = "".join(shown)
+    assert str(tiny_model_dir) not in page and str(tiny_model_dir.parent) not in page
+    assert tiny_model_dir.name in page and "Only first right" in page
+    assert not any(str(tiny_model_dir) in stage for stage in record["provenance"]["timings_s"])

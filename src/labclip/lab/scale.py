@@ -303,7 +303,7 @@ def _width(r: Result) -> float:
 
 
 def _images(n: int) -> str:
-    return f"{n} image{'s' * (n != 1)}"
+    return f"{n} image{'' if n == 1 else 's'}"
 
 
 def licence_text(run: ScaleRun) -> str:
@@ -385,7 +385,7 @@ def title(run: ScaleRun, text: str) -> None:
 
 def results_table(run: ScaleRun) -> pd.DataFrame:
     """Recall@1/5/10 with 95% intervals, one table per direction, one row per model, language and strategy."""
-    from .present import section, table
+    from .present import KEEP_TOGETHER, section, table
 
     frame = run.table()
     tables = []
@@ -395,7 +395,8 @@ def results_table(run: ScaleRun) -> pd.DataFrame:
         n = {r.estimates[f"{d}_acc1"].n for r in run.results}
         unit = "images" if d == "i2t" else "captions"
         counted = f"{n.pop()} {unit}" if len(n) == 1 else f"{min(n)}–{max(n)} {unit}"
-        tables.append(f"<h3>{html.escape(name.capitalize())} ({counted})</h3>" + table(pd.DataFrame(rows)))
+        tables.append(f'<div style="{KEEP_TOGETHER}"><h3>{html.escape(name.capitalize())} ({counted})</h3>'
+                      f"{table(pd.DataFrame(rows))}</div>")
     methods = "Wilson score (one observation per image)"
     if any(e.method != "wilson" for r in run.results for e in r.estimates.values() if e.hits is not None):
         methods += " or percentile bootstrap over images, seeded (several captions per image)"
@@ -430,7 +431,7 @@ def reference_beside(run: ScaleRun) -> None:
 
 def tests_section(run: ScaleRun) -> pd.DataFrame:
     """Paired tests, one table per factor (languages, strategies, models), and what they say in words."""
-    from .present import section, table
+    from .present import KEEP_TOGETHER, section, table
 
     tests = run.paired_tests()
     tables = []
@@ -447,7 +448,7 @@ def tests_section(run: ScaleRun) -> pd.DataFrame:
             "p": [p_value(p).replace(" ", "\u00a0") for p in rows["p_value"]],
             f"Significant at {ALPHA:.0%}": rows["significant"].map({True: "yes", False: "no"}),
         })
-        tables.append(f"<h3>{name}</h3>" + table(shown))
+        tables.append(f'<div style="{KEEP_TOGETHER}"><h3>{name}</h3>{table(shown)}</div>')
     directions = sorted({DIRECTIONS[d] for d in tests["direction"]})
     lead = (f"Exact McNemar test on the per-image hits at Recall@1 ({' and '.join(directions) or 'text→image'}; "
             "image→text where a result has several captions per image), each pair on the same "
