@@ -62,6 +62,7 @@ def test_adapt_report_shows_held_out_numbers_from_its_own_run(tmp_path, tiny_mod
     from test_scale import bare_percentages
 
     assert bare_percentages(page) == []  # every accuracy outside the published box carries its interval
+    assert str(tiny_model_dir) not in page  # the requested model by name, not by machine path
 
 
 def test_adapt_notebook_is_generated_and_current():

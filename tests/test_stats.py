@@ -166,16 +166,30 @@ def test_class_balanced_resamples_within_classes():
 
 
 def test_class_balanced_with_tiny_classes_resamples_all_images():
-    # one image per class (the bundled labels): within-class resampling would give a point; instead images are
-    # resampled together and each resample averages the classes it drew, i.e. the hit rate of its distinct images
-    correct = np.array([0, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0], dtype=bool)
-    e = class_balanced(correct, [f"class {i}" for i in range(12)], seed=2)
-    assert e.method == "bootstrap" and e.value == pytest.approx(0.25)
+    # classes of one to three images: within-class resampling would hardly move the figure; instead images are
+    # resampled together and each resample averages the classes it drew
+    counts = [1, 2, 1, 3, 1, 2, 2]
+    classes = np.repeat(np.arange(len(counts)), counts)
+    correct = np.array([0, 1, 0, 1, 0, 1, 1, 0, 0, 1, 0, 1], dtype=bool)
+    e = class_balanced(correct, classes, seed=2)
+    rates = [np.mean(correct[classes == c]) for c in range(len(counts))]
+    assert e.method == "bootstrap" and e.value == pytest.approx(np.mean(rates))
     rng = np.random.default_rng(11)
-    draws = rng.integers(0, 12, size=(20000, 12))
-    rates = [correct[np.unique(row)].mean() for row in draws]
-    assert (e.low, e.high) == pytest.approx(tuple(np.percentile(rates, [2.5, 97.5])), abs=0.03)
+    reference = []
+    for row in rng.integers(0, len(correct), size=(5000, len(correct))):
+        drawn = {c: [correct[i] for i in row if classes[i] == c] for c in set(classes[row])}
+        reference.append(np.mean([np.mean(v) for v in drawn.values()]))
+    assert (e.low, e.high) == pytest.approx(tuple(np.percentile(reference, [2.5, 97.5])), abs=0.04)
     assert e.high - e.low > 0.2
+
+
+@pytest.mark.parametrize("hits", [0, 3, 12])
+def test_class_balanced_with_equal_classes_is_the_hit_rate_with_its_wilson_interval(hits):
+    correct = np.arange(12) < hits
+    e = class_balanced(correct, np.repeat(["a", "b", "c"], 4)[np.random.default_rng(0).permutation(12)])
+    ref = binomtest(hits, 12).proportion_ci(method="wilson")
+    assert e.value == pytest.approx(hits / 12) and (e.low, e.high) == pytest.approx((ref.low, ref.high))
+    assert e.method == "wilson" and (e.hits, e.n) == (hits, 12)
 
 
 def test_proportion_one_caption_per_image_is_wilson():

@@ -199,13 +199,14 @@ def _stratified_interval(samples: tuple[np.ndarray, ...], strata: np.ndarray, st
 
 def class_balanced(hits, classes, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
                    seed: int = 0) -> Estimate:
-    """Mean per-class recall (the mean over classes of each class's hit rate) with a seeded percentile
-    bootstrap interval over images.
+    """Mean per-class recall (the mean over classes of each class's hit rate) with its 95% interval.
 
-    Images are resampled within their class, so every class keeps its count (``"stratified bootstrap"``),
-    when every class has at least ``MIN_STRATUM`` images. With smaller classes that interval collapses (a
-    class of one image never changes when resampled within itself), so all images are resampled together
-    and each resample averages the classes it drew (``"bootstrap"``).
+    When every class has the same number of images the figure is the plain hit rate, and its interval the
+    Wilson score interval of the hits (``"wilson"``). Otherwise a seeded percentile bootstrap over images:
+    resampled within their class, so every class keeps its count (``"stratified bootstrap"``), when every
+    class has at least ``MIN_STRATUM`` images; with smaller classes that interval collapses (a class of one
+    image never changes when resampled within itself), so all images are resampled together and each
+    resample averages the classes it drew (``"bootstrap"``).
 
     Args:
         hits: one boolean per image (e.g. top-1 correct).
@@ -222,8 +223,12 @@ def class_balanced(hits, classes, confidence: float = CONFIDENCE, n_resamples: i
     if labels.shape != h.shape:
         raise LabclipError(f"classes must give one class per image: {labels.shape} vs {h.shape}")
     _, index = np.unique(labels, return_inverse=True)
+    counts = np.bincount(index)
+    if counts.min() == counts.max():
+        k = int(h.sum())
+        return Estimate(k / len(h), *wilson_interval(k, len(h), confidence), hits=k, n=len(h), confidence=confidence)
     index = index.astype(np.float64)
-    stratified = np.bincount(index.astype(np.intp)).min() >= MIN_STRATUM
+    stratified = counts.min() >= MIN_STRATUM
     value = float(_balanced(h, index))
     low, high = bootstrap_interval((h, index), _balanced, confidence, n_resamples, seed,
                                    strata=index if stratified else None)

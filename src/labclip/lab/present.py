@@ -153,8 +153,7 @@ def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.Dat
     shown = pd.DataFrame({key: [format_metric(key, v, n) for v, n in zip(balanced[key], scores["n"])]
                           for key in dict.fromkeys(keys)})
     note = " ".join(filter(None, [note, f"{len(run.data.paths)} images; 95% intervals in brackets: Wilson score "
-                                  "for accuracies; for the mean per-class recall a seeded percentile bootstrap over "
-                                  f"images, {_resampling(balanced['mean_per_class_recall'].iloc[0])}."]))
+                                  f"for accuracies; {_per_class_interval(balanced['mean_per_class_recall'].iloc[0])}."]))
     if len(scores) > 1:
         first, last = scores["templates"].iloc[0], scores["templates"].iloc[-1]
         note = " ".join([note, narrative.paired(hits[first], hits[last], f"{md(first)}", f"{md(last)}",
@@ -167,11 +166,15 @@ def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.Dat
     return scores
 
 
-def _resampling(e: stats.Estimate) -> str:
-    if e.method == "stratified bootstrap":
-        return "resampled within each class so that every class keeps its count"
-    return (f"resampled all together, since a class has fewer than {stats.MIN_STRATUM} images (resampling within "
-            "so small a class would hardly move it); each resample averages the classes it drew")
+def _per_class_interval(e: stats.Estimate) -> str:
+    """How the mean per-class recall's interval was made, in words."""
+    if e.method == "wilson":
+        return ("every class has the same number of images, so the mean per-class recall equals the top-1 "
+                "accuracy and carries its Wilson interval")
+    how = ("resampled within each class so that every class keeps its count" if e.method == "stratified bootstrap"
+           else f"resampled all together, since a class has fewer than {stats.MIN_STRATUM} images (resampling "
+                "within so small a class would hardly move it); each resample averages the classes it drew")
+    return f"for the mean per-class recall a seeded percentile bootstrap over images, {how}"
 
 
 def similarity_range(exp: Experiment, langs: Sequence[str]) -> tuple[float, float]:
@@ -364,7 +367,7 @@ def _shown(key: str, value: object) -> str:
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if key in ("name", "source", "image_source") and isinstance(value, str):
+    if key in ("name", "source", "image_source", "requested model", "model used") and isinstance(value, str):
         return narrative.model_name(value)
     if key in ("revision", "image_revision") and isinstance(value, str):
         return narrative.public_revision(value)
