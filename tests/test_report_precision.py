@@ -205,3 +205,36 @@ def test_report_loads_weights_once_per_notebook_and_never_to_check(tmp_path, tin
     executed = json.loads((run / "01_matching.ipynb").read_text(encoding="utf-8"))
     assert executed["metadata"]["papermill"]["parameters"]["model"] == tiny_model_dir.name
     assert executed["metadata"]["papermill"]["parameters"]["output_dir"] == run.name
+
+
+def test_check_decides_as_loading_does_for_ids_the_hub_does_not_know(fake_hub, tmp_path, monkeypatch):
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", fake_hub)
+    for name, near in (("openai/clip-vit-base-patch23", "openai/clip-vit-base-patch32"), ("ViT-B/23", "ViT-B/32")):
+        checked = _decision(check_model_or_demo, name, False)
+        assert checked == _decision(lambda n, s: load_model_or_demo(n, s)[1], name, False)
+        assert checked[0] == "error" and f"did you mean '{near}'" in checked[1]
+
+
+def test_every_lab_entry_point_loads_in_the_precision_asked(monkeypatch):
+    """What the notebooks call with their ``precision`` parameter passes it to the model load."""
+    from labclip.lab import adapt, compare, experiment, scale
+
+    asked = []
+
+    def spy(name, **kwargs):
+        asked.append((name, kwargs["precision"]))
+        return load_model(name, **kwargs)
+
+    monkeypatch.setattr(experiment, "load_model", spy)
+    captions = load_captions(DEFAULT_CAPTIONS, languages=["en", "ru"])
+    run = experiment.start("demo", languages=["en"], precision="bf16")
+    zeroshot = experiment.start("demo", task="zeroshot", precision="bf16")
+    assert run.model.precision.name == zeroshot.model.precision.name == "bf16"
+    compare.compare(captions, ["en"], [run.model, "demo"], None, precision="bf16")
+    assert scale.start(DEFAULT_CAPTIONS, ["demo"], ["en"], precision="bf16").models["demo"].precision.name == "bf16"
+    assert adapt.start("demo", precision="bf16", folds=2).model.precision.name == "bf16"
+    assert asked == [("demo", "bf16")] * 5
