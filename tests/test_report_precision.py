@@ -235,6 +235,10 @@ def test_every_lab_entry_point_loads_in_the_precision_asked(monkeypatch):
     zeroshot = experiment.start("demo", task="zeroshot", precision="bf16")
     assert run.model.precision.name == zeroshot.model.precision.name == "bf16"
     compare.compare(captions, ["en"], [run.model, "demo"], None, precision="bf16")
-    assert scale.start(DEFAULT_CAPTIONS, ["demo"], ["en"], precision="bf16").models["demo"].precision.name == "bf16"
+    scaled = scale.start(DEFAULT_CAPTIONS, ["demo"], ["en"], precision="bf16")
+    shown = []
+    monkeypatch.setattr("IPython.display.display", shown.append)
+    scale.save(scaled, None)  # the scale report's provenance block
+    assert "demo → demo (bf16: requested)" in shown[-1].data
     assert adapt.start("demo", precision="bf16", folds=2).model.precision.name == "bf16"
     assert asked == [("demo", "bf16")] * 5

@@ -533,8 +533,9 @@ def save(run: ScaleRun, output_dir: str | os.PathLike | None, name: str = "05_sc
     if output_dir:
         write_text(Path(output_dir) / f"{name}.json", json.dumps(record, indent=2, ensure_ascii=False, default=str))
     prov = record["provenance"]
-    models = "; ".join(f"{m['requested']} → {m['used'].get('name')}" for m in prov["models"])
-    display(Markdown(f"## Provenance\n\nModels (requested → used): {html.escape(models)}. Captions sha256 "
+    models = "; ".join(f"{m['requested']} → {m['used'].get('name')} ({m['used'].get('precision')}: "
+                       f"{m['used'].get('precision_reason')})" for m in prov["models"])
+    display(Markdown(f"## Provenance\n\nModels (requested → used, precision: why): {html.escape(models)}. Captions sha256 "
                      f"`{prov['captions_sha256'][:16]}…`. Started {prov['started']}."))
     return record
 
