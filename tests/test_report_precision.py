@@ -160,6 +160,8 @@ def no_weights(monkeypatch):
     ("./models/no-such-clip", False, "error"),
     ("not a model!", False, "error"),
     ("demo", True, "ok"),
+    ("demo+adapter:./no-such-adapter", False, "error"),
+    ("openai/clip-vit-base-patch16+adapter:./no-such-adapter", False, "unavailable"),  # no fallback with an adapter
 ])
 def test_check_decides_as_loading_does_without_reading_weights(offline_replicas, no_weights, name, strict, expected):
     loaded = _decision(lambda n, s: load_model_or_demo(n, s)[1], name, strict)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .adapter import ADAPTER_MARK, AdaptedModel, TextAdapter, apply_adapter, split_adapter
+from .adapter import ADAPTER_MARK, AdaptedModel, TextAdapter, apply_adapter, load_text_adapter, split_adapter
 from .cache import EmbeddingCache, default_cache_dir, sha256_bytes
 from .config import shown_path
 from .demo import UNTRAINED_MARKER, demo_model_path
@@ -311,7 +311,7 @@ def check_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, image_model: st
     The demo model is always available (it is built offline). A local folder needs its model config; a
     hub id is available when its config and weights are cached, else the hub is asked (see
     :func:`labclip.hub.check_source`). Broken weights in a folder or cache still fail later, in
-    :func:`load_model`.
+    :func:`load_model`. A text adapter named in ``name_or_path`` (a small file) is read and checked.
 
     Raises:
         LabclipError: what :func:`load_model` would raise for a missing folder, a name that is neither a
@@ -319,19 +319,20 @@ def check_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, image_model: st
         ModelUnavailable: what :func:`load_model` would raise when the model is not cached and the hub
             cannot be reached, with the same message.
     """
-    name = split_adapter(str(name_or_path))[0]
-    if name == DEMO_MODEL:
-        return
-    info = _model_info(name, image_model)
-    for source in dict.fromkeys([info.image_source, info.id]):
-        try:
-            check_source(source)
-        except ModelUnavailable as err:
-            raise ModelUnavailable(load_failure(name, info.id, err)) from err
-        except LabclipError as err:
-            if Path(source).is_dir():
-                raise LabclipError(load_failure(name, info.id, err)) from err
-            raise
+    name, adapter = split_adapter(str(name_or_path))
+    if name != DEMO_MODEL:
+        info = _model_info(name, image_model)
+        for source in dict.fromkeys([info.image_source, info.id]):
+            try:
+                check_source(source)
+            except ModelUnavailable as err:
+                raise ModelUnavailable(load_failure(name, info.id, err)) from err
+            except LabclipError as err:
+                if Path(source).is_dir():
+                    raise LabclipError(load_failure(name, info.id, err)) from err
+                raise
+    if adapter is not None:
+        load_text_adapter(adapter)
 
 
 def fingerprint(model: ClipModel, images_only: bool = False) -> str:

@@ -404,7 +404,7 @@ def _shown_params(params: dict) -> dict:
     """Parameters as reports record them (``run.json``, the published notebooks): file, folder and model
     paths without the machine part."""
     shown = dict(params)
-    for key in ("captions", "image_dir", "labels", "reference", "output_dir"):
+    for key in ("captions", "image_dir", "labels", "reference"):
         if shown.get(key):
             shown[key] = shown_path(shown[key])
     if shown.get("dataset") and Path(shown["dataset"]).exists():
@@ -425,8 +425,7 @@ def _publishable(executed: Path, source: Path, params: dict, shown_dir: str) -> 
     from papermill.translators import translate_parameters
 
     nb = nbformat.read(executed, as_version=4)
-    shown = _shown_params({**params, "output_dir": None})
-    shown["output_dir"] = shown_dir
+    shown = {**_shown_params(params), "output_dir": shown_dir}
     for cell in nb.cells:
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell.source = translate_parameters(KERNEL, "python", shown, "Parameters")
