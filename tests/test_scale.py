@@ -302,3 +302,12 @@ def test_scale_pages_show_no_machine_paths(xtd10, tiny_model_dir, monkeypatch):
     assert str(tiny_model_dir) not in page and str(tiny_model_dir.parent) not in page
     assert tiny_model_dir.name in page and "Only first right" in page
     assert not any(str(tiny_model_dir) in stage for stage in record["provenance"]["timings_s"])
+
+
+def test_scale_languages_need_not_be_in_the_default_caption_set(xtd10, tmp_path):
+    """`make report-scale DATASET=xtd10 LANGS="en de"`: German is in the benchmark, not in data/captions/default.csv."""
+    from labclip.lab.report import SCALE_NOTEBOOK, check_inputs
+
+    check_inputs({"dataset": str(xtd10), "languages": ["en", "de"]}, tmp_path / "out", [SCALE_NOTEBOOK], pdf=False)
+    with pytest.raises(LabclipError, match="'de'"):
+        check_inputs({"languages": ["en", "de"]}, tmp_path / "out", ["01_matching"], pdf=False)

@@ -248,7 +248,8 @@ def resolve_dataset(dataset: str | os.PathLike, languages: Sequence[str] | None 
 
 
 def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence[str] | None = None,
-          translator: str | None = None, batch_size: int | None = None, strict: bool = False) -> ScaleRun:
+          translator: str | None = None, batch_size: int | None = None, strict: bool = False,
+          precision: str = "auto") -> ScaleRun:
     """Load the benchmark and the models (the demo model stands in for one that can't be loaded unless ``strict``).
 
     Args:
@@ -260,6 +261,7 @@ def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence
         translator: translation model template for the ``translated`` strategy, ``None`` to skip it.
         batch_size: encoder batch size (``None``: the model's default).
         strict: fail when a model can't be loaded.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`labclip.load_model`).
 
     Raises:
         LabclipError: unknown dataset or language, no model, or an unloadable model in strict mode.
@@ -274,7 +276,7 @@ def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence
     for i, name in enumerate(dict.fromkeys(models)):
         with timings.stage(f"load model {model_name(name)}"):
             try:
-                model, reason = load_model_or_demo(name, strict or i > 0)
+                model, reason = load_model_or_demo(name, strict or i > 0, precision=precision)
             except ModelUnavailable as err:
                 skipped.append(f"model {name}: {err}")
                 continue
@@ -574,7 +576,9 @@ def save(run: ScaleRun, output_dir: str | os.PathLike | None, name: str = "05_sc
     prov = record["provenance"]
     rows = []
     for m in prov["models"]:
-        rows.append(("model requested → used", f"{model_name(m['requested'])} → {model_name(m['used']['name'])}"))
+        rows.append(("model requested → used (precision: why)",
+                     f"{model_name(m['requested'])} → {model_name(m['used']['name'])} "
+                     f"({m['used'].get('precision')}: {m['used'].get('precision_reason')})"))
         if m["fallback_reason"]:
             rows.append(("why another model", m["fallback_reason"]))
     bench = prov["benchmark"]
