@@ -64,3 +64,30 @@ def shown_path(path: str | os.PathLike, base: str | os.PathLike | None = None) -
         if root is not None and resolved.is_relative_to(Path(root).resolve()):
             return resolved.relative_to(Path(root).resolve()).as_posix() or "."
     return resolved.name
+
+
+def shown_model(name: str, sep: str = "+") -> str:
+    """A model name as reports show it: hub ids as given; local folders (``TEXT+IMAGE`` pairs and an
+    ``+adapter:PATH`` file too) by :func:`shown_path`, so no machine path is shown.
+
+    Args:
+        name: a model spec (hub id, alias, folder, ``A+B`` pair, ``MODEL+adapter:PATH``).
+        sep: what joins the parts of a pair (reports write ``" + "``).
+    """
+    name = str(name)
+    if Path(name).exists():
+        return shown_path(name)
+    parts = []
+    for part in name.split("+"):
+        mark = "adapter:" if part.startswith("adapter:") else ""
+        path = part.removeprefix(mark)
+        parts.append(mark + (shown_path(path) if path and (Path(path).is_absolute() or Path(path).exists())
+                             else path))
+    return sep.join(parts)
+
+
+def shown_revision(revision: str | None) -> str | None:
+    """A revision fit to share: ``local:<folder>`` names the folder as :func:`shown_model` does."""
+    if revision and revision.startswith("local:"):
+        return "local:" + shown_model(revision.removeprefix("local:"))
+    return revision
