@@ -759,7 +759,8 @@ def cmd_adapt_text(args) -> None:
                            source_model=source_model, parallel=parallel, folds=args.folds, alpha=args.alpha,
                            seed=args.seed, batch_size=args.batch_size, requested_model=args.model)
     ev, src, tgt = run.evaluation, args.source_lang, args.target_lang
-    print(f"text adapter {src}→{tgt} on {args.model}: {ev.n} images, {len(ev.folds)} folds"
+    via = f" ({src} captions through {args.source_model}'s text tower)" if args.source_model else ""
+    print(f"text adapter {src}→{tgt} on {args.model}{via}: {ev.n} images, {len(ev.folds)} folds"
           f"{' (leave one out)' if args.folds == 'loo' else ''}; alpha per fold "
           f"{', '.join(f'{a:g}' for a in ev.alphas)}")
     rows = {(r["direction"], r["variant"]): r for r in ev.counts()}
@@ -783,7 +784,8 @@ def cmd_adapt_text(args) -> None:
     print(f"final adapter: {card['pairs']} pairs, alpha {card['alpha']:g}"
           + (" (at the edge of the grid)" if card.get("alpha_at_grid_edge") else ""))
     path = run.adapter.save(args.out)
-    print(f"labclip: wrote {path} and {path.with_suffix('.json')}", file=sys.stderr)
+    print(f"labclip: wrote {path} and {path.with_suffix('.json')}; use it as --model '{args.model}{ADAPTER_MARK}{path}'",
+          file=sys.stderr)
     if args.json:
         record = model_record(model, args.model)
         payload = {"provenance": {**run.provenance(), **_provenance([record])}, "held_out": summary,
