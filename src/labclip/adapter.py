@@ -3,7 +3,9 @@ model wrapper that puts it on the text side.
 
 Fitting and evaluating adapters is :mod:`labclip.adapt`; this module only holds, saves, loads and
 applies one, so :func:`labclip.model.load_model` can take ``adapter=`` or ``"MODEL+adapter:PATH"``.
-It needs numpy and safetensors only.
+The card names the adapter's source text tower and its target model; when the source is another
+model (e.g. a multilingual tower), captions go through it, then the adapter, into the target's
+space. It needs numpy and safetensors (and labclip's registry and path helpers).
 """
 
 from __future__ import annotations
