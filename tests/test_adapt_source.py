@@ -19,10 +19,10 @@ from labclip.adapter import AdaptedModel
 from labclip.cli import main
 from labclip.config import DEFAULT_CAPTIONS
 from labclip.data import load_captions
-from labclip.lab.experiment import load_model_or_demo
+from labclip.lab.experiment import check_model_or_demo, load_model_or_demo
 from labclip.lab.narrative import text_processing
 from labclip.metrics import correct_ranks
-from labclip.model import describe
+from labclip.model import check_model, describe
 
 CLIP = "openai/clip-vit-base-patch32"
 ST = "sentence-transformers/clip-ViT-B-32-multilingual-v1"
@@ -121,10 +121,12 @@ def test_model_plus_adapter_encodes_text_through_the_source_tower(offline_hub, m
 
 
 def test_adapter_for_another_target_is_a_one_line_error(offline_hub, multilingual_adapter):
-    with pytest.raises(LabclipError) as caught:
-        load_model(f"ViT-B/16+adapter:{multilingual_adapter}", cache=False)
-    message = str(caught.value)
-    assert "\n" not in message and CLIP in message and "ViT-B/16" in message
+    check_model(f"{CLIP}+adapter:{multilingual_adapter}")  # target and source tower available
+    for check in (lambda spec: load_model(spec, cache=False), check_model):
+        with pytest.raises(LabclipError) as caught:
+            check(f"ViT-B/16+adapter:{multilingual_adapter}")
+        message = str(caught.value)
+        assert "\n" not in message and CLIP in message and "ViT-B/16" in message
 
 
 def test_a_missing_source_tower_is_an_error_never_a_fallback(offline_hub, multilingual_adapter, tmp_path,
@@ -136,6 +138,9 @@ def test_a_missing_source_tower_is_an_error_never_a_fallback(offline_hub, multil
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(only_clip))
     with pytest.raises(LabclipError, match="sentence-transformers"):
         load_model_or_demo(f"{CLIP}+adapter:{multilingual_adapter}")
+    # the report runner's check, which reads no weights, decides the same
+    with pytest.raises(LabclipError, match="sentence-transformers"):
+        check_model_or_demo(f"{CLIP}+adapter:{multilingual_adapter}")
 
 
 def test_match_uses_and_records_the_source_tower(offline_hub, multilingual_adapter, tmp_path, capsys):

@@ -192,11 +192,31 @@ def _canonical(spec: str) -> tuple[str, ...]:
 
 
 def same_model(spec: str, model: Any) -> bool:
-    """Whether ``spec`` (a card's ``source_model`` or ``target_model``) names ``model``: aliases and
-    relative folders are resolved; a paired model matches with or without its image tower."""
+    """Whether ``spec`` (a card's ``source_model`` or ``target_model``) names ``model`` (a loaded model or
+    a model spec): aliases and relative folders are resolved; a paired model matches with or without its
+    image tower."""
     wanted = _canonical(str(spec))
-    ref = _canonical(model_ref(model))
+    ref = _canonical(model if isinstance(model, str) else model_ref(model))
     return wanted in (ref, ref[:1])
+
+
+def other_source(adapter: TextAdapter, model: Any, shown: str) -> str | None:
+    """The card's source text tower when it is another model than ``model`` (loaded, or a spec), else ``None``.
+
+    Raises:
+        LabclipError: the card's target is not ``model`` (``shown`` is how the error names it), or a card
+            without a target names another source.
+    """
+    source, target = adapter.card.get("source_model"), adapter.card.get("target_model")
+    if target and not same_model(target, model):
+        raise LabclipError(f"the adapter maps into the space of '{shown_model(target)}', not of '{shown}'; "
+                           f"use it as '{shown_model(target)}{ADAPTER_MARK}PATH'")
+    if not source or same_model(source, model):
+        return None
+    if not target:
+        raise LabclipError(f"the adapter was fitted on '{shown_model(source)}' text embeddings, not '{shown}'; "
+                           "use it with that model")
+    return source
 
 
 # The text side's facts, read from the model that encodes the captions.
@@ -292,18 +312,12 @@ def apply_adapter(model: Any, adapter: TextAdapter | str | os.PathLike, check_so
     if not isinstance(adapter, TextAdapter):
         label = label or Path(adapter).stem
         adapter = load_text_adapter(adapter)
-    source, target = adapter.card.get("source_model"), adapter.card.get("target_model")
+    source = other_source(adapter, model, model.name) if check_source else None
     text_model = model
-    if check_source and target and not same_model(target, model):
-        raise LabclipError(f"the adapter maps into the space of '{shown_model(target)}', not of '{model.name}'; "
-                           f"use it as '{shown_model(target)}{ADAPTER_MARK}PATH'")
-    if check_source and source and not same_model(source, model):
-        if not target:
-            raise LabclipError(f"the adapter was fitted on '{shown_model(source)}' text embeddings, not "
-                               f"'{model.name}'; use it with that model")
+    if source is not None:
         if load_source is None:
             raise LabclipError(f"the adapter's source text tower '{shown_model(source)}' is not loaded; load it "
-                               f"with load_model('{shown_model(target)}{ADAPTER_MARK}PATH')")
+                               f"with load_model('{shown_model(adapter.card['target_model'])}{ADAPTER_MARK}PATH')")
         text_model = load_source(source)
     if (adapter.dim_in, adapter.dim_out) != (text_model.dim, model.dim):
         raise LabclipError(f"the adapter maps {adapter.dim_in}->{adapter.dim_out} dimensions; "
@@ -323,4 +337,4 @@ def split_adapter(spec: str) -> tuple[str, str | None]:
 
 
 __all__ = ["ADAPTER_MARK", "AdaptedModel", "AdapterRevisionWarning", "TextAdapter", "apply_adapter", "card_path",
-           "load_text_adapter", "model_ref", "public_card", "same_model", "split_adapter"]
+           "load_text_adapter", "model_ref", "other_source", "public_card", "same_model", "split_adapter"]

@@ -67,23 +67,18 @@ def shown_path(path: str | os.PathLike, base: str | os.PathLike | None = None) -
 
 
 def shown_model(name: str, sep: str = "+") -> str:
-    """A model name as reports show it: hub ids as given; local folders (``TEXT+IMAGE`` pairs and an
-    ``+adapter:PATH`` file too) by :func:`shown_path`, so no machine path is shown.
+    """A model name as reports show it: hub ids as given; local folders (``TEXT+IMAGE`` pairs too) and
+    the file of a ``MODEL+adapter:PATH`` by :func:`shown_path`, so no machine path is shown.
 
     Args:
         name: a model spec (hub id, alias, folder, ``A+B`` pair, ``MODEL+adapter:PATH``).
-        sep: what joins the parts of a pair (reports write ``" + "``).
+        sep: what joins the parts (reports write ``" + "``).
     """
-    name = str(name)
-    if Path(name).exists():
-        return shown_path(name)
-    parts = []
-    for part in name.split("+"):
-        mark = "adapter:" if part.startswith("adapter:") else ""
-        path = part.removeprefix(mark)
-        parts.append(mark + (shown_path(path) if path and (Path(path).is_absolute() or Path(path).exists())
-                             else path))
-    return sep.join(parts)
+    model, mark, adapter = str(name).rpartition("+adapter:")
+    name, adapter = (model, adapter) if mark and model and adapter else (str(name), None)
+    parts = [name] if Path(name).exists() else name.split("+")
+    shown = sep.join(shown_path(p) if p and (Path(p).is_absolute() or Path(p).exists()) else p for p in parts)
+    return shown if adapter is None else f"{shown}{sep}adapter:{shown_path(adapter)}"
 
 
 def shown_revision(revision: str | None) -> str | None:

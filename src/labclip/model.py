@@ -20,13 +20,13 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .adapter import AdaptedModel, TextAdapter, apply_adapter, split_adapter
+from .adapter import AdaptedModel, TextAdapter, apply_adapter, load_text_adapter, other_source, split_adapter
 from .cache import EmbeddingCache, default_cache_dir, sha256_bytes
 from .config import shown_model, shown_revision
 from .demo import UNTRAINED_MARKER, demo_model_path
 from .encoders import LOADERS, ImageTower, TextTower
 from .errors import LabclipError
-from .hub import ModelUnavailable, did_you_mean, is_repo_id, load_failure
+from .hub import ModelUnavailable, check_source, did_you_mean, is_repo_id, load_failure
 from .images import PREPROCESS_VERSION, Preprocess, load_image
 from .precision import FP32, Precision, cast, choose, to_dtype
 from .registry import CLIP, DEFAULT_MODEL, DEMO_MODEL, ModelInfo, lookup, resolve_model_name
@@ -263,11 +263,7 @@ def load_model(
     name, adapter_path = split_adapter(str(name_or_path))
     adapter = adapter if adapter is not None else adapter_path
     chosen = choose(precision, device)
-    info = lookup(str(demo_model_path()) if name == DEMO_MODEL else name,
-                  None if image_model is None else str(image_model))
-    for requested in dict.fromkeys([info.id, info.image_source]):
-        if not Path(requested).exists() and not is_repo_id(requested):
-            raise LabclipError(f"'{requested}': no such model directory{did_you_mean(requested)}")
+    info = _model_info(str(demo_model_path()) if name == DEMO_MODEL else name, image_model)
     try:
         towers = LOADERS[info.family](info)
     except ModelUnavailable as err:
@@ -300,6 +296,49 @@ def load_model(
         return clip
     return apply_adapter(clip, adapter, load_source=lambda source: load_model(
         source, device=device, cache=cache, precision=precision))
+
+
+def _model_info(name: str, image_model: str | os.PathLike | None) -> ModelInfo:
+    """The registry entry of ``name``; a source that is neither a folder nor a hub id is an error."""
+    info = lookup(name, None if image_model is None else str(image_model))
+    for requested in dict.fromkeys([info.id, info.image_source]):
+        if not Path(requested).exists() and not is_repo_id(requested):
+            raise LabclipError(f"'{requested}': no such model directory{did_you_mean(requested)}")
+    return info
+
+
+def check_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, image_model: str | os.PathLike | None = None) -> None:
+    """Whether :func:`load_model` can have the model, decided from the registry, local files and the hub's
+    answer alone: no weights are read and no model is built.
+
+    The demo model is always available (it is built offline). A local folder needs its model config; a
+    hub id is available when its config and weights are cached, else the hub is asked (see
+    :func:`labclip.hub.check_source`). Broken weights in a folder or cache still fail later, in
+    :func:`load_model`. A text adapter named in ``name_or_path`` (a small file) is read and checked, and
+    the source text tower its card names, when that is another model.
+
+    Raises:
+        LabclipError: what :func:`load_model` would raise for a missing folder, a name that is neither a
+            folder nor a hub id, or a model the hub does not know.
+        ModelUnavailable: what :func:`load_model` would raise when the model is not cached and the hub
+            cannot be reached, with the same message.
+    """
+    name, adapter = split_adapter(str(name_or_path))
+    if name != DEMO_MODEL:
+        info = _model_info(name, image_model)
+        for source in dict.fromkeys([info.image_source, info.id]):
+            try:
+                check_source(source)
+            except ModelUnavailable as err:
+                raise ModelUnavailable(load_failure(name, info.id, err)) from err
+            except LabclipError as err:
+                if Path(source).is_dir():
+                    raise LabclipError(load_failure(name, info.id, err)) from err
+                raise
+    if adapter is not None:
+        source = other_source(load_text_adapter(adapter), name, shown_model(name))
+        if source is not None:
+            check_model(source)
 
 
 def fingerprint(model: ClipModel, images_only: bool = False) -> str:
@@ -358,4 +397,4 @@ def describe(model: ClipModel) -> dict:
     }
 
 
-__all__ = ["ClipModel", "describe", "load_model"]
+__all__ = ["ClipModel", "check_model", "describe", "load_model"]

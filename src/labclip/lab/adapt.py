@@ -204,14 +204,16 @@ def start(
     target_lang: str = "en",
     *,
     strict: bool = False,
+    precision: str = "auto",
     **options,
 ) -> TextAdapterRun:
-    """Load the model through the lab's one fallback policy (the demo model when it can't be loaded,
-    unless ``strict``), then :func:`run_text_adapter` on ``captions`` (default: the default caption set)."""
+    """Load the model in ``precision`` through the lab's one fallback policy (the demo model when it can't
+    be loaded, unless ``strict``), then :func:`run_text_adapter` on ``captions`` (default: the default
+    caption set)."""
     from ..config import DEFAULT_CAPTIONS
     from .experiment import load_model_or_demo
 
-    clip, reason = load_model_or_demo(model, strict)
+    clip, reason = load_model_or_demo(model, strict, precision=precision)
     run = run_text_adapter(clip, captions or DEFAULT_CAPTIONS, source_lang, target_lang,
                            requested_model=model, **options)
     run.fallback_reason = reason

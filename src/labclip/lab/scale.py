@@ -248,7 +248,8 @@ def resolve_dataset(dataset: str | os.PathLike, languages: Sequence[str] | None 
 
 
 def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence[str] | None = None,
-          translator: str | None = None, batch_size: int | None = None, strict: bool = False) -> ScaleRun:
+          translator: str | None = None, batch_size: int | None = None, strict: bool = False,
+          precision: str = "auto") -> ScaleRun:
     """Load the benchmark and the models (the demo model stands in for one that can't be loaded unless ``strict``).
 
     Args:
@@ -260,6 +261,7 @@ def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence
         translator: translation model template for the ``translated`` strategy, ``None`` to skip it.
         batch_size: encoder batch size (``None``: the model's default).
         strict: fail when a model can't be loaded.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`labclip.load_model`).
 
     Raises:
         LabclipError: unknown dataset or language, no model, or an unloadable model in strict mode.
@@ -274,7 +276,7 @@ def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence
     for i, name in enumerate(dict.fromkeys(models)):
         with timings.stage(f"load model {name}"):
             try:
-                model, reason = load_model_or_demo(name, strict or i > 0)
+                model, reason = load_model_or_demo(name, strict or i > 0, precision=precision)
             except ModelUnavailable as err:
                 skipped.append(f"model {name}: {err}")
                 continue
@@ -531,8 +533,9 @@ def save(run: ScaleRun, output_dir: str | os.PathLike | None, name: str = "05_sc
     if output_dir:
         write_text(Path(output_dir) / f"{name}.json", json.dumps(record, indent=2, ensure_ascii=False, default=str))
     prov = record["provenance"]
-    models = "; ".join(f"{m['requested']} → {m['used'].get('name')}" for m in prov["models"])
-    display(Markdown(f"## Provenance\n\nModels (requested → used): {html.escape(models)}. Captions sha256 "
+    models = "; ".join(f"{m['requested']} → {m['used'].get('name')} ({m['used'].get('precision')}: "
+                       f"{m['used'].get('precision_reason')})" for m in prov["models"])
+    display(Markdown(f"## Provenance\n\nModels (requested → used, precision: why): {html.escape(models)}. Captions sha256 "
                      f"`{prov['captions_sha256'][:16]}…`. Started {prov['started']}."))
     return record
 
