@@ -63,6 +63,9 @@ def test_adapt_report_shows_held_out_numbers_from_its_own_run(tmp_path, tiny_mod
     from test_scale import bare_percentages
 
     assert bare_percentages(page) == []  # every accuracy outside the published box carries its interval
+    headers = {html.unescape(h).strip() for h in re.findall(r"<th(?:\s[^>]*)?>(.*?)</th>", page, flags=re.S)}
+    assert {"Direction", "Captions", "Top-1 accuracy", "Method", "Shots per class", "Held out"} <= headers
+    assert not headers & {"direction", "method", "shots", "used", "top-1", "95% interval"}  # raw keys, repeated interval
     assert str(tiny_model_dir) not in page  # the requested model by name, not by machine path
 
 

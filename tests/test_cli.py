@@ -348,6 +348,78 @@ def test_eval(capsys, tiny_model_dir, labelled, tmp_path):
     assert_user_error(code, "", err, "no such folder")
 
 
+def _wilson(hits: int, n: int) -> tuple[float, float]:
+    from scipy.stats import binomtest
+
+    ci = binomtest(hits, n).proportion_ci(method="wilson")
+    return ci.low, ci.high
+
+
+def _shown(hits: int, n: int) -> str:
+    low, high = _wilson(hits, n)
+    return f"{hits}/{n} ({100 * hits / n:.1f}% [{100 * low:.1f}%, {100 * high:.1f}%])"
+
+
+def test_eval_prints_and_writes_every_interval(capsys, tiny_model, tiny_model_dir, labelled, tmp_path):
+    from labclip.stats import class_balanced
+    from labclip.zeroshot import class_embeddings, labelled_images, load_templates, probabilities
+
+    data = labelled_images(labelled)
+    probs = probabilities(tiny_model, tiny_model.encode_images(data.paths),
+                          class_embeddings(tiny_model, data.classes, load_templates("single", "en")))
+    truth = np.asarray(data.truth)
+    hits = probs.argmax(axis=1) == truth
+    top2 = (probs >= probs[np.arange(len(truth)), truth][:, None]).sum(axis=1) <= 2
+    n = len(truth)
+    code, out, _ = run(capsys, "eval", labelled, "--templates", "single", "--top-k", "2", "--model", tiny_model_dir)
+    assert code == 0 and f"Top-1 accuracy: {_shown(int(hits.sum()), n)}" in out
+    assert f"Top-2 accuracy: {_shown(int(top2.sum()), n)}" in out
+    balanced = class_balanced(hits, truth)
+    assert f"Mean per-class recall: {100 * balanced.value:.1f}% [{100 * balanced.low:.1f}%, " in out
+    for c, name in enumerate(data.classes):  # the per-class table: each accuracy with its interval
+        k, m = int(hits[truth == c].sum()), int((truth == c).sum())
+        assert any(line.split()[:1] == [name] and _shown(k, m) in line for line in out.splitlines())
+    assert "_low" not in out and "low" not in out.lower()
+
+    code, _, _ = run(capsys, "eval", labelled, "--templates", "single", "--top-k", "2", "--model", tiny_model_dir,
+                     "--out", tmp_path / "e.json")
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert code == 0 and saved["acc1"] == pytest.approx(hits.mean())
+    for key, h in (("acc1", hits), ("acc2", top2)):
+        assert (saved[f"{key}_low"], saved[f"{key}_high"]) == pytest.approx(_wilson(int(h.sum()), n))
+    per_class = [np.mean(hits[truth == c]) for c in range(len(data.classes))]
+    assert saved["mean_per_class_recall"] == pytest.approx(np.mean(per_class))
+    assert (saved["mean_per_class_recall_low"], saved["mean_per_class_recall_high"]) == pytest.approx(
+        (balanced.low, balanced.high))
+    for row in saved["rows"]:
+        k, m = round(row["accuracy"] * row["images"]), row["images"]
+        assert (row["accuracy_low"], row["accuracy_high"]) == pytest.approx(_wilson(k, m))
+
+    code, _, _ = run(capsys, "eval", labelled, "--templates", "single", "--top-k", "2", "--model", tiny_model_dir,
+                     "--out", tmp_path / "e.csv")
+    summary = pd.read_csv(tmp_path / "e.summary.csv", index_col="name")["value"]
+    assert code == 0 and float(summary["acc1_low"]) == pytest.approx(saved["acc1_low"])
+    assert float(summary["mean_per_class_recall_high"]) == pytest.approx(saved["mean_per_class_recall_high"])
+    rows = pd.read_csv(tmp_path / "e.csv")
+    assert list(rows.columns[:5]) == ["class", "images", "accuracy", "accuracy_low", "accuracy_high"]
+
+
+def test_match_writes_intervals_beside_every_accuracy(capsys, tiny_model, tiny_model_dir, tmp_path):
+    n, i2t_hits, t2i_hits = direct_matching(tiny_model, "ru")
+    code, out, _ = run(capsys, "match", DEFAULT_CAPTIONS, "--lang", "ru", "--model", tiny_model_dir)
+    mrr = next(line for line in out.splitlines() if line.startswith("Image→text MRR") or "mean reciprocal" in line)
+    assert code == 0 and "[" in mrr  # the mean reciprocal rank carries its bootstrap interval
+    code, _, _ = run(capsys, "match", DEFAULT_CAPTIONS, "--lang", "ru", "--model", tiny_model_dir,
+                     "--out", tmp_path / "m.json")
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert code == 0
+    for key, hits in (("i2t_acc1", i2t_hits), ("t2i_acc1", t2i_hits)):
+        assert saved[key] == pytest.approx(hits / n)
+        assert (saved[f"{key}_low"], saved[f"{key}_high"]) == pytest.approx(_wilson(hits, n))
+    assert saved["i2t_acc3_low"] <= saved["i2t_acc3"] <= saved["i2t_acc3_high"]
+    assert saved["i2t_mrr_low"] <= saved["i2t_mrr"] <= saved["i2t_mrr_high"]
+
+
 def test_eval_lang_picks_the_label_column(capsys, tiny_model_dir, tmp_path):
     for name in ("cat.png", "red_car.png"):
         shutil.copy(IMAGES_DIR / name, tmp_path / name)
@@ -433,6 +505,24 @@ def test_compare(capsys, tiny_model_dir, tmp_path):
     assert code == 0 and list(table.strategy) == ["raw", "raw"] and list(table.language) == ["en", "ru"]
     assert set(table.model) == {str(tiny_model_dir)} and table.model_untrained.all()
     assert set(table.model_revision) == {"local:" + str(tiny_model_dir.resolve())}
+
+
+def test_compare_shows_and_writes_every_accuracy_with_its_interval(capsys, tiny_model, tiny_model_dir, tmp_path):
+    n, en_hits, _ = direct_matching(tiny_model, "en")
+    _, ru_hits, ru_t2i = direct_matching(tiny_model, "ru")
+    code, out, _ = run(capsys, "compare", DEFAULT_CAPTIONS, "--models", tiny_model_dir, "--translator", "none")
+    lines = out.strip().splitlines()
+    assert code == 0 and "low" not in lines[0].lower() and "high" not in lines[0].lower()
+    assert _shown(en_hits, n) in lines[1] and _shown(ru_hits, n) in lines[2] and _shown(ru_t2i, n) in lines[2]
+    code, _, _ = run(capsys, "compare", DEFAULT_CAPTIONS, "--models", tiny_model_dir, "--translator", "none",
+                     "--out", tmp_path / "c.csv")
+    table = pd.read_csv(tmp_path / "c.csv")
+    assert code == 0
+    for row, hits in zip(table.itertuples(), (en_hits, ru_hits)):
+        assert (row.i2t_acc1_low, row.i2t_acc1_high) == pytest.approx(_wilson(hits, n))
+    for key in ("i2t_acc3", "t2i_acc1", "t2i_acc3"):
+        for value, low, high in zip(table[key], table[f"{key}_low"], table[f"{key}_high"]):
+            assert (low, high) == pytest.approx(_wilson(round(value * n), n))
 
 
 def test_compare_unavailable_model_is_reported_once(capsys, monkeypatch, tiny_model_dir, tmp_path):

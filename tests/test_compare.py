@@ -78,3 +78,21 @@ def test_without_english_there_is_no_gap_and_the_prose_says_so(tiny_model_dir, t
     assert "no English reference" in text and "nan" not in text.lower()
     with_english = compare(captions, ["en", "ru"], [str(tiny_model_dir)], translator=None)
     assert "behind English" in comparison(with_english) or "ahead of English" in comparison(with_english)
+
+
+def test_ratio_sentence_when_an_accuracy_is_zero():
+    """A zero accuracy has no ratio to English: the prose says why and keeps the difference in points."""
+    import pandas as pd
+
+    from labclip.lab.compare import gap
+    from labclip.lab.narrative import comparison
+
+    accuracies = {"en": 0.5, "ru": 0.0, "de": 0.2}
+    table = pd.DataFrame([{"model": "m", "language": lang, "strategy": "raw", "i2t_acc1": acc,
+                           "gap_pp": gap(0.5, acc)[0], "gap_ratio": gap(0.5, acc)[1]} for lang, acc in accuracies.items()])
+    table.attrs.update(n=10, i2t_hits1=None)
+    lines = {line.split(",")[1].strip(): line for line in comparison(table).splitlines()[1:]}
+    assert "50.0 percentage points behind English (English ÷ this is not defined, since this accuracy is 0 of 10)" \
+        in lines["Russian"]
+    assert "30.0 percentage points behind English (English ÷ this = 2.50×)" in lines["German"]
+    assert "undefined" not in comparison(table)

@@ -314,3 +314,28 @@ def test_similarity_can_stay_float32():
     assert s32.dtype == np.float32
     np.testing.assert_allclose(s32, similarity(a, a), rtol=1e-6)
     assert isinstance(retrieval_ranks(s32), RetrievalRanks)
+
+
+def test_matching_json_records_each_accuracy_with_its_interval(tiny_model, tmp_path):
+    """01/02's JSON: the same ``{key}_low``/``{key}_high`` beside each accuracy and MRR."""
+    import json
+
+    from scipy.stats import binomtest
+
+    from labclip.config import DEFAULT_CAPTIONS
+    from labclip.data import load_captions
+    from labclip.lab.experiment import Experiment
+
+    exp = Experiment(model=tiny_model, captions=load_captions(DEFAULT_CAPTIONS, None, ["en"]), top_k=3)
+    m = exp.matching("en")
+    exp.save(tmp_path, "01_matching")
+    saved = json.loads((tmp_path / "01_matching.json").read_text(encoding="utf-8"))["metrics"]["en"]
+    n = len(m.sim)
+    correct = m.sim[np.arange(n), np.arange(n)]
+    for key, hits in (("i2t_acc1", (m.sim > correct[:, None]).sum(axis=1) == 0),
+                      ("t2i_acc1", (m.sim > correct[None, :]).sum(axis=0) == 0),
+                      ("i2t_acc3", (m.sim >= correct[:, None]).sum(axis=1) <= 3)):
+        assert saved[key] == pytest.approx(hits.mean())
+        assert (saved[f"{key}_low"], saved[f"{key}_high"]) == pytest.approx(tuple(binomtest(int(hits.sum()), n).proportion_ci(method="wilson")))
+    for key in ("i2t_mrr", "t2i_mrr"):
+        assert saved[f"{key}_low"] <= saved[key] <= saved[f"{key}_high"]

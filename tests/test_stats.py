@@ -235,3 +235,19 @@ def test_mean_estimate_and_formatting():
 
 def test_public_api():
     assert {"wilson_interval", "mcnemar"} <= set(labclip.__all__)
+
+
+def test_estimates_print_with_their_interval_and_flatten_to_low_high_fields():
+    from labclip.labels import format_metric
+    from labclip.stats import interval_fields, is_interval_field
+
+    e = proportion(np.array([True] * 7 + [False] * 5))
+    ci = binomtest(7, 12).proportion_ci(method="wilson")
+    assert format_metric("acc1", e) == f"7/12 ({100 * 7 / 12:.1f}% [{100 * ci.low:.1f}%, {100 * ci.high:.1f}%])"
+    assert format_metric("i2t_acc3", e) == format_metric("acc1", 7 / 12, 12)  # the same as from a count
+    mrr = Estimate(0.30149, 0.1416, 0.5063, n=12, method="bootstrap")
+    assert format_metric("i2t_mrr", mrr) == "0.301 [0.142, 0.506]"
+    fields = interval_fields({"acc1": e, "i2t_mrr": mrr})
+    assert fields == pytest.approx({"acc1_low": ci.low, "acc1_high": ci.high, "i2t_mrr_low": 0.1416,
+                                    "i2t_mrr_high": 0.5063})
+    assert all(map(is_interval_field, fields)) and not is_interval_field("acc1")

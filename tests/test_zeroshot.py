@@ -72,3 +72,46 @@ def test_labelled_folder_and_errors(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "one" / "cat" / "1.png")
     with pytest.raises(LabclipError, match="only one class"):
         labelled_images(tmp_path / "one")
+
+
+def _wilson(hits: int, n: int) -> tuple[float, float]:
+    from scipy.stats import binomtest
+
+    ci = binomtest(hits, n).proportion_ci(method="wilson")
+    return ci.low, ci.high
+
+
+def test_zeroshot_json_records_each_figure_with_its_interval(tiny_model, tmp_path):
+    """04_zeroshot's JSON: accuracies with Wilson intervals, the mean per-class recall with class_balanced's."""
+    import json
+    import shutil
+
+    from labclip.config import IMAGES_DIR
+    from labclip.lab.experiment import ZeroShotRun
+    from labclip.stats import class_balanced
+
+    for cls, names in {"cat": ["cat.png", "cameraman.png"], "car": ["red_car.png"],
+                       "food": ["pizza.png", "coffee.png", "astronaut.png"]}.items():
+        (tmp_path / "root" / cls).mkdir(parents=True)
+        for name in names:
+            shutil.copy(IMAGES_DIR / name, tmp_path / "root" / cls / name)
+    data = labelled_images(tmp_path / "root")
+    run = ZeroShotRun(model=tiny_model, data=data)
+    run.evaluate("single", k=2)
+    run.save(tmp_path, "04_zeroshot")
+    saved = json.loads((tmp_path / "04_zeroshot.json").read_text(encoding="utf-8"))["metrics"]["single"]
+    probs = probabilities(tiny_model, tiny_model.encode_images(data.paths),
+                          class_embeddings(tiny_model, data.classes, load_templates("single")))
+    truth = np.asarray(data.truth)
+    hits = probs.argmax(axis=1) == truth
+    top2 = (probs >= probs[np.arange(len(truth)), truth][:, None]).sum(axis=1) <= 2
+    for key, h in (("acc1", hits), ("acc2", top2)):
+        assert saved[key] == pytest.approx(h.mean())
+        assert (saved[f"{key}_low"], saved[f"{key}_high"]) == pytest.approx(_wilson(int(h.sum()), len(h)))
+    assert saved["mean_per_class_recall"] == pytest.approx(np.mean([hits[truth == c].mean() for c in range(3)]))
+    balanced = class_balanced(hits, truth)
+    assert balanced.method == "bootstrap"  # unequal classes, one of a single image
+    assert (saved["mean_per_class_recall_low"], saved["mean_per_class_recall_high"]) == pytest.approx(
+        (balanced.low, balanced.high))
+    assert saved["mean_per_class_recall_low"] <= saved["mean_per_class_recall"] <= saved["mean_per_class_recall_high"]
+

@@ -31,6 +31,7 @@ from .errors import LabclipError
 from .images import IMAGE_SUFFIXES
 from .labels import format_metric, metric_label, num, pct, share
 from .precision import PRECISIONS
+from .stats import INTERVAL_SUFFIXES, Estimate, interval_fields, is_interval_field
 from .translate import DEFAULT_TRANSLATOR
 
 REPORT_EXTRA_MODULES = ("papermill", "nbconvert", "nbformat", "mistune", "ipykernel", "jupyter_client", "IPython",
@@ -511,7 +512,8 @@ def _print_summary(summary: dict) -> None:
 
 
 def _print_table(table: pd.DataFrame, n: int | None = None) -> None:
-    shown = table.copy()
+    """The table as the reports show it; an accuracy shows its interval in its cell, so the interval columns go."""
+    shown = table.drop(columns=[c for c in table.columns if is_interval_field(c)])
     for column in shown.columns:
         shown[column] = [fmt(column, v, n) for v in shown[column]]
     shown.columns = [label(c) for c in shown.columns]
@@ -530,19 +532,47 @@ def _provenance(models: list[dict], inputs: Sequence[str | Path] = (), several: 
     return block
 
 
+def _flat_summary(summary: dict) -> dict:
+    """Each :class:`~labclip.stats.Estimate` as its value, followed by ``{key}_low`` and ``{key}_high``."""
+    out = {}
+    for key, value in summary.items():
+        if isinstance(value, Estimate):
+            out.update({key: value.value, **interval_fields({key: value})})
+        else:
+            out[key] = value
+    return out
+
+
+def _flat_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Each column of estimates as their values, followed by ``{column}_low`` and ``{column}_high`` (NaN where
+    a cell holds no estimate)."""
+    columns = {}
+    for name in table.columns:
+        values = list(table[name])
+        if not any(isinstance(v, Estimate) for v in values):
+            columns[name] = table[name]
+            continue
+        for key, part in ((name, "value"), *((f"{name}{s}", s[1:]) for s in INTERVAL_SUFFIXES)):
+            columns[key] = [getattr(v, part) if isinstance(v, Estimate) else float("nan") for v in values]
+    return pd.DataFrame(columns, index=table.index)
+
+
 def _emit(table: pd.DataFrame, out: Path | None, models: list[dict], summary: dict | None = None,
-          inputs: Sequence[str | Path] = (), columns: pd.DataFrame | None = None) -> None:
+          inputs: Sequence[str | Path] = (), columns: pd.DataFrame | None = None, n: int | None = None) -> None:
     """Print the results, or write them with their provenance to ``out`` (JSON, or CSV + summary CSV).
 
-    ``columns`` holds per-row model columns of several models (compare); otherwise every row gets the one
-    model's.
+    Figures given as estimates (in ``summary`` or in ``table``'s cells) print with their interval and are
+    written as the value with ``{key}_low`` and ``{key}_high`` beside it. ``columns`` holds per-row model
+    columns of several models (compare); otherwise every row gets the one model's. ``n`` is the images
+    behind the table's accuracies when no summary gives it.
     """
     summary = summary or {}
     if out is None:
         if summary:
             _print_summary(summary)
-        _print_table(table, summary.get("n"))
+        _print_table(table, summary.get("n", n))
         return
+    summary, table = _flat_summary(summary), _flat_table(table)
     provenance = _provenance(models, inputs, several=columns is not None)
     if out.suffix.lower() == ".json":
         text = json.dumps({"provenance": provenance, **summary, "rows": table.to_dict("records")}, indent=2,
@@ -574,7 +604,8 @@ def cmd_match(args) -> None:
     captions = load_captions(args.captions, args.image_dir, [args.lang])
     model = _load(args)
     m = Experiment(model=model, captions=captions, top_k=args.top_k, batch_size=args.batch_size).matching(args.lang)
-    _emit(m.topk, args.out, [model_record(model)], m.metrics.to_dict(), [args.captions, *captions["path"]])
+    _emit(m.topk, args.out, [model_record(model)], {**m.metrics.to_dict(), **m.estimates()},
+          [args.captions, *captions["path"]])
 
 
 def cmd_classify(args) -> None:
@@ -668,7 +699,7 @@ def cmd_search(args) -> None:
 
 def cmd_eval(args) -> None:
     from .lab.tables import per_class_accuracy
-    from .metrics import zeroshot_metrics
+    from .metrics import zeroshot_estimates, zeroshot_metrics
     from .zeroshot import class_embeddings, labelled_images, load_templates, probabilities
 
     _check_out(args.out)
@@ -676,10 +707,11 @@ def cmd_eval(args) -> None:
     data = labelled_images(args.root, args.lang)
     model = _load(args)
     probs = probabilities(model, model.encode_images(data.paths), class_embeddings(model, data.classes, templates))
-    metrics = zeroshot_metrics(probs, data.truth, k=args.top_k)
+    figures = {**zeroshot_metrics(probs, data.truth, k=args.top_k).to_dict(),
+               **zeroshot_estimates(probs, data.truth, k=args.top_k)}
     table = per_class_accuracy(probs, data.truth, data.classes)
     _emit(table, args.out, [model_record(model)],
-          {**metrics.to_dict(), "templates": f"{args.templates} ({len(templates)}, {args.lang})"}, inputs=data.paths)
+          {**figures, "templates": f"{args.templates} ({len(templates)}, {args.lang})"}, inputs=data.paths)
 
 
 def _compare_models(args, records: list[dict], skipped: list[str]) -> Iterator:
@@ -718,7 +750,7 @@ def cmd_compare(args) -> None:
     by_name = {shown_model(r["requested"]) if r["fallback_reason"] is None else DEMO_MODEL: r for r in records}
     columns = pd.DataFrame([{**_model_columns(by_name[name]), "requested_model": by_name[name]["requested"]}
                             for name in table["model"]])
-    _emit(table, args.out, records, inputs=[args.captions, *captions["path"]], columns=columns)
+    _emit(table, args.out, records, inputs=[args.captions, *captions["path"]], columns=columns, n=table.attrs["n"])
 
 
 def _ci(row: dict, key: str) -> str:

@@ -23,7 +23,9 @@ METRIC_LABELS = {
     "model": "Model", "language": "Language", "strategy": "Strategy", "templates": "Template set", "count": "Templates",
     "image": "Image", "rank": "Rank", "caption": "Caption", "cosine": "Cosine", "probability": "Probability",
     "correct": "Correct", "appearances": "Appearances", "label": "Label", "images": "Images", "class": "Class",
-    "accuracy": "Top-1 accuracy",
+    "accuracy": "Top-1 accuracy", "direction": "Direction", "captions": "Captions", "method": "Method",
+    "shots": "Shots per class", "shots_used": "Fewest shots used", "p_vs_zero_shot": "p vs zero-shot (exact McNemar)",
+    "training_accuracy": "On its training images", "held_out_accuracy": "Held out",
 }
 SHORT_LABELS = {"i2t_mrr": "Image→text MRR", "t2i_mrr": "Text→image MRR", "correct_mean": "Mean correct cosine",
                 "gap_pp": "Gap to English"}
@@ -104,7 +106,8 @@ def format_metric(key: str, value: object, n: int | None = None) -> str:
     """One number as every table, prose and console line shows it.
 
     Accuracies are percentages with one decimal, as ``k/n (p%)`` when ``n`` is given (with the 95%
-    Wilson interval), and a mean per-class recall given as an estimate carries its interval; counts of
+    Wilson interval); an accuracy, mean per-class recall or three-decimal figure (MRR) given as an estimate
+    (:class:`labclip.stats.Estimate`) carries its own interval, an accuracy after its ``k/n``; counts of
     hits are ``k/n``; similarities, margins, MRR and losses have three decimals; yes/no for flags;
     ``"—"`` for a missing value (``None`` or NaN).
     """
@@ -112,6 +115,10 @@ def format_metric(key: str, value: object, n: int | None = None) -> str:
         return "—"
     if isinstance(value, bool) or type(value).__name__ == "bool_":
         return "yes" if value else "no"
+    if _is_estimate(value) and (_TOPK.match(key) or _ACC.match(key) or key == "accuracy"):
+        return f"{value.hits}/{value.n} ({estimate(value)})" if value.hits is not None else estimate(value)
+    if _is_estimate(value) and key in _THREE_DECIMALS:
+        return f"{num(value.value)} [{num(value.low)}, {num(value.high)}]"
     if _TOPK.match(key) or _ACC.match(key):
         return share(round(float(value) * n), n) if n else pct(float(value))
     if key in ("mean_per_class_recall", "probability", "accuracy"):

@@ -208,6 +208,18 @@ def zeroshot_metrics(scores: np.ndarray, truth: Sequence[int], k: int = 5) -> Ze
                            float(np.mean(recall)))
 
 
+def zeroshot_estimates(scores: np.ndarray, truth: Sequence[int], k: int = 5, seed: int = 0) -> dict[str, stats.Estimate]:
+    """The figures of :func:`zeroshot_metrics` with their 95% intervals, keyed by the same names.
+
+    ``acc1`` and ``acc{k}`` carry Wilson score intervals; ``mean_per_class_recall`` the interval of
+    :func:`labclip.stats.class_balanced` (seeded by ``seed``).
+    """
+    truth = np.asarray(truth)
+    rank = ranks(scores, truth)
+    return {"acc1": stats.proportion(rank == 1), f"acc{k}": stats.proportion(rank <= k),
+            "mean_per_class_recall": stats.class_balanced(rank == 1, truth, seed=seed)}
+
+
 def distractor_counts(sim: np.ndarray, k: int = 3) -> np.ndarray:
     """For each caption, how many images other than its own rank it among their top ``k``."""
     counts = np.zeros(np.shape(sim)[1], dtype=int)

@@ -82,6 +82,19 @@ class PairedTest:
         return self.p_value < alpha
 
 
+INTERVAL_SUFFIXES = ("_low", "_high")
+
+
+def interval_fields(estimates: dict[str, Estimate]) -> dict[str, float]:
+    """The flat fields that JSON and CSV outputs add beside each figure: ``{key}_low`` and ``{key}_high``."""
+    return {f"{key}{suffix}": getattr(e, suffix[1:]) for key, e in estimates.items() for suffix in INTERVAL_SUFFIXES}
+
+
+def is_interval_field(key: str) -> bool:
+    """Whether a flat field is one end of a figure's interval (see :func:`interval_fields`)."""
+    return key.endswith(INTERVAL_SUFFIXES)
+
+
 def wilson_interval(hits: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Wilson score interval for a proportion ``hits / n``.
 

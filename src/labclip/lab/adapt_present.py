@@ -18,9 +18,10 @@ from matplotlib.figure import Figure
 
 from ..adapter import public_card
 from ..atomic import write_text
+from ..labels import metric_label
 from .adapt import DIRECTIONS, PUBLISHED, FewShotRun, TextAdapterRun
 from .narrative import language_name, pct, share
-from .present import PUBLISHED_STYLE, _provenance_table, header, png
+from .present import PUBLISHED_STYLE, _labelled, _provenance_table, header, png
 
 COLOURS = {"before": "#9e9e9e", "after": "#1f77b4", "target": "#2ca02c", "training": "#ff7f0e"}
 
@@ -85,12 +86,11 @@ def held_out(run: TextAdapterRun) -> None:
     names = _variant_names(run)
     rows = run.scores()
     rows = rows[rows["split"] == "held out"]
-    table = pd.DataFrame({
+    table = _labelled(pd.DataFrame({
         "direction": [DIRECTIONS[d] for d in rows["direction"]],
         "captions": [names[v] for v in rows["variant"]],
-        "top-1": [share(h, n) for h, n in zip(rows["hits"], rows["n"])],
-        "95% interval": [f"{pct(lo)}–{pct(hi)}" for lo, hi in zip(rows["low"], rows["high"])],
-    })
+        "accuracy": [share(h, n) for h, n in zip(rows["hits"], rows["n"])],
+    }))
     display(Markdown("## Held-out results\n\nEach image is scored by an adapter fitted without it "
                      f"({len(run.evaluation.folds)} folds over images; alpha chosen by cross-validation inside "
                      "each training fold). Intervals are 95% Wilson intervals."))
@@ -148,10 +148,12 @@ def overfitting(run: TextAdapterRun) -> None:
     """The final adapter on its own training images against the held-out scores: the overfitting lesson."""
     rows = run.scores()
     after = rows[rows["variant"] == "after"].set_index(["split", "direction"])
-    table = pd.DataFrame([{"direction": DIRECTIONS[d],
-                           "on its training images": share(after.loc[("training", d), "hits"], after.loc[("training", d), "n"]),
-                           "held out": share(after.loc[("held out", d), "hits"], after.loc[("held out", d), "n"])}
-                          for d in ("i2t", "t2i")])
+    table = _labelled(pd.DataFrame([{"direction": DIRECTIONS[d],
+                                     "training_accuracy": share(after.loc[("training", d), "hits"],
+                                                                after.loc[("training", d), "n"]),
+                                     "held_out_accuracy": share(after.loc[("held out", d), "hits"],
+                                                                after.loc[("held out", d), "n"])}
+                                    for d in ("i2t", "t2i")]))
     display(Markdown("## Training against held-out scores"))
     display(HTML(table.to_html(index=False, escape=False)))
     gaps = {d: after.loc[("training", d), "top1"] - after.loc[("held out", d), "top1"] for d in ("i2t", "t2i")}
@@ -193,15 +195,16 @@ def few_shot(run: FewShotRun) -> None:
     rows = run.scores()
     tests = {(t["method"], t["shots"]): t for t in run.evaluation.paired()}
     names = {"zero-shot": "zero-shot", "probe": "linear probe", "tip": "Tip-Adapter"}
-    table = pd.DataFrame([{"method": names[r.method], "shots": r.shots or "—", "used": "—" if r.method == "zero-shot" else r.shots_used,
-                           "top-1": share(r.hits, r.n), "95% interval": f"{pct(r.low)}–{pct(r.high)}",
-                           "p vs zero-shot": f"{tests[(r.method, r.shots)]['p_value']:.3g}"
-                           if (r.method, r.shots) in tests else "—"} for r in rows.itertuples()])
+    table = _labelled(pd.DataFrame([{"method": names[r.method], "shots": r.shots or "—",
+                                     "shots_used": "—" if r.method == "zero-shot" else r.shots_used,
+                                     "accuracy": share(r.hits, r.n),
+                                     "p_vs_zero_shot": f"{tests[(r.method, r.shots)]['p_value']:.3g}"
+                                     if (r.method, r.shots) in tests else "—"} for r in rows.itertuples()]))
     low, high = run.images_per_class()
     display(Markdown(f"## New labels from a few images: linear probe and Tip-Adapter\n\n{len(run.paths)} labelled "
                      f"images of {len(run.classes)} classes ({low}–{high} per class), {len(run.evaluation.folds)} "
                      "folds; each image is classified by models fitted on the other folds' images only. "
-                     "“used” is the fewest training images a class actually had."))
+                     f"“{metric_label('shots_used')}” is the fewest training images a class actually had."))
     display(HTML(table.to_html(index=False, escape=True)))
     figure(few_shot_figure(run))
     zero = rows[rows["method"] == "zero-shot"].iloc[0]
@@ -222,7 +225,7 @@ def published() -> None:
                    f"<td>{_esc(pct(p['top1']) if isinstance(p['top1'], float) else p['top1'])}</td>"
                    f"<td>{_esc(p['source'])}</td></tr>" for p in PUBLISHED)
     display(HTML(f'<div class="labclip-published" style="{PUBLISHED_STYLE}"><b>Published results (not measured here)</b>'
-                 "<table><tr><th>method</th><th>model</th><th>data</th><th>top-1</th><th>source</th></tr>"
+                 "<table><tr><th>Method</th><th>Model</th><th>Data</th><th>Top-1 accuracy</th><th>Source</th></tr>"
                  f"{rows}</table>These come from the cited sources with full-size data sets; this report did "
                  "not reproduce them.</div>"))
 

@@ -14,11 +14,12 @@ from ..atomic import write_text
 from ..data import CaptionSet
 from ..errors import LabclipError
 from ..hub import ModelUnavailable
-from ..metrics import MatchMetrics, accuracy_keys, correct_ranks
+from ..metrics import accuracy_keys, correct_ranks
 from ..model import ClipModel
 from ..registry import default_models
+from ..stats import interval_fields
 from ..translate import DEFAULT_TRANSLATOR, Translator, translator_name
-from .experiment import Experiment, load_model_or_demo
+from .experiment import Experiment, Matching, load_model_or_demo
 
 
 def is_multilingual(model: ClipModel) -> bool:
@@ -42,7 +43,8 @@ def compare(
     precision: str = "auto",
 ) -> pd.DataFrame:
     """One row per model × language × strategy with top-1/top-k in both directions, mean correct
-    similarity, mean margin, and the gap to the reference language (same model, untranslated) in
+    similarity, mean margin, the ends of each accuracy's 95% Wilson interval (``i2t_acc1_low``,
+    ``i2t_acc1_high``, ...), and the gap to the reference language (same model, untranslated) in
     percentage points and as a ratio (both missing, never guessed, where the model has no
     reference-language row).
 
@@ -68,7 +70,7 @@ def compare(
         label = model.name + (" (fallback)" if fallback else "")
         strategy = "multilingual" if is_multilingual(model) else "raw"
         for lang in languages:
-            rows.append(_row(label, lang, strategy, exp.matching(lang).metrics))
+            rows.append(_row(label, lang, strategy, exp.matching(lang)))
             hits.append(correct_ranks(exp.matching(lang).sim) == 1)
         if strategy == "multilingual" or not translator:
             continue
@@ -84,7 +86,7 @@ def compare(
                     translations[mt] = None
             if translations[mt] is not None:
                 matching = exp.match_texts(f"{lang}→{reference}", translations[mt])
-                rows.append(_row(label, lang, "translated", matching.metrics))
+                rows.append(_row(label, lang, "translated", matching))
                 hits.append(correct_ranks(matching.sim) == 1)
     table = pd.DataFrame(rows)
     if not table.empty:
@@ -106,8 +108,9 @@ def save(table: pd.DataFrame, output_dir: str | os.PathLike | None, name: str = 
         write_text(Path(output_dir) / name, table.to_csv(index=False))
 
 
-def _row(model: str, language: str, strategy: str, m: MatchMetrics) -> dict:
-    figures = m.to_dict()
-    return {"model": model, "language": language, "strategy": strategy,
-            **{key: figures[key] for key in accuracy_keys(m.k)},
-            "correct_mean": m.correct_mean, "margin_mean": m.margin_mean}
+def _row(model: str, language: str, strategy: str, matching: Matching) -> dict:
+    m, keys = matching.metrics, dict.fromkeys(accuracy_keys(matching.metrics.k))
+    figures, estimates = m.to_dict(), matching.estimates()
+    return {"model": model, "language": language, "strategy": strategy, **{key: figures[key] for key in keys},
+            "correct_mean": m.correct_mean, "margin_mean": m.margin_mean,
+            **interval_fields({key: estimates[key] for key in keys})}

@@ -22,8 +22,17 @@ from ..config import DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL
 from ..data import CaptionSet, load_captions
 from ..errors import LabclipError
 from ..hub import ModelUnavailable
-from ..metrics import MatchMetrics, ZeroShotMetrics, match_metrics, similarity, zeroshot_metrics
+from ..metrics import (
+    MatchMetrics,
+    ZeroShotMetrics,
+    match_metrics,
+    retrieval_ranks,
+    similarity,
+    zeroshot_estimates,
+    zeroshot_metrics,
+)
 from ..model import ClipModel, check_model, describe, load_model, shown_model
+from ..stats import Estimate, interval_fields
 from ..zeroshot import LabelledImages, class_embeddings, labelled_images, load_templates, probabilities
 from .provenance import Timings, machine, now, package_versions, sha256_file, sha256_files
 from .tables import frequent_distractors, topk_table
@@ -41,6 +50,10 @@ class Matching:
     topk: pd.DataFrame
     distractors: pd.DataFrame
     sigmoid: bool = False
+
+    def estimates(self) -> dict[str, Estimate]:
+        """Top-1 and top-k accuracy in both directions (Wilson) and the MRR (seeded bootstrap) with 95% intervals."""
+        return retrieval_ranks(self.sim).estimates((1, self.metrics.k))
 
 
 @dataclass(kw_only=True)
@@ -171,7 +184,8 @@ class Experiment(Run):
                 "languages": self.languages, "top_k": self.top_k}
 
     def figures(self) -> dict:
-        return {label: m.metrics.to_dict() for label, m in self._results.items()}
+        """Each matching's figures with the ``{key}_low``/``{key}_high`` ends of their 95% intervals."""
+        return {label: {**m.metrics.to_dict(), **interval_fields(m.estimates())} for label, m in self._results.items()}
 
 
 @dataclass(kw_only=True)
@@ -182,6 +196,7 @@ class ZeroShotRun(Run):
     language: str = "en"
     labels_source: str | None = None
     _scores: dict[str, ZeroShotMetrics] = field(default_factory=dict)
+    _estimates: dict[str, dict[str, Estimate]] = field(default_factory=dict)
 
     @property
     def image_paths(self) -> list[str]:
@@ -196,7 +211,9 @@ class ZeroShotRun(Run):
     def evaluate(self, template_set: str, k: int = 5) -> ZeroShotMetrics:
         """Metrics of one named template set in this run's language (remembered for :meth:`figures`)."""
         templates = load_templates(template_set, self.language)
-        self._scores[template_set] = zeroshot_metrics(self.probabilities(templates), self.data.truth, k)
+        probs = self.probabilities(templates)
+        self._scores[template_set] = zeroshot_metrics(probs, self.data.truth, k)
+        self._estimates[template_set] = zeroshot_estimates(probs, self.data.truth, k)
         return self._scores[template_set]
 
     def compare(self, sets: Sequence[str], k: int = 5) -> pd.DataFrame:
@@ -209,7 +226,9 @@ class ZeroShotRun(Run):
         return {"labels_file": self.labels_source and shown_path(self.labels_source), "classes": self.data.classes, "language": self.language}
 
     def figures(self) -> dict:
-        return {name: m.to_dict() for name, m in self._scores.items()}
+        """Each template set's figures with the ``{key}_low``/``{key}_high`` ends of their 95% intervals (Wilson for
+        accuracies, :func:`labclip.stats.class_balanced` for the mean per-class recall)."""
+        return {name: {**m.to_dict(), **interval_fields(self._estimates[name])} for name, m in self._scores.items()}
 
 
 def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu",

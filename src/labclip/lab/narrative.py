@@ -441,9 +441,11 @@ def comparison(table: pd.DataFrame, reference: str = "en") -> str:
         line = (f"- {md(model_name(r.model))}, {md(language_name(r.language))}, {r.strategy}: image→text top-1 "
                 f"{rate(r.i2t_acc1, n) if n else pct(r.i2t_acc1)}")
         if not missing(r.gap_pp):
-            ratio = "undefined" if missing(r.gap_ratio) else format_metric("gap_ratio", r.gap_ratio)
+            ratio = (f"{language_name(reference)} ÷ this = {format_metric('gap_ratio', r.gap_ratio)}"
+                     if not missing(r.gap_ratio) else
+                     f"{language_name(reference)} ÷ this is not defined, since this accuracy is 0{f' of {n}' if n else ''}")
             line += (f", {abs(r.gap_pp):.1f} percentage points {'behind' if r.gap_pp >= 0 else 'ahead of'} "
-                     f"{language_name(reference)} ({language_name(reference)} ÷ this = {ratio})")
+                     f"{language_name(reference)} ({ratio})")
         elif has_reference:
             line += f" (this model has no {language_name(reference)} result to compare with)"
         line += "."

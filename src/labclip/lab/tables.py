@@ -10,6 +10,7 @@ import pandas as pd
 from ..config import CONTEXT_LENGTH
 from ..data import CaptionSet
 from ..metrics import confusion_matrix, distractor_counts, row_logsumexp, topk_indices
+from ..stats import proportion
 from ..text import token_lengths
 
 
@@ -83,11 +84,12 @@ def confusion(probs: np.ndarray, truth: Sequence[int], labels: Sequence[str]) ->
 
 
 def per_class_accuracy(probs: np.ndarray, truth: Sequence[int], labels: Sequence[str]) -> pd.DataFrame:
-    """Images and top-1 accuracy per class (``NaN`` for a class without images)."""
+    """Images and top-1 accuracy per class: an :class:`~labclip.stats.Estimate` with its 95% Wilson interval
+    (``NaN`` for a class without images)."""
     pred = np.asarray(probs).argmax(axis=1)
     truth = np.asarray(truth)
     rows = [{"class": labels[c], "images": int((truth == c).sum()),
-             "accuracy": float(np.mean(pred[truth == c] == c)) if (truth == c).any() else float("nan")}
+             "accuracy": proportion(pred[truth == c] == c) if (truth == c).any() else float("nan")}
             for c in range(len(labels))]
     return pd.DataFrame(rows)
 
