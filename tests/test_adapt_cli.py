@@ -92,6 +92,12 @@ def test_adapt_text_scores_held_out_then_saves_the_adapter(capsys, tmp_path, tin
     assert adapter.card["source_lang"] == "ru" and adapter.card["pairs"] == len(table) and adapter.card["alpha"] == 1
     after = {r["direction"]: r for r in expected.counts() if r["variant"] == "after"}
     assert "image→text top-1, held out" in printed and f"ru adapted {after['i2t']['hits']}/12" in printed
+    from scipy.stats import binomtest
+
+    ci = binomtest(after["i2t"]["hits"], 12).proportion_ci(method="wilson")
+    assert (f"ru adapted {after['i2t']['hits']}/12 ({100 * after['i2t']['hits'] / 12:.1f}% "
+            f"[{100 * ci.low:.1f}%, {100 * ci.high:.1f}%]);") in printed  # the interval once, in brackets
+    assert "95% CI" not in printed
     assert "McNemar after vs before p = " in printed and "not a test" in printed
     # the final fit on all 12 pairs is ridge regression with alpha 1 (closed form, checked here)
     x, y = ru.astype(np.float64), en.astype(np.float64)

@@ -29,7 +29,7 @@ from .atomic import write_text
 from .config import DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL
 from .errors import LabclipError
 from .images import IMAGE_SUFFIXES
-from .labels import format_metric, metric_label, num, pct, share
+from .labels import format_metric, metric_label, num, share
 from .precision import PRECISIONS
 from .stats import INTERVAL_SUFFIXES, Estimate, interval_fields, is_interval_field
 from .translate import DEFAULT_TRANSLATOR
@@ -755,10 +755,6 @@ def cmd_compare(args) -> None:
     _emit(table, args.out, records, inputs=[args.captions, *captions["path"]], columns=columns, n=table.attrs["n"])
 
 
-def _ci(row: dict, key: str) -> str:
-    return f"{share(row['hits'], row['n'])}, 95% CI {pct(row['low'])}–{pct(row['high'])}"
-
-
 def _p(p_value: float) -> str:
     return f"{p_value:.3g}"
 
@@ -800,7 +796,7 @@ def cmd_adapt_text(args) -> None:
     rows = {(r["direction"], r["variant"]): r for r in ev.counts()}
     paired = {r["direction"]: r for r in ev.paired()}
     for direction in ("i2t", "t2i"):
-        parts = [f"{name} {_ci(rows[(direction, v)], 'top1')}" for v, name in
+        parts = [f"{name} {share(rows[(direction, v)]['hits'], rows[(direction, v)]['n'])}" for v, name in
                  (("before", f"{src} raw"), ("after", f"{src} adapted"), ("target", tgt)) if (direction, v) in rows]
         test = paired.get(direction)
         if test:
@@ -843,7 +839,7 @@ def cmd_adapt_fewshot(args) -> None:
     for row in run.evaluation.counts():
         name = "zero-shot" if row["method"] == "zero-shot" else \
             f"{'linear probe' if row['method'] == 'probe' else 'Tip-Adapter'}, {_count(row['shots'], 'shot')}"
-        line = f"{name}: top-1 {_ci(row, 'acc1')}"
+        line = f"{name}: top-1 {share(row['hits'], row['n'])}"
         test = tests.get((row["method"], row["shots"]))
         if test:
             line += f"; vs zero-shot p = {_p(test['p_value'])}"
