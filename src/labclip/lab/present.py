@@ -101,9 +101,8 @@ def header(run: Run, text: str, details: str) -> None:
                 f"model used: {html.escape(narrative.model_name(run.model.name))}")
     parts = [f"<h1>{html.escape(heading)}</h1>", f"<p>{used} · {html.escape(details)}</p>"]
     if run.fallback_reason:
-        parts.append(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ The requested model '
-                     f'{html.escape(narrative.model_name(run.requested_model))} could not be loaded: '
-                     f'{html.escape(run.fallback_reason)}</div>')
+        parts.append(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ '
+                     f'{html.escape(narrative.fallback_note(run.requested_model, run.fallback_reason))}</div>')
     if warning:
         parts.append(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ {html.escape(warning)}</div>')
     display(HTML("".join(parts)))
