@@ -337,10 +337,15 @@ def _folder_images(folder: Path) -> list[Path]:
 
 
 def _check_files(paths: Sequence[Path]) -> None:
+    """Every image exists and decodes, before any model is loaded."""
+    from .images import load_image
+
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
         raise LabclipError(f"{_count(len(missing), 'image')} not found: {', '.join(missing[:5])}"
                            + (" ..." if len(missing) > 5 else ""))
+    for path in paths:
+        load_image(path)
 
 
 def _check_out(out: Path | None, suffixes: Sequence[str] = (".csv", ".json")) -> None:
