@@ -116,3 +116,15 @@ def test_label_bars_say_what_the_bars_are_and_charts_share_one_width():
     accuracy = pd.DataFrame({"en": [0.5, 0.6, 0.4, 0.7]}, index=["i2t_acc1", "i2t_acc3", "t2i_acc1", "t2i_acc3"])
     widths = {plots.comparison_bars(rows, n=6).get_figwidth(), plots.accuracy_bars(accuracy, k=3, n=6).get_figwidth()}
     assert widths == {8.0}
+
+
+def test_provenance_items_read_as_words(tiny_model, monkeypatch):
+    exp = Experiment(model=tiny_model, captions=load_captions(DEFAULT_CAPTIONS))
+    exp.matching("en")
+    outputs = []
+    monkeypatch.setattr(present, "display", lambda obj: outputs.append(obj.data))
+    present.provenance(exp)
+    items = re.findall(r"<td[^>]*>(model|machine|top)[^<]*</td>", outputs[-1])
+    shown = set(re.findall(r"<td[^>]*>((?:model: |machine: )?[a-z][^<]*)</td>", outputs[-1]))
+    assert items and {"top-k", "machine: memory (GiB)", "machine: CPUs", "model: embedding dimensions"} <= shown
+    assert not {"top k", "machine: memory gib", "machine: cpus"} & shown

@@ -334,7 +334,7 @@ def provenance(run: Run) -> None:
         rows.append(("why another model", prov["fallback_reason"]))
     for key, value in run.inputs().items():
         shown = public_path(value) if key.endswith("_file") else ", ".join(value) if isinstance(value, list) else value
-        rows.append((key.replace("_", " "), shown))
+        rows.append((_item(key), shown))
     rows += [("images", prov["images"]), ("images sha256", prov["images_sha256"]), ("started", prov["started"])]
     _provenance_table(rows, prov)
 
@@ -351,10 +351,19 @@ def _shown(key: str, value: object) -> str:
     return str(value)
 
 
+# Provenance keys whose plain spelling (underscores as spaces) would read wrong.
+PROVENANCE_ITEMS = {"top_k": "top-k", "memory_gib": "memory (GiB)", "cpus": "CPUs", "cuda": "CUDA",
+                    "embedding_dim": "embedding dimensions", "image_size": "image size (px)"}
+
+
+def _item(key: str) -> str:
+    return PROVENANCE_ITEMS.get(key, key.replace("_", " "))
+
+
 def _provenance_table(given: list[tuple], prov: Mapping) -> None:
-    rows = [(f"model: {k.replace('_', ' ')}", _shown(k, v)) for k, v in prov["model"].items()]
+    rows = [(f"model: {_item(k)}", _shown(k, v)) for k, v in prov["model"].items()]
     rows += [(k, _shown(k, v)) for k, v in given]
     rows += [(f"version: {k}", _shown(k, v)) for k, v in prov["versions"].items()]
-    rows += [(f"machine: {k.replace('_', ' ')}", _shown(k, v)) for k, v in prov["machine"].items()]
+    rows += [(f"machine: {_item(k)}", _shown(k, v)) for k, v in prov["machine"].items()]
     rows += [(f"time: {k}", f"{v:.2f} s") for k, v in prov["timings_s"].items()]
     section("Provenance", "", table(pd.DataFrame(rows, columns=["Item", "Value"])))
