@@ -60,6 +60,10 @@ def test_adapt_report_shows_held_out_numbers_from_its_own_run(tmp_path, tiny_mod
     assert "75.6%" in box and "60.3% → 62.0%" in box and "Tip-Adapter" in box
     assert " nan" not in text.lower() and "Traceback" not in text
     assert "<script src=" not in page
+    from test_scale import bare_percentages
+
+    assert bare_percentages(page) == []  # every accuracy outside the published box carries its interval
+    assert str(tiny_model_dir) not in page  # the requested model by name, not by machine path
 
 
 def test_adapt_notebook_is_generated_and_current():

@@ -240,6 +240,7 @@ def test_every_lab_entry_point_loads_in_the_precision_asked(monkeypatch):
     scaled = scale.start(DEFAULT_CAPTIONS, ["demo"], ["en"], precision="bf16")
     shown = []
     monkeypatch.setattr("IPython.display.display", shown.append)
+    monkeypatch.setattr("labclip.lab.present.display", shown.append)
     scale.save(scaled, None)  # the scale report's provenance block
     assert "demo → demo (bf16: requested)" in shown[-1].data
     assert adapt.start("demo", precision="bf16", folds=2).model.precision.name == "bf16"

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .adapter import ADAPTER_MARK, AdaptedModel, TextAdapter, apply_adapter, load_text_adapter, split_adapter
+from .adapter import AdaptedModel, TextAdapter, apply_adapter, load_text_adapter, other_source, split_adapter
 from .cache import EmbeddingCache, default_cache_dir, sha256_bytes
-from .config import shown_path
+from .config import shown_model, shown_revision
 from .demo import UNTRAINED_MARKER, demo_model_path
 from .encoders import LOADERS, ImageTower, TextTower
 from .errors import LabclipError
@@ -292,7 +292,10 @@ def load_model(
         root = default_cache_dir() if cache is True else Path(cache)
         clip.cache = EmbeddingCache(root, {"images": fingerprint(clip, images_only=True), "captions": fingerprint(clip)},
                                     clip.dim)
-    return apply_adapter(clip, adapter) if adapter is not None else clip
+    if adapter is None:
+        return clip
+    return apply_adapter(clip, adapter, load_source=lambda source: load_model(
+        source, device=device, cache=cache, precision=precision))
 
 
 def _model_info(name: str, image_model: str | os.PathLike | None) -> ModelInfo:
@@ -311,7 +314,8 @@ def check_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, image_model: st
     The demo model is always available (it is built offline). A local folder needs its model config; a
     hub id is available when its config and weights are cached, else the hub is asked (see
     :func:`labclip.hub.check_source`). Broken weights in a folder or cache still fail later, in
-    :func:`load_model`. A text adapter named in ``name_or_path`` (a small file) is read and checked.
+    :func:`load_model`. A text adapter named in ``name_or_path`` (a small file) is read and checked, and
+    the source text tower its card names, when that is another model.
 
     Raises:
         LabclipError: what :func:`load_model` would raise for a missing folder, a name that is neither a
@@ -332,7 +336,9 @@ def check_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, image_model: st
                     raise LabclipError(load_failure(name, info.id, err)) from err
                 raise
     if adapter is not None:
-        load_text_adapter(adapter)
+        source = other_source(load_text_adapter(adapter), name, shown_model(name))
+        if source is not None:
+            check_model(source)
 
 
 def fingerprint(model: ClipModel, images_only: bool = False) -> str:
@@ -361,24 +367,22 @@ def fingerprint_sources(sources: list[str], extra: str) -> str:
     return digest.hexdigest()[:32]
 
 
-def shown_model(name: str) -> str:
-    """A hub id as it is; a local folder (``A+B`` pairs and ``+adapter:PATH`` too) without its machine path."""
-    name, adapter = split_adapter(str(name))
-    shown = "+".join(shown_path(part) if Path(part).exists() else part
-                     for part in ([name] if Path(name).exists() else name.split("+")))
-    return shown if adapter is None else f"{shown}{ADAPTER_MARK}{shown_path(adapter)}"
+def _cache_summary(model: ClipModel | AdaptedModel) -> str:
+    """Cache use; with an adapter's separate text tower, images from the model's cache, captions from the tower's."""
+    images, captions = model.cache, getattr(model, "text_model", model).cache
+    if images is captions:
+        return images.summary() if images else "off"
+    return "; ".join(cache.summary((kind,)) if cache else f"{kind} cache off"
+                     for kind, cache in (("images", images), ("captions", captions)))
 
 
 def describe(model: ClipModel) -> dict:
     """The facts a report records about the model that made its numbers."""
-    revision = model.revision
-    if revision and revision.startswith("local:"):
-        revision = "local:" + shown_model(revision[len("local:"):])
     return {
         "name": model.name,
         "source": shown_model(model.source),
         "family": model.family,
-        "revision": revision,
+        "revision": shown_revision(model.revision),
         "untrained": model.untrained,
         "logit_scale": round(model.logit_scale, 4),
         "logit_bias": None if model.logit_bias is None else round(model.logit_bias, 4),
@@ -388,7 +392,7 @@ def describe(model: ClipModel) -> dict:
         "precision": model.precision.name,
         "precision_requested": model.precision.requested,
         "precision_reason": model.precision.reason,
-        "cache": model.cache.summary() if model.cache else "off",
+        "cache": _cache_summary(model),
         **({"adapter": model.adapter_card} if isinstance(model, AdaptedModel) else {}),
     }
 

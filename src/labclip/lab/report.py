@@ -67,6 +67,8 @@ CHROMIUM_FLAGS = (
 )
 # Class that keeps a heading with the content that follows it (for display code that wraps both).
 KEEP_TOGETHER = "labclip-keep"
+# Class of a section's heading and lead paragraph (lab/present.py): kept whole and with the table or figure after it.
+LEAD = "labclip-lead"
 PRINT_CSS = f"""
 <style>
 @page {{
@@ -83,9 +85,12 @@ PRINT_CSS = f"""
   .jp-OutputArea-output, .jp-RenderedHTMLCommon {{ overflow: visible !important; }}
   .jp-OutputArea-child {{ display: block !important; overflow: visible !important; }}
   h1, h2, h3, h4 {{ break-after: avoid; }}
-  /* A heading with at most one paragraph stays with what follows, also across cells. */
+  /* A heading with its lead paragraph stays whole and with what follows (the first table rows, a figure), also
+     across cells. Chromium honours break-after: avoid by breaking inside the block instead, between the heading
+     and its sentence or inside the sentence, unless the block is also break-inside: avoid. */
+  .{LEAD} {{ break-inside: avoid; break-after: avoid; }}
   .jp-OutputArea-child:has(> .jp-RenderedMarkdown :is(h1, h2, h3, h4)):not(:has(table, img, ul, ol, p + p)) {{
-    break-after: avoid; }}
+    break-inside: avoid; break-after: avoid; }}
   .jp-Cell:has(.jp-OutputArea-child:last-child > .jp-RenderedMarkdown :is(h1, h2, h3, h4)):not(
     :has(.jp-OutputArea-child:last-child :is(table, img, ul, ol, p + p))) {{ break-after: avoid; }}
 }}
@@ -214,7 +219,7 @@ def check_inputs(params: dict, out_dir: Path, notebooks: Sequence[str], pdf: boo
     if unknown:
         raise LabclipError(f"notebook {NOTEBOOKS_DIR / unknown[0]}.ipynb not found; run from a labclip checkout "
                            "(or set LABCLIP_ROOT)")
-    if set(notebooks) - {"04_zeroshot"}:
+    if set(notebooks) - {"04_zeroshot", SCALE_NOTEBOOK}:  # the scale report checks its benchmark below
         load_captions(params.get("captions") or DEFAULT_CAPTIONS, params.get("image_dir"), params.get("languages"))
     if "04_zeroshot" in notebooks:
         from ..zeroshot import labelled_images
