@@ -41,6 +41,8 @@ KNOWN_NOISE = {
     "transformers.tokenization_utils_base": "Token indices sequence length is longer than the specified maximum",
     # M-CLIP's config declares model type "M-CLIP"; labclip loads its XLM-R text encoder on purpose
     "transformers.configuration_utils": "You are using a model of type `M-CLIP` to instantiate",
+    # the report runner says in its own one line that a kernel died or the run was interrupted
+    "papermill": "Kernel died while waiting for execute reply.",
 }
 # Images tagged between two atomic rewrites of the tags CSV: an interrupted run keeps every finished chunk.
 TAG_CHUNK = 256
@@ -847,7 +849,8 @@ def _report(args: argparse.Namespace) -> int:
     try:
         from .lab.report import run
 
-        return run(args)
+        with _console():
+            return run(args)
     except ModuleNotFoundError as err:
         if (err.name or "").split(".")[0] not in REPORT_EXTRA_MODULES:
             raise
