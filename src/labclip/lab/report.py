@@ -291,7 +291,11 @@ def publish(staging: Path, out_dir: Path, run_id: str) -> list[Path]:
         _link(out_dir / name, f"{LATEST}/{name}")
     _link(out_dir / LATEST, f"{RUNS}/{run_id}")
     for path in out_dir.iterdir():
-        if path.is_symlink() and os.readlink(path).startswith(f"{LATEST}/") and not path.exists():
+        try:
+            dangling = path.is_symlink() and os.readlink(path).startswith(f"{LATEST}/") and not path.exists()
+        except FileNotFoundError:  # replaced by a concurrent run since the listing
+            continue
+        if dangling:
             path.unlink(missing_ok=True)
     _prune(out_dir / RUNS, keep={run_id, os.readlink(out_dir / LATEST).split("/")[-1]})
     return [out_dir / name for name in names]
@@ -305,7 +309,11 @@ def _prune(runs: Path, keep: set[str]) -> None:
         if old.name not in keep:
             shutil.rmtree(old, ignore_errors=True)
     for partial in runs.glob(".*.partial"):
-        if time.time() - partial.stat().st_mtime > 86400:
+        try:
+            stale = time.time() - partial.stat().st_mtime > 86400
+        except FileNotFoundError:  # a concurrent run published it since the glob
+            continue
+        if stale:
             shutil.rmtree(partial, ignore_errors=True)
 
 
