@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .adapter import ADAPTER_MARK
+from .adapter import ADAPTER_MARK, public_card
 from .atomic import write_text
-from .config import DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL
+from .config import DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL, shown_model, shown_revision
 from .errors import LabclipError
 from .images import IMAGE_SUFFIXES
 from .labels import format_metric, metric_label, num, pct, share
@@ -460,10 +460,11 @@ def _hub_revision(repo_id: str) -> str | None:
 
 
 def _tower_revision(source: str, revision: str | None) -> str | None:
+    """A tower's revision as output files record it: a local folder without its machine path."""
     if revision:
-        return revision
+        return shown_revision(revision)
     if Path(source).is_dir():
-        return "local:" + str(Path(source).resolve())
+        return shown_revision("local:" + str(Path(source).resolve()))
     return _hub_revision(source)
 
 
@@ -472,7 +473,8 @@ def model_record(model, requested: str | None = None, fallback_reason: str | Non
 
     A multilingual text encoder paired with a CLIP image encoder is ``TEXT+IMAGE``, with revision
     ``TEXT_REVISION+IMAGE_REVISION``. A model with a text adapter is ``MODEL+adapter:LABEL``, with
-    revision ``REVISION+adapter:SHA256`` and the adapter's card under ``adapter``.
+    revision ``REVISION+adapter:SHA256`` and the adapter's card under ``adapter``. Local folders and files
+    are named as reports name them (:func:`labclip.config.shown_model`), never by their machine path.
     """
     if model.is_demo:
         model_id, revision = DEMO_MODEL, Path(model.source).name
@@ -482,7 +484,8 @@ def model_record(model, requested: str | None = None, fallback_reason: str | Non
                                                                      (model.image_source, model.image_revision)))
     else:
         model_id, revision = model.source, _tower_revision(model.source, model.revision)
-    record = {"requested": requested or model.name, "id": model_id, "revision": revision,
+    model_id = shown_model(model_id)
+    record = {"requested": shown_model(requested or model.name), "id": model_id, "revision": revision,
               "untrained": bool(model.untrained), "fallback_reason": fallback_reason,
               "precision": model.precision.name, "precision_reason": model.precision.reason}
     card = getattr(model, "adapter_card", None)
@@ -720,9 +723,7 @@ def cmd_compare(args) -> None:
         print(f"labclip: not compared: {reason}", file=sys.stderr)
     if table.empty:
         raise LabclipError("no model could be loaded")
-    from .model import shown_model  # compare() names models as reports do (local folders without their path)
-
-    by_name = {shown_model(r["requested"]) if r["fallback_reason"] is None else DEMO_MODEL: r for r in records}
+    by_name = {r["requested"] if r["fallback_reason"] is None else DEMO_MODEL: r for r in records}
     columns = pd.DataFrame([{**_model_columns(by_name[name]), "requested_model": by_name[name]["requested"]}
                             for name in table["model"]])
     _emit(table, args.out, records, inputs=[args.captions, *captions["path"]], columns=columns)
@@ -797,7 +798,7 @@ def cmd_adapt_text(args) -> None:
         record = model_record(model, args.model)
         payload = {"provenance": {**run.provenance(), **_provenance([record])}, "held_out": summary,
                    "training": {d: {"hits": int(h.sum()), "n": len(h)} for d, h in run.training.items()},
-                   "adapter": {"file": path.name, "card": card}}
+                   "adapter": {"file": path.name, "card": public_card(card)}}
         write_text(args.json, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
         print(f"labclip: wrote {args.json}", file=sys.stderr)
 
