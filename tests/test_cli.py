@@ -427,6 +427,32 @@ def test_tag_out_must_be_csv(capsys, folder, tmp_path):
 
 # --- compare ------------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("command,columns,hint", [
+    ("eval", "image,es", "try --lang es"),
+    ("match", "image,es", "try --lang es"),
+    ("match", "image,es,fr", "try --lang es or --lang fr"),
+    ("compare", "image,es", "try --langs es"),
+])
+def test_file_without_the_asked_language_names_the_option_for_its_own(capsys, tmp_path, command, columns, hint):
+    for name in ("cat.png", "red_car.png"):
+        shutil.copy(IMAGES_DIR / name, tmp_path / name)
+    words = ",".join(["gato"] * (columns.count(",")))
+    rows = "".join(f"{name},{words}\n" for name in ("cat.png", "red_car.png"))
+    (tmp_path / "l.csv").write_text(f"{columns}\n{rows}", encoding="utf-8")
+    models = ["--models" if command == "compare" else "--model", NEVER_LOADED]
+    code, out, err = run(capsys, command, tmp_path / "l.csv", *models, "--out", tmp_path / "o.json")
+    assert_user_error(code, out, err, hint)
+    found = ", ".join(columns.split(",")) if command == "eval" else ", ".join(columns.split(",")[1:])
+    assert found in err and sorted(p.name for p in tmp_path.iterdir()) == ["cat.png", "l.csv", "red_car.png"]
+
+
+def test_labels_file_without_an_image_column_gives_no_language_hint(capsys, tmp_path):
+    (tmp_path / "l.csv").write_text("file,es\ncat.png,gato\n", encoding="utf-8")
+    code, out, err = run(capsys, "eval", tmp_path / "l.csv", "--model", NEVER_LOADED)
+    assert_user_error(code, out, err, "columns found: file, es")
+    assert "--lang" not in err
+
+
 def test_compare(capsys, tiny_model_dir, tmp_path):
     from labclip.testing import make_tiny_marian
 

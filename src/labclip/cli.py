@@ -860,6 +860,15 @@ def _report(args: argparse.Namespace) -> int:
         return 2
 
 
+def _language_hint(err: LabclipError, args) -> str:
+    """For a file without the asked language: the option that picks one it has (``; try --lang es``)."""
+    found = getattr(err, "found", None)
+    flag = "--lang" if hasattr(args, "lang") else "--langs" if hasattr(args, "langs") else None
+    if not found or flag is None:
+        return ""
+    return f"; try {flag} {' '.join(found)}" if flag == "--langs" else "; try " + " or ".join(f"--lang {f}" for f in found)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``labclip`` command line; returns the exit status (0, 2 for a user error, 130 on Ctrl-C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -873,7 +882,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _console():
             COMMANDS[args.command](args)
     except LabclipError as err:
-        print(f"labclip: error: {err}", file=sys.stderr)
+        print(f"labclip: error: {err}{_language_hint(err, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("labclip: interrupted", file=sys.stderr)
