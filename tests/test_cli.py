@@ -1,6 +1,7 @@
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -223,7 +224,7 @@ def test_match_csv_keeps_summary_and_provenance(capsys, tiny_model_dir, tiny_mod
     assert float(summary["i2t_acc1"]) == pytest.approx(i2t_hits / n) and int(summary["n"]) == n
     # a folder outside the project is named by its folder name alone, as reports name it
     assert set(rows.model) == {tiny_model_dir.name} and rows.model_untrained.all()
-    assert set(rows.model_revision) == {"local:" + tiny_model_dir.name}
+    assert {r.rsplit("@", 1)[0] for r in rows.model_revision} == {"local:" + tiny_model_dir.name}
     assert summary["model"] == tiny_model_dir.name and summary["torch_version"]
     code, _, _ = run(capsys, "match", DEFAULT_CAPTIONS, "--model", tiny_model_dir, "--out", tmp_path / "m.json")
     text = (tmp_path / "m.json").read_text()
@@ -232,7 +233,7 @@ def test_match_csv_keeps_summary_and_provenance(capsys, tiny_model_dir, tiny_mod
     assert saved["n"] == n and len(saved["rows"]) == 3 * n and saved["i2t_acc1"] == pytest.approx(i2t_hits / n)
     model = saved["provenance"]["model"]
     assert model["id"] == model["requested"] == tiny_model_dir.name and model["untrained"] is True
-    assert model["revision"] == "local:" + tiny_model_dir.name
+    assert re.fullmatch(rf"local:{re.escape(tiny_model_dir.name)}@[0-9a-f]{{12}}", model["revision"])
     assert saved["provenance"]["versions"]["torch"] and len(saved["provenance"]["inputs_sha256"]) == 64
 
 
@@ -466,7 +467,7 @@ def test_compare(capsys, tiny_model_dir, tmp_path):
     table = pd.read_csv(tmp_path / "c.csv")
     assert code == 0 and list(table.strategy) == ["raw", "raw"] and list(table.language) == ["en", "ru"]
     assert set(table.model) == {tiny_model_dir.name} and table.model_untrained.all()
-    assert set(table.model_revision) == {"local:" + tiny_model_dir.name}
+    assert {r.rsplit("@", 1)[0] for r in table.model_revision} == {"local:" + tiny_model_dir.name}
     assert str(tiny_model_dir.parent) not in (tmp_path / "c.csv").read_text()
 
 
@@ -526,7 +527,26 @@ def test_paired_model_records_both_towers(tiny_model_dir, tmp_path):
     model = load_model(f"{text}+{tiny_model_dir}", cache=False)
     record = cli.model_record(model)
     assert record["id"] == f"{text.name}+{tiny_model_dir.name}"
-    assert record["revision"] == f"local:{text.name}+local:{tiny_model_dir.name}"
+    assert re.fullmatch(rf"local:{re.escape(text.name)}@[0-9a-f]{{12}}\+local:{re.escape(tiny_model_dir.name)}@[0-9a-f]{{12}}",
+                        record["revision"])
+
+
+def test_two_local_folders_of_the_same_name_never_share_a_revision(tiny_model_dir, tmp_path):
+    import shutil
+
+    from labclip.model import load_model
+
+    twin = shutil.copytree(tiny_model_dir, tmp_path / "elsewhere" / tiny_model_dir.name)
+    first = cli.model_record(load_model(str(tiny_model_dir), cache=False))
+    second = cli.model_record(load_model(str(twin), cache=False))
+    assert first["id"] == second["id"] == tiny_model_dir.name
+    assert first["revision"] != second["revision"]  # so tag re-tags instead of reusing the other folder's rows
+    assert str(tmp_path) not in second["revision"]
+    before = second["revision"]
+    weights = twin / "model.safetensors"
+    weights.write_bytes(weights.read_bytes())  # retrained in place: same name, new file
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert cli.model_record(load_model(str(twin), cache=False))["revision"] != before
 
 
 def test_number_format_matches_the_reports():
