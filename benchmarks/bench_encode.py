@@ -356,8 +356,8 @@ def main() -> None:
     baselines = []
     if not args.quick:
         fp32 = models["fp32"]
-        base = best_of({"images": lambda: image_baseline(fp32, images), "captions": lambda: text_baseline(fp32, texts)},
-                       repeats)
+        base = best_of([("images", lambda: image_baseline(fp32, images)),
+                        ("captions", lambda: text_baseline(fp32, texts))], repeats)
         baselines = [f"seed-style fp32 baselines: one image at a time {len(images) / base['images']:.1f} images/s, "
                      f"captions padded to 77 {len(texts) / base['captions']:.1f} captions/s"]
 
