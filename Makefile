@@ -25,6 +25,7 @@ TRANSLATOR ?=
 TEMPLATES ?=
 DATASET ?=
 REFERENCE ?=
+PRECISION ?=
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_REPORT := chromium fonts-dejavu-core poppler-utils
@@ -56,20 +57,21 @@ REPORT_ARGS = $(strip --out "$(OUT)" $(if $(PARAMS),--params "$(PARAMS)") $(if $
   $(if $(LABELS),--labels "$(LABELS)") $(if $(LANGS),--langs $(LANGS)) $(if $(TOPK),--top-k $(TOPK)) \
   $(if $(BATCH),--batch-size $(BATCH)) $(if $(TITLE),--title "$(TITLE)") $(if $(STRICT),--strict) \
   $(if $(MODELS),--compare-models $(MODELS)) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
-  $(if $(TEMPLATES),--templates $(TEMPLATES)))
+  $(if $(TEMPLATES),--templates $(TEMPLATES)) $(if $(PRECISION),--precision "$(PRECISION)"))
 
-report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MODEL= CAPTIONS= IMAGE_DIR= LABELS= LANGS= MODELS= PARAMS= STRICT=1; see README)
+report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MODEL= CAPTIONS= IMAGE_DIR= LABELS= LANGS= MODELS= PRECISION= PARAMS= STRICT=1; see README)
 	$(PY) -m labclip report $(REPORT_ARGS)
 
-report-adapt: setup sysdeps ## Run the adapters notebook (06_adapt, ru→en on the default set) into reports/ (MODEL=)
-	$(PY) -m labclip report --out "$(OUT)" --notebooks 06_adapt $(if $(MODEL),--model "$(MODEL)")
-report-scale: setup sysdeps ## Scale report 05_scale on a benchmark (DATASET=xtd10|xm3600|folder|file MODEL= MODELS= LANGS= TRANSLATOR=)
+report-adapt: setup sysdeps ## Run the adapters notebook (06_adapt, ru→en on the default set) into reports/ (MODEL= PRECISION=)
+	$(PY) -m labclip report --out "$(OUT)" --notebooks 06_adapt $(if $(MODEL),--model "$(MODEL)") \
+	  $(if $(PRECISION),--precision "$(PRECISION)")
+report-scale: setup sysdeps ## Scale report 05_scale on a benchmark (DATASET=xtd10|xm3600|folder|file MODEL= MODELS= LANGS= TRANSLATOR= PRECISION=)
 	@test -n "$(DATASET)" || { echo "labclip: error: make report-scale needs DATASET=xtd10, xm3600, a prepared folder or a caption file" >&2; exit 2; }
 	$(PY) -m labclip report --out "$(OUT)" $(if $(DATASET),--dataset "$(DATASET)") \
 	  $(if $(MODEL),--model "$(MODEL)") $(if $(MODELS),--compare-models $(MODELS)) \
 	  $(if $(LANGS),--langs $(LANGS)) $(if $(BATCH),--batch-size $(BATCH)) $(if $(TITLE),--title "$(TITLE)") \
 	  $(if $(STRICT),--strict) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
-	  $(if $(REFERENCE),--reference "$(REFERENCE)")
+	  $(if $(REFERENCE),--reference "$(REFERENCE)") $(if $(PRECISION),--precision "$(PRECISION)")
 
 test: setup sysdeps ## Run the test suite (offline, tiny models)
 	$(PY) -m pytest -q -m "not slow"

@@ -3,7 +3,9 @@
 Random unit vectors stand in for embeddings (the metrics see only the similarity matrix). For each
 step it prints the wall time and the peak memory the step allocates beyond the float32 similarity
 matrix (numpy allocations traced with tracemalloc, in a second run so tracing does not slow the
-timed one), and that peak as a multiple of the matrix. Figures are measured, never asserted.
+timed one), and that peak as a multiple of the matrix. Figures are measured, never asserted; the
+issue's target (extra peak under twice the matrix) is checked on the metrics at the size it names,
+5,000 x 5,000, which ``--quick`` keeps: it only draws the report plots from fewer images.
 
     python benchmarks/bench_scale.py [--images 5000] [--captions 5000] [--dim 512] [--quick]
 """
@@ -35,7 +37,9 @@ from labclip.metrics import (  # noqa: E402
     topk_indices,
 )
 
-TARGET = 2.0  # the issue's bound: extra peak under twice the float32 similarity matrix
+TARGET = 2.0  # the issue's bound: extra peak under twice the float32 similarity matrix ...
+TARGET_SIZE = (5000, 5000)  # ... of a 5,000 x 5,000 evaluation
+QUICK_PLOT_IMAGES = 1000
 
 
 def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -74,10 +78,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--captions", type=int, default=5000, help="captions (paired set: one per image)")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="1,000 x 1,000 and fewer resamples, for CI")
+    parser.add_argument("--quick", action="store_true",
+                        help="for CI: the report plots draw from 1,000 images; the metrics keep the full size, "
+                             "where the memory target is defined")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.images, args.captions = min(args.images, 1000), min(args.captions, 1000)
+    plot_images = min(args.images, args.captions, QUICK_PLOT_IMAGES if args.quick else args.images)
 
     rng = np.random.default_rng(args.seed)
     images = unit_vectors(rng, args.images, args.dim)
@@ -98,8 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     ranks = retrieval_ranks(square)
     hits_a = rng.random(args.images) < 0.55
     hits_b = rng.random(args.images) < 0.50
+    shown = square[:plot_images, :plot_images]
+    shown_ranks = ranks if plot_images == paired else retrieval_ranks(shown)
 
-    steps: list[tuple[str, Callable[[], object]]] = [
+    metrics: list[tuple[str, Callable[[], object]]] = [
         ("recall@1/5/10 both ways + MRR (paired)", lambda: retrieval_metrics(square)),
         (f"recall@1/5/10 + MRR ({len(multi)} images x 2 captions)", lambda: retrieval_metrics(multi, owner)),
         ("paired-set figures (match_metrics, incl. loss)", lambda: match_metrics(square, k=5)),
@@ -109,25 +116,44 @@ def main(argv: list[str] | None = None) -> None:
          + [stats.proportion(ranks.t2i <= k) for k in (1, 5, 10)]),
         ("bootstrap intervals, 2 MRRs (9,999 resamples)", lambda: ranks.estimates(ks=())),
         ("exact McNemar, two hit vectors", lambda: stats.paired_test(hits_a, hits_b)),
-        (f"report heatmap (hardest {HARDEST} of {paired} images)", lambda: _heatmap_png(square, ranks)),
+    ]
+    plots: list[tuple[str, Callable[[], object]]] = [
+        (f"report heatmap (hardest {HARDEST} of {plot_images} images)", lambda: _heatmap_png(shown, shown_ranks)),
     ]
 
     print(f"labclip scale benchmark: {args.images} images x {args.captions} captions, dim {args.dim}, "
           f"numpy {np.__version__}, {platform.machine()} {platform.system()}")
     print(f"float32 similarity matrix: {matrix / 2**20:.1f} MiB, built in {sim_seconds:.2f} s")
     print()
-    print(f"{'step':56} {'time s':>8} {'extra peak MiB':>15} {'x matrix':>9}")
+    header = f"{'step':56} {'time s':>8} {'extra peak MiB':>15} {'x matrix':>9}"
+    print(f"Metrics, intervals and tests on the {args.images} x {args.captions} matrix")
+    worst = _table(header, metrics, matrix)
+    print()
+    verdict = "within" if worst < TARGET * matrix else "ABOVE"
+    print(f"largest extra peak of the metrics at {args.images} x {args.captions}: {worst / 2**20:.1f} MiB = "
+          f"{worst / matrix:.2f}x the float32 matrix ({verdict} the {TARGET:g}x target)")
+    if (args.images, args.captions) != TARGET_SIZE:
+        print(f"  (the issue defines the target at {TARGET_SIZE[0]} x {TARGET_SIZE[1]}; at other sizes the "
+              "fixed buffers weigh differently against the matrix)")
+    print()
+    plot_matrix = shown.size * shown.itemsize
+    print(f"Report plots from {plot_images} x {plot_images} similarities ({plot_matrix / 2**20:.1f} MiB; not part "
+          "of the target: a figure's buffers depend on its pixels, not on the matrix)")
+    _table(header, plots, plot_matrix)
+    print()
+    print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB "
+          f"(includes imported libraries, the embeddings and the matrix)")
+
+
+def _table(header: str, steps: list[tuple[str, Callable[[], object]]], matrix: int) -> int:
+    """Print one row per step (time, extra peak, peak over ``matrix`` bytes); return the largest peak."""
+    print(header)
     worst = 0
     for name, step in steps:
         seconds, peak = measure(step)
         worst = max(worst, peak)
         print(f"{name:56} {seconds:8.2f} {peak / 2**20:15.1f} {peak / matrix:9.2f}")
-    print()
-    verdict = "within" if worst < TARGET * matrix else "ABOVE"
-    print(f"largest extra peak: {worst / 2**20:.1f} MiB = {worst / matrix:.2f}x the float32 matrix "
-          f"({verdict} the {TARGET:g}x target)")
-    print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB "
-          f"(includes imported libraries, the embeddings and the matrix)")
+    return worst
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ image_dir = None  # folder the relative image paths are resolved against (None: 
 languages = ["en", "ru"]  # caption columns to use (the matching notebook uses the first)
 top_k = 3
 batch_size = None  # None: the model's default
+precision = "auto"  # "auto": bf16 where the hardware runs it faster, else fp32; or "fp32", "bf16", "fp16"
 title = "{title}"
 strict = False  # True: fail when the model can't be loaded instead of using the demo model
 check_images = True  # False: skip decoding every image (the report runner has already checked them once)
@@ -44,6 +45,7 @@ labels = None  # labelled images (None: data/labels.csv): a CSV (image plus one 
 languages = ["en"]  # the first is the template and label language
 template_sets = ["single", "imagenet7", "imagenet80"]  # compared; the last one is used for the top-k bars
 top_k = 5
+precision = "auto"  # "auto": bf16 where the hardware runs it faster, else fp32; or "fp32", "bf16", "fp16"
 title = "Zero-shot classification with prompt templates"
 strict = False  # True: fail when the model can't be loaded instead of using the demo model
 output_dir = None  # folder for the provenance JSON (None: not written)'''
@@ -51,7 +53,7 @@ output_dir = None  # folder for the provenance JSON (None: not written)'''
 START = ("from labclip.lab import experiment, present\n\n"
          "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict,  "
          "# check the captions, load the model\n"
-         "                       check_images=check_images)\n"
+         "                       check_images=check_images, precision=precision)\n"
          "present.title(exp, title)")
 
 ADAPT_METHOD = '''# The method: a ridge-regularised linear map from one language's caption embeddings to the other's.
@@ -64,7 +66,7 @@ show.method(run, fitted, cosine)'''
 MATCHING_START = ("from labclip import match_metrics, similarity\n"
                   "from labclip.lab import experiment, present\n\n"
                   "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict,\n"
-                  "                       check_images=check_images)\n"
+                  "                       check_images=check_images, precision=precision)\n"
                   "present.title(exp, title)")
 
 METHOD_TEXT = """### The method, in code you can change
@@ -98,7 +100,7 @@ NOTEBOOKS = {
         "present.languages(exp, languages)  # exp.matching(lang) per language, token statistics",
         "from labclip.lab import compare\n\n"
         "others = compare_models if compare_models is not None else compare.default_models(languages)[1:]\n"
-        "table = compare.compare(exp.captions, languages, [exp.model, *others], translator, top_k)\n"
+        "table = compare.compare(exp.captions, languages, [exp.model, *others], translator, top_k, precision=precision)\n"
         "compare.save(table, output_dir)  # comparison.csv, when output_dir is set\n"
         "present.comparison(exp, table, translator)",
         SAVE.format(name="02_languages"),
@@ -139,19 +141,21 @@ languages = ["en", "ru"]  # caption languages; the first is the reference for th
 translator = None  # e.g. "{DEFAULT_TRANSLATOR}": adds the translate-then-CLIP strategy
 reference = None  # the small caption set placed beside the benchmark (None: data/captions/short.csv)
 batch_size = None  # None: the model's default
+precision = "auto"  # "auto": bf16 where the hardware runs it faster, else fp32; or "fp32", "bf16", "fp16"
 title = "CLIP retrieval at scale: models, languages and strategies with intervals"
 strict = False  # True: fail when a model can't be loaded instead of using the demo model
 output_dir = None  # folder for the results and provenance JSON (None: not written)'''
 
 SCALE_START = ("from labclip.lab import compare, scale\n\n"
                "others = compare_models if compare_models is not None else compare.default_models(languages)[1:]\n"
-               "run = scale.start(dataset, [model, *others], languages, translator, batch_size, strict)\n"
+               "run = scale.start(dataset, [model, *others], languages, translator, batch_size, strict, precision)\n"
                "run.evaluate(reference or scale.REFERENCE_CAPTIONS)\n"
                "scale.title(run, title)\n"
                "scale.published(run)")
 
 ZEROSHOT_START = ("from labclip.lab import experiment, present\n\n"
-                  "run = experiment.start(model, languages=languages, strict=strict, labels=labels, task=\"zeroshot\")\n"
+                  "run = experiment.start(model, languages=languages, strict=strict, labels=labels, task=\"zeroshot\",\n"
+                  "                       precision=precision)\n"
                   "present.zeroshot_title(run, title)")
 
 ADAPT_PARAMETERS = f'''model = "{DEFAULT_MODEL}"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"
@@ -165,6 +169,7 @@ seed = 0
 labels = None  # labelled images for the few-shot section (None: data/labels.csv)
 shots = [1, 2, 4, 8, 16]
 batch_size = None  # None: the model's default
+precision = "auto"  # "auto": bf16 where the hardware runs it faster, else fp32; or "fp32", "bf16", "fp16"
 title = "Adapters: Russian captions and new labels on a CPU, scored on held-out images"
 strict = False  # True: fail when the model can't be loaded instead of using the demo model
 output_dir = None  # folder for the results and provenance JSON (None: not written)'''
@@ -172,7 +177,8 @@ output_dir = None  # folder for the results and provenance JSON (None: not writt
 ADAPT_START = ("from labclip.adapt import fit_text_adapter\n"
                "from labclip.lab import adapt, adapt_present as show\n\n"
                "run = adapt.start(model, captions, source_lang, target_lang, strict=strict, image_dir=image_dir,\n"
-               "                  folds=folds, alpha=alpha, seed=seed, batch_size=batch_size)\n"
+               "                  folds=folds, alpha=alpha, seed=seed, batch_size=batch_size,\n"
+               "                  precision=precision)\n"
                "show.title(run, title)")
 
 PARAMETER_CELLS = {"04_zeroshot": ZEROSHOT_PARAMETERS, "05_scale": SCALE_PARAMETERS, "06_adapt": ADAPT_PARAMETERS}

@@ -254,6 +254,40 @@ def test_adapter_fitted_on_tiny_model_embeddings_moves_russian_towards_english(t
     assert after.mean() > before.mean()
 
 
+def test_adapter_from_a_local_multilingual_tower(tmp_path, tiny_model_dir, monkeypatch):
+    from labclip.adapter import AdapterRevisionWarning, model_ref
+    from labclip.testing import make_tiny_sentence_transformer
+
+    tower = make_tiny_sentence_transformer(tmp_path / "st", seed=3)
+    clip = load_model(tiny_model_dir, cache=False)
+    source = load_model(f"{tower}+{tiny_model_dir}", cache=False)
+    pairs = read_parallel(DEFAULT_CAPTIONS, "ru", "en")
+    raw = source.encode_texts(pairs.source)
+    card = {"source_model": model_ref(source), "source_revision": source.revision, "target_model": model_ref(clip),
+            "target_revision": clip.revision}
+    assert card["source_model"] == f"{tower.resolve()}+{tiny_model_dir.resolve()}"
+    adapter = fit_text_adapter(raw, clip.encode_texts(pairs.target), alpha=0.1, card=card)
+    path = adapter.save(tmp_path / "adapters" / "st-ru-en")
+
+    monkeypatch.chdir(tiny_model_dir.parent)  # the target named by a relative path is the same folder
+    model = load_model(f"{tiny_model_dir.name}+adapter:{path}", cache=False)
+    assert model.separate_text_tower and model.untrained and model.tokenizer is model.text_model.tokenizer
+    expected = unit(raw.astype(np.float64) @ adapter.weight + adapter.bias)
+    np.testing.assert_allclose(model.encode_texts(pairs.source), expected, atol=1e-5)
+    assert np.abs(model.encode_texts(pairs.source) - unit(clip.encode_texts(pairs.source) @ adapter.weight
+                                                          + adapter.bias)).max() > 0.1
+    np.testing.assert_array_equal(model.encode_images(_images()), clip.encode_images(_images()))
+    assert describe(model)["adapter"]["text_tower"]["model"] == "st"  # the folder's name, not its machine path
+
+    with pytest.raises(LabclipError, match="adapter's source text tower .* is not loaded"):
+        apply_adapter(clip, adapter)
+    with pytest.warns(AdapterRevisionWarning, match="fitted with target"):
+        apply_adapter(clip, adapter.with_card(target_revision="0" * 40), load_source=lambda spec: source)
+    other = load_model(f"{tower}+{tiny_model_dir}", cache=False)
+    with pytest.raises(LabclipError, match="maps into the space of"):
+        apply_adapter(other, adapter, load_source=lambda spec: source)
+
+
 # --- few-shot classifiers ---------------------------------------------------------------------
 
 

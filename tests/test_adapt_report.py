@@ -36,7 +36,8 @@ def test_report_runner_uses_and_records_model_plus_adapter(tmp_path, tiny_model_
     text = _text(page)
     assert re.search(r"\+ ?adapter:ru-en", text) and adapter.sha256 in text
     run = json.loads((out / "run.json").read_text(encoding="utf-8"))
-    assert run["fallback_reason"] is None and run["parameters"]["model"].endswith(f"+adapter:{path}")
+    # run.json names the model and its adapter as the page does, without machine paths
+    assert run["fallback_reason"] is None and run["parameters"]["model"] == f"{tiny_model_dir.name}+adapter:{path.name}"
 
 
 def test_adapt_report_shows_held_out_numbers_from_its_own_run(tmp_path, tiny_model_dir):
@@ -59,6 +60,10 @@ def test_adapt_report_shows_held_out_numbers_from_its_own_run(tmp_path, tiny_mod
     assert "75.6%" in box and "60.3% → 62.0%" in box and "Tip-Adapter" in box
     assert " nan" not in text.lower() and "Traceback" not in text
     assert "<script src=" not in page
+    from test_scale import bare_percentages
+
+    assert bare_percentages(page) == []  # every accuracy outside the published box carries its interval
+    assert str(tiny_model_dir) not in page  # the requested model by name, not by machine path
 
 
 def test_adapt_notebook_is_generated_and_current():

@@ -3,13 +3,11 @@ computations; safe .bin loading; "not found" vs "unreachable"; the README model 
 
 from __future__ import annotations
 
-import http.server
 import os
 import re
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +58,17 @@ def _mean_pool(hidden, mask):
     return (hidden * mask).sum(1) / mask.sum(1)
 
 
+def _matches_transformers(model, direct, tokenizer, texts: list[str], images) -> None:
+    """``model``'s text and image embeddings equal those of the transformers model ``direct`` (with ``tokenizer``)."""
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    pixels = model.pixel_values(images)  # preprocessing equals OpenAI's (test_fidelity), not HF's rounding
+    with torch.no_grad():
+        text = _unit(direct.eval().get_text_features(**batch))
+        image = _unit(direct.get_image_features(pixel_values=pixels))
+    np.testing.assert_allclose(model.encode_texts(texts), text, atol=1e-5)
+    np.testing.assert_allclose(model.encode_images(images), image, atol=1e-5)
+
+
 def test_every_named_model_has_a_replica():
     named = set(registry.BY_ID) | set(registry.ALIASES.values()) | set(registry.SUPPORT_REPOS)
     named |= {m.image_tower for m in registry.MODELS if m.image_tower}
@@ -75,15 +84,8 @@ def test_clip_by_hub_id_matches_transformers(offline_hub, images, name):
     repo = registry.resolve_model_name(name)
     snap = snapshot_dir(offline_hub, repo)
     assert model.revision == commit_of(repo) and not model.untrained
-    direct = CLIPModel.from_pretrained(snap, use_safetensors=True).eval()
-    batch = CLIPTokenizer.from_pretrained(snap)(EN, padding=True, return_tensors="pt")
-
-    pixels = model.pixel_values(images)  # preprocessing equals OpenAI's (test_fidelity), not HF's rounding
-    with torch.no_grad():
-        text = _unit(direct.get_text_features(**batch))
-        image = _unit(direct.get_image_features(pixel_values=pixels))
-    np.testing.assert_allclose(model.encode_texts(EN), text, atol=1e-5)
-    np.testing.assert_allclose(model.encode_images(images), image, atol=1e-5)
+    direct = CLIPModel.from_pretrained(snap, use_safetensors=True)
+    _matches_transformers(model, direct, CLIPTokenizer.from_pretrained(snap), EN, images)
 
 
 def test_sentence_transformers_by_hub_id(offline_hub, images):
@@ -134,15 +136,7 @@ def test_altclip_bin_only_by_hub_id(offline_hub, images, name):
     assert not list(snap.glob("*.safetensors"))
     model = load_model(name, cache=False)
     assert model.revision == commit_of(name)
-    direct = AltCLIPModel.from_pretrained(snap).eval()
-    texts = EN + RU
-    batch = AutoTokenizer.from_pretrained(snap)(texts, padding=True, return_tensors="pt")
-    pixels = model.pixel_values(images)  # preprocessing equals OpenAI's (test_fidelity), not HF's rounding
-    with torch.no_grad():
-        text = _unit(direct.get_text_features(**batch))
-        image = _unit(direct.get_image_features(pixel_values=pixels))
-    np.testing.assert_allclose(model.encode_texts(texts), text, atol=1e-5)
-    np.testing.assert_allclose(model.encode_images(images), image, atol=1e-5)
+    _matches_transformers(model, AltCLIPModel.from_pretrained(snap), AutoTokenizer.from_pretrained(snap), EN + RU, images)
 
 
 def test_siglip_pads_to_64_and_scores_with_sigmoid(offline_hub, images):
@@ -290,32 +284,6 @@ def test_closest_known_id():
 
 
 # --- the command line against a fake hub ---------------------------------------------------------------------
-
-class _NotFound(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - http.server's naming
-        body = b'{"error":"Repository not found"}'
-        self.send_response(404)
-        self.send_header("X-Error-Code", "RepoNotFound")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_HEAD = do_GET  # noqa: N815
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def fake_hub():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
 
 def _cli(args, endpoint, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}

@@ -41,7 +41,7 @@ def quick_notebooks(tmp_path, monkeypatch):
     for name, code in (("01_matching", "print('hello')"), ("02_languages", "import os\nos._exit(1)")):
         nbformat.write(new_notebook(cells=[params, new_code_cell(code)], metadata=meta), folder / f"{name}.ipynb")
     monkeypatch.setattr(rep, "NOTEBOOKS_DIR", folder)
-    monkeypatch.setattr(rep, "load_model_or_demo", lambda name, strict: (None, None))
+    monkeypatch.setattr(rep, "check_model_or_demo", lambda name, strict: None)
     return folder
 
 
@@ -149,7 +149,7 @@ def test_inputs_and_out_are_checked_before_any_model_loads(tmp_path, monkeypatch
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded before the inputs were checked")
 
-    monkeypatch.setattr(rep, "load_model_or_demo", no_model)
+    monkeypatch.setattr(rep, "check_model_or_demo", no_model)
     blocker = tmp_path / "file"
     blocker.write_text("x")
     missing = tmp_path / "c.csv"
@@ -213,7 +213,8 @@ def test_own_folder_report_uses_its_images_and_shows_no_machine_paths(own_folder
     zeroshot = json.loads((out / "04_zeroshot.json").read_text())["provenance"]
     assert zeroshot["images_sha256"] == sha256_files(users)
     machine = [str(tmp_path), str(Path.home()), "/work/", str(PROJ_ROOT), os.environ["LABCLIP_CACHE"], "/tmp/"]
-    for file in [*out.glob("*.html"), *out.glob("*.json")]:
+    assert len(list(out.glob("runs/*/*.ipynb"))) == 2  # the executed notebooks, kept beside each run's pages
+    for file in [*out.glob("*.html"), *out.glob("*.json"), *out.glob("runs/*/*.ipynb")]:
         text = file.read_text(encoding="utf-8")
         found = [m for m in machine if m in text]
         assert not found, (file.name, found, re.findall(r".{40}(?:/tmp/|/work/).{40}", text)[:3])

@@ -169,13 +169,16 @@ WITH_INTERVAL = re.compile(r"\d+(?:\.\d+)?% \[\d+(?:\.\d+)?%, \d+(?:\.\d+)?%\]")
 # Percentages that are not accuracies: confidence and significance levels, the seed report's quoted
 # "233% improvement" and relative differences between two accuracies.
 NOT_ACCURACIES = re.compile(r"95% (?:interval|Wilson)|(?:the|at|<) 5%|\"233% improvement\"|relative difference [+-]?\d+%")
+# An interval on its own (a "95% interval" column beside the figure).
+INTERVAL_RANGE = re.compile(r"\d+(?:\.\d+)?%–\d+(?:\.\d+)?%")
 
 
 def bare_percentages(page: str, skip_columns: set[str] = frozenset()) -> list[str]:
     """Percentages on a rendered page that carry no interval (outside the published box and skipped columns)."""
     parsed = _Page(set(skip_columns))
     parsed.feed(page)
-    return PERCENT.findall(NOT_ACCURACIES.sub("", WITH_INTERVAL.sub("", " ".join(parsed.text))))
+    text = INTERVAL_RANGE.sub("", WITH_INTERVAL.sub("", " ".join(parsed.text)))
+    return PERCENT.findall(NOT_ACCURACIES.sub("", text))
 
 
 def interval_cells(page: str) -> set[str]:
@@ -261,3 +264,50 @@ def test_runner_decodes_images_once_then_tells_each_notebook_to_skip(tmp_path, m
     with pytest.raises(LabclipError, match="Stop"):
         report.build_reports({"model": "demo"}, tmp_path / "out", ["01_matching"], pdf=False)
     assert checks == [True] and injected[0]["check_images"] is False
+
+
+def test_summary_names_each_significant_difference_and_counts_the_rest():
+    import pandas as pd
+
+    from labclip import stats
+
+    e = stats.proportion([True, False, True])
+    rows = [{"factor": "language", "a": "m · en · direct", "b": f"m · {lang} · direct", "direction": "t2i", "k": 1,
+             "recall_a": e, "recall_b": e, "only_a": a, "only_b": b, "n": 40, "p_value": p, "significant": p < 0.05}
+            for lang, a, b, p in (("ru", 12, 1, 0.0034), ("de", 3, 2, 1.0), ("fr", 5, 1, 0.22))]
+    text = scale.summary_text(SimpleRun(), pd.DataFrame(rows))
+    assert "Languages: 1 of 3 differences is significant at 5%; the other 2 are not (smallest p = 0.22)" in text
+    assert "m · en · direct vs m · ru · direct" in text and "p = 0.0034" in text and "m · de" not in text
+
+
+class SimpleRun:
+    reference: list = []
+
+
+def test_scale_pages_show_no_machine_paths(xtd10, tiny_model_dir, monkeypatch):
+    import IPython.display
+
+    from labclip.lab import present
+
+    shown = []
+    monkeypatch.setattr(present, "display", lambda obj: shown.append(obj.data))
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj.data))
+    r = scale.start(xtd10, ["demo", str(tiny_model_dir)], ["en", "ru"])
+    r.evaluate(reference=None)
+    for show in (scale.results_table, scale.tests_section, scale.recall_plot, scale.heatmap):
+        show(r)
+    scale.title(r, "t")
+    record = scale.save(r, None)
+    page = "".join(shown)
+    assert str(tiny_model_dir) not in page and str(tiny_model_dir.parent) not in page
+    assert tiny_model_dir.name in page and "Only first right" in page
+    assert not any(str(tiny_model_dir) in stage for stage in record["provenance"]["timings_s"])
+
+
+def test_scale_languages_need_not_be_in_the_default_caption_set(xtd10, tmp_path):
+    """`make report-scale DATASET=xtd10 LANGS="en de"`: German is in the benchmark, not in data/captions/default.csv."""
+    from labclip.lab.report import SCALE_NOTEBOOK, check_inputs
+
+    check_inputs({"dataset": str(xtd10), "languages": ["en", "de"]}, tmp_path / "out", [SCALE_NOTEBOOK], pdf=False)
+    with pytest.raises(LabclipError, match="'de'"):
+        check_inputs({"languages": ["en", "de"]}, tmp_path / "out", ["01_matching"], pdf=False)

@@ -8,7 +8,15 @@ from statsmodels.stats.proportion import proportion_confint
 
 import labclip
 from labclip import LabclipError
-from labclip.stats import Estimate, bootstrap_interval, mean, paired_test, proportion, wilson_interval
+from labclip.stats import (
+    Estimate,
+    bootstrap_interval,
+    class_balanced,
+    mean,
+    paired_test,
+    proportion,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize("hits,n", [(0, 1), (1, 1), (0, 10), (3, 10), (10, 10), (54, 100), (1, 1000), (999, 1000)])
@@ -112,6 +120,76 @@ def test_bootstrap_rejects_tiny_and_unequal_samples():
         bootstrap_interval([1.0])
     with pytest.raises(LabclipError):
         bootstrap_interval((np.ones(3), np.ones(4)), lambda a, b, axis=-1: a.sum(axis))
+
+
+def _exact_stratified_quantiles(counts, hits, quantiles):
+    """Quantiles of the mean per-class recall under resampling within each class, by enumerating every outcome:
+    a class of n images with h hits gives Binomial(n, h/n) hits in a resample, independently of the others."""
+    from itertools import product
+
+    from scipy.stats import binom
+
+    values, weights = [], []
+    for ks in product(*(range(n + 1) for n in counts)):
+        values.append(np.mean([k / n for k, n in zip(ks, counts)]))
+        weights.append(np.prod([binom.pmf(k, n, h / n) for k, n, h in zip(ks, counts, hits)]))
+    order = np.argsort(values)
+    cdf = np.cumsum(np.asarray(weights)[order])
+    return [np.asarray(values)[order][np.searchsorted(cdf, q)] for q in quantiles]
+
+
+def test_class_balanced_interval_matches_the_exact_stratified_bootstrap_distribution():
+    counts, hits = (8, 12, 10), (2, 9, 5)
+    classes = np.repeat(["cat", "dog", "owl"], counts)
+    correct = np.concatenate([np.arange(n) < h for n, h in zip(counts, hits)])
+    order = np.random.default_rng(0).permutation(len(correct))  # classes interleaved, as a labels file has them
+    e = class_balanced(correct[order], classes[order], seed=1)
+    assert e.value == pytest.approx(np.mean([h / n for n, h in zip(counts, hits)]))
+    assert (e.low, e.high) == pytest.approx(_exact_stratified_quantiles(counts, hits, [0.025, 0.975]), abs=0.012)
+    assert e.method == "stratified bootstrap" and e.n == sum(counts) and e.hits is None
+    assert class_balanced(correct[order], classes[order], seed=1) == e
+
+
+def test_class_balanced_resamples_within_classes():
+    # every class all right or all wrong: resampling within a class changes nothing, so the interval is a point,
+    # where resampling all images together would move the share of each class
+    correct = np.array([True] * 5 + [False] * 6 + [True] * 5)
+    classes = np.repeat([0, 1, 2], [5, 6, 5])
+    e = class_balanced(correct, classes)
+    assert e.method == "stratified bootstrap"
+    assert e.value == pytest.approx(2 / 3) and e.low == e.high == pytest.approx(2 / 3)
+    assert bootstrap_interval(correct, seed=0)[1] - bootstrap_interval(correct, seed=0)[0] > 0.1
+    with pytest.raises(LabclipError):
+        class_balanced(correct, classes[:-1])
+    with pytest.raises(LabclipError):
+        bootstrap_interval(correct, strata=classes[:-1])
+
+
+def test_class_balanced_with_tiny_classes_resamples_all_images():
+    # classes of one to three images: within-class resampling would hardly move the figure; instead images are
+    # resampled together and each resample averages the classes it drew
+    counts = [1, 2, 1, 3, 1, 2, 2]
+    classes = np.repeat(np.arange(len(counts)), counts)
+    correct = np.array([0, 1, 0, 1, 0, 1, 1, 0, 0, 1, 0, 1], dtype=bool)
+    e = class_balanced(correct, classes, seed=2)
+    rates = [np.mean(correct[classes == c]) for c in range(len(counts))]
+    assert e.method == "bootstrap" and e.value == pytest.approx(np.mean(rates))
+    rng = np.random.default_rng(11)
+    reference = []
+    for row in rng.integers(0, len(correct), size=(5000, len(correct))):
+        drawn = {c: [correct[i] for i in row if classes[i] == c] for c in set(classes[row])}
+        reference.append(np.mean([np.mean(v) for v in drawn.values()]))
+    assert (e.low, e.high) == pytest.approx(tuple(np.percentile(reference, [2.5, 97.5])), abs=0.04)
+    assert e.high - e.low > 0.2
+
+
+@pytest.mark.parametrize("hits", [0, 3, 12])
+def test_class_balanced_with_equal_classes_is_the_hit_rate_with_its_wilson_interval(hits):
+    correct = np.arange(12) < hits
+    e = class_balanced(correct, np.repeat(["a", "b", "c"], 4)[np.random.default_rng(0).permutation(12)])
+    ref = binomtest(hits, 12).proportion_ci(method="wilson")
+    assert e.value == pytest.approx(hits / 12) and (e.low, e.high) == pytest.approx((ref.low, ref.high))
+    assert e.method == "wilson" and (e.hits, e.n) == (hits, 12)
 
 
 def test_proportion_one_caption_per_image_is_wilson():

@@ -3,7 +3,9 @@ model wrapper that puts it on the text side.
 
 Fitting and evaluating adapters is :mod:`labclip.adapt`; this module only holds, saves, loads and
 applies one, so :func:`labclip.model.load_model` can take ``adapter=`` or ``"MODEL+adapter:PATH"``.
-It needs numpy and safetensors only.
+The card names the adapter's source text tower and its target model; when the source is another
+model (e.g. a multilingual tower), captions go through it, then the adapter, into the target's
+space. It needs numpy and safetensors (and labclip's registry and path helpers).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,9 @@ from typing import Any
 import numpy as np
 
 from .atomic import write_atomic
+from .config import shown_model, shown_revision
 from .errors import LabclipError
+from .registry import DEMO_MODEL, resolve_model_name
 
 FORMAT = "labclip-text-adapter"
 FORMAT_VERSION = 1
@@ -158,27 +163,92 @@ def load_text_adapter(path: str | os.PathLike) -> TextAdapter:
     return adapter
 
 
+def public_card(card: dict) -> dict:
+    """An adapter's card fit to share in a report: its model names and revisions without machine paths."""
+    card = dict(card)
+    for key, shown in (("source_model", shown_model), ("target_model", shown_model),
+                       ("source_revision", shown_revision), ("target_revision", shown_revision)):
+        if isinstance(card.get(key), str):
+            card[key] = shown(card[key])
+    return card
+
+
+class AdapterRevisionWarning(UserWarning):
+    """The model's revision differs from the one the adapter was fitted into."""
+
+
+def model_ref(model: Any) -> str:
+    """How an adapter's card names a loaded model so it can be loaded again: a hub id, ``"demo"``,
+    a local folder by its absolute path, and a paired text tower as ``TEXT+IMAGE``."""
+    if model.name == DEMO_MODEL:
+        return DEMO_MODEL
+    parts = [model.source] + ([model.image_source] if model.info.paired and model.image_source else [])
+    return "+".join(str(Path(p).resolve()) if Path(p).exists() else p for p in parts)
+
+
+def _canonical(spec: str) -> tuple[str, ...]:
+    parts = [spec] if Path(spec).exists() else spec.split("+")
+    return tuple(str(Path(p).resolve()) if Path(p).exists() else resolve_model_name(p) for p in parts)
+
+
+def same_model(spec: str, model: Any) -> bool:
+    """Whether ``spec`` (a card's ``source_model`` or ``target_model``) names ``model`` (a loaded model or
+    a model spec): aliases and relative folders are resolved; a paired model matches with or without its
+    image tower."""
+    wanted = _canonical(str(spec))
+    ref = _canonical(model if isinstance(model, str) else model_ref(model))
+    return wanted in (ref, ref[:1])
+
+
+def other_source(adapter: TextAdapter, model: Any, shown: str) -> str | None:
+    """The card's source text tower when it is another model than ``model`` (loaded, or a spec), else ``None``.
+
+    Raises:
+        LabclipError: the card's target is not ``model`` (``shown`` is how the error names it), or a card
+            without a target names another source.
+    """
+    source, target = adapter.card.get("source_model"), adapter.card.get("target_model")
+    if target and not same_model(target, model):
+        raise LabclipError(f"the adapter maps into the space of '{shown_model(target)}', not of '{shown}'; "
+                           f"use it as '{shown_model(target)}{ADAPTER_MARK}PATH'")
+    if not source or same_model(source, model):
+        return None
+    if not target:
+        raise LabclipError(f"the adapter was fitted on '{shown_model(source)}' text embeddings, not '{shown}'; "
+                           "use it with that model")
+    return source
+
+
+# The text side's facts, read from the model that encodes the captions.
+TEXT_ATTRIBUTES = frozenset({"text", "tokenizer", "context_length", "openai_text_cleaning", "multilingual"})
+
+
 class AdaptedModel:
     """A model whose text embeddings pass through a :class:`TextAdapter`; images are untouched.
 
-    Everything else (``encode_images``, ``logit_scale``, ``dim``, ``preprocess``, ``cache``, ...) is
-    the wrapped model's. ``name`` and ``revision`` carry the adapter, so ``labclip.model.describe``
-    and ``labclip.model.fingerprint`` tell a model with an adapter from one without. The raw text
-    embeddings stay in the wrapped model's cache, under its own key; adapting them costs one product.
+    Captions go through ``text_model`` (the adapter's source text tower: the wrapped model itself,
+    or e.g. a multilingual tower), then the adapter, into the wrapped model's space. Everything
+    else (``encode_images``, ``logit_scale``, ``dim``, ``preprocess``, ``cache``, ...) is the
+    wrapped model's; the tokenizer and context length are ``text_model``'s. ``name`` and
+    ``revision`` carry the adapter, so ``labclip.model.describe`` and ``labclip.model.fingerprint``
+    tell a model with an adapter from one without. The raw text embeddings stay in
+    ``text_model``'s cache, under its own key; adapting them costs one product.
     """
 
-    def __init__(self, base: Any, adapter: TextAdapter, label: str | None = None):
+    def __init__(self, base: Any, adapter: TextAdapter, label: str | None = None, text_model: Any = None):
         object.__setattr__(self, "base", base)
         object.__setattr__(self, "adapter", adapter)
         object.__setattr__(self, "adapter_label", label or f"sha256:{adapter.sha256[:12]}")
+        object.__setattr__(self, "text_model", base if text_model is None else text_model)
 
     def __getattr__(self, name: str):
-        if name in ("base", "adapter", "adapter_label"):
+        if name in ("base", "adapter", "adapter_label", "text_model"):
             raise AttributeError(name)
-        return getattr(self.base, name)
+        return getattr(self.text_model if name in TEXT_ATTRIBUTES else self.base, name)
 
     def __setattr__(self, name: str, value) -> None:
-        setattr(self.base, name, value)
+        for model in {id(self.base): self.base, id(self.text_model): self.text_model}.values():
+            setattr(model, name, value)
 
     def __repr__(self) -> str:
         return f"AdaptedModel({self.name!r})"
@@ -191,40 +261,73 @@ class AdaptedModel:
     def revision(self) -> str:
         return f"{self.base.revision}{ADAPTER_MARK}{self.adapter.sha256}"
 
+    @property
+    def untrained(self) -> bool:
+        return bool(self.base.untrained or self.text_model.untrained)
+
+    @property
+    def separate_text_tower(self) -> bool:
+        """Whether captions go through another model's text tower than the images' model."""
+        return self.text_model is not self.base
+
     def encode_texts(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
-        """The wrapped model's text embeddings, mapped by the adapter (unit float32 rows)."""
-        return self.adapter.transform(self.base.encode_texts(texts, batch_size))
+        """The source text tower's embeddings, mapped by the adapter (unit float32 rows)."""
+        return self.adapter.transform(self.text_model.encode_texts(texts, batch_size))
 
     @property
     def adapter_card(self) -> dict:
-        """The adapter's card with its weights' hash and label (what :func:`labclip.model.describe` records)."""
-        return {**self.adapter.card, "label": self.adapter_label, "sha256": self.adapter.sha256}
+        """The adapter's card (model names and revisions without machine paths), its weights' hash and
+        label, and the text path: which tower encodes captions before the adapter (what
+        :func:`labclip.model.describe` records)."""
+        card = public_card(self.adapter.card)
+        tower = self.text_model
+        text = {"model": shown_model(tower.source) if tower.name != DEMO_MODEL else DEMO_MODEL,
+                "revision": shown_revision(tower.revision)}
+        path = (f"captions → {text['model']} text tower → adapter {self.adapter_label} → "
+                f"{shown_model(self.base.name)} space; images → {shown_model(self.base.name)} image tower")
+        return {**card, "label": self.adapter_label, "sha256": self.adapter.sha256, "text_tower": text,
+                "text_path": path}
 
 
 def apply_adapter(model: Any, adapter: TextAdapter | str | os.PathLike, check_source: bool = True,
-                  label: str | None = None) -> AdaptedModel:
+                  label: str | None = None, load_source: Callable[[str], Any] | None = None) -> AdaptedModel:
     """Put ``adapter`` (or the adapter saved at that path) on the text side of ``model``.
 
+    The card's ``target_model`` must name ``model``. When its ``source_model`` names another text
+    tower (e.g. a multilingual one), ``load_source`` loads it and captions go through it first.
+
     Args:
-        model: a loaded model (from :func:`labclip.load_model`).
+        model: a loaded model (from :func:`labclip.load_model`): the images' model and the target space.
         adapter: a :class:`TextAdapter` or the path of a saved one.
-        check_source: refuse an adapter whose card names a different ``source_model``.
+        check_source: refuse an adapter whose card names another target (or, in a card without a
+            target, another source); ``False`` uses ``model``'s own text tower whatever the card says.
         label: how ``name`` shows the adapter; defaults to the file name, or the weights' hash.
+        load_source: loads the source text tower's model from the card's ``source_model``
+            (:func:`labclip.load_model` passes one).
 
     Raises:
-        LabclipError: the dimensions do not fit the model, or the adapter was fitted on another model.
+        LabclipError: the dimensions do not fit, the adapter maps into another model's space, or its
+            source text tower cannot be loaded.
     """
     if not isinstance(adapter, TextAdapter):
         label = label or Path(adapter).stem
         adapter = load_text_adapter(adapter)
-    if (adapter.dim_in, adapter.dim_out) != (model.dim, model.dim):
+    source = other_source(adapter, model, model.name) if check_source else None
+    text_model = model
+    if source is not None:
+        if load_source is None:
+            raise LabclipError(f"the adapter's source text tower '{shown_model(source)}' is not loaded; load it "
+                               f"with load_model('{shown_model(adapter.card['target_model'])}{ADAPTER_MARK}PATH')")
+        text_model = load_source(source)
+    if (adapter.dim_in, adapter.dim_out) != (text_model.dim, model.dim):
         raise LabclipError(f"the adapter maps {adapter.dim_in}->{adapter.dim_out} dimensions; "
-                           f"model '{model.name}' needs {model.dim}->{model.dim}")
-    fitted_on = adapter.card.get("source_model")
-    if check_source and fitted_on and fitted_on not in (model.name, model.source):
-        raise LabclipError(f"the adapter was fitted on '{fitted_on}' text embeddings, not '{model.name}'; "
-                           "use it with that model")
-    return AdaptedModel(model, adapter, label)
+                           f"'{text_model.name}' text → '{model.name}' needs {text_model.dim}->{model.dim}")
+    for name, tower in (("target", model), ("source", text_model)):
+        fitted = adapter.card.get(f"{name}_revision")
+        if check_source and fitted and tower.revision and shown_revision(tower.revision) != shown_revision(fitted):
+            warnings.warn(f"the adapter was fitted with {name} '{tower.name}' at revision {shown_revision(fitted)}; "
+                          f"this one is {shown_revision(tower.revision)}", AdapterRevisionWarning, stacklevel=2)
+    return AdaptedModel(model, adapter, label, text_model)
 
 
 def split_adapter(spec: str) -> tuple[str, str | None]:
@@ -233,5 +336,5 @@ def split_adapter(spec: str) -> tuple[str, str | None]:
     return (model, path) if mark and model and path else (str(spec), None)
 
 
-__all__ = ["ADAPTER_MARK", "AdaptedModel", "TextAdapter", "apply_adapter", "card_path", "load_text_adapter",
-           "split_adapter"]
+__all__ = ["ADAPTER_MARK", "AdaptedModel", "AdapterRevisionWarning", "TextAdapter", "apply_adapter", "card_path",
+           "load_text_adapter", "model_ref", "other_source", "public_card", "same_model", "split_adapter"]

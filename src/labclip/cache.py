@@ -82,11 +82,13 @@ class EmbeddingCache:
         array = np.ascontiguousarray(vector, dtype=np.float32)
         write_atomic(self._path(kind, key), lambda f: np.save(f, array, allow_pickle=False), binary=True)
 
-    def summary(self) -> str:
+    def summary(self, kinds: tuple[str, ...] = ("images", "captions")) -> str:
         """Distinct images and captions read from the cache and encoded (each counted once however often
         it was looked up; one encoded in this run and read back later counts as encoded)."""
         parts = []
         for kind, noun in (("images", "image"), ("captions", "caption")):
+            if kind not in kinds:
+                continue
             s = self.stats[kind]
             cached, encoded = len(s.hit_keys - s.missed_keys), len(s.missed_keys)
             parts.append(f"{cached} {noun}{'s' * (cached != 1)} from the cache, {encoded} encoded")

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,6 +41,8 @@ KNOWN_NOISE = {
     "transformers.tokenization_utils_base": "Token indices sequence length is longer than the specified maximum",
     # M-CLIP's config declares model type "M-CLIP"; labclip loads its XLM-R text encoder on purpose
     "transformers.configuration_utils": "You are using a model of type `M-CLIP` to instantiate",
+    # the report runner says in its own one line that a kernel died or the run was interrupted
+    "papermill": "Kernel died while waiting for execute reply.",
 }
 # Images tagged between two atomic rewrites of the tags CSV: an interrupted run keeps every finished chunk.
 TAG_CHUNK = 256
@@ -69,14 +71,25 @@ class _HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: {shown.replace('%', '%%')})"
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
+def _whole_number(minimum: int, expected: str, too_small: str, words: tuple[str, ...] = ()) -> Callable[[str], int | str]:
+    """An argparse type: a whole number of at least ``minimum`` (or one of ``words``), else a one-line error."""
+
+    def parse(text: str) -> int | str:
+        if text in words:
+            return text
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{too_small}, got {value}")
+        return value
+
+    return parse
+
+
+_positive = _whole_number(1, "a whole number", "must be 1 or more")
+_folds = _whole_number(2, "a number of folds (2 or more) or 'loo'", "at least 2 folds", words=("loo",))
 
 
 def _device(text: str) -> str:
@@ -226,18 +239,6 @@ def _parser() -> argparse.ArgumentParser:
                        description="Run the notebooks and render HTML + PDF reports.", **kw)
     add_arguments(p)
     return parser
-
-
-def _folds(text: str) -> int | str:
-    if text == "loo":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of folds (2 or more) or 'loo', got {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"at least 2 folds, got {value}")
-    return value
 
 
 def _shots(text: str) -> list[int]:
@@ -760,7 +761,8 @@ def cmd_adapt_text(args) -> None:
                            source_model=source_model, parallel=parallel, folds=args.folds, alpha=args.alpha,
                            seed=args.seed, batch_size=args.batch_size, requested_model=args.model)
     ev, src, tgt = run.evaluation, args.source_lang, args.target_lang
-    print(f"text adapter {src}→{tgt} on {args.model}: {ev.n} images, {len(ev.folds)} folds"
+    via = f" ({src} captions through {args.source_model}'s text tower)" if args.source_model else ""
+    print(f"text adapter {src}→{tgt} on {args.model}{via}: {ev.n} images, {len(ev.folds)} folds"
           f"{' (leave one out)' if args.folds == 'loo' else ''}; alpha per fold "
           f"{', '.join(f'{a:g}' for a in ev.alphas)}")
     rows = {(r["direction"], r["variant"]): r for r in ev.counts()}
@@ -784,7 +786,8 @@ def cmd_adapt_text(args) -> None:
     print(f"final adapter: {card['pairs']} pairs, alpha {card['alpha']:g}"
           + (" (at the edge of the grid)" if card.get("alpha_at_grid_edge") else ""))
     path = run.adapter.save(args.out)
-    print(f"labclip: wrote {path} and {path.with_suffix('.json')}", file=sys.stderr)
+    print(f"labclip: wrote {path} and {path.with_suffix('.json')}; use it as --model '{args.model}{ADAPTER_MARK}{path}'",
+          file=sys.stderr)
     if args.json:
         record = model_record(model, args.model)
         payload = {"provenance": {**run.provenance(), **_provenance([record])}, "held_out": summary,
@@ -841,7 +844,8 @@ def _report(args: argparse.Namespace) -> int:
     try:
         from .lab.report import run
 
-        return run(args)
+        with _console():
+            return run(args)
     except ModuleNotFoundError as err:
         if (err.name or "").split(".")[0] not in REPORT_EXTRA_MODULES:
             raise

@@ -64,3 +64,25 @@ def shown_path(path: str | os.PathLike, base: str | os.PathLike | None = None) -
         if root is not None and resolved.is_relative_to(Path(root).resolve()):
             return resolved.relative_to(Path(root).resolve()).as_posix() or "."
     return resolved.name
+
+
+def shown_model(name: str, sep: str = "+") -> str:
+    """A model name as reports show it: hub ids as given; local folders (``TEXT+IMAGE`` pairs too) and
+    the file of a ``MODEL+adapter:PATH`` by :func:`shown_path`, so no machine path is shown.
+
+    Args:
+        name: a model spec (hub id, alias, folder, ``A+B`` pair, ``MODEL+adapter:PATH``).
+        sep: what joins the parts (reports write ``" + "``).
+    """
+    model, mark, adapter = str(name).rpartition("+adapter:")
+    name, adapter = (model, adapter) if mark and model and adapter else (str(name), None)
+    parts = [name] if Path(name).exists() else name.split("+")
+    shown = sep.join(shown_path(p) if p and (Path(p).is_absolute() or Path(p).exists()) else p for p in parts)
+    return shown if adapter is None else f"{shown}{sep}adapter:{shown_path(adapter)}"
+
+
+def shown_revision(revision: str | None) -> str | None:
+    """A revision fit to share: ``local:<folder>`` names the folder as :func:`shown_model` does."""
+    if revision and revision.startswith("local:"):
+        return "local:" + shown_model(revision.removeprefix("local:"))
+    return revision

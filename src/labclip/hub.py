@@ -99,6 +99,34 @@ def require(repo_id: str) -> None:
         raise ModelUnavailable(f"'{repo_id}' is not in the local Hugging Face cache and the hub cannot be reached")
 
 
+def is_cached(repo_id: str) -> bool:
+    """Whether the local cache's current snapshot of ``repo_id`` has its ``config.json`` and a weight file."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(name: str) -> bool:
+        return isinstance(try_to_load_from_cache(repo_id, name), str)
+
+    return cached("config.json") and any(cached(name) for name in WEIGHT_FILES)
+
+
+def check_source(source: str) -> None:
+    """Raise what :func:`from_hub` would raise for ``source``, without loading anything: a local folder
+    needs ``config.json`` (or ``modules.json``); a hub id is fine when cached (:func:`is_cached`) and
+    otherwise goes to :func:`require`.
+
+    Raises:
+        LabclipError: a folder without a model config; the hub says "not found" or "gated".
+        ModelUnavailable: not cached and the hub cannot be reached.
+    """
+    folder = Path(source)
+    if folder.is_dir():
+        if not any((folder / name).is_file() for name in ("config.json", "modules.json")):
+            raise LabclipError(f"{source}: no config.json (or modules.json) in the model directory")
+        return
+    if not is_cached(source):
+        require(source)
+
+
 def from_hub(source: str, load: Callable[..., T]) -> T:
     """Run ``load(local_files_only=True)``; on a miss, ``load()`` again when the hub says the model exists.
 

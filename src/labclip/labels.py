@@ -53,6 +53,16 @@ def rate(x: float, n: int) -> str:
     return interval(round(float(x) * n), n)
 
 
+def estimate(e) -> str:
+    """A rate with its interval (a :class:`labclip.stats.Estimate`) as :func:`interval` shows one:
+    ``"54.0% [50.9%, 57.1%]"``."""
+    return f"{pct(e.value)} [{pct(e.low)}, {pct(e.high)}]"
+
+
+def _is_estimate(value: object) -> bool:
+    return all(hasattr(value, name) for name in ("value", "low", "high"))
+
+
 def p_value(p: float) -> str:
     """``"p = 0.0312"``, or ``"p < 0.001"``."""
     return "p < 0.001" if p < 0.001 else f"p = {p:.3g}"
@@ -93,7 +103,8 @@ def missing(value: object) -> bool:
 def format_metric(key: str, value: object, n: int | None = None) -> str:
     """One number as every table, prose and console line shows it.
 
-    Accuracies are percentages with one decimal, as ``k/n (p%)`` when ``n`` is given; counts of
+    Accuracies are percentages with one decimal, as ``k/n (p%)`` when ``n`` is given (with the 95%
+    Wilson interval), and a mean per-class recall given as an estimate carries its interval; counts of
     hits are ``k/n``; similarities, margins, MRR and losses have three decimals; yes/no for flags;
     ``"—"`` for a missing value (``None`` or NaN).
     """
@@ -104,7 +115,7 @@ def format_metric(key: str, value: object, n: int | None = None) -> str:
     if _TOPK.match(key) or _ACC.match(key):
         return share(round(float(value) * n), n) if n else pct(float(value))
     if key in ("mean_per_class_recall", "probability", "accuracy"):
-        return pct(float(value))
+        return estimate(value) if _is_estimate(value) else pct(float(value))
     if _HITS.match(key):
         return f"{int(value)}/{n}" if n else str(int(value))
     if key in _THREE_DECIMALS:

@@ -20,13 +20,13 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .adapter import AdaptedModel, TextAdapter, apply_adapter, split_adapter
+from .adapter import AdaptedModel, TextAdapter, apply_adapter, load_text_adapter, other_source, split_adapter
 from .cache import EmbeddingCache, default_cache_dir, sha256_bytes
-from .config import shown_path
+from .config import shown_model, shown_revision
 from .demo import UNTRAINED_MARKER, demo_model_path
 from .encoders import LOADERS, ImageTower, TextTower
 from .errors import LabclipError
-from .hub import ModelUnavailable, did_you_mean, is_repo_id, load_failure
+from .hub import ModelUnavailable, check_source, did_you_mean, is_repo_id, load_failure
 from .images import PREPROCESS_VERSION, Preprocess, load_image
 from .precision import FP32, Precision, cast, choose, to_dtype
 from .registry import CLIP, DEFAULT_MODEL, DEMO_MODEL, ModelInfo, lookup, resolve_model_name
@@ -263,11 +263,7 @@ def load_model(
     name, adapter_path = split_adapter(str(name_or_path))
     adapter = adapter if adapter is not None else adapter_path
     chosen = choose(precision, device)
-    info = lookup(str(demo_model_path()) if name == DEMO_MODEL else name,
-                  None if image_model is None else str(image_model))
-    for requested in dict.fromkeys([info.id, info.image_source]):
-        if not Path(requested).exists() and not is_repo_id(requested):
-            raise LabclipError(f"'{requested}': no such model directory{did_you_mean(requested)}")
+    info = _model_info(str(demo_model_path()) if name == DEMO_MODEL else name, image_model)
     try:
         towers = LOADERS[info.family](info)
     except ModelUnavailable as err:
@@ -296,7 +292,53 @@ def load_model(
         root = default_cache_dir() if cache is True else Path(cache)
         clip.cache = EmbeddingCache(root, {"images": fingerprint(clip, images_only=True), "captions": fingerprint(clip)},
                                     clip.dim)
-    return apply_adapter(clip, adapter) if adapter is not None else clip
+    if adapter is None:
+        return clip
+    return apply_adapter(clip, adapter, load_source=lambda source: load_model(
+        source, device=device, cache=cache, precision=precision))
+
+
+def _model_info(name: str, image_model: str | os.PathLike | None) -> ModelInfo:
+    """The registry entry of ``name``; a source that is neither a folder nor a hub id is an error."""
+    info = lookup(name, None if image_model is None else str(image_model))
+    for requested in dict.fromkeys([info.id, info.image_source]):
+        if not Path(requested).exists() and not is_repo_id(requested):
+            raise LabclipError(f"'{requested}': no such model directory{did_you_mean(requested)}")
+    return info
+
+
+def check_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, image_model: str | os.PathLike | None = None) -> None:
+    """Whether :func:`load_model` can have the model, decided from the registry, local files and the hub's
+    answer alone: no weights are read and no model is built.
+
+    The demo model is always available (it is built offline). A local folder needs its model config; a
+    hub id is available when its config and weights are cached, else the hub is asked (see
+    :func:`labclip.hub.check_source`). Broken weights in a folder or cache still fail later, in
+    :func:`load_model`. A text adapter named in ``name_or_path`` (a small file) is read and checked, and
+    the source text tower its card names, when that is another model.
+
+    Raises:
+        LabclipError: what :func:`load_model` would raise for a missing folder, a name that is neither a
+            folder nor a hub id, or a model the hub does not know.
+        ModelUnavailable: what :func:`load_model` would raise when the model is not cached and the hub
+            cannot be reached, with the same message.
+    """
+    name, adapter = split_adapter(str(name_or_path))
+    if name != DEMO_MODEL:
+        info = _model_info(name, image_model)
+        for source in dict.fromkeys([info.image_source, info.id]):
+            try:
+                check_source(source)
+            except ModelUnavailable as err:
+                raise ModelUnavailable(load_failure(name, info.id, err)) from err
+            except LabclipError as err:
+                if Path(source).is_dir():
+                    raise LabclipError(load_failure(name, info.id, err)) from err
+                raise
+    if adapter is not None:
+        source = other_source(load_text_adapter(adapter), name, shown_model(name))
+        if source is not None:
+            check_model(source)
 
 
 def fingerprint(model: ClipModel, images_only: bool = False) -> str:
@@ -325,22 +367,22 @@ def fingerprint_sources(sources: list[str], extra: str) -> str:
     return digest.hexdigest()[:32]
 
 
-def shown_model(name: str) -> str:
-    """A hub id as it is; a local folder (``A+B`` pairs too) without its machine path."""
-    return "+".join(shown_path(part) if Path(part).exists() else part
-                    for part in ([name] if Path(name).exists() else name.split("+")))
+def _cache_summary(model: ClipModel | AdaptedModel) -> str:
+    """Cache use; with an adapter's separate text tower, images from the model's cache, captions from the tower's."""
+    images, captions = model.cache, getattr(model, "text_model", model).cache
+    if images is captions:
+        return images.summary() if images else "off"
+    return "; ".join(cache.summary((kind,)) if cache else f"{kind} cache off"
+                     for kind, cache in (("images", images), ("captions", captions)))
 
 
 def describe(model: ClipModel) -> dict:
     """The facts a report records about the model that made its numbers."""
-    revision = model.revision
-    if revision and revision.startswith("local:"):
-        revision = "local:" + shown_model(revision[len("local:"):])
     return {
         "name": model.name,
         "source": shown_model(model.source),
         "family": model.family,
-        "revision": revision,
+        "revision": shown_revision(model.revision),
         "untrained": model.untrained,
         "logit_scale": round(model.logit_scale, 4),
         "logit_bias": None if model.logit_bias is None else round(model.logit_bias, 4),
@@ -350,9 +392,9 @@ def describe(model: ClipModel) -> dict:
         "precision": model.precision.name,
         "precision_requested": model.precision.requested,
         "precision_reason": model.precision.reason,
-        "cache": model.cache.summary() if model.cache else "off",
+        "cache": _cache_summary(model),
         **({"adapter": model.adapter_card} if isinstance(model, AdaptedModel) else {}),
     }
 
 
-__all__ = ["ClipModel", "describe", "load_model"]
+__all__ = ["ClipModel", "check_model", "describe", "load_model"]

@@ -19,6 +19,8 @@ CONFIDENCE = 0.95
 N_RESAMPLES = 9999
 # Resamples per vectorised batch in scipy's bootstrap: bounds its memory at BATCH x n floats.
 BATCH = 200
+# Smallest class a stratified bootstrap resamples within: below it the interval collapses towards a point.
+MIN_STRATUM = 5
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,9 @@ class Estimate:
         high: upper end of the interval.
         hits: successes behind a proportion, ``None`` for means.
         n: observations behind the figure (images or captions).
-        method: ``"wilson"``, ``"bootstrap"`` (percentile, over observations) or
-            ``"cluster bootstrap"`` (percentile, over images, for several captions per image).
+        method: ``"wilson"``, ``"bootstrap"`` (percentile, over observations),
+            ``"cluster bootstrap"`` (percentile, over images, for several captions per image) or
+            ``"stratified bootstrap"`` (percentile, over images resampled within their class).
         confidence: the interval's confidence level.
 
     ``format(e, ".1%")`` gives ``"54.0% [50.9%, 57.1%]"``; ``str(e)`` uses ``.3g``.
@@ -136,6 +139,7 @@ def bootstrap_interval(
     confidence: float = CONFIDENCE,
     n_resamples: int = N_RESAMPLES,
     seed: int = 0,
+    strata=None,
 ) -> tuple[float, float]:
     """Seeded percentile bootstrap interval of ``statistic`` over observations (e.g. images).
 
@@ -146,13 +150,17 @@ def bootstrap_interval(
         confidence: confidence level in (0, 1).
         n_resamples: bootstrap resamples.
         seed: seed of the resampling, so a report repeats exactly.
+        strata: the stratum (e.g. class) of each observation, or ``None``. Given, every resample
+            draws each stratum's observations from that stratum only, so each stratum keeps its
+            count and position ``i`` of a resample still belongs to the stratum of observation ``i``
+            (``statistic`` may rely on it). Paired arrays are resampled together.
 
     Returns:
         ``(low, high)``.
 
     Raises:
-        LabclipError: fewer than two observations, paired arrays of unequal length, or a
-            confidence outside (0, 1).
+        LabclipError: fewer than two observations, paired arrays of unequal length, strata of
+            another length, or a confidence outside (0, 1).
     """
     _check_confidence(confidence)
     samples = tuple(np.asarray(v, dtype=np.float64) for v in (values if isinstance(values, tuple) else (values,)))
@@ -161,11 +169,82 @@ def bootstrap_interval(
         raise LabclipError(f"paired bootstrap samples must have equal lengths, got {sorted(lengths)}")
     if lengths.pop() < 2:
         raise LabclipError("a bootstrap interval needs at least two observations")
+    if strata is not None:
+        return _stratified_interval(samples, np.asarray(strata), statistic, confidence, n_resamples, seed)
     result = _scipy_stats.bootstrap(
         samples, statistic, n_resamples=n_resamples, batch=BATCH, vectorized=True, paired=len(samples) > 1,
         confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed),
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _stratified_interval(samples: tuple[np.ndarray, ...], strata: np.ndarray, statistic: Callable,
+                         confidence: float, n_resamples: int, seed: int) -> tuple[float, float]:
+    """Percentile interval of ``statistic`` over resamples drawn within each stratum (``BATCH`` at a time)."""
+    n = len(samples[0])
+    if strata.shape != (n,):
+        raise LabclipError(f"strata must give one stratum per observation: {strata.shape} vs ({n},)")
+    members = [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    rng = np.random.default_rng(seed)
+    replicates = []
+    for start in range(0, n_resamples, BATCH):
+        size = min(BATCH, n_resamples - start)
+        index = np.empty((size, n), dtype=np.intp)
+        for rows in members:
+            index[:, rows] = rows[rng.integers(0, len(rows), size=(size, len(rows)))]
+        replicates.append(np.asarray(statistic(*(s[index] for s in samples), axis=-1), dtype=np.float64))
+    low, high = np.percentile(np.concatenate(replicates), [50 * (1 - confidence), 50 * (1 + confidence)])
+    return float(low), float(high)
+
+
+def class_balanced(hits, classes, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+                   seed: int = 0) -> Estimate:
+    """Mean per-class recall (the mean over classes of each class's hit rate) with its 95% interval.
+
+    When every class has the same number of images the figure is the plain hit rate, and its interval the
+    Wilson score interval of the hits (``"wilson"``). Otherwise a seeded percentile bootstrap over images:
+    resampled within their class, so every class keeps its count (``"stratified bootstrap"``), when every
+    class has at least ``MIN_STRATUM`` images; with smaller classes that interval collapses (a class of one
+    image never changes when resampled within itself), so all images are resampled together and each
+    resample averages the classes it drew (``"bootstrap"``).
+
+    Args:
+        hits: one boolean per image (e.g. top-1 correct).
+        classes: the true class of each image (any labels).
+        confidence: confidence level.
+        n_resamples: bootstrap resamples.
+        seed: seed of the resampling.
+
+    Raises:
+        LabclipError: no images, fewer than two, or ``classes`` of another length.
+    """
+    h = _hits(hits, "hits").astype(np.float64)
+    labels = np.asarray(classes)
+    if labels.shape != h.shape:
+        raise LabclipError(f"classes must give one class per image: {labels.shape} vs {h.shape}")
+    _, index = np.unique(labels, return_inverse=True)
+    counts = np.bincount(index)
+    if counts.min() == counts.max():
+        k = int(h.sum())
+        return Estimate(k / len(h), *wilson_interval(k, len(h), confidence), hits=k, n=len(h), confidence=confidence)
+    index = index.astype(np.float64)
+    stratified = counts.min() >= MIN_STRATUM
+    value = float(_balanced(h, index))
+    low, high = bootstrap_interval((h, index), _balanced, confidence, n_resamples, seed,
+                                   strata=index if stratified else None)
+    return Estimate(value, low, high, n=len(h), method="stratified bootstrap" if stratified else "bootstrap",
+                    confidence=confidence)
+
+
+def _balanced(hits: np.ndarray, classes: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Mean over the classes present of each class's hit rate (class indices as floats, as scipy passes them)."""
+    rates = []
+    for c in np.unique(classes):
+        member = classes == c
+        count = member.sum(axis=axis)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rates.append(np.where(count > 0, (hits * member).sum(axis=axis) / count, np.nan))
+    return np.nanmean(np.stack(rates, axis=-1), axis=-1)
 
 
 def proportion(hits, groups=None, confidence: float = CONFIDENCE, seed: int = 0) -> Estimate:

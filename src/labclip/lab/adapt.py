@@ -26,6 +26,8 @@ from ..adapt import (
     evaluate_text_adapter,
     fit_text_adapter,
 )
+from ..adapter import model_ref
+from ..config import shown_revision
 from ..data import CaptionSet, flatten_captions, load_captions
 from ..errors import LabclipError
 from ..metrics import correct_ranks
@@ -43,13 +45,6 @@ PUBLISHED = [
     {"method": "zero-shot → Tip-Adapter, 16 shots", "model": "RN50", "dataset": "ImageNet",
      "top1": "60.3% → 62.0%", "source": "Zhang et al. 2022, Tip-Adapter (ECCV), Table 1"},
 ]
-
-
-def _public(revision: str | None) -> str | None:
-    """A revision fit to share: ``local:<folder>`` keeps only the folder's name (no machine paths)."""
-    if revision and revision.startswith("local:"):
-        return "local:" + Path(revision.removeprefix("local:")).name
-    return revision
 
 
 def _first(texts: list[str], owner: np.ndarray, n: int) -> list[str]:
@@ -182,15 +177,13 @@ def run_text_adapter(
         if source_model is not model:
             for hits in evaluation.hits.values():
                 hits.pop("before", None)
-    card = {"source_model": requested_model or source_model.name, "source_revision": _public(source_model.revision),
-            "target_model": requested_model or model.name, "target_revision": _public(model.revision),
+    card = {"source_model": model_ref(source_model), "source_revision": shown_revision(source_model.revision),
+            "target_model": model_ref(model), "target_revision": shown_revision(model.revision),
             "source_lang": source_lang, "target_lang": target_lang,
             "data": {"captions": Path(table.attrs["source"]).name, "captions_sha256": sha256_file(table.attrs["source"]),
                      **({"parallel": Path(parallel.origin).name, "parallel_sha256": parallel.sha256}
                         if parallel is not None else {})},
             "labclip_version": __version__}
-    if source_model is not model:
-        card["source_model"] = source_model.name
     with timings.stage("fit on all pairs"):
         x, y, groups = source, target, np.arange(n)
         if extra is not None:
@@ -211,14 +204,16 @@ def start(
     target_lang: str = "en",
     *,
     strict: bool = False,
+    precision: str = "auto",
     **options,
 ) -> TextAdapterRun:
-    """Load the model through the lab's one fallback policy (the demo model when it can't be loaded,
-    unless ``strict``), then :func:`run_text_adapter` on ``captions`` (default: the default caption set)."""
+    """Load the model in ``precision`` through the lab's one fallback policy (the demo model when it can't
+    be loaded, unless ``strict``), then :func:`run_text_adapter` on ``captions`` (default: the default
+    caption set)."""
     from ..config import DEFAULT_CAPTIONS
     from .experiment import load_model_or_demo
 
-    clip, reason = load_model_or_demo(model, strict)
+    clip, reason = load_model_or_demo(model, strict, precision=precision)
     run = run_text_adapter(clip, captions or DEFAULT_CAPTIONS, source_lang, target_lang,
                            requested_model=model, **options)
     run.fallback_reason = reason

@@ -16,6 +16,7 @@ import pandas as pd
 from IPython.display import HTML, Markdown, display
 from matplotlib.figure import Figure
 
+from ..adapter import public_card
 from ..atomic import write_text
 from .adapt import DIRECTIONS, PUBLISHED, FewShotRun, TextAdapterRun
 from .narrative import language_name, pct, share
@@ -241,7 +242,7 @@ def provenance(run: TextAdapterRun, few: FewShotRun | None = None, output_dir: s
     if output_dir is not None:
         payload = {"provenance": prov, "held_out": run.evaluation.summary(),
                    "training": {d: {"hits": int(h.sum()), "n": len(h)} for d, h in run.training.items()},
-                   "adapter_card": run.adapter.card,
+                   "adapter_card": public_card(run.adapter.card),
                    **({"few_shot": {"top1": few.evaluation.counts(), "paired": few.evaluation.paired(),
                                     "provenance": few.provenance()}} if few is not None else {})}
         write_text(Path(output_dir) / f"{name}.json", json.dumps(payload, indent=2, ensure_ascii=False, default=str))

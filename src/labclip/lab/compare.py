@@ -39,6 +39,7 @@ def compare(
     top_k: int = 3,
     reference: str = "en",
     strict: bool = False,
+    precision: str = "auto",
 ) -> pd.DataFrame:
     """One row per model × language × strategy with top-1/top-k in both directions, mean correct
     similarity, mean margin, and the gap to the reference language (same model, untranslated) in
@@ -52,11 +53,13 @@ def compare(
     Translations are in ``attrs["translations"]``; ``attrs["i2t_hits1"]`` holds each row's per-image
     image→text top-1 hits, for paired tests. Image embeddings are computed once per model
     and shared through the cache by models with the same image encoder.
+    Models given by name are loaded in ``precision`` (see :func:`labclip.load_model`).
     """
     rows, hits, skipped, translations = [], [], [], {}
     for n, name in enumerate(default_models(languages) if models is None else models):
         try:
-            model, fallback = (name, None) if isinstance(name, ClipModel) else load_model_or_demo(name, strict or n > 0)
+            model, fallback = (name, None) if isinstance(name, ClipModel) else \
+                load_model_or_demo(name, strict or n > 0, precision=precision)
         except ModelUnavailable as err:
             skipped.append(f"model {name}: {err}")
             print(f"labclip: skipping {name}: {err}", file=sys.stderr)

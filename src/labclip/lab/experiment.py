@@ -23,7 +23,7 @@ from ..data import CaptionSet, load_captions
 from ..errors import LabclipError
 from ..hub import ModelUnavailable
 from ..metrics import MatchMetrics, ZeroShotMetrics, match_metrics, similarity, zeroshot_metrics
-from ..model import ClipModel, describe, load_model, shown_model
+from ..model import ClipModel, check_model, describe, load_model, shown_model
 from ..zeroshot import LabelledImages, class_embeddings, labelled_images, load_templates, probabilities
 from .provenance import Timings, machine, now, package_versions, sha256_file, sha256_files
 from .tables import frequent_distractors, topk_table
@@ -228,11 +228,35 @@ def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu",
     try:
         return load_model(name, device=device, precision=precision), None
     except ModelUnavailable as err:
-        if strict or name == DEMO_MODEL or split_adapter(name)[1] is not None:
-            raise
-        print(f"labclip: {err} -- using the untrained demo model instead (strict mode turns this into an error)",
-              file=sys.stderr)
-        return load_model(DEMO_MODEL, device=device, precision=precision), str(err)
+        reason = _fallback(name, strict, err)
+        return load_model(DEMO_MODEL, device=device, precision=precision), reason
+
+
+def check_model_or_demo(name: str, strict: bool = False) -> str | None:
+    """What :func:`load_model_or_demo` would decide for ``name``, without reading weights or building a
+    model (:func:`labclip.model.check_model`).
+
+    Returns:
+        The fallback reason when the demo model would stand in, else ``None``.
+
+    Raises:
+        LabclipError: as :func:`load_model_or_demo` would (unknown model, missing folder, ``strict``).
+    """
+    try:
+        check_model(name)
+    except ModelUnavailable as err:
+        return _fallback(name, strict, err)
+    return None
+
+
+def _fallback(name: str, strict: bool, err: ModelUnavailable) -> str:
+    """The demo model stands in for ``name``, which is unavailable (``err``): return the reason, said once
+    on stderr; re-raise ``err`` in strict mode, for the demo model itself and for a model with an adapter."""
+    if strict or name == DEMO_MODEL or split_adapter(name)[1] is not None:
+        raise err
+    print(f"labclip: {err} -- using the untrained demo model instead (strict mode turns this into an error)",
+          file=sys.stderr)
+    return str(err)
 
 
 def start(
@@ -248,6 +272,7 @@ def start(
     labels: str | os.PathLike | None = None,
     task: str = "matching",
     check_images: bool = True,
+    precision: str = "auto",
 ) -> Run:
     """Validate the inputs first, then load the model (or the demo model, see :func:`load_model_or_demo`).
 
@@ -264,6 +289,7 @@ def start(
         task: ``"matching"`` gives an :class:`Experiment`, ``"zeroshot"`` a :class:`ZeroShotRun`.
         check_images: decode every image of the caption set now; ``False`` when the report runner has
             already checked them once for all notebooks.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`labclip.load_model`).
     """
     if task not in ("matching", "zeroshot"):
         raise LabclipError(f"unknown task {task!r}; use 'matching' or 'zeroshot'")
@@ -280,7 +306,7 @@ def start(
             if languages:
                 table = table.select(languages)
     with timings.stage("load model"):
-        clip, reason = load_model_or_demo(model, strict, device)
+        clip, reason = load_model_or_demo(model, strict, device, precision)
     common = dict(model=clip, batch_size=batch_size, requested_model=model, fallback_reason=reason, timings=timings)
     if task == "zeroshot":
         return ZeroShotRun(data=data, language=language, labels_source=str(source), **common)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stats as _stats
-from ..config import CAPTIONS_DIR, DEFAULT_CAPTIONS, shown_path
+from ..config import CAPTIONS_DIR, DEFAULT_CAPTIONS, shown_model, shown_path, shown_revision
 from ..labels import (  # noqa: F401
     METRIC_LABELS,
     format_metric,
@@ -90,17 +90,13 @@ def public_path(path: str | Path | None) -> str:
 
 
 def model_name(name: str) -> str:
-    """A model name as reports show it: hub ids as given, local folders by :func:`public_path`."""
-    suffix = " (fallback)" if name.endswith(" (fallback)") else ""
-    parts = name[: len(name) - len(suffix)].split("+")
-    return " + ".join(public_path(p) if Path(p).is_absolute() or Path(p).exists() else p for p in parts) + suffix
+    """A model name as reports show it (:func:`labclip.config.shown_model`, pairs joined by " + ")."""
+    return shown_model(name, " + ")
 
 
 def public_revision(revision: str | None) -> str:
-    """A model revision without machine paths (``local:/abs/dir`` → ``local:dir``)."""
-    if not revision:
-        return "—"
-    return "local:" + model_name(revision[len("local:"):]) if revision.startswith("local:") else revision
+    """A model revision as reports show it (:func:`labclip.config.shown_revision`; "—" when unknown)."""
+    return shown_revision(revision) or "—"
 
 
 def script(texts: Iterable[str]) -> str | None:
@@ -139,9 +135,14 @@ def pictograms(exp: Experiment) -> int:
     return count
 
 
+def _text_model(model: ClipModel) -> ClipModel:
+    """The model whose text tower encodes the captions (an adapter's source tower, else the model)."""
+    return getattr(model, "text_model", model)
+
+
 def is_openai_clip_tokenizer(model: ClipModel) -> bool:
     """Whether captions go through OpenAI CLIP's text cleaning and byte-level BPE."""
-    return not model.info.paired and model.openai_text_cleaning
+    return not _text_model(model).info.paired and model.openai_text_cleaning
 
 
 def _model_id(name: str | None) -> str | None:
@@ -149,16 +150,39 @@ def _model_id(name: str | None) -> str | None:
 
 
 def text_processing(model: ClipModel) -> str:
-    """How this model turns a caption into tokens, from the model's own settings."""
+    """How this model turns a caption into tokens, from the model's own settings (and, for a model
+    with a text adapter, the tower that encodes captions and the adapter after it)."""
     size = len(model.tokenizer) if hasattr(model.tokenizer, "__len__") else None
     vocab = f", a vocabulary of {size:,} tokens" if size else ""
+    tower = _text_model(model)
     if is_openai_clip_tokenizer(model):
-        return (f"OpenAI CLIP's text cleaning (ftfy, HTML unescaping, whitespace), lower-casing and CLIP's byte-level "
+        text = (f"OpenAI CLIP's text cleaning (ftfy, HTML unescaping, whitespace), lower-casing and CLIP's byte-level "
                 f"BPE{vocab}, with a {model.context_length}-token context; each batch is padded to its longest caption.")
-    tower = (f"a separate multilingual text encoder ({type(model.text.module).__name__}) mapped into the image "
-             "encoder's space" if model.info.paired else f"the text encoder of the {model.family} model")
-    return (f"The model's own tokenizer ({type(model.tokenizer).__name__}{vocab}) with its own normalisation, "
-            f"{model.context_length}-token context, and {tower}.")
+    else:
+        encoder = (f"a separate multilingual text encoder ({type(tower.text.module).__name__}) mapped into the image "
+                   "encoder's space" if tower.info.paired else f"the text encoder of the {tower.family} model")
+        text = (f"The model's own tokenizer ({type(model.tokenizer).__name__}{vocab}) with its own normalisation, "
+                f"{model.context_length}-token context, and {encoder}.")
+    return text + adapter_text(model)
+
+
+def adapter_text(model: ClipModel) -> str:
+    """A sentence on the model's text adapter (the tower before it, what it was fitted on), or ``""``."""
+    card = getattr(model, "adapter_card", None)
+    if card is None:
+        return ""
+    base = md(model_name(model.base.name))
+    fitted = ", ".join(part for part in (
+        f"{card['pairs']} caption pairs" if card.get("pairs") else "",
+        f"{md(card['source_lang'])}→{md(card['target_lang'])}" if card.get("source_lang") and card.get("target_lang")
+        else "",
+        f"alpha {card['alpha']:g}" if isinstance(card.get("alpha"), (int, float)) else "") if part)
+    tower = (f"Captions are encoded by the text tower of {md(card['text_tower']['model'])} (revision "
+             f"{md(card['text_tower']['revision'] or '—')}), not by {base}'s own; its embeddings"
+             if model.separate_text_tower else "The text embeddings")
+    return (f" {tower} then pass through the linear text adapter {md(card['label'])} (weights sha256 "
+            f"{card['sha256'][:12]}…{'; fitted on ' + fitted if fitted else ''}) into {base}'s embedding space; "
+            f"images go through {base}'s image encoder unchanged.")
 
 
 def banner_text(model: ClipModel) -> str | None:

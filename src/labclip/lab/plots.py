@@ -15,6 +15,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.axes import Axes
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
@@ -137,6 +138,22 @@ def wilson_error_bars(ax, n: int | None) -> None:
                         linewidth=0.8)
 
 
+def _grouped_bars(data: pd.DataFrame, x: str, y: str, hue: str, n: int | None,
+                  figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    """Seaborn grouped bars of percentages, each labelled with its value, 95% Wilson intervals when ``n``
+    (images) is given, on a 0–115% axis with no x label (the shared body of the bar figures)."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    ax = fig.subplots()
+    sns.barplot(data=data, x=x, y=y, hue=hue, ax=ax, palette="Set2")
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.1f", fontsize=7, padding=8 if n else 0)
+    wilson_error_bars(ax, n)
+    ax.set_ylim(0, 115)
+    ax.set_xlabel("")
+    return fig, ax
+
+
+@literal_text
 def accuracy_bars(compare: pd.DataFrame, k: int = 3, title: str | None = None, n: int | None = None) -> Figure:
     """Grouped bars of top-1 and top-k accuracy in both directions, one group per language, with 95% Wilson
     intervals when ``n`` (images) is given."""
@@ -144,14 +161,7 @@ def accuracy_bars(compare: pd.DataFrame, k: int = 3, title: str | None = None, n
     names = {key: metric_label(key) for key in figures}
     long = compare.loc[figures].rename(index=names, columns=plain).astype(float).mul(100)
     long = long.reset_index(names="figure").melt(id_vars="figure", var_name="language", value_name="accuracy (%)")
-    fig = Figure(figsize=(8, 3.6), layout="constrained")
-    ax = fig.subplots()
-    sns.barplot(data=long, x="language", y="accuracy (%)", hue="figure", ax=ax, palette="Set2")
-    for container in ax.containers:
-        ax.bar_label(container, fmt="%.1f", fontsize=7, padding=8 if n else 0)
-    wilson_error_bars(ax, n)
-    ax.set_ylim(0, 115)
-    ax.set_xlabel("")
+    fig, ax = _grouped_bars(long, "language", "accuracy (%)", "figure", n, (8, 3.6))
     ax.legend(fontsize=8, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     if title:
         ax.set_title(plain(title), fontsize=11)
@@ -218,14 +228,7 @@ def comparison_bars(table: pd.DataFrame, figure: str = "i2t_acc1", n: int | None
     data = table.assign(setup=[plain(f"{textwrap.shorten(m.split('/')[-1], 28)}\n{s}") for m, s in
                                zip(table["model"], table["strategy"])],
                         language=table["language"].map(plain), value=table[figure].astype(float) * 100)
-    fig = Figure(figsize=(max(6.0, 1.6 * data["setup"].nunique() + 2), 3.6), layout="constrained")
-    ax = fig.subplots()
-    sns.barplot(data=data, x="setup", y="value", hue="language", ax=ax, palette="Set2")
-    for container in ax.containers:
-        ax.bar_label(container, fmt="%.1f", fontsize=7, padding=8 if n else 0)
-    wilson_error_bars(ax, n)
-    ax.set_ylim(0, 115)
-    ax.set_xlabel("")
+    fig, ax = _grouped_bars(data, "setup", "value", "language", n, (max(6.0, 1.6 * data["setup"].nunique() + 2), 3.6))
     ax.set_ylabel(f"{metric_label(figure)} (%)")
     ax.tick_params(axis="x", labelsize=8)
     return fig

@@ -22,7 +22,7 @@ import pandas as pd
 from IPython.display import HTML, display
 from matplotlib.figure import Figure
 
-from .. import zeroshot
+from .. import stats, zeroshot
 from ..labels import format_metric, metric_label, pct
 from ..metrics import accuracy_keys, ranks
 from ..text import token_lengths
@@ -36,7 +36,8 @@ BANNER_STYLE = ("border:3px solid #c62828;background:#ffebee;color:#8e0000;paddi
                 "margin:8px 0 14px 0;font-size:15px;font-weight:bold;border-radius:4px")
 PUBLISHED_STYLE = "border:2px solid #1565c0;background:#e3f2fd;padding:6px 12px;margin:8px 0;border-radius:4px"
 KEEP_TOGETHER = "break-inside:avoid;page-break-inside:avoid"
-KEEP_WITH_NEXT = "break-after:avoid;page-break-after:avoid"
+KEEP_WITH_NEXT = "break-inside:avoid;page-break-inside:avoid;break-after:avoid;page-break-after:avoid"
+SHORT_TABLE = 25  # rows a section keeps on one page with its heading (a longer table may start under it)
 TABLE_STYLES = [{"selector": "th, td", "props": "overflow-wrap:break-word;word-break:normal;vertical-align:top"}]
 
 _markdown = mistune.create_markdown(escape=True, plugins=["strikethrough", "table"])
@@ -67,17 +68,22 @@ def section(heading: str | None, text: str = "", *items: str, level: int = 2, to
     """Display one section: heading (plain text), prose (Markdown) and items (HTML) in one output.
 
     A section without items, or with ``together``, stays on one page; otherwise the heading and
-    prose stay with the first item when it is a figure, and ask not to be parted from a table.
+    prose stay with the first item when it is a figure or a table of at most ``SHORT_TABLE`` rows,
+    and ask not to be parted from a longer table.
     """
     head = f"<h{level}>{html.escape(heading)}</h{level}>" if heading else ""
     lead = head + (prose(text) if text else "")
     together = together or not items
     if items and not together:
-        lead = f'<div style="{KEEP_WITH_NEXT}">{lead}</div>' if lead else ""
-        if items[0].startswith("<img"):
+        lead = f'<div class="labclip-lead" style="{KEEP_WITH_NEXT}">{lead}</div>' if lead else ""
+        if items[0].startswith("<img") or _short_table(items[0]):
             lead, items = f'<div style="{KEEP_TOGETHER}">{lead}{items[0]}</div>', items[1:]
     style = f' style="{KEEP_TOGETHER}"' if together else ""
     display(HTML(f'<div class="labclip-section"{style}>{lead}{"".join(items)}</div>'))
+
+
+def _short_table(item: str) -> bool:
+    return "<table" in item and item.count("<tr") <= SHORT_TABLE
 
 
 def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
@@ -139,20 +145,36 @@ def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.Dat
     scores = run.compare(usable, k)
     note = (f"There is no {md(narrative.language_name(run.language))} version of: {', '.join(map(md, skipped))}."
             if skipped else "")
+    hits = {name: ranks(run.probabilities(zeroshot.load_templates(name, run.language)), run.data.truth) == 1
+            for name in scores["templates"]}
+    balanced = scores.assign(mean_per_class_recall=[stats.class_balanced(hits[name], run.data.truth)
+                                                    for name in scores["templates"]])
     keys = ["templates", "count", "acc1", f"acc{k}", "mean_per_class_recall"]
-    shown = pd.DataFrame({key: [format_metric(key, v, n) for v, n in zip(scores[key], scores["n"])]
+    shown = pd.DataFrame({key: [format_metric(key, v, n) for v, n in zip(balanced[key], scores["n"])]
                           for key in dict.fromkeys(keys)})
+    note = " ".join(filter(None, [note, f"{len(run.data.paths)} images; 95% intervals in brackets: Wilson score "
+                                  f"for accuracies; {_per_class_interval(balanced['mean_per_class_recall'].iloc[0])}."]))
     if len(scores) > 1:
         first, last = scores["templates"].iloc[0], scores["templates"].iloc[-1]
-        hits = [ranks(run.probabilities(zeroshot.load_templates(name, run.language)), run.data.truth) == 1
-                for name in (first, last)]
-        note = " ".join(filter(None, [note, narrative.paired(*hits, f"{md(first)}", f"{md(last)}", "top-1 accuracy")]))
+        note = " ".join([note, narrative.paired(hits[first], hits[last], f"{md(first)}", f"{md(last)}",
+                                                "top-1 accuracy")])
     section("Prompt engineering: single template vs ensembles", note, table(_labelled(shown)))
     best = scores.sort_values("acc1", ascending=False, kind="stable").iloc[0]["templates"]
     probs = run.probabilities(zeroshot.load_templates(best, run.language))
     section(f"Confusion matrix ({best})", "", png(plots.confusion_heatmap(
         confusion(probs, run.data.truth, run.data.classes))), together=True)
     return scores
+
+
+def _per_class_interval(e: stats.Estimate) -> str:
+    """How the mean per-class recall's interval was made, in words."""
+    if e.method == "wilson":
+        return ("every class has the same number of images, so the mean per-class recall equals the top-1 "
+                "accuracy and carries its Wilson interval")
+    how = ("resampled within each class so that every class keeps its count" if e.method == "stratified bootstrap"
+           else f"resampled all together, since a class has fewer than {stats.MIN_STRATUM} images (resampling "
+                "within so small a class would hardly move it); each resample averages the classes it drew")
+    return f"for the mean per-class recall a seeded percentile bootstrap over images, {how}"
 
 
 def similarity_range(exp: Experiment, langs: Sequence[str]) -> tuple[float, float]:
@@ -345,7 +367,7 @@ def _shown(key: str, value: object) -> str:
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if key in ("name", "source", "image_source") and isinstance(value, str):
+    if key in ("name", "source", "image_source", "requested model", "model used") and isinstance(value, str):
         return narrative.model_name(value)
     if key in ("revision", "image_revision") and isinstance(value, str):
         return narrative.public_revision(value)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..atomic import write_text
 from ..config import (
     DEFAULT_CAPTIONS,
     DEFAULT_LABELS,
@@ -35,7 +36,9 @@ from ..config import (
 )
 from ..data import load_captions
 from ..errors import LabclipError
-from .experiment import load_model_or_demo
+from ..model import shown_model
+from ..precision import PRECISIONS, choose
+from .experiment import check_model_or_demo
 from .provenance import Timings, now, package_versions
 
 NOTEBOOKS = ("01_matching", "02_languages", "03_lab_report", "04_zeroshot")
@@ -43,7 +46,7 @@ SCALE_NOTEBOOK = "05_scale"  # run by `make report-scale DATASET=...`, not by de
 OPTIONAL_NOTEBOOKS = (SCALE_NOTEBOOK, "06_adapt")  # run on request (make report-scale, make report-adapt)
 KERNEL = "labclip"
 PARAMETERS = ("model", "captions", "image_dir", "languages", "top_k", "batch_size", "title", "strict",
-              "compare_models", "translator", "labels", "template_sets", "dataset", "reference")
+              "compare_models", "translator", "labels", "template_sets", "dataset", "reference", "precision")
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 PDF_TIMEOUT_S = 180
 KEEP_RUNS = 5
@@ -64,6 +67,8 @@ CHROMIUM_FLAGS = (
 )
 # Class that keeps a heading with the content that follows it (for display code that wraps both).
 KEEP_TOGETHER = "labclip-keep"
+# Class of a section's heading and lead paragraph (lab/present.py): kept whole and with the table or figure after it.
+LEAD = "labclip-lead"
 PRINT_CSS = f"""
 <style>
 @page {{
@@ -80,9 +85,12 @@ PRINT_CSS = f"""
   .jp-OutputArea-output, .jp-RenderedHTMLCommon {{ overflow: visible !important; }}
   .jp-OutputArea-child {{ display: block !important; overflow: visible !important; }}
   h1, h2, h3, h4 {{ break-after: avoid; }}
-  /* A heading with at most one paragraph stays with what follows, also across cells. */
+  /* A heading with its lead paragraph stays whole and with what follows (the first table rows, a figure), also
+     across cells. Chromium honours break-after: avoid by breaking inside the block instead, between the heading
+     and its sentence or inside the sentence, unless the block is also break-inside: avoid. */
+  .{LEAD} {{ break-inside: avoid; break-after: avoid; }}
   .jp-OutputArea-child:has(> .jp-RenderedMarkdown :is(h1, h2, h3, h4)):not(:has(table, img, ul, ol, p + p)) {{
-    break-after: avoid; }}
+    break-inside: avoid; break-after: avoid; }}
   .jp-Cell:has(.jp-OutputArea-child:last-child > .jp-RenderedMarkdown :is(h1, h2, h3, h4)):not(
     :has(.jp-OutputArea-child:last-child :is(table, img, ul, ol, p + p))) {{ break-after: avoid; }}
 }}
@@ -200,17 +208,18 @@ def check_out_dir(out_dir: Path) -> None:
 
 
 def check_inputs(params: dict, out_dir: Path, notebooks: Sequence[str], pdf: bool) -> None:
-    """Everything that can be checked before a model is loaded: captions, images, labels, output folder.
+    """Everything that can be checked before a model is loaded: precision, captions, images, labels, output folder.
 
     Raises:
         LabclipError: the first input that is wrong.
     """
     check_out_dir(out_dir)
+    choose(params.get("precision", "auto"))
     unknown = [n for n in notebooks if not (NOTEBOOKS_DIR / f"{n}.ipynb").is_file()]
     if unknown:
         raise LabclipError(f"notebook {NOTEBOOKS_DIR / unknown[0]}.ipynb not found; run from a labclip checkout "
                            "(or set LABCLIP_ROOT)")
-    if set(notebooks) - {"04_zeroshot"}:
+    if set(notebooks) - {"04_zeroshot", SCALE_NOTEBOOK}:  # the scale report checks its benchmark below
         load_captions(params.get("captions") or DEFAULT_CAPTIONS, params.get("image_dir"), params.get("languages"))
     if "04_zeroshot" in notebooks:
         from ..zeroshot import labelled_images
@@ -332,8 +341,9 @@ def build_reports(
     import papermill
 
     with timings.stage("check model"):
-        # The notebooks apply the same policy themselves, so each JSON records the requested model and the reason.
-        _, fallback = load_model_or_demo(params.get("model", DEFAULT_MODEL), bool(params.get("strict")))
+        # Decided from files and the hub's answer, without loading weights: each notebook loads the model
+        # once, through the same policy, so its JSON records the requested model and the reason.
+        fallback = check_model_or_demo(params.get("model", DEFAULT_MODEL), bool(params.get("strict")))
     kernel = ensure_kernel()
     run_id = new_run_id()
     (out_dir / RUNS).mkdir(parents=True, exist_ok=True)
@@ -388,6 +398,7 @@ def _run_notebook(papermill, name: str, params: dict, staging: Path, kernel: str
             detail = " ".join(str(err).split())[:200] or type(err).__name__
             raise LabclipError(f"notebook {name} stopped ({type(err).__name__}: {detail}); "
                                f"earlier reports in {out_dir} are unchanged") from None
+    _publishable(executed, source, nb_params, shown_path(out_dir / RUNS / run_id))
     stats = staging / f"{name}.json"
     if stats.is_file():
         cache = json.loads(stats.read_text(encoding="utf-8"))["provenance"]["model"]["cache"]
@@ -395,14 +406,38 @@ def _run_notebook(papermill, name: str, params: dict, staging: Path, kernel: str
 
 
 def _shown_params(params: dict) -> dict:
-    """Parameters as ``run.json`` records them: file and folder paths without the machine part."""
+    """Parameters as reports record them (``run.json``, the published notebooks): file, folder and model
+    paths without the machine part."""
     shown = dict(params)
-    for key in ("captions", "image_dir", "labels"):
+    for key in ("captions", "image_dir", "labels", "reference"):
         if shown.get(key):
             shown[key] = shown_path(shown[key])
-    if shown.get("model") and Path(shown["model"]).exists():
-        shown["model"] = shown_path(shown["model"])
+    if shown.get("dataset") and Path(shown["dataset"]).exists():
+        shown["dataset"] = shown_path(shown["dataset"])
+    for key in ("model", "translator"):
+        if shown.get(key):
+            shown[key] = shown_model(shown[key])
+    if shown.get("compare_models"):
+        shown["compare_models"] = [shown_model(m) for m in shown["compare_models"]]
     return shown
+
+
+def _publishable(executed: Path, source: Path, params: dict, shown_dir: str) -> None:
+    """Rewrite an executed notebook, atomically, as the HTML shows it: the injected parameters and
+    papermill's record of them name files without their machine paths (``output_dir`` as ``shown_dir``),
+    and stderr output (warnings naming library files) is dropped. The kernel ran with the real paths."""
+    import nbformat
+    from papermill.translators import translate_parameters
+
+    nb = nbformat.read(executed, as_version=4)
+    shown = {**_shown_params(params), "output_dir": shown_dir}
+    for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.source = translate_parameters(KERNEL, "python", shown, "Parameters")
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.get("outputs", []) if not (o.output_type == "stream" and o.name == "stderr")]
+    nb.metadata.papermill.update(parameters=shown, input_path=shown_path(source), output_path=executed.name)
+    write_text(executed, nbformat.writes(nb))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -421,6 +456,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, help=f"captions listed per image, the k of top-k accuracy ({nb}: 3)")
     p.add_argument("--batch-size", type=int, help="items per forward pass (default: the model's)")
     p.add_argument("--title", help=f"title of the lab report ({nb})")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="encoding precision: auto (bf16 where the hardware runs it faster: CUDA, AMX CPUs; else "
+                        f"fp32), fp32, bf16 or fp16 ({nb}: auto)")
     p.add_argument("--strict", action="store_true", default=None,
                    help="fail if the model can't be loaded (default: fall back to the demo model)")
     p.add_argument("--compare-models", nargs="+", metavar="MODEL",
@@ -472,7 +510,7 @@ def run(args: argparse.Namespace) -> int:
                "languages": args.langs, "top_k": args.top_k, "batch_size": args.batch_size, "title": args.title,
                "strict": args.strict, "compare_models": args.compare_models, "template_sets": args.template_sets,
                "translator": "" if args.translator == "none" else args.translator, "dataset": args.dataset,
-               "reference": args.reference}
+               "reference": args.reference, "precision": args.precision}
         params.update({k: v for k, v in cli.items() if v is not None})
         for key in ("captions", "image_dir", "labels", "reference"):
             if params.get(key):

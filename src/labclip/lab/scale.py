@@ -32,7 +32,7 @@ from ..metrics import RetrievalRanks, retrieval_ranks, similarity
 from ..model import ClipModel, describe
 from ..translate import Translator, translator_name
 from .experiment import load_model_or_demo
-from .narrative import banner_text, p_value
+from .narrative import banner_text, language_name, md, model_name, p_value
 from .provenance import Timings, machine, now, package_versions, sha256_file
 
 KS = (1, 5, 10)
@@ -108,7 +108,7 @@ class ScaleRun:
         is skipped and listed in :attr:`skipped`.
         """
         for label, model in self.models.items():
-            with self.timings.stage(f"encode images ({label})"):
+            with self.timings.stage(f"encode images ({model_name(label)})"):
                 images = model.encode_images(self.captions["path"], self.batch_size)
             for lang in self.languages:
                 captions, owner = flatten_captions(self.captions, lang)
@@ -123,7 +123,7 @@ class ScaleRun:
 
     def _result(self, label: str, model: ClipModel, images: np.ndarray, lang: str, strategy: str,
                 captions: list[str], owner: np.ndarray) -> Result:
-        with self.timings.stage(f"encode captions ({label}, {lang}, {strategy})"):
+        with self.timings.stage(f"encode captions ({model_name(label)}, {lang}, {strategy})"):
             texts = model.encode_texts(captions, self.batch_size)
         with self.timings.stage("metrics"):
             sim = similarity(images, texts, dtype=np.float32)
@@ -220,7 +220,7 @@ class ScaleRun:
 
 
 def _label(r: Result) -> str:
-    return f"{r.model} · {r.language} · {r.strategy}"
+    return f"{model_name(r.model)} · {r.language} · {r.strategy}"
 
 
 def resolve_dataset(dataset: str | os.PathLike, languages: Sequence[str] | None = None) -> pd.DataFrame:
@@ -248,7 +248,8 @@ def resolve_dataset(dataset: str | os.PathLike, languages: Sequence[str] | None 
 
 
 def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence[str] | None = None,
-          translator: str | None = None, batch_size: int | None = None, strict: bool = False) -> ScaleRun:
+          translator: str | None = None, batch_size: int | None = None, strict: bool = False,
+          precision: str = "auto") -> ScaleRun:
     """Load the benchmark and the models (the demo model stands in for one that can't be loaded unless ``strict``).
 
     Args:
@@ -260,6 +261,7 @@ def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence
         translator: translation model template for the ``translated`` strategy, ``None`` to skip it.
         batch_size: encoder batch size (``None``: the model's default).
         strict: fail when a model can't be loaded.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`labclip.load_model`).
 
     Raises:
         LabclipError: unknown dataset or language, no model, or an unloadable model in strict mode.
@@ -272,9 +274,9 @@ def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence
     langs = list(languages or table.attrs["languages"])
     loaded, requested, fallbacks, skipped = {}, {}, {}, []
     for i, name in enumerate(dict.fromkeys(models)):
-        with timings.stage(f"load model {name}"):
+        with timings.stage(f"load model {model_name(name)}"):
             try:
-                model, reason = load_model_or_demo(name, strict or i > 0)
+                model, reason = load_model_or_demo(name, strict or i > 0, precision=precision)
             except ModelUnavailable as err:
                 skipped.append(f"model {name}: {err}")
                 continue
@@ -284,6 +286,8 @@ def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence
 
 
 # ---- prose -------------------------------------------------------------------------------------------
+
+FACTORS = {"language": "Languages", "strategy": "Strategies", "model": "Models"}
 
 
 def significance(test: dict | pd.Series, alpha: float = ALPHA) -> str:
@@ -301,7 +305,7 @@ def _width(r: Result) -> float:
 
 
 def _images(n: int) -> str:
-    return f"{n} image{'s' * (n != 1)}"
+    return f"{n} image{'' if n == 1 else 's'}"
 
 
 def licence_text(run: ScaleRun) -> str:
@@ -318,13 +322,27 @@ def licence_text(run: ScaleRun) -> str:
 
 
 def summary_text(run: ScaleRun, tests: pd.DataFrame) -> str:
-    """The results in words, every number from this run."""
+    """The paired tests in words, per factor: every significant difference in a sentence with its p-value,
+    how many are not significant and their smallest p-value; then the interval widths of the reference set
+    beside the benchmark's. Every number comes from this run."""
     lines = []
-    for r in run.results:
-        e = r.estimates["t2i_acc1"]
-        lines.append(f"- {html.escape(_label(r))}: text→image R@1 {e:.1%} over {e.n} captions, image→text R@1 "
-                     f"{r.estimates['i2t_acc1']:.1%} over {r.estimates['i2t_acc1'].n} images.")
-    lines += [f"- {html.escape(significance(row))}" for _, row in tests.iterrows()]
+    for factor, name in FACTORS.items():
+        rows = tests[tests["factor"] == factor]
+        if len(rows) == 1:
+            lines.append(f"- {name}: {md(significance(rows.iloc[0]))}")
+            continue
+        if rows.empty:
+            continue
+        significant, rest = rows[rows["p_value"] < ALPHA], rows[rows["p_value"] >= ALPHA]
+        smallest = f"smallest {p_value(rest['p_value'].min())}" if not rest.empty else ""
+        if significant.empty:
+            lines.append(f"- {name}: none of the {len(rows)} differences is significant at {ALPHA:.0%} ({smallest}).")
+            continue
+        verb = "is" if len(significant) == 1 else "are"
+        others = f"; the other {len(rest)} {'is' if len(rest) == 1 else 'are'} not ({smallest})" if smallest else ""
+        lines.append(f"- {name}: {len(significant)} of {len(rows)} differences {verb} significant at "
+                     f"{ALPHA:.0%}{others}:")
+        lines += [f"    - {md(significance(row))}" for _, row in significant.iterrows()]
     if tests.empty:
         lines.append("- No paired comparison: one model, one language and no translation in this run.")
     if run.reference:
@@ -340,109 +358,134 @@ def summary_text(run: ScaleRun, tests: pd.DataFrame) -> str:
 # ---- display -----------------------------------------------------------------------------------------
 
 
+def _setup(r: Result) -> dict:
+    return {"Model": model_name(r.model), "Language": language_name(r.language), "Strategy": r.strategy}
+
+
 def title(run: ScaleRun, text: str) -> None:
     """Title, untrained-model banner, licence and the model/data line on the first page."""
-    from IPython.display import Markdown, display
+    from IPython.display import HTML, display
 
-    from .present import header
+    from .present import header, prose
 
     label, first = next(iter(run.models.items()))
     shown = SimpleNamespace(model=first, requested_model=run.requested[label], fallback_reason=run.fallbacks[label])
-    header(shown, text, f"{run.n_images} images · languages: {', '.join(run.languages)} · "
+    header(shown, text, f"{run.n_images} images · languages: {', '.join(map(language_name, run.languages))} · "
                         f"dataset: {run.dataset} · run started {run.started}")
+    notes = []
     for label, model in list(run.models.items())[1:]:
         if banner_text(model):
-            display(Markdown(f"**{html.escape(label)} is an untrained stand-in: its numbers mean nothing.**"))
-    for label, reason in run.fallbacks.items():
+            notes.append(f"**{md(model_name(label))} is an untrained stand-in: its numbers mean nothing.**")
+    for label, reason in list(run.fallbacks.items())[1:]:
         if reason:
-            display(Markdown(f"Requested model `{html.escape(run.requested[label])}` could not be loaded "
-                             f"({html.escape(reason)}); the untrained demo model stands in."))
-    for reason in run.skipped:
-        display(Markdown(f"Skipped: {html.escape(reason)}"))
-    display(Markdown(html.escape(licence_text(run))))
+            notes.append(f"Requested model {md(model_name(run.requested[label]))} could not be loaded "
+                         f"({md(reason)}); the untrained demo model stands in.")
+    notes += [f"Skipped: {md(reason)}" for reason in run.skipped]
+    notes.append(licence_text(run))
+    display(HTML(prose("\n\n".join(notes))))
 
 
 def results_table(run: ScaleRun) -> pd.DataFrame:
-    """Recall@1/5/10 in both directions with 95% intervals, one row per model, language and strategy."""
-    from IPython.display import HTML, Markdown, display
+    """Recall@1/5/10 with 95% intervals, one table per direction, one row per model, language and strategy."""
+    from .present import KEEP_TOGETHER, section, table
 
-    table = run.table()
-    table["shown"] = [f"{row.recall:.1%} [{row.low:.1%}, {row.high:.1%}]" for row in table.itertuples()]
-    wide = table.pivot_table(index=["model", "language", "strategy"], columns=["direction", "k"], values="shown",
-                             aggfunc="first", sort=False)
-    wide.columns = [f"{DIRECTIONS[d]} R@{k}" for d, k in wide.columns]
-    display(Markdown(f"## Recall@1/5/10 with 95% intervals\n\n{run.n_images} images. Intervals: Wilson score for "
-                     "one observation per image, percentile bootstrap over images (seeded) for several captions "
-                     "per image."))
-    display(HTML(wide.reset_index().to_html(index=False, escape=True)))
-    return table
+    frame = run.table()
+    tables = []
+    for d, name in DIRECTIONS.items():
+        rows = [{**_setup(r), **{f"R@{k}": format(r.estimates[f"{d}_acc{k}"], ".1%") for k in KS}}
+                for r in run.results]
+        n = {r.estimates[f"{d}_acc1"].n for r in run.results}
+        unit = "images" if d == "i2t" else "captions"
+        counted = f"{n.pop()} {unit}" if len(n) == 1 else f"{min(n)}–{max(n)} {unit}"
+        tables.append(f'<div style="{KEEP_TOGETHER}"><h3>{html.escape(name.capitalize())} ({counted})</h3>'
+                      f"{table(pd.DataFrame(rows))}</div>")
+    methods = "Wilson score (one observation per image)"
+    if any(e.method != "wilson" for r in run.results for e in r.estimates.values() if e.hits is not None):
+        methods += " or percentile bootstrap over images, seeded (several captions per image)"
+    section("Recall@1/5/10 with 95% intervals",
+            f"{run.n_images} images. Recall@k: the share of queries whose right answer is among the first k. "
+            f"Intervals: {methods}.", *tables)
+    return frame
 
 
 def reference_beside(run: ScaleRun) -> None:
     """The small bundled set's result beside the benchmark's, same model and language."""
-    from IPython.display import HTML, Markdown, display
+    from .present import section, table
 
     rows = []
     bench = {(r.model, r.language): r for r in run.results if r.strategy == "direct"}
     for ref in run.reference:
         big = bench.get((ref.model, ref.language))
         for d in DIRECTIONS:
-            row = {"model": ref.model, "language": ref.language, "direction": DIRECTIONS[d],
-                   f"{run.reference_source} ({len(ref.ranks.i2t)} images)": f"{ref.estimates[f'{d}_acc1']:.1%}"}
+            row = {"Model": model_name(ref.model), "Language": language_name(ref.language), "Direction": DIRECTIONS[d],
+                   f"{run.reference_source} ({len(ref.ranks.i2t)} images)": format(ref.estimates[f"{d}_acc1"], ".1%")}
             if big is not None:
-                row[f"{run.dataset} ({run.n_images} images)"] = f"{big.estimates[f'{d}_acc1']:.1%}"
+                row[f"{run.dataset} ({run.n_images} images)"] = format(big.estimates[f"{d}_acc1"], ".1%")
             rows.append(row)
     n = len(run.reference[0].ranks.i2t) if run.reference else 0
-    display(Markdown("## The small reference set beside the benchmark\n\nRecall@1 with 95% intervals"
-                     + (f": with {n} images one image moves the figure by {100 / n:.0f} percentage points, with "
-                        f"{run.n_images} by {100 / run.n_images:.2g}." if n else ".")))
-    if rows:
-        display(HTML(pd.DataFrame(rows).to_html(index=False, escape=True)))
-    else:
-        display(Markdown("The reference set shares no language with this run; nothing to place beside it."))
+    heading = "The small reference set beside the benchmark"
+    if not rows:
+        section(heading, "The reference set shares no language with this run; nothing to place beside it.")
+        return
+    section(heading, f"Recall@1 with 95% intervals: with {n} images one image moves the figure by {100 / n:.0f} "
+                     f"percentage points, with {run.n_images} by {100 / run.n_images:.2g}.", table(pd.DataFrame(rows)))
 
 
 def tests_section(run: ScaleRun) -> pd.DataFrame:
-    """Paired tests as a table and as sentences."""
-    from IPython.display import HTML, Markdown, display
+    """Paired tests, one table per factor (languages, strategies, models), and what they say in words."""
+    from .present import KEEP_TOGETHER, section, table
 
     tests = run.paired_tests()
-    display(Markdown("## Paired tests on the same images\n\nExact McNemar test on per-image hits at Recall@1; "
-                     f"significant means p < {ALPHA:.0%}."))
-    if not tests.empty:
-        shown = tests.assign(p_value=tests.p_value.map(p_value), recall_a=tests.recall_a.map("{:.1%}".format),
-                             recall_b=tests.recall_b.map("{:.1%}".format),
-                             direction=tests.direction.map(DIRECTIONS))
-        display(HTML(shown.to_html(index=False, escape=True)))
-    display(Markdown(summary_text(run, tests)))
+    tables = []
+    for factor, name in FACTORS.items():
+        rows = tests[tests["factor"] == factor]
+        if rows.empty:
+            continue
+        shown = pd.DataFrame({
+            "First": rows["a"], "Second": rows["b"],
+            "R@1, first": [format(e, ".1%") for e in rows["recall_a"]],
+            "R@1, second": [format(e, ".1%") for e in rows["recall_b"]],
+            "Only first right": rows["only_a"].astype(str),
+            "Only second right": rows["only_b"].astype(str),
+            "p": [p_value(p).replace(" ", "\u00a0") for p in rows["p_value"]],
+            f"Significant at {ALPHA:.0%}": rows["significant"].map({True: "yes", False: "no"}),
+        })
+        tables.append(f'<div style="{KEEP_TOGETHER}"><h3>{name}</h3>{table(shown)}</div>')
+    directions = sorted({DIRECTIONS[d] for d in tests["direction"]})
+    lead = (f"Exact McNemar test on the per-image hits at Recall@1 ({' and '.join(directions) or 'text→image'}; "
+            "image→text where a result has several captions per image), each pair on the same "
+            f"{run.n_images} images; significant means p < {ALPHA:.0%}. Rows read model · language · strategy; "
+            "\"only first right\" counts the images right with the first and wrong with the second.")
+    section("Paired tests on the same images", lead, *tables)
+    section(None, summary_text(run, tests))
     return tests
 
 
 def recall_plot(run: ScaleRun) -> None:
-    """Recall@1/5/10 text→image per model, language and strategy, with 95% error bars."""
-    from IPython.display import HTML, display
+    """Recall@1/5/10 per model, language and strategy in both directions, with 95% error bars."""
     from matplotlib.figure import Figure
 
-    from .present import png
+    from .present import png, section
 
-    table = run.table()
-    fig = Figure(figsize=(8, 3.2 + 0.2 * len(run.results)))
+    labels = [" · ".join(_setup(r).values()) for r in run.results]
+    fig = Figure(figsize=(8, 1.6 + 0.32 * len(run.results)))
     axes = fig.subplots(1, 2, sharey=True)
-    for ax, d in zip(axes, DIRECTIONS):
-        sub = table[table.direction == d]
-        labels = sub.drop_duplicates(["model", "language", "strategy"])[["model", "language", "strategy"]]
-        y = np.arange(len(labels))
+    y = np.arange(len(run.results))[::-1]
+    for ax, (d, name) in zip(axes, DIRECTIONS.items()):
         for i, k in enumerate(KS):
-            rows = sub[sub.k == k]
-            ax.errorbar(rows.recall * 100, y + (i - 1) * 0.2, xerr=[(rows.recall - rows.low) * 100,
-                        (rows.high - rows.recall) * 100], fmt="o", capsize=3, label=f"R@{k}")
-        ax.set_yticks(y, [f"{m} · {lang} · {s}" for m, lang, s in labels.itertuples(index=False)])
+            e = [r.estimates[f"{d}_acc{k}"] for r in run.results]
+            value = np.array([x.value for x in e]) * 100
+            ax.errorbar(value, y + (1 - i) * 0.25, xerr=[value - [x.low * 100 for x in e],
+                        [x.high * 100 for x in e] - value], fmt="o", markersize=4, capsize=2, label=f"R@{k}")
+        ax.set_yticks(y, [_plain(label) for label in labels], fontsize=8)
         ax.set_xlim(0, 100)
-        ax.set_xlabel(f"{DIRECTIONS[d]} recall (%), 95% interval")
+        ax.set_title(name.capitalize(), fontsize=10)
+        ax.set_xlabel("recall (%)")
         ax.grid(axis="x", alpha=0.3)
-    axes[0].legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    display(HTML(png(fig)))
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(KS), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.1 if len(run.results) < 4 else 0.06, 1, 1))
+    section("Recall at a glance", "Points: Recall@1, @5 and @10; bars: their 95% intervals.", png(fig))
 
 
 def hardest(ranks: np.ndarray, limit: int = HARDEST) -> np.ndarray:
@@ -495,33 +538,33 @@ def _plain(text: str) -> str:
 
 def heatmap(run: ScaleRun, limit: int = HEATMAP_LIMIT) -> None:
     """Similarity heatmap of the first model and language; above ``limit`` images, the hardest images only."""
-    from IPython.display import HTML, Markdown, display
-
-    from .present import png
+    from .present import png, section
 
     if run._heat is None:
         raise LabclipError("run.evaluate() first: the heatmap shows its first model and language")
     label, lang, sim, owner, captions, ranks = run._heat
     fig, note = heatmap_figure(sim, owner, ranks, run.captions["image"], captions, limit)
-    display(Markdown(f"## Similarity heatmap ({html.escape(label)}, {lang})\n\n{html.escape(note)}"))
-    display(HTML(png(fig)))
+    section(f"Similarity heatmap ({model_name(label)}, {language_name(lang)} captions)", md(note), png(fig))
 
 
 def published(run: ScaleRun) -> None:
     """Published figures for the same question, in a marked box with their source; not measured here."""
     from IPython.display import HTML, display
 
-    rows = "".join(f"<tr><td>{html.escape(m)}</td><td>{lang}</td><td>{v:.1f}%</td></tr>" for m, lang, v in PUBLISHED)
+    rows = "".join(f"<tr><td>{html.escape(m)}</td><td>{language_name(lang)}</td><td>{v:.1f}%</td></tr>"
+                   for m, lang, v in PUBLISHED)
     display(HTML(
-        '<div class="labclip-published" style="border:2px dashed #555;padding:8px 12px;margin:10px 0">'
+        '<div class="labclip-published" style="border:2px dashed #555;padding:8px 12px;margin:10px 0;'
+        'break-inside:avoid">'
         "<strong>Published results (not measured here)</strong><br>XTD10, text→image Recall@1, 1,000 images. "
-        f"Source: {html.escape(PUBLISHED_SOURCE)}.<table><tr><th>model</th><th>language</th><th>R@1</th></tr>"
-        f"{rows}</table></div>"))
+        f"Source: {html.escape(PUBLISHED_SOURCE)}.<table><tr><th>Model</th><th>Language</th>"
+        f"<th>Text→image R@1</th></tr>{rows}</table></div>"))
 
 
 def save(run: ScaleRun, output_dir: str | os.PathLike | None, name: str = "05_scale") -> dict:
-    """Write the recall table, the paired tests and provenance as one JSON (atomically); return it."""
-    from IPython.display import Markdown, display
+    """Write the recall table, the paired tests and provenance as one JSON (atomically), show the provenance
+    table, and return the record."""
+    from .present import _provenance_table
 
     record = {"provenance": run.provenance(), "results": run.table().to_dict("records"),
               "paired_tests": [{k: v.to_dict() if isinstance(v, stats.Estimate) else v for k, v in row.items()}
@@ -531,8 +574,18 @@ def save(run: ScaleRun, output_dir: str | os.PathLike | None, name: str = "05_sc
     if output_dir:
         write_text(Path(output_dir) / f"{name}.json", json.dumps(record, indent=2, ensure_ascii=False, default=str))
     prov = record["provenance"]
-    models = "; ".join(f"{m['requested']} → {m['used'].get('name')}" for m in prov["models"])
-    display(Markdown(f"## Provenance\n\nModels (requested → used): {html.escape(models)}. Captions sha256 "
-                     f"`{prov['captions_sha256'][:16]}…`. Started {prov['started']}."))
+    rows = []
+    for m in prov["models"]:
+        rows.append(("model requested → used (precision: why)",
+                     f"{model_name(m['requested'])} → {model_name(m['used']['name'])} "
+                     f"({m['used'].get('precision')}: {m['used'].get('precision_reason')})"))
+        if m["fallback_reason"]:
+            rows.append(("why another model", m["fallback_reason"]))
+    bench = prov["benchmark"]
+    rows += [("dataset", prov["dataset"]), ("benchmark", bench["name"] if bench else "—"),
+             ("captions sha256", prov["captions_sha256"]), ("images", prov["images"]),
+             ("languages", ", ".join(prov["languages"])), ("translator", model_name(prov["translator"] or "—")),
+             ("reference set", run.reference_source or "—"), ("started", prov["started"])]
+    rows += [("skipped", reason) for reason in prov["skipped"]]
+    _provenance_table(rows, prov)
     return record
-
