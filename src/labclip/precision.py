@@ -76,7 +76,7 @@ def choose(requested: str = "auto", device: str = "cpu", capabilities: Mapping[s
         return Precision("bf16", requested, "CPU has AMX-BF16 tiles: bf16 matmul measured 6.6× fp32 on such a CPU")
     if caps.get("avx512_bf16"):
         return Precision("fp32", requested, "CPU has AVX-512-BF16 but no AMX-BF16 tiles: bf16 measured slower than "
-                                            "fp32 on such a CPU (matmul about 0.5×, ViT-B/32 about 0.6×)")
+                                            "fp32 on such a CPU (matmul about 0.5×, ViT-B/32 0.6–0.7×)")
     return Precision("fp32", requested, "CPU without bf16 matrix units (no AMX-BF16)")
 
 
