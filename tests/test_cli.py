@@ -278,6 +278,11 @@ def test_missing_image_is_reported_before_any_model_is_loaded(capsys, tmp_path):
     code, out, err = run(capsys, "classify", tmp_path / "cat.png", tmp_path / "gone.png", "--labels", "a,b",
                          "--model", NEVER_LOADED)
     assert_user_error(code, out, err, "1 image not found", "gone.png")
+    (tmp_path / "broken.png").write_text("not an image")
+    code, out, err = run(capsys, "classify", tmp_path / "cat.png", tmp_path / "broken.png", "--labels", "a,b",
+                         "--model", NEVER_LOADED)
+    assert_user_error(code, out, err, "broken.png: not an image file")
+    assert "could not load" not in err
 
 
 # --- classify, search, eval ---------------------------------------------------------------------------------

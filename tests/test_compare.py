@@ -78,3 +78,6 @@ def test_without_english_there_is_no_gap_and_the_prose_says_so(tiny_model_dir, t
     assert "no English reference" in text and "nan" not in text.lower()
     with_english = compare(captions, ["en", "ru"], [str(tiny_model_dir)], translator=None)
     assert "behind English" in comparison(with_english) or "ahead of English" in comparison(with_english)
+    # The bullet gives the accuracy as every other sentence does: k/n (rate [interval]).
+    n, hits = len(captions), int(table.attrs["i2t_hits1"][0].sum())
+    assert f"image→text top-1 {hits}/{n} ({100 * hits / n:.1f}% [" in text

@@ -351,6 +351,13 @@ def test_report_json_and_title_carry_request_and_reason(offline_hub, tmp_path, m
     page = next(p for p in published if p.suffix == ".html").read_text(encoding="utf-8")
     assert re.search(r"Requested model: (<code>)?openai/clip-vit-base-patch16-not-cached", page)
     assert "could not be loaded" in page
+    # The demo model already stands in: neither the JSON nor the page advises using it, and the page names
+    # the failure once ("could not be loaded: 'X' is not in the local cache", not "...: could not load model 'X': ...").
+    assert "'demo' model" not in prov["fallback_reason"] and "'demo' model" not in page
+    assert "or pass a local model directory" in prov["fallback_reason"]
+    assert "could not be loaded: could not load" not in page
+    assert re.search(f"could not be loaded: (&#x27;|&#39;|'){missing}(&#x27;|&#39;|') is not in the local Hugging Face "
+                     "cache", page)
 
 
 def test_default_comparison_runs_on_the_replicas(offline_hub):
@@ -387,3 +394,11 @@ def test_siglip_report_probabilities_are_per_pair_sigmoids(offline_hub):
         i, j = m.images.index(row.image), m.captions.index(row.caption)
         assert row.probability == pytest.approx(expected[i, j], rel=1e-9)
     assert not np.allclose(m.topk.groupby("image").probability.sum(), 1.0)
+
+
+def test_load_failure_without_the_demo_advice_where_the_demo_model_already_stands_in():
+    line = hub.load_failure("m/x", "m/x", hub.ModelUnavailable("'m/x' is not in the local Hugging Face cache"))
+    assert line.endswith("pass a local model directory, or use the untrained 'demo' model")
+    assert hub.without_demo_hint(line) == ("could not load model 'm/x': 'm/x' is not in the local Hugging Face cache; "
+                                           "connect to the network, put a downloaded copy in the Hugging Face cache "
+                                           "(HF_HOME), or pass a local model directory")

@@ -155,3 +155,29 @@ def test_metric_table_has_no_raw_keys_or_python_values():
     for raw in ("i2t_acc1", "i2t_hits1", "margin_min", "None", "False", "nan", "-0.000"):
         assert raw not in cells, raw
     assert frame.loc["Image→text top-1", "English"] .startswith(f"{m.i2t.hits1}/3 ({100 * m.i2t.acc1:.1f}% [")
+
+
+def test_prose_reads_naturally_for_one_and_several_languages(german, tiny_model):
+    from labclip.lab.narrative import _names
+
+    assert _names(["en"]) == "English" and _names(["en", "ru"]) == "English and Russian"
+    assert _names(["de", "fr", "es"]) == "German, French and Spanish"
+    exp = Experiment(model=tiny_model, captions=german)
+    assert "in German using" in abstract(exp, ["de"])
+    said = discussion(exp, ["de"])
+    assert tiny_model.untrained and "random weights" in said and "between languages" not in said
+    data = next(line for line in method(exp).splitlines() if line.startswith("- **Data.**"))
+    assert "…." not in data and data.count("…") == 2
+
+
+def test_demo_model_is_named_as_such_in_the_abstract_and_fallback_named_once(german):
+    from labclip.lab.narrative import fallback_note
+
+    exp = Experiment(model=load_model("demo"), captions=german, requested_model="openai/clip-vit-base-patch32")
+    assert "using **labclip's untrained demo model**" in abstract(exp, ["de"])
+    reason = ("could not load model 'ViT-B/32' (openai/clip-vit-base-patch32): 'openai/clip-vit-base-patch32' is not "
+              "in the local Hugging Face cache and the hub cannot be reached; connect to the network")
+    note = fallback_note("ViT-B/32", reason)
+    assert note == ("The requested model ViT-B/32 could not be loaded: 'openai/clip-vit-base-patch32' is not in the "
+                    "local Hugging Face cache and the hub cannot be reached; connect to the network.")
+    assert fallback_note("m", "something else broke.") == "The requested model m could not be loaded: something else broke."

@@ -3,6 +3,7 @@
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.image import AxesImage
 from PIL import Image
@@ -101,3 +102,29 @@ def test_each_heading_is_in_the_same_output_as_its_content(shown):
     for html in outputs:
         if re.search(r"<h[23]>(Similarity matrix|Top-3 captions|Metrics by language|Tokens per caption)", html):
             assert "<table" in html or "<img" in html, html[:200]
+
+
+def test_label_bars_say_what_the_bars_are_and_charts_share_one_width():
+    table = pd.DataFrame({"image": ["a.png"] * 2 + ["b.png"] * 2, "rank": [1, 2] * 2,
+                          "label": ["cat", "dog", "car", "cat"], "probability": [0.7, 0.3, 0.9, 0.1]})
+    fig = plots.label_bars(table, [Image.new("RGB", (8, 8))] * 2)
+    assert "probability" in fig.get_supxlabel()
+    bars = [ax for ax in fig.axes if ax.axison and ax.patches]
+    assert len(bars) == 2 and all(ax.get_xlim() == (0, 1) for ax in bars)
+    # One page width for the bar charts, so their labels print at the same size.
+    rows = pd.DataFrame({"model": ["demo"], "strategy": ["raw"], "language": ["es"], "i2t_acc1": [0.5]})
+    accuracy = pd.DataFrame({"en": [0.5, 0.6, 0.4, 0.7]}, index=["i2t_acc1", "i2t_acc3", "t2i_acc1", "t2i_acc3"])
+    widths = {plots.comparison_bars(rows, n=6).get_figwidth(), plots.accuracy_bars(accuracy, k=3, n=6).get_figwidth()}
+    assert widths == {8.0}
+
+
+def test_provenance_items_read_as_words(tiny_model, monkeypatch):
+    exp = Experiment(model=tiny_model, captions=load_captions(DEFAULT_CAPTIONS))
+    exp.matching("en")
+    outputs = []
+    monkeypatch.setattr(present, "display", lambda obj: outputs.append(obj.data))
+    present.provenance(exp)
+    items = re.findall(r"<td[^>]*>(model|machine|top)[^<]*</td>", outputs[-1])
+    shown = set(re.findall(r"<td[^>]*>((?:model: |machine: )?[a-z][^<]*)</td>", outputs[-1]))
+    assert items and {"top-k", "machine: memory (GiB)", "machine: CPUs", "model: embedding dimensions"} <= shown
+    assert not {"top k", "machine: memory gib", "machine: cpus"} & shown

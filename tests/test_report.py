@@ -234,3 +234,23 @@ def test_a_heading_and_its_sentence_never_end_a_page_without_their_table(tmp_pat
         where = {marker: next(i for i, p in enumerate(pages) if marker in p)
                  for marker in ("Metrics by language", "end of sentence", "row 00", last)}
         assert len(set(where.values())) == 1, (filler, where)
+
+
+def test_zeroshot_templates_in_the_first_language_are_checked_before_any_notebook(tmp_path, capsys):
+    """A language without prompt templates fails in one line before any notebook runs, not after three."""
+    from labclip.cli import main
+    from labclip.config import IMAGES_DIR
+
+    rows = [(IMAGES_DIR / name, caption) for name, caption in (("cat.png", "un gato"), ("coffee.png", "un café"))]
+    captions, labels = tmp_path / "leyendas.csv", tmp_path / "etiquetas.csv"
+    captions.write_text("image,es\n" + "".join(f"{p},{c}\n" for p, c in rows), encoding="utf-8")
+    labels.write_text("image,es\n" + "".join(f"{p},{c.split()[1]}\n" for p, c in rows), encoding="utf-8")
+    out = tmp_path / "o"
+    base = ["report", "--captions", str(captions), "--labels", str(labels), "--out", str(out), "--no-pdf"]
+    assert main([*base, "--langs", "es"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("labclip: error: 04_zeroshot: template set")
+    assert "'es'" in err[0] and "--notebooks 01_matching 02_languages 03_lab_report" in err[0]
+    assert main([*base, "--langs", "es", "--templates", "nosuchset"]) == 2
+    assert "unknown template set 'nosuchset'" in capsys.readouterr().err
+    assert not out.exists()

@@ -102,6 +102,7 @@ def test_ctrl_c_exits_130_in_one_line_and_leaves_nothing(tmp_path):
     assert not alive, "the kernel outlived the interrupted run"
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # a publisher that crashes fails
 def test_concurrent_publishing_never_mixes_runs(tmp_path):
     out = tmp_path / "out"
     (out / "runs").mkdir(parents=True)

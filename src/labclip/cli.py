@@ -338,10 +338,15 @@ def _folder_images(folder: Path) -> list[Path]:
 
 
 def _check_files(paths: Sequence[Path]) -> None:
+    """Every image exists and decodes, before any model is loaded."""
+    from .images import load_image
+
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
         raise LabclipError(f"{_count(len(missing), 'image')} not found: {', '.join(missing[:5])}"
                            + (" ..." if len(missing) > 5 else ""))
+    for path in paths:
+        load_image(path)
 
 
 def _check_out(out: Path | None, suffixes: Sequence[str] = (".csv", ".json")) -> None:
@@ -686,7 +691,7 @@ def cmd_eval(args) -> None:
 
 def _compare_models(args, records: list[dict], skipped: list[str]) -> Iterator:
     """Load each of ``--models`` when :func:`labclip.compare.compare` asks for it (one in memory at a time)."""
-    from .hub import ModelUnavailable
+    from .hub import ModelUnavailable, without_demo_hint
     from .lab.experiment import load_model_or_demo
     from .registry import default_models
 
@@ -694,7 +699,7 @@ def _compare_models(args, records: list[dict], skipped: list[str]) -> Iterator:
         try:
             model, fallback = load_model_or_demo(name, args.strict or n > 0, args.device, args.precision)
         except ModelUnavailable as err:  # not cached, hub unreachable; "not found" and missing paths are errors
-            skipped.append(f"model {name}: {_name_demo_flag(err) if n == 0 else err}")
+            skipped.append(f"model {name}: {_name_demo_flag(err) if n == 0 else without_demo_hint(str(err))}")
             continue
         records.append(model_record(model, name, fallback))
         yield _configure(model, args)

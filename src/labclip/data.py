@@ -145,8 +145,8 @@ def load_captions(
     found = [c for c in table.columns if c not in ("image", *NOT_LANGUAGES) and LANGUAGE_TAG.fullmatch(c)]
     missing_langs = [lang for lang in (languages or []) if lang not in table.columns]
     if missing_langs:
-        raise LabclipError(f"{path}: unknown language {', '.join(map(repr, missing_langs))}; "
-                           f"the file has: {', '.join(found) or 'no language column'}")
+        has = ", ".join(found) or f"no language column (columns found: {', '.join(table.columns)})"
+        raise LabclipError(f"{path}: unknown language {', '.join(map(repr, missing_langs))}; the file has: {has}")
     langs = list(languages) if languages else found
     if not langs:
         raise LabclipError(f"{path}: no language column; add one caption column per language named by its code, "
@@ -268,7 +268,7 @@ def _row_problems(table: Table, files: list[Path], langs: list[str], check_image
                 try:
                     load_image(file)
                 except LabclipError as err:
-                    problems.append(f"row {line}: {err}")
+                    problems.append(f"row {line}: image '{name}': {str(err).removeprefix(f'{file}: ')}")
         for lang in langs:
             cell = row[lang]
             if not cell or (isinstance(cell, list) and not all(cell)):

@@ -216,6 +216,10 @@ def load_weights(folder: Path, names: Sequence[str] = WEIGHT_FILES) -> dict:
     raise LabclipError(f"{folder}: no weights file ({' or '.join(names)})")
 
 
+DEMO_HINT = "pass a local model directory, or use the untrained 'demo' model"
+NO_DEMO_HINT = "or pass a local model directory"
+
+
 def load_failure(name: str, source: str, err: Exception, what: str = "model", demo: bool = True) -> str:
     """One line: what could not be loaded, why, and the ways out."""
     if isinstance(err, ModelUnavailable):
@@ -230,6 +234,11 @@ def load_failure(name: str, source: str, err: Exception, what: str = "model", de
         hint = "check that the directory holds config.json, weights and tokenizer files saved with save_pretrained"
     else:
         hint = "connect to the network, put a downloaded copy in the Hugging Face cache (HF_HOME), " + (
-            "pass a local model directory, or use the untrained 'demo' model" if demo
-            else "or pass a local model directory")
+            DEMO_HINT if demo else NO_DEMO_HINT)
     return f"could not load {what} {tried}: {reason}; {hint}"
+
+
+def without_demo_hint(message: str) -> str:
+    """A :func:`load_failure` line without its advice to use the demo model, for where the demo model
+    already stands in (reports, their JSON) or where it cannot (a comparison's further models)."""
+    return message.replace(DEMO_HINT, NO_DEMO_HINT)

@@ -13,7 +13,7 @@ import pandas as pd
 from ..atomic import write_text
 from ..data import CaptionSet
 from ..errors import LabclipError
-from ..hub import ModelUnavailable
+from ..hub import ModelUnavailable, without_demo_hint
 from ..metrics import MatchMetrics, accuracy_keys, correct_ranks
 from ..model import ClipModel
 from ..registry import default_models
@@ -61,7 +61,7 @@ def compare(
             model, fallback = (name, None) if isinstance(name, ClipModel) else \
                 load_model_or_demo(name, strict or n > 0, precision=precision)
         except ModelUnavailable as err:
-            skipped.append(f"model {name}: {err}")
+            skipped.append(f"model {name}: {without_demo_hint(str(err))}")
             print(f"labclip: skipping {name}: {err}", file=sys.stderr)
             continue
         exp = Experiment(model=model, captions=captions, top_k=top_k)

@@ -21,7 +21,7 @@ from ..atomic import write_text
 from ..config import DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL, shown_path
 from ..data import CaptionSet, load_captions
 from ..errors import LabclipError
-from ..hub import ModelUnavailable
+from ..hub import ModelUnavailable, without_demo_hint
 from ..metrics import MatchMetrics, ZeroShotMetrics, match_metrics, similarity, zeroshot_metrics
 from ..model import ClipModel, check_model, describe, load_model, shown_model
 from ..zeroshot import LabelledImages, class_embeddings, labelled_images, load_templates, probabilities
@@ -254,9 +254,10 @@ def _fallback(name: str, strict: bool, err: ModelUnavailable) -> str:
     on stderr; re-raise ``err`` in strict mode, for the demo model itself and for a model with an adapter."""
     if strict or name == DEMO_MODEL or split_adapter(name)[1] is not None:
         raise err
-    print(f"labclip: {err} -- using the untrained demo model instead (strict mode turns this into an error)",
+    reason = without_demo_hint(str(err))
+    print(f"labclip: {reason} -- using the untrained demo model instead (strict mode turns this into an error)",
           file=sys.stderr)
-    return str(err)
+    return reason
 
 
 def start(

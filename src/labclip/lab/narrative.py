@@ -196,6 +196,13 @@ def banner_text(model: ClipModel) -> str | None:
             "for meaningful results.")
 
 
+def fallback_note(requested: str, reason: str) -> str:
+    """Why the demo model stands in, as plain text naming the requested model once (the stored reason
+    starts with "could not load model '<name>': ", which the sentence already says)."""
+    why = re.sub(r"^could not load model '[^']*'(?: \([^)]*\))?: ", "", " ".join(reason.split()))
+    return f"The requested model {model_name(requested)} could not be loaded: {why.rstrip('.')}."
+
+
 def gap(reference: float, other: float) -> dict[str, str]:
     """A gap between two accuracies in the three forms people quote.
 
@@ -217,14 +224,17 @@ def _direction_summary(m: Matching) -> str:
 
 
 def _names(languages: Iterable[str]) -> str:
-    return ", ".join(md(language_name(lang)) for lang in languages)
+    """``English``, ``English and Russian``, ``German, French and Spanish``."""
+    names = [md(language_name(lang)) for lang in languages]
+    return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]])) if names else ""
 
 
 def abstract(exp: Experiment, languages: list[str]) -> str:
     first = exp.matching(languages[0])
+    used = "labclip's untrained demo model" if exp.model.is_demo else md(model_name(exp.model.name))
     lines = [
         f"We matched **{first.metrics.n} images** with one caption each in {_names(languages)} using "
-        f"**{md(model_name(exp.model.name))}** and cosine similarity of CLIP embeddings, in both retrieval directions."
+        f"**{used}** and cosine similarity of CLIP embeddings, in both retrieval directions."
     ]
     for lang in languages:
         lines.append(f"With {md(language_name(lang))} captions: {_direction_summary(exp.matching(lang))}.")
@@ -257,7 +267,7 @@ def method(exp: Experiment) -> str:
         "when files are read.",
         f"- **Text preprocessing.** {text_processing(model)}",
         f"- **Data.** {prov['images']} images and the caption file {md(public_path(prov['captions_file']))} "
-        f"(sha256 {prov['captions_sha256'][:12]}…); images hash {prov['images_sha256'][:12]}…. "
+        f"(sha256 {prov['captions_sha256'][:12]}…; images hash {prov['images_sha256'][:12]}…). "
         "Caption *i* describes image *i*.",
         "- **Scoring.** Both embeddings are L2-normalised and compared by cosine similarity. Image→text accuracy asks "
         "whether an image's own caption scores highest among all captions; text→image asks the reverse. A tie with "
@@ -322,8 +332,9 @@ def _script_note(texts: Iterable[str]) -> str:
 def discussion(exp: Experiment, languages: list[str]) -> str:
     parts = []
     if exp.model.untrained:
-        parts.append("The model behind these numbers has random weights, so any difference between languages or "
-                     "captions is noise.")
+        parts.append("The model behind these numbers has random weights, so "
+                     + ("any difference between languages or captions is noise." if len(languages) > 1 else
+                        "which captions it matches says nothing about the captions or the images."))
     if len(languages) > 1:
         a, b = languages[0], languages[1]
         ma, mb = exp.matching(a).metrics, exp.matching(b).metrics
@@ -389,8 +400,7 @@ def limitations(exp: Experiment) -> str:
         items.insert(0, "- **The model is untrained (random weights): no claim about CLIP's accuracy can be drawn "
                         "from this report.** Real-weight numbers require access to the Hugging Face hub.")
     if exp.fallback_reason:
-        items.insert(1, f"- The requested model {md(model_name(exp.requested_model))} could not be loaded: "
-                        f"{md(exp.fallback_reason)}")
+        items.insert(1, f"- {md(fallback_note(exp.requested_model, exp.fallback_reason))}")
     return "\n".join(items)
 
 
@@ -439,7 +449,7 @@ def comparison(table: pd.DataFrame, reference: str = "en") -> str:
     n, hits = table.attrs.get("n"), table.attrs.get("i2t_hits1")
     for r in table[table.language != reference].itertuples():
         line = (f"- {md(model_name(r.model))}, {md(language_name(r.language))}, {r.strategy}: image→text top-1 "
-                f"{rate(r.i2t_acc1, n) if n else pct(r.i2t_acc1)}")
+                f"{format_metric('i2t_acc1', r.i2t_acc1, n)}")
         if not missing(r.gap_pp):
             ratio = "undefined" if missing(r.gap_ratio) else format_metric("gap_ratio", r.gap_ratio)
             line += (f", {abs(r.gap_pp):.1f} percentage points {'behind' if r.gap_pp >= 0 else 'ahead of'} "

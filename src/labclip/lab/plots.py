@@ -190,6 +190,7 @@ def label_bars(table: pd.DataFrame, images: Sequence, columns: int = 3) -> Figur
         bars.tick_params(axis="x", labelsize=7)
         for spine in ("top", "right"):
             bars.spines[spine].set_visible(False)
+    fig.supxlabel("probability of each label (bars, 0–1)", fontsize=8)
     return fig
 
 
@@ -228,7 +229,7 @@ def comparison_bars(table: pd.DataFrame, figure: str = "i2t_acc1", n: int | None
     data = table.assign(setup=[plain(f"{textwrap.shorten(m.split('/')[-1], 28)}\n{s}") for m, s in
                                zip(table["model"], table["strategy"])],
                         language=table["language"].map(plain), value=table[figure].astype(float) * 100)
-    fig, ax = _grouped_bars(data, "setup", "value", "language", n, (max(6.0, 1.6 * data["setup"].nunique() + 2), 3.6))
+    fig, ax = _grouped_bars(data, "setup", "value", "language", n, (max(8.0, 1.6 * data["setup"].nunique() + 2), 3.6))
     ax.set_ylabel(f"{metric_label(figure)} (%)")
     ax.tick_params(axis="x", labelsize=8)
     return fig

@@ -107,9 +107,8 @@ def header(run: Run, text: str, details: str) -> None:
                 f"model used: {html.escape(narrative.model_name(run.model.name))}")
     parts = [f"<h1>{html.escape(heading)}</h1>", f"<p>{used} · {html.escape(details)}</p>"]
     if run.fallback_reason:
-        parts.append(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ The requested model '
-                     f'{html.escape(narrative.model_name(run.requested_model))} could not be loaded: '
-                     f'{html.escape(run.fallback_reason)}</div>')
+        parts.append(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ '
+                     f'{html.escape(narrative.fallback_note(run.requested_model, run.fallback_reason))}</div>')
     if warning:
         parts.append(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ {html.escape(warning)}</div>')
     display(HTML("".join(parts)))
@@ -357,7 +356,7 @@ def provenance(run: Run) -> None:
         rows.append(("why another model", prov["fallback_reason"]))
     for key, value in run.inputs().items():
         shown = public_path(value) if key.endswith("_file") else ", ".join(value) if isinstance(value, list) else value
-        rows.append((key.replace("_", " "), shown))
+        rows.append((_item(key), shown))
     rows += [("images", prov["images"]), ("images sha256", prov["images_sha256"]), ("started", prov["started"])]
     _provenance_table(rows, prov)
 
@@ -374,10 +373,19 @@ def _shown(key: str, value: object) -> str:
     return str(value)
 
 
+# Provenance keys whose plain spelling (underscores as spaces) would read wrong.
+PROVENANCE_ITEMS = {"top_k": "top-k", "memory_gib": "memory (GiB)", "cpus": "CPUs", "cuda": "CUDA",
+                    "embedding_dim": "embedding dimensions", "image_size": "image size (px)"}
+
+
+def _item(key: str) -> str:
+    return PROVENANCE_ITEMS.get(key, key.replace("_", " "))
+
+
 def _provenance_table(given: list[tuple], prov: Mapping) -> None:
-    rows = [(f"model: {k.replace('_', ' ')}", _shown(k, v)) for k, v in prov["model"].items()]
+    rows = [(f"model: {_item(k)}", _shown(k, v)) for k, v in prov["model"].items()]
     rows += [(k, _shown(k, v)) for k, v in given]
     rows += [(f"version: {k}", _shown(k, v)) for k, v in prov["versions"].items()]
-    rows += [(f"machine: {k.replace('_', ' ')}", _shown(k, v)) for k, v in prov["machine"].items()]
+    rows += [(f"machine: {_item(k)}", _shown(k, v)) for k, v in prov["machine"].items()]
     rows += [(f"time: {k}", f"{v:.2f} s") for k, v in prov["timings_s"].items()]
     section("Provenance", "", table(pd.DataFrame(rows, columns=["Item", "Value"])))

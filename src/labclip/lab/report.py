@@ -224,9 +224,37 @@ def check_inputs(params: dict, out_dir: Path, notebooks: Sequence[str], pdf: boo
     if "04_zeroshot" in notebooks:
         from ..zeroshot import labelled_images
 
-        labelled_images(params.get("labels") or DEFAULT_LABELS, (params.get("languages") or ["en"])[0])
+        language = (params.get("languages") or ["en"])[0]
+        labelled_images(params.get("labels") or DEFAULT_LABELS, language)
+        _check_template_sets(params.get("template_sets") or _notebook_default("04_zeroshot", "template_sets"),
+                             language)
     if pdf:
         chromium()
+
+
+def _notebook_default(notebook: str, name: str):
+    """The default of one parameter as the notebook's parameters cell declares it."""
+    import ast
+
+    import papermill
+
+    declared = papermill.inspect_notebook(str(NOTEBOOKS_DIR / f"{notebook}.ipynb"))
+    return ast.literal_eval(declared[name]["default"])
+
+
+def _check_template_sets(sets: Sequence[str], language: str) -> None:
+    """Each template set of the zero-shot report exists in its language (the first of ``languages``)."""
+    from ..zeroshot import load_templates, template_sets
+
+    for name in sets:
+        try:
+            load_templates(name, language)
+        except LabclipError as err:
+            hint = ("" if name not in template_sets() else
+                    f" (the zero-shot report uses the first of --langs / LANGS, '{language}'); put a language "
+                    "with templates first, or leave that report out with --notebooks 01_matching 02_languages "
+                    "03_lab_report")
+            raise LabclipError(f"04_zeroshot: {err}{hint}") from None
 
 
 def new_run_id() -> str:
@@ -263,7 +291,11 @@ def publish(staging: Path, out_dir: Path, run_id: str) -> list[Path]:
         _link(out_dir / name, f"{LATEST}/{name}")
     _link(out_dir / LATEST, f"{RUNS}/{run_id}")
     for path in out_dir.iterdir():
-        if path.is_symlink() and os.readlink(path).startswith(f"{LATEST}/") and not path.exists():
+        try:
+            dangling = path.is_symlink() and os.readlink(path).startswith(f"{LATEST}/") and not path.exists()
+        except FileNotFoundError:  # replaced by a concurrent run since the listing
+            continue
+        if dangling:
             path.unlink(missing_ok=True)
     _prune(out_dir / RUNS, keep={run_id, os.readlink(out_dir / LATEST).split("/")[-1]})
     return [out_dir / name for name in names]
@@ -277,7 +309,11 @@ def _prune(runs: Path, keep: set[str]) -> None:
         if old.name not in keep:
             shutil.rmtree(old, ignore_errors=True)
     for partial in runs.glob(".*.partial"):
-        if time.time() - partial.stat().st_mtime > 86400:
+        try:
+            stale = time.time() - partial.stat().st_mtime > 86400
+        except FileNotFoundError:  # a concurrent run published it since the glob
+            continue
+        if stale:
             shutil.rmtree(partial, ignore_errors=True)
 
 
