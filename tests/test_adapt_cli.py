@@ -104,7 +104,8 @@ def test_adapt_text_scores_held_out_then_saves_the_adapter(capsys, tmp_path, tin
     xc, yc = x - x.mean(0), y - y.mean(0)
     w = np.linalg.solve(xc.T @ xc + np.eye(x.shape[1]), xc.T @ yc)
     np.testing.assert_allclose(adapter.weight, w, atol=1e-4)
-    assert payload["provenance"]["model"]["requested"] == str(tiny_model_dir)
+    assert payload["provenance"]["model"]["requested"] == tiny_model_dir.name
+    assert str(tiny_model_dir.parent) not in json.dumps(payload, ensure_ascii=False)  # no machine paths
     assert payload["provenance"]["captions_sha256"] and payload["adapter"]["file"] == "ru-en.safetensors"
     # the saved adapter is a model: it loads and matches through the same CLI
     code, _, err = run(capsys, "match", DEFAULT_CAPTIONS, "--lang", "ru", "--model", f"{tiny_model_dir}+adapter:{out}",
@@ -159,4 +160,5 @@ def test_adapt_fewshot_against_zero_shot(capsys, tmp_path, tiny_model_dir):
         ("zero-shot", 0), ("probe", 1), ("tip", 1), ("probe", 2), ("tip", 2)}
     assert {(r["method"], r["shots"]) for r in payload["paired"]} == set(rows) - {("zero-shot", 0)}
     assert "Tip-Adapter, 2 shots" in printed and "linear probe, 1 shot:" in printed
-    assert payload["provenance"]["model"]["requested"] == str(tiny_model_dir)
+    assert payload["provenance"]["model"]["requested"] == tiny_model_dir.name
+    assert str(tiny_model_dir.parent) not in json.dumps(payload, ensure_ascii=False)  # no machine paths

@@ -1,6 +1,7 @@
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -221,15 +222,18 @@ def test_match_csv_keeps_summary_and_provenance(capsys, tiny_model_dir, tiny_mod
     summary = pd.read_csv(tmp_path / "m.summary.csv", index_col="name")["value"]
     assert code == 0 and len(rows) == 3 * n
     assert float(summary["i2t_acc1"]) == pytest.approx(i2t_hits / n) and int(summary["n"]) == n
-    assert set(rows.model) == {str(tiny_model_dir)} and rows.model_untrained.all()
-    assert set(rows.model_revision) == {"local:" + str(tiny_model_dir.resolve())}
-    assert summary["model"] == str(tiny_model_dir) and summary["torch_version"]
+    # a folder outside the project is named by its folder name alone, as reports name it
+    assert set(rows.model) == {tiny_model_dir.name} and rows.model_untrained.all()
+    assert {r.rsplit("@", 1)[0] for r in rows.model_revision} == {"local:" + tiny_model_dir.name}
+    assert summary["model"] == tiny_model_dir.name and summary["torch_version"]
     code, _, _ = run(capsys, "match", DEFAULT_CAPTIONS, "--model", tiny_model_dir, "--out", tmp_path / "m.json")
-    saved = json.loads((tmp_path / "m.json").read_text())
+    text = (tmp_path / "m.json").read_text()
+    assert str(tiny_model_dir.parent) not in text and str(tmp_path) not in text  # no machine paths
+    saved = json.loads(text)
     assert saved["n"] == n and len(saved["rows"]) == 3 * n and saved["i2t_acc1"] == pytest.approx(i2t_hits / n)
     model = saved["provenance"]["model"]
-    assert model["id"] == str(tiny_model_dir) and model["untrained"] is True
-    assert model["revision"] == "local:" + str(tiny_model_dir.resolve())
+    assert model["id"] == model["requested"] == tiny_model_dir.name and model["untrained"] is True
+    assert re.fullmatch(rf"local:{re.escape(tiny_model_dir.name)}@[0-9a-f]{{12}}", model["revision"])
     assert saved["provenance"]["versions"]["torch"] and len(saved["provenance"]["inputs_sha256"]) == 64
 
 
@@ -297,7 +301,7 @@ def test_classify(capsys, tiny_model_dir, folder, tmp_path):
     table = pd.read_csv(tmp_path / "c.csv")
     assert code == 0 and len(table) == 6
     assert table.groupby("image").probability.sum().round(6).eq(1.0).all()
-    assert set(table.model) == {str(tiny_model_dir)} and table.model_untrained.all()
+    assert set(table.model) == {tiny_model_dir.name} and table.model_untrained.all()
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -447,7 +451,7 @@ def test_tag_resumes_identical_work_only(capsys, tiny_model_dir, folder, tmp_pat
     assert code == 0 and "tagged 3 new images" in err
     first = pd.read_csv(out)
     assert len(first) == 6 and set(first.image) == {"cat.png", "red_car.png", "pizza.png"}
-    assert set(first.model) == {str(tiny_model_dir)} and set(first.top_k) == {2}
+    assert set(first.model) == {tiny_model_dir.name} and set(first.top_k) == {2}
     shutil.copy(IMAGES_DIR / "coffee.png", folder / "coffee.png")
     code, _, err = run(capsys, *args)
     assert code == 0 and "3 of 4 images already tagged" in err and "tagged 1 new image;" in err
@@ -477,7 +481,7 @@ def test_tag_redoes_rows_of_another_model(capsys, tiny_model_dir, folder, tmp_pa
     code, _, err = run(capsys, *common, "--model", tiny_model_dir)
     assert code == 0 and "model " in err and "tagged 3 new images" in err
     rows = pd.read_csv(out)
-    assert set(rows.model) == {str(tiny_model_dir)} and len(rows) == 9
+    assert set(rows.model) == {tiny_model_dir.name} and len(rows) == 9
 
 
 def test_tag_old_file_without_options_is_redone(capsys, tiny_model_dir, folder, tmp_path):
@@ -496,6 +500,32 @@ def test_tag_out_must_be_csv(capsys, folder, tmp_path):
 
 # --- compare ------------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("command,columns,hint", [
+    ("eval", "image,es", "try --lang es"),
+    ("match", "image,es", "try --lang es"),
+    ("match", "image,es,fr", "try --lang es or --lang fr"),
+    ("compare", "image,es", "try --langs es"),
+])
+def test_file_without_the_asked_language_names_the_option_for_its_own(capsys, tmp_path, command, columns, hint):
+    for name in ("cat.png", "red_car.png"):
+        shutil.copy(IMAGES_DIR / name, tmp_path / name)
+    words = ",".join(["gato"] * (columns.count(",")))
+    rows = "".join(f"{name},{words}\n" for name in ("cat.png", "red_car.png"))
+    (tmp_path / "l.csv").write_text(f"{columns}\n{rows}", encoding="utf-8")
+    models = ["--models" if command == "compare" else "--model", NEVER_LOADED]
+    code, out, err = run(capsys, command, tmp_path / "l.csv", *models, "--out", tmp_path / "o.json")
+    assert_user_error(code, out, err, hint)
+    found = ", ".join(columns.split(",")) if command == "eval" else ", ".join(columns.split(",")[1:])
+    assert found in err and sorted(p.name for p in tmp_path.iterdir()) == ["cat.png", "l.csv", "red_car.png"]
+
+
+def test_labels_file_without_an_image_column_gives_no_language_hint(capsys, tmp_path):
+    (tmp_path / "l.csv").write_text("file,es\ncat.png,gato\n", encoding="utf-8")
+    code, out, err = run(capsys, "eval", tmp_path / "l.csv", "--model", NEVER_LOADED)
+    assert_user_error(code, out, err, "columns found: file, es")
+    assert "--lang" not in err
+
+
 def test_compare(capsys, tiny_model_dir, tmp_path):
     from labclip.testing import make_tiny_marian
 
@@ -508,8 +538,9 @@ def test_compare(capsys, tiny_model_dir, tmp_path):
                        "--out", tmp_path / "c.csv")
     table = pd.read_csv(tmp_path / "c.csv")
     assert code == 0 and list(table.strategy) == ["raw", "raw"] and list(table.language) == ["en", "ru"]
-    assert set(table.model) == {str(tiny_model_dir)} and table.model_untrained.all()
-    assert set(table.model_revision) == {"local:" + str(tiny_model_dir.resolve())}
+    assert set(table.model) == {tiny_model_dir.name} and table.model_untrained.all()
+    assert {r.rsplit("@", 1)[0] for r in table.model_revision} == {"local:" + tiny_model_dir.name}
+    assert str(tiny_model_dir.parent) not in (tmp_path / "c.csv").read_text()
 
 
 def test_compare_shows_and_writes_every_accuracy_with_its_interval(capsys, tiny_model, tiny_model_dir, tmp_path):
@@ -540,7 +571,7 @@ def test_compare_unavailable_model_is_reported_once(capsys, monkeypatch, tiny_mo
     mentions = [line for line in err.splitlines() if missing in line]
     assert code == 0 and len(mentions) == 1 and mentions[0].startswith(f"labclip: not compared: model {missing}: ")
     saved = json.loads((tmp_path / "c.json").read_text())
-    assert [m["id"] for m in saved["provenance"]["models"]] == [str(tiny_model_dir)]
+    assert [m["id"] for m in saved["provenance"]["models"]] == [tiny_model_dir.name]
 
 
 def test_compare_missing_local_model_is_an_error(capsys, tiny_model_dir, tmp_path):
@@ -585,8 +616,27 @@ def test_paired_model_records_both_towers(tiny_model_dir, tmp_path):
     text = make_tiny_sentence_transformer(tmp_path / "st", out_features=32)
     model = load_model(f"{text}+{tiny_model_dir}", cache=False)
     record = cli.model_record(model)
-    assert record["id"] == f"{text}+{tiny_model_dir}"
-    assert record["revision"] == f"local:{text.resolve()}+local:{tiny_model_dir.resolve()}"
+    assert record["id"] == f"{text.name}+{tiny_model_dir.name}"
+    assert re.fullmatch(rf"local:{re.escape(text.name)}@[0-9a-f]{{12}}\+local:{re.escape(tiny_model_dir.name)}@[0-9a-f]{{12}}",
+                        record["revision"])
+
+
+def test_two_local_folders_of_the_same_name_never_share_a_revision(tiny_model_dir, tmp_path):
+    import shutil
+
+    from labclip.model import load_model
+
+    twin = shutil.copytree(tiny_model_dir, tmp_path / "elsewhere" / tiny_model_dir.name)
+    first = cli.model_record(load_model(str(tiny_model_dir), cache=False))
+    second = cli.model_record(load_model(str(twin), cache=False))
+    assert first["id"] == second["id"] == tiny_model_dir.name
+    assert first["revision"] != second["revision"]  # so tag re-tags instead of reusing the other folder's rows
+    assert str(tmp_path) not in second["revision"]
+    before = second["revision"]
+    weights = twin / "model.safetensors"
+    weights.write_bytes(weights.read_bytes())  # retrained in place: same name, new file
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert cli.model_record(load_model(str(twin), cache=False))["revision"] != before
 
 
 def test_number_format_matches_the_reports():

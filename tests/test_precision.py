@@ -102,3 +102,45 @@ def test_fallback_loader_passes_the_precision(tiny_model_dir):
 
     model, fallback = load_model_or_demo(str(tiny_model_dir), precision="bf16")
     assert fallback is None and describe(model)["precision"] == "bf16"
+
+
+def _bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_encode.py"
+    spec = importlib.util.spec_from_file_location("bench_encode", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("caps", "forward", "verdict"), [
+    (AVX512_BF16, 0.6, "agrees"),
+    (AVX512_BF16, 1.3, "DISAGREES"),
+    (AMX, 3.0, "agrees"),
+    (AMX, 0.9, "DISAGREES"),
+])
+def test_bench_says_whether_auto_agrees_with_the_measurement(caps, forward, verdict):
+    line = _bench().agreement(choose("auto", "cpu", caps), {"matmul": 0.5, "image forward": forward})
+    assert line.endswith(verdict) or f": {verdict} (" in line
+    assert f"image forward {forward:.2f}× fp32" in line and choose("auto", "cpu", caps).reason in line
+
+
+def test_bench_targets_follow_autos_category():
+    import pandas as pd
+
+    bench = _bench()
+    rows = [("fp32", "images", 20.0, 50.0), ("fp32", "image forward", 30.0, 81.0), ("fp32", "captions", 60.0, None),
+            ("bf16", "images", 90.0, 60.0), ("bf16", "image forward", 100.0, 65.0), ("bf16", "captions", 150.0, None)]
+    frame = pd.DataFrame([{"precision": p, "kind": k, "per_s": r, "pct_ceiling": c, "pct_bf16_ceiling": c,
+                           "x_fp32": r / {"images": 20.0, "image forward": 30.0, "captions": 60.0}[k],
+                           "max_abs_diff": 0.0 if p == "fp32" else 0.002, "same_top1": True}
+                          for p, k, r, c in rows])
+    without = dict(bench.targets(frame, "fp32", fast_bf16=False))
+    assert [met for text, met in without.items() if "ceiling" in text] == [True, False]  # 81% and 50% against 80%
+    assert all("fp32 ceiling" in text for text in without if "ceiling" in text)
+    with_bf16 = dict(bench.targets(frame, "bf16", fast_bf16=True))
+    assert [met for text, met in with_bf16.items() if "×" in text] == [True, False]  # images 4.5×, captions 2.5×
+    assert [met for text, met in with_bf16.items() if "bf16 ceiling" in text] == [True]  # 60% against 50%
+    assert not any("fp32 ceiling" in text for text in with_bf16)

@@ -88,13 +88,26 @@ def test_heatmap_cells_never_show_negative_zero(tiny_model):
 
 def test_comparison_tables_are_narrow_enough_for_a4(shown):
     _, outputs, _ = shown
-    section = next(h for h in outputs if "Fixing the language gap" in h)
+    section = next(h for h in outputs if "Gap to English and similarity" in h)
+    assert "<h2>The language gap with raw captions</h2>" in section  # only raw captions ran: nothing was "fixed"
     tables = re.findall(r"<table.*?</table>", section, flags=re.S)
     assert len(tables) == 2
     for table in tables:
         headers = re.findall(r'<th[^>]*class="col_heading[^"]*"[^>]*>(.*?)</th>', table)
         assert len(headers) <= 7 and all(len(h) <= 20 for h in headers), headers
     assert "Gap to English" in section and "English ÷ this" in section
+
+
+@pytest.mark.parametrize("strategies,heading", [
+    ([], "Comparing caption languages"),
+    (["raw", "raw"], "The language gap with raw captions"),
+    (["raw", "translated"], "Fixing the language gap: raw captions, translation to English"),
+    (["multilingual", "raw"], "Fixing the language gap: raw captions, multilingual encoders"),
+    (["translated", "multilingual", "raw"],
+     "Fixing the language gap: raw captions, translation to English, multilingual encoders"),
+])
+def test_comparison_heading_names_only_the_strategies_that_ran(strategies, heading):
+    assert present.comparison_heading(pd.DataFrame({"strategy": strategies}, dtype=object)) == heading
 
 
 def test_each_heading_is_in_the_same_output_as_its_content(shown):

@@ -42,11 +42,39 @@ def test_discussion_reports_the_exact_mcnemar_test_of_the_two_languages(exp):
     table = [[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]]
     p = sm_mcnemar(table, exact=True).pvalue
     text = narrative.discussion(exp, ["en", "ru"])
+    if np.sum(a != b) == 0:  # no discordant image: nothing for McNemar to test, and the prose says so
+        assert f"English captions and Russian captions get {_same(a)} right" in text
+        assert "no difference to test" in text and "McNemar" not in text
+        return
     assert f"{int(np.sum(a & ~b))} are right only with English captions and {int(np.sum(~a & b))} only with " \
            "Russian captions" in text
     assert narrative.p_value(p) in text
     assert ("is significant at the 5% level" in text) == (p < 0.05)
     assert ("is not significant at the 5% level" in text) == (p >= 0.05)
+
+
+def _same(hits: np.ndarray) -> str:
+    right = int(hits.sum())
+    return "none of them" if right == 0 else "all of them" if right == len(hits) else f"exactly the same {right}"
+
+
+@pytest.mark.parametrize("a,b", [
+    ([1, 0, 1, 0], [1, 0, 1, 0]),
+    ([0, 0, 0], [0, 0, 0]),
+    ([1, 1], [1, 1]),
+    ([1, 1, 0, 0, 1], [1, 0, 1, 0, 1]),
+])
+def test_paired_sentence_tests_only_when_some_image_is_right_with_one_method_alone(a, b):
+    a, b = np.array(a, dtype=bool), np.array(b, dtype=bool)
+    text = narrative.paired(a, b, "A", "B", "top-1")
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    if only_a == only_b == 0:
+        assert text == (f"On the same {len(a)} images, A and B get {_same(a)} right (top-1): no image is right "
+                        "with only one of them, so there is no difference to test.")
+    else:
+        p = sm_mcnemar([[np.sum(a & b), only_a], [only_b, np.sum(~a & ~b)]], exact=True).pvalue
+        assert f"{only_a} are right only with A and {only_b} only with B" in text
+        assert narrative.p_value(p) in text
 
 
 def test_strategy_comparison_prose_tests_each_language_against_english(exp, tiny_model_dir):
@@ -56,6 +84,10 @@ def test_strategy_comparison_prose_tests_each_language_against_english(exp, tiny
     text = narrative.comparison(table)
     a, b = (_top1_hits(exp.matching(lang).sim) for lang in ("en", "ru"))
     p = sm_mcnemar([[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]], exact=True).pvalue
-    assert f"{int(np.sum(a & ~b))} are right only with English captions and {int(np.sum(~a & b))} only with " \
-           "these raw captions" in text
-    assert narrative.p_value(p) in text
+    if np.sum(a != b) == 0:
+        assert f"English captions and these raw captions get {_same(a)} right" in text
+        assert "no difference to test" in text
+    else:
+        assert f"{int(np.sum(a & ~b))} are right only with English captions and {int(np.sum(~a & b))} only with " \
+               "these raw captions" in text
+        assert narrative.p_value(p) in text

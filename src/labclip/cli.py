@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .adapter import ADAPTER_MARK
+from .adapter import ADAPTER_MARK, public_card
 from .atomic import write_text
-from .config import DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL
+from .config import DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL, shown_model, shown_revision
 from .errors import LabclipError
 from .images import IMAGE_SUFFIXES
 from .labels import format_metric, metric_label, num, share
@@ -460,11 +460,25 @@ def _hub_revision(repo_id: str) -> str | None:
         return None
 
 
+def _folder_fingerprint(folder: Path) -> str:
+    """12 hex digits that change with the folder's location and with any of its files' size or mtime, so
+    two folders of the same name (or a model retrained in place) never share a revision."""
+    digest = hashlib.sha256(str(folder.resolve()).encode("utf-8"))
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"\0{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:12]
+
+
 def _tower_revision(source: str, revision: str | None) -> str | None:
-    if revision:
+    """A tower's revision as output files record it: a local folder by its name and a fingerprint
+    (:func:`_folder_fingerprint`), without its machine path."""
+    if revision and not revision.startswith("local:"):
         return revision
-    if Path(source).is_dir():
-        return "local:" + str(Path(source).resolve())
+    if revision or Path(source).is_dir():
+        folder = Path(revision.removeprefix("local:") if revision else source)
+        shown = shown_revision("local:" + str(folder.resolve()))
+        return f"{shown}@{_folder_fingerprint(folder)}" if folder.is_dir() else shown
     return _hub_revision(source)
 
 
@@ -473,7 +487,8 @@ def model_record(model, requested: str | None = None, fallback_reason: str | Non
 
     A multilingual text encoder paired with a CLIP image encoder is ``TEXT+IMAGE``, with revision
     ``TEXT_REVISION+IMAGE_REVISION``. A model with a text adapter is ``MODEL+adapter:LABEL``, with
-    revision ``REVISION+adapter:SHA256`` and the adapter's card under ``adapter``.
+    revision ``REVISION+adapter:SHA256`` and the adapter's card under ``adapter``. Local folders and files
+    are named as reports name them (:func:`labclip.config.shown_model`), never by their machine path.
     """
     if model.is_demo:
         model_id, revision = DEMO_MODEL, Path(model.source).name
@@ -483,7 +498,8 @@ def model_record(model, requested: str | None = None, fallback_reason: str | Non
                                                                      (model.image_source, model.image_revision)))
     else:
         model_id, revision = model.source, _tower_revision(model.source, model.revision)
-    record = {"requested": requested or model.name, "id": model_id, "revision": revision,
+    model_id = shown_model(model_id)
+    record = {"requested": shown_model(requested or model.name), "id": model_id, "revision": revision,
               "untrained": bool(model.untrained), "fallback_reason": fallback_reason,
               "precision": model.precision.name, "precision_reason": model.precision.reason}
     card = getattr(model, "adapter_card", None)
@@ -752,9 +768,7 @@ def cmd_compare(args) -> None:
         print(f"labclip: not compared: {reason}", file=sys.stderr)
     if table.empty:
         raise LabclipError("no model could be loaded")
-    from .model import shown_model  # compare() names models as reports do (local folders without their path)
-
-    by_name = {shown_model(r["requested"]) if r["fallback_reason"] is None else DEMO_MODEL: r for r in records}
+    by_name = {r["requested"] if r["fallback_reason"] is None else DEMO_MODEL: r for r in records}
     columns = pd.DataFrame([{**_model_columns(by_name[name]), "requested_model": by_name[name]["requested"]}
                             for name in table["model"]])
     _emit(table, args.out, records, inputs=[args.captions, *captions["path"]], columns=columns, n=table.attrs["n"])
@@ -825,7 +839,7 @@ def cmd_adapt_text(args) -> None:
         record = model_record(model, args.model)
         payload = {"provenance": {**run.provenance(), **_provenance([record])}, "held_out": summary,
                    "training": {d: {"hits": int(h.sum()), "n": len(h)} for d, h in run.training.items()},
-                   "adapter": {"file": path.name, "card": card}}
+                   "adapter": {"file": path.name, "card": public_card(card)}}
         write_text(args.json, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
         print(f"labclip: wrote {args.json}", file=sys.stderr)
 
@@ -887,6 +901,15 @@ def _report(args: argparse.Namespace) -> int:
         return 2
 
 
+def _language_hint(err: LabclipError, args) -> str:
+    """For a file without the asked language: the option that picks one it has (``; try --lang es``)."""
+    found = getattr(err, "found", None)
+    flag = "--lang" if hasattr(args, "lang") else "--langs" if hasattr(args, "langs") else None
+    if not found or flag is None:
+        return ""
+    return f"; try {flag} {' '.join(found)}" if flag == "--langs" else "; try " + " or ".join(f"--lang {f}" for f in found)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``labclip`` command line; returns the exit status (0, 2 for a user error, 130 on Ctrl-C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -900,7 +923,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _console():
             COMMANDS[args.command](args)
     except LabclipError as err:
-        print(f"labclip: error: {err}", file=sys.stderr)
+        print(f"labclip: error: {err}{_language_hint(err, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("labclip: interrupted", file=sys.stderr)

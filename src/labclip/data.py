@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LabclipError
+from .errors import LabclipError, UnknownLanguage
 from .images import load_image
 
 IMAGE_COLUMNS = ("image", "file_name")
@@ -92,10 +92,15 @@ class CaptionSet:
         """The same set with only ``languages``, in that order."""
         missing = [lang for lang in languages if lang not in self.captions]
         if missing:
-            raise LabclipError(f"{self.source}: unknown language {', '.join(map(repr, missing))}; "
-                               f"the file has: {', '.join(self.languages)}")
+            raise UnknownLanguage(f"{self.source}: unknown language {', '.join(map(repr, missing))}; "
+                                  f"the file has: {', '.join(self.languages)}", self.languages)
         return CaptionSet(self.source, self.images, self.paths, {lang: self.captions[lang] for lang in languages},
                           self.ids, dict(self.attrs), self.names, self.extra)
+
+
+def language_columns(columns: Sequence[str]) -> list[str]:
+    """The columns of a caption or labels file named by a language code (``en``, ``pt-br``), in file order."""
+    return [c for c in columns if c not in ("image", *NOT_LANGUAGES) and LANGUAGE_TAG.fullmatch(c)]
 
 
 def load_captions(
@@ -142,11 +147,12 @@ def load_captions(
     # labclip adds ``path`` and ``name``; such columns in the file are kept as ``path.1``, ``name.1``.
     renames = {column: "image", "path": "path.1", "name": "name.1"}
     table = Table([renames.get(c, c) for c in table.columns], table.rows, table.lines)
-    found = [c for c in table.columns if c not in ("image", *NOT_LANGUAGES) and LANGUAGE_TAG.fullmatch(c)]
+    found = language_columns(table.columns)
     missing_langs = [lang for lang in (languages or []) if lang not in table.columns]
     if missing_langs:
         has = ", ".join(found) or f"no language column (columns found: {', '.join(table.columns)})"
-        raise LabclipError(f"{path}: unknown language {', '.join(map(repr, missing_langs))}; the file has: {has}")
+        raise UnknownLanguage(f"{path}: unknown language {', '.join(map(repr, missing_langs))}; the file has: {has}",
+                              found)
     langs = list(languages) if languages else found
     if not langs:
         raise LabclipError(f"{path}: no language column; add one caption column per language named by its code, "

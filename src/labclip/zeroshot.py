@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import PACKAGE_DIR
-from .data import load_captions, read_table, short_names
-from .errors import LabclipError
+from .data import language_columns, load_captions, read_table, short_names
+from .errors import LabclipError, UnknownLanguage
 from .images import IMAGE_SUFFIXES
 from .model import ClipModel
 
@@ -92,7 +92,8 @@ def labelled_images(root: str | Path, language: str = "en") -> LabelledImages:
         columns = read_table(root, "labels file").columns
         column = "label" if "label" in columns else language
         if "image" not in columns or column not in columns:
-            raise LabclipError(f"{root}: needs an 'image' column and a 'label' or {language!r} column")
+            raise UnknownLanguage(f"{root}: needs an 'image' column and a 'label' or {language!r} column "
+                                  f"(columns found: {', '.join(columns) or 'none'})", language_columns(columns) if "image" in columns else [])
         table = load_captions(root, root.parent, [column])
         pairs = list(zip(table.paths, table[column]))
     elif root.is_dir():

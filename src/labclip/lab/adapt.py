@@ -27,7 +27,7 @@ from ..adapt import (
     fit_text_adapter,
 )
 from ..adapter import model_ref
-from ..config import shown_revision
+from ..config import shown_model, shown_revision
 from ..data import CaptionSet, flatten_captions, load_captions
 from ..errors import LabclipError
 from ..metrics import correct_ranks
@@ -108,7 +108,7 @@ class TextAdapterRun:
 
     def provenance(self) -> dict:
         paths = list(self.captions["path"])
-        prov = {"started": self.started, "requested_model": self.requested_model,
+        prov = {"started": self.started, "requested_model": _shown(self.requested_model),
                 "fallback_reason": self.fallback_reason, "model": describe(self.model), "captions_file": Path(self.captions.attrs["source"]).name,
                 "captions_sha256": sha256_file(self.captions.attrs["source"]), "images": len(paths),
                 "images_sha256": sha256_files(paths), "source_lang": self.source_lang,
@@ -120,6 +120,10 @@ class TextAdapterRun:
             prov["parallel"] = {"origin": Path(self.parallel.origin).name, "pairs": len(self.parallel),
                                 "sha256": self.parallel.sha256}
         return prov
+
+
+def _shown(model: str | None) -> str | None:
+    return None if model is None else shown_model(model)
 
 
 def run_text_adapter(
@@ -249,7 +253,7 @@ class FewShotRun:
         return int(counts.min()), int(counts.max())
 
     def provenance(self) -> dict:
-        return {"started": self.started, "requested_model": self.requested_model, "model": describe(self.model),
+        return {"started": self.started, "requested_model": _shown(self.requested_model), "model": describe(self.model),
                 "labels_file": self.labels_file, "labelled_images": len(self.paths), "images_sha256": sha256_files(self.paths),
                 "classes": self.classes, "templates": self.templates, "language": self.language,
                 "versions": package_versions(), "machine": machine(),

@@ -277,8 +277,14 @@ def method(exp: Experiment) -> str:
 
 
 def paired(hits_a, hits_b, a: str, b: str, what: str = "accuracy", alpha: float = 0.05) -> str:
-    """One sentence on an exact McNemar test of two methods' per-image hits on the same images."""
+    """One sentence on an exact McNemar test of two methods' per-image hits on the same images; when no image
+    is right with only one of them, a plain statement that there is no difference to test."""
     test = _stats.paired_test(hits_a, hits_b)
+    if test.only_a == test.only_b == 0:
+        right = int(np.count_nonzero(hits_a))
+        which = "none of them" if right == 0 else "all of them" if right == test.n else f"exactly the same {right}"
+        return (f"On the same {test.n} images, {a} and {b} get {which} right ({what}): no image is right with "
+                "only one of them, so there is no difference to test.")
     verdict = "significant" if test.significant(alpha) else "not significant"
     return (f"On the same {test.n} images, {test.only_a} are right only with {a} and {test.only_b} only with {b}; "
             f"the difference in {what} is {verdict} at the 5% level (exact McNemar test, {p_value(test.p_value)}).")

@@ -286,12 +286,27 @@ def _languages_test(exp: Experiment, langs: Sequence[str]) -> str:
                             f"{md(narrative.language_name(langs[1]))} captions", "image→text top-1")
 
 
+STRATEGY_HEADINGS = {"raw": "raw captions", "translated": "translation to English",
+                     "multilingual": "multilingual encoders"}
+
+
+def comparison_heading(result: pd.DataFrame) -> str:
+    """The comparison's heading, naming only the strategies that ran (``raw`` alone fixes nothing)."""
+    ran = [phrase for strategy, phrase in STRATEGY_HEADINGS.items()
+           if not result.empty and (result["strategy"] == strategy).any()]
+    if not ran:
+        return "Comparing caption languages"
+    if ran == [STRATEGY_HEADINGS["raw"]]:
+        return "The language gap with raw captions"
+    return f"Fixing the language gap: {', '.join(ran)}"
+
+
 def comparison(exp: Experiment, result: pd.DataFrame, translator: str | None) -> None:
     """Models × languages × strategies (``result`` of :func:`labclip.lab.compare.compare`): two tables, bars,
     translations, and what could not be compared."""
     langs = list(dict.fromkeys(result["language"])) if not result.empty else []
     k = exp.top_k
-    heading = "Fixing the language gap: raw captions, translation to English, multilingual encoders"
+    heading = comparison_heading(result)
     if result.empty:
         section(heading, narrative.comparison(result))
     else:
