@@ -46,7 +46,7 @@ def test_discussion_reports_the_exact_mcnemar_test_of_the_two_languages(exp):
         assert f"English captions and Russian captions get {_same(a)} right" in text
         assert "no difference to test" in text and "McNemar" not in text
         return
-    assert f"{int(np.sum(a & ~b))} are right only with English captions and {int(np.sum(~a & b))} only with " \
+    assert f"{int(np.sum(a & ~b))} {'is' if np.sum(a & ~b) == 1 else 'are'} right only with English captions and {int(np.sum(~a & b))} only with " \
            "Russian captions" in text
     assert narrative.p_value(p) in text
     assert ("is significant at the 5% level" in text) == (p < 0.05)
@@ -63,6 +63,7 @@ def _same(hits: np.ndarray) -> str:
     ([0, 0, 0], [0, 0, 0]),
     ([1, 1], [1, 1]),
     ([1, 1, 0, 0, 1], [1, 0, 1, 0, 1]),
+    ([1, 1, 1, 0], [0, 0, 1, 1]),
 ])
 def test_paired_sentence_tests_only_when_some_image_is_right_with_one_method_alone(a, b):
     a, b = np.array(a, dtype=bool), np.array(b, dtype=bool)
@@ -73,7 +74,7 @@ def test_paired_sentence_tests_only_when_some_image_is_right_with_one_method_alo
                         "with only one of them, so there is no difference to test.")
     else:
         p = sm_mcnemar([[np.sum(a & b), only_a], [only_b, np.sum(~a & ~b)]], exact=True).pvalue
-        assert f"{only_a} are right only with A and {only_b} only with B" in text
+        assert f"{only_a} {'is' if only_a == 1 else 'are'} right only with A and {only_b} only with B" in text
         assert narrative.p_value(p) in text
 
 
@@ -88,6 +89,6 @@ def test_strategy_comparison_prose_tests_each_language_against_english(exp, tiny
         assert f"English captions and these raw captions get {_same(a)} right" in text
         assert "no difference to test" in text
     else:
-        assert f"{int(np.sum(a & ~b))} are right only with English captions and {int(np.sum(~a & b))} only with " \
+        assert f"{int(np.sum(a & ~b))} {'is' if np.sum(a & ~b) == 1 else 'are'} right only with English captions and {int(np.sum(~a & b))} only with " \
                "these raw captions" in text
         assert narrative.p_value(p) in text

@@ -286,7 +286,8 @@ def paired(hits_a, hits_b, a: str, b: str, what: str = "accuracy", alpha: float 
         return (f"On the same {test.n} images, {a} and {b} get {which} right ({what}): no image is right with "
                 "only one of them, so there is no difference to test.")
     verdict = "significant" if test.significant(alpha) else "not significant"
-    return (f"On the same {test.n} images, {test.only_a} are right only with {a} and {test.only_b} only with {b}; "
+    verb = "is" if test.only_a == 1 else "are"
+    return (f"On the same {test.n} images, {test.only_a} {verb} right only with {a} and {test.only_b} only with {b}; "
             f"the difference in {what} is {verdict} at the 5% level (exact McNemar test, {p_value(test.p_value)}).")
 
 
