@@ -115,3 +115,30 @@ def test_zeroshot_json_records_each_figure_with_its_interval(tiny_model, tmp_pat
         (balanced.low, balanced.high))
     assert saved["mean_per_class_recall_low"] <= saved["mean_per_class_recall"] <= saved["mean_per_class_recall_high"]
 
+
+
+def test_template_comparison_encodes_each_set_once_and_shows_the_json_interval(tiny_model, tmp_path, monkeypatch):
+    """04's table and confusion matrix reuse what evaluate computed: each set's prompts are encoded once."""
+    import shutil
+
+    from labclip.config import IMAGES_DIR
+    from labclip.lab import experiment, present
+    from labclip.lab.experiment import ZeroShotRun
+    from labclip.labels import format_metric
+
+    for cls, names in {"cat": ["cat.png", "cameraman.png"], "food": ["pizza.png", "coffee.png"]}.items():
+        (tmp_path / "root" / cls).mkdir(parents=True)
+        for name in names:
+            shutil.copy(IMAGES_DIR / name, tmp_path / "root" / cls / name)
+    run = ZeroShotRun(model=tiny_model, data=labelled_images(tmp_path / "root"))
+    encoded = []
+    real = experiment.class_embeddings
+    monkeypatch.setattr(experiment, "class_embeddings", lambda m, c, t: encoded.append(tuple(t)) or real(m, c, t))
+    shown = []
+    monkeypatch.setattr(present, "display", shown.append)
+    present.template_comparison(run, ["single", "imagenet7"], k=2)
+    assert sorted(encoded) == sorted({tuple(load_templates(s)) for s in ("single", "imagenet7")})
+    html = "".join(str(getattr(x, "data", x)) for x in shown)
+    for name in ("single", "imagenet7"):
+        figures = run.evaluated(name)[1]
+        assert format_metric("mean_per_class_recall", figures["mean_per_class_recall"], 4) in html

@@ -197,6 +197,7 @@ class ZeroShotRun(Run):
     labels_source: str | None = None
     _scores: dict[str, ZeroShotMetrics] = field(default_factory=dict)
     _estimates: dict[str, dict[str, Estimate]] = field(default_factory=dict)
+    _probabilities: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def image_paths(self) -> list[str]:
@@ -212,9 +213,15 @@ class ZeroShotRun(Run):
         """Metrics of one named template set in this run's language (remembered for :meth:`figures`)."""
         templates = load_templates(template_set, self.language)
         probs = self.probabilities(templates)
+        self._probabilities[template_set] = probs
         self._scores[template_set] = zeroshot_metrics(probs, self.data.truth, k)
         self._estimates[template_set] = zeroshot_estimates(probs, self.data.truth, k)
         return self._scores[template_set]
+
+    def evaluated(self, template_set: str) -> tuple[np.ndarray, dict[str, Estimate]]:
+        """The class probabilities and the figures with intervals that :meth:`evaluate` computed for
+        ``template_set`` (no prompt is encoded again)."""
+        return self._probabilities[template_set], self._estimates[template_set]
 
     def compare(self, sets: Sequence[str], k: int = 5) -> pd.DataFrame:
         """Metrics per named template set available in this run's language."""

@@ -144,10 +144,10 @@ def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.Dat
     scores = run.compare(usable, k)
     note = (f"There is no {md(narrative.language_name(run.language))} version of: {', '.join(map(md, skipped))}."
             if skipped else "")
-    hits = {name: ranks(run.probabilities(zeroshot.load_templates(name, run.language)), run.data.truth) == 1
-            for name in scores["templates"]}
-    balanced = scores.assign(mean_per_class_recall=[stats.class_balanced(hits[name], run.data.truth)
-                                                    for name in scores["templates"]])
+    evaluated = {name: run.evaluated(name) for name in scores["templates"]}
+    hits = {name: ranks(probs, run.data.truth) == 1 for name, (probs, _) in evaluated.items()}
+    balanced = scores.assign(mean_per_class_recall=[figures["mean_per_class_recall"]
+                                                    for _, figures in evaluated.values()])
     keys = ["templates", "count", "acc1", f"acc{k}", "mean_per_class_recall"]
     shown = pd.DataFrame({key: [format_metric(key, v, n) for v, n in zip(balanced[key], scores["n"])]
                           for key in dict.fromkeys(keys)})
@@ -159,7 +159,7 @@ def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.Dat
                                                 "top-1 accuracy")])
     section("Prompt engineering: single template vs ensembles", note, table(_labelled(shown)))
     best = scores.sort_values("acc1", ascending=False, kind="stable").iloc[0]["templates"]
-    probs = run.probabilities(zeroshot.load_templates(best, run.language))
+    probs, _ = evaluated[best]
     section(f"Confusion matrix ({best})", "", png(plots.confusion_heatmap(
         confusion(probs, run.data.truth, run.data.classes))), together=True)
     return scores
