@@ -12,6 +12,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from labclip.config import DEFAULT_MODEL, REPO_URL  # noqa: E402
+from labclip.precision import DEFAULTS  # noqa: E402
 from labclip.translate import DEFAULT_TRANSLATOR  # noqa: E402
 
 COLAB = f'''# Colab: fetch labclip and its data when the package is missing; elsewhere this does nothing.
@@ -23,7 +24,15 @@ if importlib.util.find_spec("labclip") is None:
     os.environ["LABCLIP_ROOT"] = os.path.abspath("labclip")'''
 
 
-def parameters(title: str, compare: bool = False) -> str:
+def precision_line(notebook: str) -> str:
+    """The notebook's ``precision`` parameter, its default from the one table (``labclip.precision.DEFAULTS``)."""
+    if DEFAULTS[notebook] == "fp32":
+        return 'precision = "fp32"  # exact numbers, read one by one; or "auto" (bf16 where the hardware runs it ' \
+               'faster, else fp32), "bf16", "fp16"'
+    return 'precision = "auto"  # bulk work: bf16 where the hardware runs it faster, else fp32; or "fp32", "bf16", "fp16"'
+
+
+def parameters(name: str, title: str, compare: bool = False) -> str:
     extra = (f'''
 compare_models = None  # compared with the model above (None: the default models that support every language)
 translator = "{DEFAULT_TRANSLATOR}"  # translate-then-CLIP; None: skip''' if compare else "")
@@ -33,7 +42,7 @@ image_dir = None  # folder the relative image paths are resolved against (None: 
 languages = ["en", "ru"]  # caption columns to use (the matching notebook uses the first)
 top_k = 3
 batch_size = None  # None: the model's default
-precision = "auto"  # "auto": bf16 where the hardware runs it faster, else fp32; or "fp32", "bf16", "fp16"
+{precision_line(name)}
 title = "{title}"
 strict = False  # True: fail when the model can't be loaded instead of using the demo model
 check_images = True  # False: skip decoding every image (the report runner has already checked them once)
@@ -45,7 +54,7 @@ labels = None  # labelled images (None: data/labels.csv): a CSV (image plus one 
 languages = ["en"]  # the first is the template and label language
 template_sets = ["single", "imagenet7", "imagenet80"]  # compared; the last one is used for the top-k bars
 top_k = 5
-precision = "auto"  # "auto": bf16 where the hardware runs it faster, else fp32; or "fp32", "bf16", "fp16"
+{precision_line("04_zeroshot")}
 title = "Zero-shot classification with prompt templates"
 strict = False  # True: fail when the model can't be loaded instead of using the demo model
 output_dir = None  # folder for the provenance JSON (None: not written)'''
@@ -141,7 +150,7 @@ languages = ["en", "ru"]  # caption languages; the first is the reference for th
 translator = None  # e.g. "{DEFAULT_TRANSLATOR}": adds the translate-then-CLIP strategy
 reference = None  # the small caption set placed beside the benchmark (None: data/captions/short.csv)
 batch_size = None  # None: the model's default
-precision = "auto"  # "auto": bf16 where the hardware runs it faster, else fp32; or "fp32", "bf16", "fp16"
+{precision_line("05_scale")}
 title = "CLIP retrieval at scale: models, languages and strategies with intervals"
 strict = False  # True: fail when a model can't be loaded instead of using the demo model
 output_dir = None  # folder for the results and provenance JSON (None: not written)'''
@@ -169,7 +178,7 @@ seed = 0
 labels = None  # labelled images for the few-shot section (None: data/labels.csv)
 shots = [1, 2, 4, 8, 16]
 batch_size = None  # None: the model's default
-precision = "auto"  # "auto": bf16 where the hardware runs it faster, else fp32; or "fp32", "bf16", "fp16"
+{precision_line("06_adapt")}
 title = "Adapters: Russian captions and new labels on a CPU, scored on held-out images"
 strict = False  # True: fail when the model can't be loaded instead of using the demo model
 output_dir = None  # folder for the results and provenance JSON (None: not written)'''
@@ -211,7 +220,7 @@ def build(name: str) -> nbformat.NotebookNode:
         new_markdown_cell(f"**labclip** · {INTRO[name]} {advice} Tables and figures come from `labclip.lab`.",
                           metadata={"tags": ["remove-cell"]}),
         new_code_cell(COLAB, metadata={"tags": ["remove-cell"]}),
-        new_code_cell(PARAMETER_CELLS.get(name) or parameters(title, name == "02_languages"),
+        new_code_cell(PARAMETER_CELLS.get(name) or parameters(name, title, name == "02_languages"),
                       metadata={"tags": ["parameters"]}),
         new_code_cell(start),
         *method,

@@ -7,17 +7,11 @@ import pytest
 
 os.environ.setdefault("LABCLIP_CACHE", tempfile.mkdtemp(prefix="labclip-test-cache-"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# "auto" resolves to fp32 in the tests and in the notebooks' kernels they start (which inherit the environment),
+# on every CPU kind, so comparisons with fp32 references hold; tests of the choice pass their own capabilities.
+os.environ["LABCLIP_AUTO_PRECISION"] = "fp32"
 
 from labclip.testing import make_tiny_model  # noqa: E402
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _auto_precision_is_fp32():
-    """``precision="auto"`` resolves to fp32 in tests on every CPU, so comparisons with fp32 references hold;
-    tests of the choice pass their own capabilities."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("labclip.precision.cpu_capabilities", dict)
-        yield
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +11,8 @@ from labclip import LabclipError, load_model, similarity
 from labclip.cli import main
 from labclip.config import DEFAULT_CAPTIONS
 from labclip.model import describe, fingerprint
-from labclip.precision import choose
+from labclip import precision
+from labclip.precision import AUTO_ENV, AUTO_RULE, DEFAULTS, choose
 
 TEXTS = ["a cup of coffee", "a photo of a calico cat", "чашка кофе", "snowy mountains at dawn", "a red car"]
 AMX = {"avx512_bf16": True, "amx_bf16": True, "amx_tile": True}
@@ -21,16 +24,64 @@ def _images(n=6, size=40):
     return [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(n)]
 
 
-@pytest.mark.parametrize(("caps", "expected", "why"), [
-    (AMX, "bf16", "AMX-BF16"),
-    (AVX512_BF16, "fp32", "no AMX"),
-    ({"avx2": True}, "fp32", "no AMX-BF16"),
-    ({}, "fp32", "no AMX-BF16"),
+@pytest.mark.parametrize(("caps", "expected", "found"), [
+    (AMX, "bf16", "this CPU has AMX-BF16"),
+    (AVX512_BF16, "fp32", "this CPU has AVX-512-BF16 but no AMX-BF16"),
+    ({"avx2": True}, "fp32", "this CPU has no AMX-BF16"),
+    ({}, "fp32", "this CPU has no AMX-BF16"),
 ])
-def test_auto_follows_cpu_capabilities(caps, expected, why):
+def test_auto_follows_cpu_capabilities(caps, expected, found):
     chosen = choose("auto", "cpu", caps)
-    assert chosen.name == expected and chosen.requested == "auto" and why in chosen.reason
+    assert chosen.name == expected and chosen.requested == "auto"
+    assert chosen.reason == f"{AUTO_RULE}: {found}"  # the rule, then what was found here; no speed-up quoted
     assert chosen.dtype == {"bf16": torch.bfloat16, "fp32": torch.float32}[expected]
+
+
+def test_reasons_quote_no_figure_the_run_did_not_measure(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    reasons = [choose("auto", "cpu", caps).reason for caps in (AMX, AVX512_BF16, {})]
+    reasons += [choose("auto", "cuda").reason, choose("auto", "cpu").reason, choose("fp32").reason]
+    assert not [r for r in reasons if re.search(r"\d(\.\d+)?\s*×|measured", r)], reasons
+    source = Path(precision.__file__).read_text(encoding="utf-8")
+    assert "6.6×" not in source and "measured 6" not in source
+
+
+def test_auto_is_pinned_by_the_environment_not_the_machine(monkeypatch):
+    monkeypatch.setattr("labclip.precision.cpu_capabilities", lambda: AMX)
+    monkeypatch.delenv(AUTO_ENV, raising=False)
+    assert choose("auto").name == "bf16"  # what an AMX machine picks unpinned
+    monkeypatch.setenv(AUTO_ENV, "fp32")
+    pinned = choose("auto")
+    assert (pinned.name, pinned.requested) == ("fp32", "auto") and AUTO_ENV in pinned.reason
+    assert choose("bf16").name == "bf16"  # an explicit precision is never pinned
+    assert choose("auto", "cpu", AMX).name == "bf16"  # injected capabilities test the rule itself
+    monkeypatch.setenv(AUTO_ENV, "int4")
+    with pytest.raises(LabclipError, match=f"{AUTO_ENV}='int4' is not a precision"):
+        choose("auto")
+
+
+def test_the_default_precision_table_is_the_one_rule():
+    from labclip.cli import _parser
+    from labclip.lab.report import NOTEBOOKS, OPTIONAL_NOTEBOOKS
+
+    assert {t for t, p in DEFAULTS.items() if p == "auto"} == {"05_scale", "tag", "search"}
+    assert set(NOTEBOOKS + OPTIONAL_NOTEBOOKS) <= set(DEFAULTS)
+    sub = next(a for a in _parser()._actions if a.dest == "command")
+    for command, parser in sub.choices.items():
+        if command == "report":
+            continue
+        parsers = [parser] if command != "adapt" else list(next(a for a in parser._actions if a.dest == "adapt_kind")
+                                                          .choices.values())
+        for p in parsers:
+            (option,) = [a for a in p._actions if a.dest == "precision"]
+            assert option.default == DEFAULTS[command], command
+    import papermill
+
+    from labclip.config import NOTEBOOKS_DIR
+
+    for name in NOTEBOOKS + OPTIONAL_NOTEBOOKS:
+        declared = papermill.inspect_notebook(str(NOTEBOOKS_DIR / f"{name}.ipynb"))
+        assert declared["precision"]["default"] == repr(DEFAULTS[name]).replace("'", '"'), name
 
 
 def test_explicit_precision_wins_and_unknown_is_a_user_error():
@@ -42,11 +93,13 @@ def test_explicit_precision_wins_and_unknown_is_a_user_error():
 
 @pytest.mark.parametrize(("bf16", "expected"), [(True, "bf16"), (False, "fp16")])
 def test_auto_on_cuda(monkeypatch, bf16, expected):
+    monkeypatch.delenv(AUTO_ENV)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
     assert choose("auto", "cuda").name == expected
 
 
 def test_auto_loads_bf16_where_detected_and_records_why(monkeypatch, tiny_model_dir):
+    monkeypatch.delenv(AUTO_ENV)
     monkeypatch.setattr("labclip.precision.cpu_capabilities", lambda: AMX)
     model = load_model(tiny_model_dir, cache=False)
     assert model.model.vision_model.encoder.layers[0].mlp.fc1.weight.dtype == torch.bfloat16
@@ -144,3 +197,81 @@ def test_bench_targets_follow_autos_category():
     assert [met for text, met in with_bf16.items() if "×" in text] == [True, False]  # images 4.5×, captions 2.5×
     assert [met for text, met in with_bf16.items() if "bf16 ceiling" in text] == [True]  # 60% against 50%
     assert not any("fp32 ceiling" in text for text in with_bf16)
+
+
+def _numbers(path: Path) -> str:
+    """An output file's numbers (everything but its provenance), as the bytes JSON writes them."""
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    return json.dumps({k: v for k, v in payload.items() if k != "provenance"})
+
+
+def test_match_default_is_fp32_byte_for_byte_even_on_an_amx_machine(monkeypatch, tiny_model_dir, tmp_path):
+    """On an AMX-BF16 CPU (injected here, on any CPU) ``auto`` is bf16: match's default must not be."""
+    monkeypatch.delenv(AUTO_ENV)
+    monkeypatch.setattr("labclip.precision.cpu_capabilities", lambda: AMX)
+    files = {}
+    for name, extra in (("default", []), ("fp32", ["--precision", "fp32"]), ("auto", ["--precision", "auto"])):
+        files[name] = tmp_path / f"{name}.json"
+        assert main(["match", str(DEFAULT_CAPTIONS), "--model", str(tiny_model_dir), "--no-cache",
+                     "--out", str(files[name]), *extra]) == 0
+    models = {k: json.loads(f.read_text())["provenance"]["model"] for k, f in files.items()}
+    assert _numbers(files["default"]) == _numbers(files["fp32"])
+    assert (models["default"]["precision"], models["default"]["precision_requested"]) == ("fp32", "fp32")
+    assert (models["auto"]["precision"], models["auto"]["precision_requested"]) == ("bf16", "auto")  # injection took
+    assert _numbers(files["auto"]) != _numbers(files["fp32"])  # what a default of auto would have published there
+
+
+@pytest.mark.parametrize("amx", [False, True])
+def test_tag_records_auto_and_what_it_resolved_to(monkeypatch, tiny_model_dir, tmp_path, amx):
+    import pandas as pd
+
+    if amx:
+        monkeypatch.delenv(AUTO_ENV)
+        monkeypatch.setattr("labclip.precision.cpu_capabilities", lambda: AMX)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(_images(3)):
+        image.save(folder / f"{i}.png")
+    out = tmp_path / "tags.csv"
+    assert main(["tag", str(folder), "--labels", "cat,dog", "--model", str(tiny_model_dir), "--no-cache",
+                 "--out", str(out)]) == 0
+    rows = pd.read_csv(out, dtype=str)
+    assert set(rows.precision_requested) == {"auto"}
+    assert set(rows.precision) == {"bf16" if amx else "fp32"}
+    match = tmp_path / "m.csv"
+    assert main(["match", str(DEFAULT_CAPTIONS), "--model", str(tiny_model_dir), "--no-cache", "--out", str(match)]) == 0
+    summary = dict(pd.read_csv(match.with_name("m.summary.csv"), dtype=str).values)
+    assert (summary["precision"], summary["precision_requested"]) == ("fp32", "fp32")
+    assert set(pd.read_csv(match, dtype=str).precision) == {"fp32"}
+
+
+def _bf16_hardware() -> str | None:
+    """The device where ``auto`` really is bf16 on this machine: a CUDA device with bf16, an AMX-BF16 CPU, or none."""
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "cuda"
+    return "cpu" if precision.cpu_capabilities().get("amx_bf16") else None
+
+
+@pytest.mark.skipif(_bf16_hardware() is None, reason="auto is bf16 only on a CPU with AMX-BF16 or a CUDA device, and "
+                    "this machine has neither; the choice is tested with injected capabilities on every machine")
+def test_auto_on_this_machine_is_bf16_and_close_to_fp32(monkeypatch, tiny_model_dir):
+    monkeypatch.delenv(AUTO_ENV)
+    device = _bf16_hardware()
+    auto = load_model(tiny_model_dir, device=device, cache=False, precision="auto")
+    fp32 = load_model(tiny_model_dir, device=device, cache=False, precision="fp32")
+    assert auto.precision.name == "bf16" and auto.precision.reason.startswith(AUTO_RULE)
+    images = _images()
+    ours, ref = auto.encode_images(images), fp32.encode_images(images)
+    assert ours.dtype == np.float32 and 0 < np.abs(ours - ref).max() < 0.05
+    assert (similarity(ours, auto.encode_texts(TEXTS)).argmax(1) == similarity(ref, fp32.encode_texts(TEXTS)).argmax(1)).all()
+
+
+@pytest.mark.skipif(_bf16_hardware() is not None, reason="this machine has AMX-BF16 or a CUDA device, where auto is "
+                    "bf16 (test_auto_on_this_machine_is_bf16_and_close_to_fp32 covers it)")
+def test_auto_on_this_machine_is_fp32_and_exact(monkeypatch, tiny_model_dir):
+    monkeypatch.delenv(AUTO_ENV)
+    auto = load_model(tiny_model_dir, cache=False, precision="auto")
+    assert auto.precision.name == "fp32" and "no AMX-BF16" in auto.precision.reason
+    images = _images()
+    np.testing.assert_array_equal(auto.encode_images(images),
+                                  load_model(tiny_model_dir, cache=False, precision="fp32").encode_images(images))

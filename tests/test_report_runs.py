@@ -102,22 +102,28 @@ def test_ctrl_c_exits_130_in_one_line_and_leaves_nothing(tmp_path):
     assert not alive, "the kernel outlived the interrupted run"
 
 
+def _stage(out: Path, run_id: str, names=("01_matching.html", "01_matching.json")) -> Path:
+    """A finished run's staging folder as build_reports leaves it: the run's files and its run.json."""
+    staging = out / "runs" / f".{run_id}.partial"
+    staging.mkdir(parents=True)
+    for name in names:
+        (staging / name).write_text(run_id)
+    (staging / "run.json").write_text(json.dumps({"run_id": run_id}))
+    return staging
+
+
 @pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # a publisher that crashes fails
 def test_concurrent_publishing_never_mixes_runs(tmp_path):
     out = tmp_path / "out"
     (out / "runs").mkdir(parents=True)
-    names = ("01_matching.html", "01_matching.json", "run.json")
+    names = ("01_matching.html", "01_matching.json")
     stop = threading.Event()
     mixed: list[set] = []  # files of several runs, or a run missing a file, seen through latest/
 
     def run(worker: int) -> None:
         for i in range(25):
-            run_id = f"2026{worker}{i:03d}-{worker}"
-            staging = out / "runs" / f".{run_id}.partial"
-            staging.mkdir()
-            for name in names:
-                (staging / name).write_text(run_id)
-            rep.publish(staging, out, run_id)
+            run_id = f"2026010{worker}T000{i:03d}Z-00000{worker}"
+            rep.publish(_stage(out, run_id, names), out, run_id)
 
     def read() -> None:
         while not stop.is_set():
@@ -144,6 +150,67 @@ def test_concurrent_publishing_never_mixes_runs(tmp_path):
     assert len(runs) <= rep.KEEP_RUNS + 1 and not [r for r in runs if r.startswith(".")]
     latest = os.readlink(out / "latest")
     assert {(out / name).read_text() for name in names} == {latest.split("/")[-1]}
+
+
+def test_a_run_is_never_pruned_while_it_is_published(tmp_path, monkeypatch):
+    """Deterministic: an older run is stopped between moving its folder in and linking it, and a newer run
+    publishes then. The newer run must neither delete the older run's folder nor leave it half-published."""
+    out = tmp_path / "out"
+    for i in range(rep.KEEP_RUNS):
+        run_id = f"20260102T00000{i}Z-aaaaaa"
+        rep.publish(_stage(out, run_id), out, run_id)
+    old_id, new_id = "20260101T000000Z-bbbbbb", "20260103T000000Z-cccccc"  # older than every run above, and newer
+    old, new = _stage(out, old_id), _stage(out, new_id)
+    moved, resume = threading.Event(), threading.Event()
+    link = rep._link
+
+    def paused_link(path, target):  # the older run, after its folder was moved into runs/, before any link
+        if threading.current_thread().name == "older" and not moved.is_set():
+            moved.set()
+            assert resume.wait(30)
+        return link(path, target)
+
+    monkeypatch.setattr(rep, "_link", paused_link)
+    errors = []
+
+    def publish(staging, run_id):
+        try:
+            rep.publish(staging, out, run_id)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    older = threading.Thread(target=publish, args=(old, old_id), name="older")
+    older.start()
+    assert moved.wait(30)
+    newer = threading.Thread(target=publish, args=(new, new_id), name="newer")
+    newer.start()
+    newer.join(timeout=5)  # the old code published and pruned here, while the older run was half-published
+    resume.set()
+    older.join(30)
+    newer.join(30)
+    assert not errors, errors
+    latest = (out / "latest").resolve(strict=True)  # the old code: latest named the older run, pruned meanwhile
+    assert json.loads((latest / "run.json").read_text())["run_id"] == latest.name
+    assert (out / "01_matching.html").read_text() == latest.name  # the names show the run latest names
+    assert (out / "runs" / new_id / "run.json").is_file()
+
+
+def test_pruning_keeps_newer_runs_and_folders_labclip_did_not_write(tmp_path):
+    out = tmp_path / "out"
+    newer = [f"20260105T00000{i}Z-aaaaaa" for i in range(rep.KEEP_RUNS + 2)]
+    for run_id in newer:
+        rep.publish(_stage(out, run_id), out, run_id)
+    assert sorted(p.name for p in (out / "runs").iterdir()) == newer[-rep.KEEP_RUNS:]
+    theirs = out / "runs" / "20250101T000000Z-abcdef"  # a run id's name, but no run.json of labclip's
+    theirs.mkdir()
+    (theirs / "events.out.tfevents").write_text("user data")
+    tensorboard = out / "runs" / "Dec05_10-00-00_host"
+    tensorboard.mkdir()
+    late = "20260104T000000Z-dddddd"  # started before the runs above, finished after them
+    rep.publish(_stage(out, late), out, late)
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(
+        [*newer[-rep.KEEP_RUNS:], late, theirs.name, tensorboard.name])
+    assert (theirs / "events.out.tfevents").read_text() == "user data"
 
 
 def test_inputs_and_out_are_checked_before_any_model_loads(tmp_path, monkeypatch, capsys):
@@ -233,3 +300,98 @@ def test_every_runner_parameter_has_a_make_variable_and_a_readme_row():
     table = (PROJ_ROOT / "README.md").read_text(encoding="utf-8").split("## Parameters", 1)[1]
     for variable in forwarded:
         assert re.search(rf"^\| `{variable}` \|", table, flags=re.MULTILINE), variable
+
+
+def _tree(folder: Path) -> dict:
+    """Every file and folder under ``folder`` with its content (links by their target)."""
+    return {str(p.relative_to(folder)): os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else None
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture
+def users_folder(tmp_path):
+    """An ML project's folder: TensorBoard's runs/, an experiment's run.json-like log and a notes file."""
+    folder = tmp_path / "project"
+    for i in range(rep.KEEP_RUNS + 2):
+        events = folder / "runs" / f"Dec0{i}_10-00-00_host"
+        events.mkdir(parents=True)
+        (events / "events.out.tfevents.1").write_bytes(b"tensorboard %d" % i)
+    (folder / "notes.txt").write_text("my notes")
+    return folder
+
+
+def test_a_foreign_folder_is_refused_before_anything_runs(users_folder, monkeypatch, capsys):
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was checked before the output folder")
+
+    monkeypatch.setattr(rep, "check_model_or_demo", no_model)
+    before = _tree(users_folder)
+    assert labclip_main(["report", "--model", "demo", "--no-pdf", "--out", str(users_folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"labclip: error: output folder {users_folder} holds files labclip "
+                                               "did not write (notes.txt, runs)") and "--into-existing" in err[0]
+    assert _tree(users_folder) == before
+
+
+@pytest.mark.parametrize(("theirs", "notebooks", "message"), [
+    ("run.json", ["01_matching"], "run.json is not labclip's"),
+    ("comparison.csv", ["01_matching", "02_languages"], "comparison.csv is not labclip's"),
+    ("01_matching.html", ["01_matching"], "01_matching.html is not labclip's"),
+    ("latest/", ["01_matching"], "latest is a folder labclip did not write"),
+])
+def test_names_labclip_would_replace_are_refused_up_front(users_folder, monkeypatch, capsys, theirs, notebooks,
+                                                          message):
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was checked before the output folder")
+
+    monkeypatch.setattr(rep, "check_model_or_demo", no_model)
+    if theirs.endswith("/"):
+        (users_folder / theirs).mkdir()
+        (users_folder / theirs / "keep.txt").write_text("mine")
+    else:
+        (users_folder / theirs).write_text("mine")
+    before = _tree(users_folder)
+    assert labclip_main(["report", "--model", "demo", "--no-pdf", "--into-existing", "--notebooks", *notebooks,
+                         "--out", str(users_folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("labclip: error: ") and message in err[0], err
+    assert _tree(users_folder) == before
+
+
+def test_latest_as_a_real_folder_is_found_before_any_notebook_in_labclips_folder(tmp_path, quick_notebooks):
+    out = tmp_path / "out"
+    rep.build_reports({}, out, notebooks=["01_matching"], pdf=False)
+    run = os.readlink(out / "latest")
+    (out / "latest").unlink()
+    (out / "latest").mkdir()
+    before = _tree(out)
+    with pytest.raises(LabclipError, match="latest is a folder labclip did not write"):
+        rep.build_reports({}, out, notebooks=["01_matching"], pdf=False)
+    assert _tree(out) == before and run.startswith("runs/")
+
+
+def test_into_existing_keeps_every_user_file_and_folder(users_folder, quick_notebooks, monkeypatch):
+    monkeypatch.setattr(rep, "KEEP_RUNS", 1)
+    before = _tree(users_folder)
+    with pytest.raises(LabclipError, match="holds files labclip did not write"):
+        rep.build_reports({}, users_folder, notebooks=["01_matching"], pdf=False)
+    for _ in range(3):
+        rep.build_reports({}, users_folder, notebooks=["01_matching"], pdf=False, into_existing=True)
+    after = _tree(users_folder)
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing of the user's changed or went
+    ours = sorted(p.name for p in (users_folder / "runs").iterdir() if rep.RUN_ID.fullmatch(p.name))
+    assert len(ours) == 1 and os.readlink(users_folder / "latest") == f"runs/{ours[0]}"
+    assert (users_folder / rep.MARKER).is_file()
+    rep.build_reports({}, users_folder, notebooks=["01_matching"], pdf=False)  # marked now: no flag needed
+
+
+def test_labclips_own_folders_need_no_flag(tmp_path, quick_notebooks):
+    fresh = tmp_path / "new" / "reports"
+    rep.build_reports({}, fresh, notebooks=["01_matching"], pdf=False)
+    assert (fresh / rep.MARKER).read_text() == rep.MARKER_TEXT
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rep.build_reports({}, empty, notebooks=["01_matching"], pdf=False)
+    (fresh / rep.MARKER).unlink()  # a folder from before the marker: latest links into runs/
+    rep.build_reports({}, fresh, notebooks=["01_matching"], pdf=False)
+    assert (PROJ_ROOT / "reports" / rep.MARKER).is_file()  # the checkout's reports/ (README, params) is labclip's

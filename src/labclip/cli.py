@@ -30,7 +30,7 @@ from .config import DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL,
 from .errors import LabclipError
 from .images import IMAGE_SUFFIXES
 from .labels import format_metric, metric_label, num, share
-from .precision import PRECISIONS
+from .precision import PRECISIONS, default_precision
 from .stats import INTERVAL_SUFFIXES, Estimate, interval_fields, is_interval_field
 from .translate import DEFAULT_TRANSLATOR
 
@@ -47,7 +47,8 @@ KNOWN_NOISE = {
 }
 # Images tagged between two atomic rewrites of the tags CSV: an interrupted run keeps every finished chunk.
 TAG_CHUNK = 256
-TAG_KEY = ("model", "model_revision", "model_untrained", "labels_sha256", "templates", "template_lang", "top_k")
+TAG_KEY = ("model", "model_revision", "model_untrained", "precision", "labels_sha256", "templates", "template_lang",
+           "top_k")
 
 
 # --- the parser -----------------------------------------------------------------------------------------------
@@ -119,7 +120,7 @@ def _query(text: str) -> str:
     return text.strip()
 
 
-def _model_options(p: argparse.ArgumentParser, several: bool = False) -> None:
+def _model_options(p: argparse.ArgumentParser, task: str, several: bool = False) -> None:
     if several:
         p.add_argument("--models", nargs="+", metavar="MODEL",
                        help="models to compare (hub ids, aliases, local directories, 'demo'; default: "
@@ -129,8 +130,11 @@ def _model_options(p: argparse.ArgumentParser, several: bool = False) -> None:
         p.add_argument("--model", default=DEFAULT_MODEL, help="hub id, alias (ViT-B/32, ...), local directory saved "
                        "with save_pretrained, or 'demo' (labclip's untrained model, works offline)")
     p.add_argument("--device", type=_device, default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="auto: bf16 where the hardware runs it faster (CUDA, AMX CPUs), else fp32 (default: auto)")
+    default = default_precision(task)
+    why = "exact numbers, read one by one" if default == "fp32" else "bulk work: the fastest precision here"
+    p.add_argument("--precision", default=default, choices=PRECISIONS,
+                   help=f"fp32, bf16, fp16, or auto: bf16 where the hardware runs it faster (CUDA, AMX CPUs), else "
+                        f"fp32 (default: {default}, {why})")
     p.add_argument("--batch-size", type=_positive, metavar="N",
                    help="images or captions per forward pass (default: the model's own, 32 images, 16 captions)")
     p.add_argument("--no-cache", action="store_true",
@@ -177,7 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image-dir", type=Path, metavar="DIR",
                    help="folder the caption file's image paths are relative to (default: the caption file's own)")
     _top_k(p, 3, "captions listed per image, and the k of the top-k accuracies")
-    _model_options(p)
+    _model_options(p, "match")
     _out_option(p, summary=True)
 
     p = sub.add_parser("classify", help="zero-shot labels of images", description="Zero-shot classification: "
@@ -185,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", type=Path, help="image files")
     _label_options(p)
     _top_k(p, 5, "labels listed per image")
-    _model_options(p)
+    _model_options(p, "classify")
     _out_option(p)
 
     p = sub.add_parser("tag", help="tag every image of a folder (resumable)", description="Write the top-k labels "
@@ -196,14 +200,14 @@ def _parser() -> argparse.ArgumentParser:
     _top_k(p, 3, "labels kept per image")
     p.add_argument("--out", type=Path, required=True, metavar="FILE.csv",
                    help="the tags CSV, read on a rerun and rewritten atomically (required, no default)")
-    _model_options(p)
+    _model_options(p, "tag")
 
     p = sub.add_parser("search", help="find images in a folder by text", description="Rank a folder's images "
                        "by similarity to a text query.", **kw)
     p.add_argument("folder", type=Path, help="folder of images (searched recursively)")
     p.add_argument("query", type=_query, help="the text to look for, e.g. 'a red car'")
     _top_k(p, 5, "images listed")
-    _model_options(p)
+    _model_options(p, "search")
     _out_option(p, summary=True)
 
     p = sub.add_parser("eval", help="zero-shot accuracy on a labelled folder", description="Evaluate zero-shot "
@@ -213,7 +217,7 @@ def _parser() -> argparse.ArgumentParser:
                    "column (or one label column per language, of which --lang picks one)")
     _template_options(p)
     _top_k(p, 5, "the k of the top-k accuracy")
-    _model_options(p)
+    _model_options(p, "eval")
     _out_option(p, summary=True)
 
     p = sub.add_parser("compare", help="models × languages × strategies table", description="Compare models, "
@@ -230,7 +234,7 @@ def _parser() -> argparse.ArgumentParser:
     _top_k(p, 3, "the k of the top-k accuracies")
     p.add_argument("--strict", action="store_true", help="fail instead of using the demo model when the first "
                    "model can't be loaded (default: fall back)")
-    _model_options(p, several=True)
+    _model_options(p, "compare", several=True)
     _out_option(p)
 
     _adapt_parser(sub, kw)
@@ -291,7 +295,7 @@ def _adapt_parser(sub, kw: dict) -> None:
                    help="ridge penalty (default: chosen by cross-validation inside the training images)")
     t.add_argument("--folds", type=_folds, default=5, metavar="K", help="folds over images, or 'loo'")
     t.add_argument("--seed", type=int, default=0, help="shuffles the folds (default: 0)")
-    _model_options(t)
+    _model_options(t, "adapt")
     t.add_argument("--out", type=Path, required=True, metavar="FILE.safetensors",
                    help="the adapter; its JSON card is written beside it (required, no default)")
     t.add_argument("--json", type=Path, metavar="FILE.json", help="also write the results with their "
@@ -307,7 +311,7 @@ def _adapt_parser(sub, kw: dict) -> None:
     f.add_argument("--folds", type=_folds, default=5, metavar="K", help="folds over images, or 'loo'")
     f.add_argument("--seed", type=int, default=0, help="shuffles the folds and draws the shots (default: 0)")
     _template_options(f)
-    _model_options(f)
+    _model_options(f, "adapt")
     f.add_argument("--json", "--out", dest="json", type=Path, metavar="FILE.json",
                    help="write the results with their provenance (default: print only)")
 
@@ -501,7 +505,8 @@ def model_record(model, requested: str | None = None, fallback_reason: str | Non
     model_id = shown_model(model_id)
     record = {"requested": shown_model(requested or model.name), "id": model_id, "revision": revision,
               "untrained": bool(model.untrained), "fallback_reason": fallback_reason,
-              "precision": model.precision.name, "precision_reason": model.precision.reason}
+              "precision": model.precision.name, "precision_requested": model.precision.requested,
+              "precision_reason": model.precision.reason}
     card = getattr(model, "adapter_card", None)
     if card is not None:
         record.update(id=f"{model_id}{ADAPTER_MARK}{card['label']}", revision=f"{revision}{ADAPTER_MARK}{card['sha256']}",
@@ -510,7 +515,8 @@ def model_record(model, requested: str | None = None, fallback_reason: str | Non
 
 
 def _model_columns(record: dict) -> dict:
-    return {"model": record["id"], "model_revision": record["revision"] or "", "model_untrained": record["untrained"]}
+    return {"model": record["id"], "model_revision": record["revision"] or "", "model_untrained": record["untrained"],
+            "precision": record["precision"], "precision_requested": record["precision_requested"]}
 
 
 # --- output ---------------------------------------------------------------------------------------------------
@@ -702,7 +708,8 @@ def cmd_tag(args) -> None:
         for start in range(0, max(len(todo), 1), TAG_CHUNK):
             chunk = todo[start:start + TAG_CHUNK]
             probs = probabilities(model, model.encode_images([images[i] for i in chunk]), classes)
-            new = top_labels(probs, labels, [names[i] for i in chunk], args.top_k).assign(**key)
+            new = top_labels(probs, labels, [names[i] for i in chunk], args.top_k).assign(
+                **key, precision_requested=model.precision.requested)
             done = pd.concat([done, new], ignore_index=True) if done is not None and len(done) else new
             write_text(args.out, done.to_csv(index=False))
     print(f"labclip: tagged {_count(len(todo), 'new image')}; {args.out} lists "

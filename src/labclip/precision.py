@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,20 @@ from .errors import LabclipError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The one rule for defaults: numbers a person reads one by one are exact fp32; bulk work, where throughput
+# matters and a flipped near-tie is noise inside the interval, is "auto". --precision / PRECISION= overrides.
+EXACT, BULK = "fp32", "auto"
+DEFAULTS: dict[str, str] = {
+    **dict.fromkeys(("01_matching", "02_languages", "03_lab_report", "04_zeroshot", "06_adapt",
+                     "match", "classify", "eval", "compare", "adapt"), EXACT),
+    **dict.fromkeys(("05_scale", "tag", "search"), BULK),
+}
+DEFAULT_RULE = ("numbers read one by one (reports 01–04 and 06; match, classify, eval, compare, adapt) default to "
+                "exact fp32, bulk work (05_scale, tag, search) to auto")
+# What "auto" resolves to without looking at the hardware (fp32, bf16 or fp16): pins the notebooks' kernels and
+# the tests to one precision on every machine.
+AUTO_ENV = "LABCLIP_AUTO_PRECISION"
+AUTO_RULE = "auto picks bf16 on CUDA devices that support it (else fp16) and on CPUs with AMX-BF16 tiles, else fp32"
 
 
 @dataclass(frozen=True)
@@ -28,6 +43,16 @@ class Precision:
 
 
 FP32 = Precision("fp32", "fp32", "requested")
+
+
+def default_precision(task: str) -> str:
+    """The precision ``task`` (a command such as ``"match"`` or a notebook such as ``"05_scale"``) uses when none
+    is given: see ``DEFAULTS``.
+
+    Raises:
+        KeyError: a task the table does not name.
+    """
+    return DEFAULTS[task]
 
 
 def cpu_capabilities() -> Mapping[str, bool]:
@@ -47,37 +72,43 @@ def cpu_capabilities() -> Mapping[str, bool]:
 def choose(requested: str = "auto", device: str = "cpu", capabilities: Mapping[str, bool] | None = None) -> Precision:
     """Resolve ``requested`` for ``device``.
 
-    ``auto`` picks bf16 on CUDA cards that support it (fp16 on older ones) and on CPUs with AMX-BF16
-    tiles; fp32 on other CPUs, AVX-512-BF16 alone included: there oneDNN runs bf16 matmuls with its
-    ``avx512_core_bf16`` kernels, and ``make bench`` measured them, and the encoders, slower than fp32.
-    The reason says which rule applied and what it rests on; ``make bench`` checks it on the machine
-    it runs on.
+    ``auto`` follows ``AUTO_RULE``: bf16 on CUDA cards that support it (fp16 on older ones) and on CPUs with
+    AMX-BF16 tiles; fp32 on other CPUs, AVX-512-BF16 alone included (there oneDNN's ``avx512_core_bf16``
+    kernels are slower than fp32; ``make bench`` measures it on the machine it runs on). Where the environment
+    variable ``LABCLIP_AUTO_PRECISION`` is set, ``auto`` is that precision instead, whatever the hardware.
+    The reason states the rule and what it found on this machine; it quotes no speed-up this run did not measure.
 
     Args:
         requested: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
         device: the torch device the model runs on.
-        capabilities: CPU features (default :func:`cpu_capabilities`); tests pass their own.
+        capabilities: CPU features (default: ``LABCLIP_AUTO_PRECISION`` if set, else :func:`cpu_capabilities`);
+            tests pass their own.
 
     Raises:
-        LabclipError: an unknown precision.
+        LabclipError: an unknown precision, or an unknown ``LABCLIP_AUTO_PRECISION``.
     """
     if requested not in PRECISIONS:
         raise LabclipError(f"unknown precision {requested!r}; use one of {', '.join(PRECISIONS)}")
     if requested != "auto":
         return Precision(requested, requested, "requested")
-    if torch.device(device).type == "cuda":
+    pinned = os.environ.get(AUTO_ENV, "").strip() if capabilities is None else ""
+    if pinned:
+        if pinned not in DTYPES:
+            raise LabclipError(f"{AUTO_ENV}={pinned!r} is not a precision; use one of {', '.join(DTYPES)}")
+        return Precision(pinned, requested, f"auto pinned to {pinned} by {AUTO_ENV}")
+    kind = torch.device(device).type
+    if kind == "cuda":
         if torch.cuda.is_bf16_supported():
-            return Precision("bf16", requested, "CUDA device supports bf16")
-        return Precision("fp16", requested, "CUDA device without bf16 support")
-    if torch.device(device).type != "cpu":
-        return Precision("fp32", requested, f"no reduced-precision rule for device type {torch.device(device).type!r}")
+            return Precision("bf16", requested, f"{AUTO_RULE}: this CUDA device supports bf16")
+        return Precision("fp16", requested, f"{AUTO_RULE}: this CUDA device has no bf16 support")
+    if kind != "cpu":
+        return Precision("fp32", requested, f"{AUTO_RULE}: no reduced-precision rule for device type {kind!r}")
     caps = cpu_capabilities() if capabilities is None else capabilities
     if caps.get("amx_bf16"):
-        return Precision("bf16", requested, "CPU has AMX-BF16 tiles: bf16 matmul measured 6.6× fp32 on such a CPU")
+        return Precision("bf16", requested, f"{AUTO_RULE}: this CPU has AMX-BF16")
     if caps.get("avx512_bf16"):
-        return Precision("fp32", requested, "CPU has AVX-512-BF16 but no AMX-BF16 tiles: bf16 measured slower than "
-                                            "fp32 on such a CPU (matmul about 0.5×, ViT-B/32 0.6–0.7×)")
-    return Precision("fp32", requested, "CPU without bf16 matrix units (no AMX-BF16)")
+        return Precision("fp32", requested, f"{AUTO_RULE}: this CPU has AVX-512-BF16 but no AMX-BF16")
+    return Precision("fp32", requested, f"{AUTO_RULE}: this CPU has no AMX-BF16")
 
 
 def cast(module: torch.nn.Module, precision: Precision) -> torch.nn.Module:

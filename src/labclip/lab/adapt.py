@@ -32,6 +32,7 @@ from ..data import CaptionSet, flatten_captions, load_captions
 from ..errors import LabclipError
 from ..metrics import correct_ranks
 from ..model import describe
+from ..precision import DEFAULTS
 from ..stats import wilson_interval
 from ..zeroshot import class_embeddings, labelled_images, load_templates
 from .provenance import Timings, machine, now, package_versions, sha256_file, sha256_files
@@ -208,7 +209,7 @@ def start(
     target_lang: str = "en",
     *,
     strict: bool = False,
-    precision: str = "auto",
+    precision: str = DEFAULTS["06_adapt"],
     **options,
 ) -> TextAdapterRun:
     """Load the model in ``precision`` through the lab's one fallback policy (the demo model when it can't

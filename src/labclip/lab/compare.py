@@ -16,6 +16,7 @@ from ..errors import LabclipError
 from ..hub import ModelUnavailable, without_demo_hint
 from ..metrics import accuracy_keys, correct_ranks
 from ..model import ClipModel
+from ..precision import DEFAULTS
 from ..registry import default_models
 from ..stats import interval_fields
 from ..translate import DEFAULT_TRANSLATOR, Translator, translator_name
@@ -40,7 +41,7 @@ def compare(
     top_k: int = 3,
     reference: str = "en",
     strict: bool = False,
-    precision: str = "auto",
+    precision: str = DEFAULTS["compare"],
 ) -> pd.DataFrame:
     """One row per model × language × strategy with top-1/top-k in both directions, mean correct
     similarity, mean margin, the ends of each accuracy's 95% Wilson interval (``i2t_acc1_low``,

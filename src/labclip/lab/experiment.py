@@ -32,6 +32,7 @@ from ..metrics import (
     zeroshot_metrics,
 )
 from ..model import ClipModel, check_model, describe, load_model, shown_model
+from ..precision import DEFAULTS
 from ..stats import Estimate, interval_fields
 from ..zeroshot import LabelledImages, class_embeddings, labelled_images, load_templates, probabilities
 from .provenance import Timings, machine, now, package_versions, sha256_file, sha256_files
@@ -299,7 +300,7 @@ def start(
     labels: str | os.PathLike | None = None,
     task: str = "matching",
     check_images: bool = True,
-    precision: str = "auto",
+    precision: str = DEFAULTS["01_matching"],
 ) -> Run:
     """Validate the inputs first, then load the model (or the demo model, see :func:`load_model_or_demo`).
 
@@ -316,7 +317,8 @@ def start(
         task: ``"matching"`` gives an :class:`Experiment`, ``"zeroshot"`` a :class:`ZeroShotRun`.
         check_images: decode every image of the caption set now; ``False`` when the report runner has
             already checked them once for all notebooks.
-        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`labclip.load_model`).
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`labclip.load_model`); the
+            default is the reports' (:data:`labclip.precision.DEFAULTS`).
     """
     if task not in ("matching", "zeroshot"):
         raise LabclipError(f"unknown task {task!r}; use 'matching' or 'zeroshot'")

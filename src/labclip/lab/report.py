@@ -4,12 +4,19 @@ A run works in a hidden staging folder ``<out>/runs/.<run-id>.partial`` and, onl
 notebook succeeded, renames it to ``<out>/runs/<run-id>`` and switches the ``<out>/latest`` link
 to it in one step. ``<out>/01_matching.html`` and the other top-level names are links into
 ``latest``, so they always show the files of one run. A failure or Ctrl-C removes the staging
-folder and leaves earlier reports as they were; two runs at once each publish their own folder.
+folder and leaves earlier reports as they were; two runs at once each publish their own folder,
+one after the other (a lock on the folder's marker file), and a run prunes only older runs.
+
+labclip deletes and replaces only what it wrote: the output folder carries a marker file
+(``.labclip-reports``); a non-empty folder without it is refused unless the user passes
+``--into-existing``, and even then no file of the user's is replaced and only run folders that
+labclip wrote are pruned. Whatever would block publishing is found before any notebook runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -20,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,7 +44,7 @@ from ..config import (
 from ..data import load_captions
 from ..errors import LabclipError
 from ..model import shown_model
-from ..precision import PRECISIONS, choose
+from ..precision import DEFAULTS, PRECISIONS, choose
 from .experiment import check_model_or_demo
 from .provenance import Timings, now, package_versions
 
@@ -52,6 +59,10 @@ PDF_TIMEOUT_S = 180
 KEEP_RUNS = 5
 RUNS = "runs"
 LATEST = "latest"
+MARKER = ".labclip-reports"
+MARKER_TEXT = ("labclip report publishes reports here: runs/<run-id>/ per run; latest and the report names link to "
+               "the newest run.\nlabclip replaces only its own links and deletes only run folders it wrote.\n")
+RUN_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 # Pages load nothing and run nothing: images are data: URIs, styles inline.
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
        "base-uri 'none'; form-action 'none'")
@@ -194,27 +205,89 @@ def to_pdf(html: Path, target: Path, timeout: float | None = None) -> Path:
     return target
 
 
-def check_out_dir(out_dir: Path) -> None:
-    """Fail before any work when ``out_dir`` cannot be created or written.
+def check_out_dir(out_dir: Path, names: Sequence[str] = (), into_existing: bool = False) -> None:
+    """Fail before any work when ``out_dir`` cannot be created or written, or is not labclip's to write in.
+
+    Args:
+        out_dir: the output folder.
+        names: the top-level names the run will publish (``01_matching.html``, ``run.json``, ...).
+        into_existing: the user allows a non-empty folder that labclip did not create.
 
     Raises:
-        LabclipError: a file stands in the way, or the folder is not writable.
+        LabclipError: a file stands in the way, the folder is not writable, it is a non-empty folder that is
+            not labclip's (without ``into_existing``), or a name the run would publish is taken by something
+            labclip did not write (a file, a folder, a ``latest`` that is not labclip's link).
     """
     existing = next(p for p in (out_dir, *out_dir.absolute().parents) if p.exists())
     if not existing.is_dir():
         raise LabclipError(f"output folder {out_dir}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise LabclipError(f"output folder {out_dir}: {existing} is not writable")
+    if not out_dir.is_dir():
+        return
+    foreign = sorted(p.name for p in out_dir.iterdir()) if not _is_labclips(out_dir) else []
+    if foreign and not into_existing:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise LabclipError(f"output folder {out_dir} holds files labclip did not write ({shown}); choose a new or "
+                           "empty folder, or pass --into-existing to add the reports beside them (labclip then "
+                           "replaces and deletes none of them)")
+    _check_blockers(out_dir, names)
 
 
-def check_inputs(params: dict, out_dir: Path, notebooks: Sequence[str], pdf: bool) -> None:
-    """Everything that can be checked before a model is loaded: precision, captions, images, labels, output folder.
+def _is_labclips(out_dir: Path) -> bool:
+    """Whether labclip wrote this folder: its marker file, or (folders from before the marker) a ``latest``
+    link into ``runs/``."""
+    latest = out_dir / LATEST
+    return (out_dir / MARKER).is_file() or (latest.is_symlink() and os.readlink(latest).startswith(f"{RUNS}/"))
+
+
+def _check_blockers(out_dir: Path, names: Sequence[str]) -> None:
+    """Each name a run publishes is free or labclip's own link (``latest/<name>``); ``latest`` is free or
+    labclip's link into ``runs/``; ``runs`` is free or a folder.
+
+    Raises:
+        LabclipError: the first name that something labclip did not write stands on.
+    """
+    runs, latest = out_dir / RUNS, out_dir / LATEST
+    if (runs.exists() or runs.is_symlink()) and not runs.is_dir():
+        raise LabclipError(f"{runs} is not a folder; labclip keeps its runs there: move it away or choose "
+                           "another --out")
+    if latest.is_symlink() or latest.exists():
+        if not (latest.is_symlink() and os.readlink(latest).startswith(f"{RUNS}/")):
+            kind = "folder" if latest.is_dir() and not latest.is_symlink() else "file"
+            raise LabclipError(f"{latest} is a {kind} labclip did not write, where it keeps the link to the newest "
+                               "run: move it away or choose another --out")
+    for name in names:
+        path = out_dir / name
+        if path.is_symlink():
+            if not os.readlink(path).startswith(f"{LATEST}/"):
+                raise LabclipError(f"{path} is a link labclip did not write; labclip would replace it with the "
+                                   "report's: move it away or choose another --out")
+        elif path.exists():
+            raise LabclipError(f"{path} is not labclip's (a file of yours?); labclip would replace it with the "
+                               "report's: move it away or choose another --out")
+
+
+def published_names(notebooks: Sequence[str], pdf: bool) -> list[str]:
+    """The top-level names a run of ``notebooks`` publishes (what may be written there, for the checks)."""
+    names = ["run.json"]
+    for name in notebooks:
+        names += [f"{name}.ipynb", f"{name}.html", f"{name}.json"] + ([f"{name}.pdf"] if pdf else [])
+        if name == "02_languages":
+            names.append("comparison.csv")
+    return names
+
+
+def check_inputs(params: dict, out_dir: Path, notebooks: Sequence[str], pdf: bool, into_existing: bool = False) -> None:
+    """Everything that can be checked before a model is loaded: precision, captions, images, labels, output folder
+    (see :func:`check_out_dir`).
 
     Raises:
         LabclipError: the first input that is wrong.
     """
-    check_out_dir(out_dir)
-    choose(params.get("precision", "auto"))
+    check_out_dir(out_dir, published_names(notebooks, pdf), into_existing)
+    for name in notebooks:
+        choose(params.get("precision") or DEFAULTS.get(name, "fp32"))
     unknown = [n for n in notebooks if not (NOTEBOOKS_DIR / f"{n}.ipynb").is_file()]
     if unknown:
         raise LabclipError(f"notebook {NOTEBOOKS_DIR / unknown[0]}.ipynb not found; run from a labclip checkout "
@@ -275,40 +348,80 @@ def _link(path: Path, target: str) -> None:
         raise LabclipError(f"{path} is in the way of the report link; move it away") from None
 
 
+@contextlib.contextmanager
+def _publishing(out_dir: Path) -> Iterator[None]:
+    """Hold the output folder's publish lock (``flock`` on its marker file): one run publishes and prunes at a time."""
+    with open(out_dir / MARKER, "a", encoding="utf-8") as marker:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): runs at once may publish together
+            yield
+            return
+        fcntl.flock(marker, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(marker, fcntl.LOCK_UN)
+
+
+def claim(out_dir: Path) -> None:
+    """Create ``out_dir`` (when missing) with labclip's marker file, after :func:`check_out_dir` allowed it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not (out_dir / MARKER).is_file():
+        write_text(out_dir / MARKER, MARKER_TEXT)
+    (out_dir / RUNS).mkdir(exist_ok=True)
+
+
 def publish(staging: Path, out_dir: Path, run_id: str) -> list[Path]:
     """Move a finished run to ``out_dir/runs/<run_id>`` and switch ``out_dir/latest`` to it.
 
     The top-level names (``out_dir/01_matching.html``, ...) are links through ``latest``, so every
-    one of them shows the same run, before and after the switch.
+    one of them shows the same run, before and after the switch. Publishing and pruning hold the
+    folder's lock, so no other run prunes this one while it is being published.
 
     Returns:
         The top-level paths of the run's files.
+
+    Raises:
+        LabclipError: a name of the run is taken by something labclip did not write (nothing is published).
     """
     final = out_dir / RUNS / run_id
-    os.replace(staging, final)
-    names = sorted(p.name for p in final.iterdir())
-    for name in names:
-        _link(out_dir / name, f"{LATEST}/{name}")
-    _link(out_dir / LATEST, f"{RUNS}/{run_id}")
-    for path in out_dir.iterdir():
-        try:
-            dangling = path.is_symlink() and os.readlink(path).startswith(f"{LATEST}/") and not path.exists()
-        except FileNotFoundError:  # replaced by a concurrent run since the listing
-            continue
-        if dangling:
-            path.unlink(missing_ok=True)
-    _prune(out_dir / RUNS, keep={run_id, os.readlink(out_dir / LATEST).split("/")[-1]})
+    with _publishing(out_dir):
+        names = sorted(p.name for p in staging.iterdir())
+        _check_blockers(out_dir, names)
+        os.replace(staging, final)
+        for name in names:
+            _link(out_dir / name, f"{LATEST}/{name}")
+        _link(out_dir / LATEST, f"{RUNS}/{run_id}")
+        for path in out_dir.iterdir():
+            if path.is_symlink() and os.readlink(path).startswith(f"{LATEST}/") and not path.exists():
+                path.unlink(missing_ok=True)
+        _prune(out_dir / RUNS, run_id)
     return [out_dir / name for name in names]
 
 
-def _prune(runs: Path, keep: set[str]) -> None:
-    """Remove all but the newest ``KEEP_RUNS`` runs (never those in ``keep``), and staging folders
-    left a day ago by a killed run."""
-    finished = sorted((p for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True)
+def _is_run(folder: Path) -> bool:
+    """A run folder labclip wrote: a run id as its name and its ``run.json`` naming that id."""
+    if not (RUN_ID.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink()):
+        return False
+    try:
+        return json.loads((folder / "run.json").read_text(encoding="utf-8")).get("run_id") == folder.name
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _prune(runs: Path, run_id: str) -> None:
+    """Remove labclip's runs older than ``run_id`` beyond the newest ``KEEP_RUNS`` (never a newer one, never
+    the one ``latest`` names, never a folder labclip did not write), and staging folders left a day ago by a
+    killed run."""
+    latest = os.readlink(runs.parent / LATEST).split("/")[-1]
+    finished = sorted((p for p in runs.iterdir() if _is_run(p)), key=lambda p: p.name, reverse=True)
     for old in finished[KEEP_RUNS:]:
-        if old.name not in keep:
+        if old.name < run_id and old.name != latest:
             shutil.rmtree(old, ignore_errors=True)
     for partial in runs.glob(".*.partial"):
+        if not RUN_ID.fullmatch(partial.name[1:-len(".partial")]):
+            continue
         try:
             stale = time.time() - partial.stat().st_mtime > 86400
         except FileNotFoundError:  # a concurrent run published it since the glob
@@ -342,6 +455,8 @@ def build_reports(
     out_dir: str | os.PathLike = REPORTS_DIR,
     notebooks: Sequence[str] = NOTEBOOKS,
     pdf: bool = True,
+    *,
+    into_existing: bool = False,
 ) -> list[Path]:
     """Validate inputs, run each notebook, render it, then publish everything at once (see the module doc).
 
@@ -350,12 +465,14 @@ def build_reports(
         out_dir: where finished reports go.
         notebooks: names of notebooks in ``notebooks/`` to run.
         pdf: also print each HTML page to PDF.
+        into_existing: allow a non-empty folder that labclip did not create (see :func:`check_out_dir`).
 
     Returns:
         The published files, by their top-level names in ``out_dir``.
 
     Raises:
-        LabclipError: bad input, an unloadable model in strict mode, a failed notebook (the
+        LabclipError: bad input, an output folder that is not labclip's or has a name taken (checked before
+            any notebook runs), an unloadable model in strict mode, a failed notebook (the
             executed notebook is kept in ``out_dir/runs/`` for inspection), a kernel that died,
             or Chromium failing or timing out. Nothing is published then.
         KeyboardInterrupt: Ctrl-C; nothing is published and the staging folder is removed.
@@ -364,7 +481,7 @@ def build_reports(
     timings = Timings()
     params = {k: v for k, v in params.items() if v is not None}
     with timings.stage("check inputs"):
-        check_inputs(params, out_dir, notebooks, pdf)
+        check_inputs(params, out_dir, notebooks, pdf, into_existing)
     if any(name in NOTEBOOKS for name in notebooks):
         params["check_images"] = False  # check_inputs decoded every image once; the notebooks skip it
     if SCALE_NOTEBOOK in notebooks:
@@ -382,20 +499,21 @@ def build_reports(
         fallback = check_model_or_demo(params.get("model", DEFAULT_MODEL), bool(params.get("strict")))
     kernel = ensure_kernel()
     run_id = new_run_id()
-    (out_dir / RUNS).mkdir(parents=True, exist_ok=True)
+    claim(out_dir)
     staging = out_dir / RUNS / f".{run_id}.partial"
     staging.mkdir()
     ipc = tempfile.mkdtemp(prefix="labclip-kernel-")
+    precision = {}
     try:
         for name in notebooks:
-            _run_notebook(papermill, name, params, staging, kernel, ipc, timings, out_dir, run_id)
+            precision[name] = _run_notebook(papermill, name, params, staging, kernel, ipc, timings, out_dir, run_id)
             with timings.stage(f"html {name}"):
                 html = to_html(staging / f"{name}.ipynb", staging / f"{name}.html")
             if pdf:
                 with timings.stage(f"pdf {name}"):
                     to_pdf(html, staging / f"{name}.pdf")
         run = {"run_id": run_id, "finished": now(), "parameters": _shown_params(params),
-               "fallback_reason": fallback, "versions": package_versions(),
+               "precision": precision, "fallback_reason": fallback, "versions": package_versions(),
                "timings_s": {k: round(v, 2) for k, v in timings.items()}}
         (staging / "run.json").write_text(json.dumps(run, indent=2, ensure_ascii=False, default=str),
                                           encoding="utf-8")
@@ -406,12 +524,15 @@ def build_reports(
 
 
 def _run_notebook(papermill, name: str, params: dict, staging: Path, kernel: str, ipc: str, timings: Timings,
-                  out_dir: Path, run_id: str) -> None:
+                  out_dir: Path, run_id: str) -> dict:
+    """Run one notebook into ``staging``; returns its precision as requested and as used (from its JSON)."""
     source = NOTEBOOKS_DIR / f"{name}.ipynb"
     executed = staging / f"{name}.ipynb"
     declared = papermill.inspect_notebook(str(source))
     nb_params = {k: v for k, v in params.items()
                  if k in declared and (k != "title" or name in ("03_lab_report", SCALE_NOTEBOOK))}
+    if "precision" in declared and name in DEFAULTS:
+        nb_params["precision"] = params.get("precision") or DEFAULTS[name]  # the table's default, never the cell's
     nb_params["output_dir"] = str(staging)
     print(f"labclip: running {name} ...", file=sys.stderr)
     with timings.stage(f"run {name}"):
@@ -436,9 +557,13 @@ def _run_notebook(papermill, name: str, params: dict, staging: Path, kernel: str
                                f"earlier reports in {out_dir} are unchanged") from None
     _publishable(executed, source, nb_params, shown_path(out_dir / RUNS / run_id))
     stats = staging / f"{name}.json"
+    used = {"requested": nb_params.get("precision")}
     if stats.is_file():
-        cache = json.loads(stats.read_text(encoding="utf-8"))["provenance"]["model"]["cache"]
-        print(f"labclip: {name}: {cache}", file=sys.stderr)
+        model = json.loads(stats.read_text(encoding="utf-8"))["provenance"]["model"]
+        print(f"labclip: {name}: {model['cache']}", file=sys.stderr)
+        used.update(requested=model.get("precision_requested", used["requested"]), used=model.get("precision"),
+                    reason=model.get("precision_reason"))
+    return used
 
 
 def _shown_params(params: dict) -> dict:
@@ -493,8 +618,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="items per forward pass (default: the model's)")
     p.add_argument("--title", help=f"title of the lab report ({nb})")
     p.add_argument("--precision", choices=PRECISIONS,
-                   help="encoding precision: auto (bf16 where the hardware runs it faster: CUDA, AMX CPUs; else "
-                        f"fp32), fp32, bf16 or fp16 ({nb}: auto)")
+                   help="encoding precision: fp32, bf16, fp16, or auto (bf16 where the hardware runs it faster: CUDA, "
+                        "AMX CPUs; else fp32) (default: fp32, exact numbers read one by one; auto for the bulk "
+                        f"{SCALE_NOTEBOOK})")
     p.add_argument("--strict", action="store_true", default=None,
                    help="fail if the model can't be loaded (default: fall back to the demo model)")
     p.add_argument("--compare-models", nargs="+", metavar="MODEL",
@@ -508,7 +634,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", help="small caption set placed beside the benchmark in the scale report "
                    "(default: data/captions/short.csv)")
     p.add_argument("--out", type=Path, help="output folder (default: reports/ of the checkout, else ./reports): "
-                                          "runs/<run-id>/ per run, latest/ and the report names link to the newest")
+                                          "runs/<run-id>/ per run, latest/ and the report names link to the newest; "
+                                          "a non-empty folder labclip did not create is refused")
+    p.add_argument("--into-existing", action="store_true",
+                   help="allow an --out folder that already holds files labclip did not write: the reports go beside "
+                        "them and none of them is replaced or deleted (default: refuse such a folder)")
     p.add_argument("--notebooks", nargs="+", choices=NOTEBOOKS + OPTIONAL_NOTEBOOKS, metavar="NAME",
                    help=f"notebooks to run: {', '.join(NOTEBOOKS + OPTIONAL_NOTEBOOKS)} (default: {', '.join(NOTEBOOKS)}; "
                    f"with --dataset: {SCALE_NOTEBOOK})")
@@ -555,7 +685,7 @@ def run(args: argparse.Namespace) -> int:
             if params.get(key) and Path(params[key]).exists():
                 params[key] = str(Path(params[key]).resolve())
         notebooks = args.notebooks or ([SCALE_NOTEBOOK] if params.get("dataset") else list(NOTEBOOKS))
-        published = build_reports(params, out, notebooks, pdf=not args.no_pdf)
+        published = build_reports(params, out, notebooks, pdf=not args.no_pdf, into_existing=args.into_existing)
     except LabclipError as err:
         print(f"labclip: error: {err}", file=sys.stderr)
         return 2

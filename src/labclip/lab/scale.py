@@ -30,6 +30,7 @@ from ..errors import LabclipError
 from ..hub import ModelUnavailable
 from ..metrics import RetrievalRanks, retrieval_ranks, similarity
 from ..model import ClipModel, describe
+from ..precision import DEFAULTS
 from ..translate import Translator, translator_name
 from .experiment import load_model_or_demo
 from .narrative import banner_text, language_name, md, model_name, p_value
@@ -249,7 +250,7 @@ def resolve_dataset(dataset: str | os.PathLike, languages: Sequence[str] | None 
 
 def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence[str] | None = None,
           translator: str | None = None, batch_size: int | None = None, strict: bool = False,
-          precision: str = "auto") -> ScaleRun:
+          precision: str = DEFAULTS["05_scale"]) -> ScaleRun:
     """Load the benchmark and the models (the demo model stands in for one that can't be loaded unless ``strict``).
 
     Args:
@@ -576,9 +577,12 @@ def save(run: ScaleRun, output_dir: str | os.PathLike | None, name: str = "05_sc
     prov = record["provenance"]
     rows = []
     for m in prov["models"]:
+        used = m["used"]
+        asked = "" if used.get("precision_requested") in (None, used.get("precision")) else \
+            f"{used['precision_requested']} → "
         rows.append(("model requested → used (precision: why)",
-                     f"{model_name(m['requested'])} → {model_name(m['used']['name'])} "
-                     f"({m['used'].get('precision')}: {m['used'].get('precision_reason')})"))
+                     f"{model_name(m['requested'])} → {model_name(used['name'])} "
+                     f"({asked}{used.get('precision')}: {used.get('precision_reason')})"))
         if m["fallback_reason"]:
             rows.append(("why another model", m["fallback_reason"]))
     bench = prov["benchmark"]
