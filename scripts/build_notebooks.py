@@ -15,12 +15,23 @@ from labclip.config import DEFAULT_MODEL, REPO_URL  # noqa: E402
 from labclip.precision import DEFAULTS  # noqa: E402
 from labclip.translate import DEFAULT_TRANSLATOR  # noqa: E402
 
-COLAB = f'''# Colab: fetch labclip and its data when the package is missing; elsewhere this does nothing.
-import importlib.util, os, subprocess, sys
-if importlib.util.find_spec("labclip") is None:
-    if not os.path.isdir("labclip"):
+COLAB = f'''# Colab: install labclip (and fetch its data) unless `import labclip` gives the installed package; elsewhere
+# this does nothing. Safe to run again, after a restart or an interrupted install.
+import importlib, os, subprocess, sys
+try:
+    import labclip  # a clone folder named labclip/ imports as an empty namespace package: no file, no API
+    installed = getattr(labclip, "__file__", None) is not None and hasattr(labclip, "match_metrics")
+except Exception:  # not installed, or an install that broke half-way
+    installed = False
+if not installed:
+    if not os.path.isfile("labclip/pyproject.toml"):
         subprocess.run(["git", "clone", "--depth=1", "{REPO_URL}", "labclip"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "./labclip[report]"], check=True)
+    for name in [m for m in sys.modules if m == "labclip" or m.startswith("labclip.")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
+    import labclip
+if os.path.isfile("labclip/pyproject.toml"):
     os.environ["LABCLIP_ROOT"] = os.path.abspath("labclip")'''
 
 

@@ -245,3 +245,47 @@ def test_every_lab_entry_point_loads_in_the_precision_asked(monkeypatch):
     assert "demo → demo (bf16: requested)" in shown[-1].data
     assert adapt.start("demo", precision="bf16", folds=2).model.precision.name == "bf16"
     assert asked == [("demo", "bf16")] * 5
+
+
+AMX_STARTUP = """import os
+
+import labclip.precision as precision
+
+precision.cpu_capabilities = lambda: {"amx_bf16": True, "amx_tile": True, "avx512_bf16": True}
+with open(os.environ["LABCLIP_TEST_AUTO_LOG"], "a") as log:
+    log.write(precision.choose("auto").name + "\\n")
+"""
+
+
+def test_reports_are_fp32_by_default_in_kernels_on_an_amx_machine(tmp_path, tiny_model_dir, monkeypatch):
+    """The failure seen on AMX-BF16 Xeons, on any CPU: each notebook kernel gets AMX-BF16 capabilities and no pin,
+    so ``auto`` would be bf16 there; the default report is still fp32, and its prose equals fp32 metrics."""
+    from labclip import match_metrics, similarity
+    from labclip.lab.narrative import share
+    from labclip.precision import AUTO_ENV
+
+    startup = tmp_path / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-amx.py").write_text(AMX_STARTUP, encoding="utf-8")
+    log = tmp_path / "auto.log"
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    monkeypatch.setenv("LABCLIP_TEST_AUTO_LOG", str(log))
+    monkeypatch.delenv(AUTO_ENV)
+    out = tmp_path / "out"
+    assert labclip_main(["report", "--model", str(tiny_model_dir), "--notebooks", "03_lab_report", "--no-pdf",
+                         "--out", str(out)]) == 0
+    assert log.read_text().split() == ["bf16"]  # the kernel was an AMX machine: auto would have been bf16
+    model = json.loads((out / "03_lab_report.json").read_text(encoding="utf-8"))["provenance"]["model"]
+    assert (model["precision"], model["precision_requested"], model["precision_reason"]) == ("fp32", "fp32", "requested")
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert run["precision"] == {"03_lab_report": {"requested": "fp32", "used": "fp32", "reason": "requested"}}
+    html = (out / "03_lab_report.html").read_text(encoding="utf-8")
+    monkeypatch.setenv(AUTO_ENV, "fp32")
+    reference = load_model(tiny_model_dir, precision="fp32", cache=False)
+    captions = load_captions(DEFAULT_CAPTIONS)
+    images = reference.encode_images(captions["path"])
+    for lang in ("en", "ru"):
+        m = match_metrics(similarity(images, reference.encode_texts(captions[lang])), 3, reference.logit_scale)
+        assert f"top-1 {share(m.i2t.hits1, m.n)}" in html and f"top-1 {share(m.t2i.hits1, m.n)}" in html
+        assert f"cosine {m.correct_min:.3f} to {m.correct_max:.3f}" in html
+        assert f"wrong pairs: {m.wrong_min:.3f} to {m.wrong_max:.3f}" in html

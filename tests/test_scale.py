@@ -209,6 +209,11 @@ def test_scale_report_renders_offline_from_the_fixture_set(xtd10, tmp_path):
     assert narrative.p_value(expected) in page
     assert record["provenance"]["models"][0]["requested"] == "demo"
     assert record["provenance"]["benchmark"]["noncommercial"] is True
+    used = record["provenance"]["model"]  # bulk work: auto by default, and what it resolved to (pinned in tests)
+    assert (used["precision_requested"], used["precision"]) == ("auto", "fp32") and "auto" in used["precision_reason"]
+    assert "(auto → fp32: auto pinned to fp32 by LABCLIP_AUTO_PRECISION)" in page
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert run["precision"] == {"05_scale": {"requested": "auto", "used": "fp32", "reason": used["precision_reason"]}}
 
 
 def test_scale_notebook_is_generated_thin_and_not_in_the_default_report():
