@@ -1,4 +1,5 @@
 import json
+import os
 import re
 from pathlib import Path
 
@@ -275,3 +276,41 @@ def test_auto_on_this_machine_is_fp32_and_exact(monkeypatch, tiny_model_dir):
     images = _images()
     np.testing.assert_array_equal(auto.encode_images(images),
                                   load_model(tiny_model_dir, cache=False, precision="fp32").encode_images(images))
+
+
+def test_fp32_numbers_as_printed_do_not_depend_on_batch_size_or_threads(tiny_model_dir, tmp_path, capsys):
+    """Batch 1 vs 32, one thread vs all: the report's prose, the console table and the recorded numbers (what the
+    JSON holds) as they are printed are the same. The raw floats are not always bit-identical (float32 rounding: a matrix-vector product
+    for one row vs a matrix product for 32, and each thread's share of a reduction), so the test also bounds
+    that difference, far below the three decimals and the counts that are printed."""
+    from labclip.data import load_captions
+    from labclip.labels import format_metric
+    from labclip.lab import narrative
+    from labclip.lab.experiment import Experiment
+
+    captions = load_captions(DEFAULT_CAPTIONS)
+    threads = torch.get_num_threads()
+    shown, raw = {}, {}
+    try:
+        for n_threads in dict.fromkeys((1, os.cpu_count() or 1)):
+            torch.set_num_threads(n_threads)
+            for batch in (1, 32):
+                model = load_model(tiny_model_dir, cache=False, precision="fp32")
+                exp = Experiment(model=model, captions=captions, top_k=3, batch_size=batch)
+                prose = [narrative.abstract(exp, ["en", "ru"]), narrative.discussion(exp, ["en", "ru"])]
+                prose += [narrative.results(exp.matching(lang)) for lang in ("en", "ru")]
+                m = exp.matching("en")
+                raw[n_threads, batch] = m.sim
+                recorded = [format_metric(k, v, m.metrics.n) for k, v in {**m.metrics.to_dict(), **m.estimates()}.items()]
+                recorded += [format_metric(k, v, m.metrics.n) for row in m.topk.to_dict("records") for k, v in row.items()]
+                capsys.readouterr()
+                assert main(["match", str(DEFAULT_CAPTIONS), "--model", str(tiny_model_dir), "--no-cache",
+                             "--batch-size", str(batch)]) == 0
+                console = capsys.readouterr().out
+                shown[n_threads, batch] = (prose, console, recorded)
+    finally:
+        torch.set_num_threads(threads)
+    first = next(iter(shown.values()))
+    assert all(s == first for s in shown.values()), [k for k, s in shown.items() if s != first]
+    reference = next(iter(raw.values()))
+    assert max(np.abs(sim - reference).max() for sim in raw.values()) < 1e-6
