@@ -163,7 +163,9 @@ def test_mclip_ignores_exactly_the_keys_transformers_ignores(monkeypatch, tmp_pa
 
 # --- messages name the model and the part that failed ---------------------------------------------------------
 
-def test_a_missing_image_tower_is_named_as_such(monkeypatch, tmp_path):
+def test_a_missing_image_tower_is_named_as_such(monkeypatch, tmp_path, tiny_model_dir):
+    from labclip.lab.compare import compare
+
     cache = tmp_path / "hub"
     write_replica(cache, ST, "symlinks")  # its image tower (OpenAI's CLIP) is not cached
     _use(monkeypatch, cache, tmp_path)
@@ -173,6 +175,12 @@ def test_a_missing_image_tower_is_named_as_such(monkeypatch, tmp_path):
         with pytest.raises(ModelUnavailable) as missing:
             attempt()
         assert str(missing.value).startswith(expected), str(missing.value)
+    # a report's comparison (the demo model stands in only for the first): "not compared: model X: why"
+    table = compare(load_captions(CAPTIONS_DIR / "short.csv", languages=["en"]), ["en"],
+                    [load_model(tiny_model_dir, cache=False), ST], translator=None)
+    assert list(table.model) == [tiny_model_dir.name]
+    (reason,) = table.attrs["skipped"]
+    assert reason.startswith(f"model {ST}: {expected}") and "'demo' model" not in reason
 
 
 def test_a_missing_base_configuration_is_named_as_such(monkeypatch, tmp_path):
