@@ -1,22 +1,31 @@
 """Hugging Face cache replicas of every hub repository labclip names, with tiny random weights.
 
-Each replica is laid out as the hub cache lays out a download (``models--org--name/snapshots/<commit>/``
-plus ``refs/main``). File names, config keys, tokenizer files and weight formats follow the real main
+Each replica is laid out as ``huggingface_hub`` lays out a download (:func:`write_replica`): contents in
+``models--org--name/blobs/<sha1 or sha256>``, ``snapshots/<commit>/`` of relative symlinks into them and
+``refs/main``; or as plain copies (Windows without symlinks), or as a ``local_dir`` download
+(:func:`write_local_dir`). File names, config keys, tokenizer files and weight formats follow the real main
 branch as its "Files and versions" page shows it (looked up with the docs search; the commit each
 listing comes from is named beside it). Dimensions are shrunk; ``model_type`` and ``architectures``
 are the real ones. Files labclip never reads (TF/Flax/Rust/ONNX weights, pictures, README) are present
 as short placeholders so that the listing matches. ``.bin``-only repositories have only
 ``pytorch_model.bin`` here (written with ``torch.save(state_dict)``); where a repository has both
 formats the ``.bin`` holds *different* weights, so a test that matches the safetensors weights also
-proves the safetensors file was the one read.
+proves the safetensors file was the one read. Checkpoints saved by transformers before 4.31 (M-CLIP,
+xlm-roberta-large, OpenAI's CLIP and AltCLIP; the configs name 4.8 to 4.26) carry the ``position_ids``
+buffers those versions saved (:func:`legacy_keys`); OpenAI's ``model.safetensors`` was converted from
+that ``.bin``, so it carries them too.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import json
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -34,6 +43,12 @@ DIM = 32  # every tiny model projects into 32 dimensions, so towers pair with th
 PLACEHOLDER = b"labclip test replica: placeholder for a file labclip does not read\n"
 UNREAD = {".gitattributes", ".gitignore", "README.md", "flax_model.msgpack", "tf_model.h5", "rust_model.ot", "m9.png",
           "xtd.png", "onnx/model.onnx", "onnx/model_O1.onnx"}
+
+# The LFS patterns of the .gitattributes the hub gives a new model repository.
+LFS_PATTERNS = ("*.7z", "*.arrow", "*.bin", "*.bz2", "*.ckpt", "*.ftz", "*.gz", "*.h5", "*.joblib", "*.lfs.*",
+                "*.mlmodel", "*.model", "*.msgpack", "*.npy", "*.npz", "*.onnx", "*.ot", "*.parquet", "*.pb",
+                "*.pickle", "*.pkl", "*.pt", "*.pth", "*.rar", "*.safetensors", "*.tar.*", "*.tflite", "*.tgz",
+                "*.wasm", "*.xz", "*.zip", "*.zst", "*tfevents*")
 
 # Real main-branch listings (from the hub's "Files and versions" pages).
 FILES: dict[str, set[str]] = {
@@ -113,6 +128,14 @@ def _json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def legacy_keys(model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The ``position_ids`` buffers transformers saved before 4.31 (persistent then, ``persistent=False``
+    now): every such buffer of ``model`` that its ``state_dict`` no longer holds."""
+    kept = model.state_dict()
+    return {prefix + name: buffer.clone().contiguous() for name, buffer in model.named_buffers()
+            if name.rsplit(".", 1)[-1] == "position_ids" and name not in kept}
+
+
 def _other_weights(state: dict, seed: int) -> dict:
     """Same names and shapes, other values: the decoy ``.bin`` beside a safetensors file."""
     return _seeded(seed, lambda: {k: torch.randn_like(v.float()).to(v.dtype) if v.is_floating_point() else v
@@ -140,9 +163,14 @@ def _xlmr_tokenizer(root: Path, with_json: bool):
 def _clip(root: Path, seed: int) -> None:
     from transformers import CLIPModel
 
+    from safetensors.torch import save_file
+
     model = _seeded(seed, lambda: CLIPModel(tiny_config(image_size=32)).eval())
     model.save_pretrained(root, safe_serialization=True)
-    torch.save(_other_weights(model.state_dict(), seed + 1000), root / "pytorch_model.bin")
+    legacy = legacy_keys(model)
+    assert legacy, "CLIP has position_ids buffers"
+    save_file({**model.state_dict(), **legacy}, str(root / "model.safetensors"), metadata={"format": "pt"})
+    torch.save({**_other_weights(model.state_dict(), seed + 1000), **legacy}, root / "pytorch_model.bin")
     clip_image_processor(32).save_pretrained(root)
     clip_bpe_files(root)
     tokenizer = clip_tokenizer()
@@ -204,7 +232,7 @@ def _xlm_roberta_large(root: Path, seed: int) -> None:
     config = _xlm_roberta_config(len(tokenizer))
     config.save_pretrained(root)
     model = _seeded(seed, lambda: XLMRobertaForMaskedLM(config).eval())
-    torch.save(model.state_dict(), root / "pytorch_model.bin")
+    torch.save({**model.state_dict(), **legacy_keys(model)}, root / "pytorch_model.bin")
 
 
 def _mclip(root: Path, seed: int) -> None:
@@ -219,6 +247,7 @@ def _mclip(root: Path, seed: int) -> None:
                                                         add_pooling_layer=True).eval())
     linear = _seeded(seed + 1, lambda: torch.nn.Linear(DIM, DIM))
     state = {f"transformer.{k}": v for k, v in transformer.state_dict().items()}
+    state.update(legacy_keys(transformer, "transformer."))  # 'transformer.embeddings.position_ids'
     state.update({"LinearTransformation.weight": linear.weight.detach(), "LinearTransformation.bias":
                   linear.bias.detach()})
     torch.save(state, root / "pytorch_model.bin")
@@ -238,7 +267,7 @@ def _altclip(root: Path, seed: int, with_tokenizer_json: bool) -> None:
     )
     model = _seeded(seed, lambda: AltCLIPModel(config).eval())
     config.save_pretrained(root)
-    torch.save(model.state_dict(), root / "pytorch_model.bin")
+    torch.save({**model.state_dict(), **legacy_keys(model)}, root / "pytorch_model.bin")
     clip_image_processor(32).save_pretrained(root)
 
 
@@ -315,28 +344,82 @@ BUILDERS = {
 }
 
 
-def write_replica(cache: Path, repo_id: str) -> Path:
-    """Write one repository's replica into the hub cache folder ``cache``; returns its snapshot folder.
+def git_blob_sha1(data: bytes) -> str:
+    """The git object id of a file's contents: the name of a small (non-LFS) file's blob in the hub cache."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def is_lfs(name: str, data: bytes) -> bool:
+    """Whether the hub stores ``name`` with git LFS: the patterns of a new repository's ``.gitattributes``,
+    and every file over 10 MB (the hub refuses larger plain git files)."""
+    return any(fnmatch.fnmatch(Path(name).name, pattern) for pattern in LFS_PATTERNS) or len(data) > 10 * 2**20
+
+
+def etag_of(name: str, data: bytes) -> str:
+    """A file's ETag, which ``huggingface_hub`` names its blob by: the sha256 of an LFS file, else the git sha1
+    (``hf_hub_download``'s docstring: "its git-sha1 if stored in git, or its sha256 if stored in git-lfs")."""
+    return hashlib.sha256(data).hexdigest() if is_lfs(name, data) else git_blob_sha1(data)
+
+
+def _build(folder: Path, repo_id: str) -> list[str]:
+    """Write one repository's files into ``folder`` and check them against its listing; returns their names."""
+    BUILDERS[repo_id](folder)
+    expected = FILES[repo_id]
+    for name in expected & UNREAD:
+        if not (folder / name).exists():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(PLACEHOLDER)
+    written = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert written == expected, f"{repo_id}: extra {sorted(written - expected)}, missing {sorted(expected - written)}"
+    return sorted(written)
+
+
+def write_replica(cache: Path, repo_id: str, layout: str = "symlinks") -> Path:
+    """Write one repository's replica into the hub cache folder ``cache`` as ``hf_hub_download`` writes a
+    download; returns its snapshot folder.
+
+    ``layout="symlinks"`` (Linux, macOS): each file's contents in ``blobs/<etag>`` (:func:`etag_of`), the
+    snapshot's files relative symlinks into ``../../blobs`` (``../../../blobs`` one folder down), and
+    ``refs/main`` holding the commit. ``layout="copies"`` (Windows without symlinks, ``HF_HUB_DISABLE_SYMLINKS``):
+    the files themselves in the snapshot folder, ``refs/main`` as before.
 
     Raises:
         AssertionError: the files written differ from the real listing in ``FILES``.
     """
+    if layout not in ("symlinks", "copies"):
+        raise ValueError(f"unknown layout {layout!r}")
     root = snapshot_dir(cache, repo_id)
-    root.mkdir(parents=True, exist_ok=True)
-    BUILDERS[repo_id](root)
-    expected = FILES[repo_id]
-    for name in expected & UNREAD:
-        if not (root / name).exists():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            (root / name).write_bytes(PLACEHOLDER)
-    written = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
-    assert written == expected, f"{repo_id}: extra {sorted(written - expected)}, missing {sorted(expected - written)}"
-    refs = root.parents[1] / "refs"
-    refs.mkdir(exist_ok=True)
-    (refs / "main").write_text(commit_of(repo_id))
+    repo = root.parents[1]
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as staging:
+        names = _build(Path(staging), repo_id)
+        for name in names:
+            source, target = Path(staging) / name, root / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if layout == "copies":
+                shutil.move(source, target)
+                continue
+            blob = repo / "blobs" / etag_of(name, source.read_bytes())
+            if not blob.exists():
+                shutil.move(source, blob)
+            target.symlink_to(os.path.relpath(blob, target.parent))
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit_of(repo_id))
     return root
 
 
-def write_all(cache: Path) -> dict[str, Path]:
+def write_local_dir(folder: Path, repo_id: str) -> Path:
+    """Write one repository as ``hf_hub_download(local_dir=folder)`` / ``hf download --local-dir`` leave it:
+    plain files, and each file's commit and ETag in ``.cache/huggingface/download/<file>.metadata``
+    (written with ``huggingface_hub``'s own writer)."""
+    from huggingface_hub._local_folder import write_download_metadata
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in _build(folder, repo_id):
+        write_download_metadata(folder, name, commit_of(repo_id), etag_of(name, (folder / name).read_bytes()))
+    return folder
+
+
+def write_all(cache: Path, layout: str = "symlinks") -> dict[str, Path]:
     """Every replica, keyed by hub id."""
-    return {repo_id: write_replica(cache, repo_id) for repo_id in BUILDERS}
+    return {repo_id: write_replica(cache, repo_id, layout) for repo_id in BUILDERS}

@@ -561,17 +561,25 @@ def test_compare_shows_and_writes_every_accuracy_with_its_interval(capsys, tiny_
             assert (low, high) == pytest.approx(_wilson(round(value * n), n))
 
 
-def test_compare_unavailable_model_is_reported_once(capsys, monkeypatch, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("position", [0, 1])
+def test_compare_offline_is_an_error_with_the_hint_like_every_command(capsys, monkeypatch, tiny_model_dir, tmp_path,
+                                                                      position):
+    """One offline rule: only ``report`` falls back; compare exits 2 with the hint, first model or not, before
+    anything is computed or written."""
     from huggingface_hub import constants
 
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # not cached + hub unreachable: skipped, not an error
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # not cached + hub unreachable
     missing = "labclip-test/not-cached"
-    code, out, err = run(capsys, "compare", DEFAULT_CAPTIONS, "--models", tiny_model_dir, missing,
-                         "--translator", "none", "--out", tmp_path / "c.json")
-    mentions = [line for line in err.splitlines() if missing in line]
-    assert code == 0 and len(mentions) == 1 and mentions[0].startswith(f"labclip: not compared: model {missing}: ")
-    saved = json.loads((tmp_path / "c.json").read_text())
-    assert [m["id"] for m in saved["provenance"]["models"]] == [tiny_model_dir.name]
+    models = [str(tiny_model_dir)]
+    models.insert(position, missing)
+    code, out, err = run(capsys, "compare", DEFAULT_CAPTIONS, "--models", *models, "--translator", "none",
+                         "--out", tmp_path / "c.json")
+    assert_user_error(code, out, err, f"could not load model '{missing}'", "is not in the local Hugging Face cache",
+                      "the untrained demo model (--models demo)")
+    assert not (tmp_path / "c.json").exists() and "encoding" not in err
+    code, _, err = run(capsys, "compare", DEFAULT_CAPTIONS, "--models", "demo", "--langs", "en", "--translator",
+                       "none", "--out", tmp_path / "c.csv")
+    assert code == 0 and set(pd.read_csv(tmp_path / "c.csv").model) == {"demo"}
 
 
 def test_compare_missing_local_model_is_an_error(capsys, tiny_model_dir, tmp_path):
@@ -580,17 +588,6 @@ def test_compare_missing_local_model_is_an_error(capsys, tiny_model_dir, tmp_pat
                          "--translator", "none", "--out", tmp_path / "c.json")
     assert code == 2 and err.strip().count("\n") == 0 and "no such model directory" in err
     assert not (tmp_path / "c.json").exists()
-
-
-def test_compare_fallback_is_recorded(capsys, monkeypatch, tmp_path):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    code, _, err = run(capsys, "compare", DEFAULT_CAPTIONS, "--models", "labclip-test/not-cached", "--langs", "en",
-                       "--translator", "none", "--out", tmp_path / "c.csv")
-    table = pd.read_csv(tmp_path / "c.csv")
-    assert code == 0 and set(table.model) == {"demo"} and table.model_untrained.all()
-    assert set(table.requested_model) == {"labclip-test/not-cached"}
 
 
 # --- provenance helpers -------------------------------------------------------------------------------------

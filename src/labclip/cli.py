@@ -424,12 +424,12 @@ def _console() -> Iterator[None]:
             logger.removeFilter(drop)
 
 
-def _name_demo_flag(err: LabclipError) -> LabclipError:
+def _name_demo_flag(err: LabclipError, flag: str = "--model") -> LabclipError:
     """Offline loading errors name the flag that gives the demo model."""
     text = str(err)
-    if "--model demo" in text or "'demo' model" not in text:
+    if f"{flag} demo" in text or "'demo' model" not in text:
         return err
-    return LabclipError(text.replace("the untrained 'demo' model", "the untrained demo model (--model demo)"))
+    return LabclipError(text.replace("the untrained 'demo' model", f"the untrained demo model ({flag} demo)"))
 
 
 def _configure(model, args):
@@ -456,12 +456,9 @@ def _load(args):
 
 def _hub_revision(repo_id: str) -> str | None:
     """The commit of a hub model's cached snapshot (``refs/main``), or ``None``."""
-    from huggingface_hub import snapshot_download
+    from .hub import cached_revision
 
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True)).name
-    except Exception:  # noqa: BLE001 - not cached or not a hub id: no revision to record
-        return None
+    return cached_revision(repo_id)
 
 
 def _folder_fingerprint(folder: Path) -> str:
@@ -745,19 +742,20 @@ def cmd_eval(args) -> None:
 
 
 def _compare_models(args, records: list[dict], skipped: list[str]) -> Iterator:
-    """Load each of ``--models`` when :func:`labclip.compare.compare` asks for it (one in memory at a time)."""
-    from .hub import ModelUnavailable, without_demo_hint
-    from .lab.experiment import load_model_or_demo
+    """Load each of ``--models`` when :func:`labclip.compare.compare` asks for it (one in memory at a time),
+    by :func:`labclip.lab.experiment.load_models`: offline, a model that is not cached is an error before
+    anything loads (as for every command but ``report``); one whose files fail to load is left out."""
+    from .lab.experiment import load_models
     from .registry import default_models
 
-    for n, name in enumerate(args.models or default_models(args.langs)):
-        try:
-            model, fallback = load_model_or_demo(name, args.strict or n > 0, args.device, args.precision)
-        except ModelUnavailable as err:  # not cached, hub unreachable; "not found" and missing paths are errors
-            skipped.append(f"model {name}: {_name_demo_flag(err) if n == 0 else without_demo_hint(str(err))}")
-            continue
-        records.append(model_record(model, name, fallback))
-        yield _configure(model, args)
+    try:
+        for loaded in load_models(args.models or default_models(args.langs), skipped, offline="error",
+                                  strict=args.strict, device=args.device, precision=args.precision):
+            records.append(model_record(loaded.model, loaded.requested, loaded.fallback_reason))
+            _configure(loaded.model, args)
+            yield loaded
+    except LabclipError as err:
+        raise _name_demo_flag(err, "--models") from None
 
 
 def cmd_compare(args) -> None:
@@ -771,10 +769,10 @@ def cmd_compare(args) -> None:
     with _quiet_loading():  # also the translators, which compare() loads itself
         table = compare(captions, args.langs, _compare_models(args, records, skipped),
                         None if args.translator == "none" else args.translator, args.top_k, strict=args.strict)
+    if table.empty:
+        raise LabclipError("no model could be loaded: " + "; ".join(skipped))
     for reason in skipped + table.attrs["skipped"]:
         print(f"labclip: not compared: {reason}", file=sys.stderr)
-    if table.empty:
-        raise LabclipError("no model could be loaded")
     by_name = {r["requested"] if r["fallback_reason"] is None else DEMO_MODEL: r for r in records}
     columns = pd.DataFrame([{**_model_columns(by_name[name]), "requested_model": by_name[name]["requested"]}
                             for name in table["model"]])

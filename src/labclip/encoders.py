@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -16,7 +17,7 @@ from torch import nn
 from . import multilingual
 from .config import CONTEXT_LENGTH
 from .errors import LabclipError
-from .hub import cached_revision, from_hub, repo_dir
+from .hub import cached_revision, from_hub, loading_part, repo_dir, revision_of
 from .images import Preprocess, SquarePreprocess, preprocess_for
 from .registry import ALTCLIP, CLIP, FAMILIES, MCLIP, SENTENCE_TRANSFORMERS, SIGLIP, ModelInfo
 from .text import tokenize
@@ -122,7 +123,10 @@ def _image_model(source: str):
 
 
 def _revision(model: nn.Module, source: str) -> str | None:
-    """The commit a model was loaded from (transformers 5 leaves ``_commit_hash`` empty: read the cache)."""
+    """The commit a model was loaded from (transformers 5 leaves ``_commit_hash`` empty: read the cache, or
+    the download records of a ``local_dir`` folder)."""
+    if Path(source).is_dir():
+        return revision_of(source)
     return getattr(model.config, "_commit_hash", None) or cached_revision(source)
 
 
@@ -154,8 +158,10 @@ def load_siglip(info: ModelInfo, model: nn.Module | None = None, tokenizer=None,
 
 def _paired(build: Callable) -> Callable[[ModelInfo], Towers]:
     def load(info: ModelInfo) -> Towers:
-        image_model, _, preprocess = _image_model(info.image_source)
-        text, tokenizer = from_hub(info.id, lambda **kw: build(repo_dir(info.id, **kw), **kw))
+        image_model, _, preprocess = loading_part("image tower", info.image_source,
+                                                  lambda: _image_model(info.image_source))
+        text, tokenizer = loading_part("text tower", info.id,
+                                       lambda: from_hub(info.id, lambda **kw: build(repo_dir(info.id, **kw), **kw)))
         context = multilingual.context_length(tokenizer, text.transformer.config)
         return Towers(ImageTower(image_model, preprocess), PooledTextTower(text.eval(), tokenizer, context, False),
                       float(image_model.logit_scale.exp().item()), _revision(image_model, info.image_source),

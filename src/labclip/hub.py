@@ -22,6 +22,7 @@ T = TypeVar("T")
 REACH_TIMEOUT = 5.0
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 SMALL_FILES = ("json", "txt", "model", "spm")
+COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 class ModelUnavailable(LabclipError):
@@ -143,25 +144,51 @@ def from_hub(source: str, load: Callable[..., T]) -> T:
         return load()
 
 
-def revision_of(path: str | os.PathLike) -> str | None:
-    """The commit hash of a hub snapshot folder (``.../snapshots/<40 hex>``), else ``None``."""
-    for part in reversed(Path(path).resolve().parts):
-        if re.fullmatch(r"[0-9a-f]{40}", part):
-            return part
-    return None
+def revision_of(folder: str | os.PathLike) -> str | None:
+    """The commit a model folder holds, as ``huggingface_hub`` recorded it, else ``None``.
+
+    A hub cache snapshot (``models--org--name/snapshots/<commit>/``, or a folder inside one) is named by
+    its commit; its files are symlinks into ``blobs/`` (named by each file's git or LFS hash), so the
+    path is never resolved. A ``local_dir`` download (plain files) records the commit of each file in
+    ``.cache/huggingface/download/<file>.metadata``; it counts only when every recorded file is unchanged
+    since its download and all name the same commit.
+    """
+    path = Path(os.path.abspath(folder))
+    for part in (path, *path.parents):
+        if part.parent.name == "snapshots" and COMMIT.fullmatch(part.name):
+            return part.name
+    return _local_dir_commit(path)
+
+
+def _local_dir_commit(folder: Path) -> str | None:
+    """The one commit of a ``local_dir`` download's metadata files (``commit\\netag\\ntimestamp``, as
+    ``huggingface_hub._local_folder.write_download_metadata`` writes them), read without writing any lock."""
+    records = folder / ".cache" / "huggingface" / "download"
+    commits = set()
+    for meta in records.rglob("*.metadata") if records.is_dir() else ():
+        try:
+            commit, _etag, stamp = meta.read_text(encoding="utf-8").splitlines()[:3]
+            changed = (folder / meta.relative_to(records).with_suffix("")).stat().st_mtime - 1 > float(stamp)
+        except (OSError, ValueError):
+            return None
+        if changed or not COMMIT.fullmatch(commit):
+            return None
+        commits.add(commit)
+    return commits.pop() if len(commits) == 1 else None
 
 
 def cached_revision(repo_id: str) -> str | None:
     """The commit of the cached snapshot ``refs/main`` points at (the one a load just used), or ``None``.
 
-    transformers 5 leaves ``config._commit_hash`` empty, so the revision is read off the cache path.
+    transformers 5 leaves ``config._commit_hash`` empty, so the revision is read off the cached file's
+    snapshot folder, as ``huggingface_hub.try_to_load_from_cache`` names it.
     """
     from huggingface_hub import try_to_load_from_cache
 
     if Path(repo_id).exists() or not is_repo_id(repo_id):
         return None
     found = try_to_load_from_cache(repo_id, "config.json")
-    return revision_of(found) if isinstance(found, str) else None
+    return revision_of(Path(found).parent) if isinstance(found, str) else None
 
 
 def snapshot(repo_id: str, local_files_only: bool = False) -> Path:
@@ -220,22 +247,50 @@ DEMO_HINT = "pass a local model directory, or use the untrained 'demo' model"
 NO_DEMO_HINT = "or pass a local model directory"
 
 
+class PartFailed(Exception):
+    """One part of a model (e.g. a paired model's ``"image tower"``, from ``source``) could not be loaded;
+    ``cause`` says why. :func:`load_failure` names the part; nothing else sees this exception."""
+
+    def __init__(self, part: str, source: str, cause: Exception):
+        super().__init__(f"{part} '{source}': {cause}")
+        self.part, self.source, self.cause = part, source, cause
+
+
+def loading_part(part: str, source: str, load: Callable[[], T]) -> T:
+    """``load()``; whatever it raises is raised as a :class:`PartFailed` naming ``part`` and ``source``
+    (the innermost part named wins, e.g. a text tower's base configuration)."""
+    try:
+        return load()
+    except PartFailed:
+        raise
+    except Exception as err:  # noqa: BLE001 - re-raised with the part that failed
+        raise PartFailed(part, source, err) from err
+
+
 def load_failure(name: str, source: str, err: Exception, what: str = "model", demo: bool = True) -> str:
-    """One line: what could not be loaded, why, and the ways out."""
-    if isinstance(err, ModelUnavailable):
+    """One line: what could not be loaded (the part of it, for a :class:`PartFailed`), why, and the ways out."""
+    part = err if isinstance(err, PartFailed) else None
+    if part is not None:
+        err, source = part.cause, part.source
+    if isinstance(err, LabclipError):
         reason = str(err)
     else:
         reason = " ".join(str(err).split()) or type(err).__name__
         if len(reason) > 200:
             reason = reason[:197] + "..."
         reason = f"{type(err).__name__}: {reason}"
-    tried = f"'{name}'" if name == source else f"'{name}' ({source})"
+    if part is not None:
+        quoted = f"'{part.source}'"
+        reason = f"its {part.part} {reason}" if reason.startswith(quoted) else f"its {part.part} {quoted}: {reason}"
+    tried = f"'{name}'" if name == source or part is not None else f"'{name}' ({source})"
     if Path(source).is_dir():
-        hint = "check that the directory holds config.json, weights and tokenizer files saved with save_pretrained"
-    else:
-        hint = "connect to the network, put a downloaded copy in the Hugging Face cache (HF_HOME), " + (
+        hint = "; check that the directory holds config.json, weights and tokenizer files saved with save_pretrained"
+    elif isinstance(err, ModelUnavailable) or not isinstance(err, LabclipError):
+        hint = "; connect to the network, put a downloaded copy in the Hugging Face cache (HF_HOME), " + (
             DEMO_HINT if demo else NO_DEMO_HINT)
-    return f"could not load {what} {tried}: {reason}; {hint}"
+    else:
+        hint = ""
+    return f"could not load {what} {tried}: {reason}{hint}"
 
 
 def without_demo_hint(message: str) -> str:

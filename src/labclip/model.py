@@ -26,7 +26,7 @@ from .config import shown_model, shown_revision
 from .demo import UNTRAINED_MARKER, demo_model_path
 from .encoders import LOADERS, ImageTower, TextTower
 from .errors import LabclipError
-from .hub import ModelUnavailable, check_source, did_you_mean, is_repo_id, load_failure
+from .hub import ModelUnavailable, PartFailed, check_source, did_you_mean, is_repo_id, load_failure
 from .images import PREPROCESS_VERSION, Preprocess, load_image
 from .precision import FP32, Precision, cast, choose, to_dtype
 from .registry import CLIP, DEFAULT_MODEL, DEMO_MODEL, ModelInfo, lookup, resolve_model_name
@@ -266,12 +266,8 @@ def load_model(
     info = _model_info(str(demo_model_path()) if name == DEMO_MODEL else name, image_model)
     try:
         towers = LOADERS[info.family](info)
-    except ModelUnavailable as err:
-        raise ModelUnavailable(load_failure(name, info.id, err)) from err
-    except LabclipError:
-        raise
     except Exception as err:  # noqa: BLE001 - every loading failure becomes one user-facing line
-        raise LabclipError(load_failure(name, info.id, err)) from err
+        raise _load_error(name, info, err) from err
     info = replace(info, family=towers.family)
     for module in {id(towers.image.module): towers.image.module, id(towers.text.module): towers.text.module}.values():
         module.eval().to(device)
@@ -296,6 +292,24 @@ def load_model(
         return clip
     return apply_adapter(clip, adapter, load_source=lambda source: load_model(
         source, device=device, cache=cache, precision=precision))
+
+
+def _load_error(name: str, info: ModelInfo, err: Exception) -> LabclipError:
+    """The one line for a loading failure, naming the model and, for a paired model, the part that failed
+    (:class:`labclip.hub.PartFailed`); :class:`ModelUnavailable` stays itself (the fallback case)."""
+    cause = err.cause if isinstance(err, PartFailed) else err
+    if isinstance(cause, ModelUnavailable):
+        return ModelUnavailable(load_failure(name, info.id, err))
+    if isinstance(err, LabclipError):
+        return err
+    return LabclipError(load_failure(name, info.id, err))
+
+
+def _part(info: ModelInfo, source: str) -> str | None:
+    """Which tower of a paired model ``source`` is (``None`` for a model that is one repository)."""
+    if not info.paired:
+        return None
+    return "image tower" if source == info.image_source else "text tower"
 
 
 def _model_info(name: str, image_model: str | os.PathLike | None) -> ModelInfo:
@@ -327,13 +341,16 @@ def check_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, image_model: st
     if name != DEMO_MODEL:
         info = _model_info(name, image_model)
         for source in dict.fromkeys([info.image_source, info.id]):
+            part = _part(info, source)
             try:
                 check_source(source)
             except ModelUnavailable as err:
-                raise ModelUnavailable(load_failure(name, info.id, err)) from err
+                raise ModelUnavailable(load_failure(name, info.id, PartFailed(part, source, err) if part else err)) \
+                    from err
             except LabclipError as err:
-                if Path(source).is_dir():
-                    raise LabclipError(load_failure(name, info.id, err)) from err
+                if Path(source).is_dir() or part:
+                    raise LabclipError(load_failure(name, info.id, PartFailed(part, source, err) if part else err)) \
+                        from err
                 raise
     if adapter is not None:
         source = other_source(load_text_adapter(adapter), name, shown_model(name))

@@ -15,13 +15,15 @@ came from in ``revision``.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .errors import LabclipError
-from .hub import WEIGHT_FILES, from_hub, load_weights, revision_of
+from .hub import WEIGHT_FILES, from_hub, load_weights, loading_part, revision_of
 
 WEIGHTS = WEIGHT_FILES
 
@@ -64,6 +66,19 @@ def load_sentence_transformer(root: Path, **kwargs):
     return MeanPoolProjection(transformer, projection, revision_of(root)).eval(), tokenizer
 
 
+def reported(model: nn.Module, keys: Sequence[str], prefix: str, kind: str) -> list[str]:
+    """Those of ``keys`` (``missing`` or ``unexpected`` state-dict names, ``model``'s under ``prefix``) that
+    transformers itself would report when loading ``model``'s weights: not those matching the model's
+    ``_keys_to_ignore_on_load_missing``/``_keys_to_ignore_on_load_unexpected`` patterns, nor, when the model
+    has ``position_ids`` buffers, an unexpected ``position_ids`` (persistent before transformers 4.31, so
+    older checkpoints carry it; ``PreTrainedModel._adjust_missing_and_unexpected_keys``)."""
+    patterns = set(getattr(model, f"_keys_to_ignore_on_load_{kind}", None) or ())
+    if kind == "unexpected" and any(name.endswith("position_ids") for name, _ in model.named_buffers()):
+        patterns.add(r"(^|\.)position_ids$")
+    ignored = re.compile("|".join(f"({p})" for p in patterns)) if patterns else None
+    return [k for k in keys if not (ignored and k.startswith(prefix) and ignored.search(k.removeprefix(prefix)))]
+
+
 def load_mclip(root: Path, **kwargs):
     """XLM-R + mean pooling + LinearTransformation from an M-CLIP folder. Returns (module, tokenizer).
 
@@ -74,15 +89,17 @@ def load_mclip(root: Path, **kwargs):
 
     config = json.loads((root / "config.json").read_text(encoding="utf-8"))
     base_name = config["modelBase"]
-    base = from_hub(base_name, lambda **kw: AutoConfig.from_pretrained(base_name, **kw))
+    base = loading_part("text tower's base configuration (modelBase)", base_name,
+                        lambda: from_hub(base_name, lambda **kw: AutoConfig.from_pretrained(base_name, **kw)))
     module = MeanPoolProjection(AutoModel.from_config(base),
                                 nn.Linear(config["transformerDimensions"], config["numDims"]), revision_of(root))
     state = load_weights(root, WEIGHTS)
     state = {k.replace("LinearTransformation.", "projection.", 1): v for k, v in state.items()}
     missing, unexpected = module.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids") and ".pooler." not in k]
+    missing = [k for k in reported(module.transformer, missing, "transformer.", "missing") if ".pooler." not in k]
+    unexpected = reported(module.transformer, unexpected, "transformer.", "unexpected")
     if missing or unexpected:
-        raise LabclipError(f"{root}: weights do not fit the M-CLIP layout (missing {missing[:3]}, unexpected "
+        raise LabclipError(f"weights do not fit the M-CLIP layout (missing {missing[:3]}, unexpected "
                            f"{unexpected[:3]})")
     return module.eval(), AutoTokenizer.from_pretrained(root, **kwargs)
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +12,13 @@ import pandas as pd
 from ..atomic import write_text
 from ..data import CaptionSet
 from ..errors import LabclipError
-from ..hub import ModelUnavailable, without_demo_hint
 from ..metrics import accuracy_keys, correct_ranks
 from ..model import ClipModel
 from ..precision import DEFAULTS
 from ..registry import default_models
 from ..stats import interval_fields
 from ..translate import DEFAULT_TRANSLATOR, Translator, translator_name
-from .experiment import Experiment, Matching, load_model_or_demo
+from .experiment import Experiment, Loaded, Matching, load_models
 
 
 def is_multilingual(model: ClipModel) -> bool:
@@ -36,7 +34,7 @@ def gap(reference: float, other: float) -> tuple[float, float | None]:
 def compare(
     captions: CaptionSet,
     languages: Sequence[str],
-    models: Sequence[str | ClipModel] | None = None,
+    models: Sequence[str | ClipModel] | Iterable[Loaded | ClipModel] | None = None,
     translator: str | None = DEFAULT_TRANSLATOR,
     top_k: int = 3,
     reference: str = "en",
@@ -49,24 +47,24 @@ def compare(
     percentage points and as a ratio (both missing, never guessed, where the model has no
     reference-language row).
 
-    ``models=None`` compares :func:`labclip.registry.default_models` for ``languages``. The first model
-    falls back to the demo model when it is not cached and the hub cannot be reached (unless ``strict``);
-    other models in that state, and translators that can't be loaded, are skipped and listed in
-    ``attrs["skipped"]``. A model the hub does not know, or a missing local folder, is an error.
-    Translations are in ``attrs["translations"]``; ``attrs["i2t_hits1"]`` holds each row's per-image
+    ``models=None`` compares :func:`labclip.registry.default_models` for ``languages``. Models are loaded
+    one at a time by :func:`labclip.lab.experiment.load_models` (given as names or models, or as an iterator
+    of :class:`~labclip.lab.experiment.Loaded` that the caller loads itself): the first falls back to the demo
+    model when it is not cached and the hub cannot be reached (unless ``strict``); any other model that cannot
+    be loaded, offline or with broken files, and translators that can't be loaded, are left out and listed in
+    ``attrs["skipped"]`` ("model NAME: why"). A model the hub does not know, or a missing local folder, is an
+    error. Translations are in ``attrs["translations"]``; ``attrs["i2t_hits1"]`` holds each row's per-image
     image→text top-1 hits, for paired tests. Image embeddings are computed once per model
     and shared through the cache by models with the same image encoder.
     Models given by name are loaded in ``precision`` (see :func:`labclip.load_model`).
     """
     rows, hits, skipped, translations = [], [], [], {}
-    for n, name in enumerate(default_models(languages) if models is None else models):
-        try:
-            model, fallback = (name, None) if isinstance(name, ClipModel) else \
-                load_model_or_demo(name, strict or n > 0, precision=precision)
-        except ModelUnavailable as err:
-            skipped.append(f"model {name}: {without_demo_hint(str(err))}")
-            print(f"labclip: skipping {name}: {err}", file=sys.stderr)
-            continue
+    chosen = default_models(languages) if models is None else models
+    if not isinstance(chosen, Iterator):
+        chosen = load_models(list(chosen), skipped, strict=strict, precision=precision)
+    for item in chosen:
+        loaded = item if isinstance(item, Loaded) else Loaded(item.name, item)
+        model, fallback = loaded.model, loaded.fallback_reason
         exp = Experiment(model=model, captions=captions, top_k=top_k)
         label = model.name + (" (fallback)" if fallback else "")
         strategy = "multilingual" if is_multilingual(model) else "raw"

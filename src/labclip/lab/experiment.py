@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -257,6 +257,82 @@ def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu",
     except ModelUnavailable as err:
         reason = _fallback(name, strict, err)
         return load_model(DEMO_MODEL, device=device, precision=precision), reason
+
+
+@dataclass
+class Loaded:
+    """One model of a comparison: as requested, as loaded, and why the demo model stands in (else ``None``)."""
+
+    requested: str
+    model: ClipModel
+    fallback_reason: str | None = None
+
+
+def load_models(names: Sequence[str | os.PathLike | ClipModel], skipped: list[str], *, offline: str = "fallback",
+                strict: bool = False, device: str = "cpu", precision: str = "auto") -> Iterator[Loaded]:
+    """The models of a comparison, loaded one at a time as the caller asks for them (one policy for the
+    languages comparison, the scale report and ``labclip compare``).
+
+    Every name is checked first (:func:`labclip.model.check_model`, no weights read), so a name that is no
+    model (a missing folder, an id the hub does not know) is an error before anything is computed. A model
+    whose files then fail to load is left out: ``"model NAME: why"`` goes to ``skipped`` (one bad model
+    does not end a comparison). A model that is not cached while the hub cannot be reached:
+
+    - ``offline="fallback"`` (reports): the first falls back to the demo model, with its reason (unless
+      ``strict``); any other is left out, listed in ``skipped``;
+    - ``offline="error"`` (commands): :class:`~labclip.hub.ModelUnavailable` is raised before any model loads.
+
+    Models given already loaded are passed on as they are.
+
+    Raises:
+        LabclipError: a name that is no model; in strict mode, a first model the demo model would replace.
+        ModelUnavailable: ``offline="error"`` and a model is unavailable.
+    """
+    if offline not in ("fallback", "error"):
+        raise ValueError(f"offline must be 'fallback' or 'error', not {offline!r}")
+    unavailable: dict[int, ModelUnavailable] = {}
+    names = [str(name) if isinstance(name, os.PathLike) else name for name in names]
+    for n, name in enumerate(names):
+        if not isinstance(name, str):
+            continue
+        try:
+            check_model(name)
+        except ModelUnavailable as err:
+            if offline == "error" or (n == 0 and strict):
+                raise
+            unavailable[n] = err
+        except LabclipError as err:
+            if not Path(split_adapter(str(name))[0]).is_dir():
+                raise
+            skipped.append(_not_compared(name, err))
+            unavailable[n] = None
+    for n, name in enumerate(names):
+        if not isinstance(name, str):
+            yield Loaded(name.name, name)
+            continue
+        if n in unavailable:
+            err = unavailable[n]
+            if err is None:
+                continue
+            if n == 0:
+                yield Loaded(name, load_model(DEMO_MODEL, device=device, precision=precision), _fallback(name, strict, err))
+            else:
+                skipped.append(_not_compared(name, err))
+            continue
+        try:
+            model = load_model(name, device=device, precision=precision)
+        except LabclipError as err:  # broken files, or the cache changed since the check
+            skipped.append(_not_compared(name, err))
+            continue
+        yield Loaded(name, model)
+
+
+def _not_compared(name: str, err: LabclipError) -> str:
+    """``"model NAME: why"``, a local folder named as reports name it (no machine path), no demo advice."""
+    shown, text = shown_model(name), without_demo_hint(str(err))
+    if shown != name:
+        text = text.replace(str(name), shown)
+    return f"model {shown}: {text}"
 
 
 def check_model_or_demo(name: str, strict: bool = False) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +28,11 @@ from ..data import flatten_captions, load_captions
 from ..datasets import BENCHMARKS
 from ..datasets import load as load_benchmark
 from ..errors import LabclipError
-from ..hub import ModelUnavailable
 from ..metrics import RetrievalRanks, retrieval_ranks, similarity
 from ..model import ClipModel, describe
 from ..precision import DEFAULTS
 from ..translate import Translator, translator_name
-from .experiment import load_model_or_demo
+from .experiment import load_models
 from .narrative import banner_text, language_name, md, model_name, p_value
 from .provenance import Timings, machine, now, package_versions, sha256_file
 
@@ -255,9 +255,11 @@ def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence
 
     Args:
         dataset: ``"xtd10"``, ``"xm3600"``, a prepared benchmark folder, or a caption file.
-        models: model ids, aliases, directories or ``"demo"``; the first is the reference for model tests
-            and falls back to the demo model when it can't be loaded (unless ``strict``); the others are
-            skipped then, and listed in :attr:`ScaleRun.skipped`.
+        models: model ids, aliases, directories or ``"demo"``, loaded by
+            :func:`labclip.lab.experiment.load_models`: the first falls back to the demo model when it is not
+            cached and the hub cannot be reached (unless ``strict``); any other model that can't be loaded
+            (offline, broken files) is left out and listed in :attr:`ScaleRun.skipped`. The first loaded is the
+            reference for model tests.
         languages: caption languages; ``None``: all of the set's (the first is the reference language).
         translator: translation model template for the ``translated`` strategy, ``None`` to skip it.
         batch_size: encoder batch size (``None``: the model's default).
@@ -265,7 +267,8 @@ def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`labclip.load_model`).
 
     Raises:
-        LabclipError: unknown dataset or language, no model, or an unloadable model in strict mode.
+        LabclipError: unknown dataset or language, no model, a name that is no model, or an unavailable
+            first model in strict mode.
     """
     if not models:
         raise LabclipError("the scale report needs at least one model")
@@ -274,14 +277,17 @@ def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence
         table = resolve_dataset(dataset, languages)
     langs = list(languages or table.attrs["languages"])
     loaded, requested, fallbacks, skipped = {}, {}, {}, []
-    for i, name in enumerate(dict.fromkeys(models)):
-        with timings.stage(f"load model {model_name(name)}"):
-            try:
-                model, reason = load_model_or_demo(name, strict or i > 0, precision=precision)
-            except ModelUnavailable as err:
-                skipped.append(f"model {name}: {err}")
-                continue
-        loaded[name], requested[name], fallbacks[name] = model, name, reason
+    each = load_models(list(dict.fromkeys(models)), skipped, strict=strict, precision=precision)
+    while True:
+        started = time.perf_counter()
+        one = next(each, None)
+        if one is None:
+            break
+        timings[f"load model {model_name(one.requested)}"] = time.perf_counter() - started
+        loaded[one.requested], requested[one.requested], fallbacks[one.requested] = \
+            one.model, one.requested, one.fallback_reason
+    if not loaded:
+        raise LabclipError("no model could be loaded: " + "; ".join(skipped))
     return ScaleRun(table, loaded, requested, fallbacks, langs, str(dataset) if str(dataset).lower() in BENCHMARKS
                     else Path(dataset).name, batch_size, translator or None, timings, skipped=skipped)
 
