@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,28 @@ def test_version_and_help_on_every_subcommand(capsys):
     for command in (*MODEL_COMMANDS, "compare"):
         assert main([command, "--help"]) == 0
         assert capsys.readouterr().out.startswith(f"usage: labclip {command}")
+
+
+def all_parsers(parser: argparse.ArgumentParser, prog: str = "labclip") -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """Every parser of the command, nested subcommands (``adapt fewshot``) included."""
+    yield prog, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from all_parsers(child, f"{prog} {name}")
+
+
+def test_help_texts_print_percent_signs_once(capsys):
+    """argparse %-formats option help (which needs %%) but prints descriptions as written."""
+    seen = []
+    for prog, parser in all_parsers(cli._parser()):
+        assert main([*prog.split()[1:], "--help"]) == 0
+        text = capsys.readouterr().out
+        assert text.startswith(f"usage: {prog}") and "%%" not in text and "%(" not in text, prog
+        seen.append(prog)
+    assert {"labclip adapt fewshot", "labclip adapt text", "labclip report", "labclip tag"} <= set(seen)
+    fewshot = " ".join(dict(all_parsers(cli._parser()))["labclip adapt fewshot"].format_help().split())
+    assert "95% Wilson intervals" in fewshot
 
 
 def test_every_option_has_a_description_and_its_default_in_help():

@@ -299,7 +299,7 @@ def _adapt_parser(sub, kw: dict) -> None:
 
     f = kinds.add_parser("fewshot", help="linear probe and Tip-Adapter over shots against zero-shot",
                          description="k-shot linear probe and Tip-Adapter on labelled images against zero-shot, "
-                         "every image scored out of fold, with 95%% Wilson intervals and exact McNemar tests.", **kw)
+                         "every image scored out of fold, with 95% Wilson intervals and exact McNemar tests.", **kw)
     f.add_argument("--labels", type=Path, metavar="PATH", help="ROOT/<class>/*.jpg folder, or a CSV with an image "
                    "column and a label (or language) column (default: labclip's data/labels.csv)")
     f.add_argument("--shots", type=_shots, default=[1, 2, 4, 8, 16], metavar="K,K,...",
