@@ -485,9 +485,15 @@ def test_tag_resumes_identical_work_only(capsys, tiny_model_dir, folder, tmp_pat
     assert "tagged 0 new images" in err and len(pd.read_csv(out)) == 8
 
     code, _, err = run(capsys, *common, "--top-k", "3")  # another top-k: everything again
-    assert code == 0 and "other options" in err and "top k 2 → 3" in err and "tagged 4 new images" in err
+    assert code == 0 and "other options" in err and "top k 2 → 3" in err
+    assert "labclip: re-tagged 4 images; " in err and "new image" not in err
     third = pd.read_csv(out)
     assert len(third) == 12 and set(third.top_k) == {3}
+
+    shutil.copy(IMAGES_DIR / "horse.png", folder / "horse.png")  # a new file and other options at once
+    code, _, err = run(capsys, *common, "--top-k", "1")
+    assert code == 0 and "labclip: tagged 1 new image and re-tagged 4 images; " in err and "lists 5 images" in err
+    assert len(pd.read_csv(out)) == 5
 
     labels.write_text("cat\ndog\n", encoding="utf-8")
     code, _, err = run(capsys, *common, "--top-k", "3")
@@ -502,7 +508,7 @@ def test_tag_redoes_rows_of_another_model(capsys, tiny_model_dir, folder, tmp_pa
     common = ["tag", folder, "--labels", "cat,car,pizza", "--out", out, "--no-cache"]
     run(capsys, *common, "--model", other)
     code, _, err = run(capsys, *common, "--model", tiny_model_dir)
-    assert code == 0 and "model " in err and "tagged 3 new images" in err
+    assert code == 0 and "model " in err and "re-tagged 3 images;" in err and "new image" not in err
     rows = pd.read_csv(out)
     assert set(rows.model) == {tiny_model_dir.name} and len(rows) == 9
 
@@ -511,7 +517,7 @@ def test_tag_old_file_without_options_is_redone(capsys, tiny_model_dir, folder, 
     out = tmp_path / "tags.csv"
     out.write_text("image,rank,label,probability\ncat.png,1,dog,0.9\n", encoding="utf-8")
     code, _, err = run(capsys, "tag", folder, "--labels", "cat,car", "--out", out, "--model", tiny_model_dir)
-    assert code == 0 and "older labclip" in err and "tagged 3 new images" in err
+    assert code == 0 and "older labclip" in err and "tagged 2 new images and re-tagged 1 image;" in err
     assert "dog" not in set(pd.read_csv(out).label)
 
 

@@ -685,6 +685,7 @@ def cmd_tag(args) -> None:
     model = _load(args)
     key = _tag_key(args, model_record(model), labels)
     names = [str(p.relative_to(args.folder)) for p in images]
+    before = set(done["image"]) if done is not None and "image" in done.columns else set()
     if done is not None and len(done):
         changes = _key_changes(done, key)
         if changes:
@@ -705,8 +706,12 @@ def cmd_tag(args) -> None:
             new = top_labels(probs, labels, [names[i] for i in chunk], args.top_k).assign(**key)
             done = pd.concat([done, new], ignore_index=True) if done is not None and len(done) else new
             write_text(args.out, done.to_csv(index=False))
-    print(f"labclip: tagged {_count(len(todo), 'new image')}; {args.out} lists "
-          f"{_count(done['image'].nunique(), 'image')}", file=sys.stderr)
+    again = sum(names[i] in before for i in todo)
+    did = [f"re-tagged {_count(again, 'image')}"] if again else []
+    if len(todo) - again or not again:
+        did.insert(0, f"tagged {_count(len(todo) - again, 'new image')}")
+    print(f"labclip: {' and '.join(did)}; {args.out} lists {_count(done['image'].nunique(), 'image')}",
+          file=sys.stderr)
 
 
 def cmd_search(args) -> None:
