@@ -717,3 +717,24 @@ def test_multilingual_compare_prints_labclip_lines_only(tiny_model_dir, tmp_path
     lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
     assert lines and all(line.startswith(("labclip: ", "encoding ")) for line in lines), lines
     assert sum("labclip: warning: caption" in line for line in lines) == 2  # once per model that truncates it
+
+
+@pytest.mark.parametrize("which", ["demo", "local"])
+def test_output_files_and_reports_show_one_revision_form(capsys, tiny_model_dir, tmp_path, which):
+    from labclip.lab import narrative
+    from labclip.model import describe, load_model
+
+    name = "demo" if which == "demo" else str(tiny_model_dir)
+    model = load_model(name, cache=False)
+    expected = "demo-model-v1" if which == "demo" else None
+    shown = describe(model)["revision"]
+    if expected:
+        assert shown == expected
+    else:
+        assert re.fullmatch(rf"local:{re.escape(tiny_model_dir.name)}@[0-9a-f]{{12}}", shown)
+    assert narrative.public_revision(model.revision) == shown
+    assert cli.model_record(model)["revision"] == shown
+    code, _, _ = run(capsys, "match", "--model", name, "--out", tmp_path / "m.json", "--no-cache")
+    assert code == 0 and json.loads((tmp_path / "m.json").read_text())["provenance"]["model"]["revision"] == shown
+    code, _, _ = run(capsys, "match", "--model", name, "--out", tmp_path / "m.csv", "--no-cache")
+    assert code == 0 and set(pd.read_csv(tmp_path / "m.csv").model_revision) == {shown}

@@ -460,26 +460,12 @@ def _hub_revision(repo_id: str) -> str | None:
         return None
 
 
-def _folder_fingerprint(folder: Path) -> str:
-    """12 hex digits that change with the folder's location and with any of its files' size or mtime, so
-    two folders of the same name (or a model retrained in place) never share a revision."""
-    digest = hashlib.sha256(str(folder.resolve()).encode("utf-8"))
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        stat = path.stat()
-        digest.update(f"\0{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:12]
-
-
 def _tower_revision(source: str, revision: str | None) -> str | None:
-    """A tower's revision as output files record it: a local folder by its name and a fingerprint
-    (:func:`_folder_fingerprint`), without its machine path."""
-    if revision and not revision.startswith("local:"):
-        return revision
-    if revision or Path(source).is_dir():
-        folder = Path(revision.removeprefix("local:") if revision else source)
-        shown = shown_revision("local:" + str(folder.resolve()))
-        return f"{shown}@{_folder_fingerprint(folder)}" if folder.is_dir() else shown
-    return _hub_revision(source)
+    """A tower's revision as output files record it (:func:`labclip.config.shown_revision`, as the reports
+    show it): a local folder by its name and fingerprint, without its machine path."""
+    if revision is None and Path(source).is_dir():
+        revision = "local:" + str(Path(source).resolve())
+    return shown_revision(revision) if revision else _hub_revision(source)
 
 
 def model_record(model, requested: str | None = None, fallback_reason: str | None = None) -> dict:
@@ -491,7 +477,7 @@ def model_record(model, requested: str | None = None, fallback_reason: str | Non
     are named as reports name them (:func:`labclip.config.shown_model`), never by their machine path.
     """
     if model.is_demo:
-        model_id, revision = DEMO_MODEL, Path(model.source).name
+        model_id, revision = DEMO_MODEL, shown_revision(model.revision)
     elif model.image_source and model.image_source != model.source:
         model_id = f"{model.source}+{model.image_source}"
         revision = "+".join(str(_tower_revision(s, r)) for s, r in ((model.source, model.revision),

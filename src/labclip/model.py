@@ -47,7 +47,8 @@ class ClipModel:
         logit_scale: the learned temperature, exponentiated (100.0 for OpenAI's weights).
         source: where the text tower (or the whole model) came from.
         image_source: where the image encoder came from.
-        revision: commit hash (or ``local:<path>``) of ``source``; ``None`` when unknown.
+        revision: commit hash (or ``local:<path>``, ``demo-model-v<N>`` for the demo model) of ``source``;
+            ``None`` when unknown.
         image_revision: commit hash of the image encoder's repository.
         untrained: the weights are random (the demo model, test models).
         logit_bias: SigLIP's learned sigmoid bias; ``None`` for softmax (CLIP-style) models.
@@ -281,7 +282,9 @@ def load_model(
     local = Path(info.id)
     untrained = any(Path(s).is_dir() and (Path(s) / UNTRAINED_MARKER).exists() for s in {info.id, info.image_source})
     revision = towers.text_revision
-    if revision is None and local.is_dir():
+    if name == DEMO_MODEL:
+        revision = local.name  # demo-model-v<N>: built from a seed, the same everywhere
+    elif revision is None and local.is_dir():
         revision = "local:" + str(local.resolve())
     clip = ClipModel(
         name=shown_model(name), info=info, image=towers.image, text=towers.text, logit_scale=towers.logit_scale,
