@@ -327,6 +327,37 @@ def test_classify(capsys, tiny_model_dir, folder, tmp_path):
     assert set(table.model) == {tiny_model_dir.name} and table.model_untrained.all()
 
 
+def test_classify_takes_a_folder_and_names_images_as_match_does(capsys, tiny_model_dir, folder, tmp_path,
+                                                                 monkeypatch):
+    (folder / "more").mkdir()
+    shutil.copy(IMAGES_DIR / "coffee.png", folder / "more" / "coffee.png")
+    (folder / "notes.txt").write_text("not an image")
+    files = sorted(p for p in folder.rglob("*.png"))
+    options = ["--labels", "cat,car", "--top-k", "1", "--model", tiny_model_dir, "--no-cache"]
+    code, _, _ = run(capsys, "classify", *files, *options, "--out", tmp_path / "files.csv")
+    assert code == 0
+    monkeypatch.chdir(tmp_path)  # a folder given relative to the working folder
+    code, _, err = run(capsys, "classify", "photos", *options, "--out", tmp_path / "folder.csv")
+    assert code == 0 and "not found" not in err
+    by_files, by_folder = pd.read_csv(tmp_path / "files.csv"), pd.read_csv(tmp_path / "folder.csv")
+    assert sorted(by_folder.image) == sorted(["cat.png", "more/coffee.png", "pizza.png", "red_car.png"])
+    pd.testing.assert_frame_equal(by_folder.sort_values("image", ignore_index=True),
+                                  by_files.sort_values("image", ignore_index=True))
+    code, out, _ = run(capsys, "classify", folder / "more" / "coffee.png", folder / "cat.png", *options)
+    assert code == 0 and re.search(r"^\s*more/coffee\.png\s", out, flags=re.M) and str(tmp_path) not in out
+    (tmp_path / "empty").mkdir()
+    assert_user_error(*run(capsys, "classify", "empty", *options), "empty: no image files")
+
+
+def test_search_names_images_relative_to_the_folder_that_holds_them(capsys, tiny_model_dir, folder, tmp_path):
+    (folder / "more").mkdir()
+    shutil.copy(IMAGES_DIR / "coffee.png", folder / "more" / "coffee.png")
+    code, _, _ = run(capsys, "search", folder.absolute(), "a cup", "--model", tiny_model_dir, "--no-cache",
+                     "--out", tmp_path / "s.csv")
+    names = set(pd.read_csv(tmp_path / "s.csv").image)
+    assert code == 0 and names == {"cat.png", "red_car.png", "pizza.png", "more/coffee.png"}
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--labels", " , "], "no labels"),
     (["--labels", "cat", "--templates", "fancy"], "unknown template set 'fancy'"),
@@ -342,7 +373,7 @@ def test_search(capsys, tiny_model_dir, tiny_model, folder, tmp_path):
     images = sorted(folder.iterdir())
     scores = tiny_model.encode_images(images) @ tiny_model.encode_texts(["a red car"])[0]
     best = np.argsort(-scores, kind="stable")[:2]
-    assert [line.split()[1] for line in lines[1:]] == [str(images[i]) for i in best]
+    assert [line.split()[1] for line in lines[1:]] == [images[i].name for i in best]
     assert [line.split()[-1] for line in lines[1:]] == [f"{scores[i]:.3f}" for i in best]
     code, _, _ = run(capsys, "search", folder, "a red car", "--model", tiny_model_dir, "--out", tmp_path / "s.json")
     saved = json.loads((tmp_path / "s.json").read_text())

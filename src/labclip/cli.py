@@ -182,7 +182,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("classify", help="zero-shot labels of images", description="Zero-shot classification: "
                        "the most probable labels of each image.", **kw)
-    p.add_argument("images", nargs="+", type=Path, help="image files")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
+                   help="image files, or folders whose images are all classified (searched recursively, as tag "
+                   "and search do)")
     _label_options(p)
     _top_k(p, 5, "labels listed per image")
     _model_options(p)
@@ -336,6 +338,22 @@ def _folder_images(folder: Path) -> list[Path]:
     if not images:
         raise LabclipError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return images
+
+
+def _given_images(paths: Sequence[Path]) -> list[Path]:
+    """Image files as given, a folder as its images (recursively, as ``tag`` and ``search`` read it)."""
+    images: list[Path] = []
+    for path in paths:
+        images += _folder_images(path) if path.is_dir() else [path]
+    return list(dict.fromkeys(images))
+
+
+def _shown_names(paths: Sequence[Path]) -> list[str]:
+    """How the console and output files name images: relative to the deepest folder that holds them all,
+    as ``match`` and the reports do (:func:`labclip.data.short_names`)."""
+    from .data import short_names
+
+    return short_names([os.path.abspath(p) for p in paths])
 
 
 def _check_files(paths: Sequence[Path]) -> None:
@@ -622,12 +640,13 @@ def cmd_classify(args) -> None:
     from .zeroshot import class_embeddings, load_templates, probabilities
 
     _check_out(args.out)
-    _check_files(args.images)
+    images = _given_images(args.images)
+    _check_files(images)
     labels, templates = _labels(args), load_templates(args.templates, args.lang)
     model = _load(args)
-    probs = probabilities(model, model.encode_images(args.images), class_embeddings(model, labels, templates))
-    _emit(top_labels(probs, labels, [str(p) for p in args.images], args.top_k), args.out, [model_record(model)],
-          inputs=args.images)
+    probs = probabilities(model, model.encode_images(images), class_embeddings(model, labels, templates))
+    _emit(top_labels(probs, labels, _shown_names(images), args.top_k), args.out, [model_record(model)],
+          inputs=images)
 
 
 def _tag_key(args, record: dict, labels: list[str]) -> dict[str, str]:
@@ -706,7 +725,8 @@ def cmd_search(args) -> None:
     model = _load(args)
     scores = model.encode_images(images) @ model.encode_texts([args.query])[0]
     order = np.argsort(-scores, kind="stable")[: args.top_k]
-    table = pd.DataFrame({"rank": range(1, len(order) + 1), "image": [str(images[i]) for i in order],
+    names = _shown_names(images)
+    table = pd.DataFrame({"rank": range(1, len(order) + 1), "image": [names[i] for i in order],
                           "cosine": scores[order].astype(float)})
     _emit(table, args.out, [model_record(model)], {"query": args.query} if args.out else None, inputs=images)
 
