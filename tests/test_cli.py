@@ -87,7 +87,7 @@ def all_parsers(parser: argparse.ArgumentParser, prog: str = "labclip") -> Itera
 def test_help_texts_print_percent_signs_once(capsys):
     """argparse %-formats option help (which needs %%) but prints descriptions as written."""
     seen = []
-    for prog, parser in all_parsers(cli._parser()):
+    for prog, _ in all_parsers(cli._parser()):
         assert main([*prog.split()[1:], "--help"]) == 0
         text = capsys.readouterr().out
         assert text.startswith(f"usage: {prog}") and "%%" not in text and "%(" not in text, prog
