@@ -212,3 +212,26 @@ def test_readme_demo_commands_run(capsys, monkeypatch):
         assert cli.main(argv) == 0, "labclip " + shlex.join(argv)
         out = capsys.readouterr().out
         assert out.startswith("Images: 12\nImage→text top-1: "), out
+
+
+def test_readme_python_example_runs_on_the_demo_model(monkeypatch):
+    """The README's Python example, run as written with the demo model standing in for ViT-B/32 (offline),
+    gives the figures its comment names."""
+    import labclip
+
+    load = labclip.load_model
+    monkeypatch.setattr(labclip, "load_model", lambda name, **kw: load("demo", **kw))
+    monkeypatch.chdir(PROJ_ROOT)
+    example = re.search(r"```python\n(.*?)```", README, flags=re.S).group(1)
+    scope: dict = {}
+    exec(compile(example, "README.md", "exec"), scope)  # noqa: S102 - the project's own README
+    figures = scope["m"].to_dict()
+    claimed = re.findall(r"'(\w+)': (\d+|\.\.\.)", re.search(r"m\.to_dict\(\)\s+# \{(.*)\}", example).group(1))
+    assert len(claimed) >= 5
+    for key, value in claimed:
+        assert key in figures and (value == "..." or figures[key] == int(value)), key
+    assert scope["images"].shape == (12, scope["model"].dim)
+    inline = re.search(r"lab layer:\n`(labclip\.lab\.[^`]+)`", README).group(1)
+    import labclip.lab.experiment  # noqa: F401 - the inline example names the module
+
+    assert 0 <= eval(inline, {"labclip": labclip}) <= 1  # noqa: S307
