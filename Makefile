@@ -34,7 +34,9 @@ APT_DATA := fonts-noto-color-emoji fonts-noto-core
 .PHONY: help setup sysdeps report report-scale report-adapt test test-real lint format data bench dist clean
 
 help: ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} \
+	  {name[NR] = $$1; text[NR] = $$2; if (length($$1) > width) width = length($$1)} \
+	  END {for (i = 1; i <= NR; i++) printf "  \033[36m%-" width "s\033[0m  %s\n", name[i], text[i]}'
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -90,10 +92,10 @@ data: setup ## Regenerate data/images/ from installed packages and Debian fonts
 	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_DATA) >/dev/null; }
 	$(PY) scripts/make_images.py
 
-bench: setup ## fp32 and bf16 encoding against their matmul ceilings, metrics and plots at scale, adapter fitting (ARGS=--quick for CI)
-	$(PY) benchmarks/bench_encode.py $(ARGS)
-	$(PY) benchmarks/bench_scale.py $(ARGS)
-	$(PY) benchmarks/bench_adapt.py $(filter --quick,$(ARGS))
+bench: setup ## Encoding against the matmul ceilings, metrics at scale, adapter fitting; writes docs/benchmarks.md (ARGS=--quick for CI)
+	$(PY) benchmarks/bench_encode.py --doc docs/benchmarks.md $(ARGS)
+	$(PY) benchmarks/bench_scale.py --doc docs/benchmarks.md $(filter-out --profile --variants --cpu-time,$(ARGS))
+	$(PY) benchmarks/bench_adapt.py --doc docs/benchmarks.md $(filter --quick,$(ARGS))
 
 dist: setup ## Build the wheel and sdist into dist/ (the wheel carries the default data and notebooks)
 	rm -rf dist

@@ -5,7 +5,7 @@ cross-validation uses group folds as it would on COCO-style captions. Prints the
 with the default BLAS threads and with one (on a shared machine, OpenBLAS threads that wait for
 each other can be several times slower than one thread), never asserts them.
 
-    python benchmarks/bench_adapt.py [--pairs 20000] [--repeats 3] [--quick]
+    python benchmarks/bench_adapt.py [--pairs 20000] [--repeats 3] [--quick] [--doc FILE]
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from benchdoc import recording  # noqa: E402
 
 from labclip.adapt import DEFAULT_ALPHAS, fit_text_adapter  # noqa: E402
 
@@ -47,12 +49,19 @@ def best_of(repeats: int, fn):
     return best, result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="5,000 pairs, one repeat (for CI, well under 30 s)")
-    args = parser.parse_args()
+    parser.add_argument("--doc", type=Path, metavar="FILE",
+                        help="also write the printed figures as this script's section of FILE (docs/benchmarks.md)")
+    args = parser.parse_args(argv)
+    with recording(args.doc, "bench_adapt", "Text-adapter fitting", sys.argv[1:] if argv is None else argv):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     if args.quick:
         args.pairs, args.repeats = 5000, 1
     held_out = 2000

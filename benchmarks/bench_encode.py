@@ -8,9 +8,11 @@ alone (prepared pixels, one batch), which is what the matmul ceiling bounds. Sim
 to fp32 and top-1 agreement are measured on the default image and caption set. Timings are printed,
 never asserted; the targets are checked against the measured numbers, in the category that
 ``precision.choose`` puts this CPU in. ``--variants`` adds attention, ``torch.compile``, autocast,
-batch-size, thread and memory-layout variants of the image forward pass.
+batch-size, thread and memory-layout variants of the image forward pass; ``--profile`` adds a
+``torch.profiler`` table of the forward pass when a target is not met; ``--doc FILE`` also writes the
+printed figures as this script's section of ``docs/benchmarks.md``.
 
-    python benchmarks/bench_encode.py [--quick] [--variants]
+    python benchmarks/bench_encode.py [--quick] [--variants] [--cpu-time] [--profile] [--doc FILE]
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ from transformers import CLIPConfig, CLIPModel
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from benchdoc import recording  # noqa: E402
+
 from labclip.config import CAPTIONS_DIR  # noqa: E402
 from labclip.data import load_captions  # noqa: E402
-from labclip.demo import OPENAI_MEAN, OPENAI_STD, clip_tokenizer  # noqa: E402
+from labclip.demo import OPENAI_MEAN, OPENAI_STD, clip_tokenizer, tiny_config  # noqa: E402
 from labclip.images import Preprocess, load_image  # noqa: E402
 from labclip.metrics import similarity  # noqa: E402
 from labclip.model import ClipModel  # noqa: E402
@@ -74,17 +78,22 @@ def matmuls(precisions: list[str]) -> dict[str, Callable[[], object]]:
     return {p: (lambda x=x, y=y: torch.mm(x, y)) for p, (x, y) in pairs.items()}
 
 
+TINY = False  # --tiny: a tiny model and small matmuls, to check the script itself (its figures mean nothing)
+
+
 def vit_b32(precision: str = "fp32", fp32: ClipModel | None = None) -> ClipModel:
-    """Random-init ViT-B/32 (seed 0) in ``precision``, cast like ``load_model`` casts (from ``fp32`` if given)."""
+    """Random-init ViT-B/32 (seed 0) in ``precision``, cast like ``load_model`` casts (from ``fp32`` if given);
+    no progress bars, so the output holds only the figures."""
     if fp32 is None:
         torch.manual_seed(0)
-        model = CLIPModel(CLIPConfig()).eval()
+        model = CLIPModel(tiny_config() if TINY else CLIPConfig()).eval()
     else:
         model = copy.deepcopy(fp32.model)
     chosen = Precision(precision, precision, "benchmark")
+    size = model.config.vision_config.image_size
     return ClipModel.from_transformers(cast(model, chosen), clip_tokenizer(),
-                                       Preprocess(224, 224, OPENAI_MEAN, OPENAI_STD), "random-init ViT-B/32",
-                                       precision=chosen)
+                                       Preprocess(size, size, OPENAI_MEAN, OPENAI_STD), "random-init ViT-B/32",
+                                       precision=chosen, progress=False)
 
 
 def image_baseline(model: ClipModel, paths: list[str]) -> np.ndarray:
@@ -304,7 +313,7 @@ def variants(models: dict[str, ClipModel], pixels: torch.Tensor, captions: np.nd
     return frame, first
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small run for CI (about 2 minutes)")
     parser.add_argument("--variants", action="store_true",
@@ -314,9 +323,23 @@ def main() -> None:
                         help="one torch thread, timed by its CPU time, which other processes barely change: "
                              "ratios on a loaded machine (end-to-end image rows then leave out the image "
                              "reading, done on a worker thread)")
-    args = parser.parse_args()
+    parser.add_argument("--profile", action="store_true",
+                        help="when a target is not met, print where the forward pass spends its time "
+                             "(torch.profiler: the matrix products' share and the top operators)")
+    parser.add_argument("--doc", type=Path, metavar="FILE",
+                        help="also write the printed figures as this script's section of FILE (docs/benchmarks.md)")
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    with recording(args.doc, "bench_encode", "Encoding: fp32 and bf16 against their matmul ceilings",
+                   sys.argv[1:] if argv is None else argv):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    global CLOCK, MATMUL, TINY
+    if args.tiny:
+        TINY, MATMUL = True, 256
     if args.cpu_time:
-        global CLOCK
         torch.set_num_threads(1)
         CLOCK = time.thread_time
     repeats = 3 if args.quick else 5
@@ -379,7 +402,9 @@ def main() -> None:
           f"torch {torch.__version__}, {platform.platform()}")
     features = [f for f in ("avx512_f", "avx512_bf16", "amx_tile", "amx_bf16", "avx512_fp16") if caps.get(f)]
     print(f"CPU features torch reports: {', '.join(features) or 'none of AVX-512/AMX'}")
-    print("matmul peaks (2048³, best of all samples taken between the encoding runs): "
+    if TINY:
+        print("--tiny: a tiny random model and small matmuls, to check this script; the figures mean nothing")
+    print(f"matmul peaks ({MATMUL}³, best of all samples taken between the encoding runs): "
           + ", ".join(f"{p} {g:.0f} GFLOP/s -> ViT-B/32 ceiling {g / GFLOP_PER_IMAGE:.1f} images/s"
                       for p, g in peaks.items()))
     print(f"images: {len(images)} read, preprocessed and encoded end to end; image forward: one prepared batch of "
@@ -411,7 +436,9 @@ def main() -> None:
     for text, met in checks:
         print(f"  [{'met' if met else 'NOT met'}] {text}")
     missed = [text.split(":")[0] for text, met in checks if not met]
-    if missed:
+    if missed and not args.profile:
+        print(f"not met: {'; '.join(missed)} (--profile shows where the time goes)")
+    elif missed:
         print(f"not met: {'; '.join(missed)}. Where the time goes:")
         for p in dict.fromkeys([auto.name, "bf16"]):
             table_text, shares = top_ops(models[p], pixels)

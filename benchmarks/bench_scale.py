@@ -7,7 +7,7 @@ timed one), and that peak as a multiple of the matrix. Figures are measured, nev
 issue's target (extra peak under twice the matrix) is checked on the metrics at the size it names,
 5,000 x 5,000, which ``--quick`` keeps: it only draws the report plots from fewer images.
 
-    python benchmarks/bench_scale.py [--images 5000] [--captions 5000] [--dim 512] [--quick]
+    python benchmarks/bench_scale.py [--images 5000] [--captions 5000] [--dim 512] [--quick] [--doc FILE]
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from benchdoc import recording  # noqa: E402
 
 from labclip import stats  # noqa: E402
 from labclip.lab.scale import HARDEST, heatmap_figure  # noqa: E402
@@ -81,7 +83,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="for CI: the report plots draw from 1,000 images; the metrics keep the full size, "
                              "where the memory target is defined")
+    parser.add_argument("--doc", type=Path, metavar="FILE",
+                        help="also write the printed figures as this script's section of FILE (docs/benchmarks.md)")
     args = parser.parse_args(argv)
+    with recording(args.doc, "bench_scale", "Metrics and plots at scale",
+                   sys.argv[1:] if argv is None else argv):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     plot_images = min(args.images, args.captions, QUICK_PLOT_IMAGES if args.quick else args.images)
 
     rng = np.random.default_rng(args.seed)

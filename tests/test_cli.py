@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,28 @@ def test_version_and_help_on_every_subcommand(capsys):
     for command in (*MODEL_COMMANDS, "compare"):
         assert main([command, "--help"]) == 0
         assert capsys.readouterr().out.startswith(f"usage: labclip {command}")
+
+
+def all_parsers(parser: argparse.ArgumentParser, prog: str = "labclip") -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """Every parser of the command, nested subcommands (``adapt fewshot``) included."""
+    yield prog, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from all_parsers(child, f"{prog} {name}")
+
+
+def test_help_texts_print_percent_signs_once(capsys):
+    """argparse %-formats option help (which needs %%) but prints descriptions as written."""
+    seen = []
+    for prog, _ in all_parsers(cli._parser()):
+        assert main([*prog.split()[1:], "--help"]) == 0
+        text = capsys.readouterr().out
+        assert text.startswith(f"usage: {prog}") and "%%" not in text and "%(" not in text, prog
+        seen.append(prog)
+    assert {"labclip adapt fewshot", "labclip adapt text", "labclip report", "labclip tag"} <= set(seen)
+    fewshot = " ".join(dict(all_parsers(cli._parser()))["labclip adapt fewshot"].format_help().split())
+    assert "95% Wilson intervals" in fewshot
 
 
 def test_every_option_has_a_description_and_its_default_in_help():
@@ -304,6 +327,37 @@ def test_classify(capsys, tiny_model_dir, folder, tmp_path):
     assert set(table.model) == {tiny_model_dir.name} and table.model_untrained.all()
 
 
+def test_classify_takes_a_folder_and_names_images_as_match_does(capsys, tiny_model_dir, folder, tmp_path,
+                                                                 monkeypatch):
+    (folder / "more").mkdir()
+    shutil.copy(IMAGES_DIR / "coffee.png", folder / "more" / "coffee.png")
+    (folder / "notes.txt").write_text("not an image")
+    files = sorted(p for p in folder.rglob("*.png"))
+    options = ["--labels", "cat,car", "--top-k", "1", "--model", tiny_model_dir, "--no-cache"]
+    code, _, _ = run(capsys, "classify", *files, *options, "--out", tmp_path / "files.csv")
+    assert code == 0
+    monkeypatch.chdir(tmp_path)  # a folder given relative to the working folder
+    code, _, err = run(capsys, "classify", "photos", *options, "--out", tmp_path / "folder.csv")
+    assert code == 0 and "not found" not in err
+    by_files, by_folder = pd.read_csv(tmp_path / "files.csv"), pd.read_csv(tmp_path / "folder.csv")
+    assert sorted(by_folder.image) == sorted(["cat.png", "more/coffee.png", "pizza.png", "red_car.png"])
+    pd.testing.assert_frame_equal(by_folder.sort_values("image", ignore_index=True),
+                                  by_files.sort_values("image", ignore_index=True))
+    code, out, _ = run(capsys, "classify", folder / "more" / "coffee.png", folder / "cat.png", *options)
+    assert code == 0 and re.search(r"^\s*more/coffee\.png\s", out, flags=re.M) and str(tmp_path) not in out
+    (tmp_path / "empty").mkdir()
+    assert_user_error(*run(capsys, "classify", "empty", *options), "empty: no image files")
+
+
+def test_search_names_images_relative_to_the_folder_that_holds_them(capsys, tiny_model_dir, folder, tmp_path):
+    (folder / "more").mkdir()
+    shutil.copy(IMAGES_DIR / "coffee.png", folder / "more" / "coffee.png")
+    code, _, _ = run(capsys, "search", folder.absolute(), "a cup", "--model", tiny_model_dir, "--no-cache",
+                     "--out", tmp_path / "s.csv")
+    names = set(pd.read_csv(tmp_path / "s.csv").image)
+    assert code == 0 and names == {"cat.png", "red_car.png", "pizza.png", "more/coffee.png"}
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--labels", " , "], "no labels"),
     (["--labels", "cat", "--templates", "fancy"], "unknown template set 'fancy'"),
@@ -319,7 +373,7 @@ def test_search(capsys, tiny_model_dir, tiny_model, folder, tmp_path):
     images = sorted(folder.iterdir())
     scores = tiny_model.encode_images(images) @ tiny_model.encode_texts(["a red car"])[0]
     best = np.argsort(-scores, kind="stable")[:2]
-    assert [line.split()[1] for line in lines[1:]] == [str(images[i]) for i in best]
+    assert [line.split()[1] for line in lines[1:]] == [images[i].name for i in best]
     assert [line.split()[-1] for line in lines[1:]] == [f"{scores[i]:.3f}" for i in best]
     code, _, _ = run(capsys, "search", folder, "a red car", "--model", tiny_model_dir, "--out", tmp_path / "s.json")
     saved = json.loads((tmp_path / "s.json").read_text())
@@ -462,9 +516,15 @@ def test_tag_resumes_identical_work_only(capsys, tiny_model_dir, folder, tmp_pat
     assert "tagged 0 new images" in err and len(pd.read_csv(out)) == 8
 
     code, _, err = run(capsys, *common, "--top-k", "3")  # another top-k: everything again
-    assert code == 0 and "other options" in err and "top k 2 → 3" in err and "tagged 4 new images" in err
+    assert code == 0 and "other options" in err and "top k 2 → 3" in err
+    assert "labclip: re-tagged 4 images; " in err and "new image" not in err
     third = pd.read_csv(out)
     assert len(third) == 12 and set(third.top_k) == {3}
+
+    shutil.copy(IMAGES_DIR / "horse.png", folder / "horse.png")  # a new file and other options at once
+    code, _, err = run(capsys, *common, "--top-k", "1")
+    assert code == 0 and "labclip: tagged 1 new image and re-tagged 4 images; " in err and "lists 5 images" in err
+    assert len(pd.read_csv(out)) == 5
 
     labels.write_text("cat\ndog\n", encoding="utf-8")
     code, _, err = run(capsys, *common, "--top-k", "3")
@@ -479,7 +539,7 @@ def test_tag_redoes_rows_of_another_model(capsys, tiny_model_dir, folder, tmp_pa
     common = ["tag", folder, "--labels", "cat,car,pizza", "--out", out, "--no-cache"]
     run(capsys, *common, "--model", other)
     code, _, err = run(capsys, *common, "--model", tiny_model_dir)
-    assert code == 0 and "model " in err and "tagged 3 new images" in err
+    assert code == 0 and "model " in err and "re-tagged 3 images;" in err and "new image" not in err
     rows = pd.read_csv(out)
     assert set(rows.model) == {tiny_model_dir.name} and len(rows) == 9
 
@@ -488,7 +548,7 @@ def test_tag_old_file_without_options_is_redone(capsys, tiny_model_dir, folder, 
     out = tmp_path / "tags.csv"
     out.write_text("image,rank,label,probability\ncat.png,1,dog,0.9\n", encoding="utf-8")
     code, _, err = run(capsys, "tag", folder, "--labels", "cat,car", "--out", out, "--model", tiny_model_dir)
-    assert code == 0 and "older labclip" in err and "tagged 3 new images" in err
+    assert code == 0 and "older labclip" in err and "tagged 2 new images and re-tagged 1 image;" in err
     assert "dog" not in set(pd.read_csv(out).label)
 
 
@@ -685,3 +745,24 @@ def test_multilingual_compare_prints_labclip_lines_only(tiny_model_dir, tmp_path
     lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
     assert lines and all(line.startswith(("labclip: ", "encoding ")) for line in lines), lines
     assert sum("labclip: warning: caption" in line for line in lines) == 2  # once per model that truncates it
+
+
+@pytest.mark.parametrize("which", ["demo", "local"])
+def test_output_files_and_reports_show_one_revision_form(capsys, tiny_model_dir, tmp_path, which):
+    from labclip.lab import narrative
+    from labclip.model import describe, load_model
+
+    name = "demo" if which == "demo" else str(tiny_model_dir)
+    model = load_model(name, cache=False)
+    expected = "demo-model-v1" if which == "demo" else None
+    shown = describe(model)["revision"]
+    if expected:
+        assert shown == expected
+    else:
+        assert re.fullmatch(rf"local:{re.escape(tiny_model_dir.name)}@[0-9a-f]{{12}}", shown)
+    assert narrative.public_revision(model.revision) == shown
+    assert cli.model_record(model)["revision"] == shown
+    code, _, _ = run(capsys, "match", "--model", name, "--out", tmp_path / "m.json", "--no-cache")
+    assert code == 0 and json.loads((tmp_path / "m.json").read_text())["provenance"]["model"]["revision"] == shown
+    code, _, _ = run(capsys, "match", "--model", name, "--out", tmp_path / "m.csv", "--no-cache")
+    assert code == 0 and set(pd.read_csv(tmp_path / "m.csv").model_revision) == {shown}

@@ -192,6 +192,30 @@ def test_translator_revision_and_cache_key(offline_hub, tmp_path):
         _restore_revision(offline_hub, name)
 
 
+def test_translator_loads_without_the_sacremoses_advice(offline_hub, tmp_path):
+    import importlib.util
+    import warnings
+
+    from transformers import MarianTokenizer
+
+    from labclip.translate import Translator
+
+    name = "Helsinki-NLP/opus-mt-ru-en"
+    with warnings.catch_warnings(record=True) as direct:
+        warnings.simplefilter("always")
+        tokenizer = MarianTokenizer.from_pretrained(snapshot_dir(offline_hub, name))
+    if importlib.util.find_spec("sacremoses") is None:  # the advice labclip silences does exist
+        assert any("sacremoses" in str(w.message) for w in direct)
+    calls = []
+    tokenizer.punc_normalizer = lambda text: calls.append(text) or text  # what sacremoses would provide
+    tokenizer(["Привет, мир!", "кот"], padding=True)
+    assert tokenizer("кот")["input_ids"] and calls == []  # never used while tokenising: the advice is noise
+    with warnings.catch_warnings(record=True) as ours:
+        warnings.simplefilter("always")
+        Translator(name, cache=tmp_path / "t")
+    assert not [w for w in ours if "sacremoses" in str(w.message)]
+
+
 def test_embedding_cache_keyed_by_revision(offline_hub, tmp_path):
     name = "sentence-transformers/clip-ViT-B-32-multilingual-v1"
     first = load_model(name, cache=tmp_path / "emb")

@@ -122,3 +122,42 @@ def test_real_openai_weights_match_english_captions():
         pytest.skip("the Hugging Face hub is unreachable; real weights cannot be fetched")
     model = load_model("ViT-B/32")
     assert model.logit_scale == pytest.approx(100.0)
+
+
+class _Terminal:
+    """A stderr that says it is a terminal."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_only_on_a_terminal_or_when_asked(tiny_model_dir, capsys, monkeypatch):
+    import sys
+
+    from labclip.config import IMAGES_DIR
+
+    model = load_model(tiny_model_dir, cache=False)
+    paths = sorted(IMAGES_DIR.glob("*.png"))[:3]
+    model.encode_images(paths, batch_size=1)  # three batches, stderr captured: not a terminal
+    assert "encoding images" not in capsys.readouterr().err
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    model.encode_images(paths, batch_size=1)
+    assert "encoding images" in terminal.text and "3/3" in terminal.text
+    terminal.text = ""
+    model.progress = False  # what the benchmarks set
+    model.encode_images(paths, batch_size=1)
+    assert terminal.text == ""
+    monkeypatch.undo()
+    model.progress = True
+    model.encode_images(paths, batch_size=1)
+    assert "encoding images" in capsys.readouterr().err

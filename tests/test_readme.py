@@ -141,3 +141,97 @@ def test_public_names_are_those_the_readme_lists():
     named = set(re.findall(r"`(\w+)`", claim))
     assert "those five names" in claim and len(used) == 5
     assert used | named == set(labclip.__all__)
+
+
+# --- what a newcomer reads, and where the rest went -------------------------------------------------------
+
+def headings(text: str) -> list[str]:
+    return re.findall(r"^#{1,6} (.+)$", re.sub(r"```.*?```", "", text, flags=re.S), flags=re.M)
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
+def test_readme_is_short_and_keeps_what_a_newcomer_needs():
+    assert len(README.splitlines()) <= 300
+    found = headings(README)
+    for section in ("Quick start", "Parameters", "Precision", "Caption files", "Colab", "Languages", "Adapters",
+                    "Command line", "Metrics", "Python", "Safety", "Benchmarks"):
+        assert section in found, f"README lacks the section {section!r}"
+    assert found.index("Precision") > found.index("Parameters") and found.index("Metrics") > found.index("Command line")
+
+
+def test_readme_links_point_at_files_and_headings_that_exist():
+    from labclip.config import REPO_URL
+
+    links = re.findall(r"\]\(([^)\s]+)\)", README)
+    assert links
+    for link in links:
+        if link.startswith("https://colab.research.google.com/github/"):
+            prefix = REPO_URL.replace("https://github.com/", "https://colab.research.google.com/github/") + "/blob/main/"
+            assert link.startswith(prefix) and (PROJ_ROOT / link.removeprefix(prefix)).is_file(), link
+            continue
+        assert not link.startswith(("http:", "https:")), f"README links outside the project: {link}"
+        path, _, fragment = link.partition("#")
+        target = PROJ_ROOT / path if path else PROJ_ROOT / "README.md"
+        assert target.is_file(), f"README links to {path}, which does not exist"
+        if fragment:
+            assert fragment in {anchor(h) for h in headings(target.read_text(encoding="utf-8"))}, link
+
+
+def test_benchmark_figures_live_in_the_generated_page_only():
+    """The README and ARCHITECTURE.md hold no benchmark output; docs/benchmarks.md is what the scripts wrote."""
+    import sys
+
+    sys.path.insert(0, str(PROJ_ROOT / "benchmarks"))
+    import benchdoc
+
+    architecture = (PROJ_ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    for text in (README, architecture):
+        assert not re.search(r"\d+(\.\d+)? (images|captions)/s|GFLOP/s|Self CPU", text)
+    assert "docs/benchmarks.md" in README and "docs/benchmarks.md" in MAKEFILE
+    page = (PROJ_ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    assert page.startswith(benchdoc.HEADER)
+    for script in sorted((PROJ_ROOT / "benchmarks").glob("bench_*.py")):
+        name = script.stem
+        assert f"benchmarks/{name}.py --doc docs/benchmarks.md" in MAKEFILE, f"make bench does not run {name}"
+        body = re.search(rf"<!-- {name}: begin -->\n(.*?)<!-- {name}: end -->", page, flags=re.S)
+        assert body, f"docs/benchmarks.md has no section from {name}"
+        assert re.search(rf"`python benchmarks/{name}\.py[^`]*`, run \d{{4}}-\d\d-\d\d \d\d:\d\d UTC on .+ \(\d+ logical "
+                         r"CPUs", body[1]) and "```text\n" in body[1]
+
+
+def test_readme_demo_commands_run(capsys, monkeypatch):
+    """The README's commands that need no network (``--model demo``, nothing written) run as written."""
+    monkeypatch.chdir(PROJ_ROOT)
+    runnable = [argv for argv in commands("labclip") if "demo" in argv and "--out" not in argv and argv[0] != "report"]
+    assert len(runnable) >= 2
+    for argv in runnable:
+        assert cli.main(argv) == 0, "labclip " + shlex.join(argv)
+        out = capsys.readouterr().out
+        assert out.startswith("Images: 12\nImage→text top-1: "), out
+
+
+def test_readme_python_example_runs_on_the_demo_model(monkeypatch):
+    """The README's Python example, run as written with the demo model standing in for ViT-B/32 (offline),
+    gives the figures its comment names."""
+    import labclip
+
+    load = labclip.load_model
+    monkeypatch.setattr(labclip, "load_model", lambda name, **kw: load("demo", **kw))
+    monkeypatch.chdir(PROJ_ROOT)
+    example = re.search(r"```python\n(.*?)```", README, flags=re.S).group(1)
+    scope: dict = {}
+    exec(compile(example, "README.md", "exec"), scope)  # noqa: S102 - the project's own README
+    figures = scope["m"].to_dict()
+    claimed = re.findall(r"'(\w+)': (\d+|\.\.\.)", re.search(r"m\.to_dict\(\)\s+# \{(.*)\}", example).group(1))
+    assert len(claimed) >= 5
+    for key, value in claimed:
+        assert key in figures and (value == "..." or figures[key] == int(value)), key
+    assert scope["images"].shape == (12, scope["model"].dim)
+    inline = re.search(r"lab layer:\n`(labclip\.lab\.[^`]+)`", README).group(1)
+    import labclip.lab.experiment  # noqa: F401 - the inline example names the module
+
+    assert 0 <= eval(inline, {"labclip": labclip}) <= 1  # noqa: S307

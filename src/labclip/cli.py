@@ -186,7 +186,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("classify", help="zero-shot labels of images", description="Zero-shot classification: "
                        "the most probable labels of each image.", **kw)
-    p.add_argument("images", nargs="+", type=Path, help="image files")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
+                   help="image files, or folders whose images are all classified (searched recursively, as tag "
+                   "and search do)")
     _label_options(p)
     _top_k(p, 5, "labels listed per image")
     _model_options(p, "classify")
@@ -303,7 +305,7 @@ def _adapt_parser(sub, kw: dict) -> None:
 
     f = kinds.add_parser("fewshot", help="linear probe and Tip-Adapter over shots against zero-shot",
                          description="k-shot linear probe and Tip-Adapter on labelled images against zero-shot, "
-                         "every image scored out of fold, with 95%% Wilson intervals and exact McNemar tests.", **kw)
+                         "every image scored out of fold, with 95% Wilson intervals and exact McNemar tests.", **kw)
     f.add_argument("--labels", type=Path, metavar="PATH", help="ROOT/<class>/*.jpg folder, or a CSV with an image "
                    "column and a label (or language) column (default: labclip's data/labels.csv)")
     f.add_argument("--shots", type=_shots, default=[1, 2, 4, 8, 16], metavar="K,K,...",
@@ -340,6 +342,22 @@ def _folder_images(folder: Path) -> list[Path]:
     if not images:
         raise LabclipError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return images
+
+
+def _given_images(paths: Sequence[Path]) -> list[Path]:
+    """Image files as given, a folder as its images (recursively, as ``tag`` and ``search`` read it)."""
+    images: list[Path] = []
+    for path in paths:
+        images += _folder_images(path) if path.is_dir() else [path]
+    return list(dict.fromkeys(images))
+
+
+def _shown_names(paths: Sequence[Path]) -> list[str]:
+    """How the console and output files name images: relative to the deepest folder that holds them all,
+    as ``match`` and the reports do (:func:`labclip.data.short_names`)."""
+    from .data import short_names
+
+    return short_names([os.path.abspath(p) for p in paths])
 
 
 def _check_files(paths: Sequence[Path]) -> None:
@@ -461,26 +479,12 @@ def _hub_revision(repo_id: str) -> str | None:
     return cached_revision(repo_id)
 
 
-def _folder_fingerprint(folder: Path) -> str:
-    """12 hex digits that change with the folder's location and with any of its files' size or mtime, so
-    two folders of the same name (or a model retrained in place) never share a revision."""
-    digest = hashlib.sha256(str(folder.resolve()).encode("utf-8"))
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        stat = path.stat()
-        digest.update(f"\0{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:12]
-
-
 def _tower_revision(source: str, revision: str | None) -> str | None:
-    """A tower's revision as output files record it: a local folder by its name and a fingerprint
-    (:func:`_folder_fingerprint`), without its machine path."""
-    if revision and not revision.startswith("local:"):
-        return revision
-    if revision or Path(source).is_dir():
-        folder = Path(revision.removeprefix("local:") if revision else source)
-        shown = shown_revision("local:" + str(folder.resolve()))
-        return f"{shown}@{_folder_fingerprint(folder)}" if folder.is_dir() else shown
-    return _hub_revision(source)
+    """A tower's revision as output files record it (:func:`labclip.config.shown_revision`, as the reports
+    show it): a local folder by its name and fingerprint, without its machine path."""
+    if revision is None and Path(source).is_dir():
+        revision = "local:" + str(Path(source).resolve())
+    return shown_revision(revision) if revision else _hub_revision(source)
 
 
 def model_record(model, requested: str | None = None, fallback_reason: str | None = None) -> dict:
@@ -492,7 +496,7 @@ def model_record(model, requested: str | None = None, fallback_reason: str | Non
     are named as reports name them (:func:`labclip.config.shown_model`), never by their machine path.
     """
     if model.is_demo:
-        model_id, revision = DEMO_MODEL, Path(model.source).name
+        model_id, revision = DEMO_MODEL, shown_revision(model.revision)
     elif model.image_source and model.image_source != model.source:
         model_id = f"{model.source}+{model.image_source}"
         revision = "+".join(str(_tower_revision(s, r)) for s, r in ((model.source, model.revision),
@@ -639,12 +643,13 @@ def cmd_classify(args) -> None:
     from .zeroshot import class_embeddings, load_templates, probabilities
 
     _check_out(args.out)
-    _check_files(args.images)
+    images = _given_images(args.images)
+    _check_files(images)
     labels, templates = _labels(args), load_templates(args.templates, args.lang)
     model = _load(args)
-    probs = probabilities(model, model.encode_images(args.images), class_embeddings(model, labels, templates))
-    _emit(top_labels(probs, labels, [str(p) for p in args.images], args.top_k), args.out, [model_record(model)],
-          inputs=args.images)
+    probs = probabilities(model, model.encode_images(images), class_embeddings(model, labels, templates))
+    _emit(top_labels(probs, labels, _shown_names(images), args.top_k), args.out, [model_record(model)],
+          inputs=images)
 
 
 def _tag_key(args, record: dict, labels: list[str]) -> dict[str, str]:
@@ -688,6 +693,7 @@ def cmd_tag(args) -> None:
     model = _load(args)
     key = _tag_key(args, model_record(model), labels)
     names = [str(p.relative_to(args.folder)) for p in images]
+    before = set(done["image"]) if done is not None and "image" in done.columns else set()
     if done is not None and len(done):
         changes = _key_changes(done, key)
         if changes:
@@ -709,8 +715,12 @@ def cmd_tag(args) -> None:
                 **key, precision_requested=model.precision.requested)
             done = pd.concat([done, new], ignore_index=True) if done is not None and len(done) else new
             write_text(args.out, done.to_csv(index=False))
-    print(f"labclip: tagged {_count(len(todo), 'new image')}; {args.out} lists "
-          f"{_count(done['image'].nunique(), 'image')}", file=sys.stderr)
+    again = sum(names[i] in before for i in todo)
+    did = [f"re-tagged {_count(again, 'image')}"] if again else []
+    if len(todo) - again or not again:
+        did.insert(0, f"tagged {_count(len(todo) - again, 'new image')}")
+    print(f"labclip: {' and '.join(did)}; {args.out} lists {_count(done['image'].nunique(), 'image')}",
+          file=sys.stderr)
 
 
 def cmd_search(args) -> None:
@@ -719,7 +729,8 @@ def cmd_search(args) -> None:
     model = _load(args)
     scores = model.encode_images(images) @ model.encode_texts([args.query])[0]
     order = np.argsort(-scores, kind="stable")[: args.top_k]
-    table = pd.DataFrame({"rank": range(1, len(order) + 1), "image": [str(images[i]) for i in order],
+    names = _shown_names(images)
+    table = pd.DataFrame({"rank": range(1, len(order) + 1), "image": [names[i] for i in order],
                           "cosine": scores[order].astype(float)})
     _emit(table, args.out, [model_record(model)], {"query": args.query} if args.out else None, inputs=images)
 

@@ -8,6 +8,7 @@ caption sets, labels and notebooks as package data (``labclip/_bundled/``, found
 
 from __future__ import annotations
 
+import hashlib
 import os
 from importlib.resources import files
 from pathlib import Path
@@ -81,8 +82,23 @@ def shown_model(name: str, sep: str = "+") -> str:
     return shown if adapter is None else f"{shown}{sep}adapter:{shown_path(adapter)}"
 
 
+def folder_fingerprint(folder: str | os.PathLike) -> str:
+    """12 hex digits that change with the folder's location and with any of its files' size or mtime, so
+    two folders of the same name (or a model retrained in place) never share a revision."""
+    folder = Path(folder)
+    digest = hashlib.sha256(str(folder.resolve()).encode("utf-8"))
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"\0{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:12]
+
+
 def shown_revision(revision: str | None) -> str | None:
-    """A revision fit to share: ``local:<folder>`` names the folder as :func:`shown_model` does."""
+    """A revision as every report and output file shows it: a hub commit as it is; ``local:<folder>`` as
+    ``local:<name>@<fingerprint>`` (the folder named as :func:`shown_model` does, plus
+    :func:`folder_fingerprint`), or ``local:<name>`` once the folder is gone."""
     if revision and revision.startswith("local:"):
-        return "local:" + shown_model(revision.removeprefix("local:"))
+        folder = revision.removeprefix("local:")
+        shown = "local:" + shown_model(folder)
+        return f"{shown}@{folder_fingerprint(folder)}" if Path(folder).is_dir() else shown
     return revision

@@ -47,10 +47,13 @@ class ClipModel:
         logit_scale: the learned temperature, exponentiated (100.0 for OpenAI's weights).
         source: where the text tower (or the whole model) came from.
         image_source: where the image encoder came from.
-        revision: commit hash (or ``local:<path>``) of ``source``; ``None`` when unknown.
+        revision: commit hash (or ``local:<path>``, ``demo-model-v<N>`` for the demo model) of ``source``;
+            ``None`` when unknown.
         image_revision: commit hash of the image encoder's repository.
         untrained: the weights are random (the demo model, test models).
         logit_bias: SigLIP's learned sigmoid bias; ``None`` for softmax (CLIP-style) models.
+        progress: a progress bar while encoding more than one batch: ``None`` only when stderr is a
+            terminal (not in a pipe, a log or a notebook), ``True`` always, ``False`` never.
     """
 
     name: str  # as reports show it: a hub id, or a local folder by its name (no machine path)
@@ -69,6 +72,7 @@ class ClipModel:
     cache: EmbeddingCache | None = None
     image_batch_size: int = 32
     text_batch_size: int = 16
+    progress: bool | None = None
 
     @classmethod
     def from_transformers(cls, model: torch.nn.Module, tokenizer, preprocess: Preprocess, name: str,
@@ -208,7 +212,8 @@ class ClipModel:
         chunks = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
         out = np.empty((len(items), self.dim), dtype=np.float32)
         with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode(), tqdm(
-            total=len(items), desc=f"encoding {what}", unit=what[:-1], disable=len(chunks) <= 1
+            total=len(items), desc=f"encoding {what}", unit=what[:-1],
+            disable=True if len(chunks) <= 1 else None if self.progress is None else not self.progress,
         ) as bar:
             pending = pool.submit(prepare, [items[i] for i in chunks[0]]) if chunks else None
             for n, chunk in enumerate(chunks):
@@ -277,7 +282,9 @@ def load_model(
     local = Path(info.id)
     untrained = any(Path(s).is_dir() and (Path(s) / UNTRAINED_MARKER).exists() for s in {info.id, info.image_source})
     revision = towers.text_revision
-    if revision is None and local.is_dir():
+    if name == DEMO_MODEL:
+        revision = local.name  # demo-model-v<N>: built from a seed, the same everywhere
+    elif revision is None and local.is_dir():
         revision = "local:" + str(local.resolve())
     clip = ClipModel(
         name=shown_model(name), info=info, image=towers.image, text=towers.text, logit_scale=towers.logit_scale,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from .config import cache_dir
 from .errors import LabclipError
 
 DEFAULT_TRANSLATOR = "Helsinki-NLP/opus-mt-{lang}-en"
+# MarianTokenizer's advice when sacremoses is missing. Its Moses punctuation normaliser is only kept as
+# ``MarianTokenizer.normalize``, which transformers never calls while tokenising, so the advice is noise.
+SACREMOSES_ADVICE = r"Recommended: pip install sacremoses"
 
 
 def translator_name(template: str, language: str) -> str:
@@ -39,8 +43,10 @@ class Translator:
 
         self.name, self.device, self.max_new_tokens = name, device, max_new_tokens
         try:
-            self.tokenizer, self.model = from_hub(name, lambda **kw: (
-                AutoTokenizer.from_pretrained(name, **kw), AutoModelForSeq2SeqLM.from_pretrained(name, **kw)))
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=SACREMOSES_ADVICE, category=UserWarning)
+                self.tokenizer, self.model = from_hub(name, lambda **kw: (
+                    AutoTokenizer.from_pretrained(name, **kw), AutoModelForSeq2SeqLM.from_pretrained(name, **kw)))
         except Exception as err:  # noqa: BLE001 - one user-facing line
             raise LabclipError(load_failure(name, name, err, "translation model", demo=False)) from err
         self.model = self.model.eval().to(device)
