@@ -8,11 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from labclip import LabclipError, load_model, similarity
+from labclip import LabclipError, load_model, precision, similarity
 from labclip.cli import main
 from labclip.config import DEFAULT_CAPTIONS
 from labclip.model import describe, fingerprint
-from labclip import precision
 from labclip.precision import AUTO_ENV, AUTO_RULE, DEFAULTS, choose
 
 TEXTS = ["a cup of coffee", "a photo of a calico cat", "чашка кофе", "snowy mountains at dawn", "a red car"]
@@ -284,9 +283,9 @@ def test_fp32_numbers_as_printed_do_not_depend_on_batch_size_or_threads(tiny_mod
     for one row vs a matrix product for 32, and each thread's share of a reduction), so the test also bounds
     that difference, far below the three decimals and the counts that are printed."""
     from labclip.data import load_captions
-    from labclip.labels import format_metric
     from labclip.lab import narrative
     from labclip.lab.experiment import Experiment
+    from labclip.labels import format_metric
 
     captions = load_captions(DEFAULT_CAPTIONS)
     threads = torch.get_num_threads()

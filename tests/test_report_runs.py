@@ -395,3 +395,18 @@ def test_labclips_own_folders_need_no_flag(tmp_path, quick_notebooks):
     (fresh / rep.MARKER).unlink()  # a folder from before the marker: latest links into runs/
     rep.build_reports({}, fresh, notebooks=["01_matching"], pdf=False)
     assert (PROJ_ROOT / "reports" / rep.MARKER).is_file()  # the checkout's reports/ (README, params) is labclip's
+
+
+def test_a_run_never_prunes_a_newer_run(tmp_path):
+    out = tmp_path / "out"
+    newer = [f"20260106T00000{i}Z-eeeeee" for i in range(rep.KEEP_RUNS + 2)]
+    for run_id in newer:  # finished by other runs that have not pruned yet
+        folder = out / "runs" / run_id
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text(json.dumps({"run_id": run_id}))
+    late = "20260101T000000Z-ffffff"
+    rep.publish(_stage(out, late), out, late)
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted([*newer, late])
+    newest = "20260107T000000Z-ffffff"
+    rep.publish(_stage(out, newest), out, newest)  # the newest run prunes the older ones beyond KEEP_RUNS
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted([*newer[-(rep.KEEP_RUNS - 1):], newest])

@@ -367,8 +367,11 @@ def _publishing(out_dir: Path) -> Iterator[None]:
 def claim(out_dir: Path) -> None:
     """Create ``out_dir`` (when missing) with labclip's marker file, after :func:`check_out_dir` allowed it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not (out_dir / MARKER).is_file():
-        write_text(out_dir / MARKER, MARKER_TEXT)
+    try:  # created once and never replaced: publishers lock this file (inode)
+        with open(out_dir / MARKER, "x", encoding="utf-8") as marker:
+            marker.write(MARKER_TEXT)
+    except FileExistsError:
+        pass
     (out_dir / RUNS).mkdir(exist_ok=True)
 
 
