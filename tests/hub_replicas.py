@@ -161,9 +161,8 @@ def _xlmr_tokenizer(root: Path, with_json: bool):
 
 
 def _clip(root: Path, seed: int) -> None:
-    from transformers import CLIPModel
-
     from safetensors.torch import save_file
+    from transformers import CLIPModel
 
     model = _seeded(seed, lambda: CLIPModel(tiny_config(image_size=32)).eval())
     model.save_pretrained(root, safe_serialization=True)
