@@ -10,10 +10,12 @@ are the real ones. Files labclip never reads (TF/Flax/Rust/ONNX weights, picture
 as short placeholders so that the listing matches. ``.bin``-only repositories have only
 ``pytorch_model.bin`` here (written with ``torch.save(state_dict)``); where a repository has both
 formats the ``.bin`` holds *different* weights, so a test that matches the safetensors weights also
-proves the safetensors file was the one read. Checkpoints saved by transformers before 4.31 (M-CLIP,
-xlm-roberta-large, OpenAI's CLIP and AltCLIP; the configs name 4.8 to 4.26) carry the ``position_ids``
-buffers those versions saved (:func:`legacy_keys`); OpenAI's ``model.safetensors`` was converted from
-that ``.bin``, so it carries them too.
+proves the safetensors file was the one read. Checkpoints uploaded before transformers 4.31 (July 2023:
+M-CLIP, whose config names 4.8.1; xlm-roberta-large; OpenAI's CLIP, 2021; AltCLIP, 2022) carry the
+``position_ids`` buffers those versions saved (:func:`legacy_keys`); OpenAI's ``model.safetensors`` was
+converted from that ``.bin``, so it carries them too. SigLIP (added in 4.37) and Marian (sinusoidal
+positions) have none; the sentence-transformers DistilBERT is left without (not checked whether its 4.7
+checkpoint has one).
 """
 
 from __future__ import annotations
@@ -161,9 +163,8 @@ def _xlmr_tokenizer(root: Path, with_json: bool):
 
 
 def _clip(root: Path, seed: int) -> None:
-    from transformers import CLIPModel
-
     from safetensors.torch import save_file
+    from transformers import CLIPModel
 
     model = _seeded(seed, lambda: CLIPModel(tiny_config(image_size=32)).eval())
     model.save_pretrained(root, safe_serialization=True)

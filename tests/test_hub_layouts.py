@@ -218,6 +218,15 @@ def test_cli_compare_leaves_out_a_broken_model_and_says_why(capsys, tiny_model_d
     assert str(tmp_path) not in line
 
 
+def test_cli_compare_strict_fails_on_a_broken_model(capsys, tiny_model_dir, broken, tmp_path):
+    out = tmp_path / "c.csv"
+    code = main(["compare", str(CAPTIONS_DIR / "short.csv"), "--langs", "en", "--translator", "none", "--strict",
+                 "--models", str(tiny_model_dir), str(broken), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("labclip: error: model broken-clip: could not")
+    assert err.endswith("(--strict)") and not out.exists()
+
+
 def test_cli_compare_with_every_model_broken_is_one_line_exit_2(capsys, broken, tmp_path):
     out = tmp_path / "c.csv"
     code = main(["compare", str(CAPTIONS_DIR / "short.csv"), "--langs", "en", "--translator", "none",

@@ -234,8 +234,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--translator", default=DEFAULT_TRANSLATOR, help="translation model ('{lang}' is filled in); "
                    "'none' skips translate-then-CLIP")
     _top_k(p, 3, "the k of the top-k accuracies")
-    p.add_argument("--strict", action="store_true", help="fail instead of using the demo model when the first "
-                   "model can't be loaded (default: fall back)")
+    p.add_argument("--strict", action="store_true", help="fail when any model can't be loaded (default: compare "
+                   "the others and name it as not compared)")
     _model_options(p, "compare", several=True)
     _out_option(p)
 
@@ -755,16 +755,23 @@ def cmd_eval(args) -> None:
 def _compare_models(args, records: list[dict], skipped: list[str]) -> Iterator:
     """Load each of ``--models`` when :func:`labclip.compare.compare` asks for it (one in memory at a time),
     by :func:`labclip.lab.experiment.load_models`: offline, a model that is not cached is an error before
-    anything loads (as for every command but ``report``); one whose files fail to load is left out."""
+    anything loads (as for every command but ``report``); one whose files fail to load is left out (with
+    ``--strict``, an error)."""
     from .lab.experiment import load_models
     from .registry import default_models
 
+    def strict_check() -> None:
+        if args.strict and skipped:
+            raise LabclipError(f"{skipped[0]} (--strict)")
+
     try:
         for loaded in load_models(args.models or default_models(args.langs), skipped, offline="error",
-                                  strict=args.strict, device=args.device, precision=args.precision):
+                                  device=args.device, precision=args.precision):
+            strict_check()
             records.append(model_record(loaded.model, loaded.requested, loaded.fallback_reason))
             _configure(loaded.model, args)
             yield loaded
+        strict_check()
     except LabclipError as err:
         raise _name_demo_flag(err, "--models") from None
 
@@ -779,7 +786,7 @@ def cmd_compare(args) -> None:
     skipped: list[str] = []
     with _quiet_loading():  # also the translators, which compare() loads itself
         table = compare(captions, args.langs, _compare_models(args, records, skipped),
-                        None if args.translator == "none" else args.translator, args.top_k, strict=args.strict)
+                        None if args.translator == "none" else args.translator, args.top_k)
     if table.empty:
         raise LabclipError("no model could be loaded: " + "; ".join(skipped))
     for reason in skipped + table.attrs["skipped"]:

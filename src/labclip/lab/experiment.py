@@ -290,8 +290,8 @@ def load_models(names: Sequence[str | os.PathLike | ClipModel], skipped: list[st
     """
     if offline not in ("fallback", "error"):
         raise ValueError(f"offline must be 'fallback' or 'error', not {offline!r}")
-    unavailable: dict[int, ModelUnavailable] = {}
     names = [str(name) if isinstance(name, os.PathLike) else name for name in names]
+    problems: dict[int, LabclipError] = {}  # by position: unavailable offline, or a folder without a model
     for n, name in enumerate(names):
         if not isinstance(name, str):
             continue
@@ -300,31 +300,29 @@ def load_models(names: Sequence[str | os.PathLike | ClipModel], skipped: list[st
         except ModelUnavailable as err:
             if offline == "error" or (n == 0 and strict):
                 raise
-            unavailable[n] = err
+            problems[n] = err
         except LabclipError as err:
-            if not Path(split_adapter(str(name))[0]).is_dir():
+            if not Path(split_adapter(name)[0]).is_dir():
                 raise
-            skipped.append(_not_compared(name, err))
-            unavailable[n] = None
+            problems[n] = err
     for n, name in enumerate(names):
         if not isinstance(name, str):
             yield Loaded(name.name, name)
             continue
-        if n in unavailable:
-            err = unavailable[n]
-            if err is None:
-                continue
-            if n == 0:
-                yield Loaded(name, load_model(DEMO_MODEL, device=device, precision=precision), _fallback(name, strict, err))
+        err = problems.get(n)
+        if n == 0 and isinstance(err, ModelUnavailable):
+            reason = _fallback(name, strict, err)
+            yield Loaded(name, load_model(DEMO_MODEL, device=device, precision=precision), reason)
+            continue
+        if err is None:
+            try:
+                model = load_model(name, device=device, precision=precision)
+            except LabclipError as failed:  # broken files, or the cache changed since the check
+                err = failed
             else:
-                skipped.append(_not_compared(name, err))
-            continue
-        try:
-            model = load_model(name, device=device, precision=precision)
-        except LabclipError as err:  # broken files, or the cache changed since the check
-            skipped.append(_not_compared(name, err))
-            continue
-        yield Loaded(name, model)
+                yield Loaded(name, model)
+                continue
+        skipped.append(_not_compared(name, err))
 
 
 def _not_compared(name: str, err: LabclipError) -> str:
