@@ -233,3 +233,35 @@ def test_every_runner_parameter_has_a_make_variable_and_a_readme_row():
     table = (PROJ_ROOT / "README.md").read_text(encoding="utf-8").split("## Parameters", 1)[1]
     for variable in forwarded:
         assert re.search(rf"^\| `{variable}` \|", table, flags=re.MULTILINE), variable
+
+
+def _make_dry_run(target: str, tmp_path: Path, *variables: str) -> list[str]:
+    """The commands ``make -n`` would run (make expands the recipe exactly as a real run does)."""
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    result = subprocess.run(["make", "-n", "-s", "-C", str(PROJ_ROOT), target, f"VENV={tmp_path / 'venv'}", *variables],
+                            capture_output=True, text=True, check=True)
+    return result.stdout.replace("\\\n", " ").splitlines()
+
+
+@pytest.mark.parametrize("value,strict", [("1", True), ("yes", True), ("true", True), ("TRUE", True), ("on", True),
+                                          ("0", False), ("no", False), ("false", False), ("False", False),
+                                          ("off", False), ("", False), (" 0 ", False)])
+@pytest.mark.parametrize("target", ["report", "report-scale"])
+def test_make_strict_values(target, value, strict, tmp_path):
+    lines = _make_dry_run(target, tmp_path, f"STRICT={value}", "DATASET=xtd10")
+    runner = [line for line in lines if " -m labclip report " in line]
+    assert len(runner) == 1, lines
+    assert ("--strict" in runner[0]) is strict, runner[0]
+    check = next(line for line in lines if "STRICT must be" in line)
+    assert subprocess.run(["bash", "-c", check]).returncode == 0
+
+
+def test_make_strict_unknown_value_is_one_error_line(tmp_path):
+    lines = _make_dry_run("report", tmp_path, "STRICT=maybe")
+    check = next(line for line in lines if "STRICT must be" in line)
+    result = subprocess.run(["bash", "-c", check], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("labclip: error: STRICT must be")
