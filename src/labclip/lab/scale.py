@@ -26,6 +26,7 @@ from ..config import CAPTIONS_DIR
 from ..data import flatten_captions, load_captions
 from ..datasets import BENCHMARKS
 from ..datasets import load as load_benchmark
+from ..datasets import read_prepared
 from ..errors import LabclipError
 from ..hub import ModelUnavailable
 from ..metrics import RetrievalRanks, retrieval_ranks, similarity
@@ -237,14 +238,7 @@ def resolve_dataset(dataset: str | os.PathLike, languages: Sequence[str] | None 
     if not path.is_file():
         raise LabclipError(f"dataset {name!r} is neither a benchmark ({', '.join(BENCHMARKS)}) nor a caption "
                            "file or prepared folder")
-    table = load_captions(path, image_dir=path.parent, languages=languages, check_images=False)
-    known = {b.name: b for b in BENCHMARKS.values()}
-    source = path.parent / "SOURCE.json"
-    if source.is_file():
-        recorded = json.loads(source.read_text(encoding="utf-8")).get("benchmark") or ""
-        if str(recorded).lower() in known:
-            table.attrs["benchmark"] = known[str(recorded).lower()]
-    return table
+    return read_prepared(path, languages, check_images=False)
 
 
 def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence[str] | None = None,
