@@ -265,3 +265,10 @@ def test_make_strict_unknown_value_is_one_error_line(tmp_path):
     result = subprocess.run(["bash", "-c", check], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("labclip: error: STRICT must be")
+
+
+def test_make_report_forwards_a_german_only_caption_set(tmp_path):
+    """`make report CAPTIONS=… LANGS=de` is `labclip report --captions … --langs de` (run end to end in test_report)."""
+    lines = _make_dry_run("report", tmp_path, "CAPTIONS=kurs/de.csv", "LANGS=de")
+    runner = [line for line in lines if " -m labclip report " in line]
+    assert len(runner) == 1 and '--captions "kurs/de.csv" --langs de' in runner[0] and "--strict" not in runner[0]

@@ -196,3 +196,21 @@ def test_template_comparison_shows_undefined_top_k_with_its_reason(tiny_model, t
     present.template_comparison(run, ["single"], k=1)
     html = "".join(str(getattr(x, "data", x)) for x in shown)
     assert "undefined" not in html and "—" not in html
+
+
+def test_zeroshot_language_falls_back_to_english_and_says_what_was_missing(tmp_path):
+    from labclip.config import DEFAULT_LABELS
+    from labclip.zeroshot import choose_language, language_gaps
+
+    assert choose_language(DEFAULT_LABELS, "ru") == ("ru", [])
+    assert choose_language(DEFAULT_LABELS, "de", ["single"]) == ("en", ["labels", "single"])
+    assert choose_language(DEFAULT_LABELS, "de") == ("en", ["labels", "cifar", "imagenet7", "imagenet80", "single"])
+    neutral = tmp_path / "neutral.csv"
+    neutral.write_text("image,label\ncat.png,Katze\n", encoding="utf-8")
+    assert language_gaps(neutral, "de", ["single"]) == ["single"]
+    assert language_gaps(tmp_path, "de", ["single", "imagenet7"]) == ["single", "imagenet7"]  # class folders: any language
+    german = tmp_path / "de.csv"
+    german.write_text("image,de\ncat.png,Katze\n", encoding="utf-8")
+    with pytest.raises(LabclipError, match="nothing to run on: template set single has no 'de' version and for "
+                                           "English: the labels have no 'en' column"):
+        choose_language(german, "de", ["single"])

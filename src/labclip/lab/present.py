@@ -122,8 +122,12 @@ def _probability_note(sigmoid: bool, over: str) -> str:
 
 
 def zeroshot_title(run: ZeroShotRun, text: str) -> None:
+    """Title and model line; where the run fell back to English, the sentence that says why."""
     header(run, text, f"{len(run.data.paths)} labelled images · {len(run.data.classes)} classes · "
                       f"template language: {narrative.language_name(run.language)}")
+    note = narrative.zeroshot_language_note(run)
+    if note:
+        display(HTML(f'<div class="labclip-note">{prose(note)}</div>'))
 
 
 def zeroshot_predictions(run: ZeroShotRun, templates: str, k: int = 5) -> None:
