@@ -33,7 +33,14 @@ from ..metrics import (
 )
 from ..model import ClipModel, check_model, describe, load_model, shown_model
 from ..stats import Estimate, interval_fields
-from ..zeroshot import LabelledImages, choose_language, class_embeddings, labelled_images, load_templates, probabilities
+from ..zeroshot import (
+    LabelledImages,
+    choose_language,
+    class_embeddings,
+    labelled_images,
+    load_templates,
+    probabilities,
+)
 from .provenance import Timings, machine, now, package_versions, sha256_file, sha256_files
 from .tables import frequent_distractors, topk_table
 

@@ -24,9 +24,8 @@ from .. import stats
 from ..atomic import write_text
 from ..config import CAPTIONS_DIR
 from ..data import flatten_captions, load_captions
-from ..datasets import BENCHMARKS
+from ..datasets import BENCHMARKS, read_prepared
 from ..datasets import load as load_benchmark
-from ..datasets import read_prepared
 from ..errors import LabclipError
 from ..hub import ModelUnavailable
 from ..metrics import RetrievalRanks, retrieval_ranks, similarity
