@@ -361,3 +361,12 @@ def test_scale_languages_need_not_be_in_the_default_caption_set(xtd10, tmp_path)
     check_inputs({"dataset": str(xtd10), "languages": ["en", "de"]}, tmp_path / "out", [SCALE_NOTEBOOK], pdf=False)
     with pytest.raises(LabclipError, match="'de'"):
         check_inputs({"languages": ["en", "de"]}, tmp_path / "out", ["01_matching"], pdf=False)
+
+
+def test_saved_json_says_which_captions_each_row_counts(xm3600, tmp_path):
+    r = scale.start(xm3600, ["demo"], ["ru"])
+    r.evaluate(reference=None)
+    scale.save(r, tmp_path)
+    saved = json.loads((tmp_path / "05_scale.json").read_text(encoding="utf-8"))
+    assert {row["captions"] for row in saved["results"]} == {"first", "all"}
+    assert "CLIP_benchmark" in saved["captions_counted"]["first"]

@@ -35,7 +35,7 @@ from ..metrics import retrieval_ranks
 from ..model import ClipModel
 from ..registry import resolve_model_name
 from . import compare
-from .experiment import Experiment, Matching
+from .experiment import Experiment, Matching, ZeroShotRun
 from .provenance import sha256_file
 from .tables import token_stats
 
@@ -84,7 +84,7 @@ def metric_table(metrics: Mapping[str, Mapping[str, object]], keys: Iterable[str
     return pd.DataFrame(cells, index=[metric_label(key) for key in keys])
 
 
-def zeroshot_language_note(run) -> str:
+def zeroshot_language_note(run: ZeroShotRun) -> str:
     """Why a zero-shot run is in English although its first language is another (``""`` when it is not):
     what lacked that language, from the run's record."""
     wanted = run.requested_language

@@ -603,7 +603,7 @@ def save(run: ScaleRun, output_dir: str | os.PathLike | None, name: str = "05_sc
     table, and return the record."""
     from .present import _provenance_table
 
-    record = {"provenance": run.provenance(), "results": run.table().to_dict("records"),
+    record = {"provenance": run.provenance(), "captions_counted": DEFINITIONS, "results": run.table().to_dict("records"),
               "paired_tests": [{k: v.to_dict() if isinstance(v, stats.Estimate) else v for k, v in row.items()}
                                for row in run.paired_tests().to_dict("records")],
               "reference": [{"model": r.model, "language": r.language, "source": run.reference_source,
