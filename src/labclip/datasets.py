@@ -136,11 +136,11 @@ def prepare(name: str, source: str | os.PathLike | None = None, images: str | os
 
 
 def load(name: str, languages: Sequence[str] | None = None, check_images: bool = False, **kwargs):
-    """:func:`prepare` a benchmark, then read it with :func:`labclip.load_captions`.
+    """:func:`prepare` a benchmark, then read it with :func:`read_prepared`.
 
     Args:
         name: benchmark name.
-        languages: languages that must be present.
+        languages: languages that must be present (``None``: all, by their published codes).
         check_images: decode every image now (slow for thousands).
         **kwargs: passed to :func:`prepare`.
 
