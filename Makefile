@@ -27,6 +27,13 @@ DATASET ?=
 REFERENCE ?=
 PRECISION ?=
 
+# STRICT: 1, yes, true or on turns strict mode on; empty, 0, no, false or off leave it off.
+STRICT_ON := 1 yes Yes YES true True TRUE on On ON
+STRICT_OFF := 0 no No NO false False FALSE off Off OFF
+override STRICT := $(filter-out $(STRICT_OFF),$(strip $(STRICT)))
+STRICT_CHECK = test -z "$(filter-out $(STRICT_ON),$(STRICT))" || \
+  { echo "labclip: error: STRICT must be 1, yes, true or on (strict) or 0, no, false, off or empty (not strict)" >&2; exit 2; }
+
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_REPORT := chromium fonts-dejavu-core poppler-utils
 APT_DATA := fonts-noto-color-emoji fonts-noto-core
@@ -62,6 +69,7 @@ REPORT_ARGS = $(strip --out "$(OUT)" $(if $(PARAMS),--params "$(PARAMS)") $(if $
   $(if $(TEMPLATES),--templates $(TEMPLATES)) $(if $(PRECISION),--precision "$(PRECISION)"))
 
 report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MODEL= CAPTIONS= IMAGE_DIR= LABELS= LANGS= MODELS= PRECISION= PARAMS= STRICT=1; see README)
+	@$(STRICT_CHECK)
 	$(PY) -m labclip report $(REPORT_ARGS)
 
 report-adapt: setup sysdeps ## Run the adapters notebook (06_adapt, ru→en on the default set) into reports/ (MODEL= PRECISION=)
@@ -69,6 +77,7 @@ report-adapt: setup sysdeps ## Run the adapters notebook (06_adapt, ru→en on t
 	  $(if $(PRECISION),--precision "$(PRECISION)")
 report-scale: setup sysdeps ## Scale report 05_scale on a benchmark (DATASET=xtd10|xm3600|folder|file MODEL= MODELS= LANGS= TRANSLATOR= PRECISION=)
 	@test -n "$(DATASET)" || { echo "labclip: error: make report-scale needs DATASET=xtd10, xm3600, a prepared folder or a caption file" >&2; exit 2; }
+	@$(STRICT_CHECK)
 	$(PY) -m labclip report --out "$(OUT)" $(if $(DATASET),--dataset "$(DATASET)") \
 	  $(if $(MODEL),--model "$(MODEL)") $(if $(MODELS),--compare-models $(MODELS)) \
 	  $(if $(LANGS),--langs $(LANGS)) $(if $(BATCH),--batch-size $(BATCH)) $(if $(TITLE),--title "$(TITLE)") \

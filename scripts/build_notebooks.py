@@ -62,7 +62,7 @@ output_dir = None  # folder for metrics and provenance JSON (None: not written)'
 
 ZEROSHOT_PARAMETERS = f'''model = "{DEFAULT_MODEL}"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"
 labels = None  # labelled images (None: data/labels.csv): a CSV (image plus one label column per language) or a folder of class folders
-languages = ["en"]  # the first is the template and label language
+languages = ["en"]  # the first is the template and label language (English where the labels or templates lack it)
 template_sets = ["single", "imagenet7", "imagenet80"]  # compared; the last one is used for the top-k bars
 top_k = 5
 {precision_line("04_zeroshot")}
@@ -175,7 +175,7 @@ SCALE_START = ("from labclip.lab import compare, scale\n\n"
 
 ZEROSHOT_START = ("from labclip.lab import experiment, present\n\n"
                   "run = experiment.start(model, languages=languages, strict=strict, labels=labels, task=\"zeroshot\",\n"
-                  "                       precision=precision)\n"
+                  "                       precision=precision, template_sets=template_sets)\n"
                   "present.zeroshot_title(run, title)")
 
 ADAPT_PARAMETERS = f'''model = "{DEFAULT_MODEL}"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"

@@ -400,13 +400,21 @@ def test_eval(capsys, tiny_model_dir, labelled, tmp_path):
     code, _, _ = run(capsys, "eval", labelled, "--model", tiny_model_dir, "--out", tmp_path / "e.json")
     saved = json.loads((tmp_path / "e.json").read_text())
     assert saved["n"] == 5 and {r["class"] for r in saved["rows"]} == {"cat", "car", "food"}
-    assert saved["acc5"] == 1.0  # three classes: the true one is always in the top 5
+    # three classes: every class is in the top 5, so top-5 is undefined (null, with the reason), not 100%
+    assert saved["acc5"] is None and "acc5_low" not in saved
+    assert saved["acc5_undefined"] == "top-5 accuracy is undefined with 3 classes: every class is among the top 5"
     code, _, _ = run(capsys, "eval", labelled, "--model", tiny_model_dir, "--out", tmp_path / "e.csv")
     summary = pd.read_csv(tmp_path / "e.summary.csv", index_col="name")["value"]
-    assert code == 0 and float(summary["acc1"]) == pytest.approx(saved["acc1"]) and summary["acc5"] == "1.0"
+    assert code == 0 and float(summary["acc1"]) == pytest.approx(saved["acc1"]) and pd.isna(summary["acc5"])
     assert float(summary["mean_per_class_recall"]) == pytest.approx(saved["mean_per_class_recall"])
     per_class = pd.read_csv(tmp_path / "e.csv")
     assert sorted(per_class["class"]) == ["car", "cat", "food"] and per_class.model_untrained.all()
+    code, out, _ = run(capsys, "eval", labelled, "--templates", "single", "--model", tiny_model_dir)
+    assert code == 0 and ("Top-5 accuracy: — (top-5 accuracy is undefined with 3 classes: every class is among "
+                          "the top 5)") in out and "100.0%" not in out.split("Top-5 accuracy:")[1].split("\n")[0]
+    assert "why undefined" not in out
+    code, out, _ = run(capsys, "eval", labelled, "--templates", "single", "--top-k", "3", "--model", tiny_model_dir)
+    assert "Top-3 accuracy: —" in out
     code, _, err = run(capsys, "eval", tmp_path / "missing", "--model", tiny_model_dir)
     assert_user_error(code, "", err, "no such folder")
 

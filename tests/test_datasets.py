@@ -34,15 +34,34 @@ def _fixture_rows():
     return [json.loads(line) for line in (XM / "captions.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
+def _published_languages(row: dict) -> list[str]:
+    return [key for key, value in row.items() if isinstance(value, dict) and "caption" in value]
+
+
+def test_xm3600_fixture_is_the_published_schema():
+    rows = _fixture_rows()
+    for row in rows:
+        assert list(row)[:2] == ["image/key", "image/locale"]
+        assert sorted(_published_languages(row)) == sorted(ds.XM3600.languages) and len(row) == 2 + 36
+        for lang in _published_languages(row):
+            assert sorted(row[lang]) == ["caption", "caption/tokenized", "caption/tokenized/lowercase"]
+            assert len(row[lang]["caption"]) == len(row[lang]["caption/tokenized"]) >= 1
+
+
 def test_xm3600_from_a_local_copy(tmp_path):
     path = ds.prepare("xm3600", source=XM, root=tmp_path)
     assert path == tmp_path / "xm3600" / "captions.jsonl"
-    table = load_captions(path, image_dir=path.parent)
+    table = ds.read_prepared(path)
     rows = _fixture_rows()
-    assert table["id"] == [r["image/key"] for r in rows]
-    assert table.attrs["languages"] == ["en", "ru", "de"]
-    for lang in ("en", "ru", "de"):
-        assert table[lang] == [r[lang]["caption"] for r in rows]
+    # every language by its published code, Indonesian's "id" and the three-letter fil and quz included
+    assert table.attrs["languages"] == _published_languages(rows[0]) and len(table.languages) == 36
+    assert table.ids == [r["image/key"] for r in rows] and table["image_id"] == table.ids
+    for lang in _published_languages(rows[0]):
+        assert table[lang] == [r[lang]["caption"] for r in rows], lang
+    assert table["id"][0] == ["Bus merah di jalan", "Bus jalan"]
+    assert table.attrs["benchmark"] is ds.XM3600
+    assert ds.read_prepared(path, ["fil", "id"]).languages == ["fil", "id"]
+    assert load_captions(path, image_dir=path.parent, languages=["quz"])["quz"] == [r["quz"]["caption"] for r in rows]
     captions, owner = flatten_captions(table, "ru")
     assert captions == [c for r in rows for c in r["ru"]["caption"]]
     assert owner.tolist() == [0, 1, 1, 2, 2]
@@ -50,7 +69,9 @@ def test_xm3600_from_a_local_copy(tmp_path):
         copied = path.parent / "images" / f"{r['image/key']}.jpg"
         assert copied.read_bytes() == (XM / "images" / copied.name).read_bytes()
     source = json.loads((path.parent / "SOURCE.json").read_text(encoding="utf-8"))
-    assert source["images"] == 3 and source["captions"] == {"en": 5, "ru": 5, "de": 5}
+    assert source["images"] == 3 and source["languages"] == _published_languages(rows[0])
+    assert source["captions"] == {lang: sum(len(r[lang]["caption"]) for r in rows) for lang in source["languages"]}
+    assert {lang: source["captions"][lang] for lang in ("en", "ru", "de", "id")} == {"en": 5, "ru": 5, "de": 5, "id": 5}
     assert source["noncommercial"] is False and source["retrieved_from"] == "local copy"
     assert "CC BY 4.0" in (path.parent / "LICENSE").read_text(encoding="utf-8")
     assert (path.parent / "image_attributions.csv").is_file()
@@ -203,3 +224,16 @@ def test_jsonl_problems_name_the_line(tmp_path, image_dir):
     _jsonl(path, {"image": "a.png", "en": {"caption": ["nested"]}})
     with pytest.raises(LabclipError, match="row 1, 'en': expected a caption or a list of captions"):
         load_captions(path, image_dir)
+
+
+def test_a_folder_prepared_before_image_id_still_reads(tmp_path):
+    """labclip once wrote the image key as "id", which Indonesian's captions then overwrote."""
+    path = ds.prepare("xm3600", source=XM, root=tmp_path)
+    old = tmp_path / "old"
+    shutil.copytree(path.parent, old)
+    lines = [json.loads(line) for line in (old / "captions.jsonl").read_text(encoding="utf-8").splitlines()]
+    written = [{"id": r["id"], **{k: v for k, v in r.items() if k not in ("image_id", "id")}} for r in lines]
+    (old / "captions.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in written),
+                                        encoding="utf-8")
+    table = ds.read_prepared(old)
+    assert len(table.languages) == 36 and table["id"] == [r["id"] for r in lines] and table.ids is None

@@ -47,5 +47,5 @@ def test_interrupted_encoding_keeps_finished_batches(tiny_model_dir, tmp_path, w
 def _caption_keys(model, texts):
     from labclip.cache import sha256_bytes
 
-    prefix = "openai-clean:" if model.openai_text_cleaning else "raw:"
+    prefix = "openai-clean-v2:" if model.openai_text_cleaning else "raw:"
     return [sha256_bytes((prefix + t).encode("utf-8")) for t in texts]

@@ -170,3 +170,35 @@ def test_token_counts_equal_openai_tokenizer(openai_tokenizer):
     from labclip.text import token_lengths
 
     assert token_lengths(clip_tokenizer(), CAPTIONS) == [len(openai_tokenizer.encode(c)) for c in CAPTIONS]
+
+
+# Where Python's str.lower (OpenAI's) and the tokenizers library's normaliser disagree: a word-final capital
+# sigma (ς against σ), an accent that an entity decomposes (OpenAI keeps it decomposed, NFC composes it),
+# and a long s that OpenAI's case-insensitive word pattern reads as "'s".
+DIVERGENT = ["ΟΔΟΣ ΣΤΗΝ ΑΘΗΝΑ", "<b>cafe&#769;</b> creme", "IT'ſ OK", "a <|endoftext|> b"]
+
+
+def test_token_ids_equal_clip_tokenize_where_normalisers_differ(openai_tokenizer):
+    tokenizer = clip_tokenizer()
+    ours = tokenize(tokenizer, DIVERGENT)
+    reference = clip_tokenize(openai_tokenizer, DIVERGENT)
+    for i, caption in enumerate(DIVERGENT):
+        n = int(ours["attention_mask"][i].sum())
+        assert ours["input_ids"][i, :n].tolist() == reference[i][reference[i] != 0].tolist(), caption
+    from labclip.text import token_lengths
+
+    assert token_lengths(tokenizer, DIVERGENT) == [len(openai_tokenizer.encode(c)) for c in DIVERGENT]
+
+
+def test_token_ids_equal_clip_tokenize_on_random_text(openai_tokenizer):
+    from labclip.text import token_lengths
+
+    rng = np.random.default_rng(0)
+    alphabet = [chr(c) for c in [*range(32, 127), *range(0x370, 0x3FF), *range(0x400, 0x450), *range(0x300, 0x320),
+                                  0xA0, 0x130, 0x17F, 0x212A, 0x3000, 0xDF, 0xFB01, 0x5E73, 0x1F431]]
+    texts = ["".join(rng.choice(alphabet, size=int(rng.integers(1, 16)))) for _ in range(400)]
+    ours = tokenize(clip_tokenizer(), texts)
+    for i, text in enumerate(texts):
+        n = int(ours["attention_mask"][i].sum())
+        assert ours["input_ids"][i, :n].tolist() == [49406, *openai_tokenizer.encode(text), 49407], repr(text)
+    assert token_lengths(clip_tokenizer(), texts) == [len(openai_tokenizer.encode(t)) for t in texts]

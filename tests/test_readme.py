@@ -235,3 +235,24 @@ def test_readme_python_example_runs_on_the_demo_model(monkeypatch):
     import labclip.lab.experiment  # noqa: F401 - the inline example names the module
 
     assert 0 <= eval(inline, {"labclip": labclip}) <= 1  # noqa: S307
+
+
+def test_readme_states_the_tie_rule_the_metrics_follow():
+    import numpy as np
+    import torch
+
+    from labclip.metrics import match_metrics, retrieval_ranks, zeroshot_metrics
+
+    assert re.search(r"Ties count as misses\.\*\* Every rank-based figure .* so a tie is a miss at\s+every k\.", README,
+                     flags=re.S)
+    # image 0 ties its class 0 with class 1; torch.topk (CLIP_benchmark's order) puts the lower index first: a hit
+    scores = np.array([[0.4, 0.4, 0.2], [0.1, 0.8, 0.1], [0.2, 0.3, 0.5]])
+    truth = [0, 1, 2]
+    topk = torch.topk(torch.tensor(scores), 1, dim=1).indices[:, 0].tolist()
+    assert [p == t for p, t in zip(topk, truth)] == [True, True, True]
+    assert zeroshot_metrics(scores, truth, k=1).acc1 == 2 / 3
+    assert zeroshot_metrics(scores, truth, k=2).acck == 1.0  # rank 2 with the tie counted against it
+    paired = np.array([[0.5, 0.5, 0.1], [0.2, 0.9, 0.3], [0.3, 0.1, 0.7]])
+    assert match_metrics(paired, k=1).to_dict()["i2t_acc1"] == 2 / 3
+    assert retrieval_ranks(paired).i2t.tolist() == [2, 1, 1]
+    assert retrieval_ranks(paired).metrics(ks=(1,))["i2t_mrr"] == (0.5 + 1 + 1) / 3

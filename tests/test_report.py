@@ -236,8 +236,42 @@ def test_a_heading_and_its_sentence_never_end_a_page_without_their_table(tmp_pat
         assert len(set(where.values())) == 1, (filler, where)
 
 
-def test_zeroshot_templates_in_the_first_language_are_checked_before_any_notebook(tmp_path, capsys):
-    """A language without prompt templates fails in one line before any notebook runs, not after three."""
+def test_german_only_caption_folder_renders_a_report_with_zeroshot_in_english(tmp_path, capsys):
+    """An instructor's German-only set: 01–03 in German, 04 on the bundled labels in English, saying why."""
+    import shutil
+
+    from labclip.cli import main
+    from labclip.config import IMAGES_DIR
+
+    folder = tmp_path / "kurs"
+    folder.mkdir()
+    rows = {"cat.png": "eine getigerte Katze", "coffee.png": "eine Tasse Kaffee", "horse.png": "ein Pferd"}
+    for name in rows:
+        shutil.copy(IMAGES_DIR / name, folder / name)
+    (folder / "de.csv").write_text("image,de\n" + "".join(f"{n},{c}\n" for n, c in rows.items()), encoding="utf-8")
+    out = tmp_path / "o"
+    assert main(["report", "--captions", str(folder / "de.csv"), "--langs", "de", "--model", "demo", "--no-pdf",
+                 "--out", str(out)]) == 0
+    assert "left out" not in capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("*.html")) == [f"{n}.html" for n in NOTEBOOKS]
+    matching = json.loads((out / "01_matching.json").read_text(encoding="utf-8"))
+    assert matching["provenance"]["languages"] == ["de"]
+    zeroshot = json.loads((out / "04_zeroshot.json").read_text(encoding="utf-8"))["provenance"]
+    assert (zeroshot["language"], zeroshot["requested_language"]) == ("en", "de")
+    assert zeroshot["language_gaps"] == ["labels", "single", "imagenet7", "imagenet80"]
+    page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", (out / "04_zeroshot.html").read_text(encoding="utf-8")))
+    from labclip.config import DEFAULT_LABELS, shown_path
+
+    assert (f"The first caption language is German, but the labels ({shown_path(DEFAULT_LABELS)}) have no German column and the "
+            "template sets single, imagenet7, imagenet80 have no German version, so zero-shot classification runs "
+            "on the labels and templates in English.") in page
+    assert "template language: English" in page
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["left_out"] == {}
+
+
+def test_zeroshot_without_labels_in_the_language_or_english_is_left_out_in_one_line(tmp_path, capsys):
+    """Spanish captions and Spanish-only labels: no Spanish templates and no English labels, so 04 is left out
+    beside other notebooks (one line says why), and asked for alone it is a one-line error."""
     from labclip.cli import main
     from labclip.config import IMAGES_DIR
 
@@ -246,11 +280,18 @@ def test_zeroshot_templates_in_the_first_language_are_checked_before_any_noteboo
     captions.write_text("image,es\n" + "".join(f"{p},{c}\n" for p, c in rows), encoding="utf-8")
     labels.write_text("image,es\n" + "".join(f"{p},{c.split()[1]}\n" for p, c in rows), encoding="utf-8")
     out = tmp_path / "o"
-    base = ["report", "--captions", str(captions), "--labels", str(labels), "--out", str(out), "--no-pdf"]
-    assert main([*base, "--langs", "es"]) == 2
+    base = ["report", "--captions", str(captions), "--labels", str(labels), "--out", str(out), "--no-pdf",
+            "--model", "demo", "--langs", "es"]
+    why = ("zero-shot classification has nothing to run on: template sets single, imagenet7, imagenet80 have no "
+           "'es' version and for English: the labels have no 'en' column")
+    assert main([*base, "--notebooks", "04_zeroshot"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("labclip: error: 04_zeroshot: template set")
-    assert "'es'" in err[0] and "--notebooks 01_matching 02_languages 03_lab_report" in err[0]
-    assert main([*base, "--langs", "es", "--templates", "nosuchset"]) == 2
+    assert err == [f"labclip: error: 04_zeroshot: {why}"]
+    assert main([*base, "--templates", "nosuchset"]) == 2
     assert "unknown template set 'nosuchset'" in capsys.readouterr().err
     assert not out.exists()
+    assert main([*base, "--notebooks", "01_matching", "04_zeroshot"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "04_zeroshot" in line] == [f"labclip: 04_zeroshot left out: {why}"]
+    assert sorted(p.name for p in out.glob("*.html")) == ["01_matching.html"]
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["left_out"] == {"04_zeroshot": why}

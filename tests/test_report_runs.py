@@ -410,3 +410,42 @@ def test_a_run_never_prunes_a_newer_run(tmp_path):
     newest = "20260107T000000Z-ffffff"
     rep.publish(_stage(out, newest), out, newest)  # the newest run prunes the older ones beyond KEEP_RUNS
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted([*newer[-(rep.KEEP_RUNS - 1):], newest])
+
+
+def _make_dry_run(target: str, tmp_path: Path, *variables: str) -> list[str]:
+    """The commands ``make -n`` would run (make expands the recipe exactly as a real run does)."""
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    result = subprocess.run(["make", "-n", "-s", "-C", str(PROJ_ROOT), target, f"VENV={tmp_path / 'venv'}", *variables],
+                            capture_output=True, text=True, check=True)
+    return result.stdout.replace("\\\n", " ").splitlines()
+
+
+@pytest.mark.parametrize("value,strict", [("1", True), ("yes", True), ("true", True), ("TRUE", True), ("on", True),
+                                          ("0", False), ("no", False), ("false", False), ("False", False),
+                                          ("off", False), ("", False), (" 0 ", False)])
+@pytest.mark.parametrize("target", ["report", "report-scale"])
+def test_make_strict_values(target, value, strict, tmp_path):
+    lines = _make_dry_run(target, tmp_path, f"STRICT={value}", "DATASET=xtd10")
+    runner = [line for line in lines if " -m labclip report " in line]
+    assert len(runner) == 1, lines
+    assert ("--strict" in runner[0]) is strict, runner[0]
+    check = next(line for line in lines if "STRICT must be" in line)
+    assert subprocess.run(["bash", "-c", check]).returncode == 0
+
+
+def test_make_strict_unknown_value_is_one_error_line(tmp_path):
+    lines = _make_dry_run("report", tmp_path, "STRICT=maybe")
+    check = next(line for line in lines if "STRICT must be" in line)
+    result = subprocess.run(["bash", "-c", check], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("labclip: error: STRICT must be")
+
+
+def test_make_report_forwards_a_german_only_caption_set(tmp_path):
+    """`make report CAPTIONS=… LANGS=de` is `labclip report --captions … --langs de` (run end to end in test_report)."""
+    lines = _make_dry_run("report", tmp_path, "CAPTIONS=kurs/de.csv", "LANGS=de")
+    runner = [line for line in lines if " -m labclip report " in line]
+    assert len(runner) == 1 and '--captions "kurs/de.csv" --langs de' in runner[0] and "--strict" not in runner[0]

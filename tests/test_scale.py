@@ -89,11 +89,61 @@ def test_reference_set_is_measured_in_the_run(run):
 def test_several_captions_per_image_use_the_image_hits_for_tests(xm3600):
     r = scale.start(xm3600, ["demo"], ["en", "ru"])
     r.evaluate(reference=None)
-    n_captions = {res.language: len(res.ranks.t2i) for res in r.results}
-    assert max(n_captions.values()) > r.n_images
-    test = r.paired_tests().iloc[0]
-    assert test.direction == "i2t" and test.n == r.n_images
-    assert r.table().query("direction == 't2i' and language == 'en'").method.iloc[0] == "cluster bootstrap"
+    every = {res.language: len(res.ranks.t2i) for res in r.results if res.captions == scale.ALL}
+    assert max(every.values()) > r.n_images
+    test = r.paired_tests().iloc[0]  # on the first caption of each image: one text→image query per image
+    assert test.direction == "t2i" and test.n == r.n_images
+    table = r.table().query("direction == 't2i' and language == 'en'")
+    assert set(table.query("captions == 'all'").method) == {"cluster bootstrap"}
+    assert set(table.query("captions == 'first'").method) == {"wilson"}
+
+
+def test_xm3600_is_scored_with_clip_benchmarks_first_caption_and_all_captions_labelled(xm3600):
+    """CLIP_benchmark's crossmodal3600.py keeps captions[0] of each image; the all-captions figures come beside,
+    labelled. Both recomputed here from the published file's records."""
+    rows = [json.loads(line) for line in (FIXTURES / "xm3600" / "captions.jsonl").read_text(encoding="utf-8").splitlines()]
+    r = scale.start(xm3600, ["demo"], ["en", "fil"])
+    r.evaluate(reference=None)
+    model = r.models["demo"]
+    images = model.encode_images(r.captions["path"])
+    images = images / np.linalg.norm(images, axis=1, keepdims=True)
+    table = r.table()
+    for lang in ("en", "fil"):
+        first = [row[lang]["caption"][0] for row in rows]
+        every = [c for row in rows for c in row[lang]["caption"]]
+        owner = np.repeat(np.arange(len(rows)), [len(row[lang]["caption"]) for row in rows])
+        for definition, texts, own in (("first", first, np.arange(len(rows))), ("all", every, owner)):
+            emb = model.encode_texts(texts)
+            emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+            i2t, t2i = _ranks((images @ emb.T).astype(np.float32), own)
+            for direction, ranks in (("i2t", i2t), ("t2i", t2i)):
+                row = table.query(f"language == '{lang}' and captions == '{definition}' and direction == '{direction}'"
+                                  " and k == 1").iloc[0]
+                assert (row.hits, row.n) == (int(np.sum(ranks <= 1)), len(ranks)), (lang, definition, direction)
+    assert len(table.query("language == 'en' and captions == 'all' and direction == 't2i'")) == len(scale.KS)
+
+
+def test_results_table_says_which_captions_each_figure_counts(xm3600, monkeypatch):
+    import IPython.display
+
+    from labclip.lab import present
+
+    shown = []
+    monkeypatch.setattr(present, "display", shown.append)
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    r = scale.start(xm3600, ["demo"], ["en"])
+    r.evaluate(reference=None)
+    scale.results_table(r)
+    page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", "".join(str(getattr(x, "data", x)) for x in shown)))
+    assert ("&quot;First per image&quot; is CLIP_benchmark's definition, the one published figures use" in page
+            and "(English has several per image)" in page)
+    cells = re.findall(r">([^<>]*)</t[hd]>", "".join(str(getattr(x, "data", x)) for x in shown))
+    assert cells.count("Captions") == 2 and cells.count("first per image") == 2 and cells.count("all") == 2
+    shown.clear()
+    scale.published(r)
+    box = "".join(str(getattr(x, "data", x)) for x in shown)
+    assert "from the first caption of each image" in box
+    assert box.count("<td>first per image</td>") == len(scale.PUBLISHED)
 
 
 def test_hardest_subset_above_the_limit(run):
@@ -316,3 +366,12 @@ def test_scale_languages_need_not_be_in_the_default_caption_set(xtd10, tmp_path)
     check_inputs({"dataset": str(xtd10), "languages": ["en", "de"]}, tmp_path / "out", [SCALE_NOTEBOOK], pdf=False)
     with pytest.raises(LabclipError, match="'de'"):
         check_inputs({"languages": ["en", "de"]}, tmp_path / "out", ["01_matching"], pdf=False)
+
+
+def test_saved_json_says_which_captions_each_row_counts(xm3600, tmp_path):
+    r = scale.start(xm3600, ["demo"], ["ru"])
+    r.evaluate(reference=None)
+    scale.save(r, tmp_path)
+    saved = json.loads((tmp_path / "05_scale.json").read_text(encoding="utf-8"))
+    assert {row["captions"] for row in saved["results"]} == {"first", "all"}
+    assert "CLIP_benchmark" in saved["captions_counted"]["first"]

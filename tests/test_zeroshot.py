@@ -1,10 +1,13 @@
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from labclip import LabclipError
 from labclip.lab.tables import confusion, top_labels
-from labclip.metrics import zeroshot_metrics
+from labclip.labels import format_metric
+from labclip.metrics import zeroshot_estimates, zeroshot_metrics
 from labclip.zeroshot import class_embeddings, labelled_images, load_templates, probabilities
 
 
@@ -57,6 +60,30 @@ def test_zeroshot_metrics_by_hand():
     assert tie.acc1 == 0.5
     c = confusion(probs, [0, 1, 2, 2], ["a", "b", "c"])
     assert c.loc["b", "a"] == 1 and c.loc["c", "b"] == 1 and c.to_numpy().sum() == 4
+
+
+@pytest.mark.parametrize("n_classes", [2, 4, 5])
+def test_top_k_with_k_classes_or_fewer_is_undefined(n_classes):
+    rng = np.random.default_rng(n_classes)
+    probs = rng.random((12, n_classes))
+    truth = np.arange(12) % n_classes
+    m = zeroshot_metrics(probs, truth, k=5)
+    assert m.acck is None and m.to_dict()["acc5"] is None
+    assert m.to_dict()["acc5_undefined"] == (f"top-5 accuracy is undefined with {n_classes} classes: every class is "
+                                             "among the top 5")
+    assert m.acc1 == np.mean(probs.argmax(axis=1) == truth)
+    assert "acc5" not in zeroshot_estimates(probs, truth, k=5) and "acc1" in zeroshot_estimates(probs, truth, k=5)
+    assert format_metric("acc5", m.acck, 12) == "—"
+
+
+def test_top_k_with_more_classes_than_k_is_counted():
+    rng = np.random.default_rng(6)
+    probs = rng.random((30, 6))
+    truth = np.arange(30) % 6
+    m = zeroshot_metrics(probs, truth, k=5)
+    in_top5 = [t in np.argsort(-row)[:5] for row, t in zip(probs, truth)]
+    assert m.acck == np.mean(in_top5) < 1 and "acc5_undefined" not in m.to_dict()
+    assert zeroshot_estimates(probs, truth, k=5)["acc5"].value == m.acck
 
 
 def test_labelled_folder_and_errors(tmp_path):
@@ -142,3 +169,48 @@ def test_template_comparison_encodes_each_set_once_and_shows_the_json_interval(t
     for name in ("single", "imagenet7"):
         figures = run.evaluated(name)[1]
         assert format_metric("mean_per_class_recall", figures["mean_per_class_recall"], 4) in html
+
+
+def test_template_comparison_shows_undefined_top_k_with_its_reason(tiny_model, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from labclip.config import IMAGES_DIR
+    from labclip.lab import present
+    from labclip.lab.experiment import ZeroShotRun
+
+    for cls, names in {"cat": ["cat.png", "cameraman.png"], "food": ["pizza.png", "coffee.png"]}.items():
+        (tmp_path / "root" / cls).mkdir(parents=True)
+        for name in names:
+            shutil.copy(IMAGES_DIR / name, tmp_path / "root" / cls / name)
+    run = ZeroShotRun(model=tiny_model, data=labelled_images(tmp_path / "root"))
+    shown = []
+    monkeypatch.setattr(present, "display", shown.append)
+    present.template_comparison(run, ["single", "imagenet7"], k=2)
+    html = "".join(str(getattr(x, "data", x)) for x in shown)
+    assert "Top-2 shows — because top-2 accuracy is undefined with 2 classes: every class is among the top 2." in html
+    assert len(re.findall(r"<td [^>]*>—</td>", html)) == 2
+    figures = json.loads(json.dumps(run.figures()))
+    assert figures["single"]["acc2"] is None and "acc2_low" not in figures["single"]
+    shown.clear()
+    present.template_comparison(run, ["single"], k=1)
+    html = "".join(str(getattr(x, "data", x)) for x in shown)
+    assert "undefined" not in html and "—" not in html
+
+
+def test_zeroshot_language_falls_back_to_english_and_says_what_was_missing(tmp_path):
+    from labclip.config import DEFAULT_LABELS
+    from labclip.zeroshot import choose_language, language_gaps
+
+    assert choose_language(DEFAULT_LABELS, "ru") == ("ru", [])
+    assert choose_language(DEFAULT_LABELS, "de", ["single"]) == ("en", ["labels", "single"])
+    assert choose_language(DEFAULT_LABELS, "de") == ("en", ["labels", "cifar", "imagenet7", "imagenet80", "single"])
+    neutral = tmp_path / "neutral.csv"
+    neutral.write_text("image,label\ncat.png,Katze\n", encoding="utf-8")
+    assert language_gaps(neutral, "de", ["single"]) == ["single"]
+    assert language_gaps(tmp_path, "de", ["single", "imagenet7"]) == ["single", "imagenet7"]  # class folders: any language
+    german = tmp_path / "de.csv"
+    german.write_text("image,de\ncat.png,Katze\n", encoding="utf-8")
+    with pytest.raises(LabclipError, match="nothing to run on: template set single has no 'de' version and for "
+                                           "English: the labels have no 'en' column"):
+        choose_language(german, "de", ["single"])

@@ -536,8 +536,9 @@ def _count(n: int, word: str) -> str:
 def _print_summary(summary: dict) -> None:
     n = summary.get("n")
     for key, value in summary.items():
-        if key not in HIDDEN and not (key == "threshold" and value is None):
-            print(f"{label(key)}: {fmt(key, value, n)}")
+        if key not in HIDDEN and not key.endswith("_undefined") and not (key == "threshold" and value is None):
+            why = summary.get(f"{key}_undefined")
+            print(f"{label(key)}: {fmt(key, value, n)}" + (f" ({why})" if why else ""))
     print()
 
 

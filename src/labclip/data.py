@@ -19,9 +19,12 @@ from .images import load_image
 
 IMAGE_COLUMNS = ("image", "file_name")
 # A caption column is named by a language tag: ISO 639-1 code, optionally with region or script
-# (en, pt-BR, zh_Hans). Other columns (notes, path, ...) are kept and ignored unless ``languages`` names them.
+# (en, pt-BR, zh_Hans). Other columns (notes, path, ...) are kept and ignored unless ``languages`` names them,
+# which is how a three-letter code (Crossmodal-3600's fil, quz) or Indonesian's ``id`` is used.
 LANGUAGE_TAG = re.compile(r"[a-z]{2}(?:[-_][a-z0-9]{2,8})*")
 NOT_LANGUAGES = ("id",)
+# Image identifiers: ``image_id`` (as labclip's prepared benchmarks write it), or ``id`` unless it is a language.
+ID_COLUMNS = ("image_id", "id")
 DELIMITERS = (",", ";", "\t")
 
 
@@ -81,9 +84,14 @@ class CaptionSet:
     def __len__(self) -> int:
         return len(self.images)
 
+    @property
+    def id_name(self) -> str:
+        """The column that holds :attr:`ids`: ``id``, or ``image_id`` where ``id`` is Indonesian."""
+        return "image_id" if "id" in self.captions else "id"
+
     def __getitem__(self, column: str) -> list[Cell]:
         columns = {**self.extra, "image": self.images, "path": self.paths, "name": self.names,
-                   **({"id": self.ids} if self.ids is not None else {}), **self.captions}
+                   **({self.id_name: self.ids} if self.ids is not None else {}), **self.captions}
         if column not in columns:
             raise KeyError(column)
         return list(columns[column])
@@ -116,9 +124,10 @@ def load_captions(
     a language may hold a list of captions).
     It has an ``image`` column (or ``file_name``, as in Hugging Face ``imagefolder`` metadata)
     whose relative paths are resolved against the caption file's own folder (absolute paths are
-    used as they are), an optional ``id`` column, and one column of captions per language named
-    by its code (``en``, ``ru``, ``pt-BR``). Other columns are kept and ignored (``path`` and
-    ``name`` columns as ``path.1`` and ``name.1``).
+    used as they are), an optional ``image_id`` or ``id`` column, and one column of captions per language
+    named by its two-letter code (``en``, ``ru``, ``pt-BR``). Other columns are kept and ignored (``path`` and
+    ``name`` columns as ``path.1`` and ``name.1``); ``languages`` may name any of them, e.g. ``fil`` or
+    ``id`` (Indonesian; the ids then come from ``image_id``).
 
     Args:
         path: the caption file.
@@ -166,10 +175,11 @@ def load_captions(
         shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
         raise LabclipError(f"{path}: {len(problems)} problem{'s' * (len(problems) > 1)}: {shown}")
 
-    extra = {c: table.column(c) for c in table.columns if c not in ("image", "id", *langs)}
+    ids = next((c for c in ID_COLUMNS if c in table.columns and c not in langs), None)
+    extra = {c: table.column(c) for c in table.columns if c not in ("image", ids, *langs)}
     return CaptionSet(str(path), table.column("image"), [str(f) for f in files],
                       {lang: table.column(lang) for lang in langs},
-                      table.column("id") if "id" in table.columns else None,
+                      table.column(ids) if ids else None,
                       names=short_names(files), extra=extra)
 
 

@@ -1,8 +1,10 @@
 """Standard multilingual retrieval benchmarks as labclip caption sets.
 
 :func:`prepare` turns a benchmark's published files into a folder that :func:`labclip.load_captions`
-reads: ``captions.jsonl`` (one object per image: ``id``, ``file_name``, one key per language holding a
-caption or a list of captions), ``images/``, ``LICENSE`` and ``SOURCE.json``. The files come from the
+reads: ``captions.jsonl`` (one object per image: ``image_id``, ``file_name``, one key per language, by the
+code the benchmark publishes (``id`` is Indonesian, ``fil`` Filipino), holding a caption or a list of
+captions), ``images/``, ``LICENSE`` and ``SOURCE.json`` (which lists the languages; :func:`read_prepared`
+reads a folder with them). The files come from the
 publishers' URLs on first use, or from a local copy passed as ``source=``; both go through the same
 parsing. The folder is built beside its final place and renamed into it, so it is complete or absent.
 """
@@ -134,22 +136,54 @@ def prepare(name: str, source: str | os.PathLike | None = None, images: str | os
 
 
 def load(name: str, languages: Sequence[str] | None = None, check_images: bool = False, **kwargs):
-    """:func:`prepare` a benchmark, then read it with :func:`labclip.load_captions`.
+    """:func:`prepare` a benchmark, then read it with :func:`read_prepared`.
 
     Args:
         name: benchmark name.
-        languages: languages that must be present.
+        languages: languages that must be present (``None``: all, by their published codes).
         check_images: decode every image now (slow for thousands).
         **kwargs: passed to :func:`prepare`.
 
     Returns:
         The :class:`labclip.data.CaptionSet`; ``attrs["benchmark"]`` holds the :class:`Benchmark`.
     """
+    return read_prepared(prepare(name, **kwargs), languages, check_images)
+
+
+def read_prepared(path: str | os.PathLike, languages: Sequence[str] | None = None, check_images: bool = False):
+    """Read a caption set, taking its languages from the ``SOURCE.json`` beside it when there is one.
+
+    A prepared benchmark lists its languages by their published codes, three-letter ones and Indonesian's
+    ``id`` included, which a caption file's columns alone would not offer (:data:`labclip.data.LANGUAGE_TAG`).
+
+    Args:
+        path: a prepared folder or its ``captions.jsonl`` (or any caption file).
+        languages: languages that must be present; ``None``: those ``SOURCE.json`` lists, else the file's.
+        check_images: decode every image now (slow for thousands).
+
+    Returns:
+        The :class:`labclip.data.CaptionSet`, images resolved against the file's folder;
+        ``attrs["benchmark"]`` holds the :class:`Benchmark` that ``SOURCE.json`` names, if any.
+    """
     from .data import load_captions
 
-    path = prepare(name, **kwargs)
+    path = Path(path)
+    if path.is_dir():
+        path = path / CAPTIONS_FILE
+    source = path.parent / SOURCE_FILE
+    recorded = {}
+    if source.is_file():
+        try:
+            recorded = json.loads(source.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise LabclipError(f"{source}: not valid JSON; delete the folder and prepare it again") from None
+    declared = recorded.get("languages") if isinstance(recorded, dict) else None
+    if languages is None and isinstance(declared, list) and all(isinstance(x, str) for x in declared):
+        languages = declared
     table = load_captions(path, image_dir=path.parent, languages=languages, check_images=check_images)
-    table.attrs["benchmark"] = _benchmark(name)
+    benchmark = BENCHMARKS.get(str(recorded.get("benchmark") or "").lower()) if isinstance(recorded, dict) else None
+    if benchmark is not None:
+        table.attrs["benchmark"] = benchmark
     return table
 
 
@@ -187,7 +221,7 @@ def _build_xm3600(out: Path, source: Path | None, images: Path | None, download:
     languages = list(dict.fromkeys(k for row in rows for k, v in row.items() if isinstance(v, dict) and "caption" in v))
     records = []
     for line, (key, row) in enumerate(zip(keys, rows), start=1):
-        record = {"id": key, "file_name": f"images/{key}.jpg"}
+        record = {"image_id": key, "file_name": f"images/{key}.jpg"}
         for lang in languages:
             cell = row.get(lang, {})
             captions = cell.get("caption", []) if isinstance(cell, dict) else None
@@ -276,7 +310,8 @@ def _build_xtd10(out: Path, source: Path | None, images: Path | None, download: 
         found.add(name)
     _require_images(names, found, XTD10, source)
     languages = [lang for lang in XTD10.languages if lang in captions]
-    records = [{"id": Path(name).stem, "file_name": f"images/{name}", **{lang: captions[lang][i] for lang in languages}}
+    records = [{"image_id": Path(name).stem, "file_name": f"images/{name}",
+                **{lang: captions[lang][i] for lang in languages}}
                for i, name in enumerate(names)]
     licence = _find(source, "LICENSE.md")
     _write_outputs(out, XTD10, records, languages, retrieved,

@@ -89,6 +89,8 @@ def metric_label(key: str, short: bool = False) -> str:
         return f"{_DIRECTIONS[found[1]]} top-{found[2]} hits"
     if found := _ACC.match(key):
         return f"Top-{found[1]} accuracy"
+    if key.endswith("_undefined"):
+        return f"{metric_label(key.removesuffix('_undefined'), short)}: why undefined"
     return METRIC_LABELS.get(key, key.replace("_", " ").capitalize())
 
 

@@ -178,19 +178,38 @@ def match_metrics(sim: np.ndarray, k: int = 3, logit_scale: float = 100.0) -> Ma
     )
 
 
+def topk_undefined(k: int, n_classes: int) -> str | None:
+    """Why top-``k`` accuracy over ``n_classes`` classes is undefined, or ``None`` when it is defined.
+
+    With ``k`` classes or fewer every class is among the top ``k``, so the figure would be 100% whatever
+    the model does (CLIP_benchmark reports nan for its top-5 below five classes).
+    """
+    if n_classes > k:
+        return None
+    return f"top-{k} accuracy is undefined with {n_classes} classes: every class is among the top {k}"
+
+
 @dataclass(frozen=True)
 class ZeroShotMetrics:
-    """Zero-shot classification figures (CLIP_benchmark's names): ``acc1``, ``acc{k}``, mean per-class recall."""
+    """Zero-shot classification figures (CLIP_benchmark's names): ``acc1``, ``acc{k}``, mean per-class recall.
+
+    ``acck`` is ``None`` when top-k is undefined (``k`` classes or fewer); ``acck_undefined`` says why.
+    """
 
     n: int
     k: int
     acc1: float
-    acck: float
+    acck: float | None
     mean_per_class_recall: float
+    acck_undefined: str | None = None
 
     def to_dict(self) -> dict:
-        return {"n": self.n, "k": self.k, "acc1": self.acc1, f"acc{self.k}": self.acck,
-                "mean_per_class_recall": self.mean_per_class_recall}
+        """Flat named figures; ``acc{k}_undefined`` (the reason) follows ``acc{k}`` only when it is ``None``."""
+        out = {"n": self.n, "k": self.k, "acc1": self.acc1, f"acc{self.k}": self.acck,
+               "mean_per_class_recall": self.mean_per_class_recall}
+        if self.acck_undefined:
+            out[f"acc{self.k}_undefined"] = self.acck_undefined
+        return out
 
 
 def zeroshot_metrics(scores: np.ndarray, truth: Sequence[int], k: int = 5) -> ZeroShotMetrics:
@@ -199,25 +218,30 @@ def zeroshot_metrics(scores: np.ndarray, truth: Sequence[int], k: int = 5) -> Ze
     Args:
         scores: ``(n_images, n_classes)`` scores (e.g. probabilities).
         truth: the true class index of each image.
-        k: cut-off of the top-k accuracy; a tie with the true class counts as a miss.
+        k: cut-off of the top-k accuracy; a tie with the true class counts as a miss. With ``k``
+            classes or fewer, top-k is undefined: ``acck`` is ``None`` (see :func:`topk_undefined`).
     """
     truth = np.asarray(truth)
     rank = ranks(scores, truth)
     recall = [np.mean(rank[truth == c] == 1) for c in np.unique(truth)]
-    return ZeroShotMetrics(int(len(truth)), k, float(np.mean(rank == 1)), float(np.mean(rank <= k)),
-                           float(np.mean(recall)))
+    undefined = topk_undefined(k, np.shape(scores)[1])
+    return ZeroShotMetrics(int(len(truth)), k, float(np.mean(rank == 1)),
+                           None if undefined else float(np.mean(rank <= k)), float(np.mean(recall)), undefined)
 
 
 def zeroshot_estimates(scores: np.ndarray, truth: Sequence[int], k: int = 5, seed: int = 0) -> dict[str, stats.Estimate]:
     """The figures of :func:`zeroshot_metrics` with their 95% intervals, keyed by the same names.
 
     ``acc1`` and ``acc{k}`` carry Wilson score intervals; ``mean_per_class_recall`` the interval of
-    :func:`labclip.stats.class_balanced` (seeded by ``seed``).
+    :func:`labclip.stats.class_balanced` (seeded by ``seed``). ``acc{k}`` is left out where it is undefined
+    (:func:`topk_undefined`).
     """
     truth = np.asarray(truth)
     rank = ranks(scores, truth)
-    return {"acc1": stats.proportion(rank == 1), f"acc{k}": stats.proportion(rank <= k),
-            "mean_per_class_recall": stats.class_balanced(rank == 1, truth, seed=seed)}
+    out = {"acc1": stats.proportion(rank == 1)}
+    if topk_undefined(k, np.shape(scores)[1]) is None:
+        out[f"acc{k}"] = stats.proportion(rank <= k)
+    return {**out, "mean_per_class_recall": stats.class_balanced(rank == 1, truth, seed=seed)}
 
 
 def distractor_counts(sim: np.ndarray, k: int = 3) -> np.ndarray:

@@ -150,7 +150,7 @@ class ClipModel:
             ``(len(texts), dim)`` float32 array with unit-length rows.
         """
         texts = [str(t) for t in texts]
-        clean = "openai-clean:" if self.openai_text_cleaning else "raw:"
+        clean = "openai-clean-v2:" if self.openai_text_cleaning else "raw:"
         keys = [sha256_bytes((clean + t).encode("utf-8")) for t in texts] if self.cache else []
         return self._cached(texts, keys, "captions", batch_size or self.text_batch_size)
 

@@ -1,4 +1,4 @@
-"""Text cleaning and tokenisation that reproduce OpenAI's ``clip.tokenize``."""
+"""Text cleaning and tokenisation that reproduce OpenAI's ``clip.tokenize`` token for token."""
 
 from __future__ import annotations
 
@@ -9,10 +9,18 @@ from collections.abc import Sequence
 import ftfy
 import regex
 import torch
+from tokenizers.pre_tokenizers import ByteLevel
 
 from .config import CONTEXT_LENGTH
 
 _WHITESPACE = regex.compile(r"\s+")
+# openai/CLIP clip/simple_tokenizer.py: SimpleTokenizer.pat, with its IGNORECASE.
+_OPENAI_PIECES = regex.compile(
+    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+    regex.IGNORECASE,
+)
+_SPECIAL = ("<|startoftext|>", "<|endoftext|>")
+_BYTES = ByteLevel(add_prefix_space=False, use_regex=False)
 
 
 class CaptionTruncatedWarning(UserWarning):
@@ -20,14 +28,37 @@ class CaptionTruncatedWarning(UserWarning):
 
 
 def clean_text(text: str) -> str:
-    """Clean a caption exactly as OpenAI's ``SimpleTokenizer`` does before BPE (lower-casing aside).
+    """Clean a caption exactly as OpenAI's ``SimpleTokenizer.encode`` does before BPE.
 
-    ftfy repairs mojibake, curly quotes and ligatures, HTML entities are unescaped twice,
-    and runs of whitespace collapse to one space.
+    ftfy repairs mojibake, curly quotes and ligatures, HTML entities are unescaped twice, runs of
+    whitespace collapse to one space, and Python's ``str.lower`` lower-cases (so a word-final
+    capital sigma becomes ``ς``). Nothing else is normalised: text that an entity turns into a
+    decomposed accent stays decomposed, as in OpenAI's.
     """
     text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
-    return _WHITESPACE.sub(" ", text).strip()
+    return _WHITESPACE.sub(" ", text).strip().lower()
+
+
+def _openai_ids(tokenizer, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
+    """Token ids as ``SimpleTokenizer.encode`` gives them: OpenAI's cleaning and word pattern, then the
+    tokenizer's own byte-level BPE, bypassing the tokenizer's normaliser (NFC and lower-casing of
+    its own, which differ from OpenAI's for some text)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return tokenizer([clean_text(t) for t in texts], add_special_tokens=add_special_tokens)["input_ids"]
+    bpe = backend.model
+    special = [tokenizer.convert_tokens_to_ids(token) for token in _SPECIAL]
+    rows = []
+    for text in texts:
+        ids = [special[0]] if add_special_tokens else []
+        for piece in _OPENAI_PIECES.findall(clean_text(text)):
+            if piece in _SPECIAL:
+                ids.append(special[_SPECIAL.index(piece)])
+            else:
+                ids.extend(token.id for token in bpe.tokenize(_BYTES.pre_tokenize_str(piece)[0][0]))
+        rows.append(ids + [special[1]] if add_special_tokens else ids)
+    return rows
 
 
 def tokenize(
@@ -44,8 +75,10 @@ def tokenize(
     Returns:
         ``input_ids`` and ``attention_mask``, both ``(len(texts), longest)`` int64 tensors.
     """
-    cleaned = [clean_text(t) if openai_clean else t for t in texts]
-    encoded = tokenizer(cleaned, add_special_tokens=True, truncation=False)["input_ids"]
+    if openai_clean:
+        encoded = _openai_ids(tokenizer, texts, add_special_tokens=True)
+    else:
+        encoded = tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
     rows = []
     for text, ids in zip(texts, encoded):
@@ -70,5 +103,6 @@ def tokenize(
 
 def token_lengths(tokenizer, texts: Sequence[str], openai_clean: bool = True) -> list[int]:
     """BPE tokens per text, without the start and end tokens."""
-    cleaned = [clean_text(t) if openai_clean else t for t in texts]
-    return [len(ids) for ids in tokenizer(cleaned, add_special_tokens=False)["input_ids"]]
+    if openai_clean:
+        return [len(ids) for ids in _openai_ids(tokenizer, texts, add_special_tokens=False)]
+    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]

@@ -110,6 +110,54 @@ def labelled_images(root: str | Path, language: str = "en") -> LabelledImages:
     return LabelledImages([p for p, _ in pairs], [index[label] for _, label in pairs], classes)
 
 
+def language_gaps(labels: str | Path, language: str, sets: Sequence[str] | None = None) -> list[str]:
+    """What keeps zero-shot classification from running in ``language``: ``"labels"`` when a labels CSV has
+    neither a ``label`` column nor a ``language`` one (a class-folder tree is named in any language), then each
+    template set of ``sets`` without a ``language`` version (``sets`` ``None``: gaps only when no set has one).
+    """
+    gaps = []
+    labels = Path(labels)
+    if labels.is_file():
+        columns = read_table(labels, "labels file").columns
+        if "label" not in columns and language not in columns:
+            gaps.append("labels")
+    names = list(sets) if sets is not None else template_sets()
+    missing = [name for name in names if not available_sets([name], language)]
+    if sets is not None or len(missing) == len(names):
+        gaps += missing
+    return gaps
+
+
+def choose_language(labels: str | Path, language: str, sets: Sequence[str] | None = None) -> tuple[str, list[str]]:
+    """The language zero-shot classification runs in: ``language`` when the labels and templates have it,
+    else English, the language of every bundled template set and label file.
+
+    Returns:
+        ``(language used, what lacked the requested one)`` (see :func:`language_gaps`; empty when it is used).
+
+    Raises:
+        LabclipError: neither ``language`` nor English is there; the message says what is missing.
+    """
+    gaps = language_gaps(labels, language, sets)
+    if not gaps:
+        return language, []
+    english = language_gaps(labels, "en", sets) if language != "en" else gaps
+    if english:
+        what = " and ".join(_gap_words(gaps, language) + ([] if language == "en" else
+                                                           [f"for English: {' and '.join(_gap_words(english, 'en'))}"]))
+        raise LabclipError(f"zero-shot classification has nothing to run on: {what}")
+    return "en", gaps
+
+
+def _gap_words(gaps: Sequence[str], language: str) -> list[str]:
+    words = [f"the labels have no {language!r} column" for gap in gaps if gap == "labels"]
+    sets = [gap for gap in gaps if gap != "labels"]
+    if sets:
+        words.append(f"template set{'s' * (len(sets) > 1)} {', '.join(sets)} {'have' if len(sets) > 1 else 'has'} "
+                     f"no {language!r} version")
+    return words
+
+
 def available_sets(sets: Sequence[str], language: str) -> list[str]:
     """The named sets that have a version in ``language``."""
     found = []

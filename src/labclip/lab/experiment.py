@@ -34,7 +34,14 @@ from ..metrics import (
 from ..model import ClipModel, check_model, describe, load_model, shown_model
 from ..precision import DEFAULTS
 from ..stats import Estimate, interval_fields
-from ..zeroshot import LabelledImages, class_embeddings, labelled_images, load_templates, probabilities
+from ..zeroshot import (
+    LabelledImages,
+    choose_language,
+    class_embeddings,
+    labelled_images,
+    load_templates,
+    probabilities,
+)
 from .provenance import Timings, machine, now, package_versions, sha256_file, sha256_files
 from .tables import frequent_distractors, topk_table
 
@@ -196,6 +203,8 @@ class ZeroShotRun(Run):
     data: LabelledImages
     language: str = "en"
     labels_source: str | None = None
+    requested_language: str | None = None
+    language_gaps: list[str] = field(default_factory=list)
     _scores: dict[str, ZeroShotMetrics] = field(default_factory=dict)
     _estimates: dict[str, dict[str, Estimate]] = field(default_factory=dict)
     _probabilities: dict[str, np.ndarray] = field(default_factory=dict)
@@ -231,7 +240,9 @@ class ZeroShotRun(Run):
         return pd.DataFrame(rows)
 
     def inputs(self) -> dict:
-        return {"labels_file": self.labels_source and shown_path(self.labels_source), "classes": self.data.classes, "language": self.language}
+        return {"labels_file": self.labels_source and shown_path(self.labels_source), "classes": self.data.classes,
+                "language": self.language, "requested_language": self.requested_language,
+                "language_gaps": self.language_gaps}
 
     def figures(self) -> dict:
         """Each template set's figures with the ``{key}_low``/``{key}_high`` ends of their 95% intervals (Wilson for
@@ -375,6 +386,7 @@ def start(
     task: str = "matching",
     check_images: bool = True,
     precision: str = DEFAULTS["01_matching"],
+    template_sets: Sequence[str] | None = None,
 ) -> Run:
     """Validate the inputs first, then load the model (or the demo model, see :func:`load_model_or_demo`).
 
@@ -382,7 +394,9 @@ def start(
         model: hub id, alias, local folder or ``"demo"``.
         captions: caption file for ``task="matching"`` (default ``data/captions/default.csv``).
         image_dir: folder the caption file's image paths are relative to.
-        languages: caption languages to use; for zero-shot, the first is the template language.
+        languages: caption languages to use; for zero-shot, the first is the template and label language,
+            or English where the labels or ``template_sets`` lack it (:func:`labclip.zeroshot.choose_language`;
+            the run records what was missing).
         top_k: cut-off of top-k tables and accuracy.
         batch_size: items per forward pass (``None``: the model's default).
         strict: fail when the model can't be loaded instead of using the demo model.
@@ -393,14 +407,16 @@ def start(
             already checked them once for all notebooks.
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`labclip.load_model`); the
             default is the reports' (:data:`labclip.precision.DEFAULTS`).
+        template_sets: for zero-shot, the template sets the run will use (``None``: any).
     """
     if task not in ("matching", "zeroshot"):
         raise LabclipError(f"unknown task {task!r}; use 'matching' or 'zeroshot'")
     timings = Timings()
     if task == "zeroshot":
-        language = (languages or ["en"])[0]
+        wanted = (languages or ["en"])[0]
         source = Path(labels) if labels else DEFAULT_LABELS
         with timings.stage("load labelled images"):
+            language, gaps = choose_language(source, wanted, template_sets)
             data = labelled_images(source, language)
     else:
         with timings.stage("load captions"):
@@ -412,5 +428,6 @@ def start(
         clip, reason = load_model_or_demo(model, strict, device, precision)
     common = dict(model=clip, batch_size=batch_size, requested_model=model, fallback_reason=reason, timings=timings)
     if task == "zeroshot":
-        return ZeroShotRun(data=data, language=language, labels_source=str(source), **common)
+        return ZeroShotRun(data=data, language=language, labels_source=str(source), requested_language=wanted,
+                           language_gaps=gaps, **common)
     return Experiment(captions=table, top_k=top_k, **common)

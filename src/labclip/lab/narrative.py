@@ -35,7 +35,7 @@ from ..metrics import retrieval_ranks
 from ..model import ClipModel
 from ..registry import resolve_model_name
 from . import compare
-from .experiment import Experiment, Matching
+from .experiment import Experiment, Matching, ZeroShotRun
 from .provenance import sha256_file
 from .tables import token_stats
 
@@ -82,6 +82,24 @@ def metric_table(metrics: Mapping[str, Mapping[str, object]], keys: Iterable[str
     keys = list(keys) if keys is not None else [k for k in metrics[columns[0]] if k != "k" and not is_hit_count(k)]
     cells = {name: [format_metric(key, m.get(key), m.get("n")) for key in keys] for name, m in metrics.items()}
     return pd.DataFrame(cells, index=[metric_label(key) for key in keys])
+
+
+def zeroshot_language_note(run: ZeroShotRun) -> str:
+    """Why a zero-shot run is in English although its first language is another (``""`` when it is not):
+    what lacked that language, from the run's record."""
+    wanted = run.requested_language
+    if not run.language_gaps or wanted is None or wanted == run.language:
+        return ""
+    name = md(language_name(wanted))
+    parts = []
+    if "labels" in run.language_gaps:
+        parts.append(f"the labels ({md(public_path(run.labels_source))}) have no {name} column")
+    sets = [s for s in run.language_gaps if s != "labels"]
+    if sets:
+        parts.append(f"the template set{'s' * (len(sets) > 1)} {', '.join(map(md, sets))} "
+                     f"{'have' if len(sets) > 1 else 'has'} no {name} version")
+    return (f"The first caption language is {name}, but {' and '.join(parts)}, so zero-shot classification runs "
+            f"on the labels and templates in {language_name(run.language)}.")
 
 
 def public_path(path: str | Path | None) -> str:

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from .. import stats, zeroshot
 from ..labels import format_metric, metric_label, pct
-from ..metrics import accuracy_keys, ranks
+from ..metrics import accuracy_keys, ranks, topk_undefined
 from ..text import token_lengths
 from ..translate import translator_name
 from . import narrative, plots
@@ -122,8 +122,12 @@ def _probability_note(sigmoid: bool, over: str) -> str:
 
 
 def zeroshot_title(run: ZeroShotRun, text: str) -> None:
+    """Title and model line; where the run fell back to English, the sentence that says why."""
     header(run, text, f"{len(run.data.paths)} labelled images · {len(run.data.classes)} classes · "
                       f"template language: {narrative.language_name(run.language)}")
+    note = narrative.zeroshot_language_note(run)
+    if note:
+        display(HTML(f'<div class="labclip-note">{prose(note)}</div>'))
 
 
 def zeroshot_predictions(run: ZeroShotRun, templates: str, k: int = 5) -> None:
@@ -151,8 +155,10 @@ def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.Dat
     keys = ["templates", "count", "acc1", f"acc{k}", "mean_per_class_recall"]
     shown = pd.DataFrame({key: [format_metric(key, v, n) for v, n in zip(balanced[key], scores["n"])]
                           for key in dict.fromkeys(keys)})
+    undefined = topk_undefined(k, len(run.data.classes))
     note = " ".join(filter(None, [note, f"{len(run.data.paths)} images; 95% intervals in brackets: Wilson score "
-                                  f"for accuracies; {_per_class_interval(balanced['mean_per_class_recall'].iloc[0])}."]))
+                                  f"for accuracies; {_per_class_interval(balanced['mean_per_class_recall'].iloc[0])}.",
+                                  undefined and f"Top-{k} shows — because {undefined}."]))
     if len(scores) > 1:
         first, last = scores["templates"].iloc[0], scores["templates"].iloc[-1]
         note = " ".join([note, narrative.paired(hits[first], hits[last], f"{md(first)}", f"{md(last)}",

@@ -295,12 +295,16 @@ def check_inputs(params: dict, out_dir: Path, notebooks: Sequence[str], pdf: boo
     if set(notebooks) - {"04_zeroshot", SCALE_NOTEBOOK}:  # the scale report checks its benchmark below
         load_captions(params.get("captions") or DEFAULT_CAPTIONS, params.get("image_dir"), params.get("languages"))
     if "04_zeroshot" in notebooks:
-        from ..zeroshot import labelled_images
+        from ..zeroshot import choose_language, labelled_images
 
-        language = (params.get("languages") or ["en"])[0]
-        labelled_images(params.get("labels") or DEFAULT_LABELS, language)
-        _check_template_sets(params.get("template_sets") or _notebook_default("04_zeroshot", "template_sets"),
-                             language)
+        labels = params.get("labels") or DEFAULT_LABELS
+        sets = params.get("template_sets") or _notebook_default("04_zeroshot", "template_sets")
+        _check_template_sets(sets, "en")
+        try:
+            language, _ = choose_language(labels, (params.get("languages") or ["en"])[0], sets)
+        except LabclipError as err:
+            raise LabclipError(f"04_zeroshot: {err}") from None
+        labelled_images(labels, language)
     if pdf:
         chromium()
 
@@ -313,6 +317,26 @@ def _notebook_default(notebook: str, name: str):
 
     declared = papermill.inspect_notebook(str(NOTEBOOKS_DIR / f"{notebook}.ipynb"))
     return ast.literal_eval(declared[name]["default"])
+
+
+def zeroshot_left_out(params: dict, notebooks: Sequence[str]) -> str | None:
+    """Why 04_zeroshot can't run beside the other notebooks (``None`` when it can, or when it was asked for
+    alone, where the error stands): neither the first caption language nor English has labels and templates
+    (:func:`labclip.zeroshot.choose_language`)."""
+    from ..zeroshot import choose_language
+
+    if "04_zeroshot" not in notebooks or len(notebooks) == 1:
+        return None
+    labels = params.get("labels") or DEFAULT_LABELS
+    if not Path(labels).exists():
+        return None
+    sets = params.get("template_sets") or _notebook_default("04_zeroshot", "template_sets")
+    _check_template_sets(sets, "en")
+    try:
+        choose_language(labels, (params.get("languages") or ["en"])[0], sets)
+    except LabclipError as err:
+        return str(err)
+    return None
 
 
 def _check_template_sets(sets: Sequence[str], language: str) -> None:
@@ -483,7 +507,13 @@ def build_reports(
     out_dir = Path(out_dir)
     timings = Timings()
     params = {k: v for k, v in params.items() if v is not None}
+    left_out = {}
     with timings.stage("check inputs"):
+        why = zeroshot_left_out(params, notebooks)
+        if why:
+            left_out["04_zeroshot"] = why
+            notebooks = [name for name in notebooks if name != "04_zeroshot"]
+            print(f"labclip: 04_zeroshot left out: {why}", file=sys.stderr)
         check_inputs(params, out_dir, notebooks, pdf, into_existing)
     if any(name in NOTEBOOKS for name in notebooks):
         params["check_images"] = False  # check_inputs decoded every image once; the notebooks skip it
@@ -516,7 +546,8 @@ def build_reports(
                 with timings.stage(f"pdf {name}"):
                     to_pdf(html, staging / f"{name}.pdf")
         run = {"run_id": run_id, "finished": now(), "parameters": _shown_params(params),
-               "precision": precision, "fallback_reason": fallback, "versions": package_versions(),
+               "precision": precision, "fallback_reason": fallback, "left_out": left_out,
+               "versions": package_versions(),
                "timings_s": {k: round(v, 2) for k, v in timings.items()}}
         (staging / "run.json").write_text(json.dumps(run, indent=2, ensure_ascii=False, default=str),
                                           encoding="utf-8")

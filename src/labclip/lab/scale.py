@@ -25,7 +25,7 @@ from .. import stats
 from ..atomic import write_text
 from ..config import CAPTIONS_DIR
 from ..data import flatten_captions, load_captions
-from ..datasets import BENCHMARKS
+from ..datasets import BENCHMARKS, read_prepared
 from ..datasets import load as load_benchmark
 from ..errors import LabclipError
 from ..metrics import RetrievalRanks, retrieval_ranks, similarity
@@ -52,15 +52,25 @@ PUBLISHED = (
 )
 
 
+# Which captions a result counts. FIRST is CLIP_benchmark's definition, that of the published figures: the first
+# caption of each image (clip_benchmark/datasets/crossmodal3600.py keeps captions[0]); ALL counts every caption.
+FIRST = "first"
+ALL = "all"
+DEFINITIONS = {FIRST: "first caption of each image (CLIP_benchmark's definition, as published)",
+               ALL: "all captions of each image"}
+
+
 @dataclass
 class Result:
-    """Retrieval of one model, caption language and strategy on the benchmark images."""
+    """Retrieval of one model, caption language and strategy on the benchmark images, with the first caption
+    of each image (``captions == FIRST``) or all of them (``ALL``)."""
 
     model: str
     language: str
     strategy: str
     ranks: RetrievalRanks
     estimates: dict[str, stats.Estimate]
+    captions: str = FIRST
 
     def hits(self, direction: str, k: int = 1) -> np.ndarray:
         """Per-image hits: image→text per image; text→image per image when each has one caption."""
@@ -106,32 +116,44 @@ class ScaleRun:
 
         Strategies: ``direct`` (the captions as written) and, with a translator, ``translated`` (each
         non-English caption machine-translated to English first). A translator that can't be loaded
-        is skipped and listed in :attr:`skipped`.
+        is skipped and listed in :attr:`skipped`. Each is scored with the first caption of each image
+        (:data:`FIRST`, CLIP_benchmark's definition) and, where an image has several captions, with all of
+        them as well (:data:`ALL`); the paired tests use the first.
         """
         for label, model in self.models.items():
             with self.timings.stage(f"encode images ({model_name(label)})"):
                 images = model.encode_images(self.captions["path"], self.batch_size)
             for lang in self.languages:
                 captions, owner = flatten_captions(self.captions, lang)
-                self.results.append(self._result(label, model, images, lang, "direct", captions, owner))
+                self.results += self._results(label, model, images, lang, "direct", captions, owner)
                 if self.translator and lang != "en":
                     translated = self._translate(lang, captions)
                     if translated is not None:
-                        self.results.append(self._result(label, model, images, lang, "translated", translated, owner))
+                        self.results += self._results(label, model, images, lang, "translated", translated, owner)
         if reference is not None:
             self._evaluate_reference(Path(reference))
         return self.table()
 
-    def _result(self, label: str, model: ClipModel, images: np.ndarray, lang: str, strategy: str,
-                captions: list[str], owner: np.ndarray) -> Result:
+    def _results(self, label: str, model: ClipModel, images: np.ndarray, lang: str, strategy: str,
+                 captions: list[str], owner: np.ndarray) -> list[Result]:
+        """The :data:`FIRST` result, and the :data:`ALL` one where some image has several captions; the
+        captions are encoded once."""
         with self.timings.stage(f"encode captions ({model_name(label)}, {lang}, {strategy})"):
             texts = model.encode_texts(captions, self.batch_size)
         with self.timings.stage("metrics"):
-            sim = similarity(images, texts, dtype=np.float32)
-            ranks = retrieval_ranks(sim, owner)
-            if self._heat is None and len(images) == self.n_images:
-                self._heat = (label, lang, sim, owner, captions, ranks.i2t)
-            return Result(label, lang, strategy, ranks, ranks.estimates(KS))
+            first = np.searchsorted(owner, np.arange(len(images)))
+            out = [self._scored(label, lang, strategy, FIRST, images, texts[first], None, [captions[i] for i in first])]
+            if len(captions) > len(images):
+                out.append(self._scored(label, lang, strategy, ALL, images, texts, owner, captions))
+            return out
+
+    def _scored(self, label: str, lang: str, strategy: str, definition: str, images: np.ndarray, texts: np.ndarray,
+                owner: np.ndarray | None, captions: list[str]) -> Result:
+        sim = similarity(images, texts, dtype=np.float32)
+        ranks = retrieval_ranks(sim, owner)
+        if self._heat is None and len(images) == self.n_images:
+            self._heat = (label, lang, sim, ranks.owner, captions, ranks.i2t)
+        return Result(label, lang, strategy, ranks, ranks.estimates(KS), definition)
 
     def _translate(self, lang: str, captions: list[str]) -> list[str] | None:
         name = translator_name(self.translator, lang)
@@ -149,18 +171,19 @@ class ScaleRun:
             images = model.encode_images(table["path"], self.batch_size)
         for lang in [lang for lang in self.languages if lang in table.attrs["languages"]]:
             captions, owner = flatten_captions(table, lang)
-            result = self._result(label, model, images, lang, "direct", captions, owner)
-            self.reference.append(result)
+            self.reference.append(self._results(label, model, images, lang, "direct", captions, owner)[0])
         self.reference_source = path.name
 
     def table(self) -> pd.DataFrame:
-        """One row per model, language, strategy, direction and k: the recall with its interval and counts."""
+        """One row per model, language, strategy, captions counted (:data:`FIRST` or :data:`ALL`), direction and
+        k: the recall with its interval and counts."""
         rows = []
         for r in self.results:
             for direction in DIRECTIONS:
                 for k in KS:
                     e = r.estimates[f"{direction}_acc{k}"]
                     rows.append({"model": r.model, "language": r.language, "strategy": r.strategy,
+                                 "captions": r.captions,
                                  "direction": direction, "k": k, "recall": e.value, "low": e.low, "high": e.high,
                                  "hits": e.hits, "n": e.n, "method": e.method})
         return pd.DataFrame(rows)
@@ -169,11 +192,12 @@ class ScaleRun:
         """Exact McNemar tests of Recall@k on the same images.
 
         Each language against the first, each translated result against its direct one, and each model
-        against the first, with the same language and strategy. Text→image pairs need one caption per
-        image in both results; otherwise the image→text hits are paired.
+        against the first, with the same language and strategy, all with the first caption of each image
+        (:data:`FIRST`). Text→image pairs need one caption per image in both results; otherwise the
+        image→text hits are paired.
         """
         rows = []
-        by_key = {(r.model, r.language, r.strategy): r for r in self.results}
+        by_key = {(r.model, r.language, r.strategy): r for r in self.results if r.captions == FIRST}
         first_model, first_lang = next(iter(self.models)), self.languages[0]
         for (model, lang, strategy), r in by_key.items():
             pairs = []
@@ -238,14 +262,7 @@ def resolve_dataset(dataset: str | os.PathLike, languages: Sequence[str] | None 
     if not path.is_file():
         raise LabclipError(f"dataset {name!r} is neither a benchmark ({', '.join(BENCHMARKS)}) nor a caption "
                            "file or prepared folder")
-    table = load_captions(path, image_dir=path.parent, languages=languages, check_images=False)
-    known = {b.name: b for b in BENCHMARKS.values()}
-    source = path.parent / "SOURCE.json"
-    if source.is_file():
-        recorded = json.loads(source.read_text(encoding="utf-8")).get("benchmark") or ""
-        if str(recorded).lower() in known:
-            table.attrs["benchmark"] = known[str(recorded).lower()]
-    return table
+    return read_prepared(path, languages, check_images=False)
 
 
 def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence[str] | None = None,
@@ -355,7 +372,7 @@ def summary_text(run: ScaleRun, tests: pd.DataFrame) -> str:
     if run.reference:
         n = len(run.reference[0].ranks.i2t)
         widths = [_width(r) for r in run.reference]
-        big = [_width(r) for r in run.results if r.strategy == "direct"]
+        big = [_width(r) for r in run.results if r.strategy == "direct" and r.captions == FIRST]
         lines.append(f"- On the {n}-image reference set the widest text→image R@1 interval spans "
                      f"{100 * max(widths):.0f} percentage points; on the {run.n_images} benchmark images the "
                      f"widest spans {100 * max(big):.0f}.")
@@ -366,7 +383,24 @@ def summary_text(run: ScaleRun, tests: pd.DataFrame) -> str:
 
 
 def _setup(r: Result) -> dict:
-    return {"Model": model_name(r.model), "Language": language_name(r.language), "Strategy": r.strategy}
+    return {"Model": model_name(r.model), "Language": language_name(r.language), "Strategy": r.strategy,
+            "Captions": CAPTIONS_SHOWN[r.captions]}
+
+
+CAPTIONS_SHOWN = {FIRST: "first per image", ALL: "all"}
+
+
+def definition_text(run: ScaleRun) -> str:
+    """Which captions the figures count, in words: CLIP_benchmark's definition (the published one) and, where
+    an image has several captions, all of them."""
+    first = ("\"First per image\" is CLIP_benchmark's definition, the one published figures use: each image's first "
+             "caption only, one text→image query per image.")
+    several = sorted({r.language for r in run.results if r.captions == ALL}, key=run.languages.index)
+    if not several:
+        return first + " Every image has one caption in each language here, so it counts all captions."
+    return (first + " \"All\" counts every caption (" + ", ".join(map(language_name, several))
+            + f" {'has' if len(several) == 1 else 'have'} several per image): each caption is a text→image query, and an image→text query is a hit when any of its "
+            "captions is among the first k. Only \"first per image\" may be set beside published figures.")
 
 
 def title(run: ScaleRun, text: str) -> None:
@@ -411,7 +445,7 @@ def results_table(run: ScaleRun) -> pd.DataFrame:
         methods += " or percentile bootstrap over images, seeded (several captions per image)"
     section("Recall@1/5/10 with 95% intervals",
             f"{run.n_images} images. Recall@k: the share of queries whose right answer is among the first k. "
-            f"Intervals: {methods}.", *tables)
+            f"{definition_text(run)} Intervals: {methods}.", *tables)
     return frame
 
 
@@ -420,7 +454,7 @@ def reference_beside(run: ScaleRun) -> None:
     from .present import section, table
 
     rows = []
-    bench = {(r.model, r.language): r for r in run.results if r.strategy == "direct"}
+    bench = {(r.model, r.language): r for r in run.results if r.strategy == "direct" and r.captions == FIRST}
     for ref in run.reference:
         big = bench.get((ref.model, ref.language))
         for d in DIRECTIONS:
@@ -434,8 +468,9 @@ def reference_beside(run: ScaleRun) -> None:
     if not rows:
         section(heading, "The reference set shares no language with this run; nothing to place beside it.")
         return
-    section(heading, f"Recall@1 with 95% intervals: with {n} images one image moves the figure by {100 / n:.0f} "
-                     f"percentage points, with {run.n_images} by {100 / run.n_images:.2g}.", table(pd.DataFrame(rows)))
+    section(heading, f"Recall@1 with 95% intervals, the first caption of each image: with {n} images one image "
+                     f"moves the figure by {100 / n:.0f} percentage points, with {run.n_images} by "
+                     f"{100 / run.n_images:.2g}.", table(pd.DataFrame(rows)))
 
 
 def tests_section(run: ScaleRun) -> pd.DataFrame:
@@ -558,14 +593,16 @@ def published(run: ScaleRun) -> None:
     """Published figures for the same question, in a marked box with their source; not measured here."""
     from IPython.display import HTML, display
 
-    rows = "".join(f"<tr><td>{html.escape(m)}</td><td>{language_name(lang)}</td><td>{v:.1f}%</td></tr>"
-                   for m, lang, v in PUBLISHED)
+    rows = "".join(f"<tr><td>{html.escape(m)}</td><td>{language_name(lang)}</td><td>{CAPTIONS_SHOWN[FIRST]}</td>"
+                   f"<td>{v:.1f}%</td></tr>" for m, lang, v in PUBLISHED)
     display(HTML(
         '<div class="labclip-published" style="border:2px dashed #555;padding:8px 12px;margin:10px 0;'
         'break-inside:avoid">'
-        "<strong>Published results (not measured here)</strong><br>XTD10, text→image Recall@1, 1,000 images. "
+        "<strong>Published results (not measured here)</strong><br>XTD10, text→image Recall@1, 1,000 images, "
+        "computed with CLIP_benchmark from the first caption of each image (XTD10 has one per image); "
+        "compare them with measured rows whose captions read \"first per image\". "
         f"Source: {html.escape(PUBLISHED_SOURCE)}.<table><tr><th>Model</th><th>Language</th>"
-        f"<th>Text→image R@1</th></tr>{rows}</table></div>"))
+        f"<th>Captions</th><th>Text→image R@1</th></tr>{rows}</table></div>"))
 
 
 def save(run: ScaleRun, output_dir: str | os.PathLike | None, name: str = "05_scale") -> dict:
@@ -573,7 +610,7 @@ def save(run: ScaleRun, output_dir: str | os.PathLike | None, name: str = "05_sc
     table, and return the record."""
     from .present import _provenance_table
 
-    record = {"provenance": run.provenance(), "results": run.table().to_dict("records"),
+    record = {"provenance": run.provenance(), "captions_counted": DEFINITIONS, "results": run.table().to_dict("records"),
               "paired_tests": [{k: v.to_dict() if isinstance(v, stats.Estimate) else v for k, v in row.items()}
                                for row in run.paired_tests().to_dict("records")],
               "reference": [{"model": r.model, "language": r.language, "source": run.reference_source,

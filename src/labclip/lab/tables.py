@@ -15,9 +15,9 @@ from ..text import token_lengths
 
 
 def captions_frame(captions: CaptionSet) -> pd.DataFrame:
-    """A caption set as a DataFrame: ``image``, ``path``, ``name``, ``id`` if given, one column per
-    language, then the file's other columns."""
-    ids = {"id": captions.ids} if captions.ids is not None else {}
+    """A caption set as a DataFrame: ``image``, ``path``, ``name``, ``id`` if given (``image_id`` where ``id``
+    is Indonesian), one column per language, then the file's other columns."""
+    ids = {captions.id_name: captions.ids} if captions.ids is not None else {}
     frame = pd.DataFrame({"image": captions.images, "path": captions.paths, "name": captions.names, **ids,
                           **captions.captions, **captions.extra})
     frame.attrs.update(languages=captions.languages, source=captions.source)
