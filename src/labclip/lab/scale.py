@@ -362,8 +362,9 @@ def _setup(r: Result) -> dict:
     return {"Model": model_name(r.model), "Language": language_name(r.language), "Strategy": r.strategy}
 
 
-def title(run: ScaleRun, text: str) -> None:
-    """Title, untrained-model banner, licence and the model/data line on the first page."""
+def title(run: ScaleRun, text: str, report: str | None = None) -> None:
+    """Title (the report's own name under a user's title), untrained-model banner, licence and the model/data
+    line on the first page."""
     from IPython.display import HTML, display
 
     from .present import header, prose
@@ -371,7 +372,7 @@ def title(run: ScaleRun, text: str) -> None:
     label, first = next(iter(run.models.items()))
     shown = SimpleNamespace(model=first, requested_model=run.requested[label], fallback_reason=run.fallbacks[label])
     header(shown, text, f"{run.n_images} images · languages: {', '.join(map(language_name, run.languages))} · "
-                        f"dataset: {run.dataset} · run started {run.started}")
+                        f"dataset: {run.dataset} · run started {run.started}", report)
     notes = []
     for label, model in list(run.models.items())[1:]:
         if banner_text(model):
