@@ -166,3 +166,25 @@ def test_metrics_by_language_gives_mrr_and_margin_with_their_intervals(shown):
             e = stats.mean(values)
             assert frame.loc[label, column] == f"{num(e.value)} [{num(e.low)}, {num(e.high)}]"
     assert "seeded bootstrap over images for the mean reciprocal ranks and the mean margin" in " ".join(shown[1])
+
+
+def test_fallback_to_the_demo_model_gives_one_banner_with_both_notes(monkeypatch):
+    """Demo mode after a failed load used to print two red banners before any content; now one says both."""
+    from types import SimpleNamespace
+
+    from labclip import load_model
+
+    shown = []
+    monkeypatch.setattr(present, "display", lambda obj: shown.append(obj.data))
+    run = SimpleNamespace(model=load_model("demo"), requested_model="openai/clip-vit-base-patch32",
+                          fallback_reason="could not load model 'openai/clip-vit-base-patch32': the hub cannot be reached")
+    present.header(run, "Mi práctica", "12 images", report="CLIP image–text matching")
+    page = shown[0]
+    assert page.count("labclip-banner") == 1
+    banner = re.search(r'class="labclip-banner"[^>]*>(.*?)</div>', page, re.S)[1]
+    assert "could not be loaded: the hub cannot be reached." in banner and "untrained demo model" in banner
+    assert re.search(r"<h1>Mi práctica — UNTRAINED", page) and ">CLIP image–text matching</p>" in page
+    present.header(SimpleNamespace(model=run.model, requested_model="demo", fallback_reason=None), "CLIP image–text "
+                   "matching", "12 images", report="CLIP image–text matching")
+    assert shown[1].count("labclip-banner") == 1 and "could not be loaded" not in shown[1]
+    assert shown[1].count("CLIP image–text matching") == 1  # the report's own name is not repeated under itself

@@ -21,14 +21,14 @@ from ..atomic import write_text
 from ..labels import metric_label
 from .adapt import DIRECTIONS, PUBLISHED, FewShotRun, TextAdapterRun
 from .narrative import language_name, pct, share
-from .present import PUBLISHED_STYLE, _labelled, _provenance_table, header, png
+from .present import PUBLISHED_STYLE, _labelled, _provenance_table, header, svg
 
 COLOURS = {"before": "#9e9e9e", "after": "#1f77b4", "target": "#2ca02c", "training": "#ff7f0e"}
 
 
 def figure(fig: Figure) -> None:
     """Display a figure as an embedded PNG."""
-    display(HTML(png(fig)))
+    display(HTML(svg(fig)))
 
 
 def _esc(text: object) -> str:

@@ -101,7 +101,7 @@ def similarity_heatmap(
     n_captions, n_images = data.shape
     cell = cell or min(HEATMAP_MAX_CELL_PT, (PAGE_WIDTH_PT - HEATMAP_LABEL_PT - 8) / max(n_images, 1))
     value_pt = max(MIN_TEXT_PT, min(9.0, cell / 3.2))
-    width, bottom, top = HEATMAP_LABEL_PT + cell * n_images + 8, 46.0, 8.0 + (16 if title else 0)
+    width, bottom, top = HEATMAP_LABEL_PT + cell * n_images + 8, 38.0, 4.0 + (16 if title else 0)
     height = bottom + cell * (n_captions + 1) + top
     fig = Figure(figsize=(width / 72, height / 72))
     ax = fig.add_axes((HEATMAP_LABEL_PT / width, bottom / height, cell * n_images / width,
@@ -111,7 +111,7 @@ def similarity_heatmap(
     hi = hi if hi > lo else lo + 1e-6
     shown = ax.imshow(data, cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
     bar_width = min(200.0, cell * n_images)
-    bar_ax = fig.add_axes((HEATMAP_LABEL_PT / width, 22 / height, bar_width / width, 7 / height))
+    bar_ax = fig.add_axes((HEATMAP_LABEL_PT / width, 20 / height, bar_width / width, 6 / height))
     bar = fig.colorbar(shown, cax=bar_ax, orientation="horizontal")
     bar.set_label("cosine similarity", fontsize=LABEL_PT, labelpad=2)
     bar.ax.tick_params(labelsize=MIN_TEXT_PT, length=2, pad=1)

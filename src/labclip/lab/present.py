@@ -168,7 +168,9 @@ def zeroshot_predictions(run: ZeroShotRun, templates: str, k: int = 5) -> None:
             f"Class names {', '.join(md(c) for c in run.data.classes)}, each encoded under the {len(prompts)} "
             f"templates of the set {md(templates)} and averaged (OpenAI's prompt ensembling); "
             + _probability_note(run.model.logit_bias is not None, "classes") + ". The true label's bar is red "
-            f"and marked ✓; where it is not among the top {k}, its rank is written above the bars.", *figures)
+            f"and marked ✓; where it is not among the top {k}, its rank is written above the bars.", figures[0])
+    for more in figures[1:]:  # one output each: Chromium moves an output taller than a page to the next page
+        display(HTML(f'<div class="labclip-section">{more}</div>'))
 
 
 def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.DataFrame:
@@ -234,13 +236,13 @@ def heatmap(exp: Experiment, m: Matching, scale: tuple[float, float] | None = No
         return
     rank = retrieval_ranks(m.sim).i2t
     rows = np.sort(np.argsort(-rank, kind="stable")[:fits])
-    where = (f"on screen under “Full matrix” in the HTML version of this report, and in {similarity_file(m.language)} "
-             "when the report's files are written" if n <= SCREEN_HEATMAP_LIMIT else
+    where = (f"under “Full matrix” in the HTML page, and in {similarity_file(m.language)} when the report's files are "
+             "written" if n <= SCREEN_HEATMAP_LIMIT else
              f"in {similarity_file(m.language)} when the report's files are written")
-    text = (f"{n} images are too many for legible cells on a page (at most {fits} fit with values at "
-            f"{plots.MIN_TEXT_PT:g} pt or more): shown are the {fits} images whose own captions rank worst among all "
-            f"{n} (rank before each caption), against each other's captions, in the full matrix's colours; correct "
-            f"pairs are outlined in red.{shared} The full {n} × {n} matrix is {md(where)}.")
+    text = (f"{n} images are too many for legible cells on a page (at most {fits} fit): shown are the {fits} "
+            f"whose own captions rank worst among all {n} (rank before each caption), against each other's captions, "
+            f"in the full matrix's colours; correct pairs outlined in red.{shared} The full {n} × {n} matrix is "
+            f"{md(where)}.")
     labels = [f"rank {rank[i]}: {m.captions[i]}" for i in rows]
     items = [svg(plots.similarity_heatmap(m.sim[np.ix_(rows, rows)], [exp.image_paths[i] for i in rows],
                                           [m.captions[i] for i in rows], vmin=vmin, vmax=vmax, labels=labels))]
