@@ -34,7 +34,7 @@ from .narrative import md, public_path
 from .tables import captions_frame, confusion, token_stats, top_labels
 
 BANNER_STYLE = ("border:3px solid #c62828;background:#ffebee;color:#8e0000;padding:6px 10px;"
-                "margin:6px 0 10px 0;font-size:13px;font-weight:bold;border-radius:4px")
+                "margin:4px 0 6px 0;font-size:11.5px;font-weight:bold;border-radius:4px")
 PUBLISHED_STYLE = "border:2px solid #1565c0;background:#e3f2fd;padding:6px 12px;margin:8px 0;border-radius:4px"
 KEEP_TOGETHER = "break-inside:avoid;page-break-inside:avoid"
 KEEP_WITH_NEXT = "break-inside:avoid;page-break-inside:avoid;break-after:avoid;page-break-after:avoid"
@@ -129,15 +129,18 @@ def header(run: Run, text: str, details: str, report: str | None = None) -> None
     if run.fallback_reason:
         used = (f"Requested model: {html.escape(narrative.model_name(run.requested_model))} · "
                 f"model used: {html.escape(narrative.model_name(run.model.name))}")
-    parts = [f"<h1>{html.escape(heading)}</h1>"]
+    parts = [f'<h1 style="font-size:1.5em;margin:0.2em 0">{html.escape(heading)}</h1>']
     if report and report != text:
-        parts.append(f'<p style="font-size:1.25em;margin-top:0">{html.escape(report)}</p>')
+        parts.append(f'<p style="font-size:1.2em;margin:0">{html.escape(report)}</p>')
     parts.append(f"<p>{used} · {html.escape(details)}</p>")
-    notes = [narrative.fallback_note(run.requested_model, run.fallback_reason) if run.fallback_reason else None,
-             warning]
-    if any(notes):
-        parts.append(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ '
-                     f'{html.escape(" ".join(filter(None, notes)))}</div>')
+    if run.fallback_reason:  # the reason says how to get the model, so the warning need not say it again
+        stands_in = ("labclip's untrained demo model stands in: its weights are random, so these numbers say nothing "
+                     "about CLIP." if run.model.is_demo else warning)
+        notes = f"{narrative.fallback_note(run.requested_model, run.fallback_reason)} {stands_in or ''}".strip()
+    else:
+        notes = warning
+    if notes:
+        parts.append(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ {html.escape(notes)}</div>')
     display(HTML("".join(parts)))
 
 
@@ -236,13 +239,11 @@ def heatmap(exp: Experiment, m: Matching, scale: tuple[float, float] | None = No
         return
     rank = retrieval_ranks(m.sim).i2t
     rows = np.sort(np.argsort(-rank, kind="stable")[:fits])
-    where = (f"under “Full matrix” in the HTML page, and in {similarity_file(m.language)} when the report's files are "
-             "written" if n <= SCREEN_HEATMAP_LIMIT else
-             f"in {similarity_file(m.language)} when the report's files are written")
-    text = (f"{n} images are too many for legible cells on a page (at most {fits} fit): shown are the {fits} "
-            f"whose own captions rank worst among all {n} (rank before each caption), against each other's captions, "
-            f"in the full matrix's colours; correct pairs outlined in red.{shared} The full {n} × {n} matrix is "
-            f"{md(where)}.")
+    where = (f"under “Full matrix” in the HTML page and in {similarity_file(m.language)}" if n <= SCREEN_HEATMAP_LIMIT
+             else f"in {similarity_file(m.language)}")
+    text = (f"{n} images are too many for legible cells ({fits} fit a page): these are the {fits} whose own captions "
+            f"rank worst (rank before each caption), in the full matrix's colours, correct pairs in red.{shared} The "
+            f"full {n} × {n} matrix: {md(where)} (written with the report's files).")
     labels = [f"rank {rank[i]}: {m.captions[i]}" for i in rows]
     items = [svg(plots.similarity_heatmap(m.sim[np.ix_(rows, rows)], [exp.image_paths[i] for i in rows],
                                           [m.captions[i] for i in rows], vmin=vmin, vmax=vmax, labels=labels))]
