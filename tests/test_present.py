@@ -188,3 +188,24 @@ def test_fallback_to_the_demo_model_gives_one_banner_with_both_notes(monkeypatch
                    "matching", "12 images", report="CLIP image–text matching")
     assert shown[1].count("labclip-banner") == 1 and "could not be loaded" not in shown[1]
     assert shown[1].count("CLIP image–text matching") == 1  # the report's own name is not repeated under itself
+
+
+def test_label_bars_mark_the_true_label_and_keep_long_labels_readable():
+    """The true label's bar is red and ticked; a true label outside the top k is named with its rank; a long
+    one-word label is cut, not reduced to an ellipsis."""
+    from matplotlib.colors import to_hex
+
+    table = pd.DataFrame({"image": ["a.png"] * 2 + ["b.png"] * 2, "rank": [1, 2] * 2,
+                          "label": ["cat", "Schmetterlingsflügel", "car", "cat"], "probability": [0.7, 0.3, 0.9, 0.1]})
+    fig = plots.label_bars(table, [Image.new("RGB", (8, 8))] * 2, truth=["Schmetterlingsflügel", "dog"],
+                           truth_rank=[2, 4])
+    first, second = [ax for ax in fig.axes if ax.axison and ax.patches]
+    ticks = [t.get_text() for t in first.get_yticklabels()]
+    assert ticks == ["cat", "Schmetterlingsf… ✓"]
+    colours = [to_hex(p.get_facecolor()) for p in first.patches]
+    assert colours[1] == plots.CORRECT_COLOUR and colours[0] != plots.CORRECT_COLOUR
+    assert second.get_title(loc="left") == "true: dog (rank 4)"
+    assert all(to_hex(p.get_facecolor()) != plots.CORRECT_COLOUR for p in second.patches)
+    assert "true label" in fig.get_supxlabel()
+    sizes = [t.get_fontsize() for ax in fig.axes for t in ax.get_yticklabels() + ax.get_xticklabels()]
+    assert min(sizes) >= plots.MIN_TEXT_PT and fig.get_figwidth() * 72 <= plots.PAGE_WIDTH_PT + 0.5

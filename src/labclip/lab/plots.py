@@ -209,6 +209,12 @@ def accuracy_bars(compare: pd.DataFrame, k: int = 3, title: str | None = None, n
     return fig
 
 
+def _clip(text: object, width: int = 16) -> str:
+    """A label in at most ``width`` characters, cut with "…" (a single long word too)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
 @literal_text
 def label_bars(table: pd.DataFrame, images: Sequence, columns: int = 3, truth: Sequence[str] | None = None,
                truth_rank: Sequence[int] | None = None) -> Figure:
@@ -233,7 +239,7 @@ def label_bars(table: pd.DataFrame, images: Sequence, columns: int = 3, truth: S
         true = truth[n] if truth is not None else None
         hit = [str(x) == str(true) for x in part["label"]]
         bars.barh(y, part["probability"], color=[CORRECT_COLOUR if h else "#4c72b0" for h in hit])
-        bars.set_yticks(y, [plain(textwrap.shorten(str(x), 16, placeholder="…")) + (" ✓" if h else "")
+        bars.set_yticks(y, [plain(_clip(x)) + (" ✓" if h else "")
                             for x, h in zip(part["label"], hit)], fontsize=LABEL_PT)
         bars.invert_yaxis()
         bars.set_xlim(0, 1)
@@ -242,7 +248,7 @@ def label_bars(table: pd.DataFrame, images: Sequence, columns: int = 3, truth: S
         bars.tick_params(axis="y", length=0, pad=2)
         if true is not None and not any(hit):
             rank = f" (rank {truth_rank[n]})" if truth_rank is not None else ""
-            bars.set_title(plain(f"true: {textwrap.shorten(str(true), 16, placeholder='…')}{rank}"),
+            bars.set_title(plain(f"true: {_clip(true)}{rank}"),
                            fontsize=MIN_TEXT_PT, color=CORRECT_COLOUR, loc="left", pad=2)
         for spine in ("top", "right"):
             bars.spines[spine].set_visible(False)
