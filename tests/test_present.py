@@ -1,7 +1,7 @@
 """Report sections: human labels, one number format, shared colour scales, tables that fit a page."""
 
-import html
 import re
+from html import unescape
 
 import numpy as np
 import pandas as pd
@@ -151,7 +151,7 @@ def test_metrics_by_language_gives_mrr_and_margin_with_their_intervals(shown):
     from labclip.labels import num
 
     exp, _, _ = shown
-    rows = [[html.unescape(re.sub(r"<[^>]+>", "", cell)).strip() for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)]
+    rows = [[unescape(re.sub(r"<[^>]+>", "", cell)).strip() for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)]
             for row in re.findall(r"<tr>(.*?)</tr>", present.metrics_by_language(exp, ["en", "ru"]), re.S)]
     frame = pd.DataFrame([r[1:] for r in rows[1:]], index=[r[0] for r in rows[1:]], columns=rows[0][1:])
     for lang, column in (("en", "English"), ("ru", "Russian")):

@@ -18,7 +18,6 @@ from matplotlib.figure import Figure
 
 from ..adapter import public_card
 from ..atomic import write_text
-from ..labels import metric_label
 from .adapt import DIRECTIONS, PUBLISHED, FewShotRun, TextAdapterRun
 from .narrative import language_name, pct, share
 from .present import PUBLISHED_STYLE, _labelled, _provenance_table, header, svg
@@ -214,7 +213,6 @@ def few_shot(run: FewShotRun) -> None:
                                      "p_vs_zero_shot": f"{tests[(r.method, r.shots)]['p_value']:.3g}"
                                      if (r.method, r.shots) in tests else "—"} for r in rows.itertuples()]))
     low, high = run.images_per_class()
-    fewest = min(run.evaluation.shots_used.values())
     intro = (f"{len(run.paths)} labelled images of {len(run.classes)} classes ({low}–{high} per class), "
              f"{len(run.evaluation.folds)} folds; each image is classified by models fitted on the other folds' "
              "images only.")
