@@ -3,6 +3,7 @@ parameters are defined once. Run it after editing; a test checks the notebooks a
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -224,15 +225,18 @@ def build(name: str) -> nbformat.NotebookNode:
     title, sections = NOTEBOOKS[name]
     teaching = name == "01_matching"
     advice = "Change the parameters below, and the method cell." if teaching else "Change the parameters below."
-    start = START_CELLS.get(name) or (MATCHING_START if teaching else START)
+    params = PARAMETER_CELLS.get(name) or parameters(name, title, name == "02_languages")
+    # The report's own name stays under a title the user gives (report text is English whatever the title).
+    own = re.search(r'^title = "(.*)"', params, flags=re.M).group(1)
+    start = re.sub(r"title\((\w+), title\)", lambda m: f"title({m.group(1)}, title, report={own!r})",
+                   START_CELLS.get(name) or (MATCHING_START if teaching else START))
     method = [new_markdown_cell(METHOD_TEXT, metadata={"tags": ["remove-cell"]}), new_code_cell(METHOD)] \
         if teaching else []
     cells = [
         new_markdown_cell(f"**labclip** · {INTRO[name]} {advice} Tables and figures come from `labclip.lab`.",
                           metadata={"tags": ["remove-cell"]}),
         new_code_cell(COLAB, metadata={"tags": ["remove-cell"]}),
-        new_code_cell(PARAMETER_CELLS.get(name) or parameters(name, title, name == "02_languages"),
-                      metadata={"tags": ["parameters"]}),
+        new_code_cell(params, metadata={"tags": ["parameters"]}),
         new_code_cell(start),
         *method,
         *[new_code_cell(source) for source in sections],

@@ -84,3 +84,41 @@ def test_adapt_notebook_is_generated_and_current():
     code = [c for c in committed.cells if c.cell_type == "code"]
     assert code[1].metadata.tags == ["parameters"] and not any("def " in c.source for c in code)
     assert "fit_text_adapter(" in "".join(c.source for c in code) and ".transform(" in "".join(c.source for c in code)
+
+
+@pytest.mark.parametrize("per_class,shots", [(1, (1, 2, 4, 8, 16)), (4, (1, 2, 4, 8)), (12, (1, 2, 4))])
+def test_few_shot_section_shows_only_the_shots_the_data_allows(monkeypatch, per_class, shots):
+    """With 1 image per class (the default set) no few-shot row and no curve, said up front; with 4 per class some
+    training fold lacks 2 of a class, so only the counts every fold has in full are shown and the rest named."""
+    from labclip.adapt import evaluate_few_shot
+    from labclip.lab import adapt_present
+    from labclip.lab.adapt import FewShotRun
+
+    rng = np.random.default_rng(0)
+    classes = [f"class{c}" for c in range(6)]
+    truth = np.repeat(np.arange(6), per_class)
+    text = rng.normal(size=(6, 16))
+    images = text[truth] + rng.normal(scale=2.0, size=(len(truth), 16))
+    evaluation = evaluate_few_shot(images, truth, text, shots, folds=5, seed=0)
+    fewest = min(np.bincount(truth[train], minlength=6).min() for train, _ in evaluation.folds)
+    expected = [k for k in shots if k <= fewest]
+    assert (expected == []) == (per_class == 1) and (expected == list(shots)) == (per_class == 12)
+    run = FewShotRun(None, [f"{i}.png" for i in range(len(truth))], classes, evaluation, "imagenet7", "en")
+    shown, figures = [], []
+    monkeypatch.setattr(adapt_present, "display", lambda obj: shown.append(getattr(obj, "data", obj)))
+    monkeypatch.setattr(adapt_present, "figure", lambda fig: figures.append(fig))
+    adapt_present.few_shot(run)
+    page = "\n".join(shown)
+    table = re.findall(r"<tr>\s*<td>([^<]*)</td>\s*<td>([^<]*)</td>", page)
+    assert sorted({int(k) for method, k in table if method != "zero-shot"}) == expected
+    assert "Fewest shots used" not in page and not re.search(r"<td>0</td>", page)
+    assert len(figures) == (1 if len(expected) > 1 else 0)
+    intro = _text(shown[0])
+    if expected == list(shots):
+        assert "You asked for" not in intro
+    elif not expected:
+        assert "only zero-shot is shown" in intro and "a class has only 1 labelled image" in intro
+        assert "best few-shot" not in page
+    else:
+        assert "You asked for 1, 2, 4 and 8 training images per class" in intro
+        assert f"only for {' and '.join(map(str, expected))}" in intro

@@ -181,3 +181,47 @@ def test_demo_model_is_named_as_such_in_the_abstract_and_fallback_named_once(ger
     assert note == ("The requested model ViT-B/32 could not be loaded: 'openai/clip-vit-base-patch32' is not in the "
                     "local Hugging Face cache and the hub cannot be reached; connect to the network.")
     assert fallback_note("m", "something else broke.") == "The requested model m could not be loaded: something else broke."
+
+
+@pytest.fixture(scope="module")
+def eight_pairs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("eight")
+    names = sorted(p.name for p in IMAGES_DIR.iterdir() if p.suffix in (".png", ".jpg"))[:8]
+    path = folder / "captions.csv"
+    path.write_text("image,en,de\n" + "".join(f"{IMAGES_DIR / n},a {n},ein {n}\n" for n in names), encoding="utf-8")
+    return load_captions(path)
+
+
+def _with_hits(model, captions, hits: dict[str, int]) -> Experiment:
+    """An experiment whose language ``lang`` gets exactly the first ``hits[lang]`` images right (image→text top-1)."""
+    exp = Experiment(model=model, captions=captions)
+    n = len(captions)
+    for lang, right in hits.items():
+        sim = np.full((n, n), 0.1) + 0.01 * np.arange(n)[None, :]
+        sim[np.arange(n), (np.arange(n) + 1) % n] = 0.5  # every image prefers the next image's caption ...
+        sim[np.arange(right), np.arange(right)] = 0.9  # ... except the first ``right``, which prefer their own
+        exp.record(lang, sim, captions=captions[lang])
+    return exp
+
+
+@pytest.mark.parametrize("hits", [{"en": 1, "de": 0}, {"en": 3, "de": 1}, {"en": 8, "de": 0}, {"en": 8, "de": 2}])
+def test_a_gap_is_claimed_only_when_the_paired_test_detects_it(tiny_model, eight_pairs, hits):
+    """1/8 vs 0/8 (p = 1) is 'no detectable difference', never 'matched better' or an undefined ratio; a detected
+    gap is given in points, and as a ratio only when the other language got any right."""
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    exp = _with_hits(tiny_model, eight_pairs, hits)
+    said = abstract(exp, ["en", "de"]) + "\n" + discussion(exp, ["en", "de"])
+    a, b = (np.arange(8) < hits[lang] for lang in ("en", "de"))
+    p = mcnemar([[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]], exact=True).pvalue
+    assert "undefined" not in said and "matched better" not in said and "in this run" not in said
+    assert f"Image→text top-1: {hits['en']}/8 (" in said and f"{hits['de']}/8 (" in said
+    if p >= 0.05:
+        assert ("no detectable difference in image→text top-1 (" + ("p = 1" if p == 1 else f"p = {p:.3g}")) in said
+        assert "percentage points" not in said
+    else:
+        points = 100 * (hits["en"] - hits["de"]) / 8
+        assert f"is {points:+.1f} percentage points (" in said
+        ratio = "German captions get none right, so there is no ratio" if hits["de"] == 0 else \
+            f"ratio {hits['en'] / hits['de']:.2f}×"
+        assert ratio in said

@@ -1,6 +1,7 @@
 """Report sections: human labels, one number format, shared colour scales, tables that fit a page."""
 
 import re
+from html import unescape
 
 import numpy as np
 import pandas as pd
@@ -76,7 +77,7 @@ def test_heatmaps_of_languages_share_one_colour_scale_with_a_colour_bar(shown):
     main, bar = fig.axes[0], fig.axes[1]
     image = next(a for a in main.get_images() if isinstance(a, AxesImage) and a.get_array().ndim == 2)
     assert image.norm.vmin == pytest.approx(expected[0]) and image.norm.vmax == pytest.approx(expected[1])
-    assert bar.get_ylabel() == "cosine similarity"
+    assert bar.get_xlabel() == "cosine similarity"
 
 
 def test_heatmap_cells_never_show_negative_zero(tiny_model):
@@ -128,7 +129,7 @@ def test_label_bars_say_what_the_bars_are_and_charts_share_one_width():
     rows = pd.DataFrame({"model": ["demo"], "strategy": ["raw"], "language": ["es"], "i2t_acc1": [0.5]})
     accuracy = pd.DataFrame({"en": [0.5, 0.6, 0.4, 0.7]}, index=["i2t_acc1", "i2t_acc3", "t2i_acc1", "t2i_acc3"])
     widths = {plots.comparison_bars(rows, n=6).get_figwidth(), plots.accuracy_bars(accuracy, k=3, n=6).get_figwidth()}
-    assert widths == {8.0}
+    assert widths == {plots.PAGE_WIDTH_PT / 72}
 
 
 def test_provenance_items_read_as_words(tiny_model, monkeypatch):
@@ -141,3 +142,70 @@ def test_provenance_items_read_as_words(tiny_model, monkeypatch):
     shown = set(re.findall(r"<td[^>]*>((?:model: |machine: )?[a-z][^<]*)</td>", outputs[-1]))
     assert items and {"top-k", "machine: memory (GiB)", "machine: CPUs", "model: embedding dimensions"} <= shown
     assert not {"top k", "machine: memory gib", "machine: cpus"} & shown
+
+
+def test_metrics_by_language_gives_mrr_and_margin_with_their_intervals(shown):
+    """02's and 03's "Metrics by language" rows for the mean reciprocal ranks and the mean margin carry the same
+    seeded bootstrap interval as 01's accuracy table and results, computed independently here."""
+    from labclip import stats
+    from labclip.labels import num
+
+    exp, _, _ = shown
+    rows = [[unescape(re.sub(r"<[^>]+>", "", cell)).strip() for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)]
+            for row in re.findall(r"<tr>(.*?)</tr>", present.metrics_by_language(exp, ["en", "ru"]), re.S)]
+    frame = pd.DataFrame([r[1:] for r in rows[1:]], index=[r[0] for r in rows[1:]], columns=rows[0][1:])
+    for lang, column in (("en", "English"), ("ru", "Russian")):
+        sim = exp.matching(lang).sim.astype(np.float64)
+        n = len(sim)
+        own = np.diag(sim)
+        i2t = 1 / (1 + (sim > own[:, None]).sum(axis=1) + ((sim == own[:, None]) & ~np.eye(n, dtype=bool)).sum(axis=1))
+        t2i = 1 / (1 + (sim > own[None, :]).sum(axis=0) + ((sim == own[None, :]) & ~np.eye(n, dtype=bool)).sum(axis=0))
+        margin = own - np.where(np.eye(n, dtype=bool), -np.inf, sim).max(axis=1)
+        for label, values in (("Image→text mean reciprocal rank", i2t), ("Text→image mean reciprocal rank", t2i),
+                              ("Mean margin", margin)):
+            e = stats.mean(values)
+            assert frame.loc[label, column] == f"{num(e.value)} [{num(e.low)}, {num(e.high)}]"
+    assert "seeded bootstrap over images for the mean reciprocal ranks and the mean margin" in " ".join(shown[1])
+
+
+def test_fallback_to_the_demo_model_gives_one_banner_with_both_notes(monkeypatch):
+    """Demo mode after a failed load used to print two red banners before any content; now one says both."""
+    from types import SimpleNamespace
+
+    from labclip import load_model
+
+    shown = []
+    monkeypatch.setattr(present, "display", lambda obj: shown.append(obj.data))
+    run = SimpleNamespace(model=load_model("demo"), requested_model="openai/clip-vit-base-patch32",
+                          fallback_reason="could not load model 'openai/clip-vit-base-patch32': the hub cannot be reached")
+    present.header(run, "Mi práctica", "12 images", report="CLIP image–text matching")
+    page = shown[0]
+    assert page.count("labclip-banner") == 1
+    banner = re.search(r'class="labclip-banner"[^>]*>(.*?)</div>', page, re.S)[1]
+    assert "could not be loaded: the hub cannot be reached." in banner and "untrained demo model" in banner
+    assert re.search(r"<h1[^>]*>Mi práctica — UNTRAINED", page) and ">CLIP image–text matching</p>" in page
+    present.header(SimpleNamespace(model=run.model, requested_model="demo", fallback_reason=None), "CLIP image–text "
+                   "matching", "12 images", report="CLIP image–text matching")
+    assert shown[1].count("labclip-banner") == 1 and "could not be loaded" not in shown[1]
+    assert shown[1].count("CLIP image–text matching") == 1  # the report's own name is not repeated under itself
+
+
+def test_label_bars_mark_the_true_label_and_keep_long_labels_readable():
+    """The true label's bar is red and ticked; a true label outside the top k is named with its rank; a long
+    one-word label is cut, not reduced to an ellipsis."""
+    from matplotlib.colors import to_hex
+
+    table = pd.DataFrame({"image": ["a.png"] * 2 + ["b.png"] * 2, "rank": [1, 2] * 2,
+                          "label": ["cat", "Schmetterlingsflügel", "car", "cat"], "probability": [0.7, 0.3, 0.9, 0.1]})
+    fig = plots.label_bars(table, [Image.new("RGB", (8, 8))] * 2, truth=["Schmetterlingsflügel", "dog"],
+                           truth_rank=[2, 4])
+    first, second = [ax for ax in fig.axes if ax.axison and ax.patches]
+    ticks = [t.get_text() for t in first.get_yticklabels()]
+    assert ticks == ["cat", "Schmetterlingsf… ✓"]
+    colours = [to_hex(p.get_facecolor()) for p in first.patches]
+    assert colours[1] == plots.CORRECT_COLOUR and colours[0] != plots.CORRECT_COLOUR
+    assert second.get_title(loc="left") == "true: dog (rank 4)"
+    assert all(to_hex(p.get_facecolor()) != plots.CORRECT_COLOUR for p in second.patches)
+    assert "true label" in fig.get_supxlabel()
+    sizes = [t.get_fontsize() for ax in fig.axes for t in ax.get_yticklabels() + ax.get_xticklabels()]
+    assert min(sizes) >= plots.MIN_TEXT_PT and fig.get_figwidth() * 72 <= plots.PAGE_WIDTH_PT + 0.5

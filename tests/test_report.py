@@ -66,7 +66,7 @@ def test_pages_are_numbered_and_carry_the_policy(full_run):
 def test_html_embeds_heatmap_table_and_russian(full_run):
     out, _ = full_run
     html = (out / "01_matching.html").read_text(encoding="utf-8")
-    assert "data:image/png;base64," in html
+    assert "data:image/svg+xml;base64," in html  # figures keep their text as text (tests/test_report_pages.py)
     assert "Top-3 captions per image" in html and "<table" in html
     assert "a photo of a cup of coffee on a red saucer" in html
     assert "import labclip" not in html and "experiment.start(" not in html  # code is hidden

@@ -151,3 +151,15 @@ def test_figure_labels_print_dollars_literally():
         shown, is_math = label._preprocess_math(label.get_text())
         assert not is_math and shown == expected
     assert not fig.axes[0].title.get_usetex()
+
+
+def test_svg_figures_carry_user_text_escaped():
+    """Figures are SVG with their text as text: a caption with markup stays characters, never an element."""
+    import base64
+
+    sim = np.array([[0.3, 0.1], [0.2, 0.4]])
+    fig = plots.similarity_heatmap(sim, [Image.new("RGB", (8, 8))] * 2, [SCRIPT, "a & b"])
+    src = re.search(r'src="data:image/svg\+xml;base64,([^"]+)"', present.svg(fig))[1]
+    svg = base64.b64decode(src).decode("utf-8")
+    assert "<script" not in svg.lower() and "&lt;script" in svg and "a &amp; b" in svg
+    assert "<text" in svg  # text kept as text, so the PDF's font sizes can be read back

@@ -18,17 +18,16 @@ from matplotlib.figure import Figure
 
 from ..adapter import public_card
 from ..atomic import write_text
-from ..labels import metric_label
 from .adapt import DIRECTIONS, PUBLISHED, FewShotRun, TextAdapterRun
 from .narrative import language_name, pct, share
-from .present import PUBLISHED_STYLE, _labelled, _provenance_table, header, png
+from .present import PUBLISHED_STYLE, _labelled, _provenance_table, header, svg
 
 COLOURS = {"before": "#9e9e9e", "after": "#1f77b4", "target": "#2ca02c", "training": "#ff7f0e"}
 
 
 def figure(fig: Figure) -> None:
     """Display a figure as an embedded PNG."""
-    display(HTML(png(fig)))
+    display(HTML(svg(fig)))
 
 
 def _esc(text: object) -> str:
@@ -41,10 +40,11 @@ def _variant_names(run: TextAdapterRun) -> dict[str, str]:
             "target": f"{tgt} captions (reference)"}
 
 
-def title(run: TextAdapterRun, text: str) -> None:
-    """Title with the untrained-model banner when it applies, and the fallback reason if any."""
+def title(run: TextAdapterRun, text: str, report: str | None = None) -> None:
+    """Title (the report's own name under a user's title) with one banner for the fallback and the untrained
+    model where they apply."""
     header(run, text, f"{run.evaluation.n} images · {_esc(run.source_lang)} → {_esc(run.target_lang)} · "
-                            f"{len(run.evaluation.folds)} folds · run started {run.started}")
+                            f"{len(run.evaluation.folds)} folds · run started {run.started}", report)
 
 
 def method(run: TextAdapterRun, fitted, cosine: np.ndarray) -> None:
@@ -168,12 +168,17 @@ def overfitting(run: TextAdapterRun) -> None:
     display(Markdown(text))
 
 
-def few_shot_figure(run: FewShotRun) -> Figure:
+def shots_shown(run: FewShotRun) -> list[int]:
+    """The shot counts the data allows: those every class had in full in every training fold."""
+    return [k for k in sorted(run.evaluation.shots_used) if run.evaluation.shots_used[k] >= k]
+
+
+def few_shot_figure(run: FewShotRun, shots: list[int] | None = None) -> Figure:
     rows = run.scores()
     zero = rows[rows["method"] == "zero-shot"].iloc[0]
     fig = Figure(figsize=(6, 3.2))
     ax = fig.subplots()
-    shots = sorted(set(rows["shots"]) - {0})
+    shots = shots if shots is not None else sorted(set(rows["shots"]) - {0})
     ax.axhspan(zero["low"], zero["high"], color="#9e9e9e", alpha=0.2)
     ax.axhline(zero["acc1"], color="#616161", linestyle="--", label="zero-shot")
     for method, name, colour in (("probe", "linear probe", "#1f77b4"), ("tip", "Tip-Adapter", "#ff7f0e")):
@@ -190,33 +195,50 @@ def few_shot_figure(run: FewShotRun) -> Figure:
     return fig
 
 
+def _numbers(values: list[int]) -> str:
+    words = [str(v) for v in values]
+    return " and ".join(filter(None, [", ".join(words[:-1]), words[-1]])) if words else ""
+
+
 def few_shot(run: FewShotRun) -> None:
-    """Probe and Tip-Adapter over shots against zero-shot, with intervals and paired tests."""
+    """Probe and Tip-Adapter against zero-shot, over the shot counts the data allows (said up front when it
+    allows fewer than asked), with intervals and paired tests."""
     rows = run.scores()
+    asked, shown = sorted(run.evaluation.shots_used), shots_shown(run)
+    rows = rows[(rows["method"] == "zero-shot") | rows["shots"].isin(shown)]
     tests = {(t["method"], t["shots"]): t for t in run.evaluation.paired()}
     names = {"zero-shot": "zero-shot", "probe": "linear probe", "tip": "Tip-Adapter"}
     table = _labelled(pd.DataFrame([{"method": names[r.method], "shots": r.shots or "—",
-                                     "shots_used": "—" if r.method == "zero-shot" else r.shots_used,
                                      "accuracy": share(r.hits, r.n),
                                      "p_vs_zero_shot": f"{tests[(r.method, r.shots)]['p_value']:.3g}"
                                      if (r.method, r.shots) in tests else "—"} for r in rows.itertuples()]))
     low, high = run.images_per_class()
-    display(Markdown(f"## New labels from a few images: linear probe and Tip-Adapter\n\n{len(run.paths)} labelled "
-                     f"images of {len(run.classes)} classes ({low}–{high} per class), {len(run.evaluation.folds)} "
-                     "folds; each image is classified by models fitted on the other folds' images only. "
-                     f"“{metric_label('shots_used')}” is the fewest training images a class actually had."))
+    intro = (f"{len(run.paths)} labelled images of {len(run.classes)} classes ({low}–{high} per class), "
+             f"{len(run.evaluation.folds)} folds; each image is classified by models fitted on the other folds' "
+             "images only.")
+    if not shown:
+        limit = (f"You asked for {_numbers(asked)} training images per class, but a class has only {low} labelled "
+                 f"image{'' if low == 1 else 's'}, so in some fold it has no training image: no few-shot result can "
+                 "be scored on this set, and only zero-shot is shown. A labelled folder with more images per class "
+                 "gives a curve.")
+    elif shown != asked:
+        limit = (f"You asked for {_numbers(asked)} training images per class; every class has them in every "
+                 f"training fold only for {_numbers(shown)}, so only {'that count is' if len(shown) == 1 else 'those are'}"
+                 " shown.")
+    else:
+        limit = ""
+    display(Markdown(f"## New labels from a few images: linear probe and Tip-Adapter\n\n{intro} {limit}".rstrip()))
     display(HTML(table.to_html(index=False, escape=True)))
-    figure(few_shot_figure(run))
+    if len(shown) > 1:
+        figure(few_shot_figure(run, shown))
     zero = rows[rows["method"] == "zero-shot"].iloc[0]
-    best = rows[rows["method"] != "zero-shot"].sort_values("acc1", ascending=False).iloc[0]
-    text = (f"Zero-shot gets {share(zero['hits'], zero['n'])}; the best few-shot result is "
-            f"{names[best['method']]} with {best['shots']} shot{'' if best['shots'] == 1 else 's'}, {share(best['hits'], best['n'])} "
-            f"(exact McNemar p = {tests[(best['method'], best['shots'])]['p_value']:.3g} against zero-shot).")
-    if min(run.evaluation.shots_used.values()) == 0:
-        text += (" Some class had no training image in a fold (a held-out image can be its class's only one), "
-                 "so the probe cannot predict it and Tip-Adapter falls back on zero-shot for it: "
-                 "this set is too small to show a few-shot curve; use a labelled folder with more images per class.")
-    display(Markdown(text))
+    text = f"Zero-shot gets {share(zero['hits'], zero['n'])}"
+    if shown:
+        best = rows[rows["method"] != "zero-shot"].sort_values("acc1", ascending=False).iloc[0]
+        text += (f"; the best few-shot result is {names[best['method']]} with {best['shots']} "
+                 f"shot{'' if best['shots'] == 1 else 's'}, {share(best['hits'], best['n'])} "
+                 f"(exact McNemar p = {tests[(best['method'], best['shots'])]['p_value']:.3g} against zero-shot)")
+    display(Markdown(text + "."))
 
 
 def published() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,11 @@ from ..zeroshot import (
 )
 from .provenance import Timings, machine, now, package_versions, sha256_file, sha256_files
 from .tables import frequent_distractors, topk_table
+
+
+def similarity_file(language: str) -> str:
+    """The CSV name of one language's full similarity matrix (written by :meth:`Experiment.save`)."""
+    return f"similarity_{re.sub(r'[^A-Za-z0-9_.-]+', '_', language)}.csv"
 
 
 @dataclass
@@ -181,6 +187,18 @@ class Experiment(Run):
             distractors=frequent_distractors(sim, captions, metrics.k), sigmoid=self.model.logit_bias is not None,
         )
         return self._results[label]
+
+    def save(self, output_dir: str | os.PathLike | None, name: str) -> dict:
+        """Write ``{name}.json`` and, per language matched, its full similarity matrix as
+        ``similarity_<language>.csv`` (rows: images; columns: the caption of each image) into ``output_dir``
+        when one is given; return the JSON's content."""
+        payload = super().save(output_dir, name)
+        if output_dir is not None:
+            for label, m in self._results.items():
+                frame = pd.DataFrame(np.asarray(m.sim, dtype=np.float64), index=pd.Index(m.images, name="image"),
+                                     columns=m.images)
+                write_text(Path(output_dir) / similarity_file(label), frame.to_csv(float_format="%.6f"))
+        return payload
 
     def compare(self, languages: Sequence[str] | None = None) -> pd.DataFrame:
         """Metrics side by side: one column per language, one row per named figure."""

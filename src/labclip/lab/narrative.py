@@ -257,16 +257,28 @@ def abstract(exp: Experiment, languages: list[str]) -> str:
     for lang in languages:
         lines.append(f"With {md(language_name(lang))} captions: {_direction_summary(exp.matching(lang))}.")
     if len(languages) > 1:
-        ref, other = exp.matching(languages[0]).metrics, exp.matching(languages[1]).metrics
-        g = gap(ref.i2t.acc1, other.i2t.acc1)
-        lines.append(
-            f"The image→text top-1 gap between {md(language_name(languages[0]))} and "
-            f"{md(language_name(languages[1]))} is {g['points']} (ratio {g['ratio']}, relative difference "
-            f"{g['relative']})."
-        )
+        lines.append(_gap_sentence(exp, languages[0], languages[1]))
     if exp.model.untrained:
         lines.append("**The model is untrained, so these figures are placeholders that only show the pipeline works.**")
     return " ".join(lines)
+
+
+def _gap_sentence(exp: Experiment, a: str, b: str) -> str:
+    """The image→text top-1 gap of two languages as the abstract states it: a gap in points (and as a ratio where
+    the second language got any right) only when the exact McNemar test detects it."""
+    name_a, name_b = md(language_name(a)), md(language_name(b))
+    test = _stats.paired_test(_top1(exp.matching(a)), _top1(exp.matching(b)))
+    if test.only_a == test.only_b == 0:
+        return f"{name_a} and {name_b} captions get the same images right (image→text top-1)."
+    if not test.significant(0.05):
+        return (f"Between {name_a} and {name_b} captions there is no detectable difference in image→text top-1 "
+                f"({p_value(test.p_value)}, exact McNemar test).")
+    ref, other = exp.matching(a).metrics, exp.matching(b).metrics
+    g = gap(ref.i2t.acc1, other.i2t.acc1)
+    forms = (f"{name_b} captions get none right, so there is no ratio" if other.i2t.hits1 == 0
+             else f"ratio {g['ratio']}, relative difference {g['relative']}")
+    return (f"The image→text top-1 gap between {name_a} and {name_b} is {g['points']} ({forms}; exact McNemar "
+            f"test, {p_value(test.p_value)}).")
 
 
 def method(exp: Experiment) -> str:
@@ -303,10 +315,11 @@ def paired(hits_a, hits_b, a: str, b: str, what: str = "accuracy", alpha: float 
         which = "none of them" if right == 0 else "all of them" if right == test.n else f"exactly the same {right}"
         return (f"On the same {test.n} images, {a} and {b} get {which} right ({what}): no image is right with "
                 "only one of them, so there is no difference to test.")
-    verdict = "significant" if test.significant(alpha) else "not significant"
+    verdict = (f"the difference in {what} is significant at the 5% level" if test.significant(alpha)
+               else f"no detectable difference in {what} at the 5% level")
     verb = "is" if test.only_a == 1 else "are"
     return (f"On the same {test.n} images, {test.only_a} {verb} right only with {a} and {test.only_b} only with {b}; "
-            f"the difference in {what} is {verdict} at the 5% level (exact McNemar test, {p_value(test.p_value)}).")
+            f"{verdict} (exact McNemar test, {p_value(test.p_value)}).")
 
 
 def estimates(m: Matching) -> dict[str, _stats.Estimate]:
@@ -363,15 +376,8 @@ def discussion(exp: Experiment, languages: list[str]) -> str:
     if len(languages) > 1:
         a, b = languages[0], languages[1]
         ma, mb = exp.matching(a).metrics, exp.matching(b).metrics
-        better = a if ma.i2t.acc1 > mb.i2t.acc1 else b if mb.i2t.acc1 > ma.i2t.acc1 else None
-        if better is None:
-            parts.append(f"{md(language_name(a))} and {md(language_name(b))} captions reached the same image→text "
-                         "top-1 accuracy in this run.")
-        else:
-            high, low = (ma, mb) if better == a else (mb, ma)
-            parts.append(f"{md(language_name(better))} captions matched better in this run "
-                         f"({share(high.i2t.hits1, high.n)} vs {share(low.i2t.hits1, low.n)} image→text top-1).")
-        parts.append(paired(_top1(exp.matching(a)), _top1(exp.matching(b)), f"{md(language_name(a))} captions",
+        parts.append(f"Image→text top-1: {share(ma.i2t.hits1, ma.n)} with {md(language_name(a))} captions, "
+                     f"{share(mb.i2t.hits1, mb.n)} with {md(language_name(b))} captions. " + paired(_top1(exp.matching(a)), _top1(exp.matching(b)), f"{md(language_name(a))} captions",
                             f"{md(language_name(b))} captions", "image→text top-1"))
         captions = {lang: exp.captions[lang] for lang in (a, b)}
         stats = token_stats(exp.model.tokenizer, captions, exp.model.context_length,

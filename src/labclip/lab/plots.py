@@ -12,6 +12,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -49,6 +50,32 @@ def _thumbnail(image, side: int = 96) -> np.ndarray:
     return np.asarray(ImageOps.pad(picture.convert("RGB"), (side, side), color=(255, 255, 255)))
 
 
+# A printed page (A4 less the report's margins) and the smallest text a figure prints, in points: figures are
+# drawn at their printed size, so a font size here is the size on paper.
+PAGE_WIDTH_PT = 495.0  # A4 less the page margins and the notebook's own padding
+PAGE_HEIGHT_PT = 640.0
+MIN_TEXT_PT = 6.5
+LABEL_PT = 7.0
+HEATMAP_LABEL_PT = 165.0  # the caption column left of the cells (two lines of about 42 characters at LABEL_PT)
+HEATMAP_MAX_CELL_PT = 28.0
+# "-0.05" at MIN_TEXT_PT is about 17 pt wide and two caption lines at LABEL_PT about 17 pt high; a cell keeps
+# a little room around them.
+HEATMAP_MIN_CELL_PT = 19.0
+
+
+def heatmap_capacity(page_width: float = PAGE_WIDTH_PT) -> int:
+    """The most images a similarity heatmap shows on one printed page with its values and captions legible
+    (values at ``MIN_TEXT_PT``, captions at ``LABEL_PT``, at least ``HEATMAP_MIN_CELL_PT`` per cell)."""
+    across = int((page_width - HEATMAP_LABEL_PT) // HEATMAP_MIN_CELL_PT)
+    down = int((PAGE_HEIGHT_PT - 60) // HEATMAP_MIN_CELL_PT) - 1  # a thumbnail row and the colour bar below
+    return max(1, min(across, down))
+
+
+def _caption_label(text: object, width: int = 42) -> str:
+    """A caption in at most two lines of ``width`` characters (shortened with "[...]" beyond)."""
+    return "\n".join(textwrap.wrap(textwrap.shorten(plain(text), 2 * width - 2, placeholder=" […]"), width)[:2])
+
+
 @literal_text
 def similarity_heatmap(
     sim: np.ndarray,
@@ -56,47 +83,61 @@ def similarity_heatmap(
     captions: Sequence[str],
     title: str | None = None,
     mark_pairs: bool = True,
-    wrap: int = 38,
     vmin: float | None = None,
     vmax: float | None = None,
+    labels: Sequence[str] | None = None,
+    cell: float | None = None,
 ) -> Figure:
-    """Captions × images cosine matrix, thumbnails above the columns, values in the cells, a colour bar.
+    """Captions × images cosine matrix, thumbnails above the columns, values in the cells, a colour bar below.
 
-    Like the figure in openai/CLIP's ``Interacting_with_CLIP`` notebook; when ``mark_pairs``,
-    the cell of each correct pair (caption ``i``, image ``i``) is outlined. Heatmaps that are
-    compared with each other share ``vmin``/``vmax`` (default: this matrix's range).
+    Like the figure in openai/CLIP's ``Interacting_with_CLIP`` notebook, drawn at its printed size: cells
+    of at least ``HEATMAP_MIN_CELL_PT`` (use :func:`heatmap_capacity` images at most for a page), values at
+    ``MIN_TEXT_PT`` or more, captions at ``LABEL_PT``. When ``mark_pairs``, the cell of each correct pair
+    (caption ``i``, image ``i``) is outlined. Heatmaps that are compared with each other share
+    ``vmin``/``vmax`` (default: this matrix's range). ``labels`` replace the caption texts as row labels;
+    ``cell`` fixes the cell size in points (a figure wider than a page, for the screen).
     """
     data = np.asarray(sim, dtype=float).T
     n_captions, n_images = data.shape
-    fig = Figure(figsize=(4.4 + 0.72 * n_images, 1.6 + 0.6 * n_captions), layout="constrained")
-    ax = fig.subplots()
+    cell = cell or min(HEATMAP_MAX_CELL_PT, (PAGE_WIDTH_PT - HEATMAP_LABEL_PT - 8) / max(n_images, 1))
+    value_pt = max(MIN_TEXT_PT, min(9.0, cell / 3.2))
+    width, bottom, top = HEATMAP_LABEL_PT + cell * n_images + 8, 38.0, 4.0 + (16 if title else 0)
+    height = bottom + cell * (n_captions + 1) + top
+    fig = Figure(figsize=(width / 72, height / 72))
+    ax = fig.add_axes((HEATMAP_LABEL_PT / width, bottom / height, cell * n_images / width,
+                       cell * (n_captions + 1) / height))
     lo = float(data.min()) if vmin is None else vmin
     hi = float(data.max()) if vmax is None else vmax
     hi = hi if hi > lo else lo + 1e-6
-    shown = ax.imshow(data, cmap="viridis", vmin=lo, vmax=hi)
-    bar = fig.colorbar(shown, ax=ax, fraction=0.03, pad=0.01)
-    bar.set_label("cosine similarity", fontsize=9)
-    bar.ax.tick_params(labelsize=8)
-    labels = [plain(textwrap.shorten(str(c), 90)) for c in captions]
-    ax.set_yticks(range(n_captions), ["\n".join(textwrap.wrap(c, wrap)) for c in labels], fontsize=9)
+    shown = ax.imshow(data, cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
+    bar_width = min(200.0, cell * n_images)
+    bar_ax = fig.add_axes((HEATMAP_LABEL_PT / width, 20 / height, bar_width / width, 6 / height))
+    bar = fig.colorbar(shown, cax=bar_ax, orientation="horizontal")
+    bar.set_label("cosine similarity", fontsize=LABEL_PT, labelpad=2)
+    bar.ax.tick_params(labelsize=MIN_TEXT_PT, length=2, pad=1)
+    bar.ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+    rows = [_caption_label(c) for c in (labels if labels is not None else captions)]
+    ax.set_yticks(range(n_captions), rows, fontsize=LABEL_PT)
+    ax.tick_params(axis="y", length=0, pad=3)
     ax.set_xticks([])
     middle = (lo + hi) / 2
     for t in range(n_captions):
         for i in range(n_images):
             value = data[t, i]
-            ax.text(i, t, num(value, 2), ha="center", va="center", fontsize=8,
+            ax.text(i, t, num(value, 2), ha="center", va="center", fontsize=value_pt,
                     color="black" if value > middle else "white")
     for i, image in enumerate(images):
-        ax.imshow(_thumbnail(image), extent=(i - 0.45, i + 0.45, -1.55, -0.65), origin="lower")
+        ax.imshow(_thumbnail(image), extent=(i - 0.45, i + 0.45, -1.45, -0.55), origin="lower")
     if mark_pairs:
         for i in range(min(n_images, n_captions)):
-            ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=CORRECT_COLOUR, linewidth=2.5))
+            ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=CORRECT_COLOUR,
+                                   linewidth=1.5 if cell < 24 else 2.5))
     ax.set_xlim(-0.5, n_images - 0.5)
-    ax.set_ylim(n_captions - 0.5, -1.7)
+    ax.set_ylim(n_captions - 0.5, -1.5)
     for spine in ax.spines.values():
         spine.set_visible(False)
     if title:
-        ax.set_title(plain(title), fontsize=12)
+        ax.set_title(plain(title), fontsize=10)
     return fig
 
 
@@ -110,7 +151,7 @@ def similarity_distributions(sim: np.ndarray, threshold: float | None = None, ti
         "cosine similarity": np.concatenate([sim[eye], sim[~eye]]),
         "pair": ["correct"] * n + ["wrong"] * int((~eye).sum()),
     })
-    fig = Figure(figsize=(8, 3.2), layout="constrained")
+    fig = Figure(figsize=(PAGE_WIDTH_PT / 72, 3.2), layout="constrained")
     ax = fig.subplots()
     sns.stripplot(data=frame, x="cosine similarity", y="pair", hue="pair", ax=ax, jitter=0.25, size=6, alpha=0.75,
                   palette={"correct": CORRECT_COLOUR, "wrong": "#7f7f7f"}, legend=False)
@@ -146,7 +187,7 @@ def _grouped_bars(data: pd.DataFrame, x: str, y: str, hue: str, n: int | None,
     ax = fig.subplots()
     sns.barplot(data=data, x=x, y=y, hue=hue, ax=ax, palette="Set2")
     for container in ax.containers:
-        ax.bar_label(container, fmt="%.1f", fontsize=7, padding=8 if n else 0)
+        ax.bar_label(container, fmt="%.1f", fontsize=LABEL_PT, padding=8 if n else 0)
     wilson_error_bars(ax, n)
     ax.set_ylim(0, 115)
     ax.set_xlabel("")
@@ -161,20 +202,32 @@ def accuracy_bars(compare: pd.DataFrame, k: int = 3, title: str | None = None, n
     names = {key: metric_label(key) for key in figures}
     long = compare.loc[figures].rename(index=names, columns=plain).astype(float).mul(100)
     long = long.reset_index(names="figure").melt(id_vars="figure", var_name="language", value_name="accuracy (%)")
-    fig, ax = _grouped_bars(long, "language", "accuracy (%)", "figure", n, (8, 3.6))
+    fig, ax = _grouped_bars(long, "language", "accuracy (%)", "figure", n, (PAGE_WIDTH_PT / 72, 3.6))
     ax.legend(fontsize=8, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     if title:
         ax.set_title(plain(title), fontsize=11)
     return fig
 
 
+def _clip(text: object, width: int = 16) -> str:
+    """A label in at most ``width`` characters, cut with "…" (a single long word too)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
 @literal_text
-def label_bars(table: pd.DataFrame, images: Sequence, columns: int = 3) -> Figure:
-    """Each image beside horizontal bars of its top labels' probabilities (as in openai/CLIP's notebook)."""
+def label_bars(table: pd.DataFrame, images: Sequence, columns: int = 3, truth: Sequence[str] | None = None,
+               truth_rank: Sequence[int] | None = None) -> Figure:
+    """Each image beside horizontal bars of its top labels' probabilities (as in openai/CLIP's notebook), drawn
+    at its printed size (labels at ``LABEL_PT``). With ``truth`` (each image's true label), the true label's bar
+    is red and marked ✓; when it is not among the bars, its rank (``truth_rank``) is written under them."""
     names = list(dict.fromkeys(table["image"]))
     rows = (len(names) + columns - 1) // columns
-    fig = Figure(figsize=(4.2 * columns, 1.9 * rows), layout="constrained")
-    grid = fig.subplots(rows, 2 * columns, squeeze=False, gridspec_kw={"width_ratios": [1, 1.6] * columns})
+    k = int(table.groupby("image").size().max()) if len(table) else 1
+    row_pt = max(54.0, 11.0 * k + 14)
+    fig = Figure(figsize=(PAGE_WIDTH_PT / 72, (rows * row_pt + 24) / 72), layout="constrained")
+    fig.get_layout_engine().set(w_pad=2 / 72, h_pad=2 / 72, wspace=0.02, hspace=0.02)
+    grid = fig.subplots(rows, 2 * columns, squeeze=False, gridspec_kw={"width_ratios": [1, 2.3] * columns})
     for axis in grid.flat:
         axis.axis("off")
     for n, (name, image) in enumerate(zip(names, images)):
@@ -183,14 +236,24 @@ def label_bars(table: pd.DataFrame, images: Sequence, columns: int = 3) -> Figur
         part = table[table["image"] == name].sort_values("rank")
         bars.axis("on")
         y = np.arange(len(part))
-        bars.barh(y, part["probability"], color="#4c72b0")
-        bars.set_yticks(y, [plain(textwrap.shorten(str(x), 22)) for x in part["label"]], fontsize=8)
+        true = truth[n] if truth is not None else None
+        hit = [str(x) == str(true) for x in part["label"]]
+        bars.barh(y, part["probability"], color=[CORRECT_COLOUR if h else "#4c72b0" for h in hit])
+        bars.set_yticks(y, [plain(_clip(x)) + (" ✓" if h else "")
+                            for x, h in zip(part["label"], hit)], fontsize=LABEL_PT)
         bars.invert_yaxis()
         bars.set_xlim(0, 1)
-        bars.tick_params(axis="x", labelsize=7)
+        bars.set_xticks([0, 0.5, 1], ["0", "0.5", "1"])
+        bars.tick_params(axis="x", labelsize=MIN_TEXT_PT, length=2, pad=1)
+        bars.tick_params(axis="y", length=0, pad=2)
+        if true is not None and not any(hit):
+            rank = f" (rank {truth_rank[n]})" if truth_rank is not None else ""
+            bars.set_title(plain(f"true: {_clip(true)}{rank}"),
+                           fontsize=MIN_TEXT_PT, color=CORRECT_COLOUR, loc="left", pad=2)
         for spine in ("top", "right"):
             bars.spines[spine].set_visible(False)
-    fig.supxlabel("probability of each label (bars, 0–1)", fontsize=8)
+    marked = "; red bar and ✓: the image's true label" if truth is not None else ""
+    fig.supxlabel(f"probability of each label (bars, 0–1){marked}", fontsize=LABEL_PT)
     return fig
 
 
@@ -198,10 +261,14 @@ def label_bars(table: pd.DataFrame, images: Sequence, columns: int = 3) -> Figur
 def confusion_heatmap(matrix: pd.DataFrame, title: str | None = None) -> Figure:
     """True classes (rows) against predicted classes (columns), counts in the cells."""
     matrix = matrix.rename(index=plain, columns=plain)
-    side = 2.5 + 0.45 * len(matrix)
-    fig = Figure(figsize=(side + 1, side), layout="constrained")
+    cell = min(28.0, (PAGE_WIDTH_PT - 110) / max(len(matrix), 1))
+    side = (cell * len(matrix) + 90) / 72
+    fig = Figure(figsize=(min(PAGE_WIDTH_PT / 72, side + 0.3), side), layout="constrained")
     ax = fig.subplots()
-    sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax, linewidths=0.5, linecolor="#ddd")
+    text_pt = max(MIN_TEXT_PT, min(9.0, cell / 2.2))
+    sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax, linewidths=0.5, linecolor="#ddd",
+                annot_kws={"fontsize": text_pt})
+    ax.tick_params(labelsize=max(MIN_TEXT_PT, min(LABEL_PT, cell / 1.6)))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if title:
@@ -213,7 +280,7 @@ def confusion_heatmap(matrix: pd.DataFrame, title: str | None = None) -> Figure:
 def token_lengths(lengths: pd.DataFrame, limit: int = 77, unit: str = "CLIP BPE tokens") -> Figure:
     """Tokens per caption by language (columns ``language``, ``tokens``), with the context limit."""
     lengths = lengths.assign(language=lengths["language"].map(plain))
-    fig = Figure(figsize=(8, 2.8), layout="constrained")
+    fig = Figure(figsize=(PAGE_WIDTH_PT / 72, 2.8), layout="constrained")
     ax = fig.subplots()
     sns.stripplot(data=lengths, x="tokens", y="language", hue="language", ax=ax, jitter=0.2, size=6, legend=False)
     ax.axvline(limit - 2, color=CORRECT_COLOUR, linestyle="--", linewidth=1)
@@ -229,7 +296,7 @@ def comparison_bars(table: pd.DataFrame, figure: str = "i2t_acc1", n: int | None
     data = table.assign(setup=[plain(f"{textwrap.shorten(m.split('/')[-1], 28)}\n{s}") for m, s in
                                zip(table["model"], table["strategy"])],
                         language=table["language"].map(plain), value=table[figure].astype(float) * 100)
-    fig, ax = _grouped_bars(data, "setup", "value", "language", n, (max(8.0, 1.6 * data["setup"].nunique() + 2), 3.6))
+    fig, ax = _grouped_bars(data, "setup", "value", "language", n, (PAGE_WIDTH_PT / 72, 3.6))
     ax.set_ylabel(f"{metric_label(figure)} (%)")
     ax.tick_params(axis="x", labelsize=8)
     return fig

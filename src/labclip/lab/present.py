@@ -18,25 +18,32 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib
 import mistune
+import numpy as np
 import pandas as pd
 from IPython.display import HTML, display
 from matplotlib.figure import Figure
 
 from .. import stats, zeroshot
 from ..labels import format_metric, metric_label, pct
-from ..metrics import accuracy_keys, ranks, topk_undefined
+from ..metrics import accuracy_keys, ranks, retrieval_ranks, topk_indices, topk_undefined
 from ..text import token_lengths
 from ..translate import translator_name
 from . import narrative, plots
-from .experiment import Experiment, Matching, Run, ZeroShotRun
+from .experiment import Experiment, Matching, Run, ZeroShotRun, similarity_file
 from .narrative import md, public_path
 from .tables import captions_frame, confusion, token_stats, top_labels
 
-BANNER_STYLE = ("border:3px solid #c62828;background:#ffebee;color:#8e0000;padding:10px 14px;"
-                "margin:8px 0 14px 0;font-size:15px;font-weight:bold;border-radius:4px")
+BANNER_STYLE = ("border:3px solid #c62828;background:#ffebee;color:#8e0000;padding:6px 10px;"
+                "margin:4px 0 6px 0;font-size:11.5px;font-weight:bold;border-radius:4px")
 PUBLISHED_STYLE = "border:2px solid #1565c0;background:#e3f2fd;padding:6px 12px;margin:8px 0;border-radius:4px"
 KEEP_TOGETHER = "break-inside:avoid;page-break-inside:avoid"
 KEEP_WITH_NEXT = "break-inside:avoid;page-break-inside:avoid;break-after:avoid;page-break-after:avoid"
+INTERVALS_NOTE = ("95% intervals in brackets: Wilson score for accuracies, a seeded bootstrap over images for the mean "
+                  "reciprocal ranks and the mean margin.")
+SCREEN_ONLY = "labclip-screen"  # shown in the HTML page, left out of the PDF (report.PRINT_CSS)
+SCREEN_HEATMAP_LIMIT = 60  # images of the largest full heatmap the HTML page carries as a picture
+TOPK_ROWS = 40
+LABEL_BAR_COLUMNS, LABEL_BAR_ROWS = 3, 4  # images side by side, and rows of them per figure (a third of a page)  # rows of the longest top-k table printed in full (one row per image and rank)
 SHORT_TABLE = 25  # rows a section keeps on one page with its heading (a longer table may start under it)
 TABLE_STYLES = [{"selector": "th, td", "props": "overflow-wrap:break-word;word-break:normal;vertical-align:top"}]
 
@@ -55,6 +62,22 @@ def png(fig: Figure, dpi: int = 110) -> str:
         fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f'<img src="data:image/png;base64,{data}" style="max-width:100%;height:auto" alt="figure">'
+
+
+def svg(fig: Figure) -> str:
+    """A figure as an ``<img>`` with a ``data:`` SVG whose text stays text: it prints at the size it was drawn,
+    sharp at any zoom, and its font sizes can be read back from the PDF (nothing is loaded from anywhere)."""
+    buffer = io.BytesIO()
+    with matplotlib.rc_context({**plots.LITERAL_TEXT, "svg.fonttype": "none", "svg.hashsalt": "labclip"}):
+        fig.savefig(buffer, format="svg", bbox_inches="tight", pad_inches=0.03, facecolor="white")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img src="data:image/svg+xml;base64,{data}" style="max-width:100%;height:auto" alt="figure">'
+
+
+def screen_only(summary: str, item: str) -> str:
+    """``item`` (HTML) folded under ``summary`` (plain text) on screen, and left out of the printed PDF."""
+    return (f'<details class="{SCREEN_ONLY}"><summary>{html.escape(summary)}</summary>'
+            f'<div style="overflow-x:auto">{item}</div></details>')
 
 
 def table(frame: pd.DataFrame, index: bool = False) -> str:
@@ -90,27 +113,34 @@ def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.rename(columns=lambda c: metric_label(str(c), short=True))
 
 
-def title(exp: Experiment, text: str) -> None:
+def title(exp: Experiment, text: str, report: str | None = None) -> None:
     """The report title, with the untrained-model warning in it and as a banner under it."""
     langs = ", ".join(narrative.language_name(lang) for lang in exp.languages)
-    header(exp, text, f"{len(exp.captions)} images · languages: {langs} · run started {exp.started}")
+    header(exp, text, f"{len(exp.captions)} images · languages: {langs} · run started {exp.started}", report)
 
 
-def header(run: Run, text: str, details: str) -> None:
-    """Title, the model used (after a fallback also the model requested and why), details (plain text),
-    and the fallback and untrained-model banners where they apply."""
+def header(run: Run, text: str, details: str, report: str | None = None) -> None:
+    """Title, the report's own name under it when the title is the user's (``report``), the model used (after a
+    fallback also the model requested), details (plain text), and one banner that gives the fallback's reason
+    and the untrained-model warning where they apply."""
     warning = narrative.banner_text(run.model)
     heading = f"{text} — UNTRAINED DEMO MODEL, NUMBERS MEAN NOTHING" if warning else text
     used = f"Model: {html.escape(narrative.model_name(run.model.name))}"
     if run.fallback_reason:
         used = (f"Requested model: {html.escape(narrative.model_name(run.requested_model))} · "
                 f"model used: {html.escape(narrative.model_name(run.model.name))}")
-    parts = [f"<h1>{html.escape(heading)}</h1>", f"<p>{used} · {html.escape(details)}</p>"]
-    if run.fallback_reason:
-        parts.append(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ '
-                     f'{html.escape(narrative.fallback_note(run.requested_model, run.fallback_reason))}</div>')
-    if warning:
-        parts.append(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ {html.escape(warning)}</div>')
+    parts = [f'<h1 style="font-size:1.5em;margin:0.2em 0">{html.escape(heading)}</h1>']
+    if report and report != text:
+        parts.append(f'<p style="font-size:1.2em;margin:0">{html.escape(report)}</p>')
+    parts.append(f"<p>{used} · {html.escape(details)}</p>")
+    if run.fallback_reason:  # the reason says how to get the model, so the warning need not say it again
+        stands_in = ("labclip's untrained demo model stands in: its weights are random, so these numbers say nothing "
+                     "about CLIP." if run.model.is_demo else warning)
+        notes = f"{narrative.fallback_note(run.requested_model, run.fallback_reason)} {stands_in or ''}".strip()
+    else:
+        notes = warning
+    if notes:
+        parts.append(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ {html.escape(notes)}</div>')
     display(HTML("".join(parts)))
 
 
@@ -121,10 +151,10 @@ def _probability_note(sigmoid: bool, over: str) -> str:
     return f"probabilities are the softmax over {over} at the model's logit scale"
 
 
-def zeroshot_title(run: ZeroShotRun, text: str) -> None:
+def zeroshot_title(run: ZeroShotRun, text: str, report: str | None = None) -> None:
     """Title and model line; where the run fell back to English, the sentence that says why."""
     header(run, text, f"{len(run.data.paths)} labelled images · {len(run.data.classes)} classes · "
-                      f"template language: {narrative.language_name(run.language)}")
+                      f"template language: {narrative.language_name(run.language)}", report)
     note = narrative.zeroshot_language_note(run)
     if note:
         display(HTML(f'<div class="labclip-note">{prose(note)}</div>'))
@@ -133,12 +163,21 @@ def zeroshot_title(run: ZeroShotRun, text: str) -> None:
 def zeroshot_predictions(run: ZeroShotRun, templates: str, k: int = 5) -> None:
     """Top-k label probabilities per image, with the ensemble of one template set."""
     prompts = zeroshot.load_templates(templates, run.language)
-    top = top_labels(run.probabilities(prompts), run.data.classes, run.data.names, k)
+    probs = run.probabilities(prompts)
+    top = top_labels(probs, run.data.classes, run.data.names, k)
+    truth = [run.data.classes[t] for t in run.data.truth]
+    rank = ranks(probs, run.data.truth)
+    names, per = run.data.names, LABEL_BAR_COLUMNS * LABEL_BAR_ROWS
+    figures = [svg(plots.label_bars(top[top["image"].isin(names[i:i + per])], run.data.paths[i:i + per],
+                                    LABEL_BAR_COLUMNS, truth[i:i + per], rank[i:i + per]))
+               for i in range(0, len(names), per)]
     section(f"Top-{k} labels per image",
             f"Class names {', '.join(md(c) for c in run.data.classes)}, each encoded under the {len(prompts)} "
             f"templates of the set {md(templates)} and averaged (OpenAI's prompt ensembling); "
-            + _probability_note(run.model.logit_bias is not None, "classes") + ".",
-            png(plots.label_bars(top, run.data.paths)))
+            + _probability_note(run.model.logit_bias is not None, "classes") + ". The true label's bar is red "
+            f"and marked ✓; where it is not among the top {k}, its rank is written above the bars.", figures[0])
+    for more in figures[1:]:  # one output each: Chromium moves an output taller than a page to the next page
+        display(HTML(f'<div class="labclip-section">{more}</div>'))
 
 
 def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.DataFrame:
@@ -166,7 +205,7 @@ def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.Dat
     section("Prompt engineering: single template vs ensembles", note, table(_labelled(shown)))
     best = scores.sort_values("acc1", ascending=False, kind="stable").iloc[0]["templates"]
     probs, _ = evaluated[best]
-    section(f"Confusion matrix ({best})", "", png(plots.confusion_heatmap(
+    section(f"Confusion matrix ({best})", "", svg(plots.confusion_heatmap(
         confusion(probs, run.data.truth, run.data.classes))), together=True)
     return scores
 
@@ -189,33 +228,76 @@ def similarity_range(exp: Experiment, langs: Sequence[str]) -> tuple[float, floa
 
 
 def heatmap(exp: Experiment, m: Matching, scale: tuple[float, float] | None = None) -> None:
-    """Caption × image similarity of one language; ``scale`` shares the colour range with other heatmaps."""
+    """Caption × image similarity of one language; ``scale`` shares the colour range with other heatmaps.
+
+    The printed form is chosen by what stays legible: every image when it fits a page with values and captions
+    at readable sizes (:func:`plots.heatmap_capacity`), else the hardest images only; the full matrix then goes
+    in the HTML page (on screen, up to ``SCREEN_HEATMAP_LIMIT`` images) and in ``similarity_<language>.csv``.
+    """
     shared = " The colour scale is shared by the heatmaps of all languages in this run." if scale else ""
-    vmin, vmax = scale or (None, None)
-    section(f"Similarity matrix ({narrative.language_name(m.language)})",
-            "Cosine similarity of every caption (rows) with every image (columns); the correct pairs are outlined "
-            f"in red.{shared}",
-            png(plots.similarity_heatmap(m.sim, exp.image_paths, m.captions, vmin=vmin, vmax=vmax)))
+    vmin, vmax = scale or (float(m.sim.min()), float(m.sim.max()))
+    n, fits = len(m.sim), plots.heatmap_capacity()
+    heading = f"Similarity matrix ({narrative.language_name(m.language)})"
+    if n <= fits:
+        section(heading, "Cosine similarity of every caption (rows) with every image (columns); the correct pairs "
+                f"are outlined in red.{shared}",
+                svg(plots.similarity_heatmap(m.sim, exp.image_paths, m.captions, vmin=vmin, vmax=vmax)))
+        return
+    rank = retrieval_ranks(m.sim).i2t
+    rows = np.sort(np.argsort(-rank, kind="stable")[:fits])
+    where = (f"under “Full matrix” in the HTML page and in {similarity_file(m.language)}" if n <= SCREEN_HEATMAP_LIMIT
+             else f"in {similarity_file(m.language)}")
+    text = (f"{n} images are too many for legible cells ({fits} fit a page): these are the {fits} whose own captions "
+            f"rank worst (rank before each caption), in the full matrix's colours, correct pairs in red.{shared} The "
+            f"full {n} × {n} matrix: {md(where)} (written with the report's files).")
+    labels = [f"rank {rank[i]}: {m.captions[i]}" for i in rows]
+    items = [svg(plots.similarity_heatmap(m.sim[np.ix_(rows, rows)], [exp.image_paths[i] for i in rows],
+                                          [m.captions[i] for i in rows], vmin=vmin, vmax=vmax, labels=labels))]
+    if n <= SCREEN_HEATMAP_LIMIT:
+        full = plots.similarity_heatmap(m.sim, exp.image_paths, m.captions, vmin=vmin, vmax=vmax,
+                                        cell=plots.HEATMAP_MIN_CELL_PT)
+        items.append(screen_only(f"Full matrix ({n} × {n})", png(full).replace("max-width:100%", "max-width:none")))
+    section(f"{heading}: the {fits} hardest images", text, *items)
 
 
 def topk(m: Matching) -> None:
+    """The k best captions of each image: one row per image and rank while that stays short (``TOPK_ROWS``),
+    else one compact row per image in print, with the full table on screen."""
     k, n = m.metrics.k, m.metrics.n
-    shown = pd.DataFrame({
+    full = pd.DataFrame({
         "image": m.topk["image"], "rank": m.topk["rank"].astype(str), "caption": m.topk["caption"],
         "cosine": [format_metric("cosine", v) for v in m.topk["cosine"]],
         "probability": [pct(v) for v in m.topk["probability"]],
         "correct": m.topk["correct"].map({True: "✓", False: ""}),
     })
+    note = (_probability_note(m.sigmoid, "all captions").capitalize()
+            + ("" if m.sigmoid else ", as CLIP's zero-shot prediction computes them") + ". ✓ marks the correct caption.")
+    if n * k <= TOPK_ROWS:
+        section(f"Top-{k} captions per image", f"The {k} best captions of each of the {n} images. " + note,
+                table(_labelled(full)))
+        return
+    rank = retrieval_ranks(m.sim).i2t
+    names = list(m.images)
+    probability = m.topk["probability"].to_numpy().reshape(n, k)
+    compact = pd.DataFrame({
+        "Image": names,
+        "Rank of its caption": [str(r) for r in rank],
+        f"Top-{k} captions, by the image each describes (probability)": [
+            " · ".join(f"{names[j]}{' ✓' if j == i else ''} ({pct(p)})" for j, p in zip(order, probability[i]))
+            for i, order in enumerate(topk_indices(m.sim, k))],
+    })
     section(f"Top-{k} captions per image",
-            f"The {k} best captions of each of the {n} images. "
-            + _probability_note(m.sigmoid, "all captions").capitalize()
-            + ("" if m.sigmoid else ", as CLIP's zero-shot prediction computes them") + ". ✓ marks the correct caption.",
-            table(_labelled(shown)))
+            f"The {k} best captions of each of the {n} images, each named by the image it describes (caption *i* "
+            f"belongs to image *i*), and the rank of the image's own caption. {note} The table with every caption's "
+            "text and cosine is in the HTML version of this report (on screen, under “All captions”).",
+            table(compact),
+            screen_only(f"All captions: the top {k} of each image with text, cosine and probability",
+                        table(_labelled(full))))
 
 
 def distributions(m: Matching) -> None:
     section("Correct vs wrong pairs", narrative.results(m),
-            png(plots.similarity_distributions(m.sim, m.metrics.threshold)), together=True)
+            svg(plots.similarity_distributions(m.sim, m.metrics.threshold)), together=True)
 
 
 def accuracy(m: Matching) -> None:
@@ -242,9 +324,17 @@ def distractors(m: Matching) -> None:
 
 
 def metrics_by_language(exp: Experiment, langs: Sequence[str]) -> str:
-    """The table of every metric, one column per language, as HTML."""
-    columns = {narrative.language_name(lang): exp.matching(lang).metrics.to_dict() for lang in langs}
+    """The table of every metric, one column per language, as HTML; accuracies, mean reciprocal ranks and the
+    mean margin with their 95% intervals (as 01's accuracy table and results give them)."""
+    columns = {narrative.language_name(lang): _with_intervals(exp.matching(lang)) for lang in langs}
     return table(narrative.metric_table(columns), index=True)
+
+
+def _with_intervals(m: Matching) -> dict:
+    """A matching's metrics, the mean reciprocal ranks and the mean margin as estimates with intervals."""
+    e = narrative.estimates(m)
+    return {**m.metrics.to_dict(), "i2t_mrr": e["i2t_mrr"], "t2i_mrr": e["t2i_mrr"],
+            "margin_mean": narrative.margin_estimate(m)}
 
 
 def languages(exp: Experiment, langs: list[str]) -> None:
@@ -252,8 +342,9 @@ def languages(exp: Experiment, langs: list[str]) -> None:
     captions = captions_frame(exp.captions)[["name", *langs]].rename(columns={"name": "Image"} | {
         lang: narrative.language_name(lang) for lang in langs})
     section("Captions", "", table(captions))
-    section("Metrics by language", _languages_test(exp, langs), metrics_by_language(exp, langs),
-            png(plots.accuracy_bars(exp.compare(langs).rename(columns=narrative.language_name), exp.top_k,
+    section("Metrics by language", " ".join(filter(None, [INTERVALS_NOTE, _languages_test(exp, langs)])),
+            metrics_by_language(exp, langs),
+            svg(plots.accuracy_bars(exp.compare(langs).rename(columns=narrative.language_name), exp.top_k,
                                     n=len(exp.captions))))
     published(exp, langs)
     token_statistics(exp, langs)
@@ -279,7 +370,7 @@ def token_statistics(exp: Experiment, langs: list[str]) -> pd.DataFrame:
     })
     unit = "CLIP BPE tokens" if narrative.is_openai_clip_tokenizer(exp.model) else "tokens"
     section("Tokens per caption", narrative.tokens(stats, exp.model, captions), table(shown),
-            png(plots.token_lengths(lengths, exp.model.context_length, unit)))
+            svg(plots.token_lengths(lengths, exp.model.context_length, unit)))
     return stats
 
 
@@ -328,7 +419,7 @@ def comparison(exp: Experiment, result: pd.DataFrame, translator: str | None) ->
                 "<h3>Accuracy</h3>" + table(columns(list(dict.fromkeys(accuracy_keys(k))))),
                 "<h3>Gap to English and similarity</h3>"
                 + table(columns(["gap_pp", "gap_ratio", "correct_mean", "margin_mean"])),
-                png(plots.comparison_bars(result.assign(model=result["model"].map(narrative.model_name),
+                svg(plots.comparison_bars(result.assign(model=result["model"].map(narrative.model_name),
                                                        language=setup["language"]), n=len(exp.captions))))
     for name, texts in result.attrs["translations"].items():
         lang = next((lang for lang in langs if name == translator_name(translator or "", lang)), None)
@@ -359,8 +450,8 @@ def lab_report(exp: Experiment, langs: list[str]) -> None:
     heatmap(exp, first, similarity_range(exp, langs) if len(langs) > 1 else None)
     topk(first)
     if len(langs) > 1:
-        section("Languages compared", "", metrics_by_language(exp, langs),
-                png(plots.accuracy_bars(exp.compare(langs).rename(columns=narrative.language_name), exp.top_k,
+        section("Languages compared", INTERVALS_NOTE, metrics_by_language(exp, langs),
+                svg(plots.accuracy_bars(exp.compare(langs).rename(columns=narrative.language_name), exp.top_k,
                                         n=len(exp.captions))),
                 level=3)
     section("Discussion", narrative.discussion(exp, langs))

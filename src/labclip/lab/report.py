@@ -92,6 +92,7 @@ PRINT_CSS = f"""
     break-inside: avoid; object-fit: contain; }}
   table, .jp-OutputArea-child:has(table) {{ break-inside: auto; }}
   table {{ font-size: 7.5pt; }}
+  .labclip-screen {{ display: none !important; }}
   tr, img, .{KEEP_TOGETHER} {{ break-inside: avoid; }}
   .jp-OutputArea-output, .jp-RenderedHTMLCommon {{ overflow: visible !important; }}
   .jp-OutputArea-child {{ display: block !important; overflow: visible !important; }}
@@ -106,9 +107,11 @@ PRINT_CSS = f"""
     :has(.jp-OutputArea-child:last-child :is(table, img, ul, ol, p + p))) {{ break-after: avoid; }}
 }}
 body {{ font-family: "DejaVu Sans", "Noto Sans", Arial, sans-serif; }}
-.jp-OutputArea-output table {{ border-collapse: collapse; margin: 6px 0 12px 0; max-width: 100%; table-layout: auto; }}
+.jp-OutputArea-output table {{ border-collapse: collapse; margin: 6px 0 12px 0; max-width: 100%; table-layout: auto;
+  width: auto; }}
 .jp-OutputArea-output th, .jp-OutputArea-output td {{ border: 1px solid #ccc; padding: 2px 4px;
-  text-align: left !important; overflow-wrap: anywhere; word-break: normal; max-width: 60mm; }}
+  text-align: left !important; overflow-wrap: anywhere; word-break: normal; max-width: 48em; }}
+.jp-OutputArea-output details > summary {{ cursor: pointer; color: #1565c0; margin: 4px 0; }}
 .jp-OutputArea-output img {{ max-width: 100%; height: auto; }}
 </style>
 """
@@ -563,8 +566,7 @@ def _run_notebook(papermill, name: str, params: dict, staging: Path, kernel: str
     source = NOTEBOOKS_DIR / f"{name}.ipynb"
     executed = staging / f"{name}.ipynb"
     declared = papermill.inspect_notebook(str(source))
-    nb_params = {k: v for k, v in params.items()
-                 if k in declared and (k != "title" or name in ("03_lab_report", SCALE_NOTEBOOK))}
+    nb_params = {k: v for k, v in params.items() if k in declared}
     if "precision" in declared and name in DEFAULTS:
         nb_params["precision"] = params.get("precision") or DEFAULTS[name]  # the table's default, never the cell's
     nb_params["output_dir"] = str(staging)
@@ -650,7 +652,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--langs", nargs="+", help=f"caption languages, e.g. en ru ({nb}: en ru)")
     p.add_argument("--top-k", type=int, help=f"captions listed per image, the k of top-k accuracy ({nb}: 3)")
     p.add_argument("--batch-size", type=int, help="items per forward pass (default: the model's)")
-    p.add_argument("--title", help=f"title of the lab report ({nb})")
+    p.add_argument("--title", help="title of every report, each report's own (English) name under it "
+                                   "(default: each report's own name)")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="encoding precision: fp32, bf16, fp16, or auto (bf16 where the hardware runs it faster: CUDA, "
                         "AMX CPUs; else fp32) (default: fp32, exact numbers read one by one; auto for the bulk "

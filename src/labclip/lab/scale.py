@@ -39,7 +39,6 @@ from .provenance import Timings, machine, now, package_versions, sha256_file
 KS = (1, 5, 10)
 DIRECTIONS = {"t2i": "text→image", "i2t": "image→text"}
 REFERENCE_CAPTIONS = CAPTIONS_DIR / "short.csv"
-HEATMAP_LIMIT = 40  # images a full heatmap can label legibly on a page
 HARDEST = 20
 ALPHA = 0.05
 # open_clip docs/openclip_multilingual_retrieval_results.csv (XTD10, text→image R@1, 1,000 images).
@@ -403,8 +402,9 @@ def definition_text(run: ScaleRun) -> str:
             "captions is among the first k. Only \"first per image\" may be set beside published figures.")
 
 
-def title(run: ScaleRun, text: str) -> None:
-    """Title, untrained-model banner, licence and the model/data line on the first page."""
+def title(run: ScaleRun, text: str, report: str | None = None) -> None:
+    """Title (the report's own name under a user's title), untrained-model banner, licence and the model/data
+    line on the first page."""
     from IPython.display import HTML, display
 
     from .present import header, prose
@@ -412,7 +412,7 @@ def title(run: ScaleRun, text: str) -> None:
     label, first = next(iter(run.models.items()))
     shown = SimpleNamespace(model=first, requested_model=run.requested[label], fallback_reason=run.fallbacks[label])
     header(shown, text, f"{run.n_images} images · languages: {', '.join(map(language_name, run.languages))} · "
-                        f"dataset: {run.dataset} · run started {run.started}")
+                        f"dataset: {run.dataset} · run started {run.started}", report)
     notes = []
     for label, model in list(run.models.items())[1:]:
         if banner_text(model):
@@ -507,7 +507,7 @@ def recall_plot(run: ScaleRun) -> None:
     """Recall@1/5/10 per model, language and strategy in both directions, with 95% error bars."""
     from matplotlib.figure import Figure
 
-    from .present import png, section
+    from .present import section, svg
 
     labels = [" · ".join(_setup(r).values()) for r in run.results]
     fig = Figure(figsize=(8, 1.6 + 0.32 * len(run.results)))
@@ -527,7 +527,7 @@ def recall_plot(run: ScaleRun) -> None:
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=len(KS), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.1 if len(run.results) < 4 else 0.06, 1, 1))
-    section("Recall at a glance", "Points: Recall@1, @5 and @10; bars: their 95% intervals.", png(fig))
+    section("Recall at a glance", "Points: Recall@1, @5 and @10; bars: their 95% intervals.", svg(fig))
 
 
 def hardest(ranks: np.ndarray, limit: int = HARDEST) -> np.ndarray:
@@ -536,8 +536,9 @@ def hardest(ranks: np.ndarray, limit: int = HARDEST) -> np.ndarray:
 
 
 def heatmap_figure(sim: np.ndarray, owner: np.ndarray, ranks: np.ndarray, names: Sequence[str],
-                   captions: Sequence[str], limit: int = HEATMAP_LIMIT):
-    """Images × their first captions; above ``limit`` images only the hardest ones, labelled with their rank.
+                   captions: Sequence[str], limit: int | None = None):
+    """Images × their first captions; above ``limit`` images (default: as many as a page shows legibly,
+    :func:`labclip.lab.plots.heatmap_capacity`) only the hardest ones, labelled with their rank.
 
     Args:
         sim: ``(n_images, n_captions)`` similarities.
@@ -552,6 +553,9 @@ def heatmap_figure(sim: np.ndarray, owner: np.ndarray, ranks: np.ndarray, names:
     """
     from matplotlib.figure import Figure
 
+    from .plots import LABEL_PT, PAGE_WIDTH_PT, heatmap_capacity
+
+    limit = heatmap_capacity() if limit is None else limit
     n = len(names)
     rows = np.arange(n)
     note = f"All {n} images against the first caption of each."
@@ -563,12 +567,14 @@ def heatmap_figure(sim: np.ndarray, owner: np.ndarray, ranks: np.ndarray, names:
                 "caption of each.")
         labels = [f"{names[i]} [{ranks[i]}]" for i in rows]
     columns = np.searchsorted(owner, rows)
-    fig = Figure(figsize=(6 + 0.1 * len(rows), 5 + 0.1 * len(rows)))
+    fig = Figure(figsize=(PAGE_WIDTH_PT / 72, 0.95 * PAGE_WIDTH_PT / 72))  # drawn at its printed size
     ax = fig.subplots()
     im = ax.imshow(sim[np.ix_(rows, columns)], cmap="viridis")
-    ax.set_yticks(range(len(rows)), [_plain(label) for label in labels], fontsize=7)
-    ax.set_xticks(range(len(rows)), [_plain(captions[c][:30]) for c in columns], rotation=90, fontsize=7)
-    fig.colorbar(im, ax=ax, label="cosine similarity")
+    ax.set_yticks(range(len(rows)), [_plain(label) for label in labels], fontsize=LABEL_PT)
+    ax.set_xticks(range(len(rows)), [_plain(captions[c][:30]) for c in columns], rotation=90, fontsize=LABEL_PT)
+    bar = fig.colorbar(im, ax=ax)
+    bar.set_label("cosine similarity", fontsize=LABEL_PT + 1)
+    bar.ax.tick_params(labelsize=LABEL_PT)
     fig.tight_layout()
     return fig, note
 
@@ -578,15 +584,16 @@ def _plain(text: str) -> str:
     return str(text).replace("$", r"\$")
 
 
-def heatmap(run: ScaleRun, limit: int = HEATMAP_LIMIT) -> None:
-    """Similarity heatmap of the first model and language; above ``limit`` images, the hardest images only."""
-    from .present import png, section
+def heatmap(run: ScaleRun, limit: int | None = None) -> None:
+    """Similarity heatmap of the first model and language; above ``limit`` images (default: as many as a page
+    shows legibly), the hardest images only."""
+    from .present import section, svg
 
     if run._heat is None:
         raise LabclipError("run.evaluate() first: the heatmap shows its first model and language")
     label, lang, sim, owner, captions, ranks = run._heat
     fig, note = heatmap_figure(sim, owner, ranks, run.captions["image"], captions, limit)
-    section(f"Similarity heatmap ({model_name(label)}, {language_name(lang)} captions)", md(note), png(fig))
+    section(f"Similarity heatmap ({model_name(label)}, {language_name(lang)} captions)", md(note), svg(fig))
 
 
 def published(run: ScaleRun) -> None:
