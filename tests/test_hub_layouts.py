@@ -218,6 +218,20 @@ def test_cli_compare_leaves_out_a_broken_model_and_says_why(capsys, tiny_model_d
     assert str(tmp_path) not in line
 
 
+def test_cli_compare_json_lists_the_models_not_compared(capsys, tiny_model_dir, broken, tmp_path):
+    """The --out JSON of a comparison says which models it left out and why, as the console does."""
+    out = tmp_path / "c.json"
+    code = main(["compare", str(CAPTIONS_DIR / "short.csv"), "--langs", "en", "--translator", "none",
+                 "--models", str(tiny_model_dir), str(broken), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    written = json.loads(out.read_text(encoding="utf-8"))
+    (reason,) = written["not_compared"]
+    assert f"labclip: not compared: {reason}" in err.splitlines()
+    assert reason.startswith("model broken-clip: could not load model 'broken-clip'") and str(tmp_path) not in reason
+    assert {row["model"] for row in written["rows"]} == {tiny_model_dir.name}
+
+
 def test_cli_compare_strict_fails_on_a_broken_model(capsys, tiny_model_dir, broken, tmp_path):
     out = tmp_path / "c.csv"
     code = main(["compare", str(CAPTIONS_DIR / "short.csv"), "--langs", "en", "--translator", "none", "--strict",

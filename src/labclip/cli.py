@@ -589,13 +589,15 @@ def _flat_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _emit(table: pd.DataFrame, out: Path | None, models: list[dict], summary: dict | None = None,
-          inputs: Sequence[str | Path] = (), columns: pd.DataFrame | None = None, n: int | None = None) -> None:
+          inputs: Sequence[str | Path] = (), columns: pd.DataFrame | None = None, n: int | None = None,
+          not_compared: Sequence[str] = ()) -> None:
     """Print the results, or write them with their provenance to ``out`` (JSON, or CSV + summary CSV).
 
     Figures given as estimates (in ``summary`` or in ``table``'s cells) print with their interval and are
     written as the value with ``{key}_low`` and ``{key}_high`` beside it. ``columns`` holds per-row model
     columns of several models (compare); otherwise every row gets the one model's. ``n`` is the images
-    behind the table's accuracies when no summary gives it.
+    behind the table's accuracies when no summary gives it. ``not_compared`` (compare) are the reasons of the
+    models and strategies left out: the JSON lists them, as the console does on stderr.
     """
     summary = summary or {}
     if out is None:
@@ -606,8 +608,9 @@ def _emit(table: pd.DataFrame, out: Path | None, models: list[dict], summary: di
     summary, table = _flat_summary(summary), _flat_table(table)
     provenance = _provenance(models, inputs, several=columns is not None)
     if out.suffix.lower() == ".json":
-        text = json.dumps({"provenance": provenance, **summary, "rows": table.to_dict("records")}, indent=2,
-                          ensure_ascii=False, default=str)
+        left_out = {"not_compared": list(not_compared)} if columns is not None else {}
+        text = json.dumps({"provenance": provenance, **left_out, **summary, "rows": table.to_dict("records")},
+                          indent=2, ensure_ascii=False, default=str)
         write_text(out, text)
     else:
         model_columns = columns if columns is not None else pd.DataFrame([_model_columns(models[0])] * len(table))
@@ -790,12 +793,14 @@ def cmd_compare(args) -> None:
                         None if args.translator == "none" else args.translator, args.top_k)
     if table.empty:
         raise LabclipError("no model could be loaded: " + "; ".join(skipped))
-    for reason in skipped + table.attrs["skipped"]:
+    not_compared = skipped + table.attrs["skipped"]
+    for reason in not_compared:
         print(f"labclip: not compared: {reason}", file=sys.stderr)
     by_name = {r["requested"] if r["fallback_reason"] is None else DEMO_MODEL: r for r in records}
     columns = pd.DataFrame([{**_model_columns(by_name[name]), "requested_model": by_name[name]["requested"]}
                             for name in table["model"]])
-    _emit(table, args.out, records, inputs=[args.captions, *captions["path"]], columns=columns, n=table.attrs["n"])
+    _emit(table, args.out, records, inputs=[args.captions, *captions["path"]], columns=columns, n=table.attrs["n"],
+          not_compared=not_compared)
 
 
 def _p(p_value: float) -> str:
