@@ -27,7 +27,7 @@ from . import __version__
 from .adapter import ADAPTER_MARK, public_card
 from .atomic import write_text
 from .config import DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL, shown_model, shown_revision
-from .errors import LabclipError
+from .errors import LabclipError, at_least
 from .images import IMAGE_SUFFIXES
 from .labels import format_metric, metric_label, num, share
 from .precision import PRECISIONS
@@ -79,12 +79,13 @@ def _whole_number(minimum: int, expected: str, too_small: str, words: tuple[str,
         if text in words:
             return text
         try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{too_small}, got {value}")
-        return value
+            return at_least(text, minimum, text)
+        except LabclipError:
+            try:
+                value = int(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"{too_small}, got {value}") from None
 
     return parse
 

@@ -32,10 +32,11 @@ from ..config import (
     NOTEBOOKS_DIR,
     PROJ_ROOT,
     REPORTS_DIR,
+    exists,
     shown_path,
 )
 from ..data import load_captions
-from ..errors import LabclipError
+from ..errors import LabclipError, at_least
 from ..model import shown_model
 from ..precision import PRECISIONS, choose
 from .experiment import check_model_or_demo
@@ -213,6 +214,7 @@ def check_inputs(params: dict, out_dir: Path, notebooks: Sequence[str], pdf: boo
     Raises:
         LabclipError: the first input that is wrong.
     """
+    check_params(params)
     check_out_dir(out_dir)
     choose(params.get("precision", "auto"))
     unknown = [n for n in notebooks if not (NOTEBOOKS_DIR / f"{n}.ipynb").is_file()]
@@ -225,11 +227,34 @@ def check_inputs(params: dict, out_dir: Path, notebooks: Sequence[str], pdf: boo
         from ..zeroshot import labelled_images
 
         language = (params.get("languages") or ["en"])[0]
-        labelled_images(params.get("labels") or DEFAULT_LABELS, language)
+        from ..images import load_image
+
+        for image in labelled_images(params.get("labels") or DEFAULT_LABELS, language).paths:
+            load_image(image)
         _check_template_sets(params.get("template_sets") or _notebook_default("04_zeroshot", "template_sets"),
                              language)
+    if "02_languages" in notebooks:
+        _check_compare_models(params.get("compare_models") or [])
     if pdf:
         chromium()
+
+
+def _check_compare_models(models: Sequence[str]) -> None:
+    """Each of ``compare_models`` is a model that can be had, or one that is only unavailable now (not cached,
+    hub unreachable: the languages report skips it and says so); a missing folder or a name the hub does not
+    know is an error now, not after notebooks ran."""
+    from ..hub import ModelUnavailable
+    from ..model import check_model
+
+    for name in models:
+        if name == "demo":
+            continue
+        try:
+            check_model(name)
+        except ModelUnavailable:
+            continue
+        except LabclipError as err:
+            raise LabclipError(f"--compare-models: {err}") from None
 
 
 def _notebook_default(notebook: str, name: str):
@@ -362,7 +387,7 @@ def build_reports(
     """
     out_dir = Path(out_dir)
     timings = Timings()
-    params = {k: v for k, v in params.items() if v is not None}
+    params = {k: v for k, v in check_params(params).items() if v is not None}
     with timings.stage("check inputs"):
         check_inputs(params, out_dir, notebooks, pdf)
     if any(name in NOTEBOOKS for name in notebooks):
@@ -448,7 +473,7 @@ def _shown_params(params: dict) -> dict:
     for key in ("captions", "image_dir", "labels", "reference"):
         if shown.get(key):
             shown[key] = shown_path(shown[key])
-    if shown.get("dataset") and Path(shown["dataset"]).exists():
+    if shown.get("dataset") and exists(shown["dataset"]):
         shown["dataset"] = shown_path(shown["dataset"])
     for key in ("model", "translator"):
         if shown.get(key):
@@ -476,6 +501,14 @@ def _publishable(executed: Path, source: Path, params: dict, shown_dir: str) -> 
     write_text(executed, nbformat.writes(nb))
 
 
+def _count_option(text: str) -> int:
+    """An argparse type: a count of 1 or more, checked as the parameter file's counts are."""
+    try:
+        return at_least(text, 1, "")
+    except LabclipError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix(": ")) from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``labclip report`` (the one parser of the report runner). Unset options keep the
     parameter file's value, then the notebook's default."""
@@ -489,8 +522,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", help="labelled images of the zero-shot report: a CSV (image plus a label or one column "
                                     "per language) or a folder of class folders (default: data/labels.csv)")
     p.add_argument("--langs", nargs="+", help=f"caption languages, e.g. en ru ({nb}: en ru)")
-    p.add_argument("--top-k", type=int, help=f"captions listed per image, the k of top-k accuracy ({nb}: 3)")
-    p.add_argument("--batch-size", type=int, help="items per forward pass (default: the model's)")
+    p.add_argument("--top-k", type=_count_option, help=f"captions listed per image, the k of top-k accuracy ({nb}: 3)")
+    p.add_argument("--batch-size", type=_count_option, help="items per forward pass (default: the model's)")
     p.add_argument("--title", help=f"title of the lab report ({nb})")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="encoding precision: auto (bf16 where the hardware runs it faster: CUDA, AMX CPUs; else "
@@ -515,19 +548,89 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-pdf", action="store_true", help="HTML only (default: HTML and PDF)")
 
 
+PARAMS_MAX_BYTES = 1 << 20
+TEXT_PARAMETERS = ("model", "captions", "image_dir", "title", "translator", "labels", "dataset", "reference", "precision")
+LIST_PARAMETERS = ("languages", "compare_models", "template_sets")
+COUNT_PARAMETERS = ("top_k", "batch_size")
+
+
+def _yaml_loader() -> type:
+    """PyYAML's safe loader without aliases: ``*name`` (the billion-laughs bomb) is refused when it is read."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a parameter file",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
+    return NoAliases
+
+
 def read_params(path: Path | None) -> dict:
+    """The parameters of a YAML file (a mapping of known names), checked as :func:`check_params` does.
+
+    Raises:
+        LabclipError: an unreadable, too large or malformed file (aliases included), or a bad parameter.
+    """
     if path is None:
         return {}
     import yaml
 
     try:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise LabclipError(f"{path}: unreadable parameter file ({' '.join(str(err).split())})") from None
-    unknown = sorted(set(loaded) - set(PARAMETERS))
-    if not isinstance(loaded, dict) or unknown:
+        with open(path, "rb") as f:
+            raw = f.read(PARAMS_MAX_BYTES + 1)
+        if len(raw) > PARAMS_MAX_BYTES:
+            raise LabclipError(f"{path}: a parameter file of more than {PARAMS_MAX_BYTES >> 20} MiB is not a parameter file")
+        loaded = yaml.load(raw.decode("utf-8-sig"), Loader=_yaml_loader())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as err:
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        mark = getattr(err, "problem_mark", None)
+        if getattr(err, "problem", None) and mark is not None:
+            detail = f"{err.problem}, line {mark.line + 1} column {mark.column + 1}"
+        raise LabclipError(f"{path}: unreadable parameter file ({detail})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise LabclipError(f"{path}: a parameter file holds 'name: value' lines, not a {type(loaded).__name__}")
+    unknown = sorted(str(k) for k in set(loaded) - set(PARAMETERS))
+    if unknown:
         raise LabclipError(f"{path}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(PARAMETERS)}")
-    return loaded
+    return check_params(loaded, str(path))
+
+
+def check_params(params: dict, source: str = "parameter") -> dict:
+    """The report parameters with their types checked: counts (``top_k``, ``batch_size``) of 1 or more, as every
+    subcommand checks them (:func:`labclip.errors.at_least`), texts, lists of texts (one text becomes a list of
+    one) and ``strict`` a yes/no. The notebooks only ever get parameters that passed here.
+
+    Raises:
+        LabclipError: naming ``source`` (the parameter file), the parameter and the value.
+    """
+    checked = {}
+    for key, value in params.items():
+        where = f"{source}: {key!r}" if source != "parameter" else f"parameter {key!r}"
+        if value is None:
+            checked[key] = None
+        elif key in COUNT_PARAMETERS:
+            checked[key] = at_least(value, 1, where)
+        elif key == "strict":
+            if not isinstance(value, bool):
+                raise LabclipError(f"{where}: expected true or false, got {str(value)[:40]!r}")
+            checked[key] = value
+        elif key in LIST_PARAMETERS:
+            values = [value] if isinstance(value, str) else value
+            if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() for v in values):
+                raise LabclipError(f"{where}: expected a list of names, got {str(value)[:60]!r}")
+            checked[key] = values
+        else:
+            if key == "title" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = str(value)
+            if not isinstance(value, str) or (key != "translator" and not value.strip()):
+                raise LabclipError(f"{where}: expected a text, got {str(value)[:60]!r}")
+            checked[key] = value
+    return checked
 
 
 def _terminate(signum, frame) -> None:
@@ -552,7 +655,7 @@ def run(args: argparse.Namespace) -> int:
             if params.get(key):
                 params[key] = str(Path(params[key]).resolve())
         for key in ("model", "dataset"):
-            if params.get(key) and Path(params[key]).exists():
+            if params.get(key) and exists(params[key]):
                 params[key] = str(Path(params[key]).resolve())
         notebooks = args.notebooks or ([SCALE_NOTEBOOK] if params.get("dataset") else list(NOTEBOOKS))
         published = build_reports(params, out, notebooks, pdf=not args.no_pdf)
