@@ -25,8 +25,9 @@ import pandas as pd
 
 from . import __version__
 from .adapter import ADAPTER_MARK, public_card
-from .atomic import write_text
-from .config import DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL, shown_model, shown_revision
+from .atomic import write_texts
+from .config import (DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL, shown_model, shown_names,
+                     shown_revision)
 from .errors import LabclipError, at_least
 from .images import IMAGE_SUFFIXES
 from .labels import format_metric, metric_label, num, share
@@ -601,7 +602,7 @@ def _emit(table: pd.DataFrame, out: Path | None, models: list[dict], summary: di
     if out.suffix.lower() == ".json":
         text = json.dumps({"provenance": provenance, **summary, "rows": table.to_dict("records")}, indent=2,
                           ensure_ascii=False, default=str)
-        write_text(out, text)
+        _write({out: text})
     else:
         model_columns = columns if columns is not None else pd.DataFrame([_model_columns(models[0])] * len(table))
         rows = pd.concat([table.drop(columns=[c for c in model_columns if c in table]).reset_index(drop=True),
@@ -611,11 +612,27 @@ def _emit(table: pd.DataFrame, out: Path | None, models: list[dict], summary: di
                                                               provenance["versions"].items()},
                     "created": provenance["created"]}
             summary_file = out.with_name(f"{out.stem}.summary.csv")
-            write_text(summary_file, pd.DataFrame({"name": list(flat), "value": list(flat.values())})
-                       .to_csv(index=False))
+            files = {summary_file: pd.DataFrame({"name": list(flat), "value": list(flat.values())}).to_csv(index=False)}
+        else:
+            files = {}
+        _write({out: rows.to_csv(index=False), **files})
+        if files:
             print(f"labclip: wrote {summary_file}", file=sys.stderr)
-        write_text(out, rows.to_csv(index=False))
     print(f"labclip: wrote {out}", file=sys.stderr)
+
+
+def _write(files: dict[Path, str], kept: str = "") -> None:
+    """Write output files together (:func:`labclip.atomic.write_texts`); a full or read-only disk is one line.
+
+    Raises:
+        LabclipError: naming the file, the reason and that nothing was written (or what ``kept`` says is left).
+    """
+    try:
+        write_texts(files)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise LabclipError(f"{next(iter(files))}: cannot write ({reason}); "
+                           f"{kept or 'nothing was written'}") from None
 
 
 # --- the subcommands ------------------------------------------------------------------------------------------
@@ -641,7 +658,8 @@ def cmd_classify(args) -> None:
     labels, templates = _labels(args), load_templates(args.templates, args.lang)
     model = _load(args)
     probs = probabilities(model, model.encode_images(args.images), class_embeddings(model, labels, templates))
-    _emit(top_labels(probs, labels, [str(p) for p in args.images], args.top_k), args.out, [model_record(model)],
+    names = shown_names(args.images) if args.out else [str(p) for p in args.images]  # files name no machine paths
+    _emit(top_labels(probs, labels, names, args.top_k), args.out, [model_record(model)],
           inputs=args.images)
 
 
@@ -705,7 +723,8 @@ def cmd_tag(args) -> None:
             probs = probabilities(model, model.encode_images([images[i] for i in chunk]), classes)
             new = top_labels(probs, labels, [names[i] for i in chunk], args.top_k).assign(**key)
             done = pd.concat([done, new], ignore_index=True) if done is not None and len(done) else new
-            write_text(args.out, done.to_csv(index=False))
+            _write({args.out: done.to_csv(index=False)},
+                   kept=f"{args.out} keeps the images tagged before" if args.out.exists() else "")
     print(f"labclip: tagged {_count(len(todo), 'new image')}; {args.out} lists "
           f"{_count(done['image'].nunique(), 'image')}", file=sys.stderr)
 
@@ -716,7 +735,8 @@ def cmd_search(args) -> None:
     model = _load(args)
     scores = model.encode_images(images) @ model.encode_texts([args.query])[0]
     order = np.argsort(-scores, kind="stable")[: args.top_k]
-    table = pd.DataFrame({"rank": range(1, len(order) + 1), "image": [str(images[i]) for i in order],
+    names = [p.relative_to(args.folder).as_posix() if args.out else str(p) for p in images]  # files: no machine paths
+    table = pd.DataFrame({"rank": range(1, len(order) + 1), "image": [names[i] for i in order],
                           "cosine": scores[order].astype(float)})
     _emit(table, args.out, [model_record(model)], {"query": args.query} if args.out else None, inputs=images)
 
@@ -841,7 +861,7 @@ def cmd_adapt_text(args) -> None:
         payload = {"provenance": {**run.provenance(), **_provenance([record])}, "held_out": summary,
                    "training": {d: {"hits": int(h.sum()), "n": len(h)} for d, h in run.training.items()},
                    "adapter": {"file": path.name, "card": public_card(card)}}
-        write_text(args.json, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        _write({args.json: json.dumps(payload, indent=2, ensure_ascii=False, default=str)})
         print(f"labclip: wrote {args.json}", file=sys.stderr)
 
 
@@ -869,7 +889,7 @@ def cmd_adapt_fewshot(args) -> None:
     if args.json:
         payload = {"provenance": {**run.provenance(), **_provenance([model_record(model, args.model)], run.paths)},
                    "top1": run.evaluation.counts(), "paired": run.evaluation.paired()}
-        write_text(args.json, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        _write({args.json: json.dumps(payload, indent=2, ensure_ascii=False, default=str)})
         print(f"labclip: wrote {args.json}", file=sys.stderr)
 
 

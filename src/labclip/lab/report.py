@@ -662,6 +662,10 @@ def run(args: argparse.Namespace) -> int:
     except LabclipError as err:
         print(f"labclip: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full or read-only disk while the run was staged: nothing was published
+        print(f"labclip: error: cannot write the reports ({err.strerror or type(err).__name__}); nothing published, "
+              f"earlier reports in {out} are unchanged", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"labclip: interrupted; nothing published, earlier reports in {out} are unchanged",
               file=sys.stderr, flush=True)
