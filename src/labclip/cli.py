@@ -29,6 +29,9 @@ from .atomic import write_texts
 from .config import (DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL, shown_model, shown_names,
                      shown_revision)
 from .errors import LabclipError, at_least
+from .lab.provenance import hub_revision as _hub_revision  # noqa: F401 - kept for callers of the old name
+from .lab.provenance import model_columns as _model_columns
+from .lab.provenance import model_record, row_provenance
 from .images import IMAGE_SUFFIXES
 from .labels import format_metric, metric_label, num, share
 from .precision import PRECISIONS
@@ -452,69 +455,6 @@ def _load(args):
     return _configure(model, args)
 
 
-def _hub_revision(repo_id: str) -> str | None:
-    """The commit of a hub model's cached snapshot (``refs/main``), or ``None``."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True)).name
-    except Exception:  # noqa: BLE001 - not cached or not a hub id: no revision to record
-        return None
-
-
-def _folder_fingerprint(folder: Path) -> str:
-    """12 hex digits that change with the folder's location and with any of its files' size or mtime, so
-    two folders of the same name (or a model retrained in place) never share a revision."""
-    digest = hashlib.sha256(str(folder.resolve()).encode("utf-8"))
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        stat = path.stat()
-        digest.update(f"\0{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:12]
-
-
-def _tower_revision(source: str, revision: str | None) -> str | None:
-    """A tower's revision as output files record it: a local folder by its name and a fingerprint
-    (:func:`_folder_fingerprint`), without its machine path."""
-    if revision and not revision.startswith("local:"):
-        return revision
-    if revision or Path(source).is_dir():
-        folder = Path(revision.removeprefix("local:") if revision else source)
-        shown = shown_revision("local:" + str(folder.resolve()))
-        return f"{shown}@{_folder_fingerprint(folder)}" if folder.is_dir() else shown
-    return _hub_revision(source)
-
-
-def model_record(model, requested: str | None = None, fallback_reason: str | None = None) -> dict:
-    """Who made the numbers: the requested model, the model used (id and revision) and whether it is untrained.
-
-    A multilingual text encoder paired with a CLIP image encoder is ``TEXT+IMAGE``, with revision
-    ``TEXT_REVISION+IMAGE_REVISION``. A model with a text adapter is ``MODEL+adapter:LABEL``, with
-    revision ``REVISION+adapter:SHA256`` and the adapter's card under ``adapter``. Local folders and files
-    are named as reports name them (:func:`labclip.config.shown_model`), never by their machine path.
-    """
-    if model.is_demo:
-        model_id, revision = DEMO_MODEL, Path(model.source).name
-    elif model.image_source and model.image_source != model.source:
-        model_id = f"{model.source}+{model.image_source}"
-        revision = "+".join(str(_tower_revision(s, r)) for s, r in ((model.source, model.revision),
-                                                                     (model.image_source, model.image_revision)))
-    else:
-        model_id, revision = model.source, _tower_revision(model.source, model.revision)
-    model_id = shown_model(model_id)
-    record = {"requested": shown_model(requested or model.name), "id": model_id, "revision": revision,
-              "untrained": bool(model.untrained), "fallback_reason": fallback_reason,
-              "precision": model.precision.name, "precision_reason": model.precision.reason}
-    card = getattr(model, "adapter_card", None)
-    if card is not None:
-        record.update(id=f"{model_id}{ADAPTER_MARK}{card['label']}", revision=f"{revision}{ADAPTER_MARK}{card['sha256']}",
-                      adapter=card)
-    return record
-
-
-def _model_columns(record: dict) -> dict:
-    return {"model": record["id"], "model_revision": record["revision"] or "", "model_untrained": record["untrained"]}
-
-
 # --- output ---------------------------------------------------------------------------------------------------
 # Console labels and number format are the reports' (labclip.labels): percentages with one decimal,
 # counts as k/n, cosines with three decimals.
@@ -790,8 +730,7 @@ def cmd_compare(args) -> None:
     if table.empty:
         raise LabclipError("no model could be loaded")
     by_name = {r["requested"] if r["fallback_reason"] is None else DEMO_MODEL: r for r in records}
-    columns = pd.DataFrame([{**_model_columns(by_name[name]), "requested_model": by_name[name]["requested"]}
-                            for name in table["model"]])
+    columns = pd.DataFrame([row_provenance(by_name[name]) for name in table["model"]])
     _emit(table, args.out, records, inputs=[args.captions, *captions["path"]], columns=columns, n=table.attrs["n"])
 
 

@@ -12,6 +12,9 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from ..adapter import ADAPTER_MARK
+from ..config import DEMO_MODEL, shown_model, shown_revision
+
 PACKAGES = ("labclip", "torch", "transformers", "tokenizers", "numpy", "pandas", "pillow", "matplotlib", "papermill", "nbconvert")
 
 
@@ -71,3 +74,76 @@ class Timings(dict):
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def hub_revision(repo_id: str) -> str | None:
+    """The commit of a hub model's cached snapshot (``refs/main``), or ``None``."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True)).name
+    except Exception:  # noqa: BLE001 - not cached or not a hub id: no revision to record
+        return None
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """12 hex digits that change with the folder's location and with any of its files' size or mtime, so
+    two folders of the same name (or a model retrained in place) never share a revision."""
+    digest = hashlib.sha256(str(folder.resolve()).encode("utf-8"))
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"\0{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:12]
+
+
+def tower_revision(source: str, revision: str | None) -> str | None:
+    """A tower's revision as output files record it: a local folder by its name and a fingerprint
+    (:func:`folder_fingerprint`), without its machine path."""
+    if revision and not revision.startswith("local:"):
+        return revision
+    if revision or Path(source).is_dir():
+        folder = Path(revision.removeprefix("local:") if revision else source)
+        shown = shown_revision("local:" + str(folder.resolve()))
+        return f"{shown}@{folder_fingerprint(folder)}" if folder.is_dir() else shown
+    return hub_revision(source)
+
+
+def model_record(model, requested: str | None = None, fallback_reason: str | None = None) -> dict:
+    """Who made the numbers: the requested model, the model used (id and revision) and whether it is untrained.
+
+    A multilingual text encoder paired with a CLIP image encoder is ``TEXT+IMAGE``, with revision
+    ``TEXT_REVISION+IMAGE_REVISION``. A model with a text adapter is ``MODEL+adapter:LABEL``, with
+    revision ``REVISION+adapter:SHA256`` and the adapter's card under ``adapter``. Local folders and files
+    are named as reports name them (:func:`labclip.config.shown_model`), never by their machine path.
+    """
+    if model.is_demo:
+        model_id, revision = DEMO_MODEL, Path(model.source).name
+    elif model.image_source and model.image_source != model.source:
+        model_id = f"{model.source}+{model.image_source}"
+        revision = "+".join(str(tower_revision(s, r)) for s, r in ((model.source, model.revision),
+                                                                     (model.image_source, model.image_revision)))
+    else:
+        model_id, revision = model.source, tower_revision(model.source, model.revision)
+    model_id = shown_model(model_id)
+    record = {"requested": shown_model(requested or model.name), "id": model_id, "revision": revision,
+              "untrained": bool(model.untrained), "fallback_reason": fallback_reason,
+              "precision": model.precision.name, "precision_reason": model.precision.reason}
+    card = getattr(model, "adapter_card", None)
+    if card is not None:
+        record.update(id=f"{model_id}{ADAPTER_MARK}{card['label']}", revision=f"{revision}{ADAPTER_MARK}{card['sha256']}",
+                      adapter=card)
+    return record
+
+
+def model_columns(record: dict) -> dict:
+    """The model columns every row of an output CSV carries (``compare --out`` and ``reports/comparison.csv`` add
+    :func:`row_provenance`'s)."""
+    return {"model": record["id"], "model_revision": record["revision"] or "", "model_untrained": record["untrained"]}
+
+
+def row_provenance(record: dict) -> dict:
+    """Who made one row of a comparison table: the model columns, the model asked for, and the labclip version;
+    the one builder of these columns for ``compare --out`` and the languages report's ``comparison.csv``."""
+    from .. import __version__
+
+    return {**model_columns(record), "requested_model": record["requested"], "labclip_version": __version__}
