@@ -22,7 +22,6 @@ import numpy as np
 from .atomic import write_atomic
 from .config import cache_dir
 
-
 # The largest .npy header labclip reads (numpy writes 128 bytes for a vector; a header may be padded to 64 KiB).
 MAX_HEADER = 1 << 16
 

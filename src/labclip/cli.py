@@ -26,13 +26,18 @@ import pandas as pd
 from . import __version__
 from .adapter import ADAPTER_MARK, public_card
 from .atomic import write_texts
-from .config import (DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL, shown_model, shown_names,
-                     shown_revision)
+from .config import (
+    DEFAULT_CAPTIONS,
+    DEFAULT_LABELS,
+    DEFAULT_MODEL,
+    DEMO_MODEL,
+    shown_names,
+)
 from .errors import LabclipError, at_least
+from .images import IMAGE_SUFFIXES
 from .lab.provenance import hub_revision as _hub_revision  # noqa: F401 - kept for callers of the old name
 from .lab.provenance import model_columns as _model_columns
 from .lab.provenance import model_record, row_provenance
-from .images import IMAGE_SUFFIXES
 from .labels import format_metric, metric_label, num, share
 from .precision import PRECISIONS
 from .stats import INTERVAL_SUFFIXES, Estimate, interval_fields, is_interval_field
