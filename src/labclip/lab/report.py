@@ -175,12 +175,15 @@ def to_pdf(html: Path, target: Path, timeout: float | None = None) -> Path:
         LabclipError: Chromium failed or did not finish within ``timeout`` seconds (it is stopped).
     """
     timeout = PDF_TIMEOUT_S if timeout is None else timeout
-    with tempfile.TemporaryDirectory(prefix="labclip-chromium-") as profile:
+    profile = None
+    try:
+        profile = tempfile.mkdtemp(prefix="labclip-chromium-")
         cmd = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--print-to-pdf={target}",
                html.resolve().as_uri()]
-        # Its own session, so that the whole process tree can be stopped on a timeout or Ctrl-C.
+        # Its own session, so that the whole process tree can be stopped on a timeout or Ctrl-C; its own
+        # temporary folder inside the profile, so that its singleton socket and lock go with the profile.
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+                                start_new_session=True, env={**os.environ, "TMPDIR": profile})
         try:
             _, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -189,6 +192,8 @@ def to_pdf(html: Path, target: Path, timeout: float | None = None) -> Path:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+    finally:
+        _remove(profile)
     if proc.returncode != 0 or not target.is_file() or target.stat().st_size == 0:
         last = (stderr.strip().splitlines() or ["no output"])[-1]
         raise LabclipError(f"Chromium could not print {html.name} to PDF: {last}")
@@ -356,10 +361,51 @@ def _quiet_kernel_manager() -> type:
 
 
 def _ipc_config(folder: str):
-    """Kernel connection over Unix sockets in a private folder rather than unencrypted TCP."""
+    """Kernel connection over Unix sockets in a private folder rather than unencrypted TCP; the connection file
+    (it holds the HMAC key) goes in the same folder, which the run removes however it ends."""
     from traitlets.config import Config
 
-    return Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k")}})
+    return Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k"),
+                                     "connection_file": os.path.join(folder, "kernel.json")}})
+
+
+def _stop_kernels(folder: str | None, wait_s: float = 5.0) -> None:
+    """Stop any kernel of this run that is still running (an interrupt can come while one starts, before papermill
+    knows it): its command line names the connection file in ``folder``. Otherwise it would write that file,
+    HMAC key and all, back into the temporary folder after the run removed it. Linux only (``/proc``)."""
+    proc = Path("/proc")
+    if folder is None or not proc.is_dir():
+        return
+    needle, stopped = os.fsencode(folder), []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+                stopped.append(entry)
+        except (OSError, ValueError):
+            continue
+    deadline = time.monotonic() + wait_s
+    while stopped and time.monotonic() < deadline:  # gone, or a zombie (an empty command line) that writes nothing
+        try:
+            stopped = [e for e in stopped if (e / "cmdline").read_bytes()]
+        except OSError:
+            stopped = [e for e in stopped if e.exists()]
+        time.sleep(0.05)
+
+
+def _remove(*paths: str | os.PathLike | None) -> None:
+    """Remove folders the run created, with Ctrl-C and SIGTERM held back until it is done, so a second signal
+    cannot leave half of one behind."""
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        for path in paths:
+            if path is not None:
+                shutil.rmtree(path, ignore_errors=True)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def build_reports(
@@ -410,8 +456,9 @@ def build_reports(
     (out_dir / RUNS).mkdir(parents=True, exist_ok=True)
     staging = out_dir / RUNS / f".{run_id}.partial"
     staging.mkdir()
-    ipc = tempfile.mkdtemp(prefix="labclip-kernel-")
+    ipc = None
     try:
+        ipc = tempfile.mkdtemp(prefix="labclip-kernel-")
         for name in notebooks:
             _run_notebook(papermill, name, params, staging, kernel, ipc, timings, out_dir, run_id)
             with timings.stage(f"html {name}"):
@@ -426,8 +473,8 @@ def build_reports(
                                           encoding="utf-8")
         return publish(staging, out_dir, run_id)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(ipc, ignore_errors=True)
+        _stop_kernels(ipc)
+        _remove(staging, ipc)
 
 
 def _run_notebook(papermill, name: str, params: dict, staging: Path, kernel: str, ipc: str, timings: Timings,
