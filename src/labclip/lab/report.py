@@ -658,8 +658,8 @@ def check_params(params: dict, source: str = "parameter") -> dict:
     checked = {}
     for key, value in params.items():
         where = f"{source}: {key!r}" if source != "parameter" else f"parameter {key!r}"
-        if value is None:
-            checked[key] = None
+        if value is None or key not in PARAMETERS:
+            checked[key] = value
         elif key in COUNT_PARAMETERS:
             checked[key] = at_least(value, 1, where)
         elif key == "strict":
