@@ -229,11 +229,10 @@ def check_inputs(params: dict, out_dir: Path, notebooks: Sequence[str], pdf: boo
     if set(notebooks) - {"04_zeroshot", SCALE_NOTEBOOK}:  # the scale report checks its benchmark below
         load_captions(params.get("captions") or DEFAULT_CAPTIONS, params.get("image_dir"), params.get("languages"))
     if "04_zeroshot" in notebooks:
+        from ..images import load_image
         from ..zeroshot import labelled_images
 
         language = (params.get("languages") or ["en"])[0]
-        from ..images import load_image
-
         for image in labelled_images(params.get("labels") or DEFAULT_LABELS, language).paths:
             load_image(image)
         _check_template_sets(params.get("template_sets") or _notebook_default("04_zeroshot", "template_sets"),
@@ -252,8 +251,6 @@ def _check_compare_models(models: Sequence[str]) -> None:
     from ..model import check_model
 
     for name in models:
-        if name == "demo":
-            continue
         try:
             check_model(name)
         except ModelUnavailable:
@@ -398,14 +395,15 @@ def _stop_kernels(folder: str | None, wait_s: float = 5.0) -> None:
 def _remove(*paths: str | os.PathLike | None) -> None:
     """Remove folders the run created, with Ctrl-C and SIGTERM held back until it is done, so a second signal
     cannot leave half of one behind."""
-    blocked = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    mask = getattr(signal, "pthread_sigmask", None)  # not on Windows
+    previous = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if mask else None
     try:
         for path in paths:
             if path is not None:
                 shutil.rmtree(path, ignore_errors=True)
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if mask:
+            mask(signal.SIG_SETMASK, previous)
 
 
 def build_reports(
