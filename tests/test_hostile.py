@@ -122,7 +122,7 @@ def test_yaml_merge_key_alias_and_oversized_file_are_refused(tmp_path, capsys, n
     merge = tmp_path / "merge.yaml"
     merge.write_text("base: &b {top_k: 3}\nother:\n  <<: *b\n", encoding="utf-8")
     big = tmp_path / "big.yaml"
-    big.write_text("title: " + "x" * (rep.PARAMS_MAX_BYTES + 10) + "\n", encoding="utf-8")
+    big.write_text("title: " + "x" * (2 << 20) + "\n", encoding="utf-8")  # 2 MiB
     for path, fragment in ((merge, "aliases"), (big, "MiB")):
         code, _, err = run(capsys, "report", "--model", "demo", "--params", path, "--out", tmp_path / "o")
         assert_user_error(code, err, path.name, fragment)
