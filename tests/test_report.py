@@ -129,8 +129,11 @@ def test_failed_run_leaves_earlier_reports_intact(full_run, tmp_path):
     bad.write_text("image,en\nmissing.png,a ghost\n", encoding="utf-8")
     with pytest.raises(LabclipError, match="row 2: image 'missing.png' not found"):
         build_reports({"model": "demo", "captions": str(bad)}, out)
+    broken = make_tiny_model(tmp_path / "broken", seed=1)  # a model that checks out but can't load: the notebook fails
+    for weights in broken.glob("*.safetensors"):
+        weights.write_bytes(b"not weights")
     with pytest.raises(LabclipError, match=r"notebook 01_matching failed .*executed notebook is kept at") as err:
-        build_reports({"model": "demo", "top_k": "three"}, out, notebooks=["01_matching"], pdf=False)
+        build_reports({"model": str(broken)}, out, notebooks=["01_matching"], pdf=False)
     kept = Path(str(err.value).split("kept at ")[1].split(";")[0])
     assert nbformat.read(kept, as_version=4).cells
     kept.unlink()

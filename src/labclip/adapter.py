@@ -83,7 +83,11 @@ class TextAdapter:
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Map embeddings ``(n, dim_in)`` to unit-length float32 rows ``(n, dim_out)``."""
         x = _as_matrix("adapter input", x, self.dim_in)
-        return _unit_rows(x.astype(np.float32) @ self.weight + self.bias)
+        mapped = x.astype(np.float32) @ self.weight + self.bias
+        if len(mapped) and not np.linalg.norm(mapped, axis=1).min() > 0:
+            raise LabclipError("the text adapter maps a caption to the zero vector; its weights are degenerate, "
+                               "fit it again")
+        return _unit_rows(mapped)
 
     def with_card(self, **updates: object) -> TextAdapter:
         """A copy whose card has ``updates`` merged in (e.g. ``held_out=evaluation.summary()``)."""
@@ -154,6 +158,9 @@ def load_text_adapter(path: str | os.PathLike) -> TextAdapter:
     if weight.dtype != np.float32 or bias.dtype != np.float32 or not (np.isfinite(weight).all()
                                                                           and np.isfinite(bias).all()):
         raise LabclipError(f"{path}: adapter weights must be finite float32")
+    if not weight.any():
+        raise LabclipError(f"{path}: the adapter's weights are all zero, so it would give every caption the same "
+                           "embedding; fit it again")
     adapter = TextAdapter(weight, bias, card)
     if (card.get("dim_in"), card.get("dim_out")) != weight.shape:
         raise LabclipError(f"{card_file}: card says {card.get('dim_in')}->{card.get('dim_out')} dimensions, "

@@ -28,3 +28,29 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO], None], binary: b
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` as UTF-8 atomically."""
     return write_atomic(path, lambda f: f.write(text))
+
+
+def write_texts(texts: dict[Path, str]) -> list[Path]:
+    """Write several UTF-8 files that belong together (a table and its summary): every one goes to a
+    temporary file beside its target first, and only when all are written are they renamed into place, so a
+    full disk leaves none of them, never one without the other.
+
+    Raises:
+        OSError: a file could not be written; no target was touched.
+    """
+    temps: list[tuple[str, Path]] = []
+    try:
+        for path, text in texts.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            temps.append((tmp, path))
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+            os.chmod(tmp, 0o644)
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in temps:
+            Path(tmp).unlink(missing_ok=True)
+    return [path for _, path in temps]

@@ -25,10 +25,19 @@ import pandas as pd
 
 from . import __version__
 from .adapter import ADAPTER_MARK, public_card
-from .atomic import write_text
-from .config import DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, DEMO_MODEL, shown_model, shown_revision
-from .errors import LabclipError
+from .atomic import write_texts
+from .config import (
+    DEFAULT_CAPTIONS,
+    DEFAULT_LABELS,
+    DEFAULT_MODEL,
+    DEMO_MODEL,
+    shown_names,
+)
+from .errors import LabclipError, at_least
 from .images import IMAGE_SUFFIXES
+from .lab.provenance import hub_revision as _hub_revision  # noqa: F401 - kept for callers of the old name
+from .lab.provenance import model_columns as _model_columns
+from .lab.provenance import model_record, row_provenance
 from .labels import format_metric, metric_label, num, share
 from .precision import PRECISIONS, default_precision
 from .stats import INTERVAL_SUFFIXES, Estimate, interval_fields, is_interval_field
@@ -80,12 +89,13 @@ def _whole_number(minimum: int, expected: str, too_small: str, words: tuple[str,
         if text in words:
             return text
         try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{too_small}, got {value}")
-        return value
+            return at_least(text, minimum, text)
+        except LabclipError:
+            try:
+                value = int(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"{too_small}, got {value}") from None
 
     return parse
 
@@ -354,10 +364,8 @@ def _given_images(paths: Sequence[Path]) -> list[Path]:
 
 def _shown_names(paths: Sequence[Path]) -> list[str]:
     """How the console and output files name images: relative to the deepest folder that holds them all,
-    as ``match`` and the reports do (:func:`labclip.data.short_names`)."""
-    from .data import short_names
-
-    return short_names([os.path.abspath(p) for p in paths])
+    as ``match`` and the reports do (:func:`labclip.config.shown_names`), never relative to the filesystem root."""
+    return shown_names(paths)
 
 
 def _check_files(paths: Sequence[Path]) -> None:
@@ -472,54 +480,6 @@ def _load(args):
     return _configure(model, args)
 
 
-def _hub_revision(repo_id: str) -> str | None:
-    """The commit of a hub model's cached snapshot (``refs/main``), or ``None``."""
-    from .hub import cached_revision
-
-    return cached_revision(repo_id)
-
-
-def _tower_revision(source: str, revision: str | None) -> str | None:
-    """A tower's revision as output files record it (:func:`labclip.config.shown_revision`, as the reports
-    show it): a local folder by its name and fingerprint, without its machine path."""
-    if revision is None and Path(source).is_dir():
-        revision = "local:" + str(Path(source).resolve())
-    return shown_revision(revision) if revision else _hub_revision(source)
-
-
-def model_record(model, requested: str | None = None, fallback_reason: str | None = None) -> dict:
-    """Who made the numbers: the requested model, the model used (id and revision) and whether it is untrained.
-
-    A multilingual text encoder paired with a CLIP image encoder is ``TEXT+IMAGE``, with revision
-    ``TEXT_REVISION+IMAGE_REVISION``. A model with a text adapter is ``MODEL+adapter:LABEL``, with
-    revision ``REVISION+adapter:SHA256`` and the adapter's card under ``adapter``. Local folders and files
-    are named as reports name them (:func:`labclip.config.shown_model`), never by their machine path.
-    """
-    if model.is_demo:
-        model_id, revision = DEMO_MODEL, shown_revision(model.revision)
-    elif model.image_source and model.image_source != model.source:
-        model_id = f"{model.source}+{model.image_source}"
-        revision = "+".join(str(_tower_revision(s, r)) for s, r in ((model.source, model.revision),
-                                                                     (model.image_source, model.image_revision)))
-    else:
-        model_id, revision = model.source, _tower_revision(model.source, model.revision)
-    model_id = shown_model(model_id)
-    record = {"requested": shown_model(requested or model.name), "id": model_id, "revision": revision,
-              "untrained": bool(model.untrained), "fallback_reason": fallback_reason,
-              "precision": model.precision.name, "precision_requested": model.precision.requested,
-              "precision_reason": model.precision.reason}
-    card = getattr(model, "adapter_card", None)
-    if card is not None:
-        record.update(id=f"{model_id}{ADAPTER_MARK}{card['label']}", revision=f"{revision}{ADAPTER_MARK}{card['sha256']}",
-                      adapter=card)
-    return record
-
-
-def _model_columns(record: dict) -> dict:
-    return {"model": record["id"], "model_revision": record["revision"] or "", "model_untrained": record["untrained"],
-            "precision": record["precision"], "precision_requested": record["precision_requested"]}
-
-
 # --- output ---------------------------------------------------------------------------------------------------
 # Console labels and number format are the reports' (labclip.labels): percentages with one decimal,
 # counts as k/n, cosines with three decimals.
@@ -611,7 +571,7 @@ def _emit(table: pd.DataFrame, out: Path | None, models: list[dict], summary: di
         left_out = {"not_compared": list(not_compared)} if columns is not None else {}
         text = json.dumps({"provenance": provenance, **left_out, **summary, "rows": table.to_dict("records")},
                           indent=2, ensure_ascii=False, default=str)
-        write_text(out, text)
+        _write({out: text})
     else:
         model_columns = columns if columns is not None else pd.DataFrame([_model_columns(models[0])] * len(table))
         rows = pd.concat([table.drop(columns=[c for c in model_columns if c in table]).reset_index(drop=True),
@@ -621,11 +581,27 @@ def _emit(table: pd.DataFrame, out: Path | None, models: list[dict], summary: di
                                                               provenance["versions"].items()},
                     "created": provenance["created"]}
             summary_file = out.with_name(f"{out.stem}.summary.csv")
-            write_text(summary_file, pd.DataFrame({"name": list(flat), "value": list(flat.values())})
-                       .to_csv(index=False))
+            files = {summary_file: pd.DataFrame({"name": list(flat), "value": list(flat.values())}).to_csv(index=False)}
+        else:
+            files = {}
+        _write({out: rows.to_csv(index=False), **files})
+        if files:
             print(f"labclip: wrote {summary_file}", file=sys.stderr)
-        write_text(out, rows.to_csv(index=False))
     print(f"labclip: wrote {out}", file=sys.stderr)
+
+
+def _write(files: dict[Path, str], kept: str = "") -> None:
+    """Write output files together (:func:`labclip.atomic.write_texts`); a full or read-only disk is one line.
+
+    Raises:
+        LabclipError: naming the file, the reason and that nothing was written (or what ``kept`` says is left).
+    """
+    try:
+        write_texts(files)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise LabclipError(f"{next(iter(files))}: cannot write ({reason}); "
+                           f"{kept or 'nothing was written'}") from None
 
 
 # --- the subcommands ------------------------------------------------------------------------------------------
@@ -718,7 +694,8 @@ def cmd_tag(args) -> None:
             new = top_labels(probs, labels, [names[i] for i in chunk], args.top_k).assign(
                 **key, precision_requested=model.precision.requested)
             done = pd.concat([done, new], ignore_index=True) if done is not None and len(done) else new
-            write_text(args.out, done.to_csv(index=False))
+            _write({args.out: done.to_csv(index=False)},
+                   kept=f"{args.out} keeps the images tagged before" if args.out.exists() else "")
     again = sum(names[i] in before for i in todo)
     did = [f"re-tagged {_count(again, 'image')}"] if again else []
     if len(todo) - again or not again:
@@ -797,8 +774,7 @@ def cmd_compare(args) -> None:
     for reason in not_compared:
         print(f"labclip: not compared: {reason}", file=sys.stderr)
     by_name = {r["requested"] if r["fallback_reason"] is None else DEMO_MODEL: r for r in records}
-    columns = pd.DataFrame([{**_model_columns(by_name[name]), "requested_model": by_name[name]["requested"]}
-                            for name in table["model"]])
+    columns = pd.DataFrame([row_provenance(by_name[name]) for name in table["model"]])
     _emit(table, args.out, records, inputs=[args.captions, *captions["path"]], columns=columns, n=table.attrs["n"],
           not_compared=not_compared)
 
@@ -869,7 +845,7 @@ def cmd_adapt_text(args) -> None:
         payload = {"provenance": {**run.provenance(), **_provenance([record])}, "held_out": summary,
                    "training": {d: {"hits": int(h.sum()), "n": len(h)} for d, h in run.training.items()},
                    "adapter": {"file": path.name, "card": public_card(card)}}
-        write_text(args.json, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        _write({args.json: json.dumps(payload, indent=2, ensure_ascii=False, default=str)})
         print(f"labclip: wrote {args.json}", file=sys.stderr)
 
 
@@ -897,7 +873,7 @@ def cmd_adapt_fewshot(args) -> None:
     if args.json:
         payload = {"provenance": {**run.provenance(), **_provenance([model_record(model, args.model)], run.paths)},
                    "top1": run.evaluation.counts(), "paired": run.evaluation.paired()}
-        write_text(args.json, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        _write({args.json: json.dumps(payload, indent=2, ensure_ascii=False, default=str)})
         print(f"labclip: wrote {args.json}", file=sys.stderr)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import shown_names
 from .errors import LabclipError, UnknownLanguage
 from .images import load_image
 
@@ -180,20 +181,21 @@ def load_captions(
     return CaptionSet(str(path), table.column("image"), [str(f) for f in files],
                       {lang: table.column(lang) for lang in langs},
                       table.column(ids) if ids else None,
-                      names=short_names(files), extra=extra)
+                      names=short_names([base.absolute() / name for name in table.column("image")], base), extra=extra)
 
 
 def _resolve(base: Path, name: str) -> Path:
-    return (base / name).resolve() if name else base.resolve()
+    """The file a cell names, symlinks followed; as written when they can't be (a loop, a NUL byte)."""
+    path = base / name if name else base
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return Path(os.path.normpath(path.absolute()))
 
 
-def short_names(files: Sequence[str | os.PathLike]) -> list[str]:
-    """Each path relative to the deepest folder that holds them all (``coffee.png``, ``cats/a.jpg``)."""
-    files = [Path(f) for f in files]
-    if not files:
-        return []
-    common = Path(os.path.commonpath([str(f.parent) for f in files]))
-    return [f.relative_to(common).as_posix() for f in files]
+def short_names(files: Sequence[str | os.PathLike], base: str | os.PathLike | None = None) -> list[str]:
+    """The names reports show for image files (:func:`labclip.config.shown_names`): no machine paths."""
+    return shown_names(files, base)
 
 
 def _suggestion(name: str, file: Path) -> str:
@@ -211,8 +213,17 @@ def read_table(path: str | Path, what: str = "caption file") -> Table:
             cells than the header; the message names the file and the row.
     """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise LabclipError(f"{path}: {what} is a broken link or a symlink loop")
     if not path.is_file():
         raise LabclipError(f"{path}: {what} not found")
+    try:
+        return _read_table(path)
+    except OSError as err:
+        raise LabclipError(f"{path}: cannot read the {what} ({err.strerror or type(err).__name__})") from None
+
+
+def _read_table(path: Path) -> Table:
     suffix = path.suffix.lower()
     if _is_jsonl(path):
         return _read_jsonl(path)
@@ -278,7 +289,11 @@ def _row_problems(table: Table, files: list[Path], langs: list[str], check_image
             problems.append(f"row {line}: duplicate image '{name}' (also row {first_row[file]})")
         else:
             first_row[file] = line
-            if not file.is_file():
+            if "\0" in name:
+                problems.append(f"row {line}: image name {name!r} holds a NUL byte")
+            elif file.is_symlink() and not file.exists():
+                problems.append(f"row {line}: image '{name}' is a broken link or a symlink loop")
+            elif not file.is_file():
                 problems.append(f"row {line}: image '{name}' not found in {file.parent}{_suggestion(name, file)}")
             elif check_images:
                 try:
@@ -313,6 +328,10 @@ def _read_jsonl(path: Path) -> Table:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise LabclipError(f"{path}: row {number} is not valid JSON ({err.msg} at column {err.colno})") from None
+        except RecursionError:
+            raise LabclipError(f"{path}: row {number} is nested too deeply to be a caption row") from None
+        except ValueError as err:  # e.g. an integer of more digits than Python converts
+            raise LabclipError(f"{path}: row {number} is not usable JSON ({' '.join(str(err).split())[:120]})") from None
         if not isinstance(record, dict):
             raise LabclipError(f"{path}: row {number} is not a JSON object")
         for key, value in record.items():

@@ -127,7 +127,10 @@ def load_image(path: str | Path) -> Image.Image:
             f"{Image.MAX_IMAGE_PIXELS} pixels)"
         ) from None
     except OSError as err:
-        raise LabclipError(f"{path}: unreadable or truncated image ({err})") from None
+        raise LabclipError(f"{path}: unreadable or truncated image ({' '.join(str(err).split())})") from None
+    except Exception as err:  # noqa: BLE001 - Pillow's limits on text and ICC chunks, a NUL in the name, a broken decoder
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        raise LabclipError(f"{path}: unreadable image ({type(err).__name__}: {detail})") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

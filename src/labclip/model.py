@@ -22,10 +22,10 @@ from tqdm.auto import tqdm
 
 from .adapter import AdaptedModel, TextAdapter, apply_adapter, load_text_adapter, other_source, split_adapter
 from .cache import EmbeddingCache, default_cache_dir, sha256_bytes
-from .config import shown_model, shown_revision
+from .config import check_model_name, shown_model, shown_revision
 from .demo import UNTRAINED_MARKER, demo_model_path
 from .encoders import LOADERS, ImageTower, TextTower
-from .errors import LabclipError
+from .errors import LabclipError, at_least
 from .hub import ModelUnavailable, PartFailed, check_source, did_you_mean, is_repo_id, load_failure
 from .images import PREPROCESS_VERSION, Preprocess, load_image
 from .precision import FP32, Precision, cast, choose, to_dtype
@@ -141,7 +141,7 @@ class ClipModel:
         """
         images = list(images)
         keys = [self._image_key(x) for x in images] if self.cache else []
-        return self._cached(images, keys, "images", batch_size or self.image_batch_size)
+        return self._cached(images, keys, "images", self._batch_size(batch_size, self.image_batch_size))
 
     def encode_texts(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Encode captions, each batch padded to its longest caption.
@@ -152,7 +152,12 @@ class ClipModel:
         texts = [str(t) for t in texts]
         clean = "openai-clean-v2:" if self.openai_text_cleaning else "raw:"
         keys = [sha256_bytes((clean + t).encode("utf-8")) for t in texts] if self.cache else []
-        return self._cached(texts, keys, "captions", batch_size or self.text_batch_size)
+        return self._cached(texts, keys, "captions", self._batch_size(batch_size, self.text_batch_size))
+
+    @staticmethod
+    def _batch_size(given: int | None, default: int) -> int:
+        """``given`` (``None``: ``default``), which must be 1 or more: a batch of 0 or -5 would encode nothing."""
+        return at_least(default if given is None else given, 1, "batch_size")
 
     def pixel_values(self, images: Sequence[ImageInput]) -> torch.Tensor:
         """Preprocess images into the ``(n, 3, crop, crop)`` tensor the vision tower takes."""
@@ -321,6 +326,7 @@ def _part(info: ModelInfo, source: str) -> str | None:
 
 def _model_info(name: str, image_model: str | os.PathLike | None) -> ModelInfo:
     """The registry entry of ``name``; a source that is neither a folder nor a hub id is an error."""
+    check_model_name(name)
     info = lookup(name, None if image_model is None else str(image_model))
     for requested in dict.fromkeys([info.id, info.image_source]):
         if not Path(requested).exists() and not is_repo_id(requested):

@@ -19,6 +19,7 @@ from ..registry import default_models
 from ..stats import interval_fields
 from ..translate import DEFAULT_TRANSLATOR, Translator, translator_name
 from .experiment import Experiment, Loaded, Matching, load_models
+from .provenance import model_record, row_provenance
 
 
 def is_multilingual(model: ClipModel) -> bool:
@@ -58,7 +59,7 @@ def compare(
     and shared through the cache by models with the same image encoder.
     Models given by name are loaded in ``precision`` (see :func:`labclip.load_model`).
     """
-    rows, hits, skipped, translations = [], [], [], {}
+    rows, hits, skipped, translations, records = [], [], [], {}, []
     chosen = default_models(languages) if models is None else models
     if not isinstance(chosen, Iterator):
         chosen = load_models(list(chosen), skipped, strict=strict, precision=precision)
@@ -67,9 +68,11 @@ def compare(
         model, fallback = loaded.model, loaded.fallback_reason
         exp = Experiment(model=model, captions=captions, top_k=top_k)
         label = model.name + (" (fallback)" if fallback else "")
+        record = model_record(model, str(loaded.name), fallback)
         strategy = "multilingual" if is_multilingual(model) else "raw"
         for lang in languages:
             rows.append(_row(label, lang, strategy, exp.matching(lang)))
+            records.append(record)
             hits.append(correct_ranks(exp.matching(lang).sim) == 1)
         if strategy == "multilingual" or not translator:
             continue
@@ -86,6 +89,7 @@ def compare(
             if translations[mt] is not None:
                 matching = exp.match_texts(f"{lang}→{reference}", translations[mt])
                 rows.append(_row(label, lang, "translated", matching))
+                records.append(record)
                 hits.append(correct_ranks(matching.sim) == 1)
     table = pd.DataFrame(rows)
     if not table.empty:
@@ -95,6 +99,7 @@ def compare(
         table["gap_ratio"] = [g[1] for g in gaps]
     table.attrs["reference"] = reference
     table.attrs["skipped"] = skipped
+    table.attrs["records"] = records
     table.attrs["i2t_hits1"] = hits
     table.attrs["n"] = len(captions)
     table.attrs["translations"] = {mt: t for mt, t in translations.items() if t is not None}
@@ -102,9 +107,17 @@ def compare(
 
 
 def save(table: pd.DataFrame, output_dir: str | os.PathLike | None, name: str = "comparison.csv") -> None:
-    """Write the comparison table as CSV into ``output_dir`` (atomically); nothing when it is ``None``."""
-    if output_dir is not None:
-        write_text(Path(output_dir) / name, table.to_csv(index=False))
+    """Write the comparison table as CSV into ``output_dir`` (atomically); nothing when it is ``None``. Each row
+    carries who made it as ``compare --out`` writes it (:func:`labclip.lab.provenance.row_provenance`: the model's
+    id, revision and untrained flag, the model asked for, the labclip version)."""
+    if output_dir is None:
+        return
+    records = table.attrs.get("records") or []
+    if len(records) == len(table):
+        columns = pd.DataFrame([row_provenance(r) for r in records])
+        table = pd.concat([table.drop(columns=[c for c in columns if c in table]).reset_index(drop=True), columns],
+                          axis=1)
+    write_text(Path(output_dir) / name, table.to_csv(index=False))
 
 
 def _row(model: str, language: str, strategy: str, matching: Matching) -> dict:

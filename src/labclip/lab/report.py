@@ -39,10 +39,11 @@ from ..config import (
     NOTEBOOKS_DIR,
     PROJ_ROOT,
     REPORTS_DIR,
+    exists,
     shown_path,
 )
 from ..data import load_captions
-from ..errors import LabclipError
+from ..errors import LabclipError, at_least
 from ..model import shown_model
 from ..precision import DEFAULTS, PRECISIONS, choose
 from .experiment import check_model_or_demo
@@ -188,12 +189,15 @@ def to_pdf(html: Path, target: Path, timeout: float | None = None) -> Path:
         LabclipError: Chromium failed or did not finish within ``timeout`` seconds (it is stopped).
     """
     timeout = PDF_TIMEOUT_S if timeout is None else timeout
-    with tempfile.TemporaryDirectory(prefix="labclip-chromium-") as profile:
+    profile = None
+    try:
+        profile = tempfile.mkdtemp(prefix="labclip-chromium-")
         cmd = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--print-to-pdf={target}",
                html.resolve().as_uri()]
-        # Its own session, so that the whole process tree can be stopped on a timeout or Ctrl-C.
+        # Its own session, so that the whole process tree can be stopped on a timeout or Ctrl-C; its own
+        # temporary folder inside the profile, so that its singleton socket and lock go with the profile.
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+                                start_new_session=True, env={**os.environ, "TMPDIR": profile})
         try:
             _, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -202,6 +206,8 @@ def to_pdf(html: Path, target: Path, timeout: float | None = None) -> Path:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+    finally:
+        _remove(profile)
     if proc.returncode != 0 or not target.is_file() or target.stat().st_size == 0:
         last = (stderr.strip().splitlines() or ["no output"])[-1]
         raise LabclipError(f"Chromium could not print {html.name} to PDF: {last}")
@@ -288,6 +294,7 @@ def check_inputs(params: dict, out_dir: Path, notebooks: Sequence[str], pdf: boo
     Raises:
         LabclipError: the first input that is wrong.
     """
+    check_params(params)
     check_out_dir(out_dir, published_names(notebooks, pdf), into_existing)
     for name in notebooks:
         choose(params.get("precision") or DEFAULTS.get(name, "fp32"))
@@ -298,6 +305,7 @@ def check_inputs(params: dict, out_dir: Path, notebooks: Sequence[str], pdf: boo
     if set(notebooks) - {"04_zeroshot", SCALE_NOTEBOOK}:  # the scale report checks its benchmark below
         load_captions(params.get("captions") or DEFAULT_CAPTIONS, params.get("image_dir"), params.get("languages"))
     if "04_zeroshot" in notebooks:
+        from ..images import load_image
         from ..zeroshot import choose_language, labelled_images
 
         labels = params.get("labels") or DEFAULT_LABELS
@@ -307,9 +315,28 @@ def check_inputs(params: dict, out_dir: Path, notebooks: Sequence[str], pdf: boo
             language, _ = choose_language(labels, (params.get("languages") or ["en"])[0], sets)
         except LabclipError as err:
             raise LabclipError(f"04_zeroshot: {err}") from None
-        labelled_images(labels, language)
+        for image in labelled_images(labels, language).paths:
+            load_image(image)
+    if "02_languages" in notebooks:
+        _check_compare_models(params.get("compare_models") or [])
     if pdf:
         chromium()
+
+
+def _check_compare_models(models: Sequence[str]) -> None:
+    """Each of ``compare_models`` is a model that can be had, or one that is only unavailable now (not cached,
+    hub unreachable: the languages report skips it and says so); a missing folder or a name the hub does not
+    know is an error now, not after notebooks ran."""
+    from ..hub import ModelUnavailable
+    from ..model import check_model
+
+    for name in models:
+        try:
+            check_model(name)
+        except ModelUnavailable:
+            continue
+        except LabclipError as err:
+            raise LabclipError(f"--compare-models: {err}") from None
 
 
 def _notebook_default(notebook: str, name: str):
@@ -474,10 +501,52 @@ def _quiet_kernel_manager() -> type:
 
 
 def _ipc_config(folder: str):
-    """Kernel connection over Unix sockets in a private folder rather than unencrypted TCP."""
+    """Kernel connection over Unix sockets in a private folder rather than unencrypted TCP; the connection file
+    (it holds the HMAC key) goes in the same folder, which the run removes however it ends."""
     from traitlets.config import Config
 
-    return Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k")}})
+    return Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k"),
+                                     "connection_file": os.path.join(folder, "kernel.json")}})
+
+
+def _stop_kernels(folder: str | None, wait_s: float = 5.0) -> None:
+    """Stop any kernel of this run that is still running (an interrupt can come while one starts, before papermill
+    knows it): its command line names the connection file in ``folder``. Otherwise it would write that file,
+    HMAC key and all, back into the temporary folder after the run removed it. Linux only (``/proc``)."""
+    proc = Path("/proc")
+    if folder is None or not proc.is_dir():
+        return
+    needle, stopped = os.fsencode(folder), []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+                stopped.append(entry)
+        except (OSError, ValueError):
+            continue
+    deadline = time.monotonic() + wait_s
+    while stopped and time.monotonic() < deadline:  # gone, or a zombie (an empty command line) that writes nothing
+        try:
+            stopped = [e for e in stopped if (e / "cmdline").read_bytes()]
+        except OSError:
+            stopped = [e for e in stopped if e.exists()]
+        time.sleep(0.05)
+
+
+def _remove(*paths: str | os.PathLike | None) -> None:
+    """Remove folders the run created, with Ctrl-C and SIGTERM held back until it is done, so a second signal
+    cannot leave half of one behind."""
+    mask = getattr(signal, "pthread_sigmask", None)  # not on Windows
+    previous = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if mask else None
+    try:
+        for path in paths:
+            if path is not None:
+                shutil.rmtree(path, ignore_errors=True)
+    finally:
+        if mask:
+            mask(signal.SIG_SETMASK, previous)
 
 
 def build_reports(
@@ -509,7 +578,7 @@ def build_reports(
     """
     out_dir = Path(out_dir)
     timings = Timings()
-    params = {k: v for k, v in params.items() if v is not None}
+    params = {k: v for k, v in check_params(params).items() if v is not None}
     left_out = {}
     with timings.stage("check inputs"):
         why = zeroshot_left_out(params, notebooks)
@@ -538,9 +607,10 @@ def build_reports(
     claim(out_dir)
     staging = out_dir / RUNS / f".{run_id}.partial"
     staging.mkdir()
-    ipc = tempfile.mkdtemp(prefix="labclip-kernel-")
+    ipc = None
     precision = {}
     try:
+        ipc = tempfile.mkdtemp(prefix="labclip-kernel-")
         for name in notebooks:
             precision[name] = _run_notebook(papermill, name, params, staging, kernel, ipc, timings, out_dir, run_id)
             with timings.stage(f"html {name}"):
@@ -556,8 +626,8 @@ def build_reports(
                                           encoding="utf-8")
         return publish(staging, out_dir, run_id)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(ipc, ignore_errors=True)
+        _stop_kernels(ipc)
+        _remove(staging, ipc)
 
 
 def _run_notebook(papermill, name: str, params: dict, staging: Path, kernel: str, ipc: str, timings: Timings,
@@ -609,7 +679,7 @@ def _shown_params(params: dict) -> dict:
     for key in ("captions", "image_dir", "labels", "reference"):
         if shown.get(key):
             shown[key] = shown_path(shown[key])
-    if shown.get("dataset") and Path(shown["dataset"]).exists():
+    if shown.get("dataset") and exists(shown["dataset"]):
         shown["dataset"] = shown_path(shown["dataset"])
     for key in ("model", "translator"):
         if shown.get(key):
@@ -637,6 +707,14 @@ def _publishable(executed: Path, source: Path, params: dict, shown_dir: str) -> 
     write_text(executed, nbformat.writes(nb))
 
 
+def _count_option(text: str) -> int:
+    """An argparse type: a count of 1 or more, checked as the parameter file's counts are."""
+    try:
+        return at_least(text, 1, "")
+    except LabclipError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix(": ")) from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``labclip report`` (the one parser of the report runner). Unset options keep the
     parameter file's value, then the notebook's default."""
@@ -650,8 +728,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", help="labelled images of the zero-shot report: a CSV (image plus a label or one column "
                                     "per language) or a folder of class folders (default: data/labels.csv)")
     p.add_argument("--langs", nargs="+", help=f"caption languages, e.g. en ru ({nb}: en ru)")
-    p.add_argument("--top-k", type=int, help=f"captions listed per image, the k of top-k accuracy ({nb}: 3)")
-    p.add_argument("--batch-size", type=int, help="items per forward pass (default: the model's)")
+    p.add_argument("--top-k", type=_count_option, help=f"captions listed per image, the k of top-k accuracy ({nb}: 3)")
+    p.add_argument("--batch-size", type=_count_option, help="items per forward pass (default: the model's)")
     p.add_argument("--title", help="title of every report, each report's own (English) name under it "
                                    "(default: each report's own name)")
     p.add_argument("--precision", choices=PRECISIONS,
@@ -682,19 +760,89 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-pdf", action="store_true", help="HTML only (default: HTML and PDF)")
 
 
+PARAMS_MAX_BYTES = 1 << 20
+TEXT_PARAMETERS = ("model", "captions", "image_dir", "title", "translator", "labels", "dataset", "reference", "precision")
+LIST_PARAMETERS = ("languages", "compare_models", "template_sets")
+COUNT_PARAMETERS = ("top_k", "batch_size")
+
+
+def _yaml_loader() -> type:
+    """PyYAML's safe loader without aliases: ``*name`` (the billion-laughs bomb) is refused when it is read."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a parameter file",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
+    return NoAliases
+
+
 def read_params(path: Path | None) -> dict:
+    """The parameters of a YAML file (a mapping of known names), checked as :func:`check_params` does.
+
+    Raises:
+        LabclipError: an unreadable, too large or malformed file (aliases included), or a bad parameter.
+    """
     if path is None:
         return {}
     import yaml
 
     try:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise LabclipError(f"{path}: unreadable parameter file ({' '.join(str(err).split())})") from None
-    unknown = sorted(set(loaded) - set(PARAMETERS))
-    if not isinstance(loaded, dict) or unknown:
+        with open(path, "rb") as f:
+            raw = f.read(PARAMS_MAX_BYTES + 1)
+        if len(raw) > PARAMS_MAX_BYTES:
+            raise LabclipError(f"{path}: a parameter file of more than {PARAMS_MAX_BYTES >> 20} MiB is not a parameter file")
+        loaded = yaml.load(raw.decode("utf-8-sig"), Loader=_yaml_loader())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as err:
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        mark = getattr(err, "problem_mark", None)
+        if getattr(err, "problem", None) and mark is not None:
+            detail = f"{err.problem}, line {mark.line + 1} column {mark.column + 1}"
+        raise LabclipError(f"{path}: unreadable parameter file ({detail})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise LabclipError(f"{path}: a parameter file holds 'name: value' lines, not a {type(loaded).__name__}")
+    unknown = sorted(str(k) for k in set(loaded) - set(PARAMETERS))
+    if unknown:
         raise LabclipError(f"{path}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(PARAMETERS)}")
-    return loaded
+    return check_params(loaded, str(path))
+
+
+def check_params(params: dict, source: str = "parameter") -> dict:
+    """The report parameters with their types checked: counts (``top_k``, ``batch_size``) of 1 or more, as every
+    subcommand checks them (:func:`labclip.errors.at_least`), texts, lists of texts (one text becomes a list of
+    one) and ``strict`` a yes/no. The notebooks only ever get parameters that passed here.
+
+    Raises:
+        LabclipError: naming ``source`` (the parameter file), the parameter and the value.
+    """
+    checked = {}
+    for key, value in params.items():
+        where = f"{source}: {key!r}" if source != "parameter" else f"parameter {key!r}"
+        if value is None or key not in PARAMETERS:
+            checked[key] = value
+        elif key in COUNT_PARAMETERS:
+            checked[key] = at_least(value, 1, where)
+        elif key == "strict":
+            if not isinstance(value, bool):
+                raise LabclipError(f"{where}: expected true or false, got {str(value)[:40]!r}")
+            checked[key] = value
+        elif key in LIST_PARAMETERS:
+            values = [value] if isinstance(value, str) else value
+            if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() for v in values):
+                raise LabclipError(f"{where}: expected a list of names, got {str(value)[:60]!r}")
+            checked[key] = values
+        else:
+            if key == "title" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = str(value)
+            if not isinstance(value, str) or (key != "translator" and not value.strip()):
+                raise LabclipError(f"{where}: expected a text, got {str(value)[:60]!r}")
+            checked[key] = value
+    return checked
 
 
 def _terminate(signum, frame) -> None:
@@ -719,12 +867,16 @@ def run(args: argparse.Namespace) -> int:
             if params.get(key):
                 params[key] = str(Path(params[key]).resolve())
         for key in ("model", "dataset"):
-            if params.get(key) and Path(params[key]).exists():
+            if params.get(key) and exists(params[key]):
                 params[key] = str(Path(params[key]).resolve())
         notebooks = args.notebooks or ([SCALE_NOTEBOOK] if params.get("dataset") else list(NOTEBOOKS))
         published = build_reports(params, out, notebooks, pdf=not args.no_pdf, into_existing=args.into_existing)
     except LabclipError as err:
         print(f"labclip: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full or read-only disk while the run was staged: nothing was published
+        print(f"labclip: error: cannot write the reports ({err.strerror or type(err).__name__}); nothing published, "
+              f"earlier reports in {out} are unchanged", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"labclip: interrupted; nothing published, earlier reports in {out} are unchanged",
