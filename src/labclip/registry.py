@@ -61,6 +61,14 @@ ST_LANGUAGES = ("ar", "bg", "ca", "cs", "da", "de", "el", "en", "es", "et", "fa"
 ALTCLIP_M9 = ("en", "zh", "es", "fr", "ru", "ja", "ko", "ar", "it")
 ALTCLIP_M18 = ("en", "zh", "ja", "th", "ko", "hi", "uk", "ar", "tr", "vi", "pl", "nl", "pt", "it", "es", "de", "fr",
                "ru")
+# How SigLIP text is normalised before tokenising. SigLIP: transformers' SiglipTokenizer.canonicalize_text (from
+# big_vision's prompt_engineering.py): lower-cased, ASCII punctuation removed, whitespace runs collapsed, stripped.
+# SigLIP 2 (Gemma tokenizer): lower-cased (transformers' Siglip2Tokenizer adds a Lowercase normaliser, "SigLIP2
+# training default"; the model cards: "the model was trained with lowercased text"). Both pad to max_length 64.
+CANONICAL = "canonical"
+LOWERCASE = "lowercase"
+TEXT_HANDLING = {CANONICAL: "lower-cased, punctuation removed, spaces collapsed (SigLIP's canonicalize_text)",
+                 LOWERCASE: "lower-cased (SigLIP 2's Gemma tokenizer as trained)"}
 WEBLI = ("en", "ru", "de", "fr", "es", "it", "pt", "nl", "pl", "uk", "tr", "ar", "zh", "ja", "ko")
 
 
@@ -81,6 +89,8 @@ class ModelInfo:
         aliases: other names that resolve to ``id``.
         download_gb: what labclip downloads for it (the weight file it reads plus configs and tokenizer),
             read off the repository's "Files and versions" page; ``None`` where not checked.
+        text_handling: how captions are normalised before tokenising, as the model was trained
+            (:data:`TEXT_HANDLING`); ``None``: the family's own (OpenAI's cleaning or the tokenizer's).
     """
 
     id: str
@@ -93,6 +103,7 @@ class ModelInfo:
     default: bool = False
     aliases: tuple[str, ...] = ()
     download_gb: float | None = None
+    text_handling: str | None = None
 
     @property
     def multilingual(self) -> bool:
@@ -125,8 +136,14 @@ MODELS: tuple[ModelInfo, ...] = (
     ModelInfo("sentence-transformers/clip-ViT-B-32-multilingual-v1", SENTENCE_TRANSFORMERS,
               image_tower=DEFAULT_MODEL, context_length=128, languages=ST_LANGUAGES, licence="Apache-2.0",
               weights=("model.safetensors", "pytorch_model.bin"), default=True, download_gb=0.54),
+    ModelInfo("google/siglip2-base-patch16-224", SIGLIP, context_length=64, languages=WEBLI, licence="Apache-2.0",
+              default=True, download_gb=1.54, text_handling=LOWERCASE),
+    ModelInfo("google/siglip2-base-patch32-256", SIGLIP, context_length=64, languages=WEBLI, licence="Apache-2.0",
+              download_gb=1.54, text_handling=LOWERCASE),
+    ModelInfo("google/siglip2-base-patch16-naflex", SIGLIP, context_length=64, languages=WEBLI,
+              licence="Apache-2.0", download_gb=1.54, text_handling=LOWERCASE),
     ModelInfo("google/siglip-base-patch16-256-multilingual", SIGLIP, context_length=64, languages=WEBLI,
-              licence="Apache-2.0", default=True, download_gb=1.50),
+              licence="Apache-2.0", download_gb=1.50, text_handling=CANONICAL),
     ModelInfo("M-CLIP/XLM-Roberta-Large-Vit-B-32", MCLIP, image_tower=DEFAULT_MODEL, context_length=512,
               languages=ST_LANGUAGES, weights=("pytorch_model.bin", "tf_model.h5"), download_gb=2.24),
     ModelInfo("BAAI/AltCLIP-m9", ALTCLIP, context_length=77, languages=ALTCLIP_M9,
@@ -182,7 +199,7 @@ def detect_family(root: Path) -> str | None:
         model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError, AttributeError):
         return None
-    return {"M-CLIP": MCLIP, "clip": CLIP, "altclip": ALTCLIP, "siglip": SIGLIP}.get(model_type)
+    return {"M-CLIP": MCLIP, "clip": CLIP, "altclip": ALTCLIP, "siglip": SIGLIP, "siglip2": SIGLIP}.get(model_type)
 
 
 def lookup(name: str, image_model: str | None = None) -> ModelInfo:
