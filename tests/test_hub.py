@@ -166,6 +166,77 @@ def test_siglip_pads_to_64_and_scores_with_sigmoid(offline_hub, images):
     assert not np.allclose(probs.sum(axis=1), 1.0)
 
 
+def test_siglip_captions_are_canonicalised_as_trained(offline_hub):
+    """SigLIP saw canonical text: 'A Photo of a CAT!' embeds exactly as 'a photo of a cat' does, and labclip's
+    canonical form is the tokenizer's own ``canonicalize_text`` (big_vision's)."""
+    from transformers import SiglipModel, SiglipTokenizer
+
+    from labclip.text import siglip_text
+
+    name = "google/siglip-base-patch16-256-multilingual"
+    snap = snapshot_dir(offline_hub, name)
+    model = load_model(name, cache=False)
+    shouted, trained = model.encode_texts(["A Photo of a CAT!", "a photo of a cat"])
+    np.testing.assert_array_equal(shouted, trained)
+    tokenizer = SiglipTokenizer(vocab_file=str(snap / "spiece.model"))
+    for text in ["A Photo of a CAT!", "  Кошка,  на КРЫШЕ...\t(ночью)", "it's 5 o'clock — «tea»?", *EN, *RU]:
+        assert siglip_text(text, registry.CANONICAL) == tokenizer.canonicalize_text(text)
+    batch = tokenizer(["a photo of a cat"], padding="max_length", max_length=64, return_tensors="pt")
+    with torch.no_grad():
+        direct = _unit(SiglipModel.from_pretrained(snap).eval().get_text_features(input_ids=batch["input_ids"]))
+    np.testing.assert_allclose(trained[None], direct, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["google/siglip2-base-patch16-224", "google/siglip2-base-patch32-256"])
+def test_siglip2_lowercases_pads_to_64_and_matches_transformers(offline_hub, images, name):
+    """Fixed-resolution SigLIP 2: ``SiglipModel`` with the Gemma tokenizer, captions lower-cased as in training."""
+    from transformers import AutoTokenizer, SiglipModel
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    snap = snapshot_dir(offline_hub, name)
+    assert {"tokenizer.json", "tokenizer.model"} <= {p.name for p in snap.iterdir()}
+    model = load_model(name, cache=False)
+    assert model.revision == commit_of(name) and model.context_length == 64 and model.family == "siglip"
+    tokenizer = AutoTokenizer.from_pretrained(snap)
+    assert type(tokenizer).__name__ == "GemmaTokenizer" and tokenizer("A")["input_ids"] != tokenizer("a")["input_ids"]
+    texts = ["A Photo of a CUP of Coffee", "Кошка", *EN, *RU]
+    batch = tokenizer([t.lower() for t in texts], padding="max_length", max_length=64, return_tensors="pt")
+    raw = tokenizer(texts, padding="max_length", max_length=64, return_tensors="pt")
+    pixels = SiglipImageProcessorPil.from_pretrained(snap)([load_image(p) for p in images],
+                                                            return_tensors="pt")["pixel_values"]
+    direct = SiglipModel.from_pretrained(snap).eval()
+    with torch.no_grad():
+        out = direct(input_ids=batch["input_ids"], pixel_values=pixels)
+        unlowered = _unit(direct.get_text_features(input_ids=raw["input_ids"]))
+    text = model.encode_texts(texts)
+    np.testing.assert_allclose(text, _unit(out.text_embeds), atol=1e-5)
+    assert not np.allclose(text[:2], unlowered[:2], atol=1e-3)  # lower-casing changes what the model sees
+    np.testing.assert_allclose(model.encode_images(images), _unit(out.image_embeds), atol=2e-3)
+
+
+def test_siglip2_naflex_goes_through_siglip2model_with_max_num_patches(offline_hub, images):
+    from transformers import AutoTokenizer, Siglip2Model
+    from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
+
+    name = "google/siglip2-base-patch16-naflex"
+    snap = snapshot_dir(offline_hub, name)
+    model = load_model(name, cache=False)
+    assert model.revision == commit_of(name) and model.preprocess.max_num_patches == 16
+    processor = Siglip2ImageProcessorPil.from_pretrained(snap)
+    inputs = processor([load_image(p) for p in images], return_tensors="pt")
+    assert len(set(map(tuple, inputs["spatial_shapes"].tolist()))) > 1  # aspect ratios kept, not squared
+    tokenizer = AutoTokenizer.from_pretrained(snap)
+    texts = ["A Red CAR", *RU]
+    batch = tokenizer([t.lower() for t in texts], padding="max_length", max_length=64, return_tensors="pt")
+    direct = Siglip2Model.from_pretrained(snap).eval()
+    with torch.no_grad():
+        out = direct(input_ids=batch["input_ids"], **inputs)
+    np.testing.assert_allclose(model.encode_texts(texts), _unit(out.text_embeds), atol=1e-5)
+    np.testing.assert_allclose(model.encode_images(images), _unit(out.image_embeds), atol=1e-4)
+    probs = model.probabilities(model.encode_images(images) @ model.encode_texts(texts).T)
+    np.testing.assert_allclose(probs, torch.sigmoid(out.logits_per_image).numpy(), atol=1e-4)
+
+
 def test_translator_revision_and_cache_key(offline_hub, tmp_path):
     from transformers import MarianMTModel, MarianTokenizer
 
