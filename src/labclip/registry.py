@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+DEFAULT_MULTILINGUAL = "google/siglip2-base-patch16-224"  # the default Russian-capable model (SigLIP 2)
 DEMO_MODEL = "demo"
 
 CLIP = "clip"
