@@ -470,6 +470,20 @@ def test_default_comparison_runs_on_the_replicas(offline_hub):
     assert set(table[table.model != DEFAULT_MODEL].strategy) == {"multilingual"}
 
 
+def test_compare_command_compares_clip_the_sentence_transformers_tower_and_siglip2(offline_hub, capsys):
+    from labclip.cli import main
+
+    expected = registry.default_models(["en", "ru"])
+    assert expected == [registry.DEFAULT_MODEL, "sentence-transformers/clip-ViT-B-32-multilingual-v1",
+                        registry.DEFAULT_MULTILINGUAL]
+    assert main(["compare", str(CAPTIONS_DIR / "default.csv"), "--langs", "en", "ru"]) == 0
+    out = capsys.readouterr().out
+    for model in expected:
+        rows = [line.split() for line in out.splitlines() if line.split()[:1] == [model]]
+        assert {row[1] for row in rows} == {"en", "ru"}, model
+    assert "not compared" not in out
+
+
 def test_readme_states_the_default_download_total():
     extra = sum(registry.BY_ID[m].download_gb for m in registry.default_models()[1:])
     total = extra + registry.TRANSLATORS["Helsinki-NLP/opus-mt-ru-en"]
