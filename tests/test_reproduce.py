@@ -99,3 +99,21 @@ def test_a_model_without_a_comparable_figure_says_so(replicas, tmp_path, capsys)
     assert lines == [f"{m} · XTD10: no published figure with the same definition in English"
                      for m in (registry.DEFAULT_MODEL, registry.DEFAULT_MULTILINGUAL)] + \
         ["0 of 0 published figures lie inside the measured 95% interval"]
+
+
+def test_every_published_box_reads_the_one_table():
+    from labclip.lab import adapt, narrative
+
+    for p in registry.PUBLISHED:
+        assert all(str(getattr(p, f)).strip() for f in ("model", "benchmark", "direction", "language", "metric",
+                                                         "source", "definition")) and 0 <= p.value <= 100
+    xtd10 = registry.published(benchmark="XTD10", direction="t2i", metric="R@1")
+    assert {(m, lang, v) for m, figures in narrative.PUBLISHED_XTD10_T2I_R1.items() for lang, v in figures.items()} \
+        == {(p.model, p.language, p.value) for p in xtd10}
+    assert adapt.PUBLISHED == registry.published(benchmark="ImageNet") and len(adapt.PUBLISHED) == 3
+    immich = registry.published(source=registry.IMMICH_MULTILINGUAL)
+    assert {(p.model, p.language, p.value) for p in immich} == {
+        ("google/siglip2-base-patch16-224", "ru", 84.29), ("google/siglip2-base-patch16-224", "en", 75.19),
+        ("google/siglip-base-patch16-256-multilingual", "ru", 82.86),
+        ("google/siglip-base-patch16-256-multilingual", "en", 69.38)}
+    assert all(p.model in registry.BY_ID for p in immich)
