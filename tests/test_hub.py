@@ -178,6 +178,9 @@ def test_siglip_captions_are_canonicalised_as_trained(offline_hub):
     model = load_model(name, cache=False)
     shouted, trained = model.encode_texts(["A Photo of a CAT!", "a photo of a cat"])
     np.testing.assert_array_equal(shouted, trained)
+    from labclip.lab.narrative import text_processing
+
+    assert registry.TEXT_HANDLING[registry.CANONICAL] in text_processing(model)
     tokenizer = SiglipTokenizer(vocab_file=str(snap / "spiece.model"))
     for text in ["A Photo of a CAT!", "  Кошка,  на КРЫШЕ...\t(ночью)", "it's 5 o'clock — «tea»?", *EN, *RU]:
         assert siglip_text(text, registry.CANONICAL) == tokenizer.canonicalize_text(text)
@@ -211,6 +214,9 @@ def test_siglip2_lowercases_pads_to_64_and_matches_transformers(offline_hub, ima
     text = model.encode_texts(texts)
     np.testing.assert_allclose(text, _unit(out.text_embeds), atol=1e-5)
     assert not np.allclose(text[:2], unlowered[:2], atol=1e-3)  # lower-casing changes what the model sees
+    from labclip.lab.narrative import text_processing
+
+    assert registry.TEXT_HANDLING[registry.LOWERCASE] in text_processing(model)
     np.testing.assert_allclose(model.encode_images(images), _unit(out.image_embeds), atol=2e-3)
 
 

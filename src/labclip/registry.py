@@ -68,8 +68,8 @@ ALTCLIP_M18 = ("en", "zh", "ja", "th", "ko", "hi", "uk", "ar", "tr", "vi", "pl",
 # training default"; the model cards: "the model was trained with lowercased text"). Both pad to max_length 64.
 CANONICAL = "canonical"
 LOWERCASE = "lowercase"
-TEXT_HANDLING = {CANONICAL: "lower-cased, punctuation removed, spaces collapsed (SigLIP's canonicalize_text)",
-                 LOWERCASE: "lower-cased (SigLIP 2's Gemma tokenizer as trained)"}
+TEXT_HANDLING = {CANONICAL: "lower-cased, stripped of punctuation and repeated spaces (SigLIP's canonicalize_text)",
+                 LOWERCASE: "lower-cased (SigLIP 2)"}
 WEBLI = ("en", "ru", "de", "fr", "es", "it", "pt", "nl", "pl", "uk", "tr", "ar", "zh", "ja", "ko")
 
 

@@ -33,6 +33,7 @@ from ..labels import (  # noqa: F401
 )
 from ..metrics import retrieval_ranks
 from ..model import ClipModel
+from ..registry import TEXT_HANDLING
 from ..registry import published as registry_published
 from ..registry import resolve_model_name
 from . import compare
@@ -172,6 +173,10 @@ def text_processing(model: ClipModel) -> str:
                    "encoder's space" if tower.info.paired else f"the text encoder of the {tower.family} model")
         text = (f"The model's own tokenizer ({type(model.tokenizer).__name__}{vocab}) with its own normalisation, "
                 f"{model.context_length}-token context, and {encoder}.")
+        handling = getattr(tower.text, "handling", None)
+        if handling in TEXT_HANDLING:
+            text += (f" As the model was trained, captions are first {TEXT_HANDLING[handling]} and always padded "
+                     f"to {model.context_length} tokens.")
     return text + adapter_text(model)
 
 
