@@ -359,8 +359,8 @@ def _siglip2(root: Path, seed: int, naflex: bool = False) -> None:
         config = SiglipConfig(text_config=text, vision_config={**vision, "image_size": 32},
                               architectures=["SiglipModel"])
         model = _seeded(seed, lambda: SiglipModel(config).eval())
-        SiglipImageProcessorPil(size={"height": 32, "width": 32}, image_mean=[0.5, 0.5, 0.5],
-                                image_std=[0.5, 0.5, 0.5]).save_pretrained(root)
+        SiglipImageProcessorPil(size={"height": 32, "width": 32}, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+                                resample=2).save_pretrained(root)  # SigLIP 2's configs say bilinear (2), not 3
     with torch.no_grad():
         model.logit_scale.fill_(math.log(10.0))
         model.logit_bias.fill_(-10.0)

@@ -46,19 +46,21 @@ class Preprocess:
 
 @dataclass(frozen=True)
 class SquarePreprocess:
-    """SigLIP's image preprocessing: resize to ``crop`` × ``crop`` (aspect not kept, bicubic), then
-    scale to [0, 1] and normalise, as ``SiglipImageProcessor`` does."""
+    """SigLIP's image preprocessing: resize to ``crop`` × ``crop`` (aspect not kept) with the processor's
+    ``resample`` (PIL's code: 3 bicubic for SigLIP, 2 bilinear for SigLIP 2), then scale to [0, 1] and
+    normalise, as ``SiglipImageProcessor`` does."""
 
     crop: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    resample: int = int(Image.Resampling.BICUBIC)
 
     @property
     def resize(self) -> int:
         return self.crop
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = image.convert("RGB").resize((self.crop, self.crop), Image.Resampling.BICUBIC)
+        image = image.convert("RGB").resize((self.crop, self.crop), Image.Resampling(self.resample))
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
         tensor = pixels.permute(2, 0, 1).contiguous().to(torch.float32).div(255)
         mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
@@ -104,7 +106,9 @@ def preprocess_for(processor) -> Preprocess | SquarePreprocess | NaflexPreproces
     size = processor.size
     get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
     if not isinstance(size, int) and get("shortest_edge") is None and get("height"):
-        return SquarePreprocess(int(get("height")), tuple(processor.image_mean), tuple(processor.image_std))
+        resample = getattr(processor, "resample", None)
+        return SquarePreprocess(int(get("height")), tuple(processor.image_mean), tuple(processor.image_std),
+                                int(Image.Resampling.BICUBIC if resample is None else resample))
     return Preprocess.from_image_processor(processor)
 
 
