@@ -214,9 +214,10 @@ def test_siglip2_lowercases_pads_to_64_and_matches_transformers(offline_hub, ima
     text = model.encode_texts(texts)
     np.testing.assert_allclose(text, _unit(out.text_embeds), atol=1e-5)
     assert not np.allclose(text[:2], unlowered[:2], atol=1e-3)  # lower-casing changes what the model sees
-    from labclip.lab.narrative import text_processing
+    from labclip.lab.narrative import image_processing, text_processing
 
     assert registry.TEXT_HANDLING[registry.LOWERCASE] in text_processing(model)
+    assert "bilinear resize to 32×32" in image_processing(model.preprocess)
     np.testing.assert_allclose(model.encode_images(images), _unit(out.image_embeds), atol=2e-3)
 
 
@@ -228,6 +229,9 @@ def test_siglip2_naflex_goes_through_siglip2model_with_max_num_patches(offline_h
     snap = snapshot_dir(offline_hub, name)
     model = load_model(name, cache=False)
     assert model.revision == commit_of(name) and model.preprocess.max_num_patches == 16
+    from labclip.lab.narrative import image_processing
+
+    assert "at most 16 patches of 8 px" in image_processing(model.preprocess)
     processor = Siglip2ImageProcessorPil.from_pretrained(snap)
     inputs = processor([load_image(p) for p in images], return_tensors="pt")
     assert len(set(map(tuple, inputs["spatial_shapes"].tolist()))) > 1  # aspect ratios kept, not squared

@@ -31,6 +31,7 @@ from ..labels import (  # noqa: F401
     rate,
     share,
 )
+from ..images import NaflexPreprocess, SquarePreprocess
 from ..metrics import retrieval_ranks
 from ..model import ClipModel
 from ..registry import TEXT_HANDLING
@@ -265,6 +266,18 @@ def abstract(exp: Experiment, languages: list[str]) -> str:
     return " ".join(lines)
 
 
+def image_processing(pre) -> str:
+    """How the model's images are resized, from its preprocessing settings."""
+    if isinstance(pre, NaflexPreprocess):
+        return (f"SigLIP 2 NaFlex: each image resized, aspect ratio kept, to at most {pre.max_num_patches} patches "
+                f"of {pre.patch_size} px")
+    if isinstance(pre, SquarePreprocess):
+        kind = {2: "bilinear", 3: "bicubic"}.get(pre.resample, f"PIL filter {pre.resample}")
+        return f"As the model's SigLIP image processor does it: {kind} resize to {pre.crop}×{pre.crop} (aspect not kept)"
+    return (f"As OpenAI's clip package does it: bicubic resize of the shorter side to {pre.resize} px, centre crop "
+            f"to {pre.crop}×{pre.crop}")
+
+
 def method(exp: Experiment) -> str:
     model, pre = exp.model, exp.model.preprocess
     prov = exp.provenance()
@@ -275,8 +288,7 @@ def method(exp: Experiment) -> str:
     return "\n".join([
         f"- **Model.** {md(model_name(model.name))} loaded through Hugging Face transformers from {md(source)} ({revision}); "
         f"{model.dim}-dimensional embeddings, learned temperature (logit scale) {model.logit_scale:.1f}.",
-        f"- **Image preprocessing.** As OpenAI's clip package does it: bicubic resize of the shorter side to "
-        f"{pre.resize} px, centre crop to {pre.crop}×{pre.crop}, RGB, normalised with mean ({mean}) and std ({std}) "
+        f"- **Image preprocessing.** {image_processing(pre)}, RGB, normalised with mean ({mean}) and std ({std}) "
         "from the model's image processor. EXIF orientation is applied and transparency is composited on white "
         "when files are read.",
         f"- **Text preprocessing.** {text_processing(model)}",
