@@ -331,7 +331,7 @@ def _gemma_tokenizer(root: Path):
     (root / "tokenizer.model").write_bytes(buffer.getvalue())
     pieces = SentencePieceExtractor(str(root / "tokenizer.model")).extract(BPE)
     tokenizer = GemmaTokenizer(vocab=pieces["vocab"], merges=pieces["merges"], add_bos_token=False,
-                               add_eos_token=True, padding_side="right", model_max_length=64)
+                               add_eos_token=True, model_max_length=64)  # padding side: Gemma's default (left)
     tokenizer.save_pretrained(root)
     _json(root / "special_tokens_map.json", {"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"],
                                              "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",

@@ -203,8 +203,11 @@ def test_siglip2_lowercases_pads_to_64_and_matches_transformers(offline_hub, ima
     tokenizer = AutoTokenizer.from_pretrained(snap)
     assert type(tokenizer).__name__ == "GemmaTokenizer" and tokenizer("A")["input_ids"] != tokenizer("a")["input_ids"]
     texts = ["A Photo of a CUP of Coffee", "Кошка", *EN, *RU]
-    batch = tokenizer([t.lower() for t in texts], padding="max_length", max_length=64, return_tensors="pt")
-    raw = tokenizer(texts, padding="max_length", max_length=64, return_tensors="pt")
+    assert tokenizer.padding_side == "left"  # Gemma's default; SigLIP 2 was trained with pads appended
+    batch = tokenizer([t.lower() for t in texts], padding="max_length", max_length=64, padding_side="right",
+                      return_tensors="pt")
+    assert (batch["input_ids"][:, -1] == tokenizer.pad_token_id).all()
+    raw = tokenizer(texts, padding="max_length", max_length=64, padding_side="right", return_tensors="pt")
     pixels = SiglipImageProcessorPil.from_pretrained(snap)([load_image(p) for p in images],
                                                             return_tensors="pt")["pixel_values"]
     direct = SiglipModel.from_pretrained(snap).eval()
@@ -237,7 +240,8 @@ def test_siglip2_naflex_goes_through_siglip2model_with_max_num_patches(offline_h
     assert len(set(map(tuple, inputs["spatial_shapes"].tolist()))) > 1  # aspect ratios kept, not squared
     tokenizer = AutoTokenizer.from_pretrained(snap)
     texts = ["A Red CAR", *RU]
-    batch = tokenizer([t.lower() for t in texts], padding="max_length", max_length=64, return_tensors="pt")
+    batch = tokenizer([t.lower() for t in texts], padding="max_length", max_length=64, padding_side="right",
+                      return_tensors="pt")
     direct = Siglip2Model.from_pretrained(snap).eval()
     with torch.no_grad():
         out = direct(input_ids=batch["input_ids"], **inputs)

@@ -82,14 +82,16 @@ class NaflexImageTower(ImageTower):
 @dataclass
 class SiglipTextTower(TextTower):
     """SigLIP's text half: trained on text padded to ``max_length`` (64 tokens) without an attention
-    mask, pooling the last position, so captions are always padded (and cut) to that length; captions are
+    mask, pooling the last position, so captions are always padded on the right (big_vision appends its pad
+    tokens, whatever side a tokenizer's config names, Gemma's default being left) and cut to that length; captions are
     normalised as the model's training text was (``handling``, see :func:`labclip.text.siglip_text`)."""
 
     handling: str = CANONICAL
 
     def prepare(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer([siglip_text(t, self.handling) for t in texts], padding="max_length",
-                               max_length=self.context_length, truncation=True, return_tensors="pt")
+                               max_length=self.context_length, truncation=True, padding_side="right",
+                               return_tensors="pt")
         return {"input_ids": batch["input_ids"]}
 
 
