@@ -19,7 +19,17 @@ from .config import CONTEXT_LENGTH
 from .errors import LabclipError
 from .hub import cached_revision, from_hub, loading_part, repo_dir, revision_of
 from .images import NaflexPreprocess, Preprocess, SquarePreprocess, preprocess_for
-from .registry import ALTCLIP, CANONICAL, CLIP, FAMILIES, LOWERCASE, MCLIP, SENTENCE_TRANSFORMERS, SIGLIP, ModelInfo
+from .registry import (
+    ALTCLIP,
+    CANONICAL,
+    CLIP,
+    FAMILIES,
+    LOWERCASE,
+    MCLIP,
+    SENTENCE_TRANSFORMERS,
+    SIGLIP,
+    ModelInfo,
+)
 from .text import siglip_text, tokenize
 
 

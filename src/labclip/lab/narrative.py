@@ -19,6 +19,7 @@ import pandas as pd
 
 from .. import stats as _stats
 from ..config import CAPTIONS_DIR, DEFAULT_CAPTIONS, shown_model, shown_path, shown_revision
+from ..images import NaflexPreprocess, SquarePreprocess
 from ..labels import (  # noqa: F401
     METRIC_LABELS,
     format_metric,
@@ -31,12 +32,10 @@ from ..labels import (  # noqa: F401
     rate,
     share,
 )
-from ..images import NaflexPreprocess, SquarePreprocess
 from ..metrics import retrieval_ranks
 from ..model import ClipModel
-from ..registry import TEXT_HANDLING
+from ..registry import TEXT_HANDLING, resolve_model_name
 from ..registry import published as registry_published
-from ..registry import resolve_model_name
 from . import compare
 from .experiment import Experiment, Matching, ZeroShotRun
 from .provenance import sha256_file
