@@ -38,7 +38,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_REPORT := chromium fonts-dejavu-core poppler-utils
 APT_DATA := fonts-noto-color-emoji fonts-noto-core
 
-.PHONY: help setup sysdeps report report-scale report-adapt test test-real lint format data bench dist clean
+.PHONY: help setup sysdeps report report-scale report-adapt reproduce test test-real lint format data bench dist clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} \
@@ -83,6 +83,9 @@ report-scale: setup sysdeps ## Scale report 05_scale on a benchmark (DATASET=xtd
 	  $(if $(LANGS),--langs $(LANGS)) $(if $(BATCH),--batch-size $(BATCH)) $(if $(TITLE),--title "$(TITLE)") \
 	  $(if $(STRICT),--strict) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
 	  $(if $(REFERENCE),--reference "$(REFERENCE)") $(if $(PRECISION),--precision "$(PRECISION)")
+
+reproduce: setup ## Online only: XTD10 for ViT-B/32 and the default multilingual model, measured vs published (skips offline)
+	$(PY) -m labclip.lab.reproduce $(if $(LANGS),--langs $(LANGS)) $(if $(BATCH),--batch-size $(BATCH))
 
 test: setup sysdeps ## Run the test suite (offline, tiny models)
 	$(PY) -m pytest -q -m "not slow"

@@ -92,6 +92,11 @@ FILES: dict[str, set[str]] = {
     "google/siglip-base-patch16-256-multilingual": {
         ".gitattributes", "README.md", "config.json", "model.safetensors", "preprocessor_config.json",
         "special_tokens_map.json", "spiece.model", "tokenizer.json", "tokenizer_config.json"},
+    # google/siglip2-base-patch16-naflex, tree at b53b807 ("Upload README.md with huggingface_hub"): the Gemma
+    # tokenizer as tokenizer.json and tokenizer.model, no spiece.model, no .bin
+    "google/siglip2-base-patch16-naflex": {
+        ".gitattributes", "README.md", "config.json", "model.safetensors", "preprocessor_config.json",
+        "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json"},
     # Helsinki-NLP/opus-mt-ru-en, tree at 39fdcea ("Adding generation config file(s)"): .bin only
     "Helsinki-NLP/opus-mt-ru-en": {
         ".gitattributes", "README.md", "config.json", "generation_config.json", "pytorch_model.bin",
@@ -101,6 +106,11 @@ FILES: dict[str, set[str]] = {
 # of openai/clip-vit-base-patch32 (the same uploader and conversion script). Unverified.
 for _alias in ("openai/clip-vit-base-patch16", "openai/clip-vit-large-patch14", "openai/clip-vit-large-patch14-336"):
     FILES[_alias] = FILES["openai/clip-vit-base-patch32"]
+# No tree page of the fixed-resolution SigLIP 2 checkpoints was found; refs/pr/15 of siglip2-base-patch16-224 shows
+# its tokenizer.model ("Upload processor", 997aaec) and a mirror of it (eugenehp/siglip2-base-224) lists the same
+# config, weight and tokenizer files as the NaFlex tree above, so their listing is taken to be that one's.
+for _alias in ("google/siglip2-base-patch16-224", "google/siglip2-base-patch32-256"):
+    FILES[_alias] = FILES["google/siglip2-base-patch16-naflex"]
 
 
 def commit_of(repo_id: str) -> str:
@@ -301,6 +311,62 @@ def _siglip(root: Path, seed: int) -> None:
                             image_std=[0.5, 0.5, 0.5]).save_pretrained(root)
 
 
+def _gemma_tokenizer(root: Path):
+    """SigLIP 2's Gemma tokenizer: a byte-fallback sentencepiece BPE (``tokenizer.model``; pad 0, eos 1, bos 2,
+    unk 3, like Gemma's) and its ``tokenizer.json``, written by transformers' ``GemmaTokenizer``."""
+    import sentencepiece as spm
+    from tokenizers.models import BPE
+    from transformers import GemmaTokenizer
+    from transformers.convert_slow_tokenizer import SentencePieceExtractor
+
+    words = (TINY_CORPUS + " the of and a an in on with").split()
+    sentences = [" ".join(words[i : i + 8]) for i in range(0, len(words), 3)] * 5
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=buffer, vocab_size=400, model_type="bpe", character_coverage=1.0,
+        hard_vocab_limit=False, minloglevel=2, pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>",
+        eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>", byte_fallback=True, user_defined_symbols=["<mask>"],
+        add_dummy_prefix=False, split_digits=True, allow_whitespace_only_pieces=True,
+        normalization_rule_name="identity", remove_extra_whitespaces=False)
+    (root / "tokenizer.model").write_bytes(buffer.getvalue())
+    pieces = SentencePieceExtractor(str(root / "tokenizer.model")).extract(BPE)
+    tokenizer = GemmaTokenizer(vocab=pieces["vocab"], merges=pieces["merges"], add_bos_token=False,
+                               add_eos_token=True, model_max_length=64)  # padding side: Gemma's default (left)
+    tokenizer.save_pretrained(root)
+    _json(root / "special_tokens_map.json", {"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"],
+                                             "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",
+                                             "unk_token": "<unk>"})
+    return tokenizer
+
+
+def _siglip2(root: Path, seed: int, naflex: bool = False) -> None:
+    """SigLIP 2: fixed-resolution checkpoints are ``SiglipModel`` (model_type "siglip") with a Gemma vocabulary;
+    NaFlex ones are ``Siglip2Model`` with a patch-counting image processor."""
+    from transformers import Siglip2Config, Siglip2Model, SiglipConfig, SiglipModel
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+    from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
+
+    tokenizer = _gemma_tokenizer(root)
+    text = dict(vocab_size=len(tokenizer), hidden_size=DIM, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=64, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    vision = dict(hidden_size=DIM, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, patch_size=8)
+    if naflex:
+        config = Siglip2Config(text_config=text, vision_config={**vision, "num_patches": 16},
+                               architectures=["Siglip2Model"])
+        model = _seeded(seed, lambda: Siglip2Model(config).eval())
+        Siglip2ImageProcessorPil(patch_size=8, max_num_patches=16).save_pretrained(root)
+    else:
+        config = SiglipConfig(text_config=text, vision_config={**vision, "image_size": 32},
+                              architectures=["SiglipModel"])
+        model = _seeded(seed, lambda: SiglipModel(config).eval())
+        SiglipImageProcessorPil(size={"height": 32, "width": 32}, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+                                resample=2).save_pretrained(root)  # SigLIP 2's configs say bilinear (2), not 3
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(10.0))
+        model.logit_bias.fill_(-10.0)
+    model.save_pretrained(root, safe_serialization=True)
+
+
 def _marian(root: Path, seed: int) -> None:
     from transformers import GenerationConfig, MarianConfig, MarianMTModel, MarianTokenizer
 
@@ -341,6 +407,9 @@ BUILDERS = {
     "BAAI/AltCLIP-m9": lambda r: _altclip(r, 31, with_tokenizer_json=False),
     "BAAI/AltCLIP": lambda r: _altclip(r, 32, with_tokenizer_json=True),
     "google/siglip-base-patch16-256-multilingual": lambda r: _siglip(r, 40),
+    "google/siglip2-base-patch16-224": lambda r: _siglip2(r, 41),
+    "google/siglip2-base-patch32-256": lambda r: _siglip2(r, 42),
+    "google/siglip2-base-patch16-naflex": lambda r: _siglip2(r, 43, naflex=True),
     "Helsinki-NLP/opus-mt-ru-en": lambda r: _marian(r, 50),
 }
 

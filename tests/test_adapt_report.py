@@ -57,7 +57,11 @@ def test_adapt_report_shows_held_out_numbers_from_its_own_run(tmp_path, tiny_mod
     zero = next(r for r in result["few_shot"]["top1"] if r["method"] == "zero-shot")
     assert f"Zero-shot gets {zero['hits']}/{zero['n']}" in text
     box = text[text.index("Published results (not measured here)"):]
-    assert "75.6%" in box and "60.3% → 62.0%" in box and "Tip-Adapter" in box
+    from labclip import registry
+
+    imagenet = [p for p in registry.PUBLISHED if p.benchmark == "ImageNet"]
+    assert {p.value for p in imagenet} == {75.6, 60.3, 62.0} and "Tip-Adapter" in box
+    assert all(f"{p.value:.1f}%" in box and p.definition in box and p.source in box for p in imagenet)
     assert " nan" not in text.lower() and "Traceback" not in text
     assert "<script src=" not in page
     from test_scale import bare_percentages

@@ -24,7 +24,7 @@ CORE_LAYERS = [
     {"zeroshot", "translate", "datasets", "adapt"},
 ]
 LAB_LAYERS = [{"tables", "provenance"}, {"experiment"}, {"compare", "adapt"}, {"narrative", "plots"}, {"present"},
-              {"scale", "adapt_present"}, {"report"}]
+              {"scale", "adapt_present"}, {"report", "reproduce"}]
 FRONT = ["cli", "__main__"]
 CORE = set().union(*CORE_LAYERS)
 

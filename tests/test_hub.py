@@ -166,6 +166,91 @@ def test_siglip_pads_to_64_and_scores_with_sigmoid(offline_hub, images):
     assert not np.allclose(probs.sum(axis=1), 1.0)
 
 
+def test_siglip_captions_are_canonicalised_as_trained(offline_hub):
+    """SigLIP saw canonical text: 'A Photo of a CAT!' embeds exactly as 'a photo of a cat' does, and labclip's
+    canonical form is the tokenizer's own ``canonicalize_text`` (big_vision's)."""
+    from transformers import SiglipModel, SiglipTokenizer
+
+    from labclip.text import siglip_text
+
+    name = "google/siglip-base-patch16-256-multilingual"
+    snap = snapshot_dir(offline_hub, name)
+    model = load_model(name, cache=False)
+    shouted, trained = model.encode_texts(["A Photo of a CAT!", "a photo of a cat"])
+    np.testing.assert_array_equal(shouted, trained)
+    from labclip.lab.narrative import text_processing
+
+    assert registry.TEXT_HANDLING[registry.CANONICAL] in text_processing(model)
+    tokenizer = SiglipTokenizer(vocab_file=str(snap / "spiece.model"))
+    for text in ["A Photo of a CAT!", "  Кошка,  на КРЫШЕ...\t(ночью)", "it's 5 o'clock — «tea»?", *EN, *RU]:
+        assert siglip_text(text, registry.CANONICAL) == tokenizer.canonicalize_text(text)
+    batch = tokenizer(["a photo of a cat"], padding="max_length", max_length=64, return_tensors="pt")
+    with torch.no_grad():
+        direct = _unit(SiglipModel.from_pretrained(snap).eval().get_text_features(input_ids=batch["input_ids"]))
+    np.testing.assert_allclose(trained[None], direct, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["google/siglip2-base-patch16-224", "google/siglip2-base-patch32-256"])
+def test_siglip2_lowercases_pads_to_64_and_matches_transformers(offline_hub, images, name):
+    """Fixed-resolution SigLIP 2: ``SiglipModel`` with the Gemma tokenizer, captions lower-cased as in training."""
+    from transformers import AutoTokenizer, SiglipModel
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    snap = snapshot_dir(offline_hub, name)
+    assert {"tokenizer.json", "tokenizer.model"} <= {p.name for p in snap.iterdir()}
+    model = load_model(name, cache=False)
+    assert model.revision == commit_of(name) and model.context_length == 64 and model.family == "siglip"
+    tokenizer = AutoTokenizer.from_pretrained(snap)
+    assert type(tokenizer).__name__ == "GemmaTokenizer" and tokenizer("A")["input_ids"] != tokenizer("a")["input_ids"]
+    texts = ["A Photo of a CUP of Coffee", "Кошка", *EN, *RU]
+    assert tokenizer.padding_side == "left"  # Gemma's default; SigLIP 2 was trained with pads appended
+    batch = tokenizer([t.lower() for t in texts], padding="max_length", max_length=64, padding_side="right",
+                      return_tensors="pt")
+    assert (batch["input_ids"][:, -1] == tokenizer.pad_token_id).all()
+    raw = tokenizer(texts, padding="max_length", max_length=64, padding_side="right", return_tensors="pt")
+    pixels = SiglipImageProcessorPil.from_pretrained(snap)([load_image(p) for p in images],
+                                                            return_tensors="pt")["pixel_values"]
+    direct = SiglipModel.from_pretrained(snap).eval()
+    with torch.no_grad():
+        out = direct(input_ids=batch["input_ids"], pixel_values=pixels)
+        unlowered = _unit(direct.get_text_features(input_ids=raw["input_ids"]))
+    text = model.encode_texts(texts)
+    np.testing.assert_allclose(text, _unit(out.text_embeds), atol=1e-5)
+    assert not np.allclose(text[:2], unlowered[:2], atol=1e-3)  # lower-casing changes what the model sees
+    from labclip.lab.narrative import image_processing, text_processing
+
+    assert registry.TEXT_HANDLING[registry.LOWERCASE] in text_processing(model)
+    assert "bilinear resize to 32×32" in image_processing(model.preprocess)
+    np.testing.assert_allclose(model.encode_images(images), _unit(out.image_embeds), atol=2e-3)
+
+
+def test_siglip2_naflex_goes_through_siglip2model_with_max_num_patches(offline_hub, images):
+    from transformers import AutoTokenizer, Siglip2Model
+    from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
+
+    name = "google/siglip2-base-patch16-naflex"
+    snap = snapshot_dir(offline_hub, name)
+    model = load_model(name, cache=False)
+    assert model.revision == commit_of(name) and model.preprocess.max_num_patches == 16
+    from labclip.lab.narrative import image_processing
+
+    assert "at most 16 patches of 8 px" in image_processing(model.preprocess)
+    processor = Siglip2ImageProcessorPil.from_pretrained(snap)
+    inputs = processor([load_image(p) for p in images], return_tensors="pt")
+    assert len(set(map(tuple, inputs["spatial_shapes"].tolist()))) > 1  # aspect ratios kept, not squared
+    tokenizer = AutoTokenizer.from_pretrained(snap)
+    texts = ["A Red CAR", *RU]
+    batch = tokenizer([t.lower() for t in texts], padding="max_length", max_length=64, padding_side="right",
+                      return_tensors="pt")
+    direct = Siglip2Model.from_pretrained(snap).eval()
+    with torch.no_grad():
+        out = direct(input_ids=batch["input_ids"], **inputs)
+    np.testing.assert_allclose(model.encode_texts(texts), _unit(out.text_embeds), atol=1e-5)
+    np.testing.assert_allclose(model.encode_images(images), _unit(out.image_embeds), atol=1e-4)
+    probs = model.probabilities(model.encode_images(images) @ model.encode_texts(texts).T)
+    np.testing.assert_allclose(probs, torch.sigmoid(out.logits_per_image).numpy(), atol=1e-4)
+
+
 def test_translator_revision_and_cache_key(offline_hub, tmp_path):
     from transformers import MarianMTModel, MarianTokenizer
 
@@ -397,6 +482,20 @@ def test_default_comparison_runs_on_the_replicas(offline_hub):
         assert set(rows.language) == {"en", "ru"} and rows["i2t_acc1"].notna().all()
     assert set(table[table.model == DEFAULT_MODEL].strategy) == {"raw", "translated"}
     assert set(table[table.model != DEFAULT_MODEL].strategy) == {"multilingual"}
+
+
+def test_compare_command_compares_clip_the_sentence_transformers_tower_and_siglip2(offline_hub, capsys):
+    from labclip.cli import main
+
+    expected = registry.default_models(["en", "ru"])
+    assert expected == [registry.DEFAULT_MODEL, "sentence-transformers/clip-ViT-B-32-multilingual-v1",
+                        registry.DEFAULT_MULTILINGUAL]
+    assert main(["compare", str(CAPTIONS_DIR / "default.csv"), "--langs", "en", "ru"]) == 0
+    out = capsys.readouterr().out
+    for model in expected:
+        rows = [line.split() for line in out.splitlines() if line.split()[:1] == [model]]
+        assert {row[1] for row in rows} == {"en", "ru"}, model
+    assert "not compared" not in out
 
 
 def test_readme_states_the_default_download_total():

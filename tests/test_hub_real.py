@@ -44,3 +44,25 @@ def test_real_translator_revision():
     translator = Translator("Helsinki-NLP/opus-mt-ru-en", cache=False)
     assert translator.revision and len(translator.revision) == 40
     assert "coffee" in translator.translate(["фотография чашки кофе"])[0].lower()
+
+
+def test_real_siglip2_equals_its_own_processor_with_lowercased_text(pair):
+    """The default multilingual model: labclip's captions (lower-cased, padded to 64) and images (the config's
+    square resize) give the embeddings of transformers' own processor fed the text SigLIP 2 was trained on."""
+    import numpy as np
+    import torch
+    from transformers import AutoModel, AutoProcessor
+
+    from labclip.images import load_image
+
+    name = registry.DEFAULT_MULTILINGUAL
+    model = load_model(name, cache=False, precision="fp32")
+    texts = ["A Photo of a Cup of COFFEE", *pair["ru"]]
+    processor = AutoProcessor.from_pretrained(name)
+    inputs = processor(text=[t.lower() for t in texts], images=[load_image(p) for p in pair["path"]],
+                       padding="max_length", max_length=64, return_tensors="pt")
+    with torch.no_grad():
+        out = AutoModel.from_pretrained(name).eval()(**inputs)
+    unit = lambda x: torch.nn.functional.normalize(x.float(), dim=-1).numpy()  # noqa: E731
+    np.testing.assert_allclose(model.encode_texts(texts), unit(out.text_embeds), atol=1e-4)
+    np.testing.assert_allclose(model.encode_images(pair["path"]), unit(out.image_embeds), atol=2e-2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from html.parser import HTMLParser
@@ -13,6 +14,7 @@ from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
 from labclip import datasets as ds
+from labclip import registry
 from labclip.cli import main as cli_main
 from labclip.errors import LabclipError
 from labclip.lab import narrative, scale
@@ -143,7 +145,10 @@ def test_results_table_says_which_captions_each_figure_counts(xm3600, monkeypatc
     scale.published(r)
     box = "".join(str(getattr(x, "data", x)) for x in shown)
     assert "from the first caption of each image" in box
-    assert box.count("<td>first per image</td>") == len(scale.PUBLISHED)
+    rows = [p for p in registry.PUBLISHED if p.language == "en" and p.direction in ("t2i", "i2t")]
+    assert rows and box.count("<td>first per image</td>") == sum(p.definition == registry.FIRST_CAPTION for p in rows)
+    assert box.count("<tr>") == len(rows) + 1 and all(f"<td>{p.value:.1f}%</td>" in box for p in rows)
+    assert all(html.escape(p.source) in box for p in rows)
 
 
 def test_hardest_subset_above_the_limit(run):

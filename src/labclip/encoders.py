@@ -18,9 +18,19 @@ from . import multilingual
 from .config import CONTEXT_LENGTH
 from .errors import LabclipError
 from .hub import cached_revision, from_hub, loading_part, repo_dir, revision_of
-from .images import Preprocess, SquarePreprocess, preprocess_for
-from .registry import ALTCLIP, CLIP, FAMILIES, MCLIP, SENTENCE_TRANSFORMERS, SIGLIP, ModelInfo
-from .text import tokenize
+from .images import NaflexPreprocess, Preprocess, SquarePreprocess, preprocess_for
+from .registry import (
+    ALTCLIP,
+    CANONICAL,
+    CLIP,
+    FAMILIES,
+    LOWERCASE,
+    MCLIP,
+    SENTENCE_TRANSFORMERS,
+    SIGLIP,
+    ModelInfo,
+)
+from .text import siglip_text, tokenize
 
 
 def _features(output) -> torch.Tensor:
@@ -65,13 +75,33 @@ class PooledTextTower(TextTower):
         return self.module(**inputs)
 
 
+class NaflexImageTower(ImageTower):
+    """SigLIP 2 NaFlex: each image keeps its aspect ratio as up to ``max_num_patches`` patches, with a patch
+    mask and each image's patch grid (``Siglip2Model.get_image_features``)."""
+
+    def prepare(self, images: Sequence) -> dict[str, torch.Tensor]:
+        return self.preprocess.batch(images)
+
+    def __call__(self, pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor,
+                 spatial_shapes: torch.Tensor) -> torch.Tensor:
+        return _features(self.module.get_image_features(pixel_values=pixel_values,
+                                                        pixel_attention_mask=pixel_attention_mask,
+                                                        spatial_shapes=spatial_shapes))
+
+
+@dataclass
 class SiglipTextTower(TextTower):
     """SigLIP's text half: trained on text padded to ``max_length`` (64 tokens) without an attention
-    mask, pooling the last position, so captions are always padded (and cut) to that length."""
+    mask, pooling the last position, so captions are always padded on the right (big_vision appends its pad
+    tokens, whatever side a tokenizer's config names, Gemma's default being left) and cut to that length; captions are
+    normalised as the model's training text was (``handling``, see :func:`labclip.text.siglip_text`)."""
+
+    handling: str = CANONICAL
 
     def prepare(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        batch = self.tokenizer(list(texts), padding="max_length", max_length=self.context_length,
-                               truncation=True, return_tensors="pt")
+        batch = self.tokenizer([siglip_text(t, self.handling) for t in texts], padding="max_length",
+                               max_length=self.context_length, truncation=True, padding_side="right",
+                               return_tensors="pt")
         return {"input_ids": batch["input_ids"]}
 
 
@@ -96,6 +126,7 @@ def _native_parts(source: str, **kwargs):
         AutoImageProcessor,
         AutoTokenizer,
         CLIPModel,
+        Siglip2Model,
         SiglipModel,
     )
 
@@ -104,6 +135,8 @@ def _native_parts(source: str, **kwargs):
         model_class, tokenizer_kwargs = AltCLIPModel, {}
     elif config.model_type == "siglip":
         model_class, tokenizer_kwargs = SiglipModel, {}
+    elif config.model_type == "siglip2":
+        model_class, tokenizer_kwargs = Siglip2Model, {}
     elif config.model_type == "clip":
         model_class, tokenizer_kwargs = CLIPModel, {"model_max_length": CONTEXT_LENGTH}
     else:
@@ -133,7 +166,7 @@ def _revision(model: nn.Module, source: str) -> str | None:
 def load_native(info: ModelInfo) -> Towers:
     """CLIP and AltCLIP: one transformers model holds both towers."""
     model, tokenizer, preprocess = _image_model(info.id)
-    if model.config.model_type == "siglip":
+    if model.config.model_type in ("siglip", "siglip2"):
         return load_siglip(info, model, tokenizer, preprocess)
     context = CONTEXT_LENGTH
     if model.config.model_type != "clip":
@@ -146,13 +179,19 @@ def load_native(info: ModelInfo) -> Towers:
 
 def load_siglip(info: ModelInfo, model: nn.Module | None = None, tokenizer=None,
                 preprocess: SquarePreprocess | Preprocess | None = None) -> Towers:
-    """SigLIP: sigmoid scores with a learned ``logit_bias``, text padded to 64 tokens, square resize."""
+    """SigLIP and SigLIP 2: sigmoid scores with a learned ``logit_bias``, text normalised as in training and
+    padded to 64 tokens; a square resize, or NaFlex patches (``Siglip2Model``) for the NaFlex checkpoints.
+
+    The text handling is the registry's; for a checkpoint it does not list, SigLIP's canonical form where the
+    tokenizer is SigLIP's own (it has ``canonicalize_text``), else SigLIP 2's lower-casing (Gemma tokenizer)."""
     if model is None:
         model, tokenizer, preprocess = _image_model(info.id)
     revision = _revision(model, info.id)
     context = int(model.config.text_config.max_position_embeddings)
-    text = SiglipTextTower(model, tokenizer, context, FAMILIES[SIGLIP].openai_text_cleaning)
-    return Towers(ImageTower(model, preprocess), text, float(model.logit_scale.exp().item()), revision, revision,
+    handling = info.text_handling or (CANONICAL if hasattr(tokenizer, "canonicalize_text") else LOWERCASE)
+    text = SiglipTextTower(model, tokenizer, context, FAMILIES[SIGLIP].openai_text_cleaning, handling)
+    image = NaflexImageTower if isinstance(preprocess, NaflexPreprocess) else ImageTower
+    return Towers(image(model, preprocess), text, float(model.logit_scale.exp().item()), revision, revision,
                   SIGLIP, float(model.logit_bias.item()))
 
 

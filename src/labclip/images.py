@@ -46,19 +46,21 @@ class Preprocess:
 
 @dataclass(frozen=True)
 class SquarePreprocess:
-    """SigLIP's image preprocessing: resize to ``crop`` × ``crop`` (aspect not kept, bicubic), then
-    scale to [0, 1] and normalise, as ``SiglipImageProcessor`` does."""
+    """SigLIP's image preprocessing: resize to ``crop`` × ``crop`` (aspect not kept) with the processor's
+    ``resample`` (PIL's code: 3 bicubic for SigLIP, 2 bilinear for SigLIP 2), then scale to [0, 1] and
+    normalise, as ``SiglipImageProcessor`` does."""
 
     crop: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    resample: int = int(Image.Resampling.BICUBIC)
 
     @property
     def resize(self) -> int:
         return self.crop
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = image.convert("RGB").resize((self.crop, self.crop), Image.Resampling.BICUBIC)
+        image = image.convert("RGB").resize((self.crop, self.crop), Image.Resampling(self.resample))
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
         tensor = pixels.permute(2, 0, 1).contiguous().to(torch.float32).div(255)
         mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
@@ -66,12 +68,47 @@ class SquarePreprocess:
         return tensor.sub(mean).div(std)
 
 
-def preprocess_for(processor) -> Preprocess | SquarePreprocess:
-    """CLIP's resize-and-crop, or SigLIP's square resize when the processor sizes by height and width."""
+@dataclass(frozen=True)
+class NaflexPreprocess:
+    """SigLIP 2 NaFlex: each image resized, aspect ratio kept, to at most ``max_num_patches`` patches of
+    ``patch_size`` px (transformers' ``Siglip2ImageProcessor``), normalised with ``mean`` and ``std``."""
+
+    patch_size: int
+    max_num_patches: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def crop(self) -> int:
+        """The side of a square image of ``max_num_patches`` patches (the nominal resolution)."""
+        return int(self.patch_size * self.max_num_patches**0.5)
+
+    @property
+    def resize(self) -> int:
+        return self.crop
+
+    def batch(self, images) -> dict[str, torch.Tensor]:
+        """``pixel_values`` (patches), ``pixel_attention_mask`` and ``spatial_shapes`` of a batch of images."""
+        from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
+
+        processor = Siglip2ImageProcessorPil(patch_size=self.patch_size, max_num_patches=self.max_num_patches,
+                                             image_mean=list(self.mean), image_std=list(self.std))
+        out = processor([image.convert("RGB") for image in images], return_tensors="pt")
+        return {k: out[k] for k in ("pixel_values", "pixel_attention_mask", "spatial_shapes")}
+
+
+def preprocess_for(processor) -> Preprocess | SquarePreprocess | NaflexPreprocess:
+    """CLIP's resize-and-crop, SigLIP's square resize when the processor sizes by height and width, or
+    SigLIP 2's NaFlex patches when it counts patches (``max_num_patches``)."""
+    if getattr(processor, "max_num_patches", None):
+        return NaflexPreprocess(int(processor.patch_size), int(processor.max_num_patches),
+                                tuple(processor.image_mean), tuple(processor.image_std))
     size = processor.size
     get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
     if not isinstance(size, int) and get("shortest_edge") is None and get("height"):
-        return SquarePreprocess(int(get("height")), tuple(processor.image_mean), tuple(processor.image_std))
+        resample = getattr(processor, "resample", None)
+        return SquarePreprocess(int(get("height")), tuple(processor.image_mean), tuple(processor.image_std),
+                                int(Image.Resampling.BICUBIC if resample is None else resample))
     return Preprocess.from_image_processor(processor)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+DEFAULT_MULTILINGUAL = "google/siglip2-base-patch16-224"  # the default Russian-capable model (SigLIP 2)
 DEMO_MODEL = "demo"
 
 CLIP = "clip"
@@ -61,6 +62,14 @@ ST_LANGUAGES = ("ar", "bg", "ca", "cs", "da", "de", "el", "en", "es", "et", "fa"
 ALTCLIP_M9 = ("en", "zh", "es", "fr", "ru", "ja", "ko", "ar", "it")
 ALTCLIP_M18 = ("en", "zh", "ja", "th", "ko", "hi", "uk", "ar", "tr", "vi", "pl", "nl", "pt", "it", "es", "de", "fr",
                "ru")
+# How SigLIP text is normalised before tokenising. SigLIP: transformers' SiglipTokenizer.canonicalize_text (from
+# big_vision's prompt_engineering.py): lower-cased, ASCII punctuation removed, whitespace runs collapsed, stripped.
+# SigLIP 2 (Gemma tokenizer): lower-cased (transformers' Siglip2Tokenizer adds a Lowercase normaliser, "SigLIP2
+# training default"; the model cards: "the model was trained with lowercased text"). Both pad to max_length 64.
+CANONICAL = "canonical"
+LOWERCASE = "lowercase"
+TEXT_HANDLING = {CANONICAL: "lower-cased, stripped of punctuation and repeated spaces (SigLIP's canonicalize_text)",
+                 LOWERCASE: "lower-cased (SigLIP 2)"}
 WEBLI = ("en", "ru", "de", "fr", "es", "it", "pt", "nl", "pl", "uk", "tr", "ar", "zh", "ja", "ko")
 
 
@@ -81,6 +90,8 @@ class ModelInfo:
         aliases: other names that resolve to ``id``.
         download_gb: what labclip downloads for it (the weight file it reads plus configs and tokenizer),
             read off the repository's "Files and versions" page; ``None`` where not checked.
+        text_handling: how captions are normalised before tokenising, as the model was trained
+            (:data:`TEXT_HANDLING`); ``None``: the family's own (OpenAI's cleaning or the tokenizer's).
     """
 
     id: str
@@ -93,6 +104,7 @@ class ModelInfo:
     default: bool = False
     aliases: tuple[str, ...] = ()
     download_gb: float | None = None
+    text_handling: str | None = None
 
     @property
     def multilingual(self) -> bool:
@@ -125,8 +137,14 @@ MODELS: tuple[ModelInfo, ...] = (
     ModelInfo("sentence-transformers/clip-ViT-B-32-multilingual-v1", SENTENCE_TRANSFORMERS,
               image_tower=DEFAULT_MODEL, context_length=128, languages=ST_LANGUAGES, licence="Apache-2.0",
               weights=("model.safetensors", "pytorch_model.bin"), default=True, download_gb=0.54),
+    ModelInfo("google/siglip2-base-patch16-224", SIGLIP, context_length=64, languages=WEBLI, licence="Apache-2.0",
+              default=True, download_gb=1.54, text_handling=LOWERCASE),
+    ModelInfo("google/siglip2-base-patch32-256", SIGLIP, context_length=64, languages=WEBLI, licence="Apache-2.0",
+              download_gb=1.54, text_handling=LOWERCASE),
+    ModelInfo("google/siglip2-base-patch16-naflex", SIGLIP, context_length=64, languages=WEBLI,
+              licence="Apache-2.0", download_gb=1.54, text_handling=LOWERCASE),
     ModelInfo("google/siglip-base-patch16-256-multilingual", SIGLIP, context_length=64, languages=WEBLI,
-              licence="Apache-2.0", default=True, download_gb=1.50),
+              licence="Apache-2.0", download_gb=1.50, text_handling=CANONICAL),
     ModelInfo("M-CLIP/XLM-Roberta-Large-Vit-B-32", MCLIP, image_tower=DEFAULT_MODEL, context_length=512,
               languages=ST_LANGUAGES, weights=("pytorch_model.bin", "tf_model.h5"), download_gb=2.24),
     ModelInfo("BAAI/AltCLIP-m9", ALTCLIP, context_length=77, languages=ALTCLIP_M9,
@@ -142,6 +160,75 @@ TRANSLATORS: dict[str, float] = {"Helsinki-NLP/opus-mt-ru-en": 0.31}
 
 # Repositories a model needs besides its own (M-CLIP's config names ``modelBase: xlm-roberta-large``).
 SUPPORT_REPOS: dict[str, str] = {"xlm-roberta-large": "XLM-R configuration of M-CLIP/XLM-Roberta-Large-Vit-B-32"}
+
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published figure: shown only in a box marked as not measured here, with its source.
+
+    Attributes:
+        model: hub id where the registry knows the model, else the name its source gives it.
+        benchmark: the data set (``XTD10``, ``Crossmodal-3600``, ``ImageNet``).
+        direction: ``t2i`` (text→image), ``i2t`` or ``classification``.
+        language: ISO 639-1 code of the captions or class names.
+        metric: ``R@1``, ``mean R@1/5/10``, ``top-1``.
+        value: in percent.
+        source: where it is published, so a reader can find it.
+        definition: what was counted (which captions, which method); a measured row is comparable only
+            where its definition is the same.
+    """
+
+    model: str
+    benchmark: str
+    direction: str
+    language: str
+    metric: str
+    value: float
+    source: str
+    definition: str
+
+
+# CLIP_benchmark's definition of retrieval recall: the first caption of each image
+# (clip_benchmark/datasets/crossmodal3600.py keeps captions[0]); XTD10 has one caption per image.
+FIRST_CAPTION = "first caption of each image (CLIP_benchmark's definition, as published)"
+OPEN_CLIP_MULTILINGUAL = ("open_clip, docs/openclip_multilingual_retrieval_results.csv, commit 89fb801 "
+                          "(https://github.com/mlfoundations/open_clip)")
+IMMICH_MULTILINGUAL = "immich's multilingual table (Crossmodal-3600, mean of text→image R@1/5/10)"
+_XTD10_T2I_R1 = {  # open_clip's table, dataset multilingual_mscoco_captions (XTD10), image_retrieval_recall@1
+    "openai/clip-vit-base-patch32": {"de": 13.1, "en": 54.0, "es": 17.2, "fr": 20.6, "it": 9.9, "ja": 2.6,
+                                     "ko": 0.3, "pl": 2.2, "ru": 0.4, "tr": 1.2, "zh": 1.1},
+    "openai/clip-vit-base-patch16": {"de": 15.7, "en": 55.8, "es": 21.4, "fr": 24.9, "it": 14.6, "ja": 3.3,
+                                     "ko": 0.2, "pl": 3.0, "ru": 1.2, "tr": 2.9, "zh": 0.5},
+    "openai/clip-vit-large-patch14": {"de": 19.8, "en": 59.3, "es": 26.2, "fr": 28.8, "it": 19.8, "ja": 4.0,
+                                      "ko": 0.3, "pl": 4.0, "ru": 1.3, "tr": 2.6, "zh": 0.7},
+    "openai/clip-vit-large-patch14-336": {"de": 20.5, "en": 58.3, "es": 26.6, "fr": 30.6, "it": 20.2, "ja": 3.6,
+                                          "ko": 0.3, "pl": 3.6, "ru": 1.3, "tr": 3.0, "zh": 0.6},
+    "xlm-roberta-base ViT-B/32 (LAION-5B)": {"ru": 50.4},
+}
+PUBLISHED: tuple[Published, ...] = (
+    *(Published(model, "XTD10", "t2i", lang, "R@1", value, OPEN_CLIP_MULTILINGUAL, FIRST_CAPTION)
+      for model, figures in _XTD10_T2I_R1.items() for lang, value in figures.items()),
+    *(Published(model, "Crossmodal-3600", "t2i", lang, "mean R@1/5/10", value, IMMICH_MULTILINGUAL,
+                "as immich's table counts it (which captions it counts is not recorded here)")
+      for model, lang, value in (("google/siglip2-base-patch16-224", "ru", 84.29),
+                                 ("google/siglip2-base-patch16-224", "en", 75.19),
+                                 ("google/siglip-base-patch16-256-multilingual", "ru", 82.86),
+                                 ("google/siglip-base-patch16-256-multilingual", "en", 69.38))),
+    Published("openai/clip-vit-base-patch32", "ImageNet", "classification", "en", "top-1", 75.6,
+              "OpenAI CLIP README (github.com/openai/CLIP), linear-probe example and results",
+              "linear probe, all training data"),
+    Published("OpenAI CLIP RN50", "ImageNet", "classification", "en", "top-1", 60.3,
+              "Zhang et al. 2022, Tip-Adapter (ECCV), Table 1", "zero-shot"),
+    Published("OpenAI CLIP RN50", "ImageNet", "classification", "en", "top-1", 62.0,
+              "Zhang et al. 2022, Tip-Adapter (ECCV), Table 1", "Tip-Adapter, 16 shots"),
+)
+
+
+def published(**match: str) -> list[Published]:
+    """The published figures whose fields equal ``match`` (e.g. ``benchmark="XTD10", direction="t2i"``)."""
+    return [p for p in PUBLISHED if all(getattr(p, k) == v for k, v in match.items())]
+
 
 BY_ID: dict[str, ModelInfo] = {m.id: m for m in MODELS}
 ALIASES: dict[str, str] = {alias: m.id for m in MODELS for alias in m.aliases}
@@ -182,7 +269,7 @@ def detect_family(root: Path) -> str | None:
         model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError, AttributeError):
         return None
-    return {"M-CLIP": MCLIP, "clip": CLIP, "altclip": ALTCLIP, "siglip": SIGLIP}.get(model_type)
+    return {"M-CLIP": MCLIP, "clip": CLIP, "altclip": ALTCLIP, "siglip": SIGLIP, "siglip2": SIGLIP}.get(model_type)
 
 
 def lookup(name: str, image_model: str | None = None) -> ModelInfo:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import string
 import warnings
 from collections.abc import Sequence
 
@@ -38,6 +39,23 @@ def clean_text(text: str) -> str:
     text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
     return _WHITESPACE.sub(" ", text).strip().lower()
+
+
+_ASCII_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def siglip_text(text: str, handling: str) -> str:
+    """A caption as a SigLIP-family model saw text in training (``labclip.registry.TEXT_HANDLING``).
+
+    ``"canonical"`` (SigLIP): lower-cased, ASCII punctuation removed, whitespace runs collapsed to one space
+    and stripped, as transformers' ``SiglipTokenizer.canonicalize_text`` (from big_vision) does.
+    ``"lowercase"`` (SigLIP 2): lower-cased, as SigLIP 2's Gemma tokenizer was trained. Anything else: as given.
+    """
+    if handling == "canonical":
+        return _WHITESPACE.sub(" ", text.lower().translate(_ASCII_PUNCTUATION)).strip()
+    if handling == "lowercase":
+        return text.lower()
+    return text
 
 
 def _openai_ids(tokenizer, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:

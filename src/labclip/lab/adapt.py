@@ -33,19 +33,15 @@ from ..errors import LabclipError
 from ..metrics import correct_ranks
 from ..model import describe
 from ..precision import DEFAULTS
+from ..registry import published as registry_published
 from ..stats import wilson_interval
 from ..zeroshot import class_embeddings, labelled_images, load_templates
 from .provenance import Timings, machine, now, package_versions, sha256_file, sha256_files
 
 DIRECTIONS = {"i2t": "image→text", "t2i": "text→image"}
 SHOTS = (1, 2, 4, 8, 16)
-# Published figures, shown only in a box marked as not measured here, with their sources.
-PUBLISHED = [
-    {"method": "linear probe, all training data", "model": "ViT-B/32", "dataset": "ImageNet", "top1": 0.756,
-     "source": "OpenAI CLIP README (github.com/openai/CLIP), linear-probe example and results"},
-    {"method": "zero-shot → Tip-Adapter, 16 shots", "model": "RN50", "dataset": "ImageNet",
-     "top1": "60.3% → 62.0%", "source": "Zhang et al. 2022, Tip-Adapter (ECCV), Table 1"},
-]
+# Published figures (labclip.registry.PUBLISHED), shown only in a box marked as not measured here, with their sources.
+PUBLISHED = registry_published(benchmark="ImageNet")
 
 
 def _first(texts: list[str], owner: np.ndarray, n: int) -> list[str]:

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from ..adapter import public_card
 from ..atomic import write_text
 from .adapt import DIRECTIONS, PUBLISHED, FewShotRun, TextAdapterRun
-from .narrative import language_name, pct, share
+from .narrative import language_name, model_name, pct, share
 from .present import PUBLISHED_STYLE, _labelled, _provenance_table, header, svg
 
 COLOURS = {"before": "#9e9e9e", "after": "#1f77b4", "target": "#2ca02c", "training": "#ff7f0e"}
@@ -242,10 +242,9 @@ def few_shot(run: FewShotRun) -> None:
 
 
 def published() -> None:
-    """Published figures, in a box marked as not measured here."""
-    rows = "".join(f"<tr><td>{_esc(p['method'])}</td><td>{_esc(p['model'])}</td><td>{_esc(p['dataset'])}</td>"
-                   f"<td>{_esc(pct(p['top1']) if isinstance(p['top1'], float) else p['top1'])}</td>"
-                   f"<td>{_esc(p['source'])}</td></tr>" for p in PUBLISHED)
+    """Published figures (``labclip.registry.PUBLISHED``, ImageNet rows), in a box marked as not measured here."""
+    rows = "".join(f"<tr><td>{_esc(p.definition)}</td><td>{_esc(model_name(p.model))}</td><td>{_esc(p.benchmark)}</td>"
+                   f"<td>{_esc(pct(p.value / 100))}</td><td>{_esc(p.source)}</td></tr>" for p in PUBLISHED)
     display(HTML(f'<div class="labclip-published" style="{PUBLISHED_STYLE}"><b>Published results (not measured here)</b>'
                  "<table><tr><th>Method</th><th>Model</th><th>Data</th><th>Top-1 accuracy</th><th>Source</th></tr>"
                  f"{rows}</table>These come from the cited sources with full-size data sets; this report did "

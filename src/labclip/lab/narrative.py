@@ -19,6 +19,7 @@ import pandas as pd
 
 from .. import stats as _stats
 from ..config import CAPTIONS_DIR, DEFAULT_CAPTIONS, shown_model, shown_path, shown_revision
+from ..images import NaflexPreprocess, SquarePreprocess
 from ..labels import (  # noqa: F401
     METRIC_LABELS,
     format_metric,
@@ -33,7 +34,8 @@ from ..labels import (  # noqa: F401
 )
 from ..metrics import retrieval_ranks
 from ..model import ClipModel
-from ..registry import resolve_model_name
+from ..registry import TEXT_HANDLING, resolve_model_name
+from ..registry import published as registry_published
 from . import compare
 from .experiment import Experiment, Matching, ZeroShotRun
 from .provenance import sha256_file
@@ -43,20 +45,10 @@ LANGUAGE_NAMES = {"en": "English", "ru": "Russian", "de": "German", "fr": "Frenc
                   "it": "Italian", "pl": "Polish", "tr": "Turkish", "uk": "Ukrainian", "zh": "Chinese",
                   "ja": "Japanese", "ko": "Korean"}
 
-# open_clip's docs/openclip_multilingual_retrieval_results.csv (commit 89fb801), dataset
-# multilingual_mscoco_captions (XTD10), "image_retrieval_recall@1" = text→image R@1, in percent.
-PUBLISHED_SOURCE = ("open_clip, docs/openclip_multilingual_retrieval_results.csv "
-                    "(https://github.com/mlfoundations/open_clip), XTD10 text→image recall@1")
-PUBLISHED_XTD10_T2I_R1 = {
-    "openai/clip-vit-base-patch32": {"de": 13.1, "en": 54.0, "es": 17.2, "fr": 20.6, "it": 9.9, "ja": 2.6,
-                                     "ko": 0.3, "pl": 2.2, "ru": 0.4, "tr": 1.2, "zh": 1.1},
-    "openai/clip-vit-base-patch16": {"de": 15.7, "en": 55.8, "es": 21.4, "fr": 24.9, "it": 14.6, "ja": 3.3,
-                                     "ko": 0.2, "pl": 3.0, "ru": 1.2, "tr": 2.9, "zh": 0.5},
-    "openai/clip-vit-large-patch14": {"de": 19.8, "en": 59.3, "es": 26.2, "fr": 28.8, "it": 19.8, "ja": 4.0,
-                                      "ko": 0.3, "pl": 4.0, "ru": 1.3, "tr": 2.6, "zh": 0.7},
-    "openai/clip-vit-large-patch14-336": {"de": 20.5, "en": 58.3, "es": 26.6, "fr": 30.6, "it": 20.2, "ja": 3.6,
-                                          "ko": 0.3, "pl": 3.6, "ru": 1.3, "tr": 3.0, "zh": 0.6},
-}
+# The XTD10 text→image recall@1 figures of labclip.registry.PUBLISHED, by model and language.
+PUBLISHED_XTD10_T2I_R1: dict[str, dict[str, float]] = {}
+for _p in registry_published(benchmark="XTD10", direction="t2i", metric="R@1"):
+    PUBLISHED_XTD10_T2I_R1.setdefault(_p.model, {})[_p.language] = _p.value
 
 
 def md(text: object) -> str:
@@ -181,6 +173,10 @@ def text_processing(model: ClipModel) -> str:
                    "encoder's space" if tower.info.paired else f"the text encoder of the {tower.family} model")
         text = (f"The model's own tokenizer ({type(model.tokenizer).__name__}{vocab}) with its own normalisation, "
                 f"{model.context_length}-token context, and {encoder}.")
+        handling = getattr(tower.text, "handling", None)
+        if handling in TEXT_HANDLING:
+            text += (f" As the model was trained, captions are first {TEXT_HANDLING[handling]} and always padded "
+                     f"to {model.context_length} tokens.")
     return text + adapter_text(model)
 
 
@@ -281,6 +277,18 @@ def _gap_sentence(exp: Experiment, a: str, b: str) -> str:
             f"test, {p_value(test.p_value)}).")
 
 
+def image_processing(pre) -> str:
+    """How the model's images are resized, from its preprocessing settings."""
+    if isinstance(pre, NaflexPreprocess):
+        return (f"SigLIP 2 NaFlex: each image resized, aspect ratio kept, to at most {pre.max_num_patches} patches "
+                f"of {pre.patch_size} px")
+    if isinstance(pre, SquarePreprocess):
+        kind = {2: "bilinear", 3: "bicubic"}.get(pre.resample, f"PIL filter {pre.resample}")
+        return f"As the model's SigLIP image processor does it: {kind} resize to {pre.crop}×{pre.crop} (aspect not kept)"
+    return (f"As OpenAI's clip package does it: bicubic resize of the shorter side to {pre.resize} px, centre crop "
+            f"to {pre.crop}×{pre.crop}")
+
+
 def method(exp: Experiment) -> str:
     model, pre = exp.model, exp.model.preprocess
     prov = exp.provenance()
@@ -291,8 +299,7 @@ def method(exp: Experiment) -> str:
     return "\n".join([
         f"- **Model.** {md(model_name(model.name))} loaded through Hugging Face transformers from {md(source)} ({revision}); "
         f"{model.dim}-dimensional embeddings, learned temperature (logit scale) {model.logit_scale:.1f}.",
-        f"- **Image preprocessing.** As OpenAI's clip package does it: bicubic resize of the shorter side to "
-        f"{pre.resize} px, centre crop to {pre.crop}×{pre.crop}, RGB, normalised with mean ({mean}) and std ({std}) "
+        f"- **Image preprocessing.** {image_processing(pre)}, RGB, normalised with mean ({mean}) and std ({std}) "
         "from the model's image processor. EXIF orientation is applied and transparency is composited on white "
         "when files are read.",
         f"- **Text preprocessing.** {text_processing(model)}",
@@ -405,8 +412,10 @@ def published(exp: Experiment, languages: list[str]) -> str | None:
         return None
     which = "" if model == used else " (requested by this run, which could not load it)"
     values = "; ".join(f"{md(language_name(lang))} {figures[lang]:.1f}%" for lang in shown)
+    sources = "; ".join(dict.fromkeys(p.source for p in registry_published(benchmark="XTD10", direction="t2i",
+                                                                           metric="R@1", model=model)))
     return (f"{md(model)}{which}, text→image recall@1 on the XTD10 benchmark (1,000 MS-COCO images, captions "
-            f"translated by people): {values}. Source: {PUBLISHED_SOURCE}. These figures come from a different "
+            f"translated by people): {values}. Source: {sources}. These figures come from a different "
             "image set and were not measured by this run.")
 
 

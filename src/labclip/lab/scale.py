@@ -31,6 +31,8 @@ from ..errors import LabclipError
 from ..metrics import RetrievalRanks, retrieval_ranks, similarity
 from ..model import ClipModel, describe
 from ..precision import DEFAULTS
+from ..registry import FIRST_CAPTION, Published
+from ..registry import published as published_figures
 from ..translate import Translator, translator_name
 from .experiment import load_models
 from .narrative import banner_text, language_name, md, model_name, p_value
@@ -41,21 +43,11 @@ DIRECTIONS = {"t2i": "text→image", "i2t": "image→text"}
 REFERENCE_CAPTIONS = CAPTIONS_DIR / "short.csv"
 HARDEST = 20
 ALPHA = 0.05
-# open_clip docs/openclip_multilingual_retrieval_results.csv (XTD10, text→image R@1, 1,000 images).
-PUBLISHED_SOURCE = ("open_clip, docs/openclip_multilingual_retrieval_results.csv "
-                    "(https://github.com/mlfoundations/open_clip)")
-PUBLISHED = (
-    ("OpenAI ViT-B/32", "en", 54.0),
-    ("OpenAI ViT-B/32", "ru", 0.4),
-    ("xlm-roberta-base ViT-B/32 (LAION-5B)", "ru", 50.4),
-)
-
-
 # Which captions a result counts. FIRST is CLIP_benchmark's definition, that of the published figures: the first
 # caption of each image (clip_benchmark/datasets/crossmodal3600.py keeps captions[0]); ALL counts every caption.
 FIRST = "first"
 ALL = "all"
-DEFINITIONS = {FIRST: "first caption of each image (CLIP_benchmark's definition, as published)",
+DEFINITIONS = {FIRST: FIRST_CAPTION,
                ALL: "all captions of each image"}
 
 
@@ -596,20 +588,29 @@ def heatmap(run: ScaleRun, limit: int | None = None) -> None:
     section(f"Similarity heatmap ({model_name(label)}, {language_name(lang)} captions)", md(note), svg(fig))
 
 
+def published_rows(run: ScaleRun) -> list[Published]:
+    """The published retrieval figures (``labclip.registry.PUBLISHED``) in the run's languages."""
+    return [p for p in published_figures() if p.direction in DIRECTIONS and p.language in run.languages]
+
+
 def published(run: ScaleRun) -> None:
-    """Published figures for the same question, in a marked box with their source; not measured here."""
+    """Published figures for the same question, in a marked box with their sources; not measured here."""
     from IPython.display import HTML, display
 
-    rows = "".join(f"<tr><td>{html.escape(m)}</td><td>{language_name(lang)}</td><td>{CAPTIONS_SHOWN[FIRST]}</td>"
-                   f"<td>{v:.1f}%</td></tr>" for m, lang, v in PUBLISHED)
+    rows = "".join(f"<tr><td>{html.escape(model_name(p.model))}</td><td>{html.escape(p.benchmark)}</td>"
+                   f"<td>{DIRECTIONS[p.direction]} {html.escape(p.metric)}</td><td>{language_name(p.language)}</td>"
+                   f"<td>{CAPTIONS_SHOWN[FIRST] if p.definition == FIRST_CAPTION else html.escape(p.definition)}</td>"
+                   f"<td>{p.value:.1f}%</td><td>{html.escape(p.source)}</td></tr>" for p in published_rows(run))
+    if not rows:
+        return
     display(HTML(
         '<div class="labclip-published" style="border:2px dashed #555;padding:8px 12px;margin:10px 0;'
         'break-inside:avoid">'
-        "<strong>Published results (not measured here)</strong><br>XTD10, text→image Recall@1, 1,000 images, "
+        "<strong>Published results (not measured here)</strong><br>XTD10 figures (1,000 images) were "
         "computed with CLIP_benchmark from the first caption of each image (XTD10 has one per image); "
         "compare them with measured rows whose captions read \"first per image\". "
-        f"Source: {html.escape(PUBLISHED_SOURCE)}.<table><tr><th>Model</th><th>Language</th>"
-        f"<th>Captions</th><th>Text→image R@1</th></tr>{rows}</table></div>"))
+        "<table><tr><th>Model</th><th>Benchmark</th><th>Metric</th><th>Language</th><th>Captions</th>"
+        f"<th>Value</th><th>Source</th></tr>{rows}</table></div>"))
 
 
 def save(run: ScaleRun, output_dir: str | os.PathLike | None, name: str = "05_scale") -> dict:
