@@ -38,7 +38,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_REPORT := chromium fonts-dejavu-core poppler-utils
 APT_DATA := fonts-noto-color-emoji fonts-noto-core
 
-.PHONY: help setup sysdeps report report-scale report-adapt test test-real lint format data bench dist clean
+.PHONY: help setup sysdeps report report-scale report-adapt report-cultures test test-real lint format data bench dist clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} \
@@ -83,6 +83,14 @@ report-scale: setup sysdeps ## Scale report 05_scale on a benchmark (DATASET=xtd
 	  $(if $(LANGS),--langs $(LANGS)) $(if $(BATCH),--batch-size $(BATCH)) $(if $(TITLE),--title "$(TITLE)") \
 	  $(if $(STRICT),--strict) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
 	  $(if $(REFERENCE),--reference "$(REFERENCE)") $(if $(PRECISION),--precision "$(PRECISION)")
+
+report-cultures: setup sysdeps ## Cross-cultural report 07_cultures: region x language retrieval and tests (DATASET=xm3600|folder|file with a region column MODEL= MODELS= LANGS= PRECISION=)
+	@test -n "$(DATASET)" || { echo "labclip: error: make report-cultures needs DATASET=xm3600, a prepared folder or a caption file with a region column" >&2; exit 2; }
+	@$(STRICT_CHECK)
+	$(PY) -m labclip report --out "$(OUT)" --notebooks 07_cultures --dataset "$(DATASET)" \
+	  $(if $(MODEL),--model "$(MODEL)") $(if $(MODELS),--compare-models $(MODELS)) \
+	  $(if $(LANGS),--langs $(LANGS)) $(if $(BATCH),--batch-size $(BATCH)) $(if $(TITLE),--title "$(TITLE)") \
+	  $(if $(STRICT),--strict) $(if $(PRECISION),--precision "$(PRECISION)")
 
 test: setup sysdeps ## Run the test suite (offline, tiny models)
 	$(PY) -m pytest -q -m "not slow"

@@ -50,7 +50,9 @@ from .provenance import Timings, now, package_versions
 
 NOTEBOOKS = ("01_matching", "02_languages", "03_lab_report", "04_zeroshot")
 SCALE_NOTEBOOK = "05_scale"  # run by `make report-scale DATASET=...`, not by default
-OPTIONAL_NOTEBOOKS = (SCALE_NOTEBOOK, "06_adapt")  # run on request (make report-scale, make report-adapt)
+CULTURES_NOTEBOOK = "07_cultures"  # run by `make report-cultures DATASET=...`, not by default
+DATASET_NOTEBOOKS = (SCALE_NOTEBOOK, CULTURES_NOTEBOOK)  # the notebooks that read --dataset
+OPTIONAL_NOTEBOOKS = (SCALE_NOTEBOOK, "06_adapt", CULTURES_NOTEBOOK)  # run on request (make report-scale, ...)
 KERNEL = "labclip"
 PARAMETERS = ("model", "captions", "image_dir", "languages", "top_k", "batch_size", "title", "strict",
               "compare_models", "translator", "labels", "template_sets", "dataset", "reference", "precision")
@@ -292,7 +294,7 @@ def check_inputs(params: dict, out_dir: Path, notebooks: Sequence[str], pdf: boo
     if unknown:
         raise LabclipError(f"notebook {NOTEBOOKS_DIR / unknown[0]}.ipynb not found; run from a labclip checkout "
                            "(or set LABCLIP_ROOT)")
-    if set(notebooks) - {"04_zeroshot", SCALE_NOTEBOOK}:  # the scale report checks its benchmark below
+    if set(notebooks) - {"04_zeroshot", *DATASET_NOTEBOOKS}:  # the dataset reports check their benchmark below
         load_captions(params.get("captions") or DEFAULT_CAPTIONS, params.get("image_dir"), params.get("languages"))
     if "04_zeroshot" in notebooks:
         from ..zeroshot import choose_language, labelled_images
@@ -524,6 +526,16 @@ def build_reports(
             raise LabclipError("the scale report needs a dataset: xtd10, xm3600, a prepared folder or a caption file")
         with timings.stage("prepare dataset"):
             resolve_dataset(params["dataset"], params.get("languages"))
+    if CULTURES_NOTEBOOK in notebooks:
+        from .cultures import regions_of
+        from .scale import resolve_dataset
+
+        if not params.get("dataset"):
+            raise LabclipError("the cultures report needs a dataset: xm3600, a prepared folder or a caption file "
+                               "with a 'region' column")
+        with timings.stage("prepare dataset"):
+            regions_of(resolve_dataset(params["dataset"], params.get("languages")), shown_path(params["dataset"])
+                       if Path(params["dataset"]).exists() else params["dataset"])
     import papermill
 
     with timings.stage("check model"):
@@ -564,7 +576,7 @@ def _run_notebook(papermill, name: str, params: dict, staging: Path, kernel: str
     executed = staging / f"{name}.ipynb"
     declared = papermill.inspect_notebook(str(source))
     nb_params = {k: v for k, v in params.items()
-                 if k in declared and (k != "title" or name in ("03_lab_report", SCALE_NOTEBOOK))}
+                 if k in declared and (k != "title" or name in ("03_lab_report", *DATASET_NOTEBOOKS))}
     if "precision" in declared and name in DEFAULTS:
         nb_params["precision"] = params.get("precision") or DEFAULTS[name]  # the table's default, never the cell's
     nb_params["output_dir"] = str(staging)
