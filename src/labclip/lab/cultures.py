@@ -198,12 +198,16 @@ def title(run: CultureRun, text: str) -> None:
     table_note = ("Crossmodal-3600's table (labclip.cultures.XM3600_REGION_LANGUAGES: each locale was chosen for "
                   "one of its 36 languages, and the locale code is that language's)")
     section("Regions and how retrieval is scored",
-            f"{len(run.names)} regions, {counts.min()}–{counts.max()} images each. Each image is scored with the "
+            f"{len(run.names)} regions, {_span(counts)} images each. Each image is scored with the "
             "first caption of each language (CLIP_benchmark's definition). Two scopes: **whole set**, "
             f"{core.SCOPES[core.SET]}; **within region**, {core.SCOPES[core.REGION]}; within a region there are "
             "fewer distractors, so the two are not comparable figure for figure. "
             f"Languages spoken in each region, from {table_note}, or a region named by a language's code: "
             + ("; ".join(mapped) if mapped else "none of the evaluated languages") + ".")
+
+
+def _span(counts: np.ndarray) -> str:
+    return f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}–{counts.max()}"
 
 
 def heatmap(run: CultureRun, scope: str = core.SET, direction: str = DIRECTION, k: int = K) -> None:
@@ -264,11 +268,12 @@ def ranked(run: CultureRun, scope: str = core.SET) -> None:
         tests = run.heterogeneity(label, scope)
         section(f"Regions ranked by recall ({model_name(label)})",
                 f"Recall pooled over {len(run.languages)} language(s), in percent with its 95% interval "
-                f"({rows[0]['estimate'].method} over images). " + heterogeneity_text(tests),
+                f"({rows[0]['estimate'].method} over images). "
+                + heterogeneity_text(tests, len(run.languages)),
                 table(shown))
 
 
-def heterogeneity_text(tests: pd.DataFrame) -> str:
+def heterogeneity_text(tests: pd.DataFrame, n_languages: int) -> str:
     """Whether the regions differ more than chance, per language, in words (Holm-corrected)."""
     if tests.empty:
         return ("No heterogeneity test: in every language all images were hits, or all misses, or there is one "
@@ -284,6 +289,9 @@ def heterogeneity_text(tests: pd.DataFrame) -> str:
         text += (f"the regions differ more than chance in {len(significant)} of {len(tests)}: "
                  + ", ".join(f"{language_name(r.language)} ({p_value(r.p_holm)})" for r in significant.itertuples())
                  + ".")
+    if len(tests) < n_languages:
+        text += (f" {n_languages - len(tests)} language(s) have no test: every image a hit, or every image a "
+                 "miss.")
     if not rough.empty:
         text += (f" In {len(rough)} language(s) some expected count is below 5, where the chi-square "
                  "approximation is rough.")
