@@ -666,7 +666,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=PRECISIONS,
                    help="encoding precision: fp32, bf16, fp16, or auto (bf16 where the hardware runs it faster: CUDA, "
                         "AMX CPUs; else fp32) (default: fp32, exact numbers read one by one; auto for the bulk "
-                        f"{SCALE_NOTEBOOK})")
+                        f"{SCALE_NOTEBOOK} and {CULTURES_NOTEBOOK})")
     p.add_argument("--strict", action="store_true", default=None,
                    help="fail if the model can't be loaded (default: fall back to the demo model)")
     p.add_argument("--compare-models", nargs="+", metavar="MODEL",
@@ -675,8 +675,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"translate-then-CLIP ({nb})")
     p.add_argument("--templates", nargs="+", dest="template_sets", metavar="SET",
                    help=f"template sets compared in the zero-shot report ({nb})")
-    p.add_argument("--dataset", help="benchmark for the scale report: xtd10, xm3600, a prepared folder or a "
-                   "caption file; runs notebook 05_scale only, unless --notebooks says otherwise (default: none)")
+    p.add_argument("--dataset", help="benchmark for the scale and cultures reports: xtd10, xm3600, a prepared folder "
+                   "or a caption file; runs notebook 05_scale only, unless --notebooks says otherwise, e.g. "
+                   f"{CULTURES_NOTEBOOK} (which needs a region per image) (default: none)")
     p.add_argument("--reference", help="small caption set placed beside the benchmark in the scale report "
                    "(default: data/captions/short.csv)")
     p.add_argument("--out", type=Path, help="output folder (default: reports/ of the checkout, else ./reports): "
