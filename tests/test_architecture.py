@@ -24,7 +24,7 @@ CORE_LAYERS = [
     {"zeroshot", "translate", "datasets", "adapt", "cultures"},
 ]
 LAB_LAYERS = [{"tables", "provenance"}, {"experiment"}, {"compare", "adapt"}, {"narrative", "plots"}, {"present"},
-              {"scale", "adapt_present", "cultures"}, {"report"}]
+              {"scale", "adapt_present"}, {"cultures"}, {"report"}]
 FRONT = ["cli", "__main__"]
 CORE = set().union(*CORE_LAYERS)
 
