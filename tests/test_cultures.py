@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import json
 import math
 import tracemalloc
@@ -229,3 +230,41 @@ def test_model_tests_are_exact_mcnemar_per_region_and_language_with_holm():
     order = np.argsort(p)
     holm = np.minimum(1, np.maximum.accumulate([(len(p) - i) * p[j] for i, j in enumerate(order)]))
     assert tests["p_holm"].to_numpy()[order] == pytest.approx(holm)
+
+
+@pytest.mark.skipif(__import__("shutil").which("make") is None, reason="needs make")
+def test_make_report_cultures_renders_offline_from_the_fixture(regions_set, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from labclip.config import PROJ_ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(PROJ_ROOT / "src")}
+    make = ["make", "--no-print-directory", "-C", str(PROJ_ROOT), "-o", "setup", "-o", "sysdeps", "report-cultures",
+            f"PY={sys.executable}", f"OUT={tmp_path / 'out'}", "MODEL=demo", "LANGS=en ru"]
+    missing = subprocess.run(make, capture_output=True, text=True, env=env, timeout=60)
+    assert missing.returncode == 2 and "make report-cultures needs DATASET=" in missing.stderr
+    done = subprocess.run([*make, f"DATASET={regions_set}"], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = tmp_path / "out"
+    assert {"07_cultures.html", "07_cultures.json", "07_cultures.pdf"} <= {p.name for p in out.iterdir()}
+    assert "Own-culture advantage" in (out / "07_cultures.html").read_text(encoding="utf-8")
+
+
+def test_bench_cultures_prints_time_and_peak_of_the_breakdown(tmp_path):
+    import subprocess
+    import sys
+
+    from labclip.config import PROJ_ROOT
+
+    doc = tmp_path / "benchmarks.md"
+    result = subprocess.run([sys.executable, str(PROJ_ROOT / "benchmarks" / "bench_cultures.py"), "--images", "360",
+                             "--regions", "6", "--languages", "3", "--dim", "32", "--permutations", "99",
+                             "--doc", str(doc)], capture_output=True, text=True, check=True, timeout=300,
+                            cwd=PROJ_ROOT)
+    assert "360 images in 6 regions x 3 languages" in result.stdout
+    assert re.search(r"region x language breakdown .*\s+[\d.]+\s+[\d.]+\s+[\d.]+\n", result.stdout)
+    assert re.search(r"peak of the breakdown: [\d.]+x one language's matrix \((within|ABOVE) the 2x target", result.stdout)
+    assert "the target is defined at 3600 images" in result.stdout
+    assert "<!-- bench_cultures: begin -->" in doc.read_text(encoding="utf-8")
