@@ -154,6 +154,7 @@ NOTEBOOKS = {
     ]),
     "07_cultures": ("Cross-cultural retrieval", [
         "cultures.heatmap(run)",
+        "cultures.heatmap(run, scope=\"region\")",
         "cultures.ranked(run)",
         "tests = cultures.own_culture_section(run)",
         "cultures.model_tests_section(run);",

@@ -43,6 +43,7 @@ class CultureRun:
     regions: list[str]
     culture_specific: np.ndarray | None = None
     results: dict[str, list[core.RegionRanks]] = field(default_factory=dict)
+    spoken: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def languages(self) -> list[str]:
@@ -57,8 +58,9 @@ class CultureRun:
         return core.region_index(self.regions)[0]
 
     def home(self) -> dict[str, tuple[str, ...]]:
-        """The evaluated languages spoken in each region (:func:`labclip.cultures.home_languages`)."""
-        return core.home_languages(self.names, self.languages)
+        """The evaluated languages spoken in each region: the set's ``region_language`` column, else
+        :func:`labclip.cultures.home_languages` (Crossmodal-3600's table, or a region named by a language code)."""
+        return core.home_languages(self.names, self.languages, {**core.XM3600_REGION_LANGUAGES, **self.spoken})
 
     def evaluate(self) -> pd.DataFrame:
         """Every model × language: first caption per image, ranked in the whole set and within each region."""
@@ -137,12 +139,13 @@ def holm(p_values) -> np.ndarray:
     return multipletests(p, alpha=ALPHA, method="holm")[1]
 
 
-def regions_of(table, dataset: str) -> tuple[list[str], np.ndarray | None]:
-    """Each image's region and, where the set says, whether it is culture-specific.
+def regions_of(table, dataset: str) -> tuple[list[str], np.ndarray | None, dict[str, tuple[str, ...]]]:
+    """Each image's region and, where the set says, whether it is culture-specific (``culture_specific``: yes/no)
+    and which languages are spoken in its region (``region_language``: codes separated by spaces or commas).
 
     Raises:
-        LabclipError: no ``region`` column, an empty region, or a ``culture_specific`` cell other than yes/no
-            (the image is named).
+        LabclipError: no ``region`` column, an empty region, a ``culture_specific`` cell other than yes/no, or a
+            ``region_language`` that differs between images of one region (the image is named).
     """
     extra = getattr(table, "extra", {})
     if "region" not in extra:
@@ -164,7 +167,15 @@ def regions_of(table, dataset: str) -> tuple[list[str], np.ndarray | None]:
                 raise LabclipError(f"{dataset}: image '{name}': 'culture_specific' must be yes or no, got {cell!r}")
             values.append(cell in YES)
         specific = np.array(values)
-    return regions, specific
+    spoken: dict[str, tuple[str, ...]] = {}
+    for name, region, cell in zip(names, regions, extra.get("region_language", [None] * len(regions))):
+        if cell is None:
+            continue
+        codes = tuple(dict.fromkeys(c for c in str(cell).replace(",", " ").split()))
+        if spoken.setdefault(region, codes) != codes:
+            raise LabclipError(f"{dataset}: image '{name}': region_language {' '.join(codes) or 'empty'!r} differs "
+                               f"from {' '.join(spoken[region]) or 'empty'!r} given for region {region!r} before")
+    return regions, specific, spoken
 
 
 def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence[str] | None = None,
@@ -177,8 +188,8 @@ def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence
     """
     regions_of(scale.resolve_dataset(dataset, languages), str(dataset))
     base = scale.start(dataset, models, languages, None, batch_size, strict, precision)
-    regions, specific = regions_of(base.captions, base.dataset)
-    return CultureRun(base, regions, specific)
+    regions, specific, spoken = regions_of(base.captions, base.dataset)
+    return CultureRun(base, regions, specific, spoken=spoken)
 
 
 # ---- display -----------------------------------------------------------------------------------------
@@ -195,7 +206,8 @@ def title(run: CultureRun, text: str) -> None:
     counts = np.bincount(run.index)
     home = run.home()
     mapped = [f"{md(name)}: {', '.join(map(language_name, langs))}" for name, langs in home.items() if langs]
-    table_note = ("Crossmodal-3600's table (labclip.cultures.XM3600_REGION_LANGUAGES: each locale was chosen for "
+    table_note = ("the set's region_language column" if run.spoken else
+                  "Crossmodal-3600's table (labclip.cultures.XM3600_REGION_LANGUAGES: each locale was chosen for "
                   "one of its 36 languages, and the locale code is that language's)")
     section("Regions and how retrieval is scored",
             f"{len(run.names)} regions, {_span(counts)} images each. Each image is scored with the "
@@ -249,7 +261,10 @@ def heatmap(run: CultureRun, scope: str = core.SET, direction: str = DIRECTION, 
             tables.append(f"<h3>{html.escape(model_name(label))}</h3>{table(shown)}")
     section(f"Recall by image region and caption language ({scale.DIRECTIONS[direction]} R@{k}, "
             f"{'whole set' if scope == core.SET else 'within region'})",
-            "One colour scale for every panel: 0% dark, 100% bright. The tables give each cell in percent with its "
+            ("Each image's caption competes with every image of the set (the published definition). "
+             if scope == core.SET else "Each caption competes only with the images of its own region (culture-local; "
+             "fewer distractors than in the whole set, so not comparable figure for figure). ")
+            + "One colour scale for every panel: 0% dark, 100% bright. The tables give each cell in percent with its "
             f"95% Wilson interval; a region has {np.bincount(run.index).min()} or more images, so a cell moves by "
             f"up to {100 / np.bincount(run.index).min():.0f} points per image.", png(fig), *tables)
 
