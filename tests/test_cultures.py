@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import itertools
-import re
 import json
 import math
+import re
 import tracemalloc
 from pathlib import Path
 
