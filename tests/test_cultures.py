@@ -49,6 +49,16 @@ def test_ranks_in_the_set_and_within_each_region_match_retrieval_ranks_on_each_s
     assert r.names == ("r0", "r1", "r2", "r3")
 
 
+def test_a_caption_repeated_for_another_image_is_a_tie_and_counts_against_as_in_retrieval_ranks():
+    images, texts = _embeddings(30, seed=8)
+    texts[7] = texts[3]  # two images with the very same caption, as short captions in a benchmark can be
+    texts[20] = texts[3]
+    r = cultures.region_ranks(images, texts, ["a"] * 30, "en", block_elements=4 * 30)
+    whole = retrieval_ranks(similarity(images.astype(np.float32), texts.astype(np.float32), dtype=np.float32))
+    assert (r.ranks[("set", "i2t")] == whole.i2t).all() and (r.ranks[("set", "t2i")] == whole.t2i).all()
+    assert r.ranks[("set", "i2t")][[3, 7, 20]].min() >= 3
+
+
 def test_every_cell_has_its_wilson_interval_from_its_own_hits():
     images, texts = _embeddings(40, seed=1)
     regions = ["a"] * 10 + ["b"] * 30

@@ -82,7 +82,8 @@ def region_ranks(image_emb: np.ndarray, text_emb: np.ndarray, regions: Sequence[
     """Rank every image's caption and image in the whole set and within its region, from one similarity matrix.
 
     The matrix ``images × captions`` (cosine, float32) is computed ``block_elements`` at a time and never held
-    whole: memory beyond the embeddings is O(n_images) plus one block.
+    whole (twice: once for the right pairs' scores, once to rank against them): memory beyond the embeddings is
+    O(n_images) plus one block.
 
     Args:
         image_emb: ``(n, dim)`` image embeddings.
@@ -102,11 +103,14 @@ def region_ranks(image_emb: np.ndarray, text_emb: np.ndarray, regions: Sequence[
     if len(regions) != n:
         raise LabclipError(f"need one region per image: {len(regions)} regions for {n} images")
     index, names = region_index(regions)
-    own = np.einsum("ij,ij->i", images, texts)
-    ranks = {key: np.ones(n, dtype=np.int64) for key in ((s, d) for s in (SET, REGION) for d in DIRECTIONS)}
     step = max(1, block_elements // n)
-    for start in range(0, n, step):
-        rows = np.arange(start, min(start + step, n))
+    blocks = [np.arange(start, min(start + step, n)) for start in range(0, n, step)]
+    # The right pairs' scores from the very products the ranks compare them with, so a tie is a tie.
+    own = np.empty(n, dtype=np.float32)
+    for rows in blocks:
+        own[rows] = (images[rows] @ texts.T)[np.arange(len(rows)), rows]
+    ranks = {key: np.ones(n, dtype=np.int64) for key in ((s, d) for s in (SET, REGION) for d in DIRECTIONS)}
+    for rows in blocks:
         block = images[rows] @ texts.T
         same = index[rows, None] == index[None, :]
         better_text = block >= own[rows, None]
