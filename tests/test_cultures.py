@@ -115,6 +115,13 @@ def test_own_culture_test_equals_brute_force_enumeration_of_every_permutation():
     assert result.effect == pytest.approx(observed)
     assert result.p_value == pytest.approx(p)
     assert result.low <= result.effect <= result.high
+    for lang, e in result.per_language.items():  # each language's contrast, written out apart
+        h = hits.astype(float)
+        d = h[:, lang] - (h.sum(1) - h[:, lang]) / 2
+        at_home = np.isin(labels, [r for r in home if lang in home[r]])
+        assert e.value == pytest.approx(100 * (d[at_home].mean() - d[~at_home].mean()))
+        assert e.low <= e.value <= e.high
+    assert set(result.per_language) == {0, 1}
 
 
 def test_own_culture_test_finds_a_planted_advantage_and_not_a_language_that_is_simply_better():

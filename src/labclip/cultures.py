@@ -172,7 +172,7 @@ class OwnCulture:
         high: upper end.
         p_value: two-sided permutation test of region labels over images (scipy ``permutation_test``, exact
             when every permutation fits in the resamples).
-        per_language: ``{language: effect in points}``.
+        per_language: ``{language index: its effect in points, an Estimate with the same bootstrap interval}``.
         n_images: images with a region.
         n_permutations: permutations the p-value counts.
         exact: whether every permutation was enumerated.
@@ -241,8 +241,10 @@ def own_culture(hits: np.ndarray, regions: np.ndarray, home: Sequence[Sequence[i
     low, high = stats.bootstrap_interval(contribution, np.sum, n_resamples=n_resamples, seed=seed, strata=regions)
     per_language = {}
     for lang in used:
-        mask = np.array([lang in home[r] for r in range(n_regions)])[regions]
-        per_language[lang] = float(100 * (d[mask, lang].mean() - d[~mask, lang].mean()))
+        share = weights[regions, lang] * len(used)  # 1/|home| at home, -1/|elsewhere| elsewhere
+        part = 100 * share * d[:, lang]
+        per_language[lang] = stats.Estimate(float(part.sum()), *stats.bootstrap_interval(
+            part, np.sum, n_resamples=n_resamples, seed=seed, strata=regions), n=n, method="stratified bootstrap")
     total = len(test.null_distribution)
     return OwnCulture(observed, low, high, float(test.pvalue), per_language, n, total,
                       exact=n <= 12 and math.factorial(n) <= n_resamples)

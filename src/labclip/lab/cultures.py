@@ -326,7 +326,8 @@ def own_culture_section(run: CultureRun, scope: str = core.SET) -> dict:
             section(heading, "No test: it needs at least two languages, and a language spoken in some of the "
                              "regions and not in others.")
             continue
-        per = pd.DataFrame([{"Language": language_name(run.languages[i]), "Effect (points)": f"{v:+.1f}"}
+        per = pd.DataFrame([{"Language": language_name(run.languages[i]),
+                             "Effect (points, 95% interval)": f"{v.value:+.1f} [{v.low:+.1f}, {v.high:+.1f}]"}
                             for i, v in test.per_language.items()])
         section(heading, own_culture_text(test, run.base.n_images), table(per))
     return out
@@ -414,7 +415,7 @@ def save(run: CultureRun, output_dir: str | os.PathLike | None, tests: dict | No
         "region_languages": {k: list(v) for k, v in run.home().items()},
         "results": run.table().to_dict("records"),
         "own_culture": {label: None if t is None else {**t.__dict__,
-                        "per_language": {run.languages[i]: v for i, v in t.per_language.items()}}
+                        "per_language": {run.languages[i]: v.to_dict() for i, v in t.per_language.items()}}
                         for label, t in tests.items()},
         "heterogeneity": {label: run.heterogeneity(label).to_dict("records") for label in run.results},
         "model_tests": run.model_tests().to_dict("records"),
