@@ -301,3 +301,13 @@ def test_bench_cultures_prints_time_and_peak_of_the_breakdown(tmp_path):
     assert re.search(r"peak of the breakdown: [\d.]+x one language's matrix \((within|ABOVE) the 2x target", result.stdout)
     assert "the target is defined at 3600 images" in result.stdout
     assert "<!-- bench_cultures: begin -->" in doc.read_text(encoding="utf-8")
+
+
+def test_an_instructors_set_renders_with_its_culture_specific_images_beside_the_others(tmp_path):
+    path = _instructor_set(tmp_path, ["yes", "no", "yes", "no", "no", "yes"])
+    out = tmp_path / "out"
+    assert cli_main(["report", "--notebooks", "07_cultures", "--dataset", str(path), "--model", "demo",
+                     "--langs", "en", "ru", "--no-pdf", "--out", str(out)]) == 0
+    page = (out / "07_cultures.html").read_text(encoding="utf-8")
+    assert "Culture-specific images" in page and "culture-specific (3 images)" in page and "other (3 images)" in page
+    assert "Kenya" in page and "Peru" in page and str(tmp_path) not in page
