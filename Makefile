@@ -38,7 +38,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_REPORT := chromium fonts-dejavu-core poppler-utils
 APT_DATA := fonts-noto-color-emoji fonts-noto-core
 
-.PHONY: help setup sysdeps report report-scale report-adapt reproduce test test-real lint format data bench dist clean
+.PHONY: help setup sysdeps report report-scale report-adapt report-cultures reproduce test test-real lint format data bench dist clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} \
@@ -87,6 +87,15 @@ report-scale: setup sysdeps ## Scale report 05_scale on a benchmark (DATASET=xtd
 reproduce: setup ## Online only: XTD10 for ViT-B/32 and the default multilingual model, measured vs published (skips offline)
 	$(PY) -m labclip.lab.reproduce $(if $(LANGS),--langs $(LANGS)) $(if $(BATCH),--batch-size $(BATCH))
 
+
+report-cultures: setup sysdeps ## Cross-cultural report 07_cultures: region x language retrieval and tests (DATASET=xm3600|folder|file with a region column MODEL= MODELS= LANGS= PRECISION=)
+	@test -n "$(DATASET)" || { echo "labclip: error: make report-cultures needs DATASET=xm3600, a prepared folder or a caption file with a region column" >&2; exit 2; }
+	@$(STRICT_CHECK)
+	$(PY) -m labclip report --out "$(OUT)" --notebooks 07_cultures --dataset "$(DATASET)" \
+	  $(if $(MODEL),--model "$(MODEL)") $(if $(MODELS),--compare-models $(MODELS)) \
+	  $(if $(LANGS),--langs $(LANGS)) $(if $(BATCH),--batch-size $(BATCH)) $(if $(TITLE),--title "$(TITLE)") \
+	  $(if $(STRICT),--strict) $(if $(PRECISION),--precision "$(PRECISION)")
+
 test: setup sysdeps ## Run the test suite (offline, tiny models)
 	$(PY) -m pytest -q -m "not slow"
 
@@ -104,10 +113,11 @@ data: setup ## Regenerate data/images/ from installed packages and Debian fonts
 	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_DATA) >/dev/null; }
 	$(PY) scripts/make_images.py
 
-bench: setup ## Encoding against the matmul ceilings, metrics at scale, adapter fitting; writes docs/benchmarks.md (ARGS=--quick for CI)
+bench: setup ## Encoding against the matmul ceilings, metrics at scale, adapter fitting, cultures breakdown; writes docs/benchmarks.md (ARGS=--quick for CI)
 	$(PY) benchmarks/bench_encode.py --doc docs/benchmarks.md $(ARGS)
 	$(PY) benchmarks/bench_scale.py --doc docs/benchmarks.md $(filter-out --profile --variants --cpu-time,$(ARGS))
 	$(PY) benchmarks/bench_adapt.py --doc docs/benchmarks.md $(filter --quick,$(ARGS))
+	$(PY) benchmarks/bench_cultures.py --doc docs/benchmarks.md $(filter --quick,$(ARGS))
 
 dist: setup ## Build the wheel and sdist into dist/ (the wheel carries the default data and notebooks)
 	rm -rf dist

@@ -153,6 +153,15 @@ NOTEBOOKS = {
         "scale.heatmap(run)",
         "scale.save(run, output_dir);",
     ]),
+    "07_cultures": ("Cross-cultural retrieval", [
+        "cultures.heatmap(run)",
+        "cultures.heatmap(run, scope=\"region\")",
+        "cultures.ranked(run)",
+        "tests = cultures.own_culture_section(run)",
+        "cultures.model_tests_section(run);",
+        "cultures.culture_specific_section(run)",
+        "cultures.save(run, output_dir, tests);",
+    ]),
 }
 
 SCALE_PARAMETERS = f'''dataset = "xtd10"  # "xtd10", "xm3600", a prepared benchmark folder or a caption file
@@ -173,6 +182,22 @@ SCALE_START = ("from labclip.lab import compare, scale\n\n"
                "run.evaluate(reference or scale.REFERENCE_CAPTIONS)\n"
                "scale.title(run, title)\n"
                "scale.published(run)")
+
+CULTURES_PARAMETERS = f'''dataset = "xm3600"  # "xm3600", a prepared folder, or a caption file with a region column
+model = "{DEFAULT_MODEL}"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"
+compare_models = None  # evaluated beside the model above, region by region (None: none)
+languages = None  # caption languages (None: all of the set's)
+batch_size = None  # None: the model's default
+{precision_line("07_cultures")}
+title = "Cross-cultural retrieval: every region's images in every language, with intervals"
+strict = False  # True: fail when a model can't be loaded instead of using the demo model
+output_dir = None  # folder for the results and provenance JSON (None: not written)'''
+
+CULTURES_START = ("from labclip.lab import cultures\n\n"
+                  "run = cultures.start(dataset, [model, *(compare_models or [])], languages, batch_size, strict,\n"
+                  "                     precision)\n"
+                  "run.evaluate()\n"
+                  "cultures.title(run, title)")
 
 ZEROSHOT_START = ("from labclip.lab import experiment, present\n\n"
                   "run = experiment.start(model, languages=languages, strict=strict, labels=labels, task=\"zeroshot\",\n"
@@ -202,8 +227,10 @@ ADAPT_START = ("from labclip.adapt import fit_text_adapter\n"
                "                  precision=precision)\n"
                "show.title(run, title)")
 
-PARAMETER_CELLS = {"04_zeroshot": ZEROSHOT_PARAMETERS, "05_scale": SCALE_PARAMETERS, "06_adapt": ADAPT_PARAMETERS}
-START_CELLS = {"04_zeroshot": ZEROSHOT_START, "05_scale": SCALE_START, "06_adapt": ADAPT_START}
+PARAMETER_CELLS = {"04_zeroshot": ZEROSHOT_PARAMETERS, "05_scale": SCALE_PARAMETERS, "06_adapt": ADAPT_PARAMETERS,
+                   "07_cultures": CULTURES_PARAMETERS}
+START_CELLS = {"04_zeroshot": ZEROSHOT_START, "05_scale": SCALE_START, "06_adapt": ADAPT_START,
+               "07_cultures": CULTURES_START}
 
 INTRO = {
     "01_matching": "One model, one caption language: the method in a few lines of code, then the similarity "
@@ -218,6 +245,9 @@ INTRO = {
     "05_scale": "Retrieval on a benchmark caption set (XTD10, Crossmodal-3600): Recall@1/5/10 in both directions "
                 "with 95% intervals, paired tests between languages, strategies and models, and the small "
                 "bundled set beside it.",
+    "07_cultures": "Retrieval per image region and caption language (Crossmodal-3600's locales, or a set's region "
+                   "column), in the whole set and within each region, with intervals, the regions ranked, a test "
+                   "of the own-culture advantage and model comparisons per region.",
 }
 
 

@@ -21,10 +21,10 @@ CORE_LAYERS = [
     {"encoders"},
     {"model"},
     {"metrics"},
-    {"zeroshot", "translate", "datasets", "adapt"},
+    {"zeroshot", "translate", "datasets", "adapt", "cultures"},
 ]
 LAB_LAYERS = [{"tables", "provenance"}, {"experiment"}, {"compare", "adapt"}, {"narrative", "plots"}, {"present"},
-              {"scale", "adapt_present"}, {"report", "reproduce"}]
+              {"scale", "adapt_present"}, {"cultures"}, {"report", "reproduce"}]
 FRONT = ["cli", "__main__"]
 CORE = set().union(*CORE_LAYERS)
 

@@ -1,7 +1,8 @@
 """Standard multilingual retrieval benchmarks as labclip caption sets.
 
 :func:`prepare` turns a benchmark's published files into a folder that :func:`labclip.load_captions`
-reads: ``captions.jsonl`` (one object per image: ``image_id``, ``file_name``, one key per language, by the
+reads: ``captions.jsonl`` (one object per image: ``image_id``, ``file_name``, Crossmodal-3600's ``image/locale`` as
+``region``, one key per language, by the
 code the benchmark publishes (``id`` is Indonesian, ``fil`` Filipino), holding a caption or a list of
 captions), ``images/``, ``LICENSE`` and ``SOURCE.json`` (which lists the languages; :func:`read_prepared`
 reads a folder with them). The files come from the
@@ -222,6 +223,8 @@ def _build_xm3600(out: Path, source: Path | None, images: Path | None, download:
     records = []
     for line, (key, row) in enumerate(zip(keys, rows), start=1):
         record = {"image_id": key, "file_name": f"images/{key}.jpg"}
+        if isinstance(row.get("image/locale"), str) and row["image/locale"]:
+            record["region"] = row["image/locale"]  # where the image was taken (labclip.cultures)
         for lang in languages:
             cell = row.get(lang, {})
             captions = cell.get("caption", []) if isinstance(cell, dict) else None

@@ -51,7 +51,9 @@ from .provenance import Timings, now, package_versions
 
 NOTEBOOKS = ("01_matching", "02_languages", "03_lab_report", "04_zeroshot")
 SCALE_NOTEBOOK = "05_scale"  # run by `make report-scale DATASET=...`, not by default
-OPTIONAL_NOTEBOOKS = (SCALE_NOTEBOOK, "06_adapt")  # run on request (make report-scale, make report-adapt)
+CULTURES_NOTEBOOK = "07_cultures"  # run by `make report-cultures DATASET=...`, not by default
+DATASET_NOTEBOOKS = (SCALE_NOTEBOOK, CULTURES_NOTEBOOK)  # the notebooks that read --dataset
+OPTIONAL_NOTEBOOKS = (SCALE_NOTEBOOK, "06_adapt", CULTURES_NOTEBOOK)  # run on request (make report-scale, ...)
 KERNEL = "labclip"
 PARAMETERS = ("model", "captions", "image_dir", "languages", "top_k", "batch_size", "title", "strict",
               "compare_models", "translator", "labels", "template_sets", "dataset", "reference", "precision")
@@ -302,7 +304,7 @@ def check_inputs(params: dict, out_dir: Path, notebooks: Sequence[str], pdf: boo
     if unknown:
         raise LabclipError(f"notebook {NOTEBOOKS_DIR / unknown[0]}.ipynb not found; run from a labclip checkout "
                            "(or set LABCLIP_ROOT)")
-    if set(notebooks) - {"04_zeroshot", SCALE_NOTEBOOK}:  # the scale report checks its benchmark below
+    if set(notebooks) - {"04_zeroshot", *DATASET_NOTEBOOKS}:  # the dataset reports check their benchmark below
         load_captions(params.get("captions") or DEFAULT_CAPTIONS, params.get("image_dir"), params.get("languages"))
     if "04_zeroshot" in notebooks:
         from ..images import load_image
@@ -596,6 +598,16 @@ def build_reports(
             raise LabclipError("the scale report needs a dataset: xtd10, xm3600, a prepared folder or a caption file")
         with timings.stage("prepare dataset"):
             resolve_dataset(params["dataset"], params.get("languages"))
+    if CULTURES_NOTEBOOK in notebooks:
+        from .cultures import regions_of
+        from .scale import resolve_dataset
+
+        if not params.get("dataset"):
+            raise LabclipError("the cultures report needs a dataset: xm3600, a prepared folder or a caption file "
+                               "with a 'region' column")
+        with timings.stage("prepare dataset"):
+            regions_of(resolve_dataset(params["dataset"], params.get("languages")), shown_path(params["dataset"])
+                       if Path(params["dataset"]).exists() else params["dataset"])
     import papermill
 
     with timings.stage("check model"):
@@ -735,7 +747,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=PRECISIONS,
                    help="encoding precision: fp32, bf16, fp16, or auto (bf16 where the hardware runs it faster: CUDA, "
                         "AMX CPUs; else fp32) (default: fp32, exact numbers read one by one; auto for the bulk "
-                        f"{SCALE_NOTEBOOK})")
+                        f"{SCALE_NOTEBOOK} and {CULTURES_NOTEBOOK})")
     p.add_argument("--strict", action="store_true", default=None,
                    help="fail if the model can't be loaded (default: fall back to the demo model)")
     p.add_argument("--compare-models", nargs="+", metavar="MODEL",
@@ -744,8 +756,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"translate-then-CLIP ({nb})")
     p.add_argument("--templates", nargs="+", dest="template_sets", metavar="SET",
                    help=f"template sets compared in the zero-shot report ({nb})")
-    p.add_argument("--dataset", help="benchmark for the scale report: xtd10, xm3600, a prepared folder or a "
-                   "caption file; runs notebook 05_scale only, unless --notebooks says otherwise (default: none)")
+    p.add_argument("--dataset", help="benchmark for the scale and cultures reports: xtd10, xm3600, a prepared folder "
+                   "or a caption file; runs notebook 05_scale only, unless --notebooks says otherwise, e.g. "
+                   f"{CULTURES_NOTEBOOK} (which needs a region per image) (default: none)")
     p.add_argument("--reference", help="small caption set placed beside the benchmark in the scale report "
                    "(default: data/captions/short.csv)")
     p.add_argument("--out", type=Path, help="output folder (default: reports/ of the checkout, else ./reports): "
