@@ -198,11 +198,11 @@ def _pct(e) -> str:
     return f"{100 * e.value:.0f} [{100 * e.low:.0f}, {100 * e.high:.0f}]"
 
 
-def title(run: CultureRun, text: str) -> None:
-    """Title, banners, licence, and what the regions are."""
+def title(run: CultureRun, text: str, report: str | None = None) -> None:
+    """Title (the report's own name under a user's title), banners, licence, and what the regions are."""
     from .present import section
 
-    scale.title(run.base, text)
+    scale.title(run.base, text, report)
     counts = np.bincount(run.index)
     home = run.home()
     mapped = [f"{md(name)}: {', '.join(map(language_name, langs))}" for name, langs in home.items() if langs]
