@@ -68,7 +68,7 @@ def compare(
         model, fallback = loaded.model, loaded.fallback_reason
         exp = Experiment(model=model, captions=captions, top_k=top_k)
         label = model.name + (" (fallback)" if fallback else "")
-        record = model_record(model, str(loaded.name), fallback)
+        record = model_record(model, str(loaded.requested), fallback)
         strategy = "multilingual" if is_multilingual(model) else "raw"
         for lang in languages:
             rows.append(_row(label, lang, strategy, exp.matching(lang)))
