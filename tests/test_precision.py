@@ -74,14 +74,19 @@ def test_the_default_precision_table_is_the_one_rule():
                                                           .choices.values())
         for p in parsers:
             (option,) = [a for a in p._actions if a.dest == "precision"]
-            assert option.default == DEFAULTS[command], command
+            # None: nothing asked for; the command's default comes from the table, recorded as the default
+            assert option.default is None and f"(default: {DEFAULTS[command]}," in option.help, command
+            assert p.get_default("precision_default_for") == command, command
     import papermill
 
     from labclip.config import NOTEBOOKS_DIR
 
     for name in NOTEBOOKS + OPTIONAL_NOTEBOOKS:
         declared = papermill.inspect_notebook(str(NOTEBOOKS_DIR / f"{name}.ipynb"))
-        assert declared["precision"]["default"] == repr(DEFAULTS[name]).replace("'", '"'), name
+        assert declared["precision"]["default"] == "None", name  # resolved through the table for this notebook
+        assert f"this notebook's default, {DEFAULTS[name]} (" in declared["precision"]["help"], name
+        source = (NOTEBOOKS_DIR / f"{name}.ipynb").read_text(encoding="utf-8")
+        assert f'default_for=\\"{name}\\"' in source, name
 
 
 def test_explicit_precision_wins_and_unknown_is_a_user_error():

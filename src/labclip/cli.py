@@ -132,9 +132,10 @@ def _model_options(p: argparse.ArgumentParser, task: str, several: bool = False)
     p.add_argument("--device", type=_device, default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
     default = default_precision(task)
     why = "exact numbers, read one by one" if default == "fp32" else "bulk work: the fastest precision here"
-    p.add_argument("--precision", default=default, choices=PRECISIONS,
+    p.add_argument("--precision", choices=PRECISIONS,
                    help=f"fp32, bf16, fp16, or auto: bf16 where the hardware runs it faster (CUDA, AMX CPUs), else "
                         f"fp32 (default: {default}, {why})")
+    p.set_defaults(precision_default_for=task)
     p.add_argument("--batch-size", type=_positive, metavar="N",
                    help="images or captions per forward pass (default: the model's own, 32 images, 16 captions)")
     p.add_argument("--no-cache", action="store_true",
@@ -464,7 +465,8 @@ def _load(args):
 
     try:
         with _quiet_loading():
-            model = load_model(args.model, device=args.device, cache=not args.no_cache, precision=args.precision)
+            model = load_model(args.model, device=args.device, cache=not args.no_cache, precision=args.precision,
+                               default_for=args.precision_default_for)
     except LabclipError as err:
         raise _name_demo_flag(err) from None
     if model.untrained:
@@ -507,7 +509,7 @@ def model_record(model, requested: str | None = None, fallback_reason: str | Non
     record = {"requested": shown_model(requested or model.name), "id": model_id, "revision": revision,
               "untrained": bool(model.untrained), "fallback_reason": fallback_reason,
               "precision": model.precision.name, "precision_requested": model.precision.requested,
-              "precision_reason": model.precision.reason}
+              "precision_reason": model.precision.reason, "precision_default": model.precision.default}
     card = getattr(model, "adapter_card", None)
     if card is not None:
         record.update(id=f"{model_id}{ADAPTER_MARK}{card['label']}", revision=f"{revision}{ADAPTER_MARK}{card['sha256']}",
@@ -770,7 +772,8 @@ def _compare_models(args, records: list[dict], skipped: list[str]) -> Iterator:
 
     try:
         for loaded in load_models(args.models or default_models(args.langs), skipped, offline="error",
-                                  device=args.device, precision=args.precision):
+                                  device=args.device, precision=args.precision,
+                                  default_for=args.precision_default_for):
             strict_check()
             records.append(model_record(loaded.model, loaded.requested, loaded.fallback_reason))
             _configure(loaded.model, args)
@@ -813,7 +816,7 @@ def _load_source_model(args):
     try:
         with _quiet_loading():
             return _configure(load_model(args.source_model, device=args.device, cache=not args.no_cache,
-                                         precision=args.precision), args)
+                                         precision=args.precision, default_for=args.precision_default_for), args)
     except LabclipError as err:
         raise _name_demo_flag(err) from None
 
