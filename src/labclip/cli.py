@@ -519,7 +519,8 @@ def model_record(model, requested: str | None = None, fallback_reason: str | Non
 
 def _model_columns(record: dict) -> dict:
     return {"model": record["id"], "model_revision": record["revision"] or "", "model_untrained": record["untrained"],
-            "precision": record["precision"], "precision_requested": record["precision_requested"]}
+            "precision": record["precision"], "precision_requested": record["precision_requested"],
+            "precision_default": record["precision_default"]}
 
 
 # --- output ---------------------------------------------------------------------------------------------------
@@ -619,7 +620,8 @@ def _emit(table: pd.DataFrame, out: Path | None, models: list[dict], summary: di
         rows = pd.concat([table.drop(columns=[c for c in model_columns if c in table]).reset_index(drop=True),
                           model_columns.reset_index(drop=True)], axis=1)
         if summary:
-            flat = {**summary, **_model_columns(models[0]), **{f"{k}_version": v for k, v in
+            flat = {**summary, **_model_columns(models[0]), "precision_reason": models[0]["precision_reason"],
+                    **{f"{k}_version": v for k, v in
                                                               provenance["versions"].items()},
                     "created": provenance["created"]}
             summary_file = out.with_name(f"{out.stem}.summary.csv")
@@ -718,7 +720,7 @@ def cmd_tag(args) -> None:
             chunk = todo[start:start + TAG_CHUNK]
             probs = probabilities(model, model.encode_images([images[i] for i in chunk]), classes)
             new = top_labels(probs, labels, [names[i] for i in chunk], args.top_k).assign(
-                **key, precision_requested=model.precision.requested)
+                **key, precision_requested=model.precision.requested, precision_default=model.precision.default)
             done = pd.concat([done, new], ignore_index=True) if done is not None and len(done) else new
             write_text(args.out, done.to_csv(index=False))
     again = sum(names[i] in before for i in todo)
