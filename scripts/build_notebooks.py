@@ -37,11 +37,13 @@ if os.path.isfile("labclip/pyproject.toml"):
 
 
 def precision_line(notebook: str) -> str:
-    """The notebook's ``precision`` parameter, its default from the one table (``labclip.precision.DEFAULTS``)."""
+    """The notebook's ``precision`` parameter: ``None``, this notebook's default from the one table
+    (``labclip.precision.DEFAULTS``), recorded as the default rather than as requested."""
     if DEFAULTS[notebook] == "fp32":
-        return 'precision = "fp32"  # exact numbers, read one by one; or "auto" (bf16 where the hardware runs it ' \
-               'faster, else fp32), "bf16", "fp16"'
-    return 'precision = "auto"  # bulk work: bf16 where the hardware runs it faster, else fp32; or "fp32", "bf16", "fp16"'
+        return 'precision = None  # None: this notebook\'s default, fp32 (exact numbers, read one by one); or "auto" ' \
+               '(bf16 where the hardware runs it faster, else fp32), "fp32", "bf16", "fp16"'
+    return 'precision = None  # None: this notebook\'s default, auto (bulk work: bf16 where the hardware runs it ' \
+           'faster, else fp32); or "fp32", "bf16", "fp16"'
 
 
 def parameters(name: str, title: str, compare: bool = False) -> str:
@@ -74,7 +76,7 @@ output_dir = None  # folder for the provenance JSON (None: not written)'''
 START = ("from labclip.lab import experiment, present\n\n"
          "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict,  "
          "# check the captions, load the model\n"
-         "                       check_images=check_images, precision=precision)\n"
+         "                       check_images=check_images, precision=precision, default_for=\"{name}\")\n"
          "present.title(exp, title)")
 
 ADAPT_METHOD = '''# The method: a ridge-regularised linear map from one language's caption embeddings to the other's.
@@ -87,7 +89,7 @@ show.method(run, fitted, cosine)'''
 MATCHING_START = ("from labclip import match_metrics, similarity\n"
                   "from labclip.lab import experiment, present\n\n"
                   "exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict,\n"
-                  "                       check_images=check_images, precision=precision)\n"
+                  "                       check_images=check_images, precision=precision, default_for=\"01_matching\")\n"
                   "present.title(exp, title)")
 
 METHOD_TEXT = """### The method, in code you can change
@@ -121,7 +123,8 @@ NOTEBOOKS = {
         "present.languages(exp, languages)  # exp.matching(lang) per language, token statistics",
         "from labclip.lab import compare\n\n"
         "others = compare_models if compare_models is not None else compare.default_models(languages)[1:]\n"
-        "table = compare.compare(exp.captions, languages, [exp.model, *others], translator, top_k, precision=precision)\n"
+        "table = compare.compare(exp.captions, languages, [exp.model, *others], translator, top_k, precision=precision,\n"
+        "                        default_for=\"02_languages\")\n"
         "compare.save(table, output_dir)  # comparison.csv, when output_dir is set\n"
         "present.comparison(exp, table, translator)",
         SAVE.format(name="02_languages"),
@@ -178,7 +181,8 @@ output_dir = None  # folder for the results and provenance JSON (None: not writt
 
 SCALE_START = ("from labclip.lab import compare, scale\n\n"
                "others = compare_models if compare_models is not None else compare.default_models(languages)[1:]\n"
-               "run = scale.start(dataset, [model, *others], languages, translator, batch_size, strict, precision)\n"
+               "run = scale.start(dataset, [model, *others], languages, translator, batch_size, strict, precision,\n"
+               "                  default_for=\"05_scale\")\n"
                "run.evaluate(reference or scale.REFERENCE_CAPTIONS)\n"
                "scale.title(run, title)\n"
                "scale.published(run)")
@@ -195,13 +199,13 @@ output_dir = None  # folder for the results and provenance JSON (None: not writt
 
 CULTURES_START = ("from labclip.lab import cultures\n\n"
                   "run = cultures.start(dataset, [model, *(compare_models or [])], languages, batch_size, strict,\n"
-                  "                     precision)\n"
+                  "                     precision, default_for=\"07_cultures\")\n"
                   "run.evaluate()\n"
                   "cultures.title(run, title)")
 
 ZEROSHOT_START = ("from labclip.lab import experiment, present\n\n"
                   "run = experiment.start(model, languages=languages, strict=strict, labels=labels, task=\"zeroshot\",\n"
-                  "                       precision=precision, template_sets=template_sets)\n"
+                  "                       precision=precision, default_for=\"04_zeroshot\", template_sets=template_sets)\n"
                   "present.zeroshot_title(run, title)")
 
 ADAPT_PARAMETERS = f'''model = "{DEFAULT_MODEL}"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"
@@ -224,7 +228,7 @@ ADAPT_START = ("from labclip.adapt import fit_text_adapter\n"
                "from labclip.lab import adapt, adapt_present as show\n\n"
                "run = adapt.start(model, captions, source_lang, target_lang, strict=strict, image_dir=image_dir,\n"
                "                  folds=folds, alpha=alpha, seed=seed, batch_size=batch_size,\n"
-               "                  precision=precision)\n"
+               "                  precision=precision, default_for=\"06_adapt\")\n"
                "show.title(run, title)")
 
 PARAMETER_CELLS = {"04_zeroshot": ZEROSHOT_PARAMETERS, "05_scale": SCALE_PARAMETERS, "06_adapt": ADAPT_PARAMETERS,
@@ -259,7 +263,7 @@ def build(name: str) -> nbformat.NotebookNode:
     # The report's own name stays under a title the user gives (report text is English whatever the title).
     own = re.search(r'^title = "(.*)"', params, flags=re.M).group(1)
     start = re.sub(r"title\((\w+), title\)", lambda m: f"title({m.group(1)}, title, report={own!r})",
-                   START_CELLS.get(name) or (MATCHING_START if teaching else START))
+                   START_CELLS.get(name) or (MATCHING_START if teaching else START.format(name=name)))
     method = [new_markdown_cell(METHOD_TEXT, metadata={"tags": ["remove-cell"]}), new_code_cell(METHOD)] \
         if teaching else []
     cells = [

@@ -12,7 +12,7 @@ from labclip import LabclipError, load_model, precision, similarity
 from labclip.cli import main
 from labclip.config import DEFAULT_CAPTIONS
 from labclip.model import describe, fingerprint
-from labclip.precision import AUTO_ENV, AUTO_RULE, DEFAULTS, choose
+from labclip.precision import AUTO_ENV, AUTO_RULE, DEFAULT_RULE, DEFAULTS, choose
 
 TEXTS = ["a cup of coffee", "a photo of a calico cat", "чашка кофе", "snowy mountains at dawn", "a red car"]
 AMX = {"avx512_bf16": True, "amx_bf16": True, "amx_tile": True}
@@ -37,10 +37,31 @@ def test_auto_follows_cpu_capabilities(caps, expected, found):
     assert chosen.dtype == {"bf16": torch.bfloat16, "fp32": torch.float32}[expected]
 
 
+@pytest.mark.parametrize("task", sorted(DEFAULTS))
+def test_a_default_says_it_is_the_default_and_states_the_rule(task):
+    """Nothing asked for: the table's value, flagged as the default, with the rule (and, for auto, what auto found
+    here); never the word "requested"."""
+    chosen = choose(None, "cpu", AMX, default_for=task)
+    asked = choose(DEFAULTS[task], "cpu", AMX)
+    assert (chosen.name, chosen.requested, chosen.default) == (asked.name, DEFAULTS[task], True)
+    found = "" if DEFAULTS[task] == "fp32" else f"; {AUTO_RULE}: this CPU has AMX-BF16"
+    assert chosen.reason == f"default for {task}: {DEFAULT_RULE}{found}"
+    assert "requested" not in chosen.reason
+    assert not asked.default and (asked.reason == "requested") == (DEFAULTS[task] == "fp32")
+
+
+def test_no_precision_and_no_task_is_a_programming_error():
+    with pytest.raises(ValueError, match="no default for None"):
+        choose(None)
+    with pytest.raises(ValueError, match="no default for 'nonsense'"):
+        choose(None, default_for="nonsense")
+
+
 def test_reasons_quote_no_figure_the_run_did_not_measure(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     reasons = [choose("auto", "cpu", caps).reason for caps in (AMX, AVX512_BF16, {})]
     reasons += [choose("auto", "cuda").reason, choose("auto", "cpu").reason, choose("fp32").reason]
+    reasons += [choose(None, "cpu", caps, default_for=task).reason for caps in (AMX, {}) for task in DEFAULTS]
     assert not [r for r in reasons if re.search(r"\d(\.\d+)?\s*×|measured", r)], reasons
     source = Path(precision.__file__).read_text(encoding="utf-8")
     assert "6.6×" not in source and "measured 6" not in source
@@ -74,14 +95,19 @@ def test_the_default_precision_table_is_the_one_rule():
                                                           .choices.values())
         for p in parsers:
             (option,) = [a for a in p._actions if a.dest == "precision"]
-            assert option.default == DEFAULTS[command], command
+            # None: nothing asked for; the command's default comes from the table, recorded as the default
+            assert option.default is None and f"(default: {DEFAULTS[command]}," in option.help, command
+            assert p.get_default("precision_default_for") == command, command
     import papermill
 
     from labclip.config import NOTEBOOKS_DIR
 
     for name in NOTEBOOKS + OPTIONAL_NOTEBOOKS:
         declared = papermill.inspect_notebook(str(NOTEBOOKS_DIR / f"{name}.ipynb"))
-        assert declared["precision"]["default"] == repr(DEFAULTS[name]).replace("'", '"'), name
+        assert declared["precision"]["default"] == "None", name  # resolved through the table for this notebook
+        assert f"this notebook's default, {DEFAULTS[name]} (" in declared["precision"]["help"], name
+        source = (NOTEBOOKS_DIR / f"{name}.ipynb").read_text(encoding="utf-8")
+        assert f'default_for=\\"{name}\\"' in source, name
 
 
 def test_explicit_precision_wins_and_unknown_is_a_user_error():
@@ -217,6 +243,11 @@ def test_match_default_is_fp32_byte_for_byte_even_on_an_amx_machine(monkeypatch,
     models = {k: json.loads(f.read_text())["provenance"]["model"] for k, f in files.items()}
     assert _numbers(files["default"]) == _numbers(files["fp32"])
     assert (models["default"]["precision"], models["default"]["precision_requested"]) == ("fp32", "fp32")
+    # the default is recorded as the default, with the rule; an explicit fp32 as requested
+    assert models["default"]["precision_reason"] == f"default for match: {DEFAULT_RULE}"
+    assert models["default"]["precision_default"] is True
+    assert (models["fp32"]["precision_reason"], models["fp32"]["precision_default"]) == ("requested", False)
+    assert models["auto"]["precision_reason"] == f"{AUTO_RULE}: this CPU has AMX-BF16"
     assert (models["auto"]["precision"], models["auto"]["precision_requested"]) == ("bf16", "auto")  # injection took
     assert _numbers(files["auto"]) != _numbers(files["fp32"])  # what a default of auto would have published there
 
@@ -236,12 +267,17 @@ def test_tag_records_auto_and_what_it_resolved_to(monkeypatch, tiny_model_dir, t
     assert main(["tag", str(folder), "--labels", "cat,dog", "--model", str(tiny_model_dir), "--no-cache",
                  "--out", str(out)]) == 0
     rows = pd.read_csv(out, dtype=str)
-    assert set(rows.precision_requested) == {"auto"}
+    assert set(rows.precision_requested) == {"auto"} and set(rows.precision_default) == {"True"}
     assert set(rows.precision) == {"bf16" if amx else "fp32"}
     match = tmp_path / "m.csv"
     assert main(["match", str(DEFAULT_CAPTIONS), "--model", str(tiny_model_dir), "--no-cache", "--out", str(match)]) == 0
     summary = dict(pd.read_csv(match.with_name("m.summary.csv"), dtype=str).values)
     assert (summary["precision"], summary["precision_requested"]) == ("fp32", "fp32")
+    assert (summary["precision_default"], summary["precision_reason"]) == ("True", f"default for match: {DEFAULT_RULE}")
+    assert main(["match", str(DEFAULT_CAPTIONS), "--model", str(tiny_model_dir), "--no-cache", "--out", str(match),
+                 "--precision", "fp32"]) == 0
+    summary = dict(pd.read_csv(match.with_name("m.summary.csv"), dtype=str).values)
+    assert (summary["precision_default"], summary["precision_reason"]) == ("False", "requested")
     assert set(pd.read_csv(match, dtype=str).precision) == {"fp32"}
 
 

@@ -9,6 +9,7 @@ import yaml
 
 from labclip import cli
 from labclip.config import PROJ_ROOT
+from labclip.precision import DEFAULTS
 
 README = (PROJ_ROOT / "README.md").read_text(encoding="utf-8")
 MAKEFILE = (PROJ_ROOT / "Makefile").read_text(encoding="utf-8")
@@ -97,6 +98,8 @@ def test_option_table_matches_the_parsers():
             literal = re.fullmatch(r"`([^`]*)`", default)
             if literal:
                 shown = " ".join(map(str, action.default)) if isinstance(action.default, list) else str(action.default)
+                if option == "--precision" and action.default is None:  # None: the command's default from the table
+                    shown = DEFAULTS[parsers[name].get_default("precision_default_for")]
                 assert shown == literal[1], f"README: {name} {option} defaults to {shown}, not {literal[1]}"
             else:
                 assert action.default in (None, False), f"README: {name} {option} defaults to {action.default!r}"

@@ -257,12 +257,24 @@ with open(os.environ["LABCLIP_TEST_AUTO_LOG"], "a") as log:
 """
 
 
+def test_a_report_given_fp32_records_it_as_requested(tmp_path, tiny_model_dir):
+    out = tmp_path / "out"
+    assert labclip_main(["report", "--model", str(tiny_model_dir), "--notebooks", "03_lab_report", "--no-pdf",
+                         "--precision", "fp32", "--out", str(out)]) == 0
+    model = json.loads((out / "03_lab_report.json").read_text(encoding="utf-8"))["provenance"]["model"]
+    assert (model["precision"], model["precision_requested"], model["precision_reason"], model["precision_default"]) \
+        == ("fp32", "fp32", "requested", False)
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert run["precision"] == {"03_lab_report": {"requested": "fp32", "used": "fp32", "reason": "requested",
+                                                  "default": False}}
+
+
 def test_reports_are_fp32_by_default_in_kernels_on_an_amx_machine(tmp_path, tiny_model_dir, monkeypatch):
     """The failure seen on AMX-BF16 Xeons, on any CPU: each notebook kernel gets AMX-BF16 capabilities and no pin,
     so ``auto`` would be bf16 there; the default report is still fp32, and its prose equals fp32 metrics."""
     from labclip import match_metrics, similarity
     from labclip.lab.narrative import share
-    from labclip.precision import AUTO_ENV
+    from labclip.precision import AUTO_ENV, DEFAULT_RULE
 
     startup = tmp_path / "ipython" / "profile_default" / "startup"
     startup.mkdir(parents=True)
@@ -276,10 +288,14 @@ def test_reports_are_fp32_by_default_in_kernels_on_an_amx_machine(tmp_path, tiny
                          "--out", str(out)]) == 0
     assert log.read_text().split() == ["bf16"]  # the kernel was an AMX machine: auto would have been bf16
     model = json.loads((out / "03_lab_report.json").read_text(encoding="utf-8"))["provenance"]["model"]
-    assert (model["precision"], model["precision_requested"], model["precision_reason"]) == ("fp32", "fp32", "requested")
+    # nothing was asked for: the notebook's default from the table, recorded as the default with the rule
+    reason = f"default for 03_lab_report: {DEFAULT_RULE}"
+    assert (model["precision"], model["precision_requested"], model["precision_reason"], model["precision_default"]) \
+        == ("fp32", "fp32", reason, True)
     run = json.loads((out / "run.json").read_text(encoding="utf-8"))
-    assert run["precision"] == {"03_lab_report": {"requested": "fp32", "used": "fp32", "reason": "requested"}}
+    assert run["precision"] == {"03_lab_report": {"requested": "fp32", "used": "fp32", "reason": reason, "default": True}}
     html = (out / "03_lab_report.html").read_text(encoding="utf-8")
+    assert re.search(r"model: precision reason</td>\s*<td[^>]*>default for 03_lab_report: numbers read one by one", html)
     monkeypatch.setenv(AUTO_ENV, "fp32")
     reference = load_model(tiny_model_dir, precision="fp32", cache=False)
     captions = load_captions(DEFAULT_CAPTIONS)

@@ -18,6 +18,7 @@ from labclip import registry
 from labclip.cli import main as cli_main
 from labclip.errors import LabclipError
 from labclip.lab import narrative, scale
+from labclip.precision import DEFAULT_RULE
 
 FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
 
@@ -266,9 +267,12 @@ def test_scale_report_renders_offline_from_the_fixture_set(xtd10, tmp_path):
     assert record["provenance"]["benchmark"]["noncommercial"] is True
     used = record["provenance"]["model"]  # bulk work: auto by default, and what it resolved to (pinned in tests)
     assert (used["precision_requested"], used["precision"]) == ("auto", "fp32") and "auto" in used["precision_reason"]
-    assert "(auto → fp32: auto pinned to fp32 by LABCLIP_AUTO_PRECISION)" in page
+    assert used["precision_default"] is True  # the default, with the rule and what auto resolved to
+    assert used["precision_reason"] == f"default for 05_scale: {DEFAULT_RULE}; auto pinned to fp32 by LABCLIP_AUTO_PRECISION"
+    assert f"(auto → fp32: {used['precision_reason']})" in page
     run = json.loads((out / "run.json").read_text(encoding="utf-8"))
-    assert run["precision"] == {"05_scale": {"requested": "auto", "used": "fp32", "reason": used["precision_reason"]}}
+    assert run["precision"] == {"05_scale": {"requested": "auto", "used": "fp32", "reason": used["precision_reason"],
+                                             "default": True}}
 
 
 def test_scale_notebook_is_generated_thin_and_not_in_the_default_report():

@@ -142,9 +142,10 @@ def _model_options(p: argparse.ArgumentParser, task: str, several: bool = False)
     p.add_argument("--device", type=_device, default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
     default = default_precision(task)
     why = "exact numbers, read one by one" if default == "fp32" else "bulk work: the fastest precision here"
-    p.add_argument("--precision", default=default, choices=PRECISIONS,
+    p.add_argument("--precision", choices=PRECISIONS,
                    help=f"fp32, bf16, fp16, or auto: bf16 where the hardware runs it faster (CUDA, AMX CPUs), else "
                         f"fp32 (default: {default}, {why})")
+    p.set_defaults(precision_default_for=task)
     p.add_argument("--batch-size", type=_positive, metavar="N",
                    help="images or captions per forward pass (default: the model's own, 32 images, 16 captions)")
     p.add_argument("--no-cache", action="store_true",
@@ -472,7 +473,8 @@ def _load(args):
 
     try:
         with _quiet_loading():
-            model = load_model(args.model, device=args.device, cache=not args.no_cache, precision=args.precision)
+            model = load_model(args.model, device=args.device, cache=not args.no_cache, precision=args.precision,
+                               default_for=args.precision_default_for)
     except LabclipError as err:
         raise _name_demo_flag(err) from None
     if model.untrained:
@@ -577,7 +579,8 @@ def _emit(table: pd.DataFrame, out: Path | None, models: list[dict], summary: di
         rows = pd.concat([table.drop(columns=[c for c in model_columns if c in table]).reset_index(drop=True),
                           model_columns.reset_index(drop=True)], axis=1)
         if summary:
-            flat = {**summary, **_model_columns(models[0]), **{f"{k}_version": v for k, v in
+            flat = {**summary, **_model_columns(models[0]), "precision_reason": models[0]["precision_reason"],
+                    **{f"{k}_version": v for k, v in
                                                               provenance["versions"].items()},
                     "created": provenance["created"]}
             summary_file = out.with_name(f"{out.stem}.summary.csv")
@@ -692,7 +695,7 @@ def cmd_tag(args) -> None:
             chunk = todo[start:start + TAG_CHUNK]
             probs = probabilities(model, model.encode_images([images[i] for i in chunk]), classes)
             new = top_labels(probs, labels, [names[i] for i in chunk], args.top_k).assign(
-                **key, precision_requested=model.precision.requested)
+                **key, precision_requested=model.precision.requested, precision_default=model.precision.default)
             done = pd.concat([done, new], ignore_index=True) if done is not None and len(done) else new
             _write({args.out: done.to_csv(index=False)},
                    kept=f"{args.out} keeps the images tagged before" if args.out.exists() else "")
@@ -747,7 +750,8 @@ def _compare_models(args, records: list[dict], skipped: list[str]) -> Iterator:
 
     try:
         for loaded in load_models(args.models or default_models(args.langs), skipped, offline="error",
-                                  device=args.device, precision=args.precision):
+                                  device=args.device, precision=args.precision,
+                                  default_for=args.precision_default_for):
             strict_check()
             records.append(model_record(loaded.model, loaded.requested, loaded.fallback_reason))
             _configure(loaded.model, args)
@@ -789,7 +793,7 @@ def _load_source_model(args):
     try:
         with _quiet_loading():
             return _configure(load_model(args.source_model, device=args.device, cache=not args.no_cache,
-                                         precision=args.precision), args)
+                                         precision=args.precision, default_for=args.precision_default_for), args)
     except LabclipError as err:
         raise _name_demo_flag(err) from None
 

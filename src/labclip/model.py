@@ -240,9 +240,11 @@ def load_model(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     device: str = "cpu",
     cache: bool | str | os.PathLike = True,
-    precision: str = "auto",
+    precision: str | None = "auto",
     image_model: str | os.PathLike | None = None,
     adapter: TextAdapter | str | os.PathLike | None = None,
+    *,
+    default_for: str | None = None,
 ) -> ClipModel | AdaptedModel:
     """Load a CLIP-family model with its tokenizer and preprocessing.
 
@@ -257,11 +259,14 @@ def load_model(
             a path: there, ``False``: no cache).
         precision: ``"auto"`` (bf16 where the hardware runs it faster, see
             :func:`labclip.precision.choose`), ``"fp32"``, ``"bf16"`` or ``"fp16"``. Embeddings are
-            float32 unit rows whatever the precision.
+            float32 unit rows whatever the precision. ``None``: the default for ``default_for``
+            (:data:`labclip.precision.DEFAULTS`), recorded as the default, not as requested.
         image_model: for a paired text encoder, the CLIP model whose image encoder it pairs with;
             the registry names it for known models.
         adapter: a :class:`labclip.adapter.TextAdapter` or the path of a saved one, put on the text
             side; overrides an adapter named in ``name_or_path``.
+        default_for: the command or notebook (``"match"``, ``"05_scale"``) whose default precision applies
+            when ``precision`` is ``None``.
 
     Returns:
         A :class:`ClipModel`, or an :class:`labclip.adapter.AdaptedModel` around one when an adapter
@@ -272,7 +277,7 @@ def load_model(
     """
     name, adapter_path = split_adapter(str(name_or_path))
     adapter = adapter if adapter is not None else adapter_path
-    chosen = choose(precision, device)
+    chosen = choose(precision, device, default_for=default_for)
     info = _model_info(str(demo_model_path()) if name == DEMO_MODEL else name, image_model)
     try:
         towers = LOADERS[info.family](info)
@@ -303,7 +308,7 @@ def load_model(
     if adapter is None:
         return clip
     return apply_adapter(clip, adapter, load_source=lambda source: load_model(
-        source, device=device, cache=cache, precision=precision))
+        source, device=device, cache=cache, precision=precision, default_for=default_for))
 
 
 def _load_error(name: str, info: ModelInfo, err: Exception) -> LabclipError:
@@ -422,6 +427,7 @@ def describe(model: ClipModel) -> dict:
         "precision": model.precision.name,
         "precision_requested": model.precision.requested,
         "precision_reason": model.precision.reason,
+        "precision_default": model.precision.default,
         "cache": _cache_summary(model),
         **({"adapter": model.adapter_card} if isinstance(model, AdaptedModel) else {}),
     }

@@ -36,6 +36,7 @@ class Precision:
     name: str
     requested: str
     reason: str
+    default: bool = False  # ``requested`` is the default table's value, not the user's
 
     @property
     def dtype(self) -> torch.dtype:
@@ -69,8 +70,9 @@ def cpu_capabilities() -> Mapping[str, bool]:
     return dict.fromkeys(flags, True)
 
 
-def choose(requested: str = "auto", device: str = "cpu", capabilities: Mapping[str, bool] | None = None) -> Precision:
-    """Resolve ``requested`` for ``device``.
+def choose(requested: str | None = "auto", device: str = "cpu", capabilities: Mapping[str, bool] | None = None, *,
+           default_for: str | None = None) -> Precision:
+    """Resolve ``requested`` for ``device``; ``None`` is the default for the task ``default_for`` (``DEFAULTS``).
 
     ``auto`` follows ``AUTO_RULE``: bf16 on CUDA cards that support it (fp16 on older ones) and on CPUs with
     AMX-BF16 tiles; fp32 on other CPUs, AVX-512-BF16 alone included (there oneDNN's ``avx512_core_bf16``
@@ -79,14 +81,26 @@ def choose(requested: str = "auto", device: str = "cpu", capabilities: Mapping[s
     The reason states the rule and what it found on this machine; it quotes no speed-up this run did not measure.
 
     Args:
-        requested: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        requested: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``; ``None``: nothing was asked for, the
+            default for ``default_for`` applies and the reason says so and states ``DEFAULT_RULE``.
         device: the torch device the model runs on.
         capabilities: CPU features (default: ``LABCLIP_AUTO_PRECISION`` if set, else :func:`cpu_capabilities`);
             tests pass their own.
+        default_for: the command or notebook whose default applies when ``requested`` is ``None``.
 
     Raises:
         LabclipError: an unknown precision, or an unknown ``LABCLIP_AUTO_PRECISION``.
+        ValueError: ``requested`` is ``None`` and ``default_for`` names no task of ``DEFAULTS``.
     """
+    if requested is None:
+        if default_for not in DEFAULTS:
+            raise ValueError(f"no precision requested and no default for {default_for!r}")
+        table = DEFAULTS[default_for]
+        found = choose(table, device, capabilities)
+        reason = f"default for {default_for}: {DEFAULT_RULE}"
+        if table == "auto":
+            reason += f"; {found.reason}"
+        return Precision(found.name, table, reason, default=True)
     if requested not in PRECISIONS:
         raise LabclipError(f"unknown precision {requested!r}; use one of {', '.join(PRECISIONS)}")
     if requested != "auto":

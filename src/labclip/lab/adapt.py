@@ -32,7 +32,6 @@ from ..data import CaptionSet, flatten_captions, load_captions
 from ..errors import LabclipError
 from ..metrics import correct_ranks
 from ..model import describe
-from ..precision import DEFAULTS
 from ..registry import published as registry_published
 from ..stats import wilson_interval
 from ..zeroshot import class_embeddings, labelled_images, load_templates
@@ -205,16 +204,17 @@ def start(
     target_lang: str = "en",
     *,
     strict: bool = False,
-    precision: str = DEFAULTS["06_adapt"],
+    precision: str | None = None,
+    default_for: str = "06_adapt",
     **options,
 ) -> TextAdapterRun:
     """Load the model in ``precision`` through the lab's one fallback policy (the demo model when it can't
-    be loaded, unless ``strict``), then :func:`run_text_adapter` on ``captions`` (default: the default
+    be loaded, unless ``strict``; ``precision=None``: the default for ``default_for``, recorded as such), then :func:`run_text_adapter` on ``captions`` (default: the default
     caption set)."""
     from ..config import DEFAULT_CAPTIONS
     from .experiment import load_model_or_demo
 
-    clip, reason = load_model_or_demo(model, strict, precision=precision)
+    clip, reason = load_model_or_demo(model, strict, precision=precision, default_for=default_for)
     run = run_text_adapter(clip, captions or DEFAULT_CAPTIONS, source_lang, target_lang,
                            requested_model=model, **options)
     run.fallback_reason = reason

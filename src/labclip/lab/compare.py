@@ -14,7 +14,6 @@ from ..data import CaptionSet
 from ..errors import LabclipError
 from ..metrics import accuracy_keys, correct_ranks
 from ..model import ClipModel
-from ..precision import DEFAULTS
 from ..registry import default_models
 from ..stats import interval_fields
 from ..translate import DEFAULT_TRANSLATOR, Translator, translator_name
@@ -40,7 +39,8 @@ def compare(
     top_k: int = 3,
     reference: str = "en",
     strict: bool = False,
-    precision: str = DEFAULTS["compare"],
+    precision: str | None = None,
+    default_for: str = "compare",
 ) -> pd.DataFrame:
     """One row per model × language × strategy with top-1/top-k in both directions, mean correct
     similarity, mean margin, the ends of each accuracy's 95% Wilson interval (``i2t_acc1_low``,
@@ -57,12 +57,13 @@ def compare(
     error. Translations are in ``attrs["translations"]``; ``attrs["i2t_hits1"]`` holds each row's per-image
     image→text top-1 hits, for paired tests. Image embeddings are computed once per model
     and shared through the cache by models with the same image encoder.
-    Models given by name are loaded in ``precision`` (see :func:`labclip.load_model`).
+    Models given by name are loaded in ``precision`` (see :func:`labclip.load_model`; ``None``: the default for
+    ``default_for``, a command or notebook of :data:`labclip.precision.DEFAULTS`).
     """
     rows, hits, skipped, translations, records = [], [], [], {}, []
     chosen = default_models(languages) if models is None else models
     if not isinstance(chosen, Iterator):
-        chosen = load_models(list(chosen), skipped, strict=strict, precision=precision)
+        chosen = load_models(list(chosen), skipped, strict=strict, precision=precision, default_for=default_for)
     for item in chosen:
         loaded = item if isinstance(item, Loaded) else Loaded(item.name, item)
         model, fallback = loaded.model, loaded.fallback_reason

@@ -24,7 +24,6 @@ from .. import stats
 from ..atomic import write_text
 from ..data import flatten_captions
 from ..errors import LabclipError
-from ..precision import DEFAULTS
 from . import scale
 from .narrative import language_name, md, model_name, p_value
 
@@ -180,14 +179,15 @@ def regions_of(table, dataset: str) -> tuple[list[str], np.ndarray | None, dict[
 
 def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence[str] | None = None,
           batch_size: int | None = None, strict: bool = False,
-          precision: str = DEFAULTS["07_cultures"]) -> CultureRun:
-    """Load the caption set and models (as :func:`labclip.lab.scale.start` does) and read each image's region.
+          precision: str | None = None, default_for: str = "07_cultures") -> CultureRun:
+    """Load the caption set and models (as :func:`labclip.lab.scale.start` does) and read each image's region;
+    ``precision=None`` is ``default_for``'s default (:data:`labclip.precision.DEFAULTS`), recorded as such.
 
     Raises:
         LabclipError: as :func:`labclip.lab.scale.start`, or the set has no usable ``region`` column.
     """
     regions_of(scale.resolve_dataset(dataset, languages), str(dataset))
-    base = scale.start(dataset, models, languages, None, batch_size, strict, precision)
+    base = scale.start(dataset, models, languages, None, batch_size, strict, precision, default_for=default_for)
     regions, specific, spoken = regions_of(base.captions, base.dataset)
     return CultureRun(base, regions, specific, spoken=spoken)
 

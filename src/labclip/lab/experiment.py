@@ -33,7 +33,6 @@ from ..metrics import (
     zeroshot_metrics,
 )
 from ..model import ClipModel, check_model, describe, load_model, shown_model
-from ..precision import DEFAULTS
 from ..stats import Estimate, interval_fields
 from ..zeroshot import (
     LabelledImages,
@@ -268,8 +267,8 @@ class ZeroShotRun(Run):
         return {name: {**m.to_dict(), **interval_fields(self._estimates[name])} for name, m in self._scores.items()}
 
 
-def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu",
-                       precision: str = "auto") -> tuple[ClipModel, str | None]:
+def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu", precision: str | None = "auto", *,
+                       default_for: str | None = None) -> tuple[ClipModel, str | None]:
     """The one fallback policy: load ``name``; when it is not cached and the hub cannot be reached (and
     ``strict`` is false), use the demo model. A model the hub does not know and a missing local folder
     are errors (:class:`~labclip.errors.LabclipError`), never a fallback.
@@ -282,10 +281,10 @@ def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu",
         once on stderr.
     """
     try:
-        return load_model(name, device=device, precision=precision), None
+        return load_model(name, device=device, precision=precision, default_for=default_for), None
     except ModelUnavailable as err:
         reason = _fallback(name, strict, err)
-        return load_model(DEMO_MODEL, device=device, precision=precision), reason
+        return load_model(DEMO_MODEL, device=device, precision=precision, default_for=default_for), reason
 
 
 @dataclass
@@ -298,7 +297,8 @@ class Loaded:
 
 
 def load_models(names: Sequence[str | os.PathLike | ClipModel], skipped: list[str], *, offline: str = "fallback",
-                strict: bool = False, device: str = "cpu", precision: str = "auto") -> Iterator[Loaded]:
+                strict: bool = False, device: str = "cpu", precision: str | None = "auto",
+                default_for: str | None = None) -> Iterator[Loaded]:
     """The models of a comparison, loaded one at a time as the caller asks for them (one policy for the
     languages comparison, the scale report and ``labclip compare``).
 
@@ -341,11 +341,12 @@ def load_models(names: Sequence[str | os.PathLike | ClipModel], skipped: list[st
         err = problems.get(n)
         if n == 0 and isinstance(err, ModelUnavailable):
             reason = _fallback(name, strict, err)
-            yield Loaded(name, load_model(DEMO_MODEL, device=device, precision=precision), reason)
+            yield Loaded(name, load_model(DEMO_MODEL, device=device, precision=precision, default_for=default_for),
+                         reason)
             continue
         if err is None:
             try:
-                model = load_model(name, device=device, precision=precision)
+                model = load_model(name, device=device, precision=precision, default_for=default_for)
             except LabclipError as failed:  # broken files, or the cache changed since the check
                 err = failed
             else:
@@ -403,8 +404,9 @@ def start(
     labels: str | os.PathLike | None = None,
     task: str = "matching",
     check_images: bool = True,
-    precision: str = DEFAULTS["01_matching"],
+    precision: str | None = None,
     template_sets: Sequence[str] | None = None,
+    default_for: str = "01_matching",
 ) -> Run:
     """Validate the inputs first, then load the model (or the demo model, see :func:`load_model_or_demo`).
 
@@ -423,8 +425,8 @@ def start(
         task: ``"matching"`` gives an :class:`Experiment`, ``"zeroshot"`` a :class:`ZeroShotRun`.
         check_images: decode every image of the caption set now; ``False`` when the report runner has
             already checked them once for all notebooks.
-        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`labclip.load_model`); the
-            default is the reports' (:data:`labclip.precision.DEFAULTS`).
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`labclip.load_model`); ``None``:
+            the default for the notebook ``default_for`` (:data:`labclip.precision.DEFAULTS`), recorded as such.
         template_sets: for zero-shot, the template sets the run will use (``None``: any).
     """
     if task not in ("matching", "zeroshot"):
@@ -443,7 +445,7 @@ def start(
             if languages:
                 table = table.select(languages)
     with timings.stage("load model"):
-        clip, reason = load_model_or_demo(model, strict, device, precision)
+        clip, reason = load_model_or_demo(model, strict, device, precision, default_for=default_for)
     common = dict(model=clip, batch_size=batch_size, requested_model=model, fallback_reason=reason, timings=timings)
     if task == "zeroshot":
         return ZeroShotRun(data=data, language=language, labels_source=str(source), requested_language=wanted,

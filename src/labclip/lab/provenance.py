@@ -111,7 +111,7 @@ def model_record(model, requested: str | None = None, fallback_reason: str | Non
     record = {"requested": shown_model(requested or model.name), "id": model_id, "revision": revision,
               "untrained": bool(model.untrained), "fallback_reason": fallback_reason,
               "precision": model.precision.name, "precision_requested": model.precision.requested,
-              "precision_reason": model.precision.reason}
+              "precision_reason": model.precision.reason, "precision_default": model.precision.default}
     card = getattr(model, "adapter_card", None)
     if card is not None:
         record.update(id=f"{model_id}{ADAPTER_MARK}{card['label']}", revision=f"{revision}{ADAPTER_MARK}{card['sha256']}",
@@ -123,7 +123,8 @@ def model_columns(record: dict) -> dict:
     """The model columns every row of an output CSV carries (``compare --out`` and ``reports/comparison.csv`` add
     :func:`row_provenance`'s)."""
     return {"model": record["id"], "model_revision": record["revision"] or "", "model_untrained": record["untrained"],
-            "precision": record["precision"], "precision_requested": record["precision_requested"]}
+            "precision": record["precision"], "precision_requested": record["precision_requested"],
+            "precision_default": record["precision_default"]}
 
 
 def row_provenance(record: dict) -> dict:

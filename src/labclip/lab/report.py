@@ -299,7 +299,7 @@ def check_inputs(params: dict, out_dir: Path, notebooks: Sequence[str], pdf: boo
     check_params(params)
     check_out_dir(out_dir, published_names(notebooks, pdf), into_existing)
     for name in notebooks:
-        choose(params.get("precision") or DEFAULTS.get(name, "fp32"))
+        choose(params.get("precision"), default_for=name if name in DEFAULTS else "01_matching")
     unknown = [n for n in notebooks if not (NOTEBOOKS_DIR / f"{n}.ipynb").is_file()]
     if unknown:
         raise LabclipError(f"notebook {NOTEBOOKS_DIR / unknown[0]}.ipynb not found; run from a labclip checkout "
@@ -649,8 +649,8 @@ def _run_notebook(papermill, name: str, params: dict, staging: Path, kernel: str
     executed = staging / f"{name}.ipynb"
     declared = papermill.inspect_notebook(str(source))
     nb_params = {k: v for k, v in params.items() if k in declared}
-    if "precision" in declared and name in DEFAULTS:
-        nb_params["precision"] = params.get("precision") or DEFAULTS[name]  # the table's default, never the cell's
+    if nb_params.get("precision") is None:
+        nb_params.pop("precision", None)  # the notebook resolves its own default (precision = None) from the table
     nb_params["output_dir"] = str(staging)
     print(f"labclip: running {name} ...", file=sys.stderr)
     with timings.stage(f"run {name}"):
@@ -675,12 +675,12 @@ def _run_notebook(papermill, name: str, params: dict, staging: Path, kernel: str
                                f"earlier reports in {out_dir} are unchanged") from None
     _publishable(executed, source, nb_params, shown_path(out_dir / RUNS / run_id))
     stats = staging / f"{name}.json"
-    used = {"requested": nb_params.get("precision")}
+    used = {"requested": nb_params.get("precision", DEFAULTS.get(name)), "default": "precision" not in nb_params}
     if stats.is_file():
         model = json.loads(stats.read_text(encoding="utf-8"))["provenance"]["model"]
         print(f"labclip: {name}: {model['cache']}", file=sys.stderr)
         used.update(requested=model.get("precision_requested", used["requested"]), used=model.get("precision"),
-                    reason=model.get("precision_reason"))
+                    reason=model.get("precision_reason"), default=model.get("precision_default", used["default"]))
     return used
 
 

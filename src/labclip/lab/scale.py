@@ -30,7 +30,6 @@ from ..datasets import load as load_benchmark
 from ..errors import LabclipError
 from ..metrics import RetrievalRanks, retrieval_ranks, similarity
 from ..model import ClipModel, describe
-from ..precision import DEFAULTS
 from ..registry import FIRST_CAPTION, Published
 from ..registry import published as published_figures
 from ..translate import Translator, translator_name
@@ -258,7 +257,7 @@ def resolve_dataset(dataset: str | os.PathLike, languages: Sequence[str] | None 
 
 def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence[str] | None = None,
           translator: str | None = None, batch_size: int | None = None, strict: bool = False,
-          precision: str = DEFAULTS["05_scale"]) -> ScaleRun:
+          precision: str | None = None, default_for: str = "05_scale") -> ScaleRun:
     """Load the benchmark and the models (the demo model stands in for one that can't be loaded unless ``strict``).
 
     Args:
@@ -272,7 +271,9 @@ def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence
         translator: translation model template for the ``translated`` strategy, ``None`` to skip it.
         batch_size: encoder batch size (``None``: the model's default).
         strict: fail when a model can't be loaded.
-        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`labclip.load_model`).
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`labclip.load_model`); ``None``:
+            the default for ``default_for`` (:data:`labclip.precision.DEFAULTS`), recorded as such.
+        default_for: the notebook or command whose default precision applies.
 
     Raises:
         LabclipError: unknown dataset or language, no model, a name that is no model, or an unavailable
@@ -285,7 +286,8 @@ def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence
         table = resolve_dataset(dataset, languages)
     langs = list(languages or table.attrs["languages"])
     loaded, requested, fallbacks, skipped = {}, {}, {}, []
-    each = load_models(list(dict.fromkeys(models)), skipped, strict=strict, precision=precision)
+    each = load_models(list(dict.fromkeys(models)), skipped, strict=strict, precision=precision,
+                       default_for=default_for)
     while True:
         started = time.perf_counter()
         one = next(each, None)
