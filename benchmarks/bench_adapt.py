@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # benchdoc, also when a test loads this file by path
 
 from benchdoc import recording  # noqa: E402
 
