@@ -65,7 +65,7 @@ LATEST = "latest"
 MARKER = ".labclip-reports"
 MARKER_TEXT = ("labclip report publishes reports here: runs/<run-id>/ per run; latest and the report names link to "
                "the newest run.\nlabclip replaces only its own links and deletes only run folders it wrote.\n")
-RUN_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
+RUN_ID = re.compile(r"\d{8}T\d{6}(\d{6})?Z-[0-9a-f]{6}")  # microseconds since this release
 # Pages load nothing and run nothing: images are data: URIs, styles inline.
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
        "base-uri 'none'; form-action 'none'")
@@ -387,8 +387,9 @@ def _check_template_sets(sets: Sequence[str], language: str) -> None:
 
 
 def new_run_id() -> str:
-    """A sortable, unique name for one run: UTC time plus a random suffix."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    """A sortable, unique name for one run: UTC time to the microsecond plus a random suffix (two runs started
+    in the same second still sort in the order they started, so each prunes only runs older than itself)."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
 
 
 def _link(path: Path, target: str) -> None:
