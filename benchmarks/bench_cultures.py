@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import time
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,30 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # benchdoc, also when a test loads this file by path
 
-from benchdoc import recording  # noqa: E402
+from benchdoc import measure, recording, unit_vectors  # noqa: E402
 
 from labclip import cultures  # noqa: E402
 
 TARGET = 2.0  # peak under twice one language's float32 similarity matrix
 NOISE = 6.0  # caption = image + noise of about this length: recall@1 well between 0 and 1, so the tests have work
-
-
-def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
-    x = rng.standard_normal((n, dim), dtype=np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def measure(step: Callable[[], object]) -> tuple[float, int]:
-    """(seconds of an untraced run, peak bytes a traced run allocates)."""
-    start = time.perf_counter()
-    step()
-    seconds = time.perf_counter() - start
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    step()
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return seconds, peak
 
 
 def main(argv: list[str] | None = None) -> None:

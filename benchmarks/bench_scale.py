@@ -17,7 +17,6 @@ import platform
 import resource
 import sys
 import time
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # benchdoc, also when a test loads this file by path
 
-from benchdoc import recording  # noqa: E402
+from benchdoc import measure, recording, unit_vectors  # noqa: E402
 
 from labclip import stats  # noqa: E402
 from labclip.lab.scale import HARDEST, heatmap_figure  # noqa: E402
@@ -43,24 +42,6 @@ from labclip.metrics import (  # noqa: E402
 TARGET = 2.0  # the issue's bound: extra peak under twice the float32 similarity matrix ...
 TARGET_SIZE = (5000, 5000)  # ... of a 5,000 x 5,000 evaluation
 QUICK_PLOT_IMAGES = 1000
-
-
-def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
-    x = rng.standard_normal((n, dim), dtype=np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def measure(step: Callable[[], object]) -> tuple[float, int]:
-    """(seconds of an untraced run, peak bytes a traced run allocates)."""
-    start = time.perf_counter()
-    step()
-    seconds = time.perf_counter() - start
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    step()
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return seconds, peak
 
 
 def _heatmap_png(sim: np.ndarray, ranks) -> int:

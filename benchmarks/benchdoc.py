@@ -13,10 +13,14 @@ import platform
 import re
 import shlex
 import sys
-from collections.abc import Iterator, Sequence
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, redirect_stdout
 from datetime import datetime, timezone
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -94,3 +98,22 @@ def recording(doc: Path | None, name: str, title: str, argv: Sequence[str]) -> I
     command = "python " + shlex.join([f"benchmarks/{name}.py", *shown])
     write_section(doc, name, section(name, title, command, printed.getvalue(), when, load))
     print(f"wrote the {title!r} section of {doc}", file=sys.stderr)
+
+
+def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    """n random unit rows of dim float32 values."""
+    x = rng.standard_normal((n, dim), dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def measure(step: Callable[[], object]) -> tuple[float, int]:
+    """(seconds of an untraced run, peak bytes a traced run allocates)."""
+    start = time.perf_counter()
+    step()
+    seconds = time.perf_counter() - start
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    step()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return seconds, peak
