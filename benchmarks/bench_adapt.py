@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # benchdoc, also when a test loads
 
 from benchdoc import recording  # noqa: E402
 
-from labclip.adapt import DEFAULT_ALPHAS, fit_text_adapter  # noqa: E402
+from labclip.textmap import DEFAULT_ALPHAS, fit_text_adapter  # noqa: E402
 
 
 def synthetic_pairs(n: int, d_in: int = 768, d_out: int = 512, noise: float = 0.3, seed: int = 0):

@@ -11,25 +11,13 @@ from sklearn.model_selection import GridSearchCV, GroupKFold
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
-from labclip import LabclipError, adapt, load_model
-from labclip.adapt import (
-    AdaptedModel,
-    TextAdapter,
-    apply_adapter,
-    evaluate_few_shot,
-    evaluate_text_adapter,
-    fit_text_adapter,
-    linear_probe,
-    load_adapted_model,
-    load_parallel_dataset,
-    load_text_adapter,
-    read_parallel,
-    sample_k_shot,
-    split_adapter,
-    tip_adapter,
-)
+from labclip import LabclipError, fewshot, load_model, textmap
+from labclip.adapter import AdaptedModel, TextAdapter, apply_adapter, load_text_adapter, split_adapter
 from labclip.config import DEFAULT_CAPTIONS
+from labclip.fewshot import evaluate_few_shot, linear_probe, sample_k_shot, tip_adapter
 from labclip.model import describe, fingerprint
+from labclip.parallel import load_parallel_dataset, read_parallel
+from labclip.textmap import evaluate_text_adapter, fit_text_adapter
 
 TEXTS = ["a cup of coffee", "чашка кофе", "a tabby cat", "полосатая кошка"]
 
@@ -101,13 +89,13 @@ def test_inner_cv_keeps_captions_of_one_image_together(monkeypatch):
     x, y, _, _ = planted(n=120, noise=0.1)
     groups = np.tile(np.arange(30), 4)  # an image's captions are not neighbours
     scored = []
-    real = adapt._Ridge.predict
+    real = textmap._Ridge.predict
 
     def recording(self, rows, alphas):
         scored.append(rows.copy())
         return real(self, rows, alphas)
 
-    monkeypatch.setattr(adapt._Ridge, "predict", recording)
+    monkeypatch.setattr(textmap._Ridge, "predict", recording)
     fit_text_adapter(x, y, groups=groups, cv=5)
     row_group = {tuple(r): g for r, g in zip(np.round(x, 8), groups)}
     assert len(scored) == 5
@@ -224,11 +212,12 @@ def test_adapter_composes_with_a_tiny_model_on_the_text_side_only(tmp_path, tiny
     assert adapter.sha256 in facts["revision"]
 
     # the "MODEL+adapter:PATH" spelling loads the same thing
-    again = load_adapted_model(f"{tiny_model_dir}+adapter:{path}", cache=False)
+    again = load_model(f"{tiny_model_dir}+adapter:{path}", cache=False)
+    assert isinstance(again, AdaptedModel)
     np.testing.assert_allclose(again.encode_texts(TEXTS), out, atol=1e-6)
     assert split_adapter("ViT-B/32+adapter:a/b.safetensors") == ("ViT-B/32", "a/b.safetensors")
     assert split_adapter("ViT-B/32") == ("ViT-B/32", None)
-    assert isinstance(load_adapted_model(str(tiny_model_dir), cache=False), type(tiny_model))
+    assert isinstance(load_model(str(tiny_model_dir), cache=False), type(tiny_model))
 
 
 def test_adapter_must_fit_the_model(tiny_model):
@@ -366,17 +355,17 @@ def test_evaluation_never_fits_on_what_it_scores(folds):
     def recording_fit(x, y, **kwargs):
         calls.append((x.copy(), kwargs["groups"].copy()))
         inner = []
-        real = adapt._Ridge.predict
+        real = textmap._Ridge.predict
 
         def spy(self, rows, alphas):
             inner.append(rows.copy())
             return real(self, rows, alphas)
 
-        adapt._Ridge.predict = spy
+        textmap._Ridge.predict = spy
         try:
             adapter = fit_text_adapter(x, y, **kwargs)
         finally:
-            adapt._Ridge.predict = real
+            textmap._Ridge.predict = real
         calls[-1] += (inner, adapter.card["alpha"])
         return adapter
 
@@ -453,13 +442,13 @@ def test_few_shot_evaluation_is_out_of_fold(monkeypatch):
     emb, labels, centres = clusters(n_per_class=12, spread=0.5, seed=4)
     text = unit(centres + 0.8 * np.random.default_rng(1).normal(size=centres.shape))
     seen = []
-    real = adapt.linear_probe
+    real = fewshot.linear_probe
 
     def spy(train_emb, train_labels, test_emb, **kwargs):
         seen.append((train_emb.copy(), test_emb.copy()))
         return real(train_emb, train_labels, test_emb, **kwargs)
 
-    monkeypatch.setattr(adapt, "linear_probe", spy)
+    monkeypatch.setattr(fewshot, "linear_probe", spy)
     result = evaluate_few_shot(emb, labels, text, shots=(1, 2, 4), folds=4, seed=3)
     for train_emb, test_emb in seen:
         assert {tuple(r) for r in train_emb}.isdisjoint(tuple(r) for r in test_emb)

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 
 from labclip import LabclipError, load_model
-from labclip.adapt import evaluate_text_adapter, load_text_adapter, read_parallel
-from labclip.adapter import AdaptedModel, TextAdapter
+from labclip.adapter import AdaptedModel, TextAdapter, load_text_adapter
 from labclip.cli import main
 from labclip.config import DEFAULT_CAPTIONS, DEFAULT_LABELS
 from labclip.data import load_captions
 from labclip.lab.experiment import load_model_or_demo
 from labclip.metrics import correct_ranks
 from labclip.model import describe
+from labclip.parallel import read_parallel
+from labclip.textmap import evaluate_text_adapter
 from labclip.zeroshot import class_embeddings, labelled_images, load_templates
 
 

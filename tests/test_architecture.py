@@ -20,8 +20,9 @@ CORE_LAYERS = [
     {"data", "multilingual", "labels"},
     {"encoders"},
     {"model"},
-    {"metrics"},
-    {"zeroshot", "translate", "datasets", "adapt", "cultures"},
+    {"metrics", "crossval"},
+    {"zeroshot", "translate", "datasets", "textmap", "fewshot", "parallel", "cultures"},
+    {"adapt"},
 ]
 LAB_LAYERS = [{"tables", "provenance"}, {"experiment"}, {"compare", "adapt"}, {"narrative", "plots"}, {"present"},
               {"scale", "adapt_present"}, {"cultures"}, {"report", "reproduce"}]

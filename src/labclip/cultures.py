@@ -24,7 +24,7 @@ KS = (1, 5, 10)
 SET, REGION = "set", "region"
 SCOPES = {SET: "ranked among all images and captions of the set (the published definition)",
           REGION: "ranked among the images and captions of the image's own region only (culture-local)"}
-DIRECTIONS = ("t2i", "i2t")
+ROW_ORDER = ("t2i", "i2t")  # the order of the directions in region_ranks and recall_rows
 # Elements of one block of the similarity matrix (rows × columns): bounds the temporaries at a few MB.
 BLOCK_ELEMENTS = 1 << 20
 N_PERMUTATIONS = 9999
@@ -109,7 +109,7 @@ def region_ranks(image_emb: np.ndarray, text_emb: np.ndarray, regions: Sequence[
     own = np.empty(n, dtype=np.float32)
     for rows in blocks:
         own[rows] = (images[rows] @ texts.T)[np.arange(len(rows)), rows]
-    ranks = {key: np.ones(n, dtype=np.int64) for key in ((s, d) for s in (SET, REGION) for d in DIRECTIONS)}
+    ranks = {key: np.ones(n, dtype=np.int64) for key in ((s, d) for s in (SET, REGION) for d in ROW_ORDER)}
     for rows in blocks:
         block = images[rows] @ texts.T
         same = index[rows, None] == index[None, :]
@@ -143,7 +143,7 @@ def recall_rows(results: Sequence[RegionRanks], ks: Sequence[int] = KS) -> list[
         groups = [("all", np.ones(len(r.regions), dtype=bool))]
         groups += [(name, r.regions == i) for i, name in enumerate(r.names)]
         for scope in (SET, REGION):
-            for direction in DIRECTIONS:
+            for direction in ROW_ORDER:
                 for k in ks:
                     hits = r.hits(scope, direction, k)
                     for region, member in groups:

@@ -32,7 +32,8 @@ SHORT_LABELS = {"i2t_mrr": "Image→text MRR", "t2i_mrr": "Text→image MRR", "c
 _TOPK = re.compile(r"^(i2t|t2i)_acc(\d+)$")
 _HITS = re.compile(r"^(i2t|t2i)_hits(\d+)$")
 _ACC = re.compile(r"^acc(\d+)$")
-_DIRECTIONS = {"i2t": "Image→text", "t2i": "Text→image"}
+# The two retrieval directions of a paired set as reports name them, in the order of the flat metric names.
+DIRECTIONS: dict[str, str] = {"i2t": "image→text", "t2i": "text→image"}
 _THREE_DECIMALS = {"i2t_mrr", "t2i_mrr", "correct_mean", "correct_min", "correct_max", "wrong_mean", "wrong_min",
                    "wrong_max", "margin_mean", "margin_min", "threshold", "contrastive_loss", "cosine"}
 
@@ -84,9 +85,9 @@ def metric_label(key: str, short: bool = False) -> str:
     if short and key in SHORT_LABELS:
         return SHORT_LABELS[key]
     if found := _TOPK.match(key):
-        return f"{_DIRECTIONS[found[1]]} top-{found[2]}"
+        return f"{DIRECTIONS[found[1]].capitalize()} top-{found[2]}"
     if found := _HITS.match(key):
-        return f"{_DIRECTIONS[found[1]]} top-{found[2]} hits"
+        return f"{DIRECTIONS[found[1]].capitalize()} top-{found[2]} hits"
     if found := _ACC.match(key):
         return f"Top-{found[1]} accuracy"
     if key.endswith("_undefined"):

@@ -8,12 +8,14 @@ paired matching has two directions, so its figures carry ``i2t_`` (image → tex
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
 from . import stats
 from .errors import LabclipError
+from .labels import DIRECTIONS as DIRECTIONS  # the human names of i2t and t2i, for the lab layer
 
 # Elements in one block of rows: bounds every temporary of the metrics at a few MB, whatever the matrix size.
 BLOCK_ELEMENTS = 1 << 20
@@ -55,16 +57,6 @@ def ranks(scores: np.ndarray, truth: Sequence[int]) -> np.ndarray:
 def correct_ranks(sim: np.ndarray) -> np.ndarray:
     """Rank (1 = best) of the correct caption ``i`` in row ``i`` of a paired set."""
     return retrieval_ranks(sim).i2t
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    shifted = x - x.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    """Row-wise softmax."""
-    return np.exp(_log_softmax(np.asarray(x, dtype=np.float64)))
 
 
 def contrastive_loss(sim: np.ndarray, logit_scale: float = 100.0) -> float:
@@ -120,6 +112,8 @@ class MatchMetrics:
         separable: every correct pair scores above every wrong pair.
         threshold: midpoint of the gap between wrong and correct pairs (``None`` when they overlap).
         contrastive_loss: CLIP's symmetric InfoNCE loss at the model's logit scale.
+        ranks: the per-image and per-caption ranks the accuracies come from (:class:`RetrievalRanks`).
+        margins: per image, its correct caption's cosine minus the best wrong caption's.
     """
 
     n: int
@@ -137,12 +131,27 @@ class MatchMetrics:
     separable: bool
     threshold: float | None
     contrastive_loss: float
+    ranks: RetrievalRanks = field(repr=False, compare=False)
+    margins: np.ndarray = field(repr=False, compare=False)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Flat named figures: ``n, k, i2t_acc1, i2t_acc{k}, i2t_hits1, i2t_mrr, t2i_..., correct_mean, ...``."""
-        out = {"n": self.n, "k": self.k, **self.i2t.to_dict("i2t_"), **self.t2i.to_dict("t2i_")}
-        out.update({key: value for key, value in asdict(self).items() if key not in out and key not in ("i2t", "t2i")})
+        out: dict[str, Any] = {"n": self.n, "k": self.k, **self.i2t.to_dict("i2t_"), **self.t2i.to_dict("t2i_")}
+        out.update({f.name: getattr(self, f.name) for f in fields(self)
+                    if f.name not in out and f.name not in ("i2t", "t2i", "ranks", "margins")})
         return out
+
+    def hits(self) -> dict[str, np.ndarray]:
+        """Top-1 hits per image, ``{"i2t": ..., "t2i": ...}`` (caption ``i`` is image ``i``'s)."""
+        return self.ranks.hits(1)
+
+    def estimates(self, confidence: float = stats.CONFIDENCE, seed: int = 0) -> dict[str, stats.Estimate]:
+        """Top-1 and top-k accuracy (Wilson) and MRR (seeded bootstrap over images) with their intervals."""
+        return self.ranks.estimates((1, self.k), confidence, seed)
+
+    def margin_estimate(self, confidence: float = stats.CONFIDENCE, seed: int = 0) -> stats.Estimate:
+        """Mean margin of the correct caption over the best wrong one, with a seeded bootstrap interval over images."""
+        return stats.mean(self.margins, confidence=confidence, seed=seed)
 
 
 def match_metrics(sim: np.ndarray, k: int = 3, logit_scale: float = 100.0) -> MatchMetrics:
@@ -174,7 +183,7 @@ def match_metrics(sim: np.ndarray, k: int = 3, logit_scale: float = 100.0) -> Ma
         wrong_mean=wrong.mean, wrong_min=wrong.min, wrong_max=wrong.max,
         margin_mean=float(np.mean(correct - best_wrong)), margin_min=float(np.min(correct - best_wrong)),
         separable=separable, threshold=float((correct.min() + wrong.max) / 2) if separable else None,
-        contrastive_loss=contrastive_loss(sim, logit_scale),
+        contrastive_loss=contrastive_loss(sim, logit_scale), ranks=rank, margins=correct - best_wrong,
     )
 
 
@@ -275,6 +284,10 @@ class RetrievalRanks:
     i2t: np.ndarray
     t2i: np.ndarray
     owner: np.ndarray
+
+    def hits(self, k: int = 1) -> dict[str, np.ndarray]:
+        """Whether each image (``"i2t"``) and each caption (``"t2i"``) has its right answer among the top ``k``."""
+        return {"i2t": self.i2t <= k, "t2i": self.t2i <= k}
 
     def metrics(self, ks: Sequence[int] = (1, 5, 10)) -> dict:
         """Named figures: ``n_images``, ``n_captions``, ``i2t_acc{k}``/``t2i_acc{k}`` (recall@k, fractions)
