@@ -14,8 +14,7 @@ import torch
 
 from hub_replicas import commit_of, snapshot_dir, write_replica
 from labclip import LabclipError, load_model
-from labclip.adapter import load_text_adapter
-from labclip.adapter import AdaptedModel
+from labclip.adapter import AdaptedModel, load_text_adapter
 from labclip.cli import main
 from labclip.config import DEFAULT_CAPTIONS
 from labclip.data import load_captions
