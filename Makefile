@@ -102,8 +102,9 @@ test: setup sysdeps ## Run the test suite (offline, tiny models)
 test-real: setup ## Check each default model's real weights from the hub (downloads about 3 GB; skips offline)
 	$(PY) -m pytest -q -m slow -rs
 
-lint: setup ## Check style with ruff
+lint: setup ## Check style with ruff and types with mypy
 	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/mypy src/labclip
 
 format: setup ## Format the code with ruff
 	$(VENV)/bin/ruff format src tests benchmarks scripts
