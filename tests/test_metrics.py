@@ -103,6 +103,22 @@ def test_one_rank_computation_for_both_tasks():
     assert ranks(scores, truth).tolist() == correct_ranks(SIM).tolist()
 
 
+def test_match_metrics_carry_the_ranks_hits_and_margins_they_come_from():
+    """What the lab layer needs per image (top-1 hits, margins, intervals) comes from the result, computed once."""
+    m = match_metrics(SIM, k=2)
+    np.testing.assert_array_equal(m.ranks.i2t, correct_ranks(SIM))
+    np.testing.assert_array_equal(m.ranks.t2i, correct_ranks(SIM.T))
+    assert {d: h.tolist() for d, h in m.hits().items()} == {"i2t": [True, True, False], "t2i": [True, True, False]}
+    # margins by hand: 0.9 - 0.2, 0.8 - 0.7, 0.5 - 0.6
+    np.testing.assert_allclose(m.margins, [0.7, 0.1, -0.1], atol=1e-12)
+    margin = m.margin_estimate()
+    assert margin.value == pytest.approx(m.margin_mean) and margin.low <= margin.value <= margin.high
+    e = m.estimates()
+    assert (e["i2t_acc1"].hits, e["i2t_acc1"].n) == (2, 3) and e["t2i_acc2"].value == pytest.approx(m.t2i.acck)
+    assert "ranks" not in m.to_dict() and "margins" not in m.to_dict() and "ranks" not in repr(m)
+    assert m == match_metrics(SIM.copy(), k=2)
+
+
 def test_non_square_is_rejected():
     with pytest.raises(LabclipError, match="square"):
         match_metrics(np.zeros((2, 3)))

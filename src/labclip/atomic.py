@@ -6,16 +6,17 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = False) -> Path:
+def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[Any]], object], binary: bool = False) -> Path:
     """Call ``write`` on a temporary file beside ``path``, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as f:
+        f: IO[Any] = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")
+        with f:
             write(f)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
@@ -25,7 +26,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO], None], binary: b
     return path
 
 
-def write_text(path: str | os.PathLike, text: str) -> Path:
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` as UTF-8 atomically."""
     return write_atomic(path, lambda f: f.write(text))
 

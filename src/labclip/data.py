@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,9 +45,21 @@ class Table:
     rows: list[list[Cell]]
     lines: list[int] = field(default_factory=list)
 
-    def column(self, name: str) -> list[str]:
+    def column(self, name: str) -> list[Cell]:
         index = self.columns.index(name)
         return [row[index] for row in self.rows]
+
+    def strings(self, name: str, path: Path) -> list[str]:
+        """A column that must hold one value per row (an image name, an id), not a list.
+
+        Raises:
+            LabclipError: naming the file and the first row whose cell is a list.
+        """
+        cells = self.column(name)
+        for line, cell in zip(self.lines, cells):
+            if not isinstance(cell, str):
+                raise LabclipError(f"{path}: row {line}, '{name}': expected one value, got a list")
+        return [str(cell) for cell in cells]
 
 
 @dataclass(frozen=True)
@@ -67,9 +80,9 @@ class CaptionSet:
     paths: list[str]
     captions: dict[str, list[Cell]]
     ids: list[str] | None = field(default=None)
-    attrs: dict = field(default_factory=dict, compare=False, repr=False)
+    attrs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     names: list[str] | None = field(default=None)
-    extra: dict[str, list[str]] = field(default_factory=dict)
+    extra: dict[str, list[Cell]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.names is None:
@@ -91,8 +104,9 @@ class CaptionSet:
         return "image_id" if "id" in self.captions else "id"
 
     def __getitem__(self, column: str) -> list[Cell]:
-        columns = {**self.extra, "image": self.images, "path": self.paths, "name": self.names,
-                   **({self.id_name: self.ids} if self.ids is not None else {}), **self.captions}
+        columns: dict[str, Sequence[Cell]] = {
+            **self.extra, "image": self.images, "path": self.paths, "name": self.names or [],
+            **({self.id_name: self.ids} if self.ids is not None else {}), **self.captions}
         if column not in columns:
             raise KeyError(column)
         return list(columns[column])
@@ -170,7 +184,7 @@ def load_captions(
     if not table.rows:
         raise LabclipError(f"{path}: no caption rows below the header")
 
-    files = [_resolve(base, name) for name in table.column("image")]
+    files = [_resolve(base, name) for name in table.strings("image", path)]
     problems = _row_problems(table, files, langs, check_images)
     if problems:
         shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
@@ -178,10 +192,11 @@ def load_captions(
 
     ids = next((c for c in ID_COLUMNS if c in table.columns and c not in langs), None)
     extra = {c: table.column(c) for c in table.columns if c not in ("image", ids, *langs)}
-    return CaptionSet(str(path), table.column("image"), [str(f) for f in files],
+    images = table.strings("image", path)
+    return CaptionSet(str(path), images, [str(f) for f in files],
                       {lang: table.column(lang) for lang in langs},
-                      table.column(ids) if ids else None,
-                      names=short_names([base.absolute() / name for name in table.column("image")], base), extra=extra)
+                      table.strings(ids, path) if ids else None,
+                      names=short_names([base.absolute() / name for name in images], base), extra=extra)
 
 
 def _resolve(base: Path, name: str) -> Path:
@@ -282,7 +297,7 @@ def _row_problems(table: Table, files: list[Path], langs: list[str], check_image
     first_row: dict[Path, int] = {}
     for line, cells, file in zip(table.lines, table.rows, files):
         row = dict(zip(table.columns, cells))
-        name = row["image"]
+        name = str(row["image"])  # a list was refused by Table.strings
         if not name:
             problems.append(f"row {line}: empty 'image' cell")
         elif file in first_row:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import io
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO, Any
 
 from .atomic import write_text
 from .config import cache_dir
@@ -222,7 +222,7 @@ def _build_xm3600(out: Path, source: Path | None, images: Path | None, download:
     languages = list(dict.fromkeys(k for row in rows for k, v in row.items() if isinstance(v, dict) and "caption" in v))
     records = []
     for line, (key, row) in enumerate(zip(keys, rows), start=1):
-        record = {"image_id": key, "file_name": f"images/{key}.jpg"}
+        record: dict[str, Any] = {"image_id": key, "file_name": f"images/{key}.jpg"}
         if isinstance(row.get("image/locale"), str) and row["image/locale"]:
             record["region"] = row["image/locale"]  # where the image was taken (labclip.cultures)
         for lang in languages:
@@ -262,7 +262,7 @@ def _xm3600_key(row: dict, line: int) -> str:
     return key
 
 
-def _xm3600_image_files(source: Path) -> Iterator[tuple[str, io.BufferedIOBase | Path]]:
+def _xm3600_image_files(source: Path) -> Iterator[tuple[str, IO[bytes] | Path]]:
     """(key, file) for every ``<key>.jpg`` in a folder or in ``images.tgz`` (read member by member)."""
     archive = _find(source, "images.tgz")
     if archive is None:
@@ -272,8 +272,9 @@ def _xm3600_image_files(source: Path) -> Iterator[tuple[str, io.BufferedIOBase |
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
-                if member.isfile() and member.name.endswith(".jpg"):
-                    yield Path(member.name).stem, tar.extractfile(member)
+                handle = tar.extractfile(member) if member.isfile() and member.name.endswith(".jpg") else None
+                if handle is not None:
+                    yield Path(member.name).stem, handle
     except tarfile.TarError as err:
         raise LabclipError(f"{archive.name}: unreadable archive ({err}); delete it and download again") from None
 

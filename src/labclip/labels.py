@@ -9,6 +9,10 @@ from __future__ import annotations
 import math
 import re
 from numbers import Integral, Real
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+if TYPE_CHECKING:
+    from .stats import Estimate
 
 METRIC_LABELS = {
     "n": "Images", "n_images": "Images", "n_captions": "Captions", "k": "Top-k cut-off",
@@ -56,13 +60,13 @@ def rate(x: float, n: int) -> str:
     return interval(round(float(x) * n), n)
 
 
-def estimate(e) -> str:
+def estimate(e: Estimate) -> str:
     """A rate with its interval (a :class:`labclip.stats.Estimate`) as :func:`interval` shows one:
     ``"54.0% [50.9%, 57.1%]"``."""
     return f"{pct(e.value)} [{pct(e.low)}, {pct(e.high)}]"
 
 
-def _is_estimate(value: object) -> bool:
+def _is_estimate(value: object) -> TypeGuard[Estimate]:
     return all(hasattr(value, name) for name in ("value", "low", "high"))
 
 
@@ -105,7 +109,7 @@ def missing(value: object) -> bool:
     return value is None or (isinstance(value, Real) and not isinstance(value, Integral) and math.isnan(value))
 
 
-def format_metric(key: str, value: object, n: int | None = None) -> str:
+def format_metric(key: str, value: Any, n: int | None = None) -> str:
     """One number as every table, prose and console line shows it.
 
     Accuracies are percentages with one decimal, as ``k/n (p%)`` when ``n`` is given (with the 95%
@@ -137,7 +141,7 @@ def format_metric(key: str, value: object, n: int | None = None) -> str:
     if isinstance(value, Integral):
         return str(int(value))
     if isinstance(value, Real) and key in ("n", "k", "n_images", "n_captions"):
-        return str(int(value))
+        return str(int(float(value)))
     if isinstance(value, Real):
         return num(float(value))
     return str(value)

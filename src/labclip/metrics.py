@@ -32,23 +32,24 @@ def similarity(image_emb: np.ndarray, text_emb: np.ndarray, dtype: type = np.flo
     Returns:
         ``(n_images, n_texts)`` matrix.
     """
-    a = np.asarray(image_emb, dtype=dtype)
-    b = np.asarray(text_emb, dtype=dtype)
+    a: np.ndarray = np.asarray(image_emb, dtype=dtype)
+    b: np.ndarray = np.asarray(text_emb, dtype=dtype)
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return a @ b.T
+    out: np.ndarray = a @ b.T
+    return out
 
 
-def ranks(scores: np.ndarray, truth: Sequence[int]) -> np.ndarray:
+def ranks(scores: np.ndarray, truth: Sequence[int] | np.ndarray) -> np.ndarray:
     """Rank (1 = best) of the true column ``truth[i]`` in each row ``i``; a tie counts against it.
 
     Zero-shot classification ranks each image's true class this way; :func:`retrieval_ranks` does
     the same for retrieval, with one or several captions per image. Computed in blocks of rows.
     """
     scores = _float_matrix(scores)
-    truth = np.asarray(truth)
-    true_score = scores[np.arange(len(truth)), truth]
-    out = np.empty(len(truth), dtype=np.int64)
+    columns = np.asarray(truth)
+    true_score = scores[np.arange(len(columns)), columns]
+    out = np.empty(len(columns), dtype=np.int64)
     for rows in _row_blocks(scores):
         out[rows] = np.count_nonzero(scores[rows] >= true_score[rows, None], axis=1)
     return out
@@ -212,16 +213,16 @@ class ZeroShotMetrics:
     mean_per_class_recall: float
     acck_undefined: str | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Flat named figures; ``acc{k}_undefined`` (the reason) follows ``acc{k}`` only when it is ``None``."""
-        out = {"n": self.n, "k": self.k, "acc1": self.acc1, f"acc{self.k}": self.acck,
+        out: dict[str, Any] = {"n": self.n, "k": self.k, "acc1": self.acc1, f"acc{self.k}": self.acck,
                "mean_per_class_recall": self.mean_per_class_recall}
         if self.acck_undefined:
             out[f"acc{self.k}_undefined"] = self.acck_undefined
         return out
 
 
-def zeroshot_metrics(scores: np.ndarray, truth: Sequence[int], k: int = 5) -> ZeroShotMetrics:
+def zeroshot_metrics(scores: np.ndarray, truth: Sequence[int] | np.ndarray, k: int = 5) -> ZeroShotMetrics:
     """Top-1/top-k accuracy and mean per-class recall of class scores.
 
     Args:
@@ -230,27 +231,27 @@ def zeroshot_metrics(scores: np.ndarray, truth: Sequence[int], k: int = 5) -> Ze
         k: cut-off of the top-k accuracy; a tie with the true class counts as a miss. With ``k``
             classes or fewer, top-k is undefined: ``acck`` is ``None`` (see :func:`topk_undefined`).
     """
-    truth = np.asarray(truth)
-    rank = ranks(scores, truth)
-    recall = [np.mean(rank[truth == c] == 1) for c in np.unique(truth)]
+    classes = np.asarray(truth)
+    rank = ranks(scores, classes)
+    recall = [np.mean(rank[classes == c] == 1) for c in np.unique(classes)]
     undefined = topk_undefined(k, np.shape(scores)[1])
-    return ZeroShotMetrics(int(len(truth)), k, float(np.mean(rank == 1)),
+    return ZeroShotMetrics(int(len(classes)), k, float(np.mean(rank == 1)),
                            None if undefined else float(np.mean(rank <= k)), float(np.mean(recall)), undefined)
 
 
-def zeroshot_estimates(scores: np.ndarray, truth: Sequence[int], k: int = 5, seed: int = 0) -> dict[str, stats.Estimate]:
+def zeroshot_estimates(scores: np.ndarray, truth: Sequence[int] | np.ndarray, k: int = 5, seed: int = 0) -> dict[str, stats.Estimate]:
     """The figures of :func:`zeroshot_metrics` with their 95% intervals, keyed by the same names.
 
     ``acc1`` and ``acc{k}`` carry Wilson score intervals; ``mean_per_class_recall`` the interval of
     :func:`labclip.stats.class_balanced` (seeded by ``seed``). ``acc{k}`` is left out where it is undefined
     (:func:`topk_undefined`).
     """
-    truth = np.asarray(truth)
-    rank = ranks(scores, truth)
+    classes = np.asarray(truth)
+    rank = ranks(scores, classes)
     out = {"acc1": stats.proportion(rank == 1)}
     if topk_undefined(k, np.shape(scores)[1]) is None:
         out[f"acc{k}"] = stats.proportion(rank <= k)
-    return {**out, "mean_per_class_recall": stats.class_balanced(rank == 1, truth, seed=seed)}
+    return {**out, "mean_per_class_recall": stats.class_balanced(rank == 1, classes, seed=seed)}
 
 
 def distractor_counts(sim: np.ndarray, k: int = 3) -> np.ndarray:
@@ -289,11 +290,11 @@ class RetrievalRanks:
         """Whether each image (``"i2t"``) and each caption (``"t2i"``) has its right answer among the top ``k``."""
         return {"i2t": self.i2t <= k, "t2i": self.t2i <= k}
 
-    def metrics(self, ks: Sequence[int] = (1, 5, 10)) -> dict:
+    def metrics(self, ks: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
         """Named figures: ``n_images``, ``n_captions``, ``i2t_acc{k}``/``t2i_acc{k}`` (recall@k, fractions)
         with ``i2t_hits{k}``/``t2i_hits{k}`` counts for every k, and ``i2t_mrr``/``t2i_mrr``. For a
         paired set the names and values agree with :meth:`MatchMetrics.to_dict`."""
-        out: dict = {"n_images": len(self.i2t), "n_captions": len(self.t2i)}
+        out: dict[str, Any] = {"n_images": len(self.i2t), "n_captions": len(self.t2i)}
         for k in ks:
             for direction, ranks in (("i2t", self.i2t), ("t2i", self.t2i)):
                 hits = int(np.count_nonzero(ranks <= k))
@@ -367,7 +368,7 @@ def retrieval_ranks(sim: np.ndarray, owner: Sequence[int] | np.ndarray | None = 
 
 
 def retrieval_metrics(sim: np.ndarray, owner: Sequence[int] | np.ndarray | None = None,
-                      ks: Sequence[int] = (1, 5, 10)) -> dict:
+                      ks: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
     """Recall@k in both directions and MRR, CLIP_benchmark style, for several captions per image.
 
     Text→image recall@k is the share of captions whose image is among the k best images;
@@ -438,10 +439,10 @@ def _off_diagonal_summary(sim: np.ndarray, diag: np.ndarray) -> _OffDiagonal:
     return _OffDiagonal(mean=total / (n * n - n), min=low, max=high, row_max=row_max)
 
 
-def _float_matrix(sim) -> np.ndarray:
+def _float_matrix(sim: Any) -> np.ndarray:
     """``sim`` as an array without a copy when it is already float32 or float64."""
-    sim = np.asarray(sim)
-    return sim if sim.dtype in (np.float32, np.float64) else sim.astype(np.float64)
+    found: np.ndarray = np.asarray(sim)
+    return found if found.dtype in (np.float32, np.float64) else found.astype(np.float64)
 
 
 def _row_blocks(sim: np.ndarray) -> Iterator[slice]:

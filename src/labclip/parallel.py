@@ -56,7 +56,7 @@ def _norm(text: str) -> str:
     return " ".join(str(text).casefold().split())
 
 
-def read_parallel(path: str | os.PathLike, source_lang: str, target_lang: str) -> ParallelText:
+def read_parallel(path: str | os.PathLike[str], source_lang: str, target_lang: str) -> ParallelText:
     """Parallel sentences from a CSV/TSV/XLSX/JSON Lines table with a column per language.
 
     A caption set works as it is (its ``image`` column groups the pairs by image); any other
@@ -79,7 +79,8 @@ def read_parallel(path: str | os.PathLike, source_lang: str, target_lang: str) -
     if source_lang == target_lang:
         raise LabclipError(f"{path}: source and target language are both {source_lang!r}")
     has_image = "image" in table.columns
-    pairs, problems = [], []
+    pairs: list[tuple[str, str, str]] = []
+    problems: list[str] = []
     for line, values in zip(table.lines, table.rows):
         row = dict(zip(table.columns, values))
         cells = [[str(c).strip() for c in (row[lang] if isinstance(row[lang], list) else [row[lang]])]

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import stats as _scipy_stats
 
 from .errors import LabclipError
@@ -21,6 +23,8 @@ N_RESAMPLES = 9999
 BATCH = 200
 # Smallest class a stratified bootstrap resamples within: below it the interval collapses towards a point.
 MIN_STRATUM = 5
+# A vectorised statistic of one or more samples with an ``axis`` argument, like ``np.mean``.
+Statistic = Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class Estimate:
     def __str__(self) -> str:
         return format(self)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready fields."""
         return asdict(self)
 
@@ -119,7 +123,7 @@ def wilson_interval(hits: int, n: int, confidence: float = CONFIDENCE) -> tuple[
     return float(ci.low), float(ci.high)
 
 
-def mcnemar(hits_a, hits_b) -> float:
+def mcnemar(hits_a: ArrayLike, hits_b: ArrayLike) -> float:
     """Exact two-sided McNemar p-value for two methods scored on the same images.
 
     A binomial test of the discordant pairs (right under one method, wrong under the other)
@@ -135,7 +139,7 @@ def mcnemar(hits_a, hits_b) -> float:
     return paired_test(hits_a, hits_b).p_value
 
 
-def paired_test(hits_a, hits_b) -> PairedTest:
+def paired_test(hits_a: ArrayLike, hits_b: ArrayLike) -> PairedTest:
     """:func:`mcnemar` with the discordant counts that prose needs ("12 images right only in English")."""
     a, b = _hits(hits_a, "hits_a"), _hits(hits_b, "hits_b")
     if len(a) != len(b):
@@ -147,12 +151,12 @@ def paired_test(hits_a, hits_b) -> PairedTest:
 
 
 def bootstrap_interval(
-    values,
-    statistic: Callable = np.mean,
+    values: ArrayLike | tuple[ArrayLike, ...],
+    statistic: Statistic = np.mean,
     confidence: float = CONFIDENCE,
     n_resamples: int = N_RESAMPLES,
     seed: int = 0,
-    strata=None,
+    strata: ArrayLike | None = None,
 ) -> tuple[float, float]:
     """Seeded percentile bootstrap interval of ``statistic`` over observations (e.g. images).
 
@@ -191,7 +195,7 @@ def bootstrap_interval(
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def _stratified_interval(samples: tuple[np.ndarray, ...], strata: np.ndarray, statistic: Callable,
+def _stratified_interval(samples: tuple[np.ndarray, ...], strata: np.ndarray, statistic: Statistic,
                          confidence: float, n_resamples: int, seed: int) -> tuple[float, float]:
     """Percentile interval of ``statistic`` over resamples drawn within each stratum (``BATCH`` at a time)."""
     n = len(samples[0])
@@ -210,7 +214,7 @@ def _stratified_interval(samples: tuple[np.ndarray, ...], strata: np.ndarray, st
     return float(low), float(high)
 
 
-def class_balanced(hits, classes, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+def class_balanced(hits: ArrayLike, classes: ArrayLike, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
                    seed: int = 0) -> Estimate:
     """Mean per-class recall (the mean over classes of each class's hit rate) with its 95% interval.
 
@@ -257,10 +261,11 @@ def _balanced(hits: np.ndarray, classes: np.ndarray, axis: int = -1) -> np.ndarr
         count = member.sum(axis=axis)
         with np.errstate(invalid="ignore", divide="ignore"):
             rates.append(np.where(count > 0, (hits * member).sum(axis=axis) / count, np.nan))
-    return np.nanmean(np.stack(rates, axis=-1), axis=-1)
+    balanced: np.ndarray = np.nanmean(np.stack(rates, axis=-1), axis=-1)
+    return balanced
 
 
-def proportion(hits, groups=None, confidence: float = CONFIDENCE, seed: int = 0) -> Estimate:
+def proportion(hits: ArrayLike, groups: ArrayLike | None = None, confidence: float = CONFIDENCE, seed: int = 0) -> Estimate:
     """A hit rate with its interval.
 
     One observation per image: Wilson score interval. Several captions per image (``groups``
@@ -284,7 +289,7 @@ def proportion(hits, groups=None, confidence: float = CONFIDENCE, seed: int = 0)
     return Estimate(k / n, *clustered, hits=k, n=n, method="cluster bootstrap", confidence=confidence)
 
 
-def mean(values, groups=None, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+def mean(values: ArrayLike, groups: ArrayLike | None = None, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
          seed: int = 0) -> Estimate:
     """The mean of per-image values (reciprocal ranks, margins) with a percentile bootstrap interval.
 
@@ -298,7 +303,7 @@ def mean(values, groups=None, confidence: float = CONFIDENCE, n_resamples: int =
     return Estimate(float(v.mean()), *clustered, n=len(v), method="cluster bootstrap", confidence=confidence)
 
 
-def _cluster_interval(values: np.ndarray, groups, confidence: float, n_resamples: int,
+def _cluster_interval(values: np.ndarray, groups: ArrayLike | None, confidence: float, n_resamples: int,
                       seed: int) -> tuple[float, float] | None:
     """Bootstrap over groups of the pooled mean; ``None`` when no group repeats (nothing to cluster)."""
     if groups is None:
@@ -315,10 +320,11 @@ def _cluster_interval(values: np.ndarray, groups, confidence: float, n_resamples
 
 
 def _pooled_rate(hits: np.ndarray, n: np.ndarray, axis: int = -1) -> np.ndarray:
-    return hits.sum(axis=axis) / n.sum(axis=axis)
+    rate: np.ndarray = hits.sum(axis=axis) / n.sum(axis=axis)
+    return rate
 
 
-def _hits(values, name: str) -> np.ndarray:
+def _hits(values: ArrayLike, name: str) -> np.ndarray:
     array = np.asarray(values)
     if array.ndim != 1 or len(array) == 0:
         raise LabclipError(f"{name} must be a non-empty 1-D array of booleans, got shape {array.shape}")
@@ -329,7 +335,7 @@ def _hits(values, name: str) -> np.ndarray:
     return array
 
 
-def _count(value, name: str) -> int:
+def _count(value: Any, name: str) -> int:
     if isinstance(value, bool) or int(value) != value:
         raise LabclipError(f"{name} must be a whole number, got {value!r}")
     return int(value)

@@ -59,7 +59,8 @@ class _Ridge:
     def _shrink(self, alpha: float) -> np.ndarray:
         """``1 / (s + alpha)``, and 0 in null directions (the minimum-norm solution at alpha = 0)."""
         d = self.s + alpha
-        return np.divide(1.0, d, out=np.zeros_like(d), where=d > self.floor)[:, None]
+        inverse: np.ndarray = np.divide(1.0, d, out=np.zeros_like(d), where=d > self.floor)
+        return inverse[:, None]
 
     def coef(self, alpha: float) -> tuple[np.ndarray, np.ndarray]:
         weight = self.v @ (self.rotated * self._shrink(alpha))

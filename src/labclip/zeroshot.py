@@ -55,7 +55,8 @@ def class_embeddings(model: ClipModel, labels: Sequence[str], templates: Sequenc
     texts = [t.format(label) for label in labels for t in templates]
     emb = model.encode_texts(texts).reshape(len(labels), len(templates), -1)
     mean = emb.mean(axis=1)
-    return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
+    unit: np.ndarray = (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
+    return unit
 
 
 def probabilities(model: ClipModel, image_emb: np.ndarray, class_emb: np.ndarray) -> np.ndarray:
@@ -95,7 +96,11 @@ def labelled_images(root: str | Path, language: str = "en") -> LabelledImages:
             raise UnknownLanguage(f"{root}: needs an 'image' column and a 'label' or {language!r} column "
                                   f"(columns found: {', '.join(columns) or 'none'})", language_columns(columns) if "image" in columns else [])
         table = load_captions(root, root.parent, [column])
-        pairs = list(zip(table.paths, table[column]))
+        pairs = []
+        for image, path, label in zip(table.images, table.paths, table[column]):
+            if not isinstance(label, str):
+                raise LabclipError(f"{root}: image '{image}' has a list of labels; give one label per image")
+            pairs.append((path, label))
     elif root.is_dir():
         pairs = [(str(p), d.name) for d in sorted(root.iterdir()) if d.is_dir()
                  for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
