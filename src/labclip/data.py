@@ -289,7 +289,8 @@ def _table(path: Path, rows: list[list[str]]) -> Table:
     for n, row in body:
         if len(row) > len(columns) and any(row[len(columns):]):
             raise LabclipError(f"{path}: row {n} has {len(row)} cells but the header has {len(columns)}")
-    return Table(columns, [(row + [""] * len(columns))[: len(columns)] for _, row in body], [n for n, _ in body])
+    padded: list[list[Cell]] = [list((row + [""] * len(columns))[: len(columns)]) for _, row in body]
+    return Table(columns, padded, [n for n, _ in body])
 
 
 def _row_problems(table: Table, files: list[Path], langs: list[str], check_images: bool) -> list[str]:
