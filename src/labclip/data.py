@@ -163,12 +163,28 @@ def load_captions(
     """
     path = Path(path)
     base = Path(image_dir) if image_dir is not None else path.parent
-    table = read_table(path)
+    table, langs = _caption_columns(path, read_table(path), languages)
+    images = table.strings("image", path)
+    files = [_resolve(base, name) for name in images]
+    problems = _row_problems(table, files, langs, check_images)
+    if problems:
+        raise problems_error(path, problems)
+
+    ids = next((c for c in ID_COLUMNS if c in table.columns and c not in langs), None)
+    extra = {c: table.column(c) for c in table.columns if c not in ("image", ids, *langs)}
+    return CaptionSet(str(path), images, [str(f) for f in files],
+                      {lang: table.column(lang) for lang in langs},
+                      table.strings(ids, path) if ids else None,
+                      names=short_names([base.absolute() / name for name in images], base), extra=extra)
+
+
+def _caption_columns(path: Path, table: Table, languages: Sequence[str] | None) -> tuple[Table, list[str]]:
+    """The table with its image column named ``image`` (and a file's own ``path``/``name`` kept as
+    ``path.1``/``name.1``, since labclip adds those), and the language columns to use."""
     column = next((c for c in IMAGE_COLUMNS if c in table.columns), None)
     if column is None:
         raise LabclipError(f"{path}: no 'image' (or 'file_name') column "
                            f"(columns found: {', '.join(table.columns) or 'none'})")
-    # labclip adds ``path`` and ``name``; such columns in the file are kept as ``path.1``, ``name.1``.
     renames = {column: "image", "path": "path.1", "name": "name.1"}
     table = Table([renames.get(c, c) for c in table.columns], table.rows, table.lines)
     found = language_columns(table.columns)
@@ -183,20 +199,13 @@ def load_captions(
                            f"e.g. 'en', 'ru' (columns found: {', '.join(table.columns)})")
     if not table.rows:
         raise LabclipError(f"{path}: no caption rows below the header")
+    return table, langs
 
-    files = [_resolve(base, name) for name in table.strings("image", path)]
-    problems = _row_problems(table, files, langs, check_images)
-    if problems:
-        shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
-        raise LabclipError(f"{path}: {len(problems)} problem{'s' * (len(problems) > 1)}: {shown}")
 
-    ids = next((c for c in ID_COLUMNS if c in table.columns and c not in langs), None)
-    extra = {c: table.column(c) for c in table.columns if c not in ("image", ids, *langs)}
-    images = table.strings("image", path)
-    return CaptionSet(str(path), images, [str(f) for f in files],
-                      {lang: table.column(lang) for lang in langs},
-                      table.strings(ids, path) if ids else None,
-                      names=short_names([base.absolute() / name for name in images], base), extra=extra)
+def problems_error(path: str | os.PathLike[str], problems: Sequence[str], most: int = 20) -> LabclipError:
+    """One line naming the file, the number of problems and the first ``most`` of them."""
+    shown = "; ".join(problems[:most]) + (f"; and {len(problems) - most} more" if len(problems) > most else "")
+    return LabclipError(f"{path}: {len(problems)} problem{'s' * (len(problems) > 1)}: {shown}")
 
 
 def _resolve(base: Path, name: str) -> Path:

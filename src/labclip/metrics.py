@@ -32,11 +32,8 @@ def similarity(image_emb: np.ndarray, text_emb: np.ndarray, dtype: type = np.flo
     Returns:
         ``(n_images, n_texts)`` matrix.
     """
-    a: np.ndarray = np.asarray(image_emb, dtype=dtype)
-    b: np.ndarray = np.asarray(text_emb, dtype=dtype)
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    out: np.ndarray = a @ b.T
+    a, b = np.asarray(image_emb, dtype=dtype), np.asarray(text_emb, dtype=dtype)
+    out: np.ndarray = (a / np.linalg.norm(a, axis=1, keepdims=True)) @ (b / np.linalg.norm(b, axis=1, keepdims=True)).T
     return out
 
 
@@ -239,7 +236,8 @@ def zeroshot_metrics(scores: np.ndarray, truth: Sequence[int] | np.ndarray, k: i
                            None if undefined else float(np.mean(rank <= k)), float(np.mean(recall)), undefined)
 
 
-def zeroshot_estimates(scores: np.ndarray, truth: Sequence[int] | np.ndarray, k: int = 5, seed: int = 0) -> dict[str, stats.Estimate]:
+def zeroshot_estimates(scores: np.ndarray, truth: Sequence[int] | np.ndarray, k: int = 5,
+                       seed: int = 0) -> dict[str, stats.Estimate]:
     """The figures of :func:`zeroshot_metrics` with their 95% intervals, keyed by the same names.
 
     ``acc1`` and ``acc{k}`` carry Wilson score intervals; ``mean_per_class_recall`` the interval of

@@ -17,7 +17,7 @@ from typing import IO
 
 from .atomic import write_atomic
 from .config import cache_dir
-from .data import read_table
+from .data import problems_error, read_table
 from .errors import LabclipError
 
 
@@ -93,8 +93,7 @@ def read_parallel(path: str | os.PathLike[str], source_lang: str, target_lang: s
     if not table.rows:
         problems.append("no rows below the header")
     if problems:
-        shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
-        raise LabclipError(f"{path}: {len(problems)} problem{'s' * (len(problems) > 1)}: {shown}")
+        raise problems_error(path, problems, most=10)
     source, target, groups = (list(column) for column in zip(*pairs))
     return ParallelText(source, target, groups, source_lang, target_lang, str(path))
 
