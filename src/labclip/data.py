@@ -127,8 +127,8 @@ def language_columns(columns: Sequence[str]) -> list[str]:
 
 
 def load_captions(
-    path: str | Path,
-    image_dir: str | Path | None = None,
+    path: str | os.PathLike[str],
+    image_dir: str | os.PathLike[str] | None = None,
     languages: Sequence[str] | None = None,
     check_images: bool = True,
 ) -> CaptionSet:
@@ -217,7 +217,7 @@ def _resolve(base: Path, name: str) -> Path:
         return Path(os.path.normpath(path.absolute()))
 
 
-def short_names(files: Sequence[str | os.PathLike], base: str | os.PathLike | None = None) -> list[str]:
+def short_names(files: Sequence[str | os.PathLike[str]], base: str | os.PathLike[str] | None = None) -> list[str]:
     """The names reports show for image files (:func:`labclip.config.shown_names`): no machine paths."""
     return shown_names(files, base)
 
@@ -229,7 +229,7 @@ def _suggestion(name: str, file: Path) -> str:
     return f"; did you mean '{name[: len(name) - len(file.name)]}{close[0]}'?" if close else ""
 
 
-def read_table(path: str | Path, what: str = "caption file") -> Table:
+def read_table(path: str | os.PathLike[str], what: str = "caption file") -> Table:
     """Read a CSV (``,`` ``;`` or tab, UTF-8 with or without BOM), TSV, XLSX or JSON Lines file as strings.
 
     Raises:

@@ -32,7 +32,8 @@ def similarity(image_emb: np.ndarray, text_emb: np.ndarray, dtype: type = np.flo
     Returns:
         ``(n_images, n_texts)`` matrix.
     """
-    a, b = np.asarray(image_emb, dtype=dtype), np.asarray(text_emb, dtype=dtype)
+    a: np.ndarray = np.asarray(image_emb, dtype=dtype)
+    b: np.ndarray = np.asarray(text_emb, dtype=dtype)
     out: np.ndarray = (a / np.linalg.norm(a, axis=1, keepdims=True)) @ (b / np.linalg.norm(b, axis=1, keepdims=True)).T
     return out
 
@@ -110,8 +111,7 @@ class MatchMetrics:
         separable: every correct pair scores above every wrong pair.
         threshold: midpoint of the gap between wrong and correct pairs (``None`` when they overlap).
         contrastive_loss: CLIP's symmetric InfoNCE loss at the model's logit scale.
-        ranks: the per-image and per-caption ranks the accuracies come from (:class:`RetrievalRanks`).
-        margins: per image, its correct caption's cosine minus the best wrong caption's.
+        ranks, margins: the ranks the accuracies come from; per image, correct minus best wrong cosine.
     """
 
     n: int

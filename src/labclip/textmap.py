@@ -105,7 +105,7 @@ def _cv_scores(x: np.ndarray, y: np.ndarray, centres: tuple[np.ndarray, np.ndarr
     return total, {a: sums[a] / len(x) for a in grid}
 
 
-def _check_pairs(source: np.ndarray, target: np.ndarray, groups: Sequence[Any] | None,
+def _check_pairs(source: np.ndarray, target: np.ndarray, groups: Sequence[Any] | np.ndarray | None,
                  alpha: float | Sequence[float] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float]]:
     x = _as_matrix("source", source)
     y = _as_matrix("target", target)
@@ -124,7 +124,7 @@ def fit_text_adapter(
     source: np.ndarray,
     target: np.ndarray,
     alpha: float | Sequence[float] | None = None,
-    groups: Sequence[Any] | None = None,
+    groups: Sequence[Any] | np.ndarray | None = None,
     cv: int = 5,
     card: Mapping[str, object] | None = None,
 ) -> TextAdapter:

@@ -6,6 +6,7 @@ Figures are :func:`labclip.metrics.zeroshot_metrics`; tables and runs live in :m
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,7 @@ class LabelledImages:
         return short_names(self.paths)
 
 
-def labelled_images(root: str | Path, language: str = "en") -> LabelledImages:
+def labelled_images(root: str | os.PathLike[str], language: str = "en") -> LabelledImages:
     """Images with labels, from an ImageFolder tree (``root/<class>/*.jpg``) or a CSV.
 
     The CSV has an ``image`` column (paths relative to the CSV's folder) and a ``label`` column,
