@@ -158,7 +158,7 @@ def recall_rows(results: Sequence[RegionRanks], ks: Sequence[int] = KS) -> list[
 
 
 @dataclass(frozen=True)
-class OwnCulture:
+class OwnCulture(stats.Significance):
     """The own-culture advantage: do captions in a language retrieve images from where it is spoken better?
 
     For image ``i`` and language ``L``, ``d[i, L]`` is its hit in ``L`` minus its mean hit in the other
@@ -186,9 +186,6 @@ class OwnCulture:
     n_images: int
     n_permutations: int
     exact: bool
-
-    def significant(self, alpha: float = 0.05) -> bool:
-        return self.p_value < alpha
 
 
 def home_languages(names: Sequence[str], languages: Sequence[str],

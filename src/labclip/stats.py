@@ -65,8 +65,18 @@ class Estimate:
         return asdict(self)
 
 
+class Significance:
+    """A test result with a p-value (mixed into a result dataclass; adds no field)."""
+
+    p_value: float
+
+    def significant(self, alpha: float = 0.05) -> bool:
+        """Whether the difference is significant at level ``alpha``."""
+        return self.p_value < alpha
+
+
 @dataclass(frozen=True)
-class PairedTest:
+class PairedTest(Significance):
     """Exact McNemar test of two hit vectors over the same images.
 
     Attributes:
@@ -80,10 +90,6 @@ class PairedTest:
     only_a: int
     only_b: int
     n: int
-
-    def significant(self, alpha: float = 0.05) -> bool:
-        """Whether the difference is significant at level ``alpha``."""
-        return self.p_value < alpha
 
 
 INTERVAL_SUFFIXES = ("_low", "_high")
