@@ -7,12 +7,13 @@ normalises.
 
 from __future__ import annotations
 
-import hashlib
+import importlib
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,16 +21,17 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .adapter import AdaptedModel, TextAdapter, apply_adapter, load_text_adapter, other_source, split_adapter
+from .adapter import AdaptedModel, TextAdapter, apply_adapter, load_text_adapter, other_source
 from .cache import EmbeddingCache, default_cache_dir, sha256_bytes
-from .config import check_model_name, shown_model, shown_revision
+from .config import check_model_name, exists
 from .demo import UNTRAINED_MARKER, demo_model_path
 from .encoders import LOADERS, ImageTower, TextTower
 from .errors import LabclipError, at_least
 from .hub import ModelUnavailable, PartFailed, check_source, did_you_mean, is_repo_id, load_failure
 from .images import PREPROCESS_VERSION, Preprocess, load_image
 from .precision import FP32, Precision, cast, choose, to_dtype
-from .registry import CLIP, DEFAULT_MODEL, DEMO_MODEL, ModelInfo, lookup, resolve_model_name
+from .registry import CLIP, DEFAULT_MODEL, DEMO_MODEL, ModelInfo, resolve_model_name
+from .spec import ModelId, ModelSpec, shown_model
 from .text import clean_text
 
 ImageInput = str | os.PathLike | Image.Image
@@ -54,6 +56,7 @@ class ClipModel:
         logit_bias: SigLIP's learned sigmoid bias; ``None`` for softmax (CLIP-style) models.
         progress: a progress bar while encoding more than one batch: ``None`` only when stderr is a
             terminal (not in a pipe, a log or a notebook), ``True`` always, ``False`` never.
+        finetune: the fine-tuned weights put on it (``MODEL+finetune:PATH``), else ``None``.
     """
 
     name: str  # as reports show it: a hub id, or a local folder by its name (no machine path)
@@ -73,6 +76,7 @@ class ClipModel:
     image_batch_size: int = 32
     text_batch_size: int = 16
     progress: bool | None = None
+    finetune: str | None = None
 
     @classmethod
     def from_transformers(cls, model: torch.nn.Module, tokenizer, preprocess: Preprocess, name: str,
@@ -128,6 +132,21 @@ class ClipModel:
     @property
     def is_demo(self) -> bool:
         return self.name == DEMO_MODEL
+
+    @property
+    def identity(self) -> ModelId:
+        """Which model this is: shown name and revision, content fingerprint, record fields, cache keys."""
+        return ModelId.of_clip(self)
+
+    @property
+    def text_model(self) -> ClipModel:
+        """The model whose text tower encodes the captions: this one (an ``AdaptedModel``'s may be another)."""
+        return self
+
+    @property
+    def adapter_card(self) -> dict[str, Any] | None:
+        """No text adapter on this model (an ``AdaptedModel`` has its card here)."""
+        return None
 
     def encode_images(self, images: Sequence[ImageInput], batch_size: int | None = None) -> np.ndarray:
         """Encode image files or PIL images.
@@ -237,23 +256,25 @@ def _as_image(item: ImageInput) -> Image.Image:
 
 
 def load_model(
-    name_or_path: str | os.PathLike = DEFAULT_MODEL,
+    name_or_path: str | os.PathLike[str] = DEFAULT_MODEL,
     device: str = "cpu",
-    cache: bool | str | os.PathLike = True,
+    cache: bool | str | os.PathLike[str] = True,
     precision: str | None = "auto",
-    image_model: str | os.PathLike | None = None,
-    adapter: TextAdapter | str | os.PathLike | None = None,
+    image_model: str | os.PathLike[str] | None = None,
+    adapter: TextAdapter | str | os.PathLike[str] | None = None,
     *,
     default_for: str | None = None,
 ) -> ClipModel | AdaptedModel:
     """Load a CLIP-family model with its tokenizer and preprocessing.
 
     Args:
-        name_or_path: a hub id or alias from :mod:`labclip.registry` (``ViT-B/32``), any hub id of a
-            CLIP or AltCLIP checkpoint, a local directory in one of the registry's family layouts,
-            ``"demo"`` for labclip's untrained demo model, or ``"TEXT+IMAGE"`` to pair a multilingual
-            text encoder with the CLIP model whose image encoder it was distilled into.
-            ``"MODEL+adapter:PATH"`` puts the text adapter saved at ``PATH`` on ``MODEL`` (split first).
+        name_or_path: any name :meth:`labclip.spec.ModelSpec.parse` takes: a hub id or alias from
+            :mod:`labclip.registry` (``ViT-B/32``), any hub id of a CLIP or AltCLIP checkpoint, a local
+            directory in one of the registry's family layouts, ``"demo"`` for labclip's untrained demo model,
+            or ``"TEXT+IMAGE"`` to pair a multilingual text encoder with the CLIP model whose image encoder it
+            was distilled into. ``"MODEL+finetune:PATH"`` puts the fine-tuned weights at ``PATH`` on ``MODEL``
+            (:func:`labclip.finetune.apply_finetune`); ``"MODEL+adapter:PATH"`` the text adapter saved at
+            ``PATH``.
         device: torch device, e.g. ``"cpu"`` or ``"cuda"``.
         cache: keep embeddings in the on-disk cache (``True``: under labclip's cache folder,
             a path: there, ``False``: no cache).
@@ -270,45 +291,71 @@ def load_model(
 
     Returns:
         A :class:`ClipModel`, or an :class:`labclip.adapter.AdaptedModel` around one when an adapter
-        is given (used the same way).
+        is given (used the same way; both are a :class:`labclip.spec.LoadedModel`).
 
     Raises:
         LabclipError: the model could not be loaded; the message says what was tried.
     """
-    name, adapter_path = split_adapter(str(name_or_path))
-    adapter = adapter if adapter is not None else adapter_path
-    chosen = choose(precision, device, default_for=default_for)
-    info = _model_info(str(demo_model_path()) if name == DEMO_MODEL else name, image_model)
+    spec = ModelSpec.parse(name_or_path)
+    adapter = adapter if adapter is not None else spec.adapter
+    clip = _load_clip(spec.without(adapter=True), image_model, device, choose(precision, device, default_for=default_for))
+    if cache:
+        root = default_cache_dir() if cache is True else Path(cache)
+        identity = clip.identity
+        clip.cache = EmbeddingCache(root, {"images": identity.cache_key(images_only=True),
+                                           "captions": identity.cache_key()}, clip.dim)
+    if adapter is None:
+        return clip
+    return apply_adapter(clip, adapter, load_source=lambda source: load_model(
+        source, device=device, cache=cache, precision=precision, default_for=default_for))
+
+
+def _load_clip(spec: ModelSpec, image_model: str | os.PathLike[str] | None, device: str,
+               chosen: Precision) -> ClipModel:
+    """The model (and its fine-tuning) of ``spec``, on ``device`` in ``chosen`` precision, without a cache."""
+    name = spec.without(finetune=True)
+    info = _model_info(ModelSpec(str(demo_model_path())) if spec.is_demo else name, image_model)
     try:
         towers = LOADERS[info.family](info)
     except Exception as err:  # noqa: BLE001 - every loading failure becomes one user-facing line
-        raise _load_error(name, info, err) from err
+        raise _load_error(str(name), info, err) from err
     info = replace(info, family=towers.family)
     for module in {id(towers.image.module): towers.image.module, id(towers.text.module): towers.text.module}.values():
         module.eval().to(device)
-    casted = {}
+    casted: dict[int, torch.nn.Module] = {}
     for tower in (towers.image, towers.text):
         tower.module = casted.setdefault(id(tower.module), cast(tower.module, chosen))
     local = Path(info.id)
     untrained = any(Path(s).is_dir() and (Path(s) / UNTRAINED_MARKER).exists() for s in {info.id, info.image_source})
     revision = towers.text_revision
-    if name == DEMO_MODEL:
+    if spec.is_demo:
         revision = local.name  # demo-model-v<N>: built from a seed, the same everywhere
     elif revision is None and local.is_dir():
         revision = "local:" + str(local.resolve())
     clip = ClipModel(
-        name=shown_model(name), info=info, image=towers.image, text=towers.text, logit_scale=towers.logit_scale,
+        name=name.shown(), info=info, image=towers.image, text=towers.text, logit_scale=towers.logit_scale,
         source=info.id, image_source=resolve_model_name(info.image_source), device=device, revision=revision,
         image_revision=towers.image_revision, untrained=untrained, precision=chosen, logit_bias=towers.logit_bias,
     )
-    if cache:
-        root = default_cache_dir() if cache is True else Path(cache)
-        clip.cache = EmbeddingCache(root, {"images": fingerprint(clip, images_only=True), "captions": fingerprint(clip)},
-                                    clip.dim)
-    if adapter is None:
-        return clip
-    return apply_adapter(clip, adapter, load_source=lambda source: load_model(
-        source, device=device, cache=cache, precision=precision, default_for=default_for))
+    return clip if spec.finetune is None else _finetuned(clip, spec)
+
+
+def _finetuned(clip: ClipModel, spec: ModelSpec) -> ClipModel:
+    """``clip`` with the fine-tuned weights of ``spec.finetune`` on it (:func:`labclip.finetune.apply_finetune`)."""
+    path = str(spec.finetune)
+    if not exists(path):
+        raise LabclipError(f"model '{spec.shown()}': no fine-tuned weights at {path}")
+    try:  # an optional module, found at run time: the core does not depend on it
+        finetune = importlib.import_module("labclip.finetune")
+    except ModuleNotFoundError as err:
+        if err.name != "labclip.finetune":
+            raise
+        raise LabclipError(f"model '{spec.shown()}': '+finetune:' needs labclip.finetune, which this installation "
+                           "lacks") from None
+    tuned = finetune.apply_finetune(clip, path)
+    clip = clip if tuned is None else tuned
+    clip.name, clip.finetune = spec.shown(), path
+    return clip
 
 
 def _load_error(name: str, info: ModelInfo, err: Exception) -> LabclipError:
@@ -329,17 +376,18 @@ def _part(info: ModelInfo, source: str) -> str | None:
     return "image tower" if source == info.image_source else "text tower"
 
 
-def _model_info(name: str, image_model: str | os.PathLike | None) -> ModelInfo:
-    """The registry entry of ``name``; a source that is neither a folder nor a hub id is an error."""
-    check_model_name(name)
-    info = lookup(name, None if image_model is None else str(image_model))
+def _model_info(spec: ModelSpec, image_model: str | os.PathLike[str] | None) -> ModelInfo:
+    """The registry entry of ``spec``; a source that is neither a folder nor a hub id is an error."""
+    check_model_name(spec.model)
+    info = spec.info(None if image_model is None else str(image_model))
     for requested in dict.fromkeys([info.id, info.image_source]):
         if not Path(requested).exists() and not is_repo_id(requested):
             raise LabclipError(f"'{requested}': no such model directory{did_you_mean(requested)}")
     return info
 
 
-def check_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, image_model: str | os.PathLike | None = None) -> None:
+def check_model(name_or_path: str | os.PathLike[str] = DEFAULT_MODEL,
+                image_model: str | os.PathLike[str] | None = None) -> None:
     """Whether :func:`load_model` can have the model, decided from the registry, local files and the hub's
     answer alone: no weights are read and no model is built.
 
@@ -347,7 +395,7 @@ def check_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, image_model: st
     hub id is available when its config and weights are cached, else the hub is asked (see
     :func:`labclip.hub.check_source`). Broken weights in a folder or cache still fail later, in
     :func:`load_model`. A text adapter named in ``name_or_path`` (a small file) is read and checked, and
-    the source text tower its card names, when that is another model.
+    the source text tower its card names, when that is another model; fine-tuned weights must exist.
 
     Raises:
         LabclipError: what :func:`load_model` would raise for a missing folder, a name that is neither a
@@ -355,69 +403,58 @@ def check_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, image_model: st
         ModelUnavailable: what :func:`load_model` would raise when the model is not cached and the hub
             cannot be reached, with the same message.
     """
-    name, adapter = split_adapter(str(name_or_path))
-    if name != DEMO_MODEL:
-        info = _model_info(name, image_model)
-        for source in dict.fromkeys([info.image_source, info.id]):
-            part = _part(info, source)
-            try:
-                check_source(source)
-            except ModelUnavailable as err:
-                raise ModelUnavailable(load_failure(name, info.id, PartFailed(part, source, err) if part else err)) \
-                    from err
-            except LabclipError as err:
-                if Path(source).is_dir() or part:
-                    raise LabclipError(load_failure(name, info.id, PartFailed(part, source, err) if part else err)) \
-                        from err
-                raise
-    if adapter is not None:
-        source = other_source(load_text_adapter(adapter), name, shown_model(name))
+    spec = ModelSpec.parse(name_or_path)
+    name = spec.without(finetune=True, adapter=True)
+    if not spec.is_demo:
+        _check_sources(str(name), _model_info(name, image_model))
+    if spec.finetune is not None and not exists(spec.finetune):
+        raise LabclipError(f"model '{spec.shown()}': no fine-tuned weights at {spec.finetune}")
+    if spec.adapter is not None:
+        model = spec.without(adapter=True)
+        source = other_source(load_text_adapter(spec.adapter), str(model), model.shown())
         if source is not None:
             check_model(source)
 
 
-def fingerprint(model: ClipModel, images_only: bool = False) -> str:
-    """Identifies the weights, tokenizer and preprocessing: hub id and revision, or a hash of a
-    local directory's files; plus the precision. ``images_only`` covers just the image encoder,
-    so models that share it share cached image embeddings."""
-    sources = [model.image_source or model.source]
-    if not images_only and model.info.paired:
-        sources.append(model.source)
-    revision = model.image_revision if images_only else model.revision
-    return fingerprint_sources(sources, f"{revision}|{model.precision.name}|{model.preprocess}|{images_only}")
+def _check_sources(name: str, info: ModelInfo) -> None:
+    """Raise what loading ``info``'s towers would raise for a missing or unknown source (see :func:`check_model`)."""
+    for source in dict.fromkeys([info.image_source, info.id]):
+        part = _part(info, source)
+        try:
+            check_source(source)
+        except ModelUnavailable as err:
+            raise ModelUnavailable(load_failure(name, info.id, PartFailed(part, source, err) if part else err)) \
+                from err
+        except LabclipError as err:
+            if Path(source).is_dir() or part:
+                raise LabclipError(load_failure(name, info.id, PartFailed(part, source, err) if part else err)) \
+                    from err
+            raise
 
 
-def fingerprint_sources(sources: list[str], extra: str) -> str:
-    """Hash of model sources: a local folder by its files' contents, a hub id by name (``extra`` holds
-    the revision and options)."""
-    digest = hashlib.sha256(f"{sources}|{extra}".encode())
-    for source in sources:
-        local = Path(source)
-        if local.is_dir():
-            for file in sorted(p for p in local.rglob("*") if p.is_file()):
-                digest.update(str(file.relative_to(local)).encode() + b"\0")
-                with open(file, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        digest.update(block)
-    return digest.hexdigest()[:32]
+def fingerprint(model: ClipModel | AdaptedModel, images_only: bool = False) -> str:
+    """The embedding cache's key of ``model`` (:meth:`labclip.spec.ModelId.cache_key`): its weights by content
+    or hub revision, precision and preprocessing; ``images_only`` covers just the image encoder, so models
+    that share it share cached image embeddings."""
+    return model.identity.cache_key(images_only)
 
 
 def _cache_summary(model: ClipModel | AdaptedModel) -> str:
     """Cache use; with an adapter's separate text tower, images from the model's cache, captions from the tower's."""
-    images, captions = model.cache, getattr(model, "text_model", model).cache
+    images, captions = model.cache, model.text_model.cache
     if images is captions:
         return images.summary() if images else "off"
     return "; ".join(cache.summary((kind,)) if cache else f"{kind} cache off"
                      for kind, cache in (("images", images), ("captions", captions)))
 
 
-def describe(model: ClipModel) -> dict:
+def describe(model: ClipModel | AdaptedModel) -> dict[str, Any]:
     """The facts a report records about the model that made its numbers."""
     return {
         "name": model.name,
         "source": shown_model(model.source),
         "family": model.family,
-        "revision": shown_revision(model.revision),
+        "revision": model.identity.revision,
         "untrained": model.untrained,
         "logit_scale": round(model.logit_scale, 4),
         "logit_bias": None if model.logit_bias is None else round(model.logit_bias, 4),
@@ -429,7 +466,7 @@ def describe(model: ClipModel) -> dict:
         "precision_reason": model.precision.reason,
         "precision_default": model.precision.default,
         "cache": _cache_summary(model),
-        **({"adapter": model.adapter_card} if isinstance(model, AdaptedModel) else {}),
+        **({"adapter": model.adapter_card} if model.adapter_card is not None else {}),
     }
 
 
