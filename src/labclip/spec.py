@@ -156,11 +156,11 @@ _DIGESTS: dict[tuple[object, ...], str] = {}
 def folder_digest(folder: str | os.PathLike[str]) -> str:
     """SHA-256 (hex) of a folder's files, by relative name and content (not by location or mtime;
     huggingface_hub's ``.cache`` bookkeeping left out). Remembered per process while no file's size,
-    mtime or inode changes, so a large model is read once."""
+    mtime, ctime or inode changes, so a large model is read once."""
     root = Path(folder)
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).parts[0] not in BOOKKEEPING)
     stats = [(p.relative_to(root).as_posix(), p.stat()) for p in files]
-    memo = (str(root.resolve()), *((n, s.st_size, s.st_mtime_ns, s.st_ino) for n, s in stats))
+    memo = (str(root.resolve()), *((n, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for n, s in stats))
     if memo not in _DIGESTS:
         digest = hashlib.sha256()
         for (rel, _), path in zip(stats, files):
