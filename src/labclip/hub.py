@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .errors import LabclipError
+from .registry import ModelInfo
 
 T = TypeVar("T")
 
@@ -297,3 +298,38 @@ def without_demo_hint(message: str) -> str:
     """A :func:`load_failure` line without its advice to use the demo model, for where the demo model
     already stands in (reports, their JSON) or where it cannot (a comparison's further models)."""
     return message.replace(DEMO_HINT, NO_DEMO_HINT)
+
+
+def loading_error(name: str, info: ModelInfo, err: Exception) -> LabclipError:
+    """The one line for a loading failure, naming the model and, for a paired model, the part that failed
+    (:class:`labclip.hub.PartFailed`); :class:`ModelUnavailable` stays itself (the fallback case)."""
+    cause = err.cause if isinstance(err, PartFailed) else err
+    if isinstance(cause, ModelUnavailable):
+        return ModelUnavailable(load_failure(name, info.id, err))
+    if isinstance(err, LabclipError):
+        return err
+    return LabclipError(load_failure(name, info.id, err))
+
+
+def part_of(info: ModelInfo, source: str) -> str | None:
+    """Which tower of a paired model ``source`` is (``None`` for a model that is one repository)."""
+    if not info.paired:
+        return None
+    return "image tower" if source == info.image_source else "text tower"
+
+
+def check_sources(name: str, info: ModelInfo) -> None:
+    """Raise what loading ``info``'s towers would raise for a missing or unknown source, without loading
+    anything (:func:`labclip.model.check_model`)."""
+    for source in dict.fromkeys([info.image_source, info.id]):
+        part = part_of(info, source)
+        try:
+            check_source(source)
+        except ModelUnavailable as err:
+            raise ModelUnavailable(load_failure(name, info.id, PartFailed(part, source, err) if part else err)) \
+                from err
+        except LabclipError as err:
+            if Path(source).is_dir() or part:
+                raise LabclipError(load_failure(name, info.id, PartFailed(part, source, err) if part else err)) \
+                    from err
+            raise

@@ -27,7 +27,7 @@ from .config import check_model_name, exists
 from .demo import UNTRAINED_MARKER, demo_model_path
 from .encoders import LOADERS, ImageTower, TextTower
 from .errors import LabclipError, at_least
-from .hub import ModelUnavailable, PartFailed, check_source, did_you_mean, is_repo_id, load_failure
+from .hub import check_sources, did_you_mean, is_repo_id, loading_error
 from .images import PREPROCESS_VERSION, Preprocess, load_image
 from .precision import FP32, Precision, cast, choose, to_dtype
 from .registry import CLIP, DEFAULT_MODEL, DEMO_MODEL, ModelInfo, resolve_model_name
@@ -318,7 +318,7 @@ def _load_clip(spec: ModelSpec, image_model: str | os.PathLike[str] | None, devi
     try:
         towers = LOADERS[info.family](info)
     except Exception as err:  # noqa: BLE001 - every loading failure becomes one user-facing line
-        raise _load_error(str(name), info, err) from err
+        raise loading_error(str(name), info, err) from err
     info = replace(info, family=towers.family)
     for module in {id(towers.image.module): towers.image.module, id(towers.text.module): towers.text.module}.values():
         module.eval().to(device)
@@ -358,24 +358,6 @@ def _finetuned(clip: ClipModel, spec: ModelSpec) -> ClipModel:
     return clip
 
 
-def _load_error(name: str, info: ModelInfo, err: Exception) -> LabclipError:
-    """The one line for a loading failure, naming the model and, for a paired model, the part that failed
-    (:class:`labclip.hub.PartFailed`); :class:`ModelUnavailable` stays itself (the fallback case)."""
-    cause = err.cause if isinstance(err, PartFailed) else err
-    if isinstance(cause, ModelUnavailable):
-        return ModelUnavailable(load_failure(name, info.id, err))
-    if isinstance(err, LabclipError):
-        return err
-    return LabclipError(load_failure(name, info.id, err))
-
-
-def _part(info: ModelInfo, source: str) -> str | None:
-    """Which tower of a paired model ``source`` is (``None`` for a model that is one repository)."""
-    if not info.paired:
-        return None
-    return "image tower" if source == info.image_source else "text tower"
-
-
 def _model_info(spec: ModelSpec, image_model: str | os.PathLike[str] | None) -> ModelInfo:
     """The registry entry of ``spec``; a source that is neither a folder nor a hub id is an error."""
     check_model_name(spec.model)
@@ -406,7 +388,7 @@ def check_model(name_or_path: str | os.PathLike[str] = DEFAULT_MODEL,
     spec = ModelSpec.parse(name_or_path)
     name = spec.without(finetune=True, adapter=True)
     if not spec.is_demo:
-        _check_sources(str(name), _model_info(name, image_model))
+        check_sources(str(name), _model_info(name, image_model))
     if spec.finetune is not None and not exists(spec.finetune):
         raise LabclipError(f"model '{spec.shown()}': no fine-tuned weights at {spec.finetune}")
     if spec.adapter is not None:
@@ -414,22 +396,6 @@ def check_model(name_or_path: str | os.PathLike[str] = DEFAULT_MODEL,
         source = other_source(load_text_adapter(spec.adapter), str(model), model.shown())
         if source is not None:
             check_model(source)
-
-
-def _check_sources(name: str, info: ModelInfo) -> None:
-    """Raise what loading ``info``'s towers would raise for a missing or unknown source (see :func:`check_model`)."""
-    for source in dict.fromkeys([info.image_source, info.id]):
-        part = _part(info, source)
-        try:
-            check_source(source)
-        except ModelUnavailable as err:
-            raise ModelUnavailable(load_failure(name, info.id, PartFailed(part, source, err) if part else err)) \
-                from err
-        except LabclipError as err:
-            if Path(source).is_dir() or part:
-                raise LabclipError(load_failure(name, info.id, PartFailed(part, source, err) if part else err)) \
-                    from err
-            raise
 
 
 def fingerprint(model: ClipModel | AdaptedModel, images_only: bool = False) -> str:
