@@ -16,8 +16,9 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -113,12 +114,17 @@ class TextAdapter:
         data = save(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
         card = {**self.card, "format": FORMAT, "format_version": FORMAT_VERSION, "dim_in": self.dim_in,
                 "dim_out": self.dim_out, "sha256": self.sha256}
-        write_atomic(path, lambda f: f.write(data), binary=True)
-        write_atomic(card_path(path), lambda f: f.write(json.dumps(card, indent=1, ensure_ascii=False) + "\n"))
+        text = json.dumps(card, indent=1, ensure_ascii=False) + "\n"
+        for target, content in ((path, data), (card_path(path), text)):
+            write_atomic(target, partial(_write, content=content), binary=isinstance(content, bytes))
         return path
 
 
-def card_path(path: str | os.PathLike) -> Path:
+def _write(f: IO[Any], content: str | bytes) -> None:
+    f.write(content)
+
+
+def card_path(path: str | os.PathLike[str]) -> Path:
     """The JSON card that belongs beside an adapter's ``.safetensors`` file."""
     return Path(path).with_suffix(".json")
 
@@ -152,7 +158,7 @@ def load_text_adapter(path: str | os.PathLike) -> TextAdapter:
         raise LabclipError(f"{card_file}: not a JSON adapter card ({type(err).__name__})") from None
     if not isinstance(card, dict) or card.get("format") != FORMAT:
         raise LabclipError(f"{card_file}: not a labclip text-adapter card (no \"format\": \"{FORMAT}\")")
-    weight, bias = tensors.get("weight"), tensors.get("bias")
+    weight, bias = tensors.get("weight", np.empty(0)), tensors.get("bias", np.empty(0))
     if set(tensors) != {"weight", "bias"} or weight.ndim != 2 or bias.shape != (weight.shape[1],):
         shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in tensors.items()) or "no tensors"
         raise LabclipError(f"{path}: expected tensors weight (dim_in, dim_out) and bias (dim_out,), found {shapes}")

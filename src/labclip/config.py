@@ -22,7 +22,7 @@ from .errors import LabclipError
 from .registry import DEFAULT_MODEL, DEMO_MODEL  # noqa: F401
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-BUNDLED_DIR = Path(os.fspath(files(__package__ or "labclip") / "_bundled"))
+BUNDLED_DIR = Path(str(files(__package__ or "labclip") / "_bundled"))
 
 
 def _checkout() -> Path | None:

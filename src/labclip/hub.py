@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .errors import LabclipError
 from .registry import ModelInfo
@@ -40,7 +40,8 @@ def did_you_mean(name: str) -> str:
 
 def is_repo_id(name: str) -> bool:
     """Whether ``name`` has the form of a hub id (``org/name`` or ``name``), not of a file path."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
 
     if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
         return False
@@ -145,7 +146,7 @@ def from_hub(source: str, load: Callable[..., T]) -> T:
         return load()
 
 
-def revision_of(folder: str | os.PathLike) -> str | None:
+def revision_of(folder: str | os.PathLike[str]) -> str | None:
     """The commit a model folder holds, as ``huggingface_hub`` recorded it, else ``None``.
 
     A hub cache snapshot (``models--org--name/snapshots/<commit>/``, or a folder inside one) is named by
@@ -215,7 +216,7 @@ def repo_dir(source: str, local_files_only: bool = False) -> Path:
     return snapshot(source, local_files_only=local_files_only)
 
 
-def load_weights(folder: Path, names: Sequence[str] = WEIGHT_FILES) -> dict:
+def load_weights(folder: Path, names: Sequence[str] = WEIGHT_FILES) -> dict[str, Any]:
     """The state dict of the first of ``names`` present in ``folder``.
 
     Safetensors are read as they are; a ``.bin`` file only with ``torch.load(weights_only=True)``,
@@ -237,7 +238,8 @@ def load_weights(folder: Path, names: Sequence[str] = WEIGHT_FILES) -> dict:
         import torch
 
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+            return state
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
             raise LabclipError(f"{path}: refused to load: not a plain tensor file "
                                f"({' '.join(str(err).split())[:160]})") from None

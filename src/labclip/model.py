@@ -28,13 +28,13 @@ from .demo import UNTRAINED_MARKER, demo_model_path
 from .encoders import LOADERS, ImageTower, TextTower
 from .errors import LabclipError, at_least
 from .hub import check_sources, did_you_mean, is_repo_id, loading_error
-from .images import PREPROCESS_VERSION, Preprocess, load_image
+from .images import PREPROCESS_VERSION, AnyPreprocess, load_image
 from .precision import FP32, Precision, cast, choose, to_dtype
 from .registry import CLIP, DEFAULT_MODEL, DEMO_MODEL, ModelInfo, resolve_model_name
 from .spec import ModelId, ModelSpec, shown_model
 from .text import clean_text
 
-ImageInput = str | os.PathLike | Image.Image
+ImageInput = str | os.PathLike[str] | Image.Image
 
 
 @dataclass
@@ -79,8 +79,8 @@ class ClipModel:
     finetune: str | None = None
 
     @classmethod
-    def from_transformers(cls, model: torch.nn.Module, tokenizer, preprocess: Preprocess, name: str,
-                          **kwargs) -> ClipModel:
+    def from_transformers(cls, model: Any, tokenizer: Any, preprocess: AnyPreprocess, name: str,
+                          **kwargs: Any) -> ClipModel:
         """Wrap an in-memory transformers ``CLIPModel`` (e.g. a random-init one for a benchmark)."""
         return cls(name=name, info=ModelInfo(name, CLIP), image=ImageTower(model, preprocess),
                    text=TextTower(model, tokenizer), logit_scale=float(model.logit_scale.exp().item()),
@@ -101,11 +101,11 @@ class ClipModel:
         return self.image.module
 
     @property
-    def tokenizer(self):
+    def tokenizer(self) -> Any:
         return self.text.tokenizer
 
     @property
-    def preprocess(self) -> Preprocess:
+    def preprocess(self) -> AnyPreprocess:
         return self.image.preprocess
 
     @property
@@ -118,7 +118,7 @@ class ClipModel:
 
     @property
     def dim(self) -> int:
-        config = self.image.module.config
+        config: Any = self.image.module.config
         return int(getattr(config, "projection_dim", None) or config.text_config.hidden_size)
 
     def probabilities(self, sim: np.ndarray) -> np.ndarray:
@@ -127,7 +127,8 @@ class ClipModel:
         from scipy.special import expit, softmax
 
         logits = self.logit_scale * np.asarray(sim, dtype=np.float64)
-        return softmax(logits, axis=-1) if self.logit_bias is None else expit(logits + self.logit_bias)
+        probabilities: np.ndarray = softmax(logits, axis=-1) if self.logit_bias is None else expit(logits + self.logit_bias)
+        return probabilities
 
     @property
     def is_demo(self) -> bool:
@@ -192,13 +193,14 @@ class ClipModel:
                 raise LabclipError(f"{item}: cannot read image file ({err.strerror})") from None
         return sha256_bytes(PREPROCESS_VERSION.encode() + b"\0" + data)
 
-    def _cached(self, items: list, keys: list[str], what: str, batch_size: int) -> np.ndarray:
-        if self.cache is None:
+    def _cached(self, items: list[Any], keys: list[str], what: str, batch_size: int) -> np.ndarray:
+        cache = self.cache
+        if cache is None:
             return self._encode(items, batch_size, what)
         out = np.empty((len(items), self.dim), dtype=np.float32)
-        todo = []
+        todo: list[int] = []
         for i, key in enumerate(keys):
-            vector = self.cache.get(what, key)
+            vector = cache.get(what, key)
             if vector is None:
                 todo.append(i)
             else:
@@ -207,7 +209,7 @@ class ClipModel:
             def store(rows: list[int], vectors: np.ndarray) -> None:
                 for row, vector in zip(rows, vectors):
                     out[todo[row]] = vector
-                    self.cache.put(what, keys[todo[row]], vector)
+                    cache.put(what, keys[todo[row]], vector)
 
             self._encode([items[i] for i in todo], batch_size, what, on_batch=store)
         return out
@@ -217,7 +219,7 @@ class ClipModel:
         tower = self.image if what == "images" else self.text
         return tower(**to_dtype({k: v.to(self.device) for k, v in inputs.items()}, self.precision.dtype))
 
-    def _encode(self, items: list, batch_size: int, what: str,
+    def _encode(self, items: list[Any], batch_size: int, what: str,
                 on_batch: Callable[[list[int], np.ndarray], None] | None = None) -> np.ndarray:
         """Encode in batches; the next batch is prepared on a worker thread while this one runs.
 
@@ -225,10 +227,11 @@ class ClipModel:
         receives each finished batch (positions in ``items``, embeddings) at once, so the cache
         keeps everything but the batch that was running when a run is interrupted.
         """
-        if what == "images":
-            prepare = lambda chunk: self.image.prepare([_as_image(x) for x in chunk])  # noqa: E731
-        else:
-            prepare = self.text.prepare
+        def prepare(chunk: list[Any]) -> dict[str, torch.Tensor]:
+            if what == "images":
+                return self.image.prepare([_as_image(x) for x in chunk])
+            return self.text.prepare(chunk)
+
         order = list(range(len(items)))
         if what == "captions":
             lengths = [len(ids) for ids in self.tokenizer([clean_text(t) for t in items])["input_ids"]]
@@ -239,11 +242,11 @@ class ClipModel:
             total=len(items), desc=f"encoding {what}", unit=what[:-1],
             disable=True if len(chunks) <= 1 else None if self.progress is None else not self.progress,
         ) as bar:
-            pending = pool.submit(prepare, [items[i] for i in chunks[0]]) if chunks else None
+            pending = [pool.submit(prepare, [items[i] for i in chunk]) for chunk in chunks[:1]]
             for n, chunk in enumerate(chunks):
-                inputs = pending.result()
+                inputs = pending.pop().result()
                 if n + 1 < len(chunks):
-                    pending = pool.submit(prepare, [items[i] for i in chunks[n + 1]])
+                    pending.append(pool.submit(prepare, [items[i] for i in chunks[n + 1]]))
                 out[chunk] = F.normalize(self._forward(what, inputs).float(), dim=-1).cpu().numpy()
                 if on_batch is not None:
                     on_batch(chunk, out[chunk])
