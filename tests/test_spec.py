@@ -39,7 +39,7 @@ def test_a_local_folder_is_one_model_even_with_a_plus_in_its_name(tmp_path):
     folder = tmp_path / "clip+ru"
     folder.mkdir()
     spec = ModelSpec.parse(str(folder))
-    assert (spec.text, spec.image, spec.adapter) == (str(folder), None, None) and spec.is_folder
+    assert (spec.text, spec.image, spec.adapter) == (str(folder), None, None)
     with_adapter = ModelSpec.parse(f"{folder}+adapter:{tmp_path / 'a.safetensors'}")
     assert with_adapter.text == str(folder) and with_adapter.adapter == str(tmp_path / "a.safetensors")
     paired = ModelSpec.parse(f"{folder}+ViT-B/16")  # the pair splits after the folder, not at its first '+'

@@ -92,11 +92,6 @@ class ModelSpec:
         return self.text == DEMO_MODEL and self.image is None
 
     @property
-    def is_folder(self) -> bool:
-        """Whether the model (or a pair's text tower) is a local path rather than an alias or hub id."""
-        return exists(self.text)
-
-    @property
     def source(self) -> str:
         """The model (a pair's text tower) with its alias resolved: a hub id or a path."""
         return resolve_model_name(self.text)
