@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Generic, TypeVar, cast
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from .spec import ADAPTER_MARK, ModelId, ModelSpec, shown_model, shown_revision
 
 FORMAT = "labclip-text-adapter"
 FORMAT_VERSION = 1
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,6 +243,16 @@ def other_source(adapter: TextAdapter, model: Any, shown: str) -> str | None:
 TEXT_ATTRIBUTES = frozenset({"text", "tokenizer", "context_length", "openai_text_cleaning", "multilingual"})
 
 
+class _FromBase(Generic[T]):
+    """A read-only member of :class:`AdaptedModel` that is its wrapped model's."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, model: Any, owner: type | None = None) -> T:
+        return cast(T, self if model is None else getattr(model.base, self.name))
+
+
 class AdaptedModel:
     """A model whose text embeddings pass through a :class:`TextAdapter`; images are untouched.
 
@@ -258,6 +269,12 @@ class AdaptedModel:
     adapter: TextAdapter
     adapter_label: str
     text_model: Any
+    family: _FromBase[str] = _FromBase()
+    logit_scale: _FromBase[float] = _FromBase()
+    logit_bias: _FromBase[float | None] = _FromBase()
+    precision: _FromBase[Precision] = _FromBase()
+    dim: _FromBase[int] = _FromBase()
+    is_demo: _FromBase[bool] = _FromBase()
 
     def __init__(self, base: Any, adapter: TextAdapter, label: str | None = None, text_model: Any = None):
         object.__setattr__(self, "base", base)
@@ -288,30 +305,6 @@ class AdaptedModel:
     @property
     def untrained(self) -> bool:
         return bool(self.base.untrained or self.text_model.untrained)
-
-    @property
-    def family(self) -> str:
-        return str(self.base.family)
-
-    @property
-    def logit_scale(self) -> float:
-        return float(self.base.logit_scale)
-
-    @property
-    def logit_bias(self) -> float | None:
-        return self.base.logit_bias
-
-    @property
-    def precision(self) -> Precision:
-        return self.base.precision
-
-    @property
-    def dim(self) -> int:
-        return int(self.base.dim)
-
-    @property
-    def is_demo(self) -> bool:
-        return bool(self.base.is_demo)
 
     @property
     def identity(self) -> ModelId:
