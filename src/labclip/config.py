@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -136,7 +137,7 @@ def check_model_name(name: str) -> None:
         raise LabclipError(f"model {shown} ({len(name)} characters): too long for a folder or a hub id")
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> Any:
     """``shown_model`` and ``shown_revision`` live in :mod:`labclip.spec` (the one name grammar and identity);
     kept importable from here for the lab layer."""
     if name in ("shown_model", "shown_revision"):
