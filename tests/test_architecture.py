@@ -16,8 +16,9 @@ DISPLAY = {"pandas", "matplotlib", "seaborn", "IPython", "nbconvert", "nbformat"
 CORE_LAYERS = [
     {"errors", "atomic", "registry"},
     {"config"},
-    {"images", "text", "hub", "cache", "demo", "stats", "precision", "adapter"},
-    {"data", "multilingual", "labels"},
+    {"images", "text", "hub", "cache", "demo", "stats", "precision"},
+    {"spec"},
+    {"adapter", "data", "multilingual", "labels"},
     {"encoders"},
     {"model"},
     {"metrics", "crossval"},

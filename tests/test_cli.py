@@ -686,7 +686,7 @@ def test_paired_model_records_both_towers(tiny_model_dir, tmp_path):
                         record["revision"])
 
 
-def test_two_local_folders_of_the_same_name_never_share_a_revision(tiny_model_dir, tmp_path):
+def test_two_local_folders_share_a_revision_only_when_their_files_do(tiny_model_dir, tmp_path):
     import shutil
 
     from labclip.model import load_model
@@ -695,13 +695,16 @@ def test_two_local_folders_of_the_same_name_never_share_a_revision(tiny_model_di
     first = cli.model_record(load_model(str(tiny_model_dir), cache=False))
     second = cli.model_record(load_model(str(twin), cache=False))
     assert first["id"] == second["id"] == tiny_model_dir.name
-    assert first["revision"] != second["revision"]  # so tag re-tags instead of reusing the other folder's rows
+    assert first["revision"] == second["revision"]  # the same weights wherever they are (the revision is content)
     assert str(tmp_path) not in second["revision"]
     before = second["revision"]
     weights = twin / "model.safetensors"
-    weights.write_bytes(weights.read_bytes())  # retrained in place: same name, new file
-    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
-    assert cli.model_record(load_model(str(twin), cache=False))["revision"] != before
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # retrained in place: same name, same size, other weights
+    mtime = weights.stat().st_mtime_ns
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(mtime, mtime))
+    assert cli.model_record(load_model(str(twin), cache=False))["revision"] != before  # so tag re-tags
 
 
 def test_number_format_matches_the_reports():

@@ -19,6 +19,7 @@ from labclip.registry import (
     default_models,
     lookup,
 )
+from labclip.spec import ModelSpec
 from labclip.testing import make_tiny_altclip, make_tiny_mclip, make_tiny_sentence_transformer
 
 
@@ -37,7 +38,7 @@ def test_every_entry_is_consistent():
 
 def test_aliases_and_pairs_resolve_in_one_place():
     assert lookup("ViT-L/14@336px").id == "openai/clip-vit-large-patch14-336"
-    pair = lookup("sentence-transformers/clip-ViT-B-32-multilingual-v1+ViT-B/16")
+    pair = ModelSpec.parse("sentence-transformers/clip-ViT-B-32-multilingual-v1+ViT-B/16").info()
     assert pair.family == "sentence-transformers" and pair.image_source == "openai/clip-vit-base-patch16"
     assert lookup("M-CLIP/XLM-Roberta-Large-Vit-B-32").image_source == DEFAULT_MODEL
     unknown = lookup("someone/some-clip")

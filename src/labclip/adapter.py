@@ -16,19 +16,22 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Generic, TypeVar, cast
 
 import numpy as np
 
 from .atomic import write_atomic
-from .config import shown_model, shown_revision
+from .config import exists
 from .errors import LabclipError
+from .precision import Precision
 from .registry import DEMO_MODEL, resolve_model_name
+from .spec import ADAPTER_MARK, ModelId, ModelSpec, shown_model, shown_revision
 
 FORMAT = "labclip-text-adapter"
 FORMAT_VERSION = 1
-ADAPTER_MARK = "+adapter:"
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,12 +115,17 @@ class TextAdapter:
         data = save(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
         card = {**self.card, "format": FORMAT, "format_version": FORMAT_VERSION, "dim_in": self.dim_in,
                 "dim_out": self.dim_out, "sha256": self.sha256}
-        write_atomic(path, lambda f: f.write(data), binary=True)
-        write_atomic(card_path(path), lambda f: f.write(json.dumps(card, indent=1, ensure_ascii=False) + "\n"))
+        text = json.dumps(card, indent=1, ensure_ascii=False) + "\n"
+        for target, content in ((path, data), (card_path(path), text)):
+            write_atomic(target, partial(_write, content=content), binary=isinstance(content, bytes))
         return path
 
 
-def card_path(path: str | os.PathLike) -> Path:
+def _write(f: IO[Any], content: str | bytes) -> None:
+    f.write(content)
+
+
+def card_path(path: str | os.PathLike[str]) -> Path:
     """The JSON card that belongs beside an adapter's ``.safetensors`` file."""
     return Path(path).with_suffix(".json")
 
@@ -151,7 +159,7 @@ def load_text_adapter(path: str | os.PathLike) -> TextAdapter:
         raise LabclipError(f"{card_file}: not a JSON adapter card ({type(err).__name__})") from None
     if not isinstance(card, dict) or card.get("format") != FORMAT:
         raise LabclipError(f"{card_file}: not a labclip text-adapter card (no \"format\": \"{FORMAT}\")")
-    weight, bias = tensors.get("weight"), tensors.get("bias")
+    weight, bias = tensors.get("weight", np.empty(0)), tensors.get("bias", np.empty(0))
     if set(tensors) != {"weight", "bias"} or weight.ndim != 2 or bias.shape != (weight.shape[1],):
         shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in tensors.items()) or "no tensors"
         raise LabclipError(f"{path}: expected tensors weight (dim_in, dim_out) and bias (dim_out,), found {shapes}")
@@ -189,13 +197,18 @@ def model_ref(model: Any) -> str:
     a local folder by its absolute path, and a paired text tower as ``TEXT+IMAGE``."""
     if model.name == DEMO_MODEL:
         return DEMO_MODEL
-    parts = [model.source] + ([model.image_source] if model.info.paired and model.image_source else [])
-    return "+".join(str(Path(p).resolve()) if Path(p).exists() else p for p in parts)
+    text, image = (_loadable(p) for p in (model.source, model.image_source))
+    return str(ModelSpec(text, image if model.info.paired and model.image_source else None))
+
+
+def _loadable(part: str) -> str:
+    return str(Path(part).resolve()) if exists(part) else part
 
 
 def _canonical(spec: str) -> tuple[str, ...]:
-    parts = [spec] if Path(spec).exists() else spec.split("+")
-    return tuple(str(Path(p).resolve()) if Path(p).exists() else resolve_model_name(p) for p in parts)
+    parsed = ModelSpec.parse(spec)
+    parts = [parsed.text] if parsed.image is None else [parsed.text, parsed.image]
+    return tuple(_loadable(p) if exists(p) else resolve_model_name(p) for p in parts)
 
 
 def same_model(spec: str, model: Any) -> bool:
@@ -230,17 +243,38 @@ def other_source(adapter: TextAdapter, model: Any, shown: str) -> str | None:
 TEXT_ATTRIBUTES = frozenset({"text", "tokenizer", "context_length", "openai_text_cleaning", "multilingual"})
 
 
+class _FromBase(Generic[T]):
+    """A read-only member of :class:`AdaptedModel` that is its wrapped model's."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, model: Any, owner: type | None = None) -> T:
+        return cast(T, self if model is None else getattr(model.base, self.name))
+
+
 class AdaptedModel:
     """A model whose text embeddings pass through a :class:`TextAdapter`; images are untouched.
 
     Captions go through ``text_model`` (the adapter's source text tower: the wrapped model itself,
-    or e.g. a multilingual tower), then the adapter, into the wrapped model's space. Everything
-    else (``encode_images``, ``logit_scale``, ``dim``, ``preprocess``, ``cache``, ...) is the
-    wrapped model's; the tokenizer and context length are ``text_model``'s. ``name`` and
-    ``revision`` carry the adapter, so ``labclip.model.describe`` and ``labclip.model.fingerprint``
-    tell a model with an adapter from one without. The raw text embeddings stay in
-    ``text_model``'s cache, under its own key; adapting them costs one product.
+    or e.g. a multilingual tower), then the adapter, into the wrapped model's space. It has every member
+    of :class:`labclip.spec.LoadedModel` itself; any other attribute (``preprocess``, ``cache``, ...) is the
+    wrapped model's, and the tokenizer and context length are ``text_model``'s. ``name``, ``revision`` and
+    ``identity`` carry the adapter, so ``labclip.model.describe`` and the cache key tell a model with an
+    adapter from one without. The raw text embeddings stay in ``text_model``'s cache, under its own key;
+    adapting them costs one product.
     """
+
+    base: Any
+    adapter: TextAdapter
+    adapter_label: str
+    text_model: Any
+    family: _FromBase[str] = _FromBase()
+    logit_scale: _FromBase[float] = _FromBase()
+    logit_bias: _FromBase[float | None] = _FromBase()
+    precision: _FromBase[Precision] = _FromBase()
+    dim: _FromBase[int] = _FromBase()
+    is_demo: _FromBase[bool] = _FromBase()
 
     def __init__(self, base: Any, adapter: TextAdapter, label: str | None = None, text_model: Any = None):
         object.__setattr__(self, "base", base)
@@ -248,12 +282,12 @@ class AdaptedModel:
         object.__setattr__(self, "adapter_label", label or f"sha256:{adapter.sha256[:12]}")
         object.__setattr__(self, "text_model", base if text_model is None else text_model)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         if name in ("base", "adapter", "adapter_label", "text_model"):
             raise AttributeError(name)
         return getattr(self.text_model if name in TEXT_ATTRIBUTES else self.base, name)
 
-    def __setattr__(self, name: str, value) -> None:
+    def __setattr__(self, name: str, value: Any) -> None:
         for model in {id(self.base): self.base, id(self.text_model): self.text_model}.values():
             setattr(model, name, value)
 
@@ -273,16 +307,29 @@ class AdaptedModel:
         return bool(self.base.untrained or self.text_model.untrained)
 
     @property
+    def identity(self) -> ModelId:
+        """The wrapped model's identity with this adapter on it (:meth:`labclip.spec.ModelId.with_adapter`)."""
+        return ModelId.of_clip(self.base).with_adapter(self.name, self.adapter_card, self.untrained)
+
+    @property
     def separate_text_tower(self) -> bool:
         """Whether captions go through another model's text tower than the images' model."""
         return self.text_model is not self.base
+
+    def encode_images(self, images: Sequence[Any], batch_size: int | None = None) -> np.ndarray:
+        """The wrapped model's image embeddings."""
+        return self.base.encode_images(images, batch_size)
 
     def encode_texts(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """The source text tower's embeddings, mapped by the adapter (unit float32 rows)."""
         return self.adapter.transform(self.text_model.encode_texts(texts, batch_size))
 
+    def probabilities(self, sim: np.ndarray) -> np.ndarray:
+        """The wrapped model's match probabilities (see ``ClipModel.probabilities``)."""
+        return self.base.probabilities(sim)
+
     @property
-    def adapter_card(self) -> dict:
+    def adapter_card(self) -> dict[str, Any]:
         """The adapter's card (model names and revisions without machine paths), its weights' hash and
         label, and the text path: which tower encodes captions before the adapter (what
         :func:`labclip.model.describe` records)."""
@@ -338,9 +385,13 @@ def apply_adapter(model: Any, adapter: TextAdapter | str | os.PathLike, check_so
 
 
 def split_adapter(spec: str) -> tuple[str, str | None]:
-    """``"MODEL+adapter:PATH"`` → ``("MODEL", "PATH")``; a spec without an adapter → ``(spec, None)``."""
-    model, mark, path = str(spec).rpartition(ADAPTER_MARK)
-    return (model, path) if mark and model and path else (str(spec), None)
+    """``"MODEL+adapter:PATH"`` → ``("MODEL", "PATH")`` (:meth:`labclip.spec.ModelSpec.parse`); a spec without an
+    adapter, or one the grammar refuses (loading it says why) → ``(spec, None)``."""
+    try:
+        parsed = ModelSpec.parse(spec)
+    except LabclipError:
+        return str(spec), None
+    return str(parsed.without(adapter=True)), parsed.adapter
 
 
 __all__ = ["ADAPTER_MARK", "AdaptedModel", "AdapterRevisionWarning", "TextAdapter", "apply_adapter", "card_path",

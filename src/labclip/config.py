@@ -8,22 +8,22 @@ caption sets, labels and notebooks as package data (``labclip/_bundled/``, found
 
 from __future__ import annotations
 
-import hashlib
+import importlib
 import os
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
 from .errors import LabclipError
 
 # Model names are data in the registry; re-exported for code that reads its defaults from here.
-from .registry import ALIASES as MODEL_ALIASES  # noqa: F401
 from .registry import DEFAULT_MODEL, DEMO_MODEL  # noqa: F401
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-BUNDLED_DIR = Path(os.fspath(files(__package__ or "labclip") / "_bundled"))
+BUNDLED_DIR = Path(str(files(__package__ or "labclip") / "_bundled"))
 
 
 def _checkout() -> Path | None:
@@ -137,38 +137,9 @@ def check_model_name(name: str) -> None:
         raise LabclipError(f"model {shown} ({len(name)} characters): too long for a folder or a hub id")
 
 
-def shown_model(name: str, sep: str = "+") -> str:
-    """A model name as reports show it: hub ids as given; local folders (``TEXT+IMAGE`` pairs too) and
-    the file of a ``MODEL+adapter:PATH`` by :func:`shown_path`, so no machine path is shown.
-
-    Args:
-        name: a model spec (hub id, alias, folder, ``A+B`` pair, ``MODEL+adapter:PATH``).
-        sep: what joins the parts (reports write ``" + "``).
-    """
-    model, mark, adapter = str(name).rpartition("+adapter:")
-    name, adapter = (model, adapter) if mark and model and adapter else (str(name), None)
-    parts = [name] if exists(name) else name.split("+")
-    shown = sep.join(shown_path(p) if p and (Path(p).is_absolute() or exists(p)) else p for p in parts)
-    return shown if adapter is None else f"{shown}{sep}adapter:{shown_path(adapter)}"
-
-
-def folder_fingerprint(folder: str | os.PathLike) -> str:
-    """12 hex digits that change with the folder's location and with any of its files' size or mtime, so
-    two folders of the same name (or a model retrained in place) never share a revision."""
-    folder = Path(folder)
-    digest = hashlib.sha256(str(folder.resolve()).encode("utf-8"))
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        stat = path.stat()
-        digest.update(f"\0{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:12]
-
-
-def shown_revision(revision: str | None) -> str | None:
-    """A revision as every report and output file shows it: a hub commit as it is; ``local:<folder>`` as
-    ``local:<name>@<fingerprint>`` (the folder named as :func:`shown_model` does, plus
-    :func:`folder_fingerprint`), or ``local:<name>`` once the folder is gone."""
-    if revision and revision.startswith("local:"):
-        folder = revision.removeprefix("local:")
-        shown = "local:" + shown_model(folder)
-        return f"{shown}@{folder_fingerprint(folder)}" if Path(folder).is_dir() else shown
-    return revision
+def __getattr__(name: str) -> Any:
+    """``shown_model`` and ``shown_revision`` live in :mod:`labclip.spec` (the one name grammar and identity);
+    kept importable from here for the lab layer."""
+    if name in ("shown_model", "shown_revision"):
+        return getattr(importlib.import_module("labclip.spec"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -96,12 +96,10 @@ def clip_tokenizer():
 
 def clip_image_processor(image_size: int):
     """A ``CLIPImageProcessor`` with OpenAI's resize, crop, mean and std at ``image_size``."""
-    try:
-        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
-    except ImportError:
-        from transformers import CLIPImageProcessor
+    import transformers
 
-    return CLIPImageProcessor(
+    processor = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+    return processor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
         image_mean=list(OPENAI_MEAN), image_std=list(OPENAI_STD), resample=3,
     )

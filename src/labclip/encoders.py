@@ -10,15 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
+from PIL import Image
 from torch import nn
 
 from . import multilingual
 from .config import CONTEXT_LENGTH
 from .errors import LabclipError
 from .hub import cached_revision, from_hub, loading_part, repo_dir, revision_of
-from .images import NaflexPreprocess, Preprocess, SquarePreprocess, preprocess_for
+from .images import AnyPreprocess, NaflexPreprocess, preprocess_for
 from .registry import (
     ALTCLIP,
     CANONICAL,
@@ -33,9 +35,14 @@ from .registry import (
 from .text import siglip_text, tokenize
 
 
-def _features(output) -> torch.Tensor:
+def _features(output: Any) -> torch.Tensor:
     """transformers 4 returns a tensor from ``get_*_features``; 5 returns an output object."""
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
+    return output if isinstance(output, torch.Tensor) else cast(torch.Tensor, output.pooler_output)
+
+
+def _model(module: nn.Module) -> Any:
+    """A transformers model, whose methods (``get_image_features``, ``config``, ...) torch's types do not know."""
+    return module
 
 
 @dataclass
@@ -43,13 +50,15 @@ class ImageTower:
     """The image half of a CLIP-family model: preprocessing plus ``get_image_features``."""
 
     module: nn.Module
-    preprocess: Preprocess
+    preprocess: AnyPreprocess
 
-    def prepare(self, images: Sequence) -> dict[str, torch.Tensor]:
+    def prepare(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        if isinstance(self.preprocess, NaflexPreprocess):
+            return self.preprocess.batch(images)
         return {"pixel_values": torch.stack([self.preprocess(image) for image in images])}
 
-    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return _features(self.module.get_image_features(pixel_values=pixel_values))
+    def __call__(self, **inputs: torch.Tensor) -> torch.Tensor:
+        return _features(_model(self.module).get_image_features(**inputs))
 
 
 @dataclass
@@ -57,7 +66,7 @@ class TextTower:
     """The text half: tokenizer, context length, cleaning, and the module that embeds token ids."""
 
     module: nn.Module
-    tokenizer: object
+    tokenizer: Any
     context_length: int = CONTEXT_LENGTH
     openai_text_cleaning: bool = True
 
@@ -65,28 +74,14 @@ class TextTower:
         return tokenize(self.tokenizer, texts, self.context_length, self.openai_text_cleaning)
 
     def __call__(self, **inputs: torch.Tensor) -> torch.Tensor:
-        return _features(self.module.get_text_features(**inputs))
+        return _features(_model(self.module).get_text_features(**inputs))
 
 
 class PooledTextTower(TextTower):
     """A separate text encoder (mean pooling and a projection) distilled into a CLIP image space."""
 
     def __call__(self, **inputs: torch.Tensor) -> torch.Tensor:
-        return self.module(**inputs)
-
-
-class NaflexImageTower(ImageTower):
-    """SigLIP 2 NaFlex: each image keeps its aspect ratio as up to ``max_num_patches`` patches, with a patch
-    mask and each image's patch grid (``Siglip2Model.get_image_features``)."""
-
-    def prepare(self, images: Sequence) -> dict[str, torch.Tensor]:
-        return self.preprocess.batch(images)
-
-    def __call__(self, pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor,
-                 spatial_shapes: torch.Tensor) -> torch.Tensor:
-        return _features(self.module.get_image_features(pixel_values=pixel_values,
-                                                        pixel_attention_mask=pixel_attention_mask,
-                                                        spatial_shapes=spatial_shapes))
+        return cast(torch.Tensor, self.module(**inputs))
 
 
 @dataclass
@@ -118,7 +113,7 @@ class Towers:
     logit_bias: float | None = None
 
 
-def _native_parts(source: str, **kwargs):
+def _native_parts(source: str, **kwargs: Any) -> tuple[Any, Any, Any]:
     """Model, tokenizer and image processor of a transformers CLIP-family checkpoint (CLIP, AltCLIP, SigLIP)."""
     from transformers import (
         AltCLIPModel,
@@ -131,6 +126,8 @@ def _native_parts(source: str, **kwargs):
     )
 
     config = AutoConfig.from_pretrained(source, **kwargs)
+    model_class: Any
+    tokenizer_kwargs: dict[str, Any]
     if config.model_type == "altclip":
         model_class, tokenizer_kwargs = AltCLIPModel, {}
     elif config.model_type == "siglip":
@@ -150,7 +147,7 @@ def _native_parts(source: str, **kwargs):
     )
 
 
-def _image_model(source: str):
+def _image_model(source: str) -> tuple[Any, Any, AnyPreprocess]:
     model, tokenizer, processor = from_hub(source, lambda **kw: _native_parts(source, **kw))
     return model.eval(), tokenizer, preprocess_for(processor)
 
@@ -160,7 +157,7 @@ def _revision(model: nn.Module, source: str) -> str | None:
     the download records of a ``local_dir`` folder)."""
     if Path(source).is_dir():
         return revision_of(source)
-    return getattr(model.config, "_commit_hash", None) or cached_revision(source)
+    return getattr(_model(model).config, "_commit_hash", None) or cached_revision(source)
 
 
 def load_native(info: ModelInfo) -> Towers:
@@ -177,8 +174,8 @@ def load_native(info: ModelInfo) -> Towers:
                   ALTCLIP if model.config.model_type == "altclip" else CLIP)
 
 
-def load_siglip(info: ModelInfo, model: nn.Module | None = None, tokenizer=None,
-                preprocess: SquarePreprocess | Preprocess | None = None) -> Towers:
+def load_siglip(info: ModelInfo, model: Any = None, tokenizer: Any = None,
+                preprocess: AnyPreprocess | None = None) -> Towers:
     """SigLIP and SigLIP 2: sigmoid scores with a learned ``logit_bias``, text normalised as in training and
     padded to 64 tokens; a square resize, or NaFlex patches (``Siglip2Model``) for the NaFlex checkpoints.
 
@@ -190,12 +187,12 @@ def load_siglip(info: ModelInfo, model: nn.Module | None = None, tokenizer=None,
     context = int(model.config.text_config.max_position_embeddings)
     handling = info.text_handling or (CANONICAL if hasattr(tokenizer, "canonicalize_text") else LOWERCASE)
     text = SiglipTextTower(model, tokenizer, context, FAMILIES[SIGLIP].openai_text_cleaning, handling)
-    image = NaflexImageTower if isinstance(preprocess, NaflexPreprocess) else ImageTower
-    return Towers(image(model, preprocess), text, float(model.logit_scale.exp().item()), revision, revision,
+    assert preprocess is not None
+    return Towers(ImageTower(model, preprocess), text, float(model.logit_scale.exp().item()), revision, revision,
                   SIGLIP, float(model.logit_bias.item()))
 
 
-def _paired(build: Callable) -> Callable[[ModelInfo], Towers]:
+def _paired(build: Callable[..., Any]) -> Callable[[ModelInfo], Towers]:
     def load(info: ModelInfo) -> Towers:
         image_model, _, preprocess = loading_part("image tower", info.image_source,
                                                   lambda: _image_model(info.image_source))

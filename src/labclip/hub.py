@@ -13,9 +13,10 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .errors import LabclipError
+from .registry import ModelInfo
 
 T = TypeVar("T")
 
@@ -39,7 +40,8 @@ def did_you_mean(name: str) -> str:
 
 def is_repo_id(name: str) -> bool:
     """Whether ``name`` has the form of a hub id (``org/name`` or ``name``), not of a file path."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
 
     if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
         return False
@@ -144,7 +146,7 @@ def from_hub(source: str, load: Callable[..., T]) -> T:
         return load()
 
 
-def revision_of(folder: str | os.PathLike) -> str | None:
+def revision_of(folder: str | os.PathLike[str]) -> str | None:
     """The commit a model folder holds, as ``huggingface_hub`` recorded it, else ``None``.
 
     A hub cache snapshot (``models--org--name/snapshots/<commit>/``, or a folder inside one) is named by
@@ -214,7 +216,7 @@ def repo_dir(source: str, local_files_only: bool = False) -> Path:
     return snapshot(source, local_files_only=local_files_only)
 
 
-def load_weights(folder: Path, names: Sequence[str] = WEIGHT_FILES) -> dict:
+def load_weights(folder: Path, names: Sequence[str] = WEIGHT_FILES) -> dict[str, Any]:
     """The state dict of the first of ``names`` present in ``folder``.
 
     Safetensors are read as they are; a ``.bin`` file only with ``torch.load(weights_only=True)``,
@@ -236,7 +238,8 @@ def load_weights(folder: Path, names: Sequence[str] = WEIGHT_FILES) -> dict:
         import torch
 
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+            return state
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
             raise LabclipError(f"{path}: refused to load: not a plain tensor file "
                                f"({' '.join(str(err).split())[:160]})") from None
@@ -297,3 +300,38 @@ def without_demo_hint(message: str) -> str:
     """A :func:`load_failure` line without its advice to use the demo model, for where the demo model
     already stands in (reports, their JSON) or where it cannot (a comparison's further models)."""
     return message.replace(DEMO_HINT, NO_DEMO_HINT)
+
+
+def loading_error(name: str, info: ModelInfo, err: Exception) -> LabclipError:
+    """The one line for a loading failure, naming the model and, for a paired model, the part that failed
+    (:class:`labclip.hub.PartFailed`); :class:`ModelUnavailable` stays itself (the fallback case)."""
+    cause = err.cause if isinstance(err, PartFailed) else err
+    if isinstance(cause, ModelUnavailable):
+        return ModelUnavailable(load_failure(name, info.id, err))
+    if isinstance(err, LabclipError):
+        return err
+    return LabclipError(load_failure(name, info.id, err))
+
+
+def part_of(info: ModelInfo, source: str) -> str | None:
+    """Which tower of a paired model ``source`` is (``None`` for a model that is one repository)."""
+    if not info.paired:
+        return None
+    return "image tower" if source == info.image_source else "text tower"
+
+
+def check_sources(name: str, info: ModelInfo) -> None:
+    """Raise what loading ``info``'s towers would raise for a missing or unknown source, without loading
+    anything (:func:`labclip.model.check_model`)."""
+    for source in dict.fromkeys([info.image_source, info.id]):
+        part = part_of(info, source)
+        try:
+            check_source(source)
+        except ModelUnavailable as err:
+            raise ModelUnavailable(load_failure(name, info.id, PartFailed(part, source, err) if part else err)) \
+                from err
+        except LabclipError as err:
+            if Path(source).is_dir() or part:
+                raise LabclipError(load_failure(name, info.id, PartFailed(part, source, err) if part else err)) \
+                    from err
+            raise

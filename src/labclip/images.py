@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,7 +99,11 @@ class NaflexPreprocess:
         return {k: out[k] for k in ("pixel_values", "pixel_attention_mask", "spatial_shapes")}
 
 
-def preprocess_for(processor) -> Preprocess | SquarePreprocess | NaflexPreprocess:
+# What an image tower's preprocessing is: CLIP's resize-and-crop, SigLIP's square resize or SigLIP 2's NaFlex patches.
+AnyPreprocess = Preprocess | SquarePreprocess | NaflexPreprocess
+
+
+def preprocess_for(processor: Any) -> AnyPreprocess:
     """CLIP's resize-and-crop, SigLIP's square resize when the processor sizes by height and width, or
     SigLIP 2's NaFlex patches when it counts patches (``max_num_patches``)."""
     if getattr(processor, "max_num_patches", None):
@@ -105,9 +111,10 @@ def preprocess_for(processor) -> Preprocess | SquarePreprocess | NaflexPreproces
                                 tuple(processor.image_mean), tuple(processor.image_std))
     size = processor.size
     get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
-    if not isinstance(size, int) and get("shortest_edge") is None and get("height"):
+    height = None if isinstance(size, int) else get("height")
+    if height and get("shortest_edge") is None:
         resample = getattr(processor, "resample", None)
-        return SquarePreprocess(int(get("height")), tuple(processor.image_mean), tuple(processor.image_std),
+        return SquarePreprocess(int(height), tuple(processor.image_mean), tuple(processor.image_std),
                                 int(Image.Resampling.BICUBIC if resample is None else resample))
     return Preprocess.from_image_processor(processor)
 
@@ -135,7 +142,7 @@ def _center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def load_image(path: str | Path) -> Image.Image:
+def load_image(path: str | os.PathLike[str]) -> Image.Image:
     """Open an image file as an 8-bit RGB picture, as a person would see it.
 
     EXIF orientation is applied, transparency is composited on white, 16-bit and float
@@ -152,8 +159,7 @@ def load_image(path: str | Path) -> Image.Image:
             with Image.open(path) as image:
                 image.seek(0)
                 image.load()
-                image = ImageOps.exif_transpose(image)
-                return to_rgb(image)
+                return to_rgb(ImageOps.exif_transpose(image))
     except FileNotFoundError:
         raise LabclipError(f"{path}: image file not found") from None
     except UnidentifiedImageError:

@@ -7,12 +7,13 @@ normalises.
 
 from __future__ import annotations
 
-import hashlib
+import importlib
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,19 +21,20 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .adapter import AdaptedModel, TextAdapter, apply_adapter, load_text_adapter, other_source, split_adapter
+from .adapter import AdaptedModel, TextAdapter, apply_adapter, load_text_adapter, other_source
 from .cache import EmbeddingCache, default_cache_dir, sha256_bytes
-from .config import check_model_name, shown_model, shown_revision
+from .config import check_model_name, exists
 from .demo import UNTRAINED_MARKER, demo_model_path
 from .encoders import LOADERS, ImageTower, TextTower
 from .errors import LabclipError, at_least
-from .hub import ModelUnavailable, PartFailed, check_source, did_you_mean, is_repo_id, load_failure
-from .images import PREPROCESS_VERSION, Preprocess, load_image
+from .hub import check_sources, did_you_mean, is_repo_id, loading_error
+from .images import PREPROCESS_VERSION, AnyPreprocess, load_image
 from .precision import FP32, Precision, cast, choose, to_dtype
-from .registry import CLIP, DEFAULT_MODEL, DEMO_MODEL, ModelInfo, lookup, resolve_model_name
+from .registry import CLIP, DEFAULT_MODEL, DEMO_MODEL, ModelInfo, resolve_model_name
+from .spec import ModelId, ModelSpec, shown_model
 from .text import clean_text
 
-ImageInput = str | os.PathLike | Image.Image
+ImageInput = str | os.PathLike[str] | Image.Image
 
 
 @dataclass
@@ -54,6 +56,7 @@ class ClipModel:
         logit_bias: SigLIP's learned sigmoid bias; ``None`` for softmax (CLIP-style) models.
         progress: a progress bar while encoding more than one batch: ``None`` only when stderr is a
             terminal (not in a pipe, a log or a notebook), ``True`` always, ``False`` never.
+        finetune: the fine-tuned weights put on it (``MODEL+finetune:PATH``), else ``None``.
     """
 
     name: str  # as reports show it: a hub id, or a local folder by its name (no machine path)
@@ -73,10 +76,11 @@ class ClipModel:
     image_batch_size: int = 32
     text_batch_size: int = 16
     progress: bool | None = None
+    finetune: str | None = None
 
     @classmethod
-    def from_transformers(cls, model: torch.nn.Module, tokenizer, preprocess: Preprocess, name: str,
-                          **kwargs) -> ClipModel:
+    def from_transformers(cls, model: Any, tokenizer: Any, preprocess: AnyPreprocess, name: str,
+                          **kwargs: Any) -> ClipModel:
         """Wrap an in-memory transformers ``CLIPModel`` (e.g. a random-init one for a benchmark)."""
         return cls(name=name, info=ModelInfo(name, CLIP), image=ImageTower(model, preprocess),
                    text=TextTower(model, tokenizer), logit_scale=float(model.logit_scale.exp().item()),
@@ -97,11 +101,11 @@ class ClipModel:
         return self.image.module
 
     @property
-    def tokenizer(self):
+    def tokenizer(self) -> Any:
         return self.text.tokenizer
 
     @property
-    def preprocess(self) -> Preprocess:
+    def preprocess(self) -> AnyPreprocess:
         return self.image.preprocess
 
     @property
@@ -114,7 +118,7 @@ class ClipModel:
 
     @property
     def dim(self) -> int:
-        config = self.image.module.config
+        config: Any = self.image.module.config
         return int(getattr(config, "projection_dim", None) or config.text_config.hidden_size)
 
     def probabilities(self, sim: np.ndarray) -> np.ndarray:
@@ -123,11 +127,27 @@ class ClipModel:
         from scipy.special import expit, softmax
 
         logits = self.logit_scale * np.asarray(sim, dtype=np.float64)
-        return softmax(logits, axis=-1) if self.logit_bias is None else expit(logits + self.logit_bias)
+        probabilities: np.ndarray = softmax(logits, axis=-1) if self.logit_bias is None else expit(logits + self.logit_bias)
+        return probabilities
 
     @property
     def is_demo(self) -> bool:
         return self.name == DEMO_MODEL
+
+    @property
+    def identity(self) -> ModelId:
+        """Which model this is: shown name and revision, content fingerprint, record fields, cache keys."""
+        return ModelId.of_clip(self)
+
+    @property
+    def text_model(self) -> ClipModel:
+        """The model whose text tower encodes the captions: this one (an ``AdaptedModel``'s may be another)."""
+        return self
+
+    @property
+    def adapter_card(self) -> dict[str, Any] | None:
+        """No text adapter on this model (an ``AdaptedModel`` has its card here)."""
+        return None
 
     def encode_images(self, images: Sequence[ImageInput], batch_size: int | None = None) -> np.ndarray:
         """Encode image files or PIL images.
@@ -173,13 +193,14 @@ class ClipModel:
                 raise LabclipError(f"{item}: cannot read image file ({err.strerror})") from None
         return sha256_bytes(PREPROCESS_VERSION.encode() + b"\0" + data)
 
-    def _cached(self, items: list, keys: list[str], what: str, batch_size: int) -> np.ndarray:
-        if self.cache is None:
+    def _cached(self, items: list[Any], keys: list[str], what: str, batch_size: int) -> np.ndarray:
+        cache = self.cache
+        if cache is None:
             return self._encode(items, batch_size, what)
         out = np.empty((len(items), self.dim), dtype=np.float32)
-        todo = []
+        todo: list[int] = []
         for i, key in enumerate(keys):
-            vector = self.cache.get(what, key)
+            vector = cache.get(what, key)
             if vector is None:
                 todo.append(i)
             else:
@@ -188,7 +209,7 @@ class ClipModel:
             def store(rows: list[int], vectors: np.ndarray) -> None:
                 for row, vector in zip(rows, vectors):
                     out[todo[row]] = vector
-                    self.cache.put(what, keys[todo[row]], vector)
+                    cache.put(what, keys[todo[row]], vector)
 
             self._encode([items[i] for i in todo], batch_size, what, on_batch=store)
         return out
@@ -198,7 +219,7 @@ class ClipModel:
         tower = self.image if what == "images" else self.text
         return tower(**to_dtype({k: v.to(self.device) for k, v in inputs.items()}, self.precision.dtype))
 
-    def _encode(self, items: list, batch_size: int, what: str,
+    def _encode(self, items: list[Any], batch_size: int, what: str,
                 on_batch: Callable[[list[int], np.ndarray], None] | None = None) -> np.ndarray:
         """Encode in batches; the next batch is prepared on a worker thread while this one runs.
 
@@ -206,10 +227,11 @@ class ClipModel:
         receives each finished batch (positions in ``items``, embeddings) at once, so the cache
         keeps everything but the batch that was running when a run is interrupted.
         """
-        if what == "images":
-            prepare = lambda chunk: self.image.prepare([_as_image(x) for x in chunk])  # noqa: E731
-        else:
-            prepare = self.text.prepare
+        def prepare(chunk: list[Any]) -> dict[str, torch.Tensor]:
+            if what == "images":
+                return self.image.prepare([_as_image(x) for x in chunk])
+            return self.text.prepare(chunk)
+
         order = list(range(len(items)))
         if what == "captions":
             lengths = [len(ids) for ids in self.tokenizer([clean_text(t) for t in items])["input_ids"]]
@@ -220,11 +242,11 @@ class ClipModel:
             total=len(items), desc=f"encoding {what}", unit=what[:-1],
             disable=True if len(chunks) <= 1 else None if self.progress is None else not self.progress,
         ) as bar:
-            pending = pool.submit(prepare, [items[i] for i in chunks[0]]) if chunks else None
+            pending = [pool.submit(prepare, [items[i] for i in chunk]) for chunk in chunks[:1]]
             for n, chunk in enumerate(chunks):
-                inputs = pending.result()
+                inputs = pending.pop().result()
                 if n + 1 < len(chunks):
-                    pending = pool.submit(prepare, [items[i] for i in chunks[n + 1]])
+                    pending.append(pool.submit(prepare, [items[i] for i in chunks[n + 1]]))
                 out[chunk] = F.normalize(self._forward(what, inputs).float(), dim=-1).cpu().numpy()
                 if on_batch is not None:
                     on_batch(chunk, out[chunk])
@@ -237,23 +259,25 @@ def _as_image(item: ImageInput) -> Image.Image:
 
 
 def load_model(
-    name_or_path: str | os.PathLike = DEFAULT_MODEL,
+    name_or_path: str | os.PathLike[str] = DEFAULT_MODEL,
     device: str = "cpu",
-    cache: bool | str | os.PathLike = True,
+    cache: bool | str | os.PathLike[str] = True,
     precision: str | None = "auto",
-    image_model: str | os.PathLike | None = None,
-    adapter: TextAdapter | str | os.PathLike | None = None,
+    image_model: str | os.PathLike[str] | None = None,
+    adapter: TextAdapter | str | os.PathLike[str] | None = None,
     *,
     default_for: str | None = None,
 ) -> ClipModel | AdaptedModel:
     """Load a CLIP-family model with its tokenizer and preprocessing.
 
     Args:
-        name_or_path: a hub id or alias from :mod:`labclip.registry` (``ViT-B/32``), any hub id of a
-            CLIP or AltCLIP checkpoint, a local directory in one of the registry's family layouts,
-            ``"demo"`` for labclip's untrained demo model, or ``"TEXT+IMAGE"`` to pair a multilingual
-            text encoder with the CLIP model whose image encoder it was distilled into.
-            ``"MODEL+adapter:PATH"`` puts the text adapter saved at ``PATH`` on ``MODEL`` (split first).
+        name_or_path: any name :meth:`labclip.spec.ModelSpec.parse` takes: a hub id or alias from
+            :mod:`labclip.registry` (``ViT-B/32``), any hub id of a CLIP or AltCLIP checkpoint, a local
+            directory in one of the registry's family layouts, ``"demo"`` for labclip's untrained demo model,
+            or ``"TEXT+IMAGE"`` to pair a multilingual text encoder with the CLIP model whose image encoder it
+            was distilled into. ``"MODEL+finetune:PATH"`` puts the fine-tuned weights at ``PATH`` on ``MODEL``
+            (:func:`labclip.finetune.apply_finetune`); ``"MODEL+adapter:PATH"`` the text adapter saved at
+            ``PATH``.
         device: torch device, e.g. ``"cpu"`` or ``"cuda"``.
         cache: keep embeddings in the on-disk cache (``True``: under labclip's cache folder,
             a path: there, ``False``: no cache).
@@ -270,76 +294,85 @@ def load_model(
 
     Returns:
         A :class:`ClipModel`, or an :class:`labclip.adapter.AdaptedModel` around one when an adapter
-        is given (used the same way).
+        is given (used the same way; both are a :class:`labclip.spec.LoadedModel`).
 
     Raises:
         LabclipError: the model could not be loaded; the message says what was tried.
     """
-    name, adapter_path = split_adapter(str(name_or_path))
-    adapter = adapter if adapter is not None else adapter_path
-    chosen = choose(precision, device, default_for=default_for)
-    info = _model_info(str(demo_model_path()) if name == DEMO_MODEL else name, image_model)
-    try:
-        towers = LOADERS[info.family](info)
-    except Exception as err:  # noqa: BLE001 - every loading failure becomes one user-facing line
-        raise _load_error(name, info, err) from err
-    info = replace(info, family=towers.family)
-    for module in {id(towers.image.module): towers.image.module, id(towers.text.module): towers.text.module}.values():
-        module.eval().to(device)
-    casted = {}
-    for tower in (towers.image, towers.text):
-        tower.module = casted.setdefault(id(tower.module), cast(tower.module, chosen))
-    local = Path(info.id)
-    untrained = any(Path(s).is_dir() and (Path(s) / UNTRAINED_MARKER).exists() for s in {info.id, info.image_source})
-    revision = towers.text_revision
-    if name == DEMO_MODEL:
-        revision = local.name  # demo-model-v<N>: built from a seed, the same everywhere
-    elif revision is None and local.is_dir():
-        revision = "local:" + str(local.resolve())
-    clip = ClipModel(
-        name=shown_model(name), info=info, image=towers.image, text=towers.text, logit_scale=towers.logit_scale,
-        source=info.id, image_source=resolve_model_name(info.image_source), device=device, revision=revision,
-        image_revision=towers.image_revision, untrained=untrained, precision=chosen, logit_bias=towers.logit_bias,
-    )
+    spec = ModelSpec.parse(name_or_path)
+    adapter = adapter if adapter is not None else spec.adapter
+    clip = _load_clip(spec.without(adapter=True), image_model, device, choose(precision, device, default_for=default_for))
     if cache:
         root = default_cache_dir() if cache is True else Path(cache)
-        clip.cache = EmbeddingCache(root, {"images": fingerprint(clip, images_only=True), "captions": fingerprint(clip)},
-                                    clip.dim)
+        identity = clip.identity
+        clip.cache = EmbeddingCache(root, {"images": identity.cache_key(images_only=True),
+                                           "captions": identity.cache_key()}, clip.dim)
     if adapter is None:
         return clip
     return apply_adapter(clip, adapter, load_source=lambda source: load_model(
         source, device=device, cache=cache, precision=precision, default_for=default_for))
 
 
-def _load_error(name: str, info: ModelInfo, err: Exception) -> LabclipError:
-    """The one line for a loading failure, naming the model and, for a paired model, the part that failed
-    (:class:`labclip.hub.PartFailed`); :class:`ModelUnavailable` stays itself (the fallback case)."""
-    cause = err.cause if isinstance(err, PartFailed) else err
-    if isinstance(cause, ModelUnavailable):
-        return ModelUnavailable(load_failure(name, info.id, err))
-    if isinstance(err, LabclipError):
-        return err
-    return LabclipError(load_failure(name, info.id, err))
+def _load_clip(spec: ModelSpec, image_model: str | os.PathLike[str] | None, device: str,
+               chosen: Precision) -> ClipModel:
+    """The model (and its fine-tuning) of ``spec``, on ``device`` in ``chosen`` precision, without a cache."""
+    name = spec.without(finetune=True)
+    info = _model_info(ModelSpec(str(demo_model_path())) if spec.is_demo else name, image_model)
+    try:
+        towers = LOADERS[info.family](info)
+    except Exception as err:  # noqa: BLE001 - every loading failure becomes one user-facing line
+        raise loading_error(str(name), info, err) from err
+    info = replace(info, family=towers.family)
+    for module in {id(towers.image.module): towers.image.module, id(towers.text.module): towers.text.module}.values():
+        module.eval().to(device)
+    casted: dict[int, torch.nn.Module] = {}
+    for tower in (towers.image, towers.text):
+        tower.module = casted.setdefault(id(tower.module), cast(tower.module, chosen))
+    local = Path(info.id)
+    untrained = any(Path(s).is_dir() and (Path(s) / UNTRAINED_MARKER).exists() for s in {info.id, info.image_source})
+    revision = towers.text_revision
+    if spec.is_demo:
+        revision = local.name  # demo-model-v<N>: built from a seed, the same everywhere
+    elif revision is None and local.is_dir():
+        revision = "local:" + str(local.resolve())
+    clip = ClipModel(
+        name=name.shown(), info=info, image=towers.image, text=towers.text, logit_scale=towers.logit_scale,
+        source=info.id, image_source=resolve_model_name(info.image_source), device=device, revision=revision,
+        image_revision=towers.image_revision, untrained=untrained, precision=chosen, logit_bias=towers.logit_bias,
+    )
+    return clip if spec.finetune is None else _finetuned(clip, spec)
 
 
-def _part(info: ModelInfo, source: str) -> str | None:
-    """Which tower of a paired model ``source`` is (``None`` for a model that is one repository)."""
-    if not info.paired:
-        return None
-    return "image tower" if source == info.image_source else "text tower"
+def _finetuned(clip: ClipModel, spec: ModelSpec) -> ClipModel:
+    """``clip`` with the fine-tuned weights of ``spec.finetune`` on it (:func:`labclip.finetune.apply_finetune`)."""
+    path = str(spec.finetune)
+    if not exists(path):
+        raise LabclipError(f"model '{spec.shown()}': no fine-tuned weights at {path}")
+    try:  # an optional module, found at run time: the core does not depend on it
+        finetune = importlib.import_module("labclip.finetune")
+    except ModuleNotFoundError as err:
+        if err.name != "labclip.finetune":
+            raise
+        raise LabclipError(f"model '{spec.shown()}': '+finetune:' needs labclip.finetune, which this installation "
+                           "lacks") from None
+    tuned = finetune.apply_finetune(clip, path)
+    clip = clip if tuned is None else tuned
+    clip.name, clip.finetune = spec.shown(), path
+    return clip
 
 
-def _model_info(name: str, image_model: str | os.PathLike | None) -> ModelInfo:
-    """The registry entry of ``name``; a source that is neither a folder nor a hub id is an error."""
-    check_model_name(name)
-    info = lookup(name, None if image_model is None else str(image_model))
+def _model_info(spec: ModelSpec, image_model: str | os.PathLike[str] | None) -> ModelInfo:
+    """The registry entry of ``spec``; a source that is neither a folder nor a hub id is an error."""
+    check_model_name(spec.model)
+    info = spec.info(None if image_model is None else str(image_model))
     for requested in dict.fromkeys([info.id, info.image_source]):
         if not Path(requested).exists() and not is_repo_id(requested):
             raise LabclipError(f"'{requested}': no such model directory{did_you_mean(requested)}")
     return info
 
 
-def check_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, image_model: str | os.PathLike | None = None) -> None:
+def check_model(name_or_path: str | os.PathLike[str] = DEFAULT_MODEL,
+                image_model: str | os.PathLike[str] | None = None) -> None:
     """Whether :func:`load_model` can have the model, decided from the registry, local files and the hub's
     answer alone: no weights are read and no model is built.
 
@@ -347,7 +380,7 @@ def check_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, image_model: st
     hub id is available when its config and weights are cached, else the hub is asked (see
     :func:`labclip.hub.check_source`). Broken weights in a folder or cache still fail later, in
     :func:`load_model`. A text adapter named in ``name_or_path`` (a small file) is read and checked, and
-    the source text tower its card names, when that is another model.
+    the source text tower its card names, when that is another model; fine-tuned weights must exist.
 
     Raises:
         LabclipError: what :func:`load_model` would raise for a missing folder, a name that is neither a
@@ -355,69 +388,42 @@ def check_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, image_model: st
         ModelUnavailable: what :func:`load_model` would raise when the model is not cached and the hub
             cannot be reached, with the same message.
     """
-    name, adapter = split_adapter(str(name_or_path))
-    if name != DEMO_MODEL:
-        info = _model_info(name, image_model)
-        for source in dict.fromkeys([info.image_source, info.id]):
-            part = _part(info, source)
-            try:
-                check_source(source)
-            except ModelUnavailable as err:
-                raise ModelUnavailable(load_failure(name, info.id, PartFailed(part, source, err) if part else err)) \
-                    from err
-            except LabclipError as err:
-                if Path(source).is_dir() or part:
-                    raise LabclipError(load_failure(name, info.id, PartFailed(part, source, err) if part else err)) \
-                        from err
-                raise
-    if adapter is not None:
-        source = other_source(load_text_adapter(adapter), name, shown_model(name))
+    spec = ModelSpec.parse(name_or_path)
+    name = spec.without(finetune=True, adapter=True)
+    if not spec.is_demo:
+        check_sources(str(name), _model_info(name, image_model))
+    if spec.finetune is not None and not exists(spec.finetune):
+        raise LabclipError(f"model '{spec.shown()}': no fine-tuned weights at {spec.finetune}")
+    if spec.adapter is not None:
+        model = spec.without(adapter=True)
+        source = other_source(load_text_adapter(spec.adapter), str(model), model.shown())
         if source is not None:
             check_model(source)
 
 
-def fingerprint(model: ClipModel, images_only: bool = False) -> str:
-    """Identifies the weights, tokenizer and preprocessing: hub id and revision, or a hash of a
-    local directory's files; plus the precision. ``images_only`` covers just the image encoder,
-    so models that share it share cached image embeddings."""
-    sources = [model.image_source or model.source]
-    if not images_only and model.info.paired:
-        sources.append(model.source)
-    revision = model.image_revision if images_only else model.revision
-    return fingerprint_sources(sources, f"{revision}|{model.precision.name}|{model.preprocess}|{images_only}")
-
-
-def fingerprint_sources(sources: list[str], extra: str) -> str:
-    """Hash of model sources: a local folder by its files' contents, a hub id by name (``extra`` holds
-    the revision and options)."""
-    digest = hashlib.sha256(f"{sources}|{extra}".encode())
-    for source in sources:
-        local = Path(source)
-        if local.is_dir():
-            for file in sorted(p for p in local.rglob("*") if p.is_file()):
-                digest.update(str(file.relative_to(local)).encode() + b"\0")
-                with open(file, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        digest.update(block)
-    return digest.hexdigest()[:32]
+def fingerprint(model: ClipModel | AdaptedModel, images_only: bool = False) -> str:
+    """The embedding cache's key of ``model`` (:meth:`labclip.spec.ModelId.cache_key`): its weights by content
+    or hub revision, precision and preprocessing; ``images_only`` covers just the image encoder, so models
+    that share it share cached image embeddings."""
+    return model.identity.cache_key(images_only)
 
 
 def _cache_summary(model: ClipModel | AdaptedModel) -> str:
     """Cache use; with an adapter's separate text tower, images from the model's cache, captions from the tower's."""
-    images, captions = model.cache, getattr(model, "text_model", model).cache
+    images, captions = model.cache, model.text_model.cache
     if images is captions:
         return images.summary() if images else "off"
     return "; ".join(cache.summary((kind,)) if cache else f"{kind} cache off"
                      for kind, cache in (("images", images), ("captions", captions)))
 
 
-def describe(model: ClipModel) -> dict:
+def describe(model: ClipModel | AdaptedModel) -> dict[str, Any]:
     """The facts a report records about the model that made its numbers."""
     return {
         "name": model.name,
         "source": shown_model(model.source),
         "family": model.family,
-        "revision": shown_revision(model.revision),
+        "revision": model.identity.revision,
         "untrained": model.untrained,
         "logit_scale": round(model.logit_scale, 4),
         "logit_bias": None if model.logit_bias is None else round(model.logit_bias, 4),
@@ -429,7 +435,7 @@ def describe(model: ClipModel) -> dict:
         "precision_reason": model.precision.reason,
         "precision_default": model.precision.default,
         "cache": _cache_summary(model),
-        **({"adapter": model.adapter_card} if isinstance(model, AdaptedModel) else {}),
+        **({"adapter": model.adapter_card} if model.adapter_card is not None else {}),
     }
 
 

@@ -273,15 +273,13 @@ def detect_family(root: Path) -> str | None:
 
 
 def lookup(name: str, image_model: str | None = None) -> ModelInfo:
-    """The registry entry of a name, alias, ``TEXT+IMAGE`` pair or local folder.
+    """The registry entry of one model (an id, alias or local folder; ``labclip.spec.ModelSpec.info`` for a
+    ``TEXT+IMAGE`` pair), with ``image_model`` as a paired family's image tower.
 
     An unknown hub id is assumed to be a native CLIP checkpoint (the loader checks its config);
     a local folder's family is read from its files.
     """
-    name = str(name)
-    if "+" in name and not Path(name).exists():
-        name, image_model = name.split("+", 1)
-    source = resolve_model_name(name)
+    source = resolve_model_name(str(name))
     info = BY_ID.get(source)
     if info is None:
         family = detect_family(Path(source)) if Path(source).is_dir() else None

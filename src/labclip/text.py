@@ -6,6 +6,7 @@ import html
 import string
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import ftfy
 import regex
@@ -38,7 +39,7 @@ def clean_text(text: str) -> str:
     """
     text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
-    return _WHITESPACE.sub(" ", text).strip().lower()
+    return str(_WHITESPACE.sub(" ", text)).strip().lower()
 
 
 _ASCII_PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -52,22 +53,24 @@ def siglip_text(text: str, handling: str) -> str:
     ``"lowercase"`` (SigLIP 2): lower-cased, as SigLIP 2's Gemma tokenizer was trained. Anything else: as given.
     """
     if handling == "canonical":
-        return _WHITESPACE.sub(" ", text.lower().translate(_ASCII_PUNCTUATION)).strip()
+        return str(_WHITESPACE.sub(" ", text.lower().translate(_ASCII_PUNCTUATION))).strip()
     if handling == "lowercase":
         return text.lower()
     return text
 
 
-def _openai_ids(tokenizer, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
+def _openai_ids(tokenizer: Any, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
     """Token ids as ``SimpleTokenizer.encode`` gives them: OpenAI's cleaning and word pattern, then the
     tokenizer's own byte-level BPE, bypassing the tokenizer's normaliser (NFC and lower-casing of
     its own, which differ from OpenAI's for some text)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
-        return tokenizer([clean_text(t) for t in texts], add_special_tokens=add_special_tokens)["input_ids"]
+        encoded: list[list[int]] = tokenizer([clean_text(t) for t in texts],
+                                             add_special_tokens=add_special_tokens)["input_ids"]
+        return encoded
     bpe = backend.model
     special = [tokenizer.convert_tokens_to_ids(token) for token in _SPECIAL]
-    rows = []
+    rows: list[list[int]] = []
     for text in texts:
         ids = [special[0]] if add_special_tokens else []
         for piece in _OPENAI_PIECES.findall(clean_text(text)):
@@ -80,7 +83,7 @@ def _openai_ids(tokenizer, texts: Sequence[str], add_special_tokens: bool) -> li
 
 
 def tokenize(
-    tokenizer,
+    tokenizer: Any,
     texts: Sequence[str],
     context_length: int = CONTEXT_LENGTH,
     openai_clean: bool = True,
@@ -119,7 +122,7 @@ def tokenize(
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
-def token_lengths(tokenizer, texts: Sequence[str], openai_clean: bool = True) -> list[int]:
+def token_lengths(tokenizer: Any, texts: Sequence[str], openai_clean: bool = True) -> list[int]:
     """BPE tokens per text, without the start and end tokens."""
     if openai_clean:
         return [len(ids) for ids in _openai_ids(tokenizer, texts, add_special_tokens=False)]

@@ -39,7 +39,7 @@ class Translator:
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         from .hub import cached_revision, from_hub, load_failure
-        from .model import fingerprint_sources
+        from .spec import fingerprint_sources
 
         self.name, self.device, self.max_new_tokens = name, device, max_new_tokens
         try:

@@ -12,9 +12,6 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from ..adapter import ADAPTER_MARK
-from ..config import DEMO_MODEL, shown_model, shown_revision
-
 PACKAGES = ("labclip", "torch", "transformers", "tokenizers", "numpy", "pandas", "pillow", "matplotlib", "papermill", "nbconvert")
 
 
@@ -83,14 +80,6 @@ def hub_revision(repo_id: str) -> str | None:
     return cached_revision(repo_id)
 
 
-def tower_revision(source: str, revision: str | None) -> str | None:
-    """A tower's revision as output files record it (:func:`labclip.config.shown_revision`, as the reports
-    show it): a local folder by its name and fingerprint, without its machine path."""
-    if revision is None and Path(source).is_dir():
-        revision = "local:" + str(Path(source).resolve())
-    return shown_revision(revision) if revision else hub_revision(source)
-
-
 def model_record(model, requested: str | None = None, fallback_reason: str | None = None) -> dict:
     """Who made the numbers: the requested model, the model used (id and revision) and whether it is untrained.
 
@@ -98,25 +87,9 @@ def model_record(model, requested: str | None = None, fallback_reason: str | Non
     ``TEXT_REVISION+IMAGE_REVISION``. A model with a text adapter is ``MODEL+adapter:LABEL``, with
     revision ``REVISION+adapter:SHA256`` and the adapter's card under ``adapter``. Local folders and files
     are named as reports name them (:func:`labclip.config.shown_model`), never by their machine path.
+    The fields are the model's identity's (:meth:`labclip.spec.ModelId.record`).
     """
-    if model.is_demo:
-        model_id, revision = DEMO_MODEL, shown_revision(model.revision)
-    elif model.image_source and model.image_source != model.source:
-        model_id = f"{model.source}+{model.image_source}"
-        revision = "+".join(str(tower_revision(s, r)) for s, r in ((model.source, model.revision),
-                                                                     (model.image_source, model.image_revision)))
-    else:
-        model_id, revision = model.source, tower_revision(model.source, model.revision)
-    model_id = shown_model(model_id)
-    record = {"requested": shown_model(requested or model.name), "id": model_id, "revision": revision,
-              "untrained": bool(model.untrained), "fallback_reason": fallback_reason,
-              "precision": model.precision.name, "precision_requested": model.precision.requested,
-              "precision_reason": model.precision.reason, "precision_default": model.precision.default}
-    card = getattr(model, "adapter_card", None)
-    if card is not None:
-        record.update(id=f"{model_id}{ADAPTER_MARK}{card['label']}", revision=f"{revision}{ADAPTER_MARK}{card['sha256']}",
-                      adapter=card)
-    return record
+    return model.identity.record(requested, fallback_reason)
 
 
 def model_columns(record: dict) -> dict:
