@@ -57,9 +57,9 @@ COMMANDS: dict[str, Command] = {
 
 def parser() -> argparse.ArgumentParser:
     """The ``labclip`` argument parser: one subparser per entry of :data:`COMMANDS`."""
-    top = Parser(prog="labclip", description="CLIP image-text matching, zero-shot classification and lab "
-                 "reports. Errors are one line 'labclip: error: ...' with exit status 2.",
-                 formatter_class=HelpFormatter, allow_abbrev=False)
+    top: argparse.ArgumentParser = Parser(prog="labclip", description="CLIP image-text matching, zero-shot classification and lab "
+                                          "reports. Errors are one line 'labclip: error: ...' with exit "
+                                          "status 2.", formatter_class=HelpFormatter, allow_abbrev=False)
     top.add_argument("--version", action="version", version=f"labclip {__version__}")
     subparsers = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS.values():

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, cast
 
 from ..errors import LabclipError
 from ..lab.provenance import model_record
 from .console import quiet_loading
 
 if TYPE_CHECKING:
-    from ..adapter import AdaptedModel
     from ..model import ClipModel
 
-Model: TypeAlias = "ClipModel | AdaptedModel"
 
-
-def identity(model: Model, requested: str | None = None, fallback_reason: str | None = None) -> dict:
+def identity(model: ClipModel, requested: str | None = None, fallback_reason: str | None = None) -> dict:
     """Who made a command's numbers: the record its JSON provenance, CSV model columns and tag keys are built
     from (:func:`labclip.lab.provenance.model_record`). The only place the command line identifies a model."""
     return model_record(model, requested, fallback_reason)
@@ -31,7 +28,7 @@ def name_demo_flag(err: LabclipError, flag: str = "--model") -> LabclipError:
     return LabclipError(text.replace("the untrained 'demo' model", f"the untrained demo model ({flag} demo)"))
 
 
-def configure(model: Model, args: argparse.Namespace) -> Model:
+def configure(model: ClipModel, args: argparse.Namespace) -> ClipModel:
     """Apply ``--batch-size`` and ``--no-cache`` to a loaded model."""
     if args.batch_size:
         model.image_batch_size = model.text_batch_size = args.batch_size
@@ -40,7 +37,7 @@ def configure(model: Model, args: argparse.Namespace) -> Model:
     return model
 
 
-def load(args: argparse.Namespace, name: str | None = None) -> Model:
+def load(args: argparse.Namespace, name: str | None = None) -> ClipModel:
     """The model of ``--model`` (or ``name``, a command's second model) with the command's ``--device``,
     ``--precision``, ``--batch-size`` and ``--no-cache``; the one loading wrapper of the commands.
 
@@ -57,4 +54,4 @@ def load(args: argparse.Namespace, name: str | None = None) -> Model:
         raise name_demo_flag(err) from None
     if model.untrained and name is None:
         print(f"labclip: note: '{args.model}' is an untrained model; its results mean nothing", file=sys.stderr)
-    return configure(model, args)
+    return configure(cast("ClipModel", model), args)  # an AdaptedModel is used as the ClipModel it wraps

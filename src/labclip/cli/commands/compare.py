@@ -83,5 +83,5 @@ def run(args: argparse.Namespace) -> None:
     for reason in not_compared:
         print(f"labclip: not compared: {reason}", file=sys.stderr)
     columns = pd.DataFrame([row_provenance(record) for record in table.attrs["records"]])
-    emit(table, args.out, records, inputs=[args.captions, *captions["path"]], columns=columns, n=table.attrs["n"],
+    emit(table, args.out, records, inputs=[args.captions, *captions.paths], columns=columns, n=table.attrs["n"],
          not_compared=not_compared)

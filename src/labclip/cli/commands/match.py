@@ -34,4 +34,4 @@ def run(args: argparse.Namespace) -> None:
     model = load(args)
     m = Experiment(model=model, captions=captions, top_k=args.top_k, batch_size=args.batch_size).matching(args.lang)
     emit(m.topk, args.out, [identity(model)], {**m.metrics.to_dict(), **m.estimates()},
-         inputs=[args.captions, *captions["path"]])
+         inputs=[args.captions, *captions.paths])

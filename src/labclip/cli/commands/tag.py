@@ -6,15 +6,19 @@ import argparse
 import hashlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from ...errors import LabclipError
 from ...lab.provenance import model_columns
 from ..inputs import check_out, count, folder_images, labels
-from ..loading import Model, identity, load
+from ..loading import identity, load
 from ..options import Subparsers, add_command, label_options, model_options, top_k
 from ..output import write
+
+if TYPE_CHECKING:
+    from ...model import ClipModel
 
 # Images tagged between two atomic rewrites of the tags CSV: an interrupted run keeps every finished chunk.
 TAG_CHUNK = 256
@@ -78,7 +82,7 @@ def _reusable(done: pd.DataFrame | None, key: dict[str, str], args: argparse.Nam
     return done
 
 
-def _tag(model: Model, args: argparse.Namespace, todo: list[tuple[Path, str]], done: pd.DataFrame | None,
+def _tag(model: ClipModel, args: argparse.Namespace, todo: list[tuple[Path, str]], done: pd.DataFrame | None,
          key: dict[str, str], vocabulary: list[str], templates: list[str]) -> pd.DataFrame:
     """Tag the images of ``todo`` (path, name), rewriting the tags file after each chunk of ``TAG_CHUNK``."""
     from ...lab.tables import top_labels
