@@ -140,6 +140,14 @@ def model_options(p: argparse.ArgumentParser, task: str, several: bool = False) 
                    help="neither read nor write the embedding cache (default: use it)")
 
 
+def result_options(p: argparse.ArgumentParser, task: str, k: int, k_help: str, summary: bool = False) -> None:
+    """The closing options of a command that prints or writes a table: ``--top-k``, the model options,
+    ``--out``."""
+    top_k(p, k, k_help)
+    model_options(p, task)
+    out_option(p, summary=summary)
+
+
 def top_k(p: argparse.ArgumentParser, default: int, what: str) -> None:
     p.add_argument("--top-k", type=positive, default=default, metavar="K", help=what)
 

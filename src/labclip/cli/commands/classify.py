@@ -8,7 +8,7 @@ from pathlib import Path
 from ...config import shown_names
 from ..inputs import check_files, check_out, given_images, labels
 from ..loading import identity, load
-from ..options import Subparsers, add_command, label_options, model_options, out_option, top_k
+from ..options import Subparsers, add_command, label_options, result_options
 from ..output import emit
 
 
@@ -19,9 +19,7 @@ def add_parser(subparsers: Subparsers) -> None:
                    help="image files, or folders whose images are all classified (searched recursively, as tag "
                    "and search do)")
     label_options(p)
-    top_k(p, 5, "labels listed per image")
-    model_options(p, "classify")
-    out_option(p)
+    result_options(p, "classify", 5, "labels listed per image")
 
 
 def run(args: argparse.Namespace) -> None:

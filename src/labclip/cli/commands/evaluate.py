@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..inputs import check_out
 from ..loading import identity, load
-from ..options import Subparsers, add_command, model_options, out_option, template_options, top_k
+from ..options import Subparsers, add_command, result_options, template_options
 from ..output import emit
 
 
@@ -18,9 +18,7 @@ def add_parser(subparsers: Subparsers) -> None:
     p.add_argument("root", type=Path, help="ROOT/<class>/*.jpg folder, or a CSV with an image column and a label "
                    "column (or one label column per language, of which --lang picks one)")
     template_options(p)
-    top_k(p, 5, "the k of the top-k accuracy")
-    model_options(p, "eval")
-    out_option(p, summary=True)
+    result_options(p, "eval", 5, "the k of the top-k accuracy", summary=True)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from ...config import DEFAULT_CAPTIONS
 from ..inputs import check_out
 from ..loading import identity, load
-from ..options import Subparsers, add_command, image_dir_option, model_options, out_option, top_k
+from ..options import Subparsers, add_command, image_dir_option, result_options
 from ..output import emit
 
 
@@ -20,9 +20,7 @@ def add_parser(subparsers: Subparsers) -> None:
                    "(default: the bundled data/captions/default.csv)")
     p.add_argument("--lang", default="en", help="caption language (a column of the caption file)")
     image_dir_option(p)
-    top_k(p, 3, "captions listed per image, and the k of the top-k accuracies")
-    model_options(p, "match")
-    out_option(p, summary=True)
+    result_options(p, "match", 3, "captions listed per image, and the k of the top-k accuracies", summary=True)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -11,7 +11,7 @@ import pandas as pd
 from ...config import shown_names
 from ..inputs import check_out, folder_images
 from ..loading import identity, load
-from ..options import Subparsers, add_command, model_options, out_option, query, top_k
+from ..options import Subparsers, add_command, query, result_options
 from ..output import emit
 
 
@@ -20,9 +20,7 @@ def add_parser(subparsers: Subparsers) -> None:
                     "similarity to a text query.")
     p.add_argument("folder", type=Path, help="folder of images (searched recursively)")
     p.add_argument("query", type=query, help="the text to look for, e.g. 'a red car'")
-    top_k(p, 5, "images listed")
-    model_options(p, "search")
-    out_option(p, summary=True)
+    result_options(p, "search", 5, "images listed", summary=True)
 
 
 def run(args: argparse.Namespace) -> None:
