@@ -6,8 +6,8 @@ import shutil
 
 import pandas as pd
 
-from labclip import cli
 from labclip.cli import main
+from labclip.cli.commands import tag
 from labclip.config import IMAGES_DIR
 from labclip.model import ClipModel
 
@@ -23,7 +23,7 @@ def test_interrupted_tag_keeps_finished_rows_and_resumes(tmp_path, tiny_model_di
     out = tmp_path / "tags.csv"
     argv = [str(a) for a in ("tag", folder, "--labels-file", labels, "--out", out, "--model", tiny_model_dir,
                              "--no-cache", "--top-k", "1")]
-    monkeypatch.setattr(cli, "TAG_CHUNK", 1)
+    monkeypatch.setattr(tag, "TAG_CHUNK", 1)
     real, calls = ClipModel.encode_images, []
 
     def interrupted(self, images, *args, **kwargs):

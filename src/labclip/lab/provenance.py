@@ -6,7 +6,7 @@ import hashlib
 import os
 import platform
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -106,3 +106,17 @@ def row_provenance(record: dict) -> dict:
     from .. import __version__
 
     return {**model_columns(record), "requested_model": record["requested"], "labclip_version": __version__}
+
+
+def output_provenance(models: Sequence[dict], inputs: Iterable[str | Path] = (), *, several: bool = False) -> dict:
+    """The ``provenance`` block of a command's output file: labclip version, time, the model records
+    (:func:`model_record`; ``several`` lists them as ``models``), library versions, machine, input hashes."""
+    from .. import __version__
+
+    block = {"labclip": __version__, "created": now(),
+             **({"models": list(models)} if several else {"model": models[0]}),
+             "versions": package_versions(), "machine": machine()}
+    inputs = list(inputs)
+    if inputs:
+        block["inputs_sha256"] = sha256_files(inputs)
+    return block

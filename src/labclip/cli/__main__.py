@@ -1,0 +1,7 @@
+"""``python -m labclip.cli``: the ``labclip`` command."""
+
+import sys
+
+from labclip.cli import main
+
+sys.exit(main())

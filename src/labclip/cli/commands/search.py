@@ -1,0 +1,35 @@
+"""``labclip search``: a folder's images ranked by similarity to a text query."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ...config import shown_names
+from ..inputs import check_out, folder_images
+from ..loading import identity, load
+from ..options import Subparsers, add_command, query, result_options
+from ..output import emit
+
+
+def add_parser(subparsers: Subparsers) -> None:
+    p = add_command(subparsers, "search", "find images in a folder by text", "Rank a folder's images by "
+                    "similarity to a text query.")
+    p.add_argument("folder", type=Path, help="folder of images (searched recursively)")
+    p.add_argument("query", type=query, help="the text to look for, e.g. 'a red car'")
+    result_options(p, "search", 5, "images listed", summary=True)
+
+
+def run(args: argparse.Namespace) -> None:
+    check_out(args.out)
+    images = folder_images(args.folder)
+    model = load(args)
+    scores = model.encode_images(images) @ model.encode_texts([args.query])[0]
+    order = np.argsort(-scores, kind="stable")[: args.top_k]
+    names = shown_names(images)
+    table = pd.DataFrame({"rank": range(1, len(order) + 1), "image": [names[i] for i in order],
+                          "cosine": scores[order].astype(float)})
+    emit(table, args.out, [identity(model)], {"query": args.query} if args.out else None, inputs=images)
