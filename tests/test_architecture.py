@@ -23,7 +23,8 @@ CORE_LAYERS = [
     {"metrics"},
     {"zeroshot", "translate", "datasets", "adapt", "cultures"},
 ]
-LAB_LAYERS = [{"tables", "provenance"}, {"experiment"}, {"compare", "adapt"}, {"narrative", "plots"}, {"present"},
+LAB_LAYERS = [{"tables", "provenance", "markup", "wording"}, {"runs", "results"}, {"experiment", "scale_run"},
+              {"compare", "adapt"}, {"narrative", "plots"}, {"present"},
               {"scale", "adapt_present"}, {"cultures"}, {"report", "reproduce"}]
 FRONT = ["cli", "__main__"]
 CORE = set().union(*CORE_LAYERS)

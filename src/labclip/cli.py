@@ -770,16 +770,17 @@ def cmd_compare(args) -> None:
     records: list[dict] = []
     skipped: list[str] = []
     with _quiet_loading():  # also the translators, which compare() loads itself
-        table = compare(captions, args.langs, _compare_models(args, records, skipped),
-                        None if args.translator == "none" else args.translator, args.top_k)
+        result = compare(captions, args.langs, _compare_models(args, records, skipped),
+                         None if args.translator == "none" else args.translator, args.top_k)
+    table = result.table
     if table.empty:
         raise LabclipError("no model could be loaded: " + "; ".join(skipped))
-    not_compared = skipped + table.attrs["skipped"]
+    not_compared = skipped + result.skipped
     for reason in not_compared:
         print(f"labclip: not compared: {reason}", file=sys.stderr)
     by_name = {r["requested"] if r["fallback_reason"] is None else DEMO_MODEL: r for r in records}
     columns = pd.DataFrame([row_provenance(by_name[name]) for name in table["model"]])
-    _emit(table, args.out, records, inputs=[args.captions, *captions["path"]], columns=columns, n=table.attrs["n"],
+    _emit(table, args.out, records, inputs=[args.captions, *captions["path"]], columns=columns, n=result.n,
           not_compared=not_compared)
 
 

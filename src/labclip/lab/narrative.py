@@ -32,13 +32,13 @@ from ..labels import (  # noqa: F401
     rate,
     share,
 )
-from ..metrics import retrieval_ranks
 from ..model import ClipModel
 from ..registry import TEXT_HANDLING, resolve_model_name
 from ..registry import published as registry_published
 from . import compare
 from .experiment import Experiment, Matching, ZeroShotRun
 from .provenance import sha256_file
+from .results import Comparison
 from .tables import token_stats
 
 LANGUAGE_NAMES = {"en": "English", "ru": "Russian", "de": "German", "fr": "French", "es": "Spanish",
@@ -331,18 +331,16 @@ def paired(hits_a, hits_b, a: str, b: str, what: str = "accuracy", alpha: float 
 
 def estimates(m: Matching) -> dict[str, _stats.Estimate]:
     """Accuracy and MRR of a matching with 95% intervals (Wilson; seeded bootstrap over images for MRR)."""
-    return retrieval_ranks(m.sim).estimates((1, m.metrics.k))
+    return m.estimates()
 
 
 def margin_estimate(m: Matching) -> _stats.Estimate:
     """Mean margin of the correct caption over the best wrong one, with a seeded bootstrap interval over images."""
-    sim = np.asarray(m.sim, dtype=np.float64)
-    wrong = np.where(np.eye(len(sim), dtype=bool), -np.inf, sim).max(axis=1)
-    return _stats.mean(np.diag(sim) - wrong)
+    return m.margin()
 
 
 def _top1(m: Matching) -> np.ndarray:
-    return retrieval_ranks(m.sim).i2t == 1
+    return m.top1
 
 
 def results(m: Matching) -> str:
@@ -466,8 +464,9 @@ def tokens(stats: pd.DataFrame, model: ClipModel | None = None, captions: Mappin
     return text
 
 
-def comparison(table: pd.DataFrame, reference: str = "en") -> str:
-    """How the strategies compare in this run, in words."""
+def comparison(result: Comparison) -> str:
+    """How the strategies compare in this run (:func:`labclip.lab.compare.compare`), in words."""
+    table, reference = result.table, result.reference
     if table.empty:
         return "No model could be loaded for the comparison."
     strategies = set(table["strategy"])
@@ -486,7 +485,7 @@ def comparison(table: pd.DataFrame, reference: str = "en") -> str:
     else:
         lines[0] += (f" There are no {language_name(reference)} captions in this run, so there is no "
                      f"{language_name(reference)} reference to measure a gap against.")
-    n, hits = table.attrs.get("n"), table.attrs.get("i2t_hits1")
+    n, hits = result.n, result.i2t_hits1
     for r in table[table.language != reference].itertuples():
         line = (f"- {md(model_name(r.model))}, {md(language_name(r.language))}, {r.strategy}: image→text top-1 "
                 f"{format_metric('i2t_acc1', r.i2t_acc1, n)}")

@@ -25,12 +25,13 @@ from matplotlib.figure import Figure
 
 from .. import stats, zeroshot
 from ..labels import format_metric, metric_label, pct
-from ..metrics import accuracy_keys, ranks, retrieval_ranks, topk_indices, topk_undefined
+from ..metrics import accuracy_keys, ranks, topk_indices, topk_undefined
 from ..text import token_lengths
 from ..translate import translator_name
 from . import narrative, plots
 from .experiment import Experiment, Matching, Run, ZeroShotRun, similarity_file
 from .narrative import md, public_path
+from .results import Comparison
 from .tables import captions_frame, confusion, token_stats, top_labels
 
 BANNER_STYLE = ("border:3px solid #c62828;background:#ffebee;color:#8e0000;padding:6px 10px;"
@@ -243,7 +244,7 @@ def heatmap(exp: Experiment, m: Matching, scale: tuple[float, float] | None = No
                 f"are outlined in red.{shared}",
                 svg(plots.similarity_heatmap(m.sim, exp.image_paths, m.captions, vmin=vmin, vmax=vmax)))
         return
-    rank = retrieval_ranks(m.sim).i2t
+    rank = m.retrieval.i2t
     rows = np.sort(np.argsort(-rank, kind="stable")[:fits])
     where = (f"under “Full matrix” in the HTML page and in {similarity_file(m.language)}" if n <= SCREEN_HEATMAP_LIMIT
              else f"in {similarity_file(m.language)}")
@@ -276,7 +277,7 @@ def topk(m: Matching) -> None:
         section(f"Top-{k} captions per image", f"The {k} best captions of each of the {n} images. " + note,
                 table(_labelled(full)))
         return
-    rank = retrieval_ranks(m.sim).i2t
+    rank = m.retrieval.i2t
     names = list(m.images)
     probability = m.topk["probability"].to_numpy().reshape(n, k)
     compact = pd.DataFrame({
@@ -398,14 +399,15 @@ def comparison_heading(result: pd.DataFrame) -> str:
     return f"Fixing the language gap: {', '.join(ran)}"
 
 
-def comparison(exp: Experiment, result: pd.DataFrame, translator: str | None) -> None:
+def comparison(exp: Experiment, compared: Comparison, translator: str | None) -> None:
     """Models × languages × strategies (``result`` of :func:`labclip.lab.compare.compare`): two tables, bars,
     translations, and what could not be compared."""
+    result = compared.table
     langs = list(dict.fromkeys(result["language"])) if not result.empty else []
     k = exp.top_k
     heading = comparison_heading(result)
     if result.empty:
-        section(heading, narrative.comparison(result))
+        section(heading, narrative.comparison(compared))
     else:
         setup = pd.DataFrame({"model": result["model"].map(narrative.model_name),
                               "language": result["language"].map(narrative.language_name),
@@ -415,20 +417,20 @@ def comparison(exp: Experiment, result: pd.DataFrame, translator: str | None) ->
             n = len(exp.captions)
             return _labelled(setup.assign(**{key: [format_metric(key, v, n) for v in result[key]] for key in keys}))
 
-        section(heading, narrative.comparison(result),
+        section(heading, narrative.comparison(compared),
                 "<h3>Accuracy</h3>" + table(columns(list(dict.fromkeys(accuracy_keys(k))))),
                 "<h3>Gap to English and similarity</h3>"
                 + table(columns(["gap_pp", "gap_ratio", "correct_mean", "margin_mean"])),
                 svg(plots.comparison_bars(result.assign(model=result["model"].map(narrative.model_name),
                                                        language=setup["language"]), n=len(exp.captions))))
-    for name, texts in result.attrs["translations"].items():
+    for name, texts in compared.translations.items():
         lang = next((lang for lang in langs if name == translator_name(translator or "", lang)), None)
         if lang:
             shown = pd.DataFrame({"Image": exp.image_names, narrative.language_name(lang): exp.captions[lang],
                                   "English (translated)": texts})
             section(f"Translations by {narrative.model_name(name)}", "", table(shown), level=3)
-    if result.attrs["skipped"]:
-        section("Not available in this run", "\n".join(f"- {md(s)}" for s in result.attrs["skipped"]), level=3)
+    if compared.skipped:
+        section("Not available in this run", "\n".join(f"- {md(s)}" for s in compared.skipped), level=3)
 
 
 def published(exp: Experiment, langs: list[str]) -> None:
