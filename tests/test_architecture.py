@@ -23,8 +23,8 @@ CORE_LAYERS = [
     {"metrics"},
     {"zeroshot", "translate", "datasets", "adapt", "cultures"},
 ]
-LAB_LAYERS = [{"tables", "provenance", "markup", "wording"}, {"runs", "results"}, {"experiment", "scale_run"},
-              {"compare", "adapt"}, {"narrative", "plots"}, {"present"},
+LAB_LAYERS = [{"tables", "provenance", "wording"}, {"runs", "results"}, {"experiment", "scale_run"},
+              {"compare", "adapt"}, {"narrative", "plots", "scale_narrative"}, {"markup"}, {"present"},
               {"scale", "adapt_present"}, {"cultures"}, {"report", "reproduce"}]
 FRONT = ["cli", "__main__"]
 CORE = set().union(*CORE_LAYERS)

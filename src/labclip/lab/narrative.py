@@ -8,9 +8,6 @@ is used, whether the model is untrained). Text that came from the user goes thro
 from __future__ import annotations
 
 import csv
-import re
-import unicodedata
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -18,8 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stats as _stats
-from ..config import CAPTIONS_DIR, DEFAULT_CAPTIONS, shown_model, shown_path, shown_revision
-from ..images import NaflexPreprocess, SquarePreprocess
+from ..config import CAPTIONS_DIR, DEFAULT_CAPTIONS
 from ..labels import (  # noqa: F401
     METRIC_LABELS,
     format_metric,
@@ -33,36 +29,31 @@ from ..labels import (  # noqa: F401
     share,
 )
 from ..model import ClipModel
-from ..registry import TEXT_HANDLING, resolve_model_name
 from ..registry import published as registry_published
+from ..registry import resolve_model_name
 from . import compare
 from .experiment import Experiment, Matching, ZeroShotRun
 from .provenance import sha256_file
 from .results import Comparison
 from .tables import token_stats
+from .wording import (  # noqa: F401 - narrative's names for reports and notebooks
+    DIRECTIONS,
+    LANGUAGE_NAMES,
+    adapter_text,
+    banner_text,
+    fallback_note,
+    image_processing,
+    is_openai_clip_tokenizer,
+    language_name,
+    md,
+    model_name,
+    public_path,
+    public_revision,
+    script,
+    text_processing,
+)
 
-LANGUAGE_NAMES = {"en": "English", "ru": "Russian", "de": "German", "fr": "French", "es": "Spanish",
-                  "it": "Italian", "pl": "Polish", "tr": "Turkish", "uk": "Ukrainian", "zh": "Chinese",
-                  "ja": "Japanese", "ko": "Korean"}
-
-# The XTD10 text→image recall@1 figures of labclip.registry.PUBLISHED, by model and language.
-PUBLISHED_XTD10_T2I_R1: dict[str, dict[str, float]] = {}
-for _p in registry_published(benchmark="XTD10", direction="t2i", metric="R@1"):
-    PUBLISHED_XTD10_T2I_R1.setdefault(_p.model, {})[_p.language] = _p.value
-
-
-def md(text: object) -> str:
-    """User text made inert in Markdown: one line, every Markdown and HTML special character backslash-escaped.
-
-    Rendered by any CommonMark renderer, the result shows the text as written: no tags, links, images,
-    entities or emphasis (``<`` becomes ``\\<``, which renders as ``&lt;``).
-    """
-    return re.sub(r"([\\`*_\[\]()!#|~$:{}<>&])", r"\\\1", " ".join(str(text).split()))
-
-
-def language_name(code: str) -> str:
-    """``"ru"`` → ``"Russian"``; an unknown code is returned as given."""
-    return LANGUAGE_NAMES.get(code, code)
+XTD10_T2I_R1 = dict(benchmark="XTD10", direction="t2i", metric="R@1")  # the figures the languages reports cite
 
 
 def metric_table(metrics: Mapping[str, Mapping[str, object]], keys: Iterable[str] | None = None) -> pd.DataFrame:
@@ -94,33 +85,6 @@ def zeroshot_language_note(run: ZeroShotRun) -> str:
             f"on the labels and templates in {language_name(run.language)}.")
 
 
-def public_path(path: str | Path | None) -> str:
-    """A path as reports may show it: relative to the project when inside it, else only its name."""
-    return shown_path(path) if path else "—"
-
-
-def model_name(name: str) -> str:
-    """A model name as reports show it (:func:`labclip.config.shown_model`, pairs joined by " + ")."""
-    return shown_model(name, " + ")
-
-
-def public_revision(revision: str | None) -> str:
-    """A model revision as reports show it (:func:`labclip.config.shown_revision`; "—" when unknown)."""
-    return shown_revision(revision) or "—"
-
-
-def script(texts: Iterable[str]) -> str | None:
-    """The writing system of most letters in ``texts`` (``"Latin"``, ``"Cyrillic"``, ``"Han"``…), from Unicode names."""
-    counts = Counter()
-    for text in texts:
-        for char in str(text):
-            if char.isalpha():
-                name = unicodedata.name(char, "")
-                if name:
-                    counts["Han" if name.startswith("CJK") else name.split()[0].title()] += 1
-    return counts.most_common(1)[0][0] if counts else None
-
-
 def _bundled_caption_hashes() -> set[str]:
     files = {DEFAULT_CAPTIONS, *(p for p in CAPTIONS_DIR.glob("*") if p.is_file())} if CAPTIONS_DIR.is_dir() else set()
     return {sha256_file(p) for p in files if Path(p).is_file()}
@@ -145,76 +109,8 @@ def pictograms(exp: Experiment) -> int:
     return count
 
 
-def _text_model(model: ClipModel) -> ClipModel:
-    """The model whose text tower encodes the captions (an adapter's source tower, else the model)."""
-    return getattr(model, "text_model", model)
-
-
-def is_openai_clip_tokenizer(model: ClipModel) -> bool:
-    """Whether captions go through OpenAI CLIP's text cleaning and byte-level BPE."""
-    return not _text_model(model).info.paired and model.openai_text_cleaning
-
-
 def _model_id(name: str | None) -> str | None:
     return resolve_model_name(name) if name else None
-
-
-def text_processing(model: ClipModel) -> str:
-    """How this model turns a caption into tokens, from the model's own settings (and, for a model
-    with a text adapter, the tower that encodes captions and the adapter after it)."""
-    size = len(model.tokenizer) if hasattr(model.tokenizer, "__len__") else None
-    vocab = f", a vocabulary of {size:,} tokens" if size else ""
-    tower = _text_model(model)
-    if is_openai_clip_tokenizer(model):
-        text = (f"OpenAI CLIP's text cleaning (ftfy, HTML unescaping, whitespace), lower-casing and CLIP's byte-level "
-                f"BPE{vocab}, with a {model.context_length}-token context; each batch is padded to its longest caption.")
-    else:
-        encoder = (f"a separate multilingual text encoder ({type(tower.text.module).__name__}) mapped into the image "
-                   "encoder's space" if tower.info.paired else f"the text encoder of the {tower.family} model")
-        text = (f"The model's own tokenizer ({type(model.tokenizer).__name__}{vocab}) with its own normalisation, "
-                f"{model.context_length}-token context, and {encoder}.")
-        handling = getattr(tower.text, "handling", None)
-        if handling in TEXT_HANDLING:
-            text += (f" As the model was trained, captions are first {TEXT_HANDLING[handling]} and always padded "
-                     f"to {model.context_length} tokens.")
-    return text + adapter_text(model)
-
-
-def adapter_text(model: ClipModel) -> str:
-    """A sentence on the model's text adapter (the tower before it, what it was fitted on), or ``""``."""
-    card = getattr(model, "adapter_card", None)
-    if card is None:
-        return ""
-    base = md(model_name(model.base.name))
-    fitted = ", ".join(part for part in (
-        f"{card['pairs']} caption pairs" if card.get("pairs") else "",
-        f"{md(card['source_lang'])}→{md(card['target_lang'])}" if card.get("source_lang") and card.get("target_lang")
-        else "",
-        f"alpha {card['alpha']:g}" if isinstance(card.get("alpha"), (int, float)) else "") if part)
-    tower = (f"Captions are encoded by the text tower of {md(card['text_tower']['model'])} (revision "
-             f"{md(card['text_tower']['revision'] or '—')}), not by {base}'s own; its embeddings"
-             if model.separate_text_tower else "The text embeddings")
-    return (f" {tower} then pass through the linear text adapter {md(card['label'])} (weights sha256 "
-            f"{card['sha256'][:12]}…{'; fitted on ' + fitted if fitted else ''}) into {base}'s embedding space; "
-            f"images go through {base}'s image encoder unchanged.")
-
-
-def banner_text(model: ClipModel) -> str | None:
-    """The warning every display of an untrained model's numbers carries, or ``None``."""
-    if not model.untrained:
-        return None
-    which = ("labclip's untrained demo model" if model.is_demo
-             else f"the untrained test model '{model_name(model.name)}'")
-    return (f"These numbers come from {which}, whose weights are random: they say nothing about CLIP. "
-            "Run with real weights (e.g. openai/clip-vit-base-patch32 where the Hugging Face hub is reachable) "
-            "for meaningful results.")
-
-
-def fallback_note(requested: str, reason: str) -> str:
-    """Why the demo model stands in, as plain text naming the requested model once (the stored reason
-    starts with "could not load model '<name>': ", which the sentence already says)."""
-    why = re.sub(r"^could not load model '[^']*'(?: \([^)]*\))?: ", "", " ".join(reason.split()))
-    return f"The requested model {model_name(requested)} could not be loaded: {why.rstrip('.')}."
 
 
 def gap(reference: float, other: float) -> dict[str, str]:
@@ -275,18 +171,6 @@ def _gap_sentence(exp: Experiment, a: str, b: str) -> str:
              else f"ratio {g['ratio']}, relative difference {g['relative']}")
     return (f"The image→text top-1 gap between {name_a} and {name_b} is {g['points']} ({forms}; exact McNemar "
             f"test, {p_value(test.p_value)}).")
-
-
-def image_processing(pre) -> str:
-    """How the model's images are resized, from its preprocessing settings."""
-    if isinstance(pre, NaflexPreprocess):
-        return (f"SigLIP 2 NaFlex: each image resized, aspect ratio kept, to at most {pre.max_num_patches} patches "
-                f"of {pre.patch_size} px")
-    if isinstance(pre, SquarePreprocess):
-        kind = {2: "bilinear", 3: "bicubic"}.get(pre.resample, f"PIL filter {pre.resample}")
-        return f"As the model's SigLIP image processor does it: {kind} resize to {pre.crop}×{pre.crop} (aspect not kept)"
-    return (f"As OpenAI's clip package does it: bicubic resize of the shorter side to {pre.resize} px, centre crop "
-            f"to {pre.crop}×{pre.crop}")
 
 
 def method(exp: Experiment) -> str:
@@ -399,19 +283,20 @@ def discussion(exp: Experiment, languages: list[str]) -> str:
 def published(exp: Experiment, languages: list[str]) -> str | None:
     """Published figures for the run's model and languages (Markdown), or ``None`` where none apply.
 
-    Shown only for a model in :data:`PUBLISHED_XTD10_T2I_R1` (the one used, or the one requested
-    when the run fell back to another) and only with a non-English language of the run in the table.
+    Shown only for a model with XTD10 text→image recall@1 figures in ``labclip.registry.PUBLISHED`` (the one
+    used, or the one requested when the run fell back to another) and only with a non-English language of the
+    run among them.
     """
     used, requested = _model_id(exp.model.source), _model_id(exp.requested_model)
-    model = used if used in PUBLISHED_XTD10_T2I_R1 else requested if exp.fallback_reason else None
-    figures = PUBLISHED_XTD10_T2I_R1.get(model or "")
+    model = used if registry_published(**XTD10_T2I_R1, model=used or "") else \
+        requested if exp.fallback_reason else None
+    figures = {p.language: p.value for p in registry_published(**XTD10_T2I_R1, model=model or "")}
     shown = [lang for lang in dict.fromkeys(["en", *languages]) if figures and lang in figures]
     if not figures or not any(lang != "en" for lang in shown):
         return None
     which = "" if model == used else " (requested by this run, which could not load it)"
     values = "; ".join(f"{md(language_name(lang))} {figures[lang]:.1f}%" for lang in shown)
-    sources = "; ".join(dict.fromkeys(p.source for p in registry_published(benchmark="XTD10", direction="t2i",
-                                                                           metric="R@1", model=model)))
+    sources = "; ".join(dict.fromkeys(p.source for p in registry_published(**XTD10_T2I_R1, model=model or "")))
     return (f"{md(model)}{which}, text→image recall@1 on the XTD10 benchmark (1,000 MS-COCO images, captions "
             f"translated by people): {values}. Source: {sources}. These figures come from a different "
             "image set and were not measured by this run.")
@@ -508,3 +393,37 @@ def comparison(result: Comparison) -> str:
                                          "image→text top-1")
         lines.append(line)
     return "\n".join(lines)
+
+
+def probability_note(sigmoid: bool, over: str) -> str:
+    """What a match probability is for this model (softmax, or SigLIP's sigmoid), in words."""
+    if sigmoid:
+        return (f"probabilities are SigLIP's sigmoid of logit scale × cosine + bias, each pair on its own "
+                f"(they need not sum to 1 over {over})")
+    return f"probabilities are the softmax over {over} at the model's logit scale"
+
+
+def per_class_interval(e: _stats.Estimate) -> str:
+    """How the mean per-class recall's interval was made, in words."""
+    if e.method == "wilson":
+        return ("every class has the same number of images, so the mean per-class recall equals the top-1 "
+                "accuracy and carries its Wilson interval")
+    how = ("resampled within each class so that every class keeps its count" if e.method == "stratified bootstrap"
+           else f"resampled all together, since a class has fewer than {_stats.MIN_STRATUM} images (resampling "
+                "within so small a class would hardly move it); each resample averages the classes it drew")
+    return f"for the mean per-class recall a seeded percentile bootstrap over images, {how}"
+
+
+STRATEGY_HEADINGS = {"raw": "raw captions", "translated": "translation to English",
+                     "multilingual": "multilingual encoders"}
+
+
+def comparison_heading(result: pd.DataFrame) -> str:
+    """The comparison's heading, naming only the strategies that ran (``raw`` alone fixes nothing)."""
+    ran = [phrase for strategy, phrase in STRATEGY_HEADINGS.items()
+           if not result.empty and (result["strategy"] == strategy).any()]
+    if not ran:
+        return "Comparing caption languages"
+    if ran == [STRATEGY_HEADINGS["raw"]]:
+        return "The language gap with raw captions"
+    return f"Fixing the language gap: {', '.join(ran)}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib
 import matplotlib.ticker
@@ -26,6 +26,8 @@ from .. import stats
 from ..images import load_image
 from ..labels import metric_label, num
 from ..metrics import accuracy_keys
+from .adapt import FewShotRun, TextAdapterRun
+from .wording import DIRECTIONS
 
 CORRECT_COLOUR = "#d62728"
 LITERAL_TEXT = {"text.usetex": False}
@@ -299,4 +301,167 @@ def comparison_bars(table: pd.DataFrame, figure: str = "i2t_acc1", n: int | None
     fig, ax = _grouped_bars(data, "setup", "value", "language", n, (PAGE_WIDTH_PT / 72, 3.6))
     ax.set_ylabel(f"{metric_label(figure)} (%)")
     ax.tick_params(axis="x", labelsize=8)
+    return fig
+
+
+# ---- the adapters report (06_adapt) -------------------------------------------------------------------
+
+ADAPT_COLOURS = {"before": "#9e9e9e", "after": "#1f77b4", "target": "#2ca02c", "training": "#ff7f0e"}
+
+
+@literal_text
+def held_out_figure(run: TextAdapterRun, names: Mapping[str, str]) -> Figure:
+    """Top-1 per direction and variant (named by ``names``) with 95% Wilson intervals."""
+    rows = run.scores()
+    rows = rows[rows["split"] == "held out"]
+    fig = Figure(figsize=(7.5, 3.2))
+    ax = fig.subplots()
+    variants = [v for v in ("before", "after", "target") if v in set(rows["variant"])]
+    width = 0.8 / len(variants)
+    for i, variant in enumerate(variants):
+        part = rows[rows["variant"] == variant].set_index("direction").loc[["i2t", "t2i"]]
+        x = np.arange(2) + (i - (len(variants) - 1) / 2) * width
+        err = np.vstack([part["top1"] - part["low"], part["high"] - part["top1"]])
+        ax.bar(x, part["top1"], width, yerr=err, capsize=3, color=ADAPT_COLOURS[variant], label=plain(names[variant]))
+    ax.set_xticks(range(2), [DIRECTIONS["i2t"], DIRECTIONS["t2i"]])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("top-1, held out")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+@literal_text
+def alpha_curve_figure(run: TextAdapterRun) -> Figure:
+    curve = run.alpha_curve()
+    fig = Figure(figsize=(5.5, 3.0))
+    ax = fig.subplots()
+    ax.semilogx(curve.index, curve.values, marker="o")
+    chosen = float(run.adapter.card["alpha"])
+    ax.axvline(chosen, color="#d62728", linestyle="--", label=f"chosen alpha {chosen:g}")
+    ax.set_xlabel("alpha (ridge penalty)")
+    ax.set_ylabel("mean cosine, cross-validated")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+@literal_text
+def few_shot_figure(run: FewShotRun, shots: list[int] | None = None) -> Figure:
+    rows = run.scores()
+    zero = rows[rows["method"] == "zero-shot"].iloc[0]
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
+    shots = shots if shots is not None else sorted(set(rows["shots"]) - {0})
+    ax.axhspan(zero["low"], zero["high"], color="#9e9e9e", alpha=0.2)
+    ax.axhline(zero["acc1"], color="#616161", linestyle="--", label="zero-shot")
+    for method, name, colour in (("probe", "linear probe", "#1f77b4"), ("tip", "Tip-Adapter", "#ff7f0e")):
+        part = rows[rows["method"] == method].set_index("shots").loc[shots]
+        ax.plot(shots, part["acc1"], marker="o", color=colour, label=name)
+        ax.fill_between(shots, part["low"], part["high"], color=colour, alpha=0.15)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(shots, [str(k) for k in shots])
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("training images per class (shots)")
+    ax.set_ylabel("top-1, held out")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ---- the scale report (05_scale) -----------------------------------------------------------------------
+
+HARDEST = 20
+
+
+@literal_text
+def recall_intervals(labels: Sequence[str], estimates: Sequence[Mapping[str, stats.Estimate]],
+                     ks: Sequence[int] = (1, 5, 10)) -> Figure:
+    """Recall@k per result (one row each, named by ``labels``) in both directions, with 95% error bars."""
+    fig = Figure(figsize=(8, 1.6 + 0.32 * len(labels)))
+    axes = fig.subplots(1, 2, sharey=True)
+    y = np.arange(len(labels))[::-1]
+    for ax, (d, name) in zip(axes, DIRECTIONS.items()):
+        for i, k in enumerate(ks):
+            e = [r[f"{d}_acc{k}"] for r in estimates]
+            value = np.array([x.value for x in e]) * 100
+            ax.errorbar(value, y + (1 - i) * 0.25, xerr=[value - [x.low * 100 for x in e],
+                        [x.high * 100 for x in e] - value], fmt="o", markersize=4, capsize=2, label=f"R@{k}")
+        ax.set_yticks(y, [plain(label) for label in labels], fontsize=8)
+        ax.set_xlim(0, 100)
+        ax.set_title(name.capitalize(), fontsize=10)
+        ax.set_xlabel("recall (%)")
+        ax.grid(axis="x", alpha=0.3)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(ks), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.1 if len(labels) < 4 else 0.06, 1, 1))
+    return fig
+
+
+def hardest(ranks: np.ndarray, limit: int = HARDEST) -> np.ndarray:
+    """Rows of the ``limit`` images whose own caption ranks worst (ties by row), for a readable heatmap."""
+    return np.argsort(-ranks, kind="stable")[:limit]
+
+
+def heatmap_figure(sim: np.ndarray, owner: np.ndarray, ranks: np.ndarray, names: Sequence[str],
+                   captions: Sequence[str], limit: int | None = None) -> tuple[Figure, str]:
+    """Images × their first captions; above ``limit`` images (default: as many as a page shows legibly,
+    :func:`labclip.lab.plots.heatmap_capacity`) only the hardest ones, labelled with their rank.
+
+    Args:
+        sim: ``(n_images, n_captions)`` similarities.
+        owner: the image of each caption, sorted (as :func:`labclip.data.flatten_captions` gives it).
+        ranks: image→text rank of each image's own caption (1 = best).
+        names: image names.
+        captions: caption texts.
+        limit: most images drawn with every label.
+
+    Returns:
+        ``(figure, note)``: a matplotlib figure and the sentence that says what it shows.
+    """
+    limit = heatmap_capacity() if limit is None else limit
+    n = len(names)
+    rows = np.arange(n)
+    note = f"All {n} images against the first caption of each."
+    labels = list(names)
+    if n > limit:
+        rows = hardest(ranks, min(HARDEST, limit))
+        note = (f"{n} images are too many to label on a page: shown are the {len(rows)} images whose own "
+                f"captions rank worst among all {len(captions)} captions (rank in brackets), against the first "
+                "caption of each.")
+        labels = [f"{names[i]} [{ranks[i]}]" for i in rows]
+    columns = np.searchsorted(owner, rows)
+    fig = Figure(figsize=(PAGE_WIDTH_PT / 72, 0.95 * PAGE_WIDTH_PT / 72))  # drawn at its printed size
+    ax = fig.subplots()
+    im = ax.imshow(sim[np.ix_(rows, columns)], cmap="viridis")
+    ax.set_yticks(range(len(rows)), [plain(label) for label in labels], fontsize=LABEL_PT)
+    ax.set_xticks(range(len(rows)), [plain(captions[c][:30]) for c in columns], rotation=90, fontsize=LABEL_PT)
+    bar = fig.colorbar(im, ax=ax)
+    bar.set_label("cosine similarity", fontsize=LABEL_PT + 1)
+    bar.ax.tick_params(labelsize=LABEL_PT)
+    fig.tight_layout()
+    return fig, note
+
+
+# ---- the cultures report (07_cultures) -------------------------------------------------------------------
+
+
+@literal_text
+def region_heatmap(grids: Mapping[str, np.ndarray], regions: Sequence[str], languages: Sequence[str],
+                   label: str) -> Figure:
+    """Region × language recall (in %, one panel per model named by the keys of ``grids``) on one colour scale."""
+    fig = Figure(figsize=(min(16, 2.5 + 0.35 * len(languages) * len(grids)), 1.8 + 0.3 * len(regions)))
+    axes = np.atleast_1d(fig.subplots(1, len(grids), sharey=True))
+    image = None
+    for ax, (name, grid) in zip(axes, grids.items()):
+        image = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(languages)), [plain(x) for x in languages], rotation=90, fontsize=7)
+        ax.set_yticks(range(len(regions)), [plain(x) for x in regions], fontsize=7)
+        ax.set_title(plain(name), fontsize=9)
+        ax.set_xlabel("caption language")
+        if len(regions) * len(languages) <= 400:
+            for (i, j), v in np.ndenumerate(grid):
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6, color="white" if v < 50 else "black")
+    axes[0].set_ylabel("image region")
+    fig.colorbar(image, ax=list(axes), label=label)
     return fig
