@@ -23,7 +23,7 @@ CORE_LAYERS = [
     {"metrics"},
     {"zeroshot", "translate", "datasets", "adapt", "cultures"},
 ]
-LAB_LAYERS = [{"tables", "provenance", "wording"}, {"runs", "results"}, {"experiment", "scale_run"},
+LAB_LAYERS = [{"tables", "provenance", "wording", "plotstyle"}, {"runs", "results"}, {"experiment", "scale_run"},
               {"compare", "adapt"}, {"narrative", "plots", "scale_narrative"}, {"markup"}, {"present"},
               {"scale", "adapt_present"}, {"cultures"}, {"report", "reproduce"}]
 FRONT = ["cli", "__main__"]

@@ -36,7 +36,7 @@ from ..model import ClipModel, describe
 from ..stats import wilson_interval
 from ..zeroshot import class_embeddings, labelled_images, load_templates
 from .provenance import Timings, sha256_file, sha256_files
-from .runs import Loaded, Run
+from .runs import Kind, Loaded, Run
 from .runs import start as start_run
 from .wording import DIRECTIONS
 
@@ -158,13 +158,7 @@ def run_text_adapter(
         if source_model is not model:
             for hits in evaluation.hits.values():
                 hits.pop("before", None)
-    card = {"source_model": model_ref(source_model), "source_revision": shown_revision(source_model.revision),
-            "target_model": model_ref(model), "target_revision": shown_revision(model.revision),
-            "source_lang": source_lang, "target_lang": target_lang,
-            "data": {"captions": Path(captions.source).name, "captions_sha256": sha256_file(captions.source),
-                     **({"parallel": Path(parallel.origin).name, "parallel_sha256": parallel.sha256}
-                        if parallel is not None else {})},
-            "labclip_version": __version__}
+    card = _card(model, source_model, captions, source_lang, target_lang, parallel)
     with timings.stage("fit on all pairs"):
         x, y, groups = source, target, np.arange(len(captions))
         if extra is not None:
@@ -179,6 +173,18 @@ def run_text_adapter(
         evaluation=evaluation, training=training, adapter=adapter, image_emb=images, source_emb=source,
         target_emb=target, parallel=parallel, requested_model=requested_model or model.name,
         fallback_reason=fallback_reason, timings=timings, batch_size=batch_size)
+
+
+def _card(model: ClipModel, source_model: ClipModel, captions: CaptionSet, source_lang: str, target_lang: str,
+          parallel: ParallelText | None) -> dict:
+    """What the adapter's card records of its source and target towers and the data it was fitted on."""
+    return {"source_model": model_ref(source_model), "source_revision": shown_revision(source_model.revision),
+            "target_model": model_ref(model), "target_revision": shown_revision(model.revision),
+            "source_lang": source_lang, "target_lang": target_lang,
+            "data": {"captions": Path(captions.source).name, "captions_sha256": sha256_file(captions.source),
+                     **({"parallel": Path(parallel.origin).name, "parallel_sha256": parallel.sha256}
+                        if parallel is not None else {})},
+            "labclip_version": __version__}
 
 
 def _encode(model: ClipModel, source_model: ClipModel, table: CaptionSet, source_lang: str, target_lang: str,
@@ -220,37 +226,28 @@ def start(
     """Read the caption set (default: the default caption set), load the model in ``precision`` by the lab's
     one rule (:func:`labclip.lab.runs.start`: the demo model when it can't be loaded, unless ``strict``;
     ``precision=None``: the default for ``default_for``, recorded as such), then :func:`run_text_adapter`."""
-    run = start_run(_TEXT_ADAPTER, model, strict=strict, precision=precision, default_for=default_for,
-                    batch_size=options.pop("batch_size", None), captions=captions, image_dir=image_dir,
-                    languages=[source_lang, target_lang], options=options)
-    assert isinstance(run, TextAdapterRun)
-    return run
+    return start_run(_TEXT_ADAPTER, model, strict=strict, precision=precision, default_for=default_for,
+                     batch_size=options.pop("batch_size", None), captions=captions, image_dir=image_dir,
+                     languages=[source_lang, target_lang], options=options)
 
 
-@dataclass(frozen=True)
-class _TextAdapter:
-    """:func:`labclip.lab.runs.start`'s recipe for a :class:`TextAdapterRun`."""
-
-    many: bool = False
-
-    @staticmethod
-    def prepare(timings: Timings, *, captions: str | os.PathLike | None, image_dir: str | os.PathLike | None,
-                languages: list[str], options: dict[str, Any]) -> tuple[CaptionSet, list[str], dict[str, Any]]:
-        with timings.stage("load captions"):
-            table = load_captions(Path(captions) if captions else DEFAULT_CAPTIONS,
-                                  Path(image_dir) if image_dir else None, languages)
-        return table, languages, options
-
-    @staticmethod
-    def build(inputs: tuple[CaptionSet, list[str], dict[str, Any]], loaded: list[Loaded], skipped: list[str], *,
-              timings: Timings, batch_size: int | None) -> TextAdapterRun:
-        (table, (source_lang, target_lang), options), (one,) = inputs, loaded
-        return run_text_adapter(one.model, table, source_lang, target_lang, requested_model=one.requested,
-                                fallback_reason=one.fallback_reason, timings=timings, batch_size=batch_size,
-                                **options)
+def _prepare_text_adapter(timings: Timings, *, captions: str | os.PathLike | None,
+                          image_dir: str | os.PathLike | None, languages: list[str],
+                          options: dict[str, Any]) -> tuple[CaptionSet, list[str], dict[str, Any]]:
+    with timings.stage("load captions"):
+        table = load_captions(Path(captions) if captions else DEFAULT_CAPTIONS,
+                              Path(image_dir) if image_dir else None, languages)
+    return table, languages, options
 
 
-_TEXT_ADAPTER = _TextAdapter()
+def _build_text_adapter(inputs: tuple[CaptionSet, list[str], dict[str, Any]], loaded: list[Loaded],
+                        skipped: list[str], *, timings: Timings, batch_size: int | None) -> TextAdapterRun:
+    (table, (source_lang, target_lang), options), (one,) = inputs, loaded
+    return run_text_adapter(one.model, table, source_lang, target_lang, requested_model=one.requested,
+                            fallback_reason=one.fallback_reason, timings=timings, batch_size=batch_size, **options)
+
+
+_TEXT_ADAPTER = Kind(_prepare_text_adapter, _build_text_adapter)
 
 
 @dataclass(kw_only=True)

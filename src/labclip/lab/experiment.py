@@ -33,7 +33,7 @@ from ..zeroshot import (
 )
 from .provenance import Timings, sha256_file
 from .results import Matching, matching
-from .runs import Loaded, Run, check_model_or_demo, load_model_or_demo, load_models
+from .runs import Kind, Loaded, Run, check_model_or_demo, load_model_or_demo, load_models
 from .runs import start as start_run
 
 __all__ = ["Experiment", "Loaded", "Matching", "Run", "ZeroShotRun", "check_model_or_demo", "load_model_or_demo",
@@ -221,7 +221,7 @@ def start(
     """
     if task not in ("matching", "zeroshot"):
         raise LabclipError(f"unknown task {task!r}; use 'matching' or 'zeroshot'")
-    kind = ZEROSHOT if task == "zeroshot" else MATCHING
+    kind: Kind[Experiment] | Kind[ZeroShotRun] = ZEROSHOT if task == "zeroshot" else MATCHING
     return start_run(kind, model, strict=strict, device=device, precision=precision, default_for=default_for,
                      batch_size=batch_size, captions=captions, image_dir=image_dir, languages=languages,
                      top_k=top_k, labels=labels, check_images=check_images, template_sets=template_sets)
@@ -233,48 +233,35 @@ def _common(loaded: list[Loaded], timings: Timings, batch_size: int | None) -> d
                 fallback_reason=one.fallback_reason, timings=timings)
 
 
-@dataclass(frozen=True)
-class _Matching:
-    """:func:`labclip.lab.runs.start`'s recipe for an :class:`Experiment`."""
-
-    many: bool = False
-
-    @staticmethod
-    def prepare(timings: Timings, *, captions: str | os.PathLike | None, image_dir: str | os.PathLike | None,
-                languages: Sequence[str] | None, top_k: int = 3, check_images: bool = True,
-                **unused: Any) -> dict[str, Any]:
-        with timings.stage("load captions"):
-            table = load_captions(Path(captions) if captions else DEFAULT_CAPTIONS,
-                                  Path(image_dir) if image_dir else None, languages, check_images=check_images)
-        return dict(captions=table, top_k=top_k)
-
-    @staticmethod
-    def build(inputs: dict[str, Any], loaded: list[Loaded], skipped: list[str], *, timings: Timings,
-              batch_size: int | None) -> Experiment:
-        return Experiment(**inputs, **_common(loaded, timings, batch_size))
+def _prepare_matching(timings: Timings, *, captions: str | os.PathLike | None, image_dir: str | os.PathLike | None,
+                      languages: Sequence[str] | None, top_k: int = 3, check_images: bool = True,
+                      **unused: Any) -> dict[str, Any]:
+    with timings.stage("load captions"):
+        table = load_captions(Path(captions) if captions else DEFAULT_CAPTIONS,
+                              Path(image_dir) if image_dir else None, languages, check_images=check_images)
+    return dict(captions=table, top_k=top_k)
 
 
-@dataclass(frozen=True)
-class _ZeroShot:
-    """:func:`labclip.lab.runs.start`'s recipe for a :class:`ZeroShotRun`."""
-
-    many: bool = False
-
-    @staticmethod
-    def prepare(timings: Timings, *, labels: str | os.PathLike | None, languages: Sequence[str] | None,
-                template_sets: Sequence[str] | None, **unused: Any) -> dict[str, Any]:
-        wanted = (languages or ["en"])[0]
-        source = Path(labels) if labels else DEFAULT_LABELS
-        with timings.stage("load labelled images"):
-            language, gaps = choose_language(source, wanted, template_sets)
-            data = labelled_images(source, language)
-        return dict(data=data, language=language, labels_source=str(source), requested_language=wanted,
-                    language_gaps=gaps)
-
-    @staticmethod
-    def build(inputs: dict[str, Any], loaded: list[Loaded], skipped: list[str], *, timings: Timings,
-              batch_size: int | None) -> ZeroShotRun:
-        return ZeroShotRun(**inputs, **_common(loaded, timings, batch_size))
+def _build_matching(inputs: dict[str, Any], loaded: list[Loaded], skipped: list[str], *, timings: Timings,
+                    batch_size: int | None) -> Experiment:
+    return Experiment(**inputs, **_common(loaded, timings, batch_size))
 
 
-MATCHING, ZEROSHOT = _Matching(), _ZeroShot()
+def _prepare_zeroshot(timings: Timings, *, labels: str | os.PathLike | None, languages: Sequence[str] | None,
+                      template_sets: Sequence[str] | None, **unused: Any) -> dict[str, Any]:
+    wanted = (languages or ["en"])[0]
+    source = Path(labels) if labels else DEFAULT_LABELS
+    with timings.stage("load labelled images"):
+        language, gaps = choose_language(source, wanted, template_sets)
+        data = labelled_images(source, language)
+    return dict(data=data, language=language, labels_source=str(source), requested_language=wanted,
+                language_gaps=gaps)
+
+
+def _build_zeroshot(inputs: dict[str, Any], loaded: list[Loaded], skipped: list[str], *, timings: Timings,
+                    batch_size: int | None) -> ZeroShotRun:
+    return ZeroShotRun(**inputs, **_common(loaded, timings, batch_size))
+
+
+MATCHING: Kind[Experiment] = Kind(_prepare_matching, _build_matching)
+ZEROSHOT: Kind[ZeroShotRun] = Kind(_prepare_zeroshot, _build_zeroshot)

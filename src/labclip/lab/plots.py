@@ -7,9 +7,8 @@ mathtext, and figures are drawn with ``text.usetex`` off.
 
 from __future__ import annotations
 
-import functools
 import textwrap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 import matplotlib.ticker
@@ -19,63 +18,30 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
-from PIL import Image, ImageOps
 
 from .. import stats
-from ..images import load_image
 from ..labels import metric_label, num
 from ..metrics import accuracy_keys
 from .adapt import FewShotRun, TextAdapterRun
+from .plotstyle import (  # noqa: F401 - plots' names for the report modules and tests
+    CORRECT_COLOUR,
+    HEATMAP_LABEL_PT,
+    HEATMAP_MAX_CELL_PT,
+    HEATMAP_MIN_CELL_PT,
+    LABEL_PT,
+    LITERAL_TEXT,
+    MIN_TEXT_PT,
+    PAGE_HEIGHT_PT,
+    PAGE_WIDTH_PT,
+    _caption_label,
+    _thumbnail,
+    heatmap_capacity,
+    literal_text,
+    plain,
+)
 from .wording import DIRECTIONS
-
-CORRECT_COLOUR = "#d62728"
-LITERAL_TEXT = {"text.usetex": False}
-
-
-def literal_text(draw: Callable[..., Figure]) -> Callable[..., Figure]:
-    """Run a plotting function with TeX rendering off, whatever the user's matplotlibrc says."""
-    @functools.wraps(draw)
-    def wrapper(*args, **kwargs) -> Figure:
-        with matplotlib.rc_context(LITERAL_TEXT):
-            return draw(*args, **kwargs)
-    return wrapper
-
-
-def plain(text: object) -> str:
-    """User text as matplotlib shows it literally: each ``$`` escaped, so no mathtext is parsed."""
-    return str(text).replace("$", r"\$")
-
-
-def _thumbnail(image, side: int = 96) -> np.ndarray:
-    picture = image if isinstance(image, Image.Image) else load_image(image)
-    return np.asarray(ImageOps.pad(picture.convert("RGB"), (side, side), color=(255, 255, 255)))
-
-
-# A printed page (A4 less the report's margins) and the smallest text a figure prints, in points: figures are
-# drawn at their printed size, so a font size here is the size on paper.
-PAGE_WIDTH_PT = 495.0  # A4 less the page margins and the notebook's own padding
-PAGE_HEIGHT_PT = 640.0
-MIN_TEXT_PT = 6.5
-LABEL_PT = 7.0
-HEATMAP_LABEL_PT = 165.0  # the caption column left of the cells (two lines of about 42 characters at LABEL_PT)
-HEATMAP_MAX_CELL_PT = 28.0
-# "-0.05" at MIN_TEXT_PT is about 17 pt wide and two caption lines at LABEL_PT about 17 pt high; a cell keeps
-# a little room around them.
-HEATMAP_MIN_CELL_PT = 19.0
-
-
-def heatmap_capacity(page_width: float = PAGE_WIDTH_PT) -> int:
-    """The most images a similarity heatmap shows on one printed page with its values and captions legible
-    (values at ``MIN_TEXT_PT``, captions at ``LABEL_PT``, at least ``HEATMAP_MIN_CELL_PT`` per cell)."""
-    across = int((page_width - HEATMAP_LABEL_PT) // HEATMAP_MIN_CELL_PT)
-    down = int((PAGE_HEIGHT_PT - 60) // HEATMAP_MIN_CELL_PT) - 1  # a thumbnail row and the colour bar below
-    return max(1, min(across, down))
-
-
-def _caption_label(text: object, width: int = 42) -> str:
-    """A caption in at most two lines of ``width`` characters (shortened with "[...]" beyond)."""
-    return "\n".join(textwrap.wrap(textwrap.shorten(plain(text), 2 * width - 2, placeholder=" […]"), width)[:2])
 
 
 @literal_text
@@ -112,12 +78,7 @@ def similarity_heatmap(
     hi = float(data.max()) if vmax is None else vmax
     hi = hi if hi > lo else lo + 1e-6
     shown = ax.imshow(data, cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
-    bar_width = min(200.0, cell * n_images)
-    bar_ax = fig.add_axes((HEATMAP_LABEL_PT / width, 20 / height, bar_width / width, 6 / height))
-    bar = fig.colorbar(shown, cax=bar_ax, orientation="horizontal")
-    bar.set_label("cosine similarity", fontsize=LABEL_PT, labelpad=2)
-    bar.ax.tick_params(labelsize=MIN_TEXT_PT, length=2, pad=1)
-    bar.ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+    _colour_bar(fig, shown, (HEATMAP_LABEL_PT / width, 20 / height, min(200.0, cell * n_images) / width, 6 / height))
     rows = [_caption_label(c) for c in (labels if labels is not None else captions)]
     ax.set_yticks(range(n_captions), rows, fontsize=LABEL_PT)
     ax.tick_params(axis="y", length=0, pad=3)
@@ -143,6 +104,14 @@ def similarity_heatmap(
     return fig
 
 
+def _colour_bar(fig: Figure, shown: AxesImage, box: tuple[float, float, float, float]) -> None:
+    """A horizontal cosine-similarity colour bar in ``box`` (figure fractions), ticks at the smallest text size."""
+    bar = fig.colorbar(shown, cax=fig.add_axes(box), orientation="horizontal")
+    bar.set_label("cosine similarity", fontsize=LABEL_PT, labelpad=2)
+    bar.ax.tick_params(labelsize=MIN_TEXT_PT, length=2, pad=1)
+    bar.ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+
+
 @literal_text
 def similarity_distributions(sim: np.ndarray, threshold: float | None = None, title: str | None = None) -> Figure:
     """Correct-pair vs wrong-pair cosine similarities, with the separating threshold if any."""
@@ -165,7 +134,6 @@ def similarity_distributions(sim: np.ndarray, threshold: float | None = None, ti
     return fig
 
 
-@literal_text
 def wilson_error_bars(ax, n: int | None) -> None:
     """95% Wilson intervals on every bar of ``ax`` (heights in percent, each an accuracy over ``n`` images)."""
     if not n:

@@ -372,7 +372,7 @@ def published(text: str, frame: pd.DataFrame | None = None, after: str = "") -> 
 
 def text(markdown: str) -> None:
     """Prose on its own (Markdown, raw HTML escaped)."""
-    display(HTML(f'<div class="labclip-note">{prose(markdown)}</div>'))
+    display(HTML(f"<div>{prose(markdown)}</div>"))
 
 
 def lab_report(exp: Experiment, langs: list[str]) -> None:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -91,17 +91,23 @@ class Loaded:
     fallback_reason: str | None = None
 
 
-class Kind(Protocol):
-    """One kind of run for :func:`start`: how it reads its inputs and how it is built once its models load."""
-
-    many: bool  # several models (a comparison) rather than one
-    prepare: Callable[..., Any]  # (timings, **inputs) -> the checked inputs
-    build: Callable[..., Run]  # (inputs, loaded, skipped, timings=..., batch_size=...) -> the run
+R = TypeVar("R", bound=Run)
 
 
-def start(kind: Kind, models: str | Sequence[str], *, strict: bool = False, device: str = "cpu",
+@dataclass(frozen=True)
+class Kind(Generic[R]):
+    """One kind of run for :func:`start`: how it reads and checks its inputs (``prepare(timings, **inputs)``),
+    how it is made once its models load (``build(inputs, loaded, skipped, timings=, batch_size=)``), and
+    whether it compares several models."""
+
+    prepare: Callable[..., Any]
+    build: Callable[..., R]
+    many: bool = False
+
+
+def start(kind: Kind[R], models: str | Sequence[str], *, strict: bool = False, device: str = "cpu",
           precision: str | None = None, default_for: str | None = None, batch_size: int | None = None,
-          **inputs: Any) -> Run:
+          **inputs: Any) -> R:
     """The one way a run opens: ``kind.prepare`` reads and checks the inputs, then the models load (one model
     through :func:`load_model_or_demo`; several through :func:`load_models`, the first loaded first), each
     stage timed, and ``kind.build`` makes the run.

@@ -29,7 +29,7 @@ from ..model import ClipModel, describe
 from ..registry import FIRST_CAPTION
 from ..translate import Translator, translator_name
 from .provenance import Timings, sha256_file
-from .runs import Loaded, Run
+from .runs import Kind, Loaded, Run
 from .runs import start as start_run
 from .wording import DIRECTIONS, model_name
 
@@ -284,36 +284,27 @@ def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence
     """
     if not models:
         raise LabclipError("the scale report needs at least one model")
-    run = start_run(_SCALE, list(models), strict=strict, precision=precision, default_for=default_for,
-                    batch_size=batch_size, dataset=dataset, languages=languages, translator=translator)
-    assert isinstance(run, ScaleRun)
-    return run
+    return start_run(_SCALE, list(models), strict=strict, precision=precision, default_for=default_for,
+                     batch_size=batch_size, dataset=dataset, languages=languages, translator=translator)
 
 
-@dataclass(frozen=True)
-class _Scale:
-    """:func:`labclip.lab.runs.start`'s recipe for a :class:`ScaleRun`."""
-
-    many: bool = True
-
-    @staticmethod
-    def prepare(timings: Timings, *, dataset: str | os.PathLike, languages: Sequence[str] | None,
-                translator: str | None) -> dict[str, Any]:
-        with timings.stage("load captions"):
-            table = resolve_dataset(dataset, languages)
-        name = str(dataset) if str(dataset).lower() in BENCHMARKS else Path(dataset).name
-        return dict(captions=table, languages=list(languages or table.attrs["languages"]), dataset=name,
-                    translator=translator or None)
-
-    @staticmethod
-    def build(inputs: dict[str, Any], loaded: list[Loaded], skipped: list[str], *, timings: Timings,
-              batch_size: int | None) -> ScaleRun:
-        first = loaded[0]
-        return ScaleRun(**inputs, models={one.requested: one.model for one in loaded},
-                        requested={one.requested: one.requested for one in loaded},
-                        fallbacks={one.requested: one.fallback_reason for one in loaded}, skipped=skipped,
-                        model=first.model, requested_model=first.requested, fallback_reason=first.fallback_reason,
-                        timings=timings, batch_size=batch_size)
+def _prepare_scale(timings: Timings, *, dataset: str | os.PathLike, languages: Sequence[str] | None,
+                   translator: str | None) -> dict[str, Any]:
+    with timings.stage("load captions"):
+        table = resolve_dataset(dataset, languages)
+    name = str(dataset) if str(dataset).lower() in BENCHMARKS else Path(dataset).name
+    return dict(captions=table, languages=list(languages or table.attrs["languages"]), dataset=name,
+                translator=translator or None)
 
 
-_SCALE = _Scale()
+def _build_scale(inputs: dict[str, Any], loaded: list[Loaded], skipped: list[str], *, timings: Timings,
+                 batch_size: int | None) -> ScaleRun:
+    first = loaded[0]
+    return ScaleRun(**inputs, models={one.requested: one.model for one in loaded},
+                    requested={one.requested: one.requested for one in loaded},
+                    fallbacks={one.requested: one.fallback_reason for one in loaded}, skipped=skipped,
+                    model=first.model, requested_model=first.requested, fallback_reason=first.fallback_reason,
+                    timings=timings, batch_size=batch_size)
+
+
+_SCALE = Kind(_prepare_scale, _build_scale, many=True)
