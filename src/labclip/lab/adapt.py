@@ -99,7 +99,7 @@ class TextAdapterRun(Run):
 
     @property
     def image_paths(self) -> list[str]:
-        return list(self.captions["path"])
+        return list(self.captions.paths)
 
     def facts(self) -> dict:
         source = self.captions.attrs["source"]
@@ -164,7 +164,7 @@ def run_text_adapter(
         if extra is not None:
             x, y, groups = (np.concatenate([x, extra[0]]), np.concatenate([y, extra[1]]),
                             np.concatenate([groups, extra[2]]))
-        adapter = fit_text_adapter(x, y, alpha=alpha, groups=groups, card=card)
+        adapter = fit_text_adapter(x, y, alpha=alpha, groups=list(groups), card=card)
         adapter = adapter.with_card(held_out=evaluation.summary())
     sim = images.astype(np.float64) @ adapter.transform(source).astype(np.float64).T
     training = {"i2t": correct_ranks(sim) == 1, "t2i": correct_ranks(sim.T) == 1}
@@ -195,7 +195,7 @@ def _encode(model: ClipModel, source_model: ClipModel, table: CaptionSet, source
     src_texts, src_owner = flatten_captions(table, source_lang)
     tgt_texts, tgt_owner = flatten_captions(table, target_lang)
     with timings.stage("encode images"):
-        images = model.encode_images(table["path"], batch_size)
+        images = model.encode_images(table.paths, batch_size)
     with timings.stage("encode captions"):
         source = source_model.encode_texts(_first(src_texts, src_owner, n), batch_size)
         target = model.encode_texts(_first(tgt_texts, tgt_owner, n), batch_size)
@@ -300,7 +300,7 @@ def run_few_shot(
     default ``data/labels.csv``)."""
     timings = Timings()
     labels = labels or DEFAULT_LABELS
-    data = labelled_images(labels, language)
+    data = labelled_images(Path(labels), language)
     prompts = load_templates(templates, language)
     with timings.stage("encode images"):
         images = model.encode_images(data.paths, batch_size)

@@ -73,8 +73,10 @@ def compare(
         rows += _model_rows(result, loaded, captions, languages, translator, top_k, translations)
     table = pd.DataFrame(rows)
     if not table.empty:
-        base = table[(table.language == reference) & (table.strategy != "translated")].set_index("model")["i2t_acc1"]
-        gaps = [gap(base[r.model], r.i2t_acc1) if r.model in base else (np.nan, None) for r in table.itertuples()]
+        reference_rows = table[(table.language == reference) & (table.strategy != "translated")]
+        base = dict(zip(reference_rows["model"], reference_rows["i2t_acc1"]))
+        gaps = [gap(base[model], acc) if model in base else (np.nan, None)
+                for model, acc in zip(table["model"], table["i2t_acc1"])]
         table["gap_pp"] = [g[0] for g in gaps]
         table["gap_ratio"] = [g[1] for g in gaps]
     result.table = table
@@ -94,10 +96,10 @@ def _model_rows(result: Comparison, loaded: Loaded, captions: CaptionSet, langua
     for lang in languages if strategy != "multilingual" and translator else []:
         if lang == reference:
             continue
-        mt = translator_name(translator, lang)
+        mt = translator_name(str(translator), lang)
         if mt not in translations:
             try:
-                translations[mt] = Translator(mt).translate(captions[lang])
+                translations[mt] = Translator(mt).translate(exp.texts(lang))
             except LabclipError as err:
                 result.skipped.append(f"translation {lang}→{reference} ({mt}): {err}")
                 translations[mt] = None

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -59,11 +59,15 @@ class Experiment(Run):
 
     @property
     def image_names(self) -> list[str]:
-        return self.captions["name"]
+        return cast(list[str], self.captions["name"])
 
     @property
     def image_paths(self) -> list[str]:
-        return self.captions["path"]
+        return list(self.captions.paths)
+
+    def texts(self, language: str) -> list[str]:
+        """The captions of one language, one per image (a paired set)."""
+        return cast(list[str], self.captions[language])
 
     @property
     def results(self) -> dict[str, Matching]:
@@ -74,7 +78,7 @@ class Experiment(Run):
         """Match the images against the captions of one language."""
         if language not in self.languages:
             raise LabclipError(f"unknown language {language!r}; the caption set has: {', '.join(self.languages)}")
-        return self.match_texts(language, self.captions[language])
+        return self.match_texts(language, self.texts(language))
 
     def match_texts(self, label: str, captions: list[str]) -> Matching:
         """Match the images against any paired caption list (e.g. translations), remembered under ``label``."""
@@ -96,7 +100,7 @@ class Experiment(Run):
             metrics: its :func:`labclip.match_metrics` (computed here when ``None``).
             captions: the captions, when they are not the set's ``label`` column.
         """
-        shown = list(captions) if captions is not None else self.captions[label]
+        shown = list(captions) if captions is not None else self.texts(label)
         self._results[label] = matching(label, sim, shown, self.image_names, top_k=self.top_k, metrics=metrics,
                                         logit_scale=self.model.logit_scale, logit_bias=self.model.logit_bias)
         return self._results[label]
@@ -221,10 +225,12 @@ def start(
     """
     if task not in ("matching", "zeroshot"):
         raise LabclipError(f"unknown task {task!r}; use 'matching' or 'zeroshot'")
-    kind: Kind[Experiment] | Kind[ZeroShotRun] = ZEROSHOT if task == "zeroshot" else MATCHING
-    return start_run(kind, model, strict=strict, device=device, precision=precision, default_for=default_for,
-                     batch_size=batch_size, captions=captions, image_dir=image_dir, languages=languages,
-                     top_k=top_k, labels=labels, check_images=check_images, template_sets=template_sets)
+    options: dict[str, Any] = dict(strict=strict, device=device, precision=precision, default_for=default_for,
+                                   batch_size=batch_size, captions=captions, image_dir=image_dir, languages=languages,
+                                   top_k=top_k, labels=labels, check_images=check_images, template_sets=template_sets)
+    if task == "zeroshot":
+        return start_run(ZEROSHOT, model, **options)
+    return start_run(MATCHING, model, **options)
 
 
 def _common(loaded: list[Loaded], timings: Timings, batch_size: int | None) -> dict[str, Any]:

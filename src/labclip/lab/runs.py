@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 
@@ -118,15 +118,14 @@ def start(kind: Kind[R], models: str | Sequence[str], *, strict: bool = False, d
     """
     timings = Timings()
     prepared = kind.prepare(timings, **inputs)
-    options = dict(device=device, precision=precision, default_for=default_for)
-    if not kind.many:
-        assert isinstance(models, str)
+    if isinstance(models, str) and not kind.many:
         with timings.stage("load model"):
-            model, reason = load_model_or_demo(models, strict, **options)
+            model, reason = load_model_or_demo(models, strict, device, precision, default_for=default_for)
         return kind.build(prepared, [Loaded(models, model, reason)], [], timings=timings, batch_size=batch_size)
     if not models:
         raise LabclipError("a comparison needs at least one model")
-    loaded, skipped = load_all(list(dict.fromkeys(models)), timings, strict=strict, **options)
+    loaded, skipped = load_all(list(dict.fromkeys([models] if isinstance(models, str) else models)), timings,
+                               strict=strict, device=device, precision=precision, default_for=default_for)
     return kind.build(prepared, loaded, skipped, timings=timings, batch_size=batch_size)
 
 
@@ -165,10 +164,15 @@ def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu", pre
         once on stderr.
     """
     try:
-        return load_model(name, device=device, precision=precision, default_for=default_for), None
+        return _load(name, device, precision, default_for), None
     except ModelUnavailable as err:
         reason = _fallback(name, strict, err)
-        return load_model(DEMO_MODEL, device=device, precision=precision, default_for=default_for), reason
+        return _load(DEMO_MODEL, device, precision, default_for), reason
+
+
+def _load(name: str, device: str, precision: str | None, default_for: str | None) -> ClipModel:
+    """:func:`labclip.model.load_model`; a model with a text adapter stands in for a :class:`ClipModel`."""
+    return cast(ClipModel, load_model(name, device=device, precision=precision, default_for=default_for))
 
 
 def load_models(names: Sequence[str | os.PathLike | ClipModel], skipped: list[str], *, offline: str = "fallback",
@@ -194,9 +198,9 @@ def load_models(names: Sequence[str | os.PathLike | ClipModel], skipped: list[st
     """
     if offline not in ("fallback", "error"):
         raise ValueError(f"offline must be 'fallback' or 'error', not {offline!r}")
-    names = [str(name) if isinstance(name, os.PathLike) else name for name in names]
+    given: list[str | ClipModel] = [str(name) if isinstance(name, os.PathLike) else name for name in names]
     problems: dict[int, LabclipError] = {}  # by position: unavailable offline, or a folder without a model
-    for n, name in enumerate(names):
+    for n, name in enumerate(given):
         if not isinstance(name, str):
             continue
         try:
@@ -209,25 +213,24 @@ def load_models(names: Sequence[str | os.PathLike | ClipModel], skipped: list[st
             if not Path(split_adapter(name)[0]).is_dir():
                 raise
             problems[n] = err
-    for n, name in enumerate(names):
+    for n, name in enumerate(given):
         if not isinstance(name, str):
             yield Loaded(name.name, name)
             continue
-        err = problems.get(n)
-        if n == 0 and isinstance(err, ModelUnavailable):
-            reason = _fallback(name, strict, err)
-            yield Loaded(name, load_model(DEMO_MODEL, device=device, precision=precision, default_for=default_for),
-                         reason)
+        problem = problems.get(n)
+        if n == 0 and isinstance(problem, ModelUnavailable):
+            reason = _fallback(name, strict, problem)
+            yield Loaded(name, _load(DEMO_MODEL, device, precision, default_for), reason)
             continue
-        if err is None:
+        if problem is None:
             try:
-                model = load_model(name, device=device, precision=precision, default_for=default_for)
+                model = _load(name, device, precision, default_for)
             except LabclipError as failed:  # broken files, or the cache changed since the check
-                err = failed
+                problem = failed
             else:
                 yield Loaded(name, model)
                 continue
-        skipped.append(_not_compared(name, err))
+        skipped.append(_not_compared(name, problem))
 
 
 def _not_compared(name: str, err: LabclipError) -> str:

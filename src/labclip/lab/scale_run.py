@@ -20,7 +20,7 @@ import pandas as pd
 
 from .. import stats
 from ..config import CAPTIONS_DIR
-from ..data import flatten_captions, load_captions
+from ..data import CaptionSet, flatten_captions, load_captions
 from ..datasets import BENCHMARKS, read_prepared
 from ..datasets import load as load_benchmark
 from ..errors import LabclipError
@@ -80,7 +80,7 @@ class ScaleRun(Run):
     """A benchmark caption set, the models evaluated on it (the first is :attr:`model`), and the results
     computed so far."""
 
-    captions: pd.DataFrame
+    captions: CaptionSet
     models: dict[str, ClipModel]
     requested: dict[str, str]
     fallbacks: dict[str, str | None]
@@ -117,7 +117,7 @@ class ScaleRun(Run):
         """
         for label, model in self.models.items():
             with self.timings.stage(f"encode images ({model_name(label)})"):
-                images = model.encode_images(self.captions["path"], self.batch_size)
+                images = model.encode_images(self.captions.paths, self.batch_size)
             for lang in self.languages:
                 captions, owner = flatten_captions(self.captions, lang)
                 self.results += self._results(label, model, images, lang, "direct", captions, owner)
@@ -151,7 +151,7 @@ class ScaleRun(Run):
         return Result(label, lang, strategy, ranks, ranks.estimates(KS), definition)
 
     def _translate(self, lang: str, captions: list[str]) -> list[str] | None:
-        name = translator_name(self.translator, lang)
+        name = translator_name(str(self.translator), lang)
         try:
             with self.timings.stage(f"translate {lang}"):
                 return Translator(name).translate(captions)
@@ -163,7 +163,7 @@ class ScaleRun(Run):
         table = load_captions(path, languages=None)
         label, model = next(iter(self.models.items()))
         with self.timings.stage("reference set"):
-            images = model.encode_images(table["path"], self.batch_size)
+            images = model.encode_images(table.paths, self.batch_size)
         for lang in [lang for lang in self.languages if lang in table.attrs["languages"]]:
             captions, owner = flatten_captions(table, lang)
             self.reference.append(self._results(label, model, images, lang, "direct", captions, owner)[0])
@@ -214,7 +214,7 @@ class ScaleRun(Run):
 
     @property
     def image_paths(self) -> list[str]:
-        return list(self.captions["path"])
+        return list(self.captions.paths)
 
     def facts(self) -> dict:
         """The benchmark and its licence, the caption file's hash, languages, every model (requested, used,
@@ -241,7 +241,7 @@ def _label(r: Result) -> str:
     return f"{model_name(r.model)} · {r.language} · {r.strategy}"
 
 
-def resolve_dataset(dataset: str | os.PathLike, languages: Sequence[str] | None = None) -> pd.DataFrame:
+def resolve_dataset(dataset: str | os.PathLike, languages: Sequence[str] | None = None) -> CaptionSet:
     """A benchmark name (prepared on first use), a prepared folder, or a caption file, as a caption set.
 
     Images are not decoded here: the encoder reads each one once, and a broken image fails there.

@@ -53,7 +53,7 @@ def public_revision(revision: str | None) -> str:
 
 def script(texts: Iterable[str]) -> str | None:
     """The writing system of most letters in ``texts`` (``"Latin"``, ``"Cyrillic"``, ``"Han"``…), from Unicode names."""
-    counts = Counter()
+    counts: Counter[str] = Counter()
     for text in texts:
         for char in str(text):
             if char.isalpha():
