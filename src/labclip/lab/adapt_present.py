@@ -8,6 +8,7 @@ Prose is written from the run's numbers.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,7 +43,7 @@ def method(run: TextAdapterRun, fitted, cosine: np.ndarray) -> None:
     text += f" (raw: {raw.mean():.3f})." if raw is not None else "."
     text += (" These are the rows it was fitted on, so this says nothing yet about new captions; "
              "the next section scores images that each fold's map never saw.")
-    present.text(text)
+    present.paragraph(text)
 
 
 def held_out(run: TextAdapterRun) -> None:
@@ -61,7 +62,7 @@ def held_out(run: TextAdapterRun) -> None:
                     present.svg(plots.held_out_figure(run, names)))
     paired = run.evaluation.paired()
     if not paired:
-        present.text("The source captions were encoded by another model, so there is no raw baseline in "
+        present.paragraph("The source captions were encoded by another model, so there is no raw baseline in "
                      "this image space to test against.")
         return
     lines = []
@@ -71,7 +72,7 @@ def held_out(run: TextAdapterRun) -> None:
                    else "unlikely to be chance at the 5% level")
         lines.append(f"- {DIRECTIONS[test['direction']]}: the adapter fixed {test['only_after']} image(s) and broke "
                      f"{test['only_before']} (net {change:+d}); exact McNemar p = {test['p_value']:.3g}, {verdict}.")
-    present.text("**Paired test, adapted against raw on the same images:**\n\n" + "\n".join(lines))
+    present.paragraph("**Paired test, adapted against raw on the same images:**\n\n" + "\n".join(lines))
 
 
 def alpha_curve(run: TextAdapterRun) -> None:
@@ -94,15 +95,15 @@ def alpha_curve(run: TextAdapterRun) -> None:
 def overfitting(run: TextAdapterRun) -> None:
     """The final adapter on its own training images against the held-out scores: the overfitting lesson."""
     rows = run.scores()
-    after = rows[rows["variant"] == "after"].set_index(["split", "direction"])
-    table = present._labelled(pd.DataFrame([{"direction": DIRECTIONS[d],
-                                     "training_accuracy": share(after.loc[("training", d), "hits"],
-                                                                after.loc[("training", d), "n"]),
-                                     "held_out_accuracy": share(after.loc[("held out", d), "hits"],
-                                                                after.loc[("held out", d), "n"])}
-                                    for d in ("i2t", "t2i")]))
-    gaps = {d: after.loc[("training", d), "top1"] - after.loc[("held out", d), "top1"] for d in ("i2t", "t2i")}
-    worst = max(gaps, key=gaps.get)
+    after: dict[tuple[str, str], Any] = {(r["split"], r["direction"]): r for r in rows.to_dict("records")
+                                         if r["variant"] == "after"}
+    table = present._labelled(pd.DataFrame([{
+        "direction": DIRECTIONS[d],
+        "training_accuracy": share(after[("training", d)]["hits"], after[("training", d)]["n"]),
+        "held_out_accuracy": share(after[("held out", d)]["hits"], after[("held out", d)]["n"])}
+        for d in ("i2t", "t2i")]))
+    gaps = {d: after[("training", d)]["top1"] - after[("held out", d)]["top1"] for d in ("i2t", "t2i")}
+    worst = max(gaps, key=lambda d: gaps[d])
     if gaps[worst] > 0:
         text = (f"On the images it was fitted on, the adapter scores up to {100 * gaps[worst]:.1f} percentage points "
                 f"higher ({DIRECTIONS[worst]}) than on held-out images: training scores flatter a small-data adapter, "
@@ -131,10 +132,11 @@ def few_shot(run: FewShotRun) -> None:
     rows = rows[(rows["method"] == "zero-shot") | rows["shots"].isin(shown)]
     tests = {(t["method"], t["shots"]): t for t in run.evaluation.paired()}
     names = {"zero-shot": "zero-shot", "probe": "linear probe", "tip": "Tip-Adapter"}
+    records: list[Any] = list(rows.itertuples())
     table = present._labelled(pd.DataFrame([{"method": names[r.method], "shots": r.shots or "—",
-                                     "accuracy": share(r.hits, r.n),
-                                     "p_vs_zero_shot": f"{tests[(r.method, r.shots)]['p_value']:.3g}"
-                                     if (r.method, r.shots) in tests else "—"} for r in rows.itertuples()]))
+                                             "accuracy": share(r.hits, r.n),
+                                             "p_vs_zero_shot": f"{tests[(r.method, r.shots)]['p_value']:.3g}"
+                                             if (r.method, r.shots) in tests else "—"} for r in records]))
     low, high = run.images_per_class()
     intro = (f"{len(run.paths)} labelled images of {len(run.classes)} classes ({low}–{high} per class), "
              f"{len(run.evaluation.folds)} folds; each image is classified by models fitted on the other folds' "
@@ -160,7 +162,7 @@ def few_shot(run: FewShotRun) -> None:
         text += (f"; the best few-shot result is {names[best['method']]} with {best['shots']} "
                  f"shot{'' if best['shots'] == 1 else 's'}, {share(best['hits'], best['n'])} "
                  f"(exact McNemar p = {tests[(best['method'], best['shots'])]['p_value']:.3g} against zero-shot)")
-    present.text(text + ".")
+    present.paragraph(text + ".")
 
 
 def published() -> None:

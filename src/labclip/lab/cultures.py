@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -66,7 +67,7 @@ class CultureRun:
         table = self.base.captions
         for label, model in self.base.models.items():
             with self.base.timings.stage(f"encode images ({model_name(label)})"):
-                images = model.encode_images(table["path"], self.base.batch_size)
+                images = model.encode_images(table.paths, self.base.batch_size)
             self.results[label] = []
             for lang in self.languages:
                 captions, _ = flatten_captions(table, lang, per_image=1)
@@ -236,7 +237,7 @@ def heatmap(run: CultureRun, scope: str = core.SET, direction: str = DIRECTION, 
     for label in labels:
         rows = frame[frame["model"] == label]
         cell = {(r.region, r.language): f"{100 * r.recall:.0f} [{100 * r.low:.0f}, {100 * r.high:.0f}]"
-                for r in rows.itertuples()}
+                for r in cast(list[Any], list(rows.itertuples()))}
         for start in range(0, len(langs), TABLE_LANGUAGES):
             chunk = langs[start:start + TABLE_LANGUAGES]
             shown = pd.DataFrame([{"Region": name, **{lang: cell[(name, lang)] for lang in chunk}} for name in names])
@@ -282,7 +283,7 @@ def heterogeneity_text(tests: pd.DataFrame, n_languages: int) -> str:
                  f"{p_value(tests['p_holm'].min())}).")
     else:
         text += (f"the regions differ more than chance in {len(significant)} of {len(tests)}: "
-                 + ", ".join(f"{language_name(r.language)} ({p_value(r.p_holm)})" for r in significant.itertuples())
+                 + ", ".join(f"{language_name(r.language)} ({p_value(r.p_holm)})" for r in cast(list[Any], list(significant.itertuples())))
                  + ".")
     if len(tests) < n_languages:
         text += (f" {n_languages - len(tests)} language(s) have no test: every image a hit, or every image a "
@@ -381,7 +382,7 @@ def save(run: CultureRun, output_dir: str | os.PathLike | None, tests: dict | No
     """Write the region × language table, the tests and the provenance as one JSON (atomically); show the
     provenance table."""
     tests = tests if tests is not None else {label: run.own_culture(label) for label in run.results}
-    record = {
+    record: dict[str, Any] = {
         "provenance": run.base.provenance(),
         "scopes": core.SCOPES,
         "region_languages": {k: list(v) for k, v in run.home().items()},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from typing import Any
 
 import matplotlib
 import mistune
@@ -26,14 +27,14 @@ SCREEN_HEATMAP_LIMIT = 60  # images of the largest full heatmap the HTML page ca
 TOPK_ROWS = 40  # rows of the longest top-k table printed in full (one row per image and rank)
 LABEL_BAR_COLUMNS, LABEL_BAR_ROWS = 3, 4  # images side by side, and rows of them per figure (a third of a page)
 SHORT_TABLE = 25  # rows a section keeps on one page with its heading (a longer table may start under it)
-TABLE_STYLES = [{"selector": "th, td", "props": "overflow-wrap:break-word;word-break:normal;vertical-align:top"}]
+TABLE_STYLES: Any = [{"selector": "th, td", "props": "overflow-wrap:break-word;word-break:normal;vertical-align:top"}]
 
 _markdown = mistune.create_markdown(escape=True, plugins=["strikethrough", "table"])
 
 
 def prose(markdown: str) -> str:
     """Markdown as HTML, with any raw HTML in it escaped."""
-    return _markdown(markdown)
+    return str(_markdown(markdown))
 
 
 def png(fig: Figure, dpi: int = 110) -> str:
@@ -49,7 +50,8 @@ def svg(fig: Figure) -> str:
     """A figure as an ``<img>`` with a ``data:`` SVG whose text stays text: it prints at the size it was drawn,
     sharp at any zoom, and its font sizes can be read back from the PDF (nothing is loaded from anywhere)."""
     buffer = io.BytesIO()
-    with matplotlib.rc_context({**plots.LITERAL_TEXT, "svg.fonttype": "none", "svg.hashsalt": "labclip"}):
+    rc: Any = {**plots.LITERAL_TEXT, "svg.fonttype": "none", "svg.hashsalt": "labclip"}
+    with matplotlib.rc_context(rc):
         fig.savefig(buffer, format="svg", bbox_inches="tight", pad_inches=0.03, facecolor="white")
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f'<img src="data:image/svg+xml;base64,{data}" style="max-width:100%;height:auto" alt="figure">'

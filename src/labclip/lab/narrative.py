@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -63,7 +64,8 @@ def metric_table(metrics: Mapping[str, Mapping[str, object]], keys: Iterable[str
     """
     columns = list(metrics)
     keys = list(keys) if keys is not None else [k for k in metrics[columns[0]] if k != "k" and not is_hit_count(k)]
-    cells = {name: [format_metric(key, m.get(key), m.get("n")) for key in keys] for name, m in metrics.items()}
+    cells = {name: [format_metric(key, m.get(key), cast(int | None, m.get("n"))) for key in keys]
+             for name, m in metrics.items()}
     return pd.DataFrame(cells, index=[metric_label(key) for key in keys])
 
 
@@ -242,7 +244,7 @@ def results(m: Matching) -> str:
         f"smallest {num(x.margin_min)}.",
     ]
     if x.separable:
-        lines.append(f"- Every correct pair scores above every wrong pair; a threshold of {num(x.threshold)} "
+        lines.append(f"- Every correct pair scores above every wrong pair; a threshold of {num(cast(float, x.threshold))} "
                      "separates them.")
     else:
         lines.append(f"- Correct and wrong pairs overlap (lowest correct {num(x.correct_min)} ≤ highest wrong "
@@ -268,12 +270,12 @@ def discussion(exp: Experiment, languages: list[str]) -> str:
         parts.append(f"Image→text top-1: {share(ma.i2t.hits1, ma.n)} with {md(language_name(a))} captions, "
                      f"{share(mb.i2t.hits1, mb.n)} with {md(language_name(b))} captions. " + paired(_top1(exp.matching(a)), _top1(exp.matching(b)), f"{md(language_name(a))} captions",
                             f"{md(language_name(b))} captions", "image→text top-1"))
-        captions = {lang: exp.captions[lang] for lang in (a, b)}
-        stats = token_stats(exp.model.tokenizer, captions, exp.model.context_length,
-                            exp.model.openai_text_cleaning).set_index("language")
-        parts.append(f"The model's tokenizer spends {stats.loc[a, 'tokens per word']:.2f} tokens per word on "
+        captions = {lang: exp.texts(lang) for lang in (a, b)}
+        stats = token_stats(exp.model.tokenizer, captions, exp.model.context_length, exp.model.openai_text_cleaning)
+        per_word = dict(zip(stats["language"], stats["tokens per word"]))
+        parts.append(f"The model's tokenizer spends {per_word[a]:.2f} tokens per word on "
                      f"{md(language_name(a))}{_script_note(captions[a])} captions and "
-                     f"{stats.loc[b, 'tokens per word']:.2f} on {md(language_name(b))}{_script_note(captions[b])} "
+                     f"{per_word[b]:.2f} on {md(language_name(b))}{_script_note(captions[b])} "
                      "ones.")
     parts.append("Accuracy on a paired set says whether the right caption wins; the similarity ranges and margins say "
                  "by how much, which matters when choosing a threshold for automated tagging.")
@@ -329,7 +331,7 @@ def limitations(exp: Experiment) -> str:
 
 def tokens(stats: pd.DataFrame, model: ClipModel | None = None, captions: Mapping[str, list[str]] | None = None) -> str:
     """How the tokenizer splits each language's captions, with this run's numbers."""
-    rows = stats.set_index("language")
+    rows: Any = stats.set_index("language")
     what = ("The tokenizer" if model is None else "CLIP's byte-level BPE" if is_openai_clip_tokenizer(model)
             else f"The {md(type(model.tokenizer).__name__)} tokenizer")
     parts = [f"{md(language_name(lang))}{_script_note(captions[lang]) if captions else ''}: "
@@ -371,7 +373,8 @@ def comparison(result: Comparison) -> str:
         lines[0] += (f" There are no {language_name(reference)} captions in this run, so there is no "
                      f"{language_name(reference)} reference to measure a gap against.")
     n, hits = result.n, result.i2t_hits1
-    for r in table[table.language != reference].itertuples():
+    rows: Any = table[table.language != reference].itertuples()
+    for r in rows:
         line = (f"- {md(model_name(r.model))}, {md(language_name(r.language))}, {r.strategy}: image→text top-1 "
                 f"{format_metric('i2t_acc1', r.i2t_acc1, n)}")
         if not missing(r.gap_pp):

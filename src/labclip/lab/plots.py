@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 import matplotlib.ticker
@@ -156,7 +157,7 @@ def _grouped_bars(data: pd.DataFrame, x: str, y: str, hue: str, n: int | None,
     fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.subplots()
     sns.barplot(data=data, x=x, y=y, hue=hue, ax=ax, palette="Set2")
-    for container in ax.containers:
+    for container in [c for c in ax.containers if isinstance(c, BarContainer)]:
         ax.bar_label(container, fmt="%.1f", fontsize=LABEL_PT, padding=8 if n else 0)
     wilson_error_bars(ax, n)
     ax.set_ylim(0, 115)
@@ -196,7 +197,8 @@ def label_bars(table: pd.DataFrame, images: Sequence, columns: int = 3, truth: S
     k = int(table.groupby("image").size().max()) if len(table) else 1
     row_pt = max(54.0, 11.0 * k + 14)
     fig = Figure(figsize=(PAGE_WIDTH_PT / 72, (rows * row_pt + 24) / 72), layout="constrained")
-    fig.get_layout_engine().set(w_pad=2 / 72, h_pad=2 / 72, wspace=0.02, hspace=0.02)
+    engine: Any = fig.get_layout_engine()
+    engine.set(w_pad=2 / 72, h_pad=2 / 72, wspace=0.02, hspace=0.02)
     grid = fig.subplots(rows, 2 * columns, squeeze=False, gridspec_kw={"width_ratios": [1, 2.3] * columns})
     for axis in grid.flat:
         axis.axis("off")
@@ -397,7 +399,7 @@ def heatmap_figure(sim: np.ndarray, owner: np.ndarray, ranks: np.ndarray, names:
         note = (f"{n} images are too many to label on a page: shown are the {len(rows)} images whose own "
                 f"captions rank worst among all {len(captions)} captions (rank in brackets), against the first "
                 "caption of each.")
-        labels = [f"{names[i]} [{ranks[i]}]" for i in rows]
+        labels = [f"{names[int(i)]} [{ranks[i]}]" for i in rows]
     columns = np.searchsorted(owner, rows)
     fig = Figure(figsize=(PAGE_WIDTH_PT / 72, 0.95 * PAGE_WIDTH_PT / 72))  # drawn at its printed size
     ax = fig.subplots()
@@ -431,5 +433,6 @@ def region_heatmap(grids: Mapping[str, np.ndarray], regions: Sequence[str], lang
             for (i, j), v in np.ndenumerate(grid):
                 ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6, color="white" if v < 50 else "black")
     axes[0].set_ylabel("image region")
+    assert image is not None
     fig.colorbar(image, ax=list(axes), label=label)
     return fig

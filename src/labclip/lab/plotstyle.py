@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import textwrap
 from collections.abc import Callable
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -15,7 +16,7 @@ from PIL import Image, ImageOps
 from ..images import load_image
 
 CORRECT_COLOUR = "#d62728"
-LITERAL_TEXT = {"text.usetex": False}
+LITERAL_TEXT: Any = {"text.usetex": False}  # matplotlib rc settings
 
 
 def literal_text(draw: Callable[..., Figure]) -> Callable[..., Figure]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -99,11 +100,11 @@ def header(run: Run, text: str, details: str, report: str | None = None) -> None
     if run.fallback_reason:  # the reason says how to get the model, so the warning need not say it again
         stands_in = ("labclip's untrained demo model stands in: its weights are random, so these numbers say nothing "
                      "about CLIP." if run.model.is_demo else warning)
-        notes = f"{narrative.fallback_note(run.requested_model, run.fallback_reason)} {stands_in or ''}".strip()
+        notes: str | None = f"{narrative.fallback_note(run.requested_model, run.fallback_reason)} {stands_in or ''}"
     else:
         notes = warning
     if notes:
-        parts.append(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ {html.escape(notes)}</div>')
+        parts.append(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ {html.escape(notes.strip())}</div>')
     display(HTML("".join(parts)))
 
 
@@ -113,7 +114,7 @@ def zeroshot_title(run: ZeroShotRun, text: str, report: str | None = None) -> No
                       f"template language: {narrative.language_name(run.language)}", report)
     note = narrative.zeroshot_language_note(run)
     if note:
-        text(note)
+        paragraph(note)
 
 
 def zeroshot_predictions(run: ZeroShotRun, templates: str, k: int = 5) -> None:
@@ -145,8 +146,8 @@ def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.Dat
             if skipped else "")
     evaluated = {name: run.evaluated(name) for name in scores["templates"]}
     hits = {name: ranks(probs, run.data.truth) == 1 for name, (probs, _) in evaluated.items()}
-    balanced = scores.assign(mean_per_class_recall=[figures["mean_per_class_recall"]
-                                                    for _, figures in evaluated.values()])
+    per_class: list[Any] = [figures["mean_per_class_recall"] for _, figures in evaluated.values()]
+    balanced = scores.assign(mean_per_class_recall=per_class)
     keys = ["templates", "count", "acc1", f"acc{k}", "mean_per_class_recall"]
     shown = pd.DataFrame({key: [format_metric(key, v, n) for v, n in zip(balanced[key], scores["n"])]
                           for key in dict.fromkeys(keys)})
@@ -301,7 +302,7 @@ def languages(exp: Experiment, langs: list[str]) -> None:
 def token_statistics(exp: Experiment, langs: list[str]) -> pd.DataFrame:
     """How the model's tokenizer splits each language's captions: table, plot, and what it means."""
     clean = exp.model.openai_text_cleaning
-    captions = {lang: exp.captions[lang] for lang in langs}
+    captions = {lang: exp.texts(lang) for lang in langs}
     stats = token_stats(exp.model.tokenizer, captions, exp.model.context_length, clean)
     lengths = pd.DataFrame([{"language": narrative.language_name(lang), "tokens": n} for lang in langs
                             for n in token_lengths(exp.model.tokenizer, captions[lang], clean)])
@@ -370,7 +371,7 @@ def published(text: str, frame: pd.DataFrame | None = None, after: str = "") -> 
                  f'<strong>Published results (not measured here)</strong>{"".join(items)}</div>'))
 
 
-def text(markdown: str) -> None:
+def paragraph(markdown: str) -> None:
     """Prose on its own (Markdown, raw HTML escaped)."""
     display(HTML(f"<div>{prose(markdown)}</div>"))
 

@@ -66,7 +66,7 @@ def title(run: ScaleRun, text: str, report: str | None = None) -> None:
                          f"({md(reason)}); the untrained demo model stands in.")
     notes += [f"Skipped: {md(reason)}" for reason in run.skipped]
     notes.append(licence_text(run))
-    present.text("\n\n".join(notes))
+    present.paragraph("\n\n".join(notes))
 
 
 def results_table(run: ScaleRun) -> pd.DataFrame:
@@ -76,7 +76,7 @@ def results_table(run: ScaleRun) -> pd.DataFrame:
     for d, name in DIRECTIONS.items():
         rows = [{**_setup(r), **{f"R@{k}": format(r.estimates[f"{d}_acc{k}"], ".1%") for k in KS}}
                 for r in run.results]
-        n = {r.estimates[f"{d}_acc1"].n for r in run.results}
+        n = {int(r.estimates[f"{d}_acc1"].n or 0) for r in run.results}
         unit = "images" if d == "i2t" else "captions"
         counted = f"{n.pop()} {unit}" if len(n) == 1 else f"{min(n)}–{max(n)} {unit}"
         tables.append(present.block(f"{name.capitalize()} ({counted})", present.table(pd.DataFrame(rows))))
@@ -152,7 +152,7 @@ def heatmap(run: ScaleRun, limit: int | None = None) -> None:
     heat = run.heat
     if heat is None:
         raise LabclipError("run.evaluate() first: the heatmap shows its first model and language")
-    fig, note = heatmap_figure(heat.sim, heat.owner, heat.ranks, run.captions["image"], heat.captions, limit)
+    fig, note = heatmap_figure(heat.sim, heat.owner, heat.ranks, run.captions.images, heat.captions, limit)
     present.section(f"Similarity heatmap ({model_name(heat.model)}, {language_name(heat.language)} captions)",
                     md(note), present.svg(fig))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -95,7 +95,7 @@ def per_class_accuracy(probs: np.ndarray, truth: Sequence[int], labels: Sequence
     return pd.DataFrame(rows)
 
 
-def token_stats(tokenizer, captions: dict[str, Sequence[str]], context_length: int = CONTEXT_LENGTH,
+def token_stats(tokenizer, captions: Mapping[str, Sequence[str]], context_length: int = CONTEXT_LENGTH,
                 openai_clean: bool = True) -> pd.DataFrame:
     """Per language: tokens per caption, tokens per word, UTF-8 bytes per token, captions cut at the context.
 

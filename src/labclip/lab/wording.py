@@ -8,6 +8,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from ..config import shown_model, shown_path, shown_revision
 from ..images import NaflexPreprocess, SquarePreprocess
@@ -99,7 +100,8 @@ def adapter_text(model: ClipModel) -> str:
     card = getattr(model, "adapter_card", None)
     if card is None:
         return ""
-    base = md(model_name(model.base.name))
+    adapted: Any = model  # an AdaptedModel: its base model and whether captions have their own tower
+    base = md(model_name(adapted.base.name))
     fitted = ", ".join(part for part in (
         f"{card['pairs']} caption pairs" if card.get("pairs") else "",
         f"{md(card['source_lang'])}→{md(card['target_lang'])}" if card.get("source_lang") and card.get("target_lang")
@@ -107,7 +109,7 @@ def adapter_text(model: ClipModel) -> str:
         f"alpha {card['alpha']:g}" if isinstance(card.get("alpha"), (int, float)) else "") if part)
     tower = (f"Captions are encoded by the text tower of {md(card['text_tower']['model'])} (revision "
              f"{md(card['text_tower']['revision'] or '—')}), not by {base}'s own; its embeddings"
-             if model.separate_text_tower else "The text embeddings")
+             if adapted.separate_text_tower else "The text embeddings")
     return (f" {tower} then pass through the linear text adapter {md(card['label'])} (weights sha256 "
             f"{card['sha256'][:12]}…{'; fitted on ' + fitted if fitted else ''}) into {base}'s embedding space; "
             f"images go through {base}'s image encoder unchanged.")
