@@ -25,7 +25,8 @@ CORE_LAYERS = [
     {"zeroshot", "translate", "datasets", "textmap", "fewshot", "parallel", "cultures"},
     {"adapt"},
 ]
-LAB_LAYERS = [{"tables", "provenance"}, {"experiment"}, {"compare", "adapt"}, {"narrative", "plots"}, {"present"},
+LAB_LAYERS = [{"tables", "provenance", "wording", "plotstyle"}, {"runs", "results"}, {"experiment", "scale_run"},
+              {"compare", "adapt"}, {"narrative", "plots", "scale_narrative"}, {"markup"}, {"present"},
               {"scale", "adapt_present"}, {"cultures"}, {"report", "reproduce"}]
 # The command line (labclip.cli.*, then the package and ``python -m``): every module in cli/commands/ is a command.
 FRONT = [{"options", "inputs", "console", "output"}, {"loading"}, {"commands"}, {"cli"}, {"__main__"}]

@@ -474,9 +474,10 @@ def test_default_comparison_runs_on_the_replicas(offline_hub):
     from labclip.registry import DEFAULT_MODEL
 
     captions = load_captions(CAPTIONS_DIR / "default.csv", languages=["en", "ru"])
-    table = compare(captions, ["en", "ru"], None)
+    result = compare(captions, ["en", "ru"], None)
+    table = result.table
     expected = set(registry.default_models(["en", "ru"]))
-    assert set(table["model"]) == expected and not table.attrs["skipped"]
+    assert set(table["model"]) == expected and not result.skipped
     for model in expected:
         rows = table[table.model == model]
         assert set(rows.language) == {"en", "ru"} and rows["i2t_acc1"].notna().all()

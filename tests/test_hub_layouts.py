@@ -178,8 +178,8 @@ def test_a_missing_image_tower_is_named_as_such(monkeypatch, tmp_path, tiny_mode
     # a report's comparison (the demo model stands in only for the first): "not compared: model X: why"
     table = compare(load_captions(CAPTIONS_DIR / "short.csv", languages=["en"]), ["en"],
                     [load_model(tiny_model_dir, cache=False), ST], translator=None)
-    assert list(table.model) == [tiny_model_dir.name]
-    (reason,) = table.attrs["skipped"]
+    assert list(table.table.model) == [tiny_model_dir.name]
+    (reason,) = table.skipped
     assert reason.startswith(f"model {ST}: {expected}") and "'demo' model" not in reason
 
 
@@ -260,8 +260,8 @@ def test_report_comparison_and_scale_run_list_a_broken_model(tiny_model_dir, bro
     captions = load_captions(CAPTIONS_DIR / "short.csv", languages=["en"])
     first = load_model(tiny_model_dir)
     table = compare.compare(captions, ["en"], [first, str(broken), "demo"], translator=None)
-    assert list(table.model) == [first.name, "demo"]
-    (reason,) = table.attrs["skipped"]
+    assert list(table.table.model) == [first.name, "demo"]
+    (reason,) = table.skipped
     assert reason.startswith("model broken-clip: could not load model 'broken-clip'") and str(tmp_path) not in reason
     sections = {}
     monkeypatch.setattr(present, "section", lambda heading, text="", *items, **kw: sections.update({heading: text}))

@@ -223,7 +223,7 @@ def test_check_decides_as_loading_does_for_ids_the_hub_does_not_know(fake_hub, t
 
 def test_every_lab_entry_point_loads_in_the_precision_asked(monkeypatch):
     """What the notebooks call with their ``precision`` parameter passes it to the model load."""
-    from labclip.lab import adapt, compare, experiment, scale
+    from labclip.lab import adapt, compare, experiment, runs, scale
 
     asked = []
 
@@ -231,7 +231,7 @@ def test_every_lab_entry_point_loads_in_the_precision_asked(monkeypatch):
         asked.append((name, kwargs["precision"]))
         return load_model(name, **kwargs)
 
-    monkeypatch.setattr(experiment, "load_model", spy)
+    monkeypatch.setattr(runs, "load_model", spy)  # the one loader of every run
     captions = load_captions(DEFAULT_CAPTIONS, languages=["en", "ru"])
     run = experiment.start("demo", languages=["en"], precision="bf16")
     zeroshot = experiment.start("demo", task="zeroshot", precision="bf16")

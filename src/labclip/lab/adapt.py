@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,32 +28,31 @@ from ..adapt import (
     fit_text_adapter,
 )
 from ..adapter import model_ref
-from ..config import shown_model, shown_revision
+from ..config import DEFAULT_CAPTIONS, DEFAULT_LABELS, shown_revision
 from ..data import CaptionSet, flatten_captions, load_captions
 from ..errors import LabclipError
 from ..metrics import correct_ranks
-from ..model import describe
-from ..registry import published as registry_published
+from ..model import ClipModel, describe
 from ..stats import wilson_interval
 from ..zeroshot import class_embeddings, labelled_images, load_templates
-from .provenance import Timings, machine, now, package_versions, sha256_file, sha256_files
+from .provenance import Timings, sha256_file, sha256_files
+from .runs import Kind, Loaded, Run
+from .runs import start as start_run
+from .wording import DIRECTIONS
 
-DIRECTIONS = {"i2t": "image→text", "t2i": "text→image"}
 SHOTS = (1, 2, 4, 8, 16)
-# Published figures (labclip.registry.PUBLISHED), shown only in a box marked as not measured here, with their sources.
-PUBLISHED = registry_published(benchmark="ImageNet")
 
 
 def _first(texts: list[str], owner: np.ndarray, n: int) -> list[str]:
     """The first caption of each of ``n`` images."""
-    first = {}
+    first: dict[int, str] = {}
     for text, row in zip(texts, owner):
         first.setdefault(int(row), text)
     return [first[i] for i in range(n)]
 
 
-@dataclass
-class TextAdapterRun:
+@dataclass(kw_only=True)
+class TextAdapterRun(Run):
     """A text adapter scored out of fold on a caption set, then fitted on all of it.
 
     Attributes:
@@ -63,8 +63,7 @@ class TextAdapterRun:
         adapter: fitted on every pair; its card holds the held-out summary.
     """
 
-    model: object
-    source_model: object
+    source_model: ClipModel
     captions: CaptionSet
     source_lang: str
     target_lang: str
@@ -75,10 +74,6 @@ class TextAdapterRun:
     source_emb: np.ndarray
     target_emb: np.ndarray
     parallel: ParallelText | None = None
-    requested_model: str = ""
-    fallback_reason: str | None = None
-    timings: Timings = field(default_factory=Timings)
-    started: str = field(default_factory=now)
 
     def scores(self) -> pd.DataFrame:
         """Top-1 per direction for before (raw source captions), after (adapted, held out), the
@@ -102,46 +97,45 @@ class TextAdapterRun:
     def card(self) -> dict:
         return dict(self.adapter.card)
 
-    def provenance(self) -> dict:
-        paths = list(self.captions["path"])
-        prov = {"started": self.started, "requested_model": _shown(self.requested_model),
-                "fallback_reason": self.fallback_reason, "model": describe(self.model), "captions_file": Path(self.captions.attrs["source"]).name,
-                "captions_sha256": sha256_file(self.captions.attrs["source"]), "images": len(paths),
-                "images_sha256": sha256_files(paths), "source_lang": self.source_lang,
-                "target_lang": self.target_lang, "versions": package_versions(), "machine": machine(),
-                "timings_s": {k: round(v, 3) for k, v in self.timings.items()}}
+    @property
+    def image_paths(self) -> list[str]:
+        return list(self.captions.paths)
+
+    def facts(self) -> dict:
+        source = self.captions.attrs["source"]
+        facts = {"captions_file": Path(source).name, "captions_sha256": sha256_file(source),
+                 "images": len(self.image_paths), "images_sha256": sha256_files(self.image_paths),
+                 "source_lang": self.source_lang, "target_lang": self.target_lang}
         if self.source_model is not self.model:
-            prov["source_model"] = describe(self.source_model)
+            facts["source_model"] = describe(self.source_model)
         if self.parallel is not None:
-            prov["parallel"] = {"origin": Path(self.parallel.origin).name, "pairs": len(self.parallel),
-                                "sha256": self.parallel.sha256}
-        return prov
-
-
-def _shown(model: str | None) -> str | None:
-    return None if model is None else shown_model(model)
+            facts["parallel"] = {"origin": Path(self.parallel.origin).name, "pairs": len(self.parallel),
+                                 "sha256": self.parallel.sha256}
+        return facts
 
 
 def run_text_adapter(
-    model,
-    captions: str | os.PathLike,
+    model: ClipModel,
+    captions: str | os.PathLike | CaptionSet,
     source_lang: str = "ru",
     target_lang: str = "en",
     *,
     image_dir: str | os.PathLike | None = None,
-    source_model=None,
+    source_model: ClipModel | None = None,
     parallel: ParallelText | None = None,
     folds: int | str = 5,
     alpha: float | Sequence[float] | None = None,
     seed: int = 0,
     batch_size: int | None = None,
     requested_model: str | None = None,
+    fallback_reason: str | None = None,
+    timings: Timings | None = None,
 ) -> TextAdapterRun:
     """Score a ``source_lang``→``target_lang`` text adapter out of fold on a caption set, then fit it on all.
 
     Args:
         model: a loaded model; its image embeddings and ``target_lang`` caption embeddings are the target space.
-        captions: a caption set with both language columns (its images are the held-out test).
+        captions: a caption set (or its file) with both language columns (its images are the held-out test).
         source_model: encodes the ``source_lang`` captions (default: ``model``).
         parallel: more sentence pairs to fit on in every fold; pairs that repeat a caption of the
             caption set are dropped first, so nothing scored is fitted on.
@@ -151,50 +145,70 @@ def run_text_adapter(
     Raises:
         LabclipError: bad captions, too few images for the folds, or an adapter that does not fit.
     """
-    timings = Timings()
+    timings = Timings() if timings is None else timings
     source_model = source_model or model
-    with timings.stage("load captions"):
-        table = load_captions(captions, image_dir, [source_lang, target_lang])
+    if not isinstance(captions, CaptionSet):
+        with timings.stage("load captions"):
+            captions = load_captions(Path(captions), Path(image_dir) if image_dir else None, [source_lang, target_lang])
+    images, source, target, parallel, extra = _encode(model, source_model, captions, source_lang, target_lang,
+                                                      parallel, batch_size, timings)
+    with timings.stage("evaluate (cross-validated)"):
+        evaluation = evaluate_text_adapter(images, source, target, folds=folds, alpha=alpha,
+                                           extra=None if extra is None else extra[:2], seed=seed)
+        if source_model is not model:
+            for hits in evaluation.hits.values():
+                hits.pop("before", None)
+    card = _card(model, source_model, captions, source_lang, target_lang, parallel)
+    with timings.stage("fit on all pairs"):
+        x, y, groups = source, target, np.arange(len(captions))
+        if extra is not None:
+            x, y, groups = (np.concatenate([x, extra[0]]), np.concatenate([y, extra[1]]),
+                            np.concatenate([groups, extra[2]]))
+        adapter = fit_text_adapter(x, y, alpha=alpha, groups=list(groups), card=card)
+        adapter = adapter.with_card(held_out=evaluation.summary())
+    sim = images.astype(np.float64) @ adapter.transform(source).astype(np.float64).T
+    training = {"i2t": correct_ranks(sim) == 1, "t2i": correct_ranks(sim.T) == 1}
+    return TextAdapterRun(
+        model=model, source_model=source_model, captions=captions, source_lang=source_lang, target_lang=target_lang,
+        evaluation=evaluation, training=training, adapter=adapter, image_emb=images, source_emb=source,
+        target_emb=target, parallel=parallel, requested_model=requested_model or model.name,
+        fallback_reason=fallback_reason, timings=timings, batch_size=batch_size)
+
+
+def _card(model: ClipModel, source_model: ClipModel, captions: CaptionSet, source_lang: str, target_lang: str,
+          parallel: ParallelText | None) -> dict:
+    """What the adapter's card records of its source and target towers and the data it was fitted on."""
+    return {"source_model": model_ref(source_model), "source_revision": shown_revision(source_model.revision),
+            "target_model": model_ref(model), "target_revision": shown_revision(model.revision),
+            "source_lang": source_lang, "target_lang": target_lang,
+            "data": {"captions": Path(captions.source).name, "captions_sha256": sha256_file(captions.source),
+                     **({"parallel": Path(parallel.origin).name, "parallel_sha256": parallel.sha256}
+                        if parallel is not None else {})},
+            "labclip_version": __version__}
+
+
+def _encode(model: ClipModel, source_model: ClipModel, table: CaptionSet, source_lang: str, target_lang: str,
+            parallel: ParallelText | None, batch_size: int | None, timings: Timings) -> tuple:
+    """Images, first source and target captions, the parallel pairs left after dropping the set's captions and
+    their embeddings with their groups (``None`` without pairs)."""
     n = len(table)
     src_texts, src_owner = flatten_captions(table, source_lang)
     tgt_texts, tgt_owner = flatten_captions(table, target_lang)
     with timings.stage("encode images"):
-        images = model.encode_images(table["path"], batch_size)
+        images = model.encode_images(table.paths, batch_size)
     with timings.stage("encode captions"):
         source = source_model.encode_texts(_first(src_texts, src_owner, n), batch_size)
         target = model.encode_texts(_first(tgt_texts, tgt_owner, n), batch_size)
-    extra, extra_groups = None, np.empty(0, dtype=int)
-    if parallel is not None:
-        parallel = parallel.without(src_texts + tgt_texts)
-        if not len(parallel):
-            raise LabclipError("every parallel pair repeats a caption of the caption set; nothing left to fit on")
-        with timings.stage("encode parallel pairs"):
-            extra = (source_model.encode_texts(parallel.source, batch_size),
-                     model.encode_texts(parallel.target, batch_size))
-        extra_groups = n + pd.factorize(pd.Series(parallel.groups))[0]
-    with timings.stage("evaluate (cross-validated)"):
-        evaluation = evaluate_text_adapter(images, source, target, folds=folds, alpha=alpha, extra=extra, seed=seed)
-        if source_model is not model:
-            for hits in evaluation.hits.values():
-                hits.pop("before", None)
-    card = {"source_model": model_ref(source_model), "source_revision": shown_revision(source_model.revision),
-            "target_model": model_ref(model), "target_revision": shown_revision(model.revision),
-            "source_lang": source_lang, "target_lang": target_lang,
-            "data": {"captions": Path(table.attrs["source"]).name, "captions_sha256": sha256_file(table.attrs["source"]),
-                     **({"parallel": Path(parallel.origin).name, "parallel_sha256": parallel.sha256}
-                        if parallel is not None else {})},
-            "labclip_version": __version__}
-    with timings.stage("fit on all pairs"):
-        x, y, groups = source, target, np.arange(n)
-        if extra is not None:
-            x, y, groups = np.concatenate([x, extra[0]]), np.concatenate([y, extra[1]]), np.concatenate(
-                [groups, extra_groups])
-        adapter = fit_text_adapter(x, y, alpha=alpha, groups=groups, card=card)
-        adapter = adapter.with_card(held_out=evaluation.summary())
-    sim = images.astype(np.float64) @ adapter.transform(source).astype(np.float64).T
-    training = {"i2t": correct_ranks(sim) == 1, "t2i": correct_ranks(sim.T) == 1}
-    return TextAdapterRun(model, source_model, table, source_lang, target_lang, evaluation, training, adapter,
-                          images, source, target, parallel, requested_model or model.name, timings=timings)
+    if parallel is None:
+        return images, source, target, None, None
+    parallel = parallel.without(src_texts + tgt_texts)
+    if not len(parallel):
+        raise LabclipError("every parallel pair repeats a caption of the caption set; nothing left to fit on")
+    with timings.stage("encode parallel pairs"):
+        extra = (source_model.encode_texts(parallel.source, batch_size),
+                 model.encode_texts(parallel.target, batch_size),
+                 n + pd.factorize(pd.Series(parallel.groups))[0])
+    return images, source, target, parallel, extra
 
 
 def start(
@@ -206,35 +220,46 @@ def start(
     strict: bool = False,
     precision: str | None = None,
     default_for: str = "06_adapt",
-    **options,
+    image_dir: str | os.PathLike | None = None,
+    **options: Any,
 ) -> TextAdapterRun:
-    """Load the model in ``precision`` through the lab's one fallback policy (the demo model when it can't
-    be loaded, unless ``strict``; ``precision=None``: the default for ``default_for``, recorded as such), then :func:`run_text_adapter` on ``captions`` (default: the default
-    caption set)."""
-    from ..config import DEFAULT_CAPTIONS
-    from .experiment import load_model_or_demo
-
-    clip, reason = load_model_or_demo(model, strict, precision=precision, default_for=default_for)
-    run = run_text_adapter(clip, captions or DEFAULT_CAPTIONS, source_lang, target_lang,
-                           requested_model=model, **options)
-    run.fallback_reason = reason
-    return run
+    """Read the caption set (default: the default caption set), load the model in ``precision`` by the lab's
+    one rule (:func:`labclip.lab.runs.start`: the demo model when it can't be loaded, unless ``strict``;
+    ``precision=None``: the default for ``default_for``, recorded as such), then :func:`run_text_adapter`."""
+    return start_run(_TEXT_ADAPTER, model, strict=strict, precision=precision, default_for=default_for,
+                     batch_size=options.pop("batch_size", None), captions=captions, image_dir=image_dir,
+                     languages=[source_lang, target_lang], options=options)
 
 
-@dataclass
-class FewShotRun:
+def _prepare_text_adapter(timings: Timings, *, captions: str | os.PathLike | None,
+                          image_dir: str | os.PathLike | None, languages: list[str],
+                          options: dict[str, Any]) -> tuple[CaptionSet, list[str], dict[str, Any]]:
+    with timings.stage("load captions"):
+        table = load_captions(Path(captions) if captions else DEFAULT_CAPTIONS,
+                              Path(image_dir) if image_dir else None, languages)
+    return table, languages, options
+
+
+def _build_text_adapter(inputs: tuple[CaptionSet, list[str], dict[str, Any]], loaded: list[Loaded],
+                        skipped: list[str], *, timings: Timings, batch_size: int | None) -> TextAdapterRun:
+    (table, (source_lang, target_lang), options), (one,) = inputs, loaded
+    return run_text_adapter(one.model, table, source_lang, target_lang, requested_model=one.requested,
+                            fallback_reason=one.fallback_reason, timings=timings, batch_size=batch_size, **options)
+
+
+_TEXT_ADAPTER = Kind(_prepare_text_adapter, _build_text_adapter)
+
+
+@dataclass(kw_only=True)
+class FewShotRun(Run):
     """Linear probe and Tip-Adapter over shots against zero-shot, every image scored out of fold."""
 
-    model: object
     paths: list[str]
     classes: list[str]
     evaluation: FewShotEvaluation
     templates: str
     language: str
     labels_file: str = ""
-    requested_model: str = ""
-    timings: Timings = field(default_factory=Timings)
-    started: str = field(default_factory=now)
 
     def scores(self) -> pd.DataFrame:
         """Top-1 accuracy per method and shot count, with 95% Wilson intervals."""
@@ -249,12 +274,14 @@ class FewShotRun:
         counts = np.bincount(self.evaluation.truth, minlength=len(self.classes))
         return int(counts.min()), int(counts.max())
 
-    def provenance(self) -> dict:
-        return {"started": self.started, "requested_model": _shown(self.requested_model), "model": describe(self.model),
-                "labels_file": self.labels_file, "labelled_images": len(self.paths), "images_sha256": sha256_files(self.paths),
-                "classes": self.classes, "templates": self.templates, "language": self.language,
-                "versions": package_versions(), "machine": machine(),
-                "timings_s": {k: round(v, 3) for k, v in self.timings.items()}}
+    @property
+    def image_paths(self) -> list[str]:
+        return self.paths
+
+    def facts(self) -> dict:
+        return {"labels_file": self.labels_file, "labelled_images": len(self.paths),
+                "images_sha256": sha256_files(self.paths), "classes": self.classes, "templates": self.templates,
+                "language": self.language}
 
 
 def run_few_shot(
@@ -271,11 +298,9 @@ def run_few_shot(
 ) -> FewShotRun:
     """Zero-shot, linear probe and Tip-Adapter on labelled images (a folder of class folders or a CSV;
     default ``data/labels.csv``)."""
-    from ..config import DEFAULT_LABELS
-
     timings = Timings()
     labels = labels or DEFAULT_LABELS
-    data = labelled_images(labels, language)
+    data = labelled_images(Path(labels), language)
     prompts = load_templates(templates, language)
     with timings.stage("encode images"):
         images = model.encode_images(data.paths, batch_size)
@@ -284,8 +309,9 @@ def run_few_shot(
     with timings.stage("evaluate (cross-validated)"):
         evaluation = evaluate_few_shot(images, data.truth, text, shots, folds=folds, seed=seed,
                                        logit_scale=model.logit_scale)
-    return FewShotRun(model, data.paths, data.classes, evaluation, templates, language, Path(labels).name,
-                      requested_model or model.name, timings)
+    return FewShotRun(model=model, paths=data.paths, classes=data.classes, evaluation=evaluation, templates=templates,
+                      language=language, labels_file=Path(labels).name, requested_model=requested_model or model.name,
+                      timings=timings, batch_size=batch_size)
 
 
-__all__ = ["PUBLISHED", "SHOTS", "FewShotRun", "TextAdapterRun", "run_few_shot", "run_text_adapter", "start"]
+__all__ = ["DIRECTIONS", "SHOTS", "FewShotRun", "TextAdapterRun", "run_few_shot", "run_text_adapter", "start"]

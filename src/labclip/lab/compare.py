@@ -12,13 +12,14 @@ import pandas as pd
 from ..atomic import write_text
 from ..data import CaptionSet
 from ..errors import LabclipError
-from ..metrics import accuracy_keys, correct_ranks
+from ..metrics import accuracy_keys
 from ..model import ClipModel
 from ..registry import default_models
 from ..stats import interval_fields
 from ..translate import DEFAULT_TRANSLATOR, Translator, translator_name
 from .experiment import Experiment, Loaded, Matching, load_models
 from .provenance import model_record, row_provenance
+from .results import Comparison
 
 
 def is_multilingual(model: ClipModel) -> bool:
@@ -41,7 +42,7 @@ def compare(
     strict: bool = False,
     precision: str | None = None,
     default_for: str = "compare",
-) -> pd.DataFrame:
+) -> Comparison:
     """One row per model × language × strategy with top-1/top-k in both directions, mean correct
     similarity, mean margin, the ends of each accuracy's 95% Wilson interval (``i2t_acc1_low``,
     ``i2t_acc1_high``, ...), and the gap to the reference language (same model, untranslated) in
@@ -53,69 +54,72 @@ def compare(
     of :class:`~labclip.lab.experiment.Loaded` that the caller loads itself): the first falls back to the demo
     model when it is not cached and the hub cannot be reached (unless ``strict``); any other model that cannot
     be loaded, offline or with broken files, and translators that can't be loaded, are left out and listed in
-    ``attrs["skipped"]`` ("model NAME: why"). A model the hub does not know, or a missing local folder, is an
-    error. Translations are in ``attrs["translations"]``; ``attrs["i2t_hits1"]`` holds each row's per-image
-    image→text top-1 hits, for paired tests. Image embeddings are computed once per model
+    :attr:`~labclip.lab.results.Comparison.skipped` ("model NAME: why"). A model the hub does not know, or a
+    missing local folder, is an error. The result also keeps the translations, each row's record and its
+    per-image image→text top-1 hits, for paired tests. Image embeddings are computed once per model
     and shared through the cache by models with the same image encoder.
     Models given by name are loaded in ``precision`` (see :func:`labclip.load_model`; ``None``: the default for
     ``default_for``, a command or notebook of :data:`labclip.precision.DEFAULTS`).
     """
-    rows, hits, skipped, translations, records = [], [], [], {}, []
+    result = Comparison(pd.DataFrame(), reference, len(captions))
+    translations: dict[str, list[str] | None] = {}
     chosen = default_models(languages) if models is None else models
     if not isinstance(chosen, Iterator):
-        chosen = load_models(list(chosen), skipped, strict=strict, precision=precision, default_for=default_for)
+        chosen = load_models(list(chosen), result.skipped, strict=strict, precision=precision,  # type: ignore[arg-type]
+                             default_for=default_for)
+    rows = []
     for item in chosen:
         loaded = item if isinstance(item, Loaded) else Loaded(item.name, item)
-        model, fallback = loaded.model, loaded.fallback_reason
-        exp = Experiment(model=model, captions=captions, top_k=top_k)
-        label = model.name + (" (fallback)" if fallback else "")
-        record = model_record(model, str(loaded.requested), fallback)
-        strategy = "multilingual" if is_multilingual(model) else "raw"
-        for lang in languages:
-            rows.append(_row(label, lang, strategy, exp.matching(lang)))
-            records.append(record)
-            hits.append(correct_ranks(exp.matching(lang).sim) == 1)
-        if strategy == "multilingual" or not translator:
-            continue
-        for lang in languages:
-            if lang == reference:
-                continue
-            mt = translator_name(translator, lang)
-            if mt not in translations:
-                try:
-                    translations[mt] = Translator(mt).translate(captions[lang])
-                except LabclipError as err:
-                    skipped.append(f"translation {lang}→{reference} ({mt}): {err}")
-                    translations[mt] = None
-            if translations[mt] is not None:
-                matching = exp.match_texts(f"{lang}→{reference}", translations[mt])
-                rows.append(_row(label, lang, "translated", matching))
-                records.append(record)
-                hits.append(correct_ranks(matching.sim) == 1)
+        rows += _model_rows(result, loaded, captions, languages, translator, top_k, translations)
     table = pd.DataFrame(rows)
     if not table.empty:
-        base = table[(table.language == reference) & (table.strategy != "translated")].set_index("model")["i2t_acc1"]
-        gaps = [gap(base[r.model], r.i2t_acc1) if r.model in base else (np.nan, None) for r in table.itertuples()]
+        reference_rows = table[(table.language == reference) & (table.strategy != "translated")]
+        base = dict(zip(reference_rows["model"], reference_rows["i2t_acc1"]))
+        gaps = [gap(base[model], acc) if model in base else (np.nan, None)
+                for model, acc in zip(table["model"], table["i2t_acc1"])]
         table["gap_pp"] = [g[0] for g in gaps]
         table["gap_ratio"] = [g[1] for g in gaps]
-    table.attrs["reference"] = reference
-    table.attrs["skipped"] = skipped
-    table.attrs["records"] = records
-    table.attrs["i2t_hits1"] = hits
-    table.attrs["n"] = len(captions)
-    table.attrs["translations"] = {mt: t for mt, t in translations.items() if t is not None}
-    return table
+    result.table = table
+    result.translations = {mt: t for mt, t in translations.items() if t is not None}
+    return result
 
 
-def save(table: pd.DataFrame, output_dir: str | os.PathLike | None, name: str = "comparison.csv") -> None:
+def _model_rows(result: Comparison, loaded: Loaded, captions: CaptionSet, languages: Sequence[str],
+                translator: str | None, top_k: int, translations: dict[str, list[str] | None]) -> list[dict]:
+    """One model's rows (raw or multilingual, then translated), its records and hits kept in ``result``."""
+    model, fallback, reference = loaded.model, loaded.fallback_reason, result.reference
+    exp = Experiment(model=model, captions=captions, top_k=top_k)
+    label = model.name + (" (fallback)" if fallback else "")
+    record = model_record(model, str(loaded.requested), fallback)
+    strategy = "multilingual" if is_multilingual(model) else "raw"
+    matched = [(lang, strategy, exp.matching(lang)) for lang in languages]
+    for lang in languages if strategy != "multilingual" and translator else []:
+        if lang == reference:
+            continue
+        mt = translator_name(str(translator), lang)
+        if mt not in translations:
+            try:
+                translations[mt] = Translator(mt).translate(exp.texts(lang))
+            except LabclipError as err:
+                result.skipped.append(f"translation {lang}→{reference} ({mt}): {err}")
+                translations[mt] = None
+        texts = translations[mt]
+        if texts is not None:
+            matched.append((lang, "translated", exp.match_texts(f"{lang}→{reference}", texts)))
+    result.records += [record] * len(matched)
+    result.i2t_hits1 += [m.top1 for _, _, m in matched]
+    return [_row(label, lang, how, m) for lang, how, m in matched]
+
+
+def save(result: Comparison, output_dir: str | os.PathLike | None, name: str = "comparison.csv") -> None:
     """Write the comparison table as CSV into ``output_dir`` (atomically); nothing when it is ``None``. Each row
     carries who made it as ``compare --out`` writes it (:func:`labclip.lab.provenance.row_provenance`: the model's
     id, revision and untrained flag, the model asked for, the labclip version)."""
     if output_dir is None:
         return
-    records = table.attrs.get("records") or []
-    if len(records) == len(table):
-        columns = pd.DataFrame([row_provenance(r) for r in records])
+    table = result.table
+    if len(result.records) == len(table):
+        columns = pd.DataFrame([row_provenance(r) for r in result.records])
         table = pd.concat([table.drop(columns=[c for c in columns if c in table]).reset_index(drop=True), columns],
                           axis=1)
     write_text(Path(output_dir) / name, table.to_csv(index=False))

@@ -9,12 +9,12 @@ scores them with :func:`labclip.cultures.region_ranks`. The display functions ar
 
 from __future__ import annotations
 
-import html
 import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -24,8 +24,9 @@ from .. import stats
 from ..atomic import write_text
 from ..data import flatten_captions
 from ..errors import LabclipError
-from . import scale
+from . import plots, present, scale
 from .narrative import language_name, md, model_name, p_value
+from .wording import DIRECTIONS
 
 ALPHA = 0.05
 K = 1
@@ -66,7 +67,7 @@ class CultureRun:
         table = self.base.captions
         for label, model in self.base.models.items():
             with self.base.timings.stage(f"encode images ({model_name(label)})"):
-                images = model.encode_images(table["path"], self.base.batch_size)
+                images = model.encode_images(table.paths, self.base.batch_size)
             self.results[label] = []
             for lang in self.languages:
                 captions, _ = flatten_captions(table, lang, per_image=1)
@@ -200,8 +201,6 @@ def _pct(e) -> str:
 
 def title(run: CultureRun, text: str, report: str | None = None) -> None:
     """Title (the report's own name under a user's title), banners, licence, and what the regions are."""
-    from .present import section
-
     scale.title(run.base, text, report)
     counts = np.bincount(run.index)
     home = run.home()
@@ -209,7 +208,7 @@ def title(run: CultureRun, text: str, report: str | None = None) -> None:
     table_note = ("the set's region_language column" if run.spoken else
                   "Crossmodal-3600's table (labclip.cultures.XM3600_REGION_LANGUAGES: each locale was chosen for "
                   "one of its 36 languages, and the locale code is that language's)")
-    section("Regions and how retrieval is scored",
+    present.section("Regions and how retrieval is scored",
             f"{len(run.names)} regions, {_span(counts)} images each. Each image is scored with the "
             "first caption of each language (CLIP_benchmark's definition). Two scopes: **whole set**, "
             f"{core.SCOPES[core.SET]}; **within region**, {core.SCOPES[core.REGION]}; within a region there are "
@@ -225,67 +224,49 @@ def _span(counts: np.ndarray) -> str:
 def heatmap(run: CultureRun, scope: str = core.SET, direction: str = DIRECTION, k: int = K) -> None:
     """Region × language recall of every model on one shared colour scale (0–100%), then the same grid as a
     table with 95% Wilson intervals."""
-    from matplotlib.figure import Figure
-
-    from .present import png, section, table
-
     frame = run.table()
     frame = frame[(frame["scope"] == scope) & (frame["direction"] == direction) & (frame["k"] == k)
                   & (frame["region"] != "all")]
     names, langs = list(run.names), run.languages
     labels = list(run.results)
-    fig = Figure(figsize=(min(16, 2.5 + 0.35 * len(langs) * len(labels)), 1.8 + 0.3 * len(names)))
-    axes = np.atleast_1d(fig.subplots(1, len(labels), sharey=True))
-    image = None
-    for ax, label in zip(axes, labels):
-        grid = frame[frame["model"] == label].pivot(index="region", columns="language", values="recall")
-        grid = grid.reindex(index=names, columns=langs) * 100
-        image = ax.imshow(grid.to_numpy(), vmin=0, vmax=100, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(langs)), [scale._plain(x) for x in langs], rotation=90, fontsize=7)
-        ax.set_yticks(range(len(names)), [scale._plain(x) for x in names], fontsize=7)
-        ax.set_title(scale._plain(model_name(label)), fontsize=9)
-        ax.set_xlabel("caption language")
-        if len(names) * len(langs) <= 400:
-            for (i, j), v in np.ndenumerate(grid.to_numpy()):
-                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6, color="white" if v < 50 else "black")
-    axes[0].set_ylabel("image region")
-    fig.colorbar(image, ax=list(axes), label=f"{scale.DIRECTIONS[direction]} R@{k} (%)")
+    grids = {model_name(label): frame[frame["model"] == label].pivot(index="region", columns="language",
+                                                                      values="recall")
+             .reindex(index=names, columns=langs).to_numpy() * 100 for label in labels}
+    fig = plots.region_heatmap(grids, names, langs, f"{DIRECTIONS[direction]} R@{k} (%)")
     tables = []
     for label in labels:
         rows = frame[frame["model"] == label]
         cell = {(r.region, r.language): f"{100 * r.recall:.0f} [{100 * r.low:.0f}, {100 * r.high:.0f}]"
-                for r in rows.itertuples()}
+                for r in cast(list[Any], list(rows.itertuples()))}
         for start in range(0, len(langs), TABLE_LANGUAGES):
             chunk = langs[start:start + TABLE_LANGUAGES]
             shown = pd.DataFrame([{"Region": name, **{lang: cell[(name, lang)] for lang in chunk}} for name in names])
-            tables.append(f"<h3>{html.escape(model_name(label))}</h3>{table(shown)}")
-    section(f"Recall by image region and caption language ({scale.DIRECTIONS[direction]} R@{k}, "
+            tables.append(present.block(model_name(label), present.table(shown)))
+    present.section(f"Recall by image region and caption language ({DIRECTIONS[direction]} R@{k}, "
             f"{'whole set' if scope == core.SET else 'within region'})",
             ("Each image's caption competes with every image of the set (the published definition). "
              if scope == core.SET else "Each caption competes only with the images of its own region (culture-local; "
              "fewer distractors than in the whole set, so not comparable figure for figure). ")
             + "One colour scale for every panel: 0% dark, 100% bright. The tables give each cell in percent with its "
             f"95% Wilson interval; a region has {np.bincount(run.index).min()} or more images, so a cell moves by "
-            f"up to {100 / np.bincount(run.index).min():.0f} points per image.", png(fig), *tables)
+            f"up to {100 / np.bincount(run.index).min():.0f} points per image.", present.png(fig), *tables)
 
 
 def ranked(run: CultureRun, scope: str = core.SET) -> None:
     """Regions from worst to best (recall pooled over the languages, with its interval) and the heterogeneity
     test in words."""
-    from .present import section, table
-
     for label in run.results:
         hits = run.hits(label, scope)
         rows = core.ranked_regions(hits, run.index, run.names)
         shown = pd.DataFrame([{"Rank (worst first)": i + 1, "Region": r["region"], "Images": r["n_images"],
-                               f"{scale.DIRECTIONS[DIRECTION]} R@{K}, all languages": _pct(r["estimate"])}
+                               f"{DIRECTIONS[DIRECTION]} R@{K}, all languages": _pct(r["estimate"])}
                               for i, r in enumerate(rows)])
         tests = run.heterogeneity(label, scope)
-        section(f"Regions ranked by recall ({model_name(label)})",
+        present.section(f"Regions ranked by recall ({model_name(label)})",
                 f"Recall pooled over {len(run.languages)} language(s), in percent with its 95% interval "
                 f"({rows[0]['estimate'].method} over images). "
                 + heterogeneity_text(tests, len(run.languages)),
-                table(shown))
+                present.table(shown))
 
 
 def heterogeneity_text(tests: pd.DataFrame, n_languages: int) -> str:
@@ -302,7 +283,7 @@ def heterogeneity_text(tests: pd.DataFrame, n_languages: int) -> str:
                  f"{p_value(tests['p_holm'].min())}).")
     else:
         text += (f"the regions differ more than chance in {len(significant)} of {len(tests)}: "
-                 + ", ".join(f"{language_name(r.language)} ({p_value(r.p_holm)})" for r in significant.itertuples())
+                 + ", ".join(f"{language_name(r.language)} ({p_value(r.p_holm)})" for r in cast(list[Any], list(significant.itertuples())))
                  + ".")
     if len(tests) < n_languages:
         text += (f" {n_languages - len(tests)} language(s) have no test: every image a hit, or every image a "
@@ -315,21 +296,19 @@ def heterogeneity_text(tests: pd.DataFrame, n_languages: int) -> str:
 
 def own_culture_section(run: CultureRun, scope: str = core.SET) -> dict:
     """The own-culture test of each model, with its per-language effects, and what it says in words."""
-    from .present import section, table
-
     out = {}
     for label in run.results:
         test = run.own_culture(label, scope)
         out[label] = test
         heading = f"Own-culture advantage ({model_name(label)})"
         if test is None:
-            section(heading, "No test: it needs at least two languages, and a language spoken in some of the "
+            present.section(heading, "No test: it needs at least two languages, and a language spoken in some of the "
                              "regions and not in others.")
             continue
         per = pd.DataFrame([{"Language": language_name(run.languages[i]),
                              "Effect (points, 95% interval)": f"{v.value:+.1f} [{v.low:+.1f}, {v.high:+.1f}]"}
                             for i, v in test.per_language.items()])
-        section(heading, own_culture_text(test, run.base.n_images), table(per))
+        present.section(heading, own_culture_text(test, run.base.n_images), present.table(per))
     return out
 
 
@@ -337,7 +316,7 @@ def own_culture_text(test: core.OwnCulture, n_images: int) -> str:
     """The own-culture test in words; a claim only where the test supports it."""
     how = (f"every one of the {test.n_permutations} permutations" if test.exact
            else f"{test.n_permutations} random permutations, seeded")
-    method = (f"For each image, its {scale.DIRECTIONS[DIRECTION]} hit at R@{K} in a language minus its mean hit in "
+    method = (f"For each image, its {DIRECTIONS[DIRECTION]} hit at R@{K} in a language minus its mean hit in "
               "the other languages (paired: how hard an image is cancels); per language, the mean over images "
               "from where it is spoken minus the mean over the other images; averaged over languages. "
               f"Interval: percentile bootstrap over images within their region; p-value: permutation test of the "
@@ -358,19 +337,17 @@ def own_culture_text(test: core.OwnCulture, n_images: int) -> str:
 
 def model_tests_section(run: CultureRun, scope: str = core.SET) -> pd.DataFrame:
     """Each model against the first, per region and language, with Holm's correction stated."""
-    from .present import section, table
-
     tests = run.model_tests(scope)
     if tests.empty:
-        section("Models on the same images", "One model in this run: no model comparison.")
+        present.section("Models on the same images", "One model in this run: no model comparison.")
         return tests
     significant = tests[tests["p_holm"] < ALPHA]
-    lead = (f"Exact McNemar test of {scale.DIRECTIONS[DIRECTION]} R@{K} hits on each region's images, per language: "
+    lead = (f"Exact McNemar test of {DIRECTIONS[DIRECTION]} R@{K} hits on each region's images, per language: "
             f"{len(tests)} tests, p-values Holm-corrected over all of them. ")
     if significant.empty:
         lead += (f"No difference is significant at {ALPHA:.0%} after the correction (smallest corrected "
                  f"{p_value(tests['p_holm'].min())}).")
-        section("Models on the same images", lead)
+        present.section("Models on the same images", lead)
         return tests
     lead += f"{len(significant)} of {len(tests)} are significant at {ALPHA:.0%} after the correction:"
     shown = pd.DataFrame({"First": significant["a"].map(model_name), "Second": significant["b"].map(model_name),
@@ -378,14 +355,12 @@ def model_tests_section(run: CultureRun, scope: str = core.SET) -> pd.DataFrame:
                           "Only first right": significant["only_a"], "Only second right": significant["only_b"],
                           "Images": significant["n"],
                           "p (Holm)": [p_value(p) for p in significant["p_holm"]]}).astype(str)
-    section("Models on the same images", lead, table(shown))
+    present.section("Models on the same images", lead, present.table(shown))
     return tests
 
 
 def culture_specific_section(run: CultureRun, scope: str = core.SET) -> None:
     """Recall on the images the set marks culture-specific beside the others (Wilson intervals; no test)."""
-    from .present import section, table
-
     if run.culture_specific is None:
         return
     rows = []
@@ -397,19 +372,17 @@ def culture_specific_section(run: CultureRun, scope: str = core.SET) -> None:
                 row[f"{name} ({int(member.sum())} images)"] = (_pct(stats.proportion(hits[member]))
                                                                if member.any() else "—")
             rows.append(row)
-    section("Culture-specific images", f"{scale.DIRECTIONS[DIRECTION]} R@{K} in percent with 95% Wilson intervals "
+    present.section("Culture-specific images", f"{DIRECTIONS[DIRECTION]} R@{K} in percent with 95% Wilson intervals "
             "on the images the set marks culture_specific = yes, beside the others. Descriptive only: no test is "
-            "made here.", table(pd.DataFrame(rows)))
+            "made here.", present.table(pd.DataFrame(rows)))
 
 
 def save(run: CultureRun, output_dir: str | os.PathLike | None, tests: dict | None = None,
          name: str = "07_cultures") -> dict:
     """Write the region × language table, the tests and the provenance as one JSON (atomically); show the
     provenance table."""
-    from .present import _provenance_table
-
     tests = tests if tests is not None else {label: run.own_culture(label) for label in run.results}
-    record = {
+    record: dict[str, Any] = {
         "provenance": run.base.provenance(),
         "scopes": core.SCOPES,
         "region_languages": {k: list(v) for k, v in run.home().items()},
@@ -427,5 +400,5 @@ def save(run: CultureRun, output_dir: str | os.PathLike | None, tests: dict | No
             ("languages", ", ".join(prov["languages"])), ("captions sha256", prov["captions_sha256"]),
             ("started", prov["started"])]
     rows += [("skipped", reason) for reason in prov["skipped"]]
-    _provenance_table(rows, prov)
+    present.provenance_table(rows, prov)
     return record

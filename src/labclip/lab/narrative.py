@@ -8,18 +8,15 @@ is used, whether the model is untrained). Text that came from the user goes thro
 from __future__ import annotations
 
 import csv
-import re
-import unicodedata
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from .. import stats as _stats
-from ..config import CAPTIONS_DIR, DEFAULT_CAPTIONS, shown_model, shown_path, shown_revision
-from ..images import NaflexPreprocess, SquarePreprocess
+from ..config import CAPTIONS_DIR, DEFAULT_CAPTIONS
 from ..labels import (  # noqa: F401
     METRIC_LABELS,
     format_metric,
@@ -32,37 +29,32 @@ from ..labels import (  # noqa: F401
     rate,
     share,
 )
-from ..metrics import retrieval_ranks
 from ..model import ClipModel
-from ..registry import TEXT_HANDLING, resolve_model_name
 from ..registry import published as registry_published
+from ..registry import resolve_model_name
 from . import compare
 from .experiment import Experiment, Matching, ZeroShotRun
 from .provenance import sha256_file
+from .results import Comparison
 from .tables import token_stats
+from .wording import (  # noqa: F401 - narrative's names for reports and notebooks
+    DIRECTIONS,
+    LANGUAGE_NAMES,
+    adapter_text,
+    banner_text,
+    fallback_note,
+    image_processing,
+    is_openai_clip_tokenizer,
+    language_name,
+    md,
+    model_name,
+    public_path,
+    public_revision,
+    script,
+    text_processing,
+)
 
-LANGUAGE_NAMES = {"en": "English", "ru": "Russian", "de": "German", "fr": "French", "es": "Spanish",
-                  "it": "Italian", "pl": "Polish", "tr": "Turkish", "uk": "Ukrainian", "zh": "Chinese",
-                  "ja": "Japanese", "ko": "Korean"}
-
-# The XTD10 text→image recall@1 figures of labclip.registry.PUBLISHED, by model and language.
-PUBLISHED_XTD10_T2I_R1: dict[str, dict[str, float]] = {}
-for _p in registry_published(benchmark="XTD10", direction="t2i", metric="R@1"):
-    PUBLISHED_XTD10_T2I_R1.setdefault(_p.model, {})[_p.language] = _p.value
-
-
-def md(text: object) -> str:
-    """User text made inert in Markdown: one line, every Markdown and HTML special character backslash-escaped.
-
-    Rendered by any CommonMark renderer, the result shows the text as written: no tags, links, images,
-    entities or emphasis (``<`` becomes ``\\<``, which renders as ``&lt;``).
-    """
-    return re.sub(r"([\\`*_\[\]()!#|~$:{}<>&])", r"\\\1", " ".join(str(text).split()))
-
-
-def language_name(code: str) -> str:
-    """``"ru"`` → ``"Russian"``; an unknown code is returned as given."""
-    return LANGUAGE_NAMES.get(code, code)
+XTD10_T2I_R1 = dict(benchmark="XTD10", direction="t2i", metric="R@1")  # the figures the languages reports cite
 
 
 def metric_table(metrics: Mapping[str, Mapping[str, object]], keys: Iterable[str] | None = None) -> pd.DataFrame:
@@ -72,7 +64,8 @@ def metric_table(metrics: Mapping[str, Mapping[str, object]], keys: Iterable[str
     """
     columns = list(metrics)
     keys = list(keys) if keys is not None else [k for k in metrics[columns[0]] if k != "k" and not is_hit_count(k)]
-    cells = {name: [format_metric(key, m.get(key), m.get("n")) for key in keys] for name, m in metrics.items()}
+    cells = {name: [format_metric(key, m.get(key), cast(int | None, m.get("n"))) for key in keys]
+             for name, m in metrics.items()}
     return pd.DataFrame(cells, index=[metric_label(key) for key in keys])
 
 
@@ -92,33 +85,6 @@ def zeroshot_language_note(run: ZeroShotRun) -> str:
                      f"{'have' if len(sets) > 1 else 'has'} no {name} version")
     return (f"The first caption language is {name}, but {' and '.join(parts)}, so zero-shot classification runs "
             f"on the labels and templates in {language_name(run.language)}.")
-
-
-def public_path(path: str | Path | None) -> str:
-    """A path as reports may show it: relative to the project when inside it, else only its name."""
-    return shown_path(path) if path else "—"
-
-
-def model_name(name: str) -> str:
-    """A model name as reports show it (:func:`labclip.config.shown_model`, pairs joined by " + ")."""
-    return shown_model(name, " + ")
-
-
-def public_revision(revision: str | None) -> str:
-    """A model revision as reports show it (:func:`labclip.config.shown_revision`; "—" when unknown)."""
-    return shown_revision(revision) or "—"
-
-
-def script(texts: Iterable[str]) -> str | None:
-    """The writing system of most letters in ``texts`` (``"Latin"``, ``"Cyrillic"``, ``"Han"``…), from Unicode names."""
-    counts = Counter()
-    for text in texts:
-        for char in str(text):
-            if char.isalpha():
-                name = unicodedata.name(char, "")
-                if name:
-                    counts["Han" if name.startswith("CJK") else name.split()[0].title()] += 1
-    return counts.most_common(1)[0][0] if counts else None
 
 
 def _bundled_caption_hashes() -> set[str]:
@@ -145,76 +111,8 @@ def pictograms(exp: Experiment) -> int:
     return count
 
 
-def _text_model(model: ClipModel) -> ClipModel:
-    """The model whose text tower encodes the captions (an adapter's source tower, else the model)."""
-    return getattr(model, "text_model", model)
-
-
-def is_openai_clip_tokenizer(model: ClipModel) -> bool:
-    """Whether captions go through OpenAI CLIP's text cleaning and byte-level BPE."""
-    return not _text_model(model).info.paired and model.openai_text_cleaning
-
-
 def _model_id(name: str | None) -> str | None:
     return resolve_model_name(name) if name else None
-
-
-def text_processing(model: ClipModel) -> str:
-    """How this model turns a caption into tokens, from the model's own settings (and, for a model
-    with a text adapter, the tower that encodes captions and the adapter after it)."""
-    size = len(model.tokenizer) if hasattr(model.tokenizer, "__len__") else None
-    vocab = f", a vocabulary of {size:,} tokens" if size else ""
-    tower = _text_model(model)
-    if is_openai_clip_tokenizer(model):
-        text = (f"OpenAI CLIP's text cleaning (ftfy, HTML unescaping, whitespace), lower-casing and CLIP's byte-level "
-                f"BPE{vocab}, with a {model.context_length}-token context; each batch is padded to its longest caption.")
-    else:
-        encoder = (f"a separate multilingual text encoder ({type(tower.text.module).__name__}) mapped into the image "
-                   "encoder's space" if tower.info.paired else f"the text encoder of the {tower.family} model")
-        text = (f"The model's own tokenizer ({type(model.tokenizer).__name__}{vocab}) with its own normalisation, "
-                f"{model.context_length}-token context, and {encoder}.")
-        handling = getattr(tower.text, "handling", None)
-        if handling in TEXT_HANDLING:
-            text += (f" As the model was trained, captions are first {TEXT_HANDLING[handling]} and always padded "
-                     f"to {model.context_length} tokens.")
-    return text + adapter_text(model)
-
-
-def adapter_text(model: ClipModel) -> str:
-    """A sentence on the model's text adapter (the tower before it, what it was fitted on), or ``""``."""
-    card = getattr(model, "adapter_card", None)
-    if card is None:
-        return ""
-    base = md(model_name(model.base.name))
-    fitted = ", ".join(part for part in (
-        f"{card['pairs']} caption pairs" if card.get("pairs") else "",
-        f"{md(card['source_lang'])}→{md(card['target_lang'])}" if card.get("source_lang") and card.get("target_lang")
-        else "",
-        f"alpha {card['alpha']:g}" if isinstance(card.get("alpha"), (int, float)) else "") if part)
-    tower = (f"Captions are encoded by the text tower of {md(card['text_tower']['model'])} (revision "
-             f"{md(card['text_tower']['revision'] or '—')}), not by {base}'s own; its embeddings"
-             if model.separate_text_tower else "The text embeddings")
-    return (f" {tower} then pass through the linear text adapter {md(card['label'])} (weights sha256 "
-            f"{card['sha256'][:12]}…{'; fitted on ' + fitted if fitted else ''}) into {base}'s embedding space; "
-            f"images go through {base}'s image encoder unchanged.")
-
-
-def banner_text(model: ClipModel) -> str | None:
-    """The warning every display of an untrained model's numbers carries, or ``None``."""
-    if not model.untrained:
-        return None
-    which = ("labclip's untrained demo model" if model.is_demo
-             else f"the untrained test model '{model_name(model.name)}'")
-    return (f"These numbers come from {which}, whose weights are random: they say nothing about CLIP. "
-            "Run with real weights (e.g. openai/clip-vit-base-patch32 where the Hugging Face hub is reachable) "
-            "for meaningful results.")
-
-
-def fallback_note(requested: str, reason: str) -> str:
-    """Why the demo model stands in, as plain text naming the requested model once (the stored reason
-    starts with "could not load model '<name>': ", which the sentence already says)."""
-    why = re.sub(r"^could not load model '[^']*'(?: \([^)]*\))?: ", "", " ".join(reason.split()))
-    return f"The requested model {model_name(requested)} could not be loaded: {why.rstrip('.')}."
 
 
 def gap(reference: float, other: float) -> dict[str, str]:
@@ -277,18 +175,6 @@ def _gap_sentence(exp: Experiment, a: str, b: str) -> str:
             f"test, {p_value(test.p_value)}).")
 
 
-def image_processing(pre) -> str:
-    """How the model's images are resized, from its preprocessing settings."""
-    if isinstance(pre, NaflexPreprocess):
-        return (f"SigLIP 2 NaFlex: each image resized, aspect ratio kept, to at most {pre.max_num_patches} patches "
-                f"of {pre.patch_size} px")
-    if isinstance(pre, SquarePreprocess):
-        kind = {2: "bilinear", 3: "bicubic"}.get(pre.resample, f"PIL filter {pre.resample}")
-        return f"As the model's SigLIP image processor does it: {kind} resize to {pre.crop}×{pre.crop} (aspect not kept)"
-    return (f"As OpenAI's clip package does it: bicubic resize of the shorter side to {pre.resize} px, centre crop "
-            f"to {pre.crop}×{pre.crop}")
-
-
 def method(exp: Experiment) -> str:
     model, pre = exp.model, exp.model.preprocess
     prov = exp.provenance()
@@ -331,18 +217,16 @@ def paired(hits_a, hits_b, a: str, b: str, what: str = "accuracy", alpha: float 
 
 def estimates(m: Matching) -> dict[str, _stats.Estimate]:
     """Accuracy and MRR of a matching with 95% intervals (Wilson; seeded bootstrap over images for MRR)."""
-    return retrieval_ranks(m.sim).estimates((1, m.metrics.k))
+    return m.estimates()
 
 
 def margin_estimate(m: Matching) -> _stats.Estimate:
     """Mean margin of the correct caption over the best wrong one, with a seeded bootstrap interval over images."""
-    sim = np.asarray(m.sim, dtype=np.float64)
-    wrong = np.where(np.eye(len(sim), dtype=bool), -np.inf, sim).max(axis=1)
-    return _stats.mean(np.diag(sim) - wrong)
+    return m.margin()
 
 
 def _top1(m: Matching) -> np.ndarray:
-    return retrieval_ranks(m.sim).i2t == 1
+    return m.top1
 
 
 def results(m: Matching) -> str:
@@ -360,7 +244,7 @@ def results(m: Matching) -> str:
         f"smallest {num(x.margin_min)}.",
     ]
     if x.separable:
-        lines.append(f"- Every correct pair scores above every wrong pair; a threshold of {num(x.threshold)} "
+        lines.append(f"- Every correct pair scores above every wrong pair; a threshold of {num(cast(float, x.threshold))} "
                      "separates them.")
     else:
         lines.append(f"- Correct and wrong pairs overlap (lowest correct {num(x.correct_min)} ≤ highest wrong "
@@ -386,12 +270,12 @@ def discussion(exp: Experiment, languages: list[str]) -> str:
         parts.append(f"Image→text top-1: {share(ma.i2t.hits1, ma.n)} with {md(language_name(a))} captions, "
                      f"{share(mb.i2t.hits1, mb.n)} with {md(language_name(b))} captions. " + paired(_top1(exp.matching(a)), _top1(exp.matching(b)), f"{md(language_name(a))} captions",
                             f"{md(language_name(b))} captions", "image→text top-1"))
-        captions = {lang: exp.captions[lang] for lang in (a, b)}
-        stats = token_stats(exp.model.tokenizer, captions, exp.model.context_length,
-                            exp.model.openai_text_cleaning).set_index("language")
-        parts.append(f"The model's tokenizer spends {stats.loc[a, 'tokens per word']:.2f} tokens per word on "
+        captions = {lang: exp.texts(lang) for lang in (a, b)}
+        stats = token_stats(exp.model.tokenizer, captions, exp.model.context_length, exp.model.openai_text_cleaning)
+        per_word = dict(zip(stats["language"], stats["tokens per word"]))
+        parts.append(f"The model's tokenizer spends {per_word[a]:.2f} tokens per word on "
                      f"{md(language_name(a))}{_script_note(captions[a])} captions and "
-                     f"{stats.loc[b, 'tokens per word']:.2f} on {md(language_name(b))}{_script_note(captions[b])} "
+                     f"{per_word[b]:.2f} on {md(language_name(b))}{_script_note(captions[b])} "
                      "ones.")
     parts.append("Accuracy on a paired set says whether the right caption wins; the similarity ranges and margins say "
                  "by how much, which matters when choosing a threshold for automated tagging.")
@@ -401,19 +285,20 @@ def discussion(exp: Experiment, languages: list[str]) -> str:
 def published(exp: Experiment, languages: list[str]) -> str | None:
     """Published figures for the run's model and languages (Markdown), or ``None`` where none apply.
 
-    Shown only for a model in :data:`PUBLISHED_XTD10_T2I_R1` (the one used, or the one requested
-    when the run fell back to another) and only with a non-English language of the run in the table.
+    Shown only for a model with XTD10 text→image recall@1 figures in ``labclip.registry.PUBLISHED`` (the one
+    used, or the one requested when the run fell back to another) and only with a non-English language of the
+    run among them.
     """
     used, requested = _model_id(exp.model.source), _model_id(exp.requested_model)
-    model = used if used in PUBLISHED_XTD10_T2I_R1 else requested if exp.fallback_reason else None
-    figures = PUBLISHED_XTD10_T2I_R1.get(model or "")
+    model = used if registry_published(**XTD10_T2I_R1, model=used or "") else \
+        requested if exp.fallback_reason else None
+    figures = {p.language: p.value for p in registry_published(**XTD10_T2I_R1, model=model or "")}
     shown = [lang for lang in dict.fromkeys(["en", *languages]) if figures and lang in figures]
     if not figures or not any(lang != "en" for lang in shown):
         return None
     which = "" if model == used else " (requested by this run, which could not load it)"
     values = "; ".join(f"{md(language_name(lang))} {figures[lang]:.1f}%" for lang in shown)
-    sources = "; ".join(dict.fromkeys(p.source for p in registry_published(benchmark="XTD10", direction="t2i",
-                                                                           metric="R@1", model=model)))
+    sources = "; ".join(dict.fromkeys(p.source for p in registry_published(**XTD10_T2I_R1, model=model or "")))
     return (f"{md(model)}{which}, text→image recall@1 on the XTD10 benchmark (1,000 MS-COCO images, captions "
             f"translated by people): {values}. Source: {sources}. These figures come from a different "
             "image set and were not measured by this run.")
@@ -446,7 +331,7 @@ def limitations(exp: Experiment) -> str:
 
 def tokens(stats: pd.DataFrame, model: ClipModel | None = None, captions: Mapping[str, list[str]] | None = None) -> str:
     """How the tokenizer splits each language's captions, with this run's numbers."""
-    rows = stats.set_index("language")
+    rows: Any = stats.set_index("language")
     what = ("The tokenizer" if model is None else "CLIP's byte-level BPE" if is_openai_clip_tokenizer(model)
             else f"The {md(type(model.tokenizer).__name__)} tokenizer")
     parts = [f"{md(language_name(lang))}{_script_note(captions[lang]) if captions else ''}: "
@@ -466,8 +351,9 @@ def tokens(stats: pd.DataFrame, model: ClipModel | None = None, captions: Mappin
     return text
 
 
-def comparison(table: pd.DataFrame, reference: str = "en") -> str:
-    """How the strategies compare in this run, in words."""
+def comparison(result: Comparison) -> str:
+    """How the strategies compare in this run (:func:`labclip.lab.compare.compare`), in words."""
+    table, reference = result.table, result.reference
     if table.empty:
         return "No model could be loaded for the comparison."
     strategies = set(table["strategy"])
@@ -486,8 +372,9 @@ def comparison(table: pd.DataFrame, reference: str = "en") -> str:
     else:
         lines[0] += (f" There are no {language_name(reference)} captions in this run, so there is no "
                      f"{language_name(reference)} reference to measure a gap against.")
-    n, hits = table.attrs.get("n"), table.attrs.get("i2t_hits1")
-    for r in table[table.language != reference].itertuples():
+    n, hits = result.n, result.i2t_hits1
+    rows: Any = table[table.language != reference].itertuples()
+    for r in rows:
         line = (f"- {md(model_name(r.model))}, {md(language_name(r.language))}, {r.strategy}: image→text top-1 "
                 f"{format_metric('i2t_acc1', r.i2t_acc1, n)}")
         if not missing(r.gap_pp):
@@ -509,3 +396,37 @@ def comparison(table: pd.DataFrame, reference: str = "en") -> str:
                                          "image→text top-1")
         lines.append(line)
     return "\n".join(lines)
+
+
+def probability_note(sigmoid: bool, over: str) -> str:
+    """What a match probability is for this model (softmax, or SigLIP's sigmoid), in words."""
+    if sigmoid:
+        return (f"probabilities are SigLIP's sigmoid of logit scale × cosine + bias, each pair on its own "
+                f"(they need not sum to 1 over {over})")
+    return f"probabilities are the softmax over {over} at the model's logit scale"
+
+
+def per_class_interval(e: _stats.Estimate) -> str:
+    """How the mean per-class recall's interval was made, in words."""
+    if e.method == "wilson":
+        return ("every class has the same number of images, so the mean per-class recall equals the top-1 "
+                "accuracy and carries its Wilson interval")
+    how = ("resampled within each class so that every class keeps its count" if e.method == "stratified bootstrap"
+           else f"resampled all together, since a class has fewer than {_stats.MIN_STRATUM} images (resampling "
+                "within so small a class would hardly move it); each resample averages the classes it drew")
+    return f"for the mean per-class recall a seeded percentile bootstrap over images, {how}"
+
+
+STRATEGY_HEADINGS = {"raw": "raw captions", "translated": "translation to English",
+                     "multilingual": "multilingual encoders"}
+
+
+def comparison_heading(result: pd.DataFrame) -> str:
+    """The comparison's heading, naming only the strategies that ran (``raw`` alone fixes nothing)."""
+    ran = [phrase for strategy, phrase in STRATEGY_HEADINGS.items()
+           if not result.empty and (result["strategy"] == strategy).any()]
+    if not ran:
+        return "Comparing caption languages"
+    if ran == [STRATEGY_HEADINGS["raw"]]:
+        return "The language gap with raw captions"
+    return f"Fixing the language gap: {', '.join(ran)}"

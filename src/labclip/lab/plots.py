@@ -7,9 +7,9 @@ mathtext, and figures are drawn with ``text.usetex`` off.
 
 from __future__ import annotations
 
-import functools
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 import matplotlib.ticker
@@ -19,61 +19,30 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
-from PIL import Image, ImageOps
 
 from .. import stats
-from ..images import load_image
 from ..labels import metric_label, num
 from ..metrics import accuracy_keys
-
-CORRECT_COLOUR = "#d62728"
-LITERAL_TEXT = {"text.usetex": False}
-
-
-def literal_text(draw: Callable[..., Figure]) -> Callable[..., Figure]:
-    """Run a plotting function with TeX rendering off, whatever the user's matplotlibrc says."""
-    @functools.wraps(draw)
-    def wrapper(*args, **kwargs) -> Figure:
-        with matplotlib.rc_context(LITERAL_TEXT):
-            return draw(*args, **kwargs)
-    return wrapper
-
-
-def plain(text: object) -> str:
-    """User text as matplotlib shows it literally: each ``$`` escaped, so no mathtext is parsed."""
-    return str(text).replace("$", r"\$")
-
-
-def _thumbnail(image, side: int = 96) -> np.ndarray:
-    picture = image if isinstance(image, Image.Image) else load_image(image)
-    return np.asarray(ImageOps.pad(picture.convert("RGB"), (side, side), color=(255, 255, 255)))
-
-
-# A printed page (A4 less the report's margins) and the smallest text a figure prints, in points: figures are
-# drawn at their printed size, so a font size here is the size on paper.
-PAGE_WIDTH_PT = 495.0  # A4 less the page margins and the notebook's own padding
-PAGE_HEIGHT_PT = 640.0
-MIN_TEXT_PT = 6.5
-LABEL_PT = 7.0
-HEATMAP_LABEL_PT = 165.0  # the caption column left of the cells (two lines of about 42 characters at LABEL_PT)
-HEATMAP_MAX_CELL_PT = 28.0
-# "-0.05" at MIN_TEXT_PT is about 17 pt wide and two caption lines at LABEL_PT about 17 pt high; a cell keeps
-# a little room around them.
-HEATMAP_MIN_CELL_PT = 19.0
-
-
-def heatmap_capacity(page_width: float = PAGE_WIDTH_PT) -> int:
-    """The most images a similarity heatmap shows on one printed page with its values and captions legible
-    (values at ``MIN_TEXT_PT``, captions at ``LABEL_PT``, at least ``HEATMAP_MIN_CELL_PT`` per cell)."""
-    across = int((page_width - HEATMAP_LABEL_PT) // HEATMAP_MIN_CELL_PT)
-    down = int((PAGE_HEIGHT_PT - 60) // HEATMAP_MIN_CELL_PT) - 1  # a thumbnail row and the colour bar below
-    return max(1, min(across, down))
-
-
-def _caption_label(text: object, width: int = 42) -> str:
-    """A caption in at most two lines of ``width`` characters (shortened with "[...]" beyond)."""
-    return "\n".join(textwrap.wrap(textwrap.shorten(plain(text), 2 * width - 2, placeholder=" […]"), width)[:2])
+from .adapt import FewShotRun, TextAdapterRun
+from .plotstyle import (  # noqa: F401 - plots' names for the report modules and tests
+    CORRECT_COLOUR,
+    HEATMAP_LABEL_PT,
+    HEATMAP_MAX_CELL_PT,
+    HEATMAP_MIN_CELL_PT,
+    LABEL_PT,
+    LITERAL_TEXT,
+    MIN_TEXT_PT,
+    PAGE_HEIGHT_PT,
+    PAGE_WIDTH_PT,
+    _caption_label,
+    _thumbnail,
+    heatmap_capacity,
+    literal_text,
+    plain,
+)
+from .wording import DIRECTIONS
 
 
 @literal_text
@@ -110,12 +79,7 @@ def similarity_heatmap(
     hi = float(data.max()) if vmax is None else vmax
     hi = hi if hi > lo else lo + 1e-6
     shown = ax.imshow(data, cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
-    bar_width = min(200.0, cell * n_images)
-    bar_ax = fig.add_axes((HEATMAP_LABEL_PT / width, 20 / height, bar_width / width, 6 / height))
-    bar = fig.colorbar(shown, cax=bar_ax, orientation="horizontal")
-    bar.set_label("cosine similarity", fontsize=LABEL_PT, labelpad=2)
-    bar.ax.tick_params(labelsize=MIN_TEXT_PT, length=2, pad=1)
-    bar.ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+    _colour_bar(fig, shown, (HEATMAP_LABEL_PT / width, 20 / height, min(200.0, cell * n_images) / width, 6 / height))
     rows = [_caption_label(c) for c in (labels if labels is not None else captions)]
     ax.set_yticks(range(n_captions), rows, fontsize=LABEL_PT)
     ax.tick_params(axis="y", length=0, pad=3)
@@ -141,6 +105,14 @@ def similarity_heatmap(
     return fig
 
 
+def _colour_bar(fig: Figure, shown: AxesImage, box: tuple[float, float, float, float]) -> None:
+    """A horizontal cosine-similarity colour bar in ``box`` (figure fractions), ticks at the smallest text size."""
+    bar = fig.colorbar(shown, cax=fig.add_axes(box), orientation="horizontal")
+    bar.set_label("cosine similarity", fontsize=LABEL_PT, labelpad=2)
+    bar.ax.tick_params(labelsize=MIN_TEXT_PT, length=2, pad=1)
+    bar.ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+
+
 @literal_text
 def similarity_distributions(sim: np.ndarray, threshold: float | None = None, title: str | None = None) -> Figure:
     """Correct-pair vs wrong-pair cosine similarities, with the separating threshold if any."""
@@ -163,7 +135,6 @@ def similarity_distributions(sim: np.ndarray, threshold: float | None = None, ti
     return fig
 
 
-@literal_text
 def wilson_error_bars(ax, n: int | None) -> None:
     """95% Wilson intervals on every bar of ``ax`` (heights in percent, each an accuracy over ``n`` images)."""
     if not n:
@@ -186,7 +157,7 @@ def _grouped_bars(data: pd.DataFrame, x: str, y: str, hue: str, n: int | None,
     fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.subplots()
     sns.barplot(data=data, x=x, y=y, hue=hue, ax=ax, palette="Set2")
-    for container in ax.containers:
+    for container in [c for c in ax.containers if isinstance(c, BarContainer)]:
         ax.bar_label(container, fmt="%.1f", fontsize=LABEL_PT, padding=8 if n else 0)
     wilson_error_bars(ax, n)
     ax.set_ylim(0, 115)
@@ -226,7 +197,8 @@ def label_bars(table: pd.DataFrame, images: Sequence, columns: int = 3, truth: S
     k = int(table.groupby("image").size().max()) if len(table) else 1
     row_pt = max(54.0, 11.0 * k + 14)
     fig = Figure(figsize=(PAGE_WIDTH_PT / 72, (rows * row_pt + 24) / 72), layout="constrained")
-    fig.get_layout_engine().set(w_pad=2 / 72, h_pad=2 / 72, wspace=0.02, hspace=0.02)
+    engine: Any = fig.get_layout_engine()
+    engine.set(w_pad=2 / 72, h_pad=2 / 72, wspace=0.02, hspace=0.02)
     grid = fig.subplots(rows, 2 * columns, squeeze=False, gridspec_kw={"width_ratios": [1, 2.3] * columns})
     for axis in grid.flat:
         axis.axis("off")
@@ -299,4 +271,168 @@ def comparison_bars(table: pd.DataFrame, figure: str = "i2t_acc1", n: int | None
     fig, ax = _grouped_bars(data, "setup", "value", "language", n, (PAGE_WIDTH_PT / 72, 3.6))
     ax.set_ylabel(f"{metric_label(figure)} (%)")
     ax.tick_params(axis="x", labelsize=8)
+    return fig
+
+
+# ---- the adapters report (06_adapt) -------------------------------------------------------------------
+
+ADAPT_COLOURS = {"before": "#9e9e9e", "after": "#1f77b4", "target": "#2ca02c", "training": "#ff7f0e"}
+
+
+@literal_text
+def held_out_figure(run: TextAdapterRun, names: Mapping[str, str]) -> Figure:
+    """Top-1 per direction and variant (named by ``names``) with 95% Wilson intervals."""
+    rows = run.scores()
+    rows = rows[rows["split"] == "held out"]
+    fig = Figure(figsize=(7.5, 3.2))
+    ax = fig.subplots()
+    variants = [v for v in ("before", "after", "target") if v in set(rows["variant"])]
+    width = 0.8 / len(variants)
+    for i, variant in enumerate(variants):
+        part = rows[rows["variant"] == variant].set_index("direction").loc[["i2t", "t2i"]]
+        x = np.arange(2) + (i - (len(variants) - 1) / 2) * width
+        err = np.vstack([part["top1"] - part["low"], part["high"] - part["top1"]])
+        ax.bar(x, part["top1"], width, yerr=err, capsize=3, color=ADAPT_COLOURS[variant], label=plain(names[variant]))
+    ax.set_xticks(range(2), [DIRECTIONS["i2t"], DIRECTIONS["t2i"]])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("top-1, held out")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+@literal_text
+def alpha_curve_figure(run: TextAdapterRun) -> Figure:
+    curve = run.alpha_curve()
+    fig = Figure(figsize=(5.5, 3.0))
+    ax = fig.subplots()
+    ax.semilogx(curve.index, curve.values, marker="o")
+    chosen = float(run.adapter.card["alpha"])
+    ax.axvline(chosen, color="#d62728", linestyle="--", label=f"chosen alpha {chosen:g}")
+    ax.set_xlabel("alpha (ridge penalty)")
+    ax.set_ylabel("mean cosine, cross-validated")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+@literal_text
+def few_shot_figure(run: FewShotRun, shots: list[int] | None = None) -> Figure:
+    rows = run.scores()
+    zero = rows[rows["method"] == "zero-shot"].iloc[0]
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
+    shots = shots if shots is not None else sorted(set(rows["shots"]) - {0})
+    ax.axhspan(zero["low"], zero["high"], color="#9e9e9e", alpha=0.2)
+    ax.axhline(zero["acc1"], color="#616161", linestyle="--", label="zero-shot")
+    for method, name, colour in (("probe", "linear probe", "#1f77b4"), ("tip", "Tip-Adapter", "#ff7f0e")):
+        part = rows[rows["method"] == method].set_index("shots").loc[shots]
+        ax.plot(shots, part["acc1"], marker="o", color=colour, label=name)
+        ax.fill_between(shots, part["low"], part["high"], color=colour, alpha=0.15)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(shots, [str(k) for k in shots])
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("training images per class (shots)")
+    ax.set_ylabel("top-1, held out")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ---- the scale report (05_scale) -----------------------------------------------------------------------
+
+HARDEST = 20
+
+
+@literal_text
+def recall_intervals(labels: Sequence[str], estimates: Sequence[Mapping[str, stats.Estimate]],
+                     ks: Sequence[int] = (1, 5, 10)) -> Figure:
+    """Recall@k per result (one row each, named by ``labels``) in both directions, with 95% error bars."""
+    fig = Figure(figsize=(8, 1.6 + 0.32 * len(labels)))
+    axes = fig.subplots(1, 2, sharey=True)
+    y = np.arange(len(labels))[::-1]
+    for ax, (d, name) in zip(axes, DIRECTIONS.items()):
+        for i, k in enumerate(ks):
+            e = [r[f"{d}_acc{k}"] for r in estimates]
+            value = np.array([x.value for x in e]) * 100
+            ax.errorbar(value, y + (1 - i) * 0.25, xerr=[value - [x.low * 100 for x in e],
+                        [x.high * 100 for x in e] - value], fmt="o", markersize=4, capsize=2, label=f"R@{k}")
+        ax.set_yticks(y, [plain(label) for label in labels], fontsize=8)
+        ax.set_xlim(0, 100)
+        ax.set_title(name.capitalize(), fontsize=10)
+        ax.set_xlabel("recall (%)")
+        ax.grid(axis="x", alpha=0.3)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(ks), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.1 if len(labels) < 4 else 0.06, 1, 1))
+    return fig
+
+
+def hardest(ranks: np.ndarray, limit: int = HARDEST) -> np.ndarray:
+    """Rows of the ``limit`` images whose own caption ranks worst (ties by row), for a readable heatmap."""
+    return np.argsort(-ranks, kind="stable")[:limit]
+
+
+def heatmap_figure(sim: np.ndarray, owner: np.ndarray, ranks: np.ndarray, names: Sequence[str],
+                   captions: Sequence[str], limit: int | None = None) -> tuple[Figure, str]:
+    """Images × their first captions; above ``limit`` images (default: as many as a page shows legibly,
+    :func:`labclip.lab.plots.heatmap_capacity`) only the hardest ones, labelled with their rank.
+
+    Args:
+        sim: ``(n_images, n_captions)`` similarities.
+        owner: the image of each caption, sorted (as :func:`labclip.data.flatten_captions` gives it).
+        ranks: image→text rank of each image's own caption (1 = best).
+        names: image names.
+        captions: caption texts.
+        limit: most images drawn with every label.
+
+    Returns:
+        ``(figure, note)``: a matplotlib figure and the sentence that says what it shows.
+    """
+    limit = heatmap_capacity() if limit is None else limit
+    n = len(names)
+    rows = np.arange(n)
+    note = f"All {n} images against the first caption of each."
+    labels = list(names)
+    if n > limit:
+        rows = hardest(ranks, min(HARDEST, limit))
+        note = (f"{n} images are too many to label on a page: shown are the {len(rows)} images whose own "
+                f"captions rank worst among all {len(captions)} captions (rank in brackets), against the first "
+                "caption of each.")
+        labels = [f"{names[int(i)]} [{ranks[i]}]" for i in rows]
+    columns = np.searchsorted(owner, rows)
+    fig = Figure(figsize=(PAGE_WIDTH_PT / 72, 0.95 * PAGE_WIDTH_PT / 72))  # drawn at its printed size
+    ax = fig.subplots()
+    im = ax.imshow(sim[np.ix_(rows, columns)], cmap="viridis")
+    ax.set_yticks(range(len(rows)), [plain(label) for label in labels], fontsize=LABEL_PT)
+    ax.set_xticks(range(len(rows)), [plain(captions[c][:30]) for c in columns], rotation=90, fontsize=LABEL_PT)
+    bar = fig.colorbar(im, ax=ax)
+    bar.set_label("cosine similarity", fontsize=LABEL_PT + 1)
+    bar.ax.tick_params(labelsize=LABEL_PT)
+    fig.tight_layout()
+    return fig, note
+
+
+# ---- the cultures report (07_cultures) -------------------------------------------------------------------
+
+
+@literal_text
+def region_heatmap(grids: Mapping[str, np.ndarray], regions: Sequence[str], languages: Sequence[str],
+                   label: str) -> Figure:
+    """Region × language recall (in %, one panel per model named by the keys of ``grids``) on one colour scale."""
+    fig = Figure(figsize=(min(16, 2.5 + 0.35 * len(languages) * len(grids)), 1.8 + 0.3 * len(regions)))
+    axes = np.atleast_1d(fig.subplots(1, len(grids), sharey=True))
+    image = None
+    for ax, (name, grid) in zip(axes, grids.items()):
+        image = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(languages)), [plain(x) for x in languages], rotation=90, fontsize=7)
+        ax.set_yticks(range(len(regions)), [plain(x) for x in regions], fontsize=7)
+        ax.set_title(plain(name), fontsize=9)
+        ax.set_xlabel("caption language")
+        if len(regions) * len(languages) <= 400:
+            for (i, j), v in np.ndenumerate(grid):
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6, color="white" if v < 50 else "black")
+    axes[0].set_ylabel("image region")
+    assert image is not None
+    fig.colorbar(image, ax=list(axes), label=label)
     return fig

@@ -11,80 +11,44 @@ computing comparisons and writing files happen in :mod:`experiment`, :mod:`compa
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-import matplotlib
-import mistune
 import numpy as np
 import pandas as pd
 from IPython.display import HTML, display
-from matplotlib.figure import Figure
 
-from .. import stats, zeroshot
+from .. import zeroshot
 from ..labels import format_metric, metric_label, pct
-from ..metrics import accuracy_keys, ranks, retrieval_ranks, topk_indices, topk_undefined
+from ..metrics import accuracy_keys, ranks, topk_indices, topk_undefined
 from ..text import token_lengths
 from ..translate import translator_name
 from . import narrative, plots
 from .experiment import Experiment, Matching, Run, ZeroShotRun, similarity_file
-from .narrative import md, public_path
+from .markup import (  # noqa: F401 - present's names for notebooks and the report modules
+    BANNER_STYLE,
+    INTERVALS_NOTE,
+    KEEP_TOGETHER,
+    KEEP_WITH_NEXT,
+    LABEL_BAR_COLUMNS,
+    LABEL_BAR_ROWS,
+    PUBLISHED_STYLE,
+    SCREEN_HEATMAP_LIMIT,
+    SCREEN_ONLY,
+    SHORT_TABLE,
+    TABLE_STYLES,
+    TOPK_ROWS,
+    block,  # noqa: F401
+    png,
+    prose,
+    screen_only,
+    svg,
+    table,
+)
+from .narrative import comparison_heading, md, public_path  # noqa: F401
+from .results import Comparison
 from .tables import captions_frame, confusion, token_stats, top_labels
-
-BANNER_STYLE = ("border:3px solid #c62828;background:#ffebee;color:#8e0000;padding:6px 10px;"
-                "margin:4px 0 6px 0;font-size:11.5px;font-weight:bold;border-radius:4px")
-PUBLISHED_STYLE = "border:2px solid #1565c0;background:#e3f2fd;padding:6px 12px;margin:8px 0;border-radius:4px"
-KEEP_TOGETHER = "break-inside:avoid;page-break-inside:avoid"
-KEEP_WITH_NEXT = "break-inside:avoid;page-break-inside:avoid;break-after:avoid;page-break-after:avoid"
-INTERVALS_NOTE = ("95% intervals in brackets: Wilson score for accuracies, a seeded bootstrap over images for the mean "
-                  "reciprocal ranks and the mean margin.")
-SCREEN_ONLY = "labclip-screen"  # shown in the HTML page, left out of the PDF (report.PRINT_CSS)
-SCREEN_HEATMAP_LIMIT = 60  # images of the largest full heatmap the HTML page carries as a picture
-TOPK_ROWS = 40
-LABEL_BAR_COLUMNS, LABEL_BAR_ROWS = 3, 4  # images side by side, and rows of them per figure (a third of a page)  # rows of the longest top-k table printed in full (one row per image and rank)
-SHORT_TABLE = 25  # rows a section keeps on one page with its heading (a longer table may start under it)
-TABLE_STYLES = [{"selector": "th, td", "props": "overflow-wrap:break-word;word-break:normal;vertical-align:top"}]
-
-_markdown = mistune.create_markdown(escape=True, plugins=["strikethrough", "table"])
-
-
-def prose(markdown: str) -> str:
-    """Markdown as HTML, with any raw HTML in it escaped."""
-    return _markdown(markdown)
-
-
-def png(fig: Figure, dpi: int = 110) -> str:
-    """A figure as an ``<img>`` with a ``data:`` PNG (nothing is loaded from anywhere)."""
-    buffer = io.BytesIO()
-    with matplotlib.rc_context(plots.LITERAL_TEXT):
-        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" style="max-width:100%;height:auto" alt="figure">'
-
-
-def svg(fig: Figure) -> str:
-    """A figure as an ``<img>`` with a ``data:`` SVG whose text stays text: it prints at the size it was drawn,
-    sharp at any zoom, and its font sizes can be read back from the PDF (nothing is loaded from anywhere)."""
-    buffer = io.BytesIO()
-    with matplotlib.rc_context({**plots.LITERAL_TEXT, "svg.fonttype": "none", "svg.hashsalt": "labclip"}):
-        fig.savefig(buffer, format="svg", bbox_inches="tight", pad_inches=0.03, facecolor="white")
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img src="data:image/svg+xml;base64,{data}" style="max-width:100%;height:auto" alt="figure">'
-
-
-def screen_only(summary: str, item: str) -> str:
-    """``item`` (HTML) folded under ``summary`` (plain text) on screen, and left out of the printed PDF."""
-    return (f'<details class="{SCREEN_ONLY}"><summary>{html.escape(summary)}</summary>'
-            f'<div style="overflow-x:auto">{item}</div></details>')
-
-
-def table(frame: pd.DataFrame, index: bool = False) -> str:
-    """A table as HTML with every cell and header escaped (values should already be display strings)."""
-    styler = (frame.style.format(escape="html").format_index(escape="html", axis=0)
-              .format_index(escape="html", axis=1).set_table_styles(TABLE_STYLES))
-    return (styler if index else styler.hide(axis="index")).to_html()
 
 
 def section(heading: str | None, text: str = "", *items: str, level: int = 2, together: bool = False) -> None:
@@ -136,19 +100,12 @@ def header(run: Run, text: str, details: str, report: str | None = None) -> None
     if run.fallback_reason:  # the reason says how to get the model, so the warning need not say it again
         stands_in = ("labclip's untrained demo model stands in: its weights are random, so these numbers say nothing "
                      "about CLIP." if run.model.is_demo else warning)
-        notes = f"{narrative.fallback_note(run.requested_model, run.fallback_reason)} {stands_in or ''}".strip()
+        notes: str | None = f"{narrative.fallback_note(run.requested_model, run.fallback_reason)} {stands_in or ''}"
     else:
         notes = warning
     if notes:
-        parts.append(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ {html.escape(notes)}</div>')
+        parts.append(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ {html.escape(notes.strip())}</div>')
     display(HTML("".join(parts)))
-
-
-def _probability_note(sigmoid: bool, over: str) -> str:
-    if sigmoid:
-        return (f"probabilities are SigLIP's sigmoid of logit scale × cosine + bias, each pair on its own "
-                f"(they need not sum to 1 over {over})")
-    return f"probabilities are the softmax over {over} at the model's logit scale"
 
 
 def zeroshot_title(run: ZeroShotRun, text: str, report: str | None = None) -> None:
@@ -157,7 +114,7 @@ def zeroshot_title(run: ZeroShotRun, text: str, report: str | None = None) -> No
                       f"template language: {narrative.language_name(run.language)}", report)
     note = narrative.zeroshot_language_note(run)
     if note:
-        display(HTML(f'<div class="labclip-note">{prose(note)}</div>'))
+        paragraph(note)
 
 
 def zeroshot_predictions(run: ZeroShotRun, templates: str, k: int = 5) -> None:
@@ -174,7 +131,7 @@ def zeroshot_predictions(run: ZeroShotRun, templates: str, k: int = 5) -> None:
     section(f"Top-{k} labels per image",
             f"Class names {', '.join(md(c) for c in run.data.classes)}, each encoded under the {len(prompts)} "
             f"templates of the set {md(templates)} and averaged (OpenAI's prompt ensembling); "
-            + _probability_note(run.model.logit_bias is not None, "classes") + ". The true label's bar is red "
+            + narrative.probability_note(run.model.logit_bias is not None, "classes") + ". The true label's bar is red "
             f"and marked ✓; where it is not among the top {k}, its rank is written above the bars.", figures[0])
     for more in figures[1:]:  # one output each: Chromium moves an output taller than a page to the next page
         display(HTML(f'<div class="labclip-section">{more}</div>'))
@@ -189,14 +146,14 @@ def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.Dat
             if skipped else "")
     evaluated = {name: run.evaluated(name) for name in scores["templates"]}
     hits = {name: ranks(probs, run.data.truth) == 1 for name, (probs, _) in evaluated.items()}
-    balanced = scores.assign(mean_per_class_recall=[figures["mean_per_class_recall"]
-                                                    for _, figures in evaluated.values()])
+    per_class: list[Any] = [figures["mean_per_class_recall"] for _, figures in evaluated.values()]
+    balanced = scores.assign(mean_per_class_recall=per_class)
     keys = ["templates", "count", "acc1", f"acc{k}", "mean_per_class_recall"]
     shown = pd.DataFrame({key: [format_metric(key, v, n) for v, n in zip(balanced[key], scores["n"])]
                           for key in dict.fromkeys(keys)})
     undefined = topk_undefined(k, len(run.data.classes))
     note = " ".join(filter(None, [note, f"{len(run.data.paths)} images; 95% intervals in brackets: Wilson score "
-                                  f"for accuracies; {_per_class_interval(balanced['mean_per_class_recall'].iloc[0])}.",
+                                  f"for accuracies; {narrative.per_class_interval(balanced['mean_per_class_recall'].iloc[0])}.",
                                   undefined and f"Top-{k} shows — because {undefined}."]))
     if len(scores) > 1:
         first, last = scores["templates"].iloc[0], scores["templates"].iloc[-1]
@@ -208,17 +165,6 @@ def template_comparison(run: ZeroShotRun, sets: list[str], k: int = 5) -> pd.Dat
     section(f"Confusion matrix ({best})", "", svg(plots.confusion_heatmap(
         confusion(probs, run.data.truth, run.data.classes))), together=True)
     return scores
-
-
-def _per_class_interval(e: stats.Estimate) -> str:
-    """How the mean per-class recall's interval was made, in words."""
-    if e.method == "wilson":
-        return ("every class has the same number of images, so the mean per-class recall equals the top-1 "
-                "accuracy and carries its Wilson interval")
-    how = ("resampled within each class so that every class keeps its count" if e.method == "stratified bootstrap"
-           else f"resampled all together, since a class has fewer than {stats.MIN_STRATUM} images (resampling "
-                "within so small a class would hardly move it); each resample averages the classes it drew")
-    return f"for the mean per-class recall a seeded percentile bootstrap over images, {how}"
 
 
 def similarity_range(exp: Experiment, langs: Sequence[str]) -> tuple[float, float]:
@@ -243,7 +189,7 @@ def heatmap(exp: Experiment, m: Matching, scale: tuple[float, float] | None = No
                 f"are outlined in red.{shared}",
                 svg(plots.similarity_heatmap(m.sim, exp.image_paths, m.captions, vmin=vmin, vmax=vmax)))
         return
-    rank = retrieval_ranks(m.sim).i2t
+    rank = m.retrieval.i2t
     rows = np.sort(np.argsort(-rank, kind="stable")[:fits])
     where = (f"under “Full matrix” in the HTML page and in {similarity_file(m.language)}" if n <= SCREEN_HEATMAP_LIMIT
              else f"in {similarity_file(m.language)}")
@@ -270,13 +216,13 @@ def topk(m: Matching) -> None:
         "probability": [pct(v) for v in m.topk["probability"]],
         "correct": m.topk["correct"].map({True: "✓", False: ""}),
     })
-    note = (_probability_note(m.sigmoid, "all captions").capitalize()
+    note = (narrative.probability_note(m.sigmoid, "all captions").capitalize()
             + ("" if m.sigmoid else ", as CLIP's zero-shot prediction computes them") + ". ✓ marks the correct caption.")
     if n * k <= TOPK_ROWS:
         section(f"Top-{k} captions per image", f"The {k} best captions of each of the {n} images. " + note,
                 table(_labelled(full)))
         return
-    rank = retrieval_ranks(m.sim).i2t
+    rank = m.retrieval.i2t
     names = list(m.images)
     probability = m.topk["probability"].to_numpy().reshape(n, k)
     compact = pd.DataFrame({
@@ -346,7 +292,7 @@ def languages(exp: Experiment, langs: list[str]) -> None:
             metrics_by_language(exp, langs),
             svg(plots.accuracy_bars(exp.compare(langs).rename(columns=narrative.language_name), exp.top_k,
                                     n=len(exp.captions))))
-    published(exp, langs)
+    _published(exp, langs)
     token_statistics(exp, langs)
     scale = similarity_range(exp, langs) if len(langs) > 1 else None
     for lang in langs:
@@ -356,7 +302,7 @@ def languages(exp: Experiment, langs: list[str]) -> None:
 def token_statistics(exp: Experiment, langs: list[str]) -> pd.DataFrame:
     """How the model's tokenizer splits each language's captions: table, plot, and what it means."""
     clean = exp.model.openai_text_cleaning
-    captions = {lang: exp.captions[lang] for lang in langs}
+    captions = {lang: exp.texts(lang) for lang in langs}
     stats = token_stats(exp.model.tokenizer, captions, exp.model.context_length, clean)
     lengths = pd.DataFrame([{"language": narrative.language_name(lang), "tokens": n} for lang in langs
                             for n in token_lengths(exp.model.tokenizer, captions[lang], clean)])
@@ -383,29 +329,15 @@ def _languages_test(exp: Experiment, langs: Sequence[str]) -> str:
                             f"{md(narrative.language_name(langs[1]))} captions", "image→text top-1")
 
 
-STRATEGY_HEADINGS = {"raw": "raw captions", "translated": "translation to English",
-                     "multilingual": "multilingual encoders"}
-
-
-def comparison_heading(result: pd.DataFrame) -> str:
-    """The comparison's heading, naming only the strategies that ran (``raw`` alone fixes nothing)."""
-    ran = [phrase for strategy, phrase in STRATEGY_HEADINGS.items()
-           if not result.empty and (result["strategy"] == strategy).any()]
-    if not ran:
-        return "Comparing caption languages"
-    if ran == [STRATEGY_HEADINGS["raw"]]:
-        return "The language gap with raw captions"
-    return f"Fixing the language gap: {', '.join(ran)}"
-
-
-def comparison(exp: Experiment, result: pd.DataFrame, translator: str | None) -> None:
+def comparison(exp: Experiment, compared: Comparison, translator: str | None) -> None:
     """Models × languages × strategies (``result`` of :func:`labclip.lab.compare.compare`): two tables, bars,
     translations, and what could not be compared."""
+    result = compared.table
     langs = list(dict.fromkeys(result["language"])) if not result.empty else []
     k = exp.top_k
-    heading = comparison_heading(result)
+    heading = narrative.comparison_heading(result)
     if result.empty:
-        section(heading, narrative.comparison(result))
+        section(heading, narrative.comparison(compared))
     else:
         setup = pd.DataFrame({"model": result["model"].map(narrative.model_name),
                               "language": result["language"].map(narrative.language_name),
@@ -415,28 +347,33 @@ def comparison(exp: Experiment, result: pd.DataFrame, translator: str | None) ->
             n = len(exp.captions)
             return _labelled(setup.assign(**{key: [format_metric(key, v, n) for v in result[key]] for key in keys}))
 
-        section(heading, narrative.comparison(result),
+        section(heading, narrative.comparison(compared),
                 "<h3>Accuracy</h3>" + table(columns(list(dict.fromkeys(accuracy_keys(k))))),
                 "<h3>Gap to English and similarity</h3>"
                 + table(columns(["gap_pp", "gap_ratio", "correct_mean", "margin_mean"])),
                 svg(plots.comparison_bars(result.assign(model=result["model"].map(narrative.model_name),
                                                        language=setup["language"]), n=len(exp.captions))))
-    for name, texts in result.attrs["translations"].items():
+    for name, texts in compared.translations.items():
         lang = next((lang for lang in langs if name == translator_name(translator or "", lang)), None)
         if lang:
             shown = pd.DataFrame({"Image": exp.image_names, narrative.language_name(lang): exp.captions[lang],
                                   "English (translated)": texts})
             section(f"Translations by {narrative.model_name(name)}", "", table(shown), level=3)
-    if result.attrs["skipped"]:
-        section("Not available in this run", "\n".join(f"- {md(s)}" for s in result.attrs["skipped"]), level=3)
+    if compared.skipped:
+        section("Not available in this run", "\n".join(f"- {md(s)}" for s in compared.skipped), level=3)
 
 
-def published(exp: Experiment, langs: list[str]) -> None:
-    """The marked box of published figures, where any apply to this run's model and languages."""
-    text = narrative.published(exp, langs)
-    if text:
-        display(HTML(f'<div class="labclip-published" style="{PUBLISHED_STYLE};{KEEP_TOGETHER}">'
-                     f"<strong>Published results (not measured here)</strong>{prose(text)}</div>"))
+def published(text: str, frame: pd.DataFrame | None = None, after: str = "") -> None:
+    """The one marked box of published figures (``labclip.registry.PUBLISHED``, never measured here): prose
+    (Markdown), a table of the figures with their sources, and a closing note."""
+    items = [prose(text) if text else "", table(frame) if frame is not None else "", prose(after) if after else ""]
+    display(HTML(f'<div class="labclip-published" style="{PUBLISHED_STYLE};{KEEP_TOGETHER}">'
+                 f'<strong>Published results (not measured here)</strong>{"".join(items)}</div>'))
+
+
+def paragraph(markdown: str) -> None:
+    """Prose on its own (Markdown, raw HTML escaped)."""
+    display(HTML(f"<div>{prose(markdown)}</div>"))
 
 
 def lab_report(exp: Experiment, langs: list[str]) -> None:
@@ -455,8 +392,14 @@ def lab_report(exp: Experiment, langs: list[str]) -> None:
                                         n=len(exp.captions))),
                 level=3)
     section("Discussion", narrative.discussion(exp, langs))
-    published(exp, langs)
+    _published(exp, langs)
     section("Limitations", narrative.limitations(exp))
+
+
+def _published(exp: Experiment, langs: list[str]) -> None:
+    text = narrative.published(exp, langs)
+    if text:
+        published(text)
 
 
 def provenance(run: Run) -> None:
@@ -470,7 +413,7 @@ def provenance(run: Run) -> None:
         shown = public_path(value) if key.endswith("_file") else ", ".join(value) if isinstance(value, list) else value
         rows.append((_item(key), shown))
     rows += [("images", prov["images"]), ("images sha256", prov["images_sha256"]), ("started", prov["started"])]
-    _provenance_table(rows, prov)
+    provenance_table(rows, prov)
 
 
 def _shown(key: str, value: object) -> str:
@@ -494,7 +437,8 @@ def _item(key: str) -> str:
     return PROVENANCE_ITEMS.get(key, key.replace("_", " "))
 
 
-def _provenance_table(given: list[tuple], prov: Mapping) -> None:
+def provenance_table(given: Sequence[tuple[str, object]], prov: Mapping) -> None:
+    """The provenance section: the model's facts, ``given`` (the report's own rows), versions, machine, timings."""
     rows = [(f"model: {_item(k)}", _shown(k, v)) for k, v in prov["model"].items()]
     rows += [(k, _shown(k, v)) for k, v in given]
     rows += [(f"version: {k}", _shown(k, v)) for k, v in prov["versions"].items()]

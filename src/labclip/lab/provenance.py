@@ -6,11 +6,14 @@ import hashlib
 import os
 import platform
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from ..config import shown_model
+from ..model import ClipModel, describe
 
 PACKAGES = ("labclip", "torch", "transformers", "tokenizers", "numpy", "pandas", "pillow", "matplotlib", "papermill", "nbconvert")
 
@@ -120,3 +123,18 @@ def output_provenance(models: Sequence[dict], inputs: Iterable[str | Path] = (),
     if inputs:
         block["inputs_sha256"] = sha256_files(inputs)
     return block
+
+
+def environment(timings: Mapping[str, float], *, digits: int = 3, with_machine: bool = True) -> dict:
+    """What every record of labclip ends with: package versions, the machine (unless ``with_machine`` is false)
+    and the seconds per stage, rounded to ``digits`` (the runs' JSON files and the report runner's ``run.json``)."""
+    return {"versions": package_versions(), **({"machine": machine()} if with_machine else {}),
+            "timings_s": {k: round(v, digits) for k, v in timings.items()}}
+
+
+def run_record(model: ClipModel, *, requested: str | None, fallback_reason: str | None, started: str,
+               timings: Mapping[str, float], **facts: object) -> dict:
+    """The one provenance builder of the lab's runs: the model requested and the model used (and why they
+    differ), the run's own facts (inputs, hashes, options) in the order given, then :func:`environment`."""
+    return {"started": started, "requested_model": shown_model(requested or model.name), "model_used": model.name,
+            "fallback_reason": fallback_reason, "model": describe(model), **facts, **environment(timings)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,10 +44,11 @@ def topk_table(
     """
     sim = np.asarray(sim)
     lse = row_logsumexp(sim, logit_scale) if logit_bias is None else None
+    bias = 0.0 if logit_bias is None else logit_bias
 
     def probability(i: int, j: int) -> float:
         logit = logit_scale * float(sim[i, j])
-        return float(np.exp(logit - lse[i])) if lse is not None else float(1 / (1 + np.exp(-(logit + logit_bias))))
+        return float(np.exp(logit - lse[i])) if lse is not None else float(1 / (1 + np.exp(-(logit + bias))))
 
     names = list(images) if images is not None else [str(i) for i in range(len(sim))]
     paired = sim.shape[0] == sim.shape[1]
@@ -87,14 +88,14 @@ def per_class_accuracy(probs: np.ndarray, truth: Sequence[int], labels: Sequence
     """Images and top-1 accuracy per class: an :class:`~labclip.stats.Estimate` with its 95% Wilson interval
     (``NaN`` for a class without images)."""
     pred = np.asarray(probs).argmax(axis=1)
-    truth = np.asarray(truth)
-    rows = [{"class": labels[c], "images": int((truth == c).sum()),
-             "accuracy": proportion(pred[truth == c] == c) if (truth == c).any() else float("nan")}
+    true = np.asarray(truth)
+    rows = [{"class": labels[c], "images": int((true == c).sum()),
+             "accuracy": proportion(pred[true == c] == c) if (true == c).any() else float("nan")}
             for c in range(len(labels))]
     return pd.DataFrame(rows)
 
 
-def token_stats(tokenizer, captions: dict[str, Sequence[str]], context_length: int = CONTEXT_LENGTH,
+def token_stats(tokenizer, captions: Mapping[str, Sequence[str]], context_length: int = CONTEXT_LENGTH,
                 openai_clean: bool = True) -> pd.DataFrame:
     """Per language: tokens per caption, tokens per word, UTF-8 bytes per token, captions cut at the context.
 

@@ -75,13 +75,14 @@ def run(args: argparse.Namespace) -> None:
     records: list[dict] = []
     skipped: list[str] = []
     with quiet_loading():  # also the translators, which compare() loads itself
-        table = compare(captions, args.langs, _models(args, records, skipped),
-                        None if args.translator == "none" else args.translator, args.top_k)
+        result = compare(captions, args.langs, _models(args, records, skipped),
+                         None if args.translator == "none" else args.translator, args.top_k)
+    table = result.table
     if table.empty:
         raise LabclipError("no model could be loaded: " + "; ".join(skipped))
-    not_compared = skipped + table.attrs["skipped"]
+    not_compared = skipped + result.skipped
     for reason in not_compared:
         print(f"labclip: not compared: {reason}", file=sys.stderr)
-    columns = pd.DataFrame([row_provenance(record) for record in table.attrs["records"]])
-    emit(table, args.out, records, inputs=[args.captions, *captions.paths], columns=columns, n=table.attrs["n"],
+    columns = pd.DataFrame([row_provenance(record) for record in result.records])
+    emit(table, args.out, records, inputs=[args.captions, *captions.paths], columns=columns, n=result.n,
          not_compared=not_compared)
