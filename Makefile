@@ -38,7 +38,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_REPORT := chromium fonts-dejavu-core poppler-utils
 APT_DATA := fonts-noto-color-emoji fonts-noto-core
 
-.PHONY: help setup sysdeps report report-scale report-adapt report-cultures reproduce test test-real lint format data bench dist clean
+.PHONY: help setup sysdeps notebooks report report-scale report-adapt report-cultures reproduce test test-real lint format data bench dist clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} \
@@ -84,6 +84,9 @@ report-scale: setup sysdeps ## Scale report 05_scale on a benchmark (DATASET=xtd
 	  $(if $(STRICT),--strict) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
 	  $(if $(REFERENCE),--reference "$(REFERENCE)") $(if $(PRECISION),--precision "$(PRECISION)")
 
+notebooks: setup ## Build notebooks/*.ipynb (for Colab) from their jupytext sources notebooks/*.py and the report parameters
+	$(PY) scripts/build_notebooks.py
+
 reproduce: setup ## Online only: XTD10 for ViT-B/32 and the default multilingual model, measured vs published (skips offline)
 	$(PY) -m labclip.lab.reproduce $(if $(LANGS),--langs $(LANGS)) $(if $(BATCH),--batch-size $(BATCH))
 
@@ -103,7 +106,7 @@ test-real: setup ## Check each default model's real weights from the hub (downlo
 	$(PY) -m pytest -q -m slow -rs
 
 lint: setup ## Check style with ruff
-	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff check src tests benchmarks scripts notebooks/*.py
 
 format: setup ## Format the code with ruff
 	$(VENV)/bin/ruff format src tests benchmarks scripts

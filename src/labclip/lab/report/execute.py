@@ -24,6 +24,7 @@ KERNEL = "labclip"
 
 def ensure_kernel() -> str:
     """Register this Python as the ``labclip`` Jupyter kernel (once) and return its name."""
+    import papermill  # noqa: F401 - the report extra: missing, the run fails here, before anything is written
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     try:

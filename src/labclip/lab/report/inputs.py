@@ -12,10 +12,10 @@ from ...config import DEFAULT_CAPTIONS, DEFAULT_LABELS, shown_path
 from ...data import load_captions
 from ...errors import LabclipError
 from ...precision import DEFAULTS, choose
+from . import render
 from .execute import notebook_path
 from .params import CULTURES_NOTEBOOK, REPORT_PARAMS, SCALE_NOTEBOOK, check_params
 from .publish import check_out_dir, published_names
-from .render import chromium
 
 ZEROSHOT = "04_zeroshot"
 
@@ -43,7 +43,7 @@ def check_inputs(params: dict[str, Any], out_dir: Path, notebooks: Sequence[str]
     if "02_languages" in notebooks:
         _check_compare_models(params.get("compare_models") or [])
     if pdf:
-        chromium()
+        render.chromium()
 
 
 def _check_labelled_images(params: dict[str, Any]) -> None:
