@@ -94,8 +94,14 @@ def test_the_makefile_forwards_each_parameter_by_its_declared_variable_and_optio
     for var, flag in FORWARD.findall(MAKEFILE):
         if var != "PARAMS":
             assert declared.get(var) == flag, (var, flag)
-    args = re.search(r"^REPORT_ARGS = (.*?)\n\n", MAKEFILE, flags=re.M | re.S)[1]
+    args = re.search(r"^REPORT_ARGS = (.*?)\n(?=\S)", MAKEFILE, flags=re.M | re.S)[1]
     assert {v: f for v, f in FORWARD.findall(args) if v != "PARAMS"} == REPORT_PARAMS.report_args()
+    dataset_args = re.search(r"^DATASET_ARGS = (.*)$", MAKEFILE, flags=re.M)[1]
+    assert dict(FORWARD.findall(dataset_args)) == {v: f for v, f in declared.items()
+                                                   if v not in REPORT_PARAMS.report_args()}
+    for target in ("report", "report-adapt", "report-scale", "report-cultures"):
+        recipe = re.search(rf"^{target}:.*?\n((?:\t.*\n)+)", MAKEFILE, flags=re.M)[1]
+        assert "$(REPORT_ARGS)" in recipe and ("DATASET" in recipe) == (target in ("report-scale", "report-cultures"))
 
 
 def test_a_new_parameter_is_one_declaration():
