@@ -11,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-import jupytext
+import jupytext  # type: ignore[import-untyped]
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 

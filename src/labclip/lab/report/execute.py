@@ -24,7 +24,7 @@ KERNEL = "labclip"
 
 def ensure_kernel() -> str:
     """Register this Python as the ``labclip`` Jupyter kernel (once) and return its name."""
-    import papermill  # noqa: F401 - the report extra: missing, the run fails here, before anything is written
+    import papermill  # type: ignore[import-untyped]  # noqa: F401 - the report extra: missing, the run fails here, before anything is written
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     try:
@@ -111,7 +111,7 @@ def run_notebook(name: str, params: dict[str, Any], staging: Path, *, kernel: st
             stopped.
         KeyboardInterrupt: Ctrl-C reached the kernel.
     """
-    import papermill
+    import papermill  # type: ignore[import-untyped]
 
     source, executed = notebook_path(name), staging / f"{name}.ipynb"
     nb_params = {**REPORT_PARAMS.for_notebook(name, params), "output_dir": str(staging)}
@@ -154,7 +154,7 @@ def publishable(executed: Path, source: Path, params: dict[str, Any], shown_dir:
     papermill's record of them name files without their machine paths (``output_dir`` as ``shown_dir``),
     and stderr output (warnings naming library files) is dropped. The kernel ran with the real paths."""
     import nbformat
-    from papermill.translators import translate_parameters
+    from papermill.translators import translate_parameters  # type: ignore[import-untyped]
 
     nb = nbformat.read(executed, as_version=4)
     shown = {**REPORT_PARAMS.shown(params), "output_dir": shown_dir}

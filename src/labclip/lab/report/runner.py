@@ -61,8 +61,7 @@ def build_reports(
             or Chromium failing or timing out. Nothing is published then.
         KeyboardInterrupt: Ctrl-C; nothing is published and the staging folder is removed.
     """
-    out_dir = Path(out_dir)
-    timings = Timings()
+    out_dir, timings = Path(out_dir), Timings()
     params = {k: v for k, v in check_params(params).items() if v is not None}
     left_out: dict[str, str] = {}
     with timings.stage("check inputs"):
@@ -77,6 +76,13 @@ def build_reports(
         # Decided from files and the hub's answer, without loading weights: each notebook loads the model
         # once, through the same policy, so its JSON records the requested model and the reason.
         fallback = check_model_or_demo(params.get("model", DEFAULT_MODEL), bool(params.get("strict")))
+    return _run(params, out_dir, notebooks, pdf, timings, {"fallback_reason": fallback, "left_out": left_out})
+
+
+def _run(params: dict[str, Any], out_dir: Path, notebooks: Sequence[str], pdf: bool, timings: Timings,
+         checked: dict[str, Any]) -> list[Path]:
+    """Run and render every notebook in a staging folder, write ``run.json`` (with ``checked``: the fallback and
+    what was left out), publish; the staging folder and the kernel's folder go however it ends."""
     kernel = ensure_kernel()
     run_id = new_run_id()
     claim(out_dir)
@@ -92,8 +98,8 @@ def build_reports(
                                                run_id=run_id)
             _render(staging, name, pdf, timings)
         record = {"run_id": run_id, "finished": now(), "parameters": REPORT_PARAMS.shown(params),
-                  "precision": precision, "fallback_reason": fallback, "left_out": left_out,
-                  "versions": package_versions(), "timings_s": {k: round(v, 2) for k, v in timings.items()}}
+                  "precision": precision, **checked, "versions": package_versions(),
+                  "timings_s": {k: round(v, 2) for k, v in timings.items()}}
         (staging / "run.json").write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str),
                                           encoding="utf-8")
         return publish(staging, out_dir, run_id)
