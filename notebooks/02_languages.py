@@ -23,6 +23,11 @@ exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size,
                        check_images=check_images, precision=precision, default_for="02_languages")
 present.title(exp, title, report="CLIP matching across caption languages")
 
+# %% tags=["remove-cell"]
+# The method, as data: the same images matched with each language's captions (exp.matching(lang): encode, cosine,
+# labclip.match_metrics); one column of metrics per language. Jupyter shows the DataFrame; the report does not.
+exp.compare(languages)
+
 # %%
 present.languages(exp, languages)  # exp.matching(lang) per language, token statistics
 
