@@ -3,7 +3,10 @@
 From these declarations come the options of ``labclip report``, the checks of a YAML parameter set
 (``--params``), the parameters papermill injects into each notebook, the notebooks' parameters cells
 (``scripts/build_notebooks.py``) and the Makefile's variable list (checked by a test). Adding a parameter
-is one :class:`Param` here, plus the notebook that reads it and its test.
+is one :class:`Param` here, plus the notebook that reads it and its test. Adding a notebook is its jupytext
+source ``notebooks/NN_name.py``, its name in :data:`NOTEBOOKS` or :data:`OPTIONAL_NOTEBOOKS` (which gives it
+the parameters every notebook reads: model, title, precision, strict, output_dir) and in the ``defaults`` of
+each other parameter it reads; ``make notebooks`` then writes its parameters cell and its ``.ipynb``.
 """
 
 from __future__ import annotations
@@ -112,7 +115,7 @@ def literal(value: object) -> str:
 
 
 def _precision_comment(notebook: str) -> str:
-    if DEFAULTS[notebook] == "fp32":
+    if DEFAULTS.get(notebook, "fp32") == "fp32":
         return ("None: this notebook's default, fp32 (exact numbers, read one by one); or \"auto\" "
                 "(bf16 where the hardware runs it faster, else fp32), \"fp32\", \"bf16\", \"fp16\"")
     return ("None: this notebook's default, auto (bulk work: bf16 where the hardware runs it faster, else fp32); "
@@ -154,9 +157,9 @@ _REPORT_PARAMS = (
           help=f"caption languages, e.g. en ru ({NB}: en ru)"),
     Param("top_k", "count", {**_each(MATCHING, 3), "04_zeroshot": 5}, flag="--top-k", make="TOPK",
           help=f"captions listed per image, the k of top-k accuracy ({NB}: 3)"),
-    Param("batch_size", "count", _each((*MATCHING, *OPTIONAL_NOTEBOOKS), None), flag="--batch-size", make="BATCH",
+    Param("batch_size", "count", _each((*MATCHING, SCALE_NOTEBOOK, "06_adapt", CULTURES_NOTEBOOK), None), flag="--batch-size", make="BATCH",
           comment="None: the model's default", help="items per forward pass (default: the model's)"),
-    Param("title", "text", _each(ALL, ""), flag="--title", make="TITLE",
+    Param("title", "text", _each(ALL, ""), flag="--title", make="TITLE",  # "": the notebook's own (report="...")
           help="title of every report, each report's own (English) name under it (default: each report's own name)"),
     Param("precision", "choice", _each(ALL, None), flag="--precision", make="PRECISION",
           comments={name: _precision_comment(name) for name in ALL},
