@@ -24,7 +24,9 @@ CORE_LAYERS = [
     {"zeroshot", "translate", "datasets", "adapt", "cultures"},
 ]
 LAB_LAYERS = [{"tables", "provenance"}, {"experiment"}, {"compare", "adapt"}, {"narrative", "plots"}, {"present"},
-              {"scale", "adapt_present"}, {"cultures"}, {"report", "reproduce"}]
+              {"scale", "adapt_present"}, {"cultures"}, {"report.params"}, {"report.publish"}, {"report.render"},
+              {"report.execute"}, {"report.inputs"}, {"report.runner", "report", "reproduce"}]
+PACKAGES = {"labclip.lab.report"}  # a package's __init__ only re-exports its modules
 FRONT = ["cli", "__main__"]
 CORE = set().union(*CORE_LAYERS)
 
@@ -53,7 +55,7 @@ def _imports(path: Path) -> list[tuple[str, int]]:
 
 def _layer(module: str) -> tuple[int, int]:
     """(tier, layer): tier 0 core, 1 lab, 2 front end; (3, 0) for a module not placed yet."""
-    short = module.split(".")[-1]
+    short = module.removeprefix("labclip.lab.") if module.startswith("labclip.lab.") else module.split(".")[-1]
     layers = LAB_LAYERS if module.startswith("labclip.lab.") else CORE_LAYERS
     tier = 1 if layers is LAB_LAYERS else 0
     if short in FRONT and tier == 0:
@@ -67,7 +69,7 @@ SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" and
 def test_every_module_has_a_place():
     placed = {_name(p) for p in SOURCES}
     expected = {f"labclip.{m}" for m in CORE | set(FRONT)} | {f"labclip.lab.{m}" for m in set().union(*LAB_LAYERS)}
-    assert placed == expected, "add new modules to the layers here and in ARCHITECTURE.md"
+    assert placed == expected - PACKAGES, "add new modules to the layers here and in ARCHITECTURE.md"
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=_name)
