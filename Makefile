@@ -38,7 +38,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_REPORT := chromium fonts-dejavu-core poppler-utils
 APT_DATA := fonts-noto-color-emoji fonts-noto-core
 
-.PHONY: help setup sysdeps report report-scale report-adapt report-cultures reproduce test test-real lint format data bench dist clean
+.PHONY: help setup sysdeps notebooks report report-scale report-adapt report-cultures reproduce test test-real lint format data bench dist clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} \
@@ -61,28 +61,30 @@ sysdeps: ## Install the Debian packages the PDF report needs (chromium, DejaVu f
 	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_REPORT) >/dev/null; }
 
 # One line of arguments, only for the variables that are set (so make echoes no blank continuation lines).
+# REPORT_ARGS: the parameters the default notebooks read; DATASET_ARGS: those only the dataset reports read
+# (tests/test_report_params.py checks both against labclip.lab.report.params).
 REPORT_ARGS = $(strip --out "$(OUT)" $(if $(PARAMS),--params "$(PARAMS)") $(if $(MODEL),--model "$(MODEL)") \
   $(if $(CAPTIONS),--captions "$(CAPTIONS)") $(if $(IMAGE_DIR),--image-dir "$(IMAGE_DIR)") \
   $(if $(LABELS),--labels "$(LABELS)") $(if $(LANGS),--langs $(LANGS)) $(if $(TOPK),--top-k $(TOPK)) \
   $(if $(BATCH),--batch-size $(BATCH)) $(if $(TITLE),--title "$(TITLE)") $(if $(STRICT),--strict) \
   $(if $(MODELS),--compare-models $(MODELS)) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
   $(if $(TEMPLATES),--templates $(TEMPLATES)) $(if $(PRECISION),--precision "$(PRECISION)"))
+DATASET_ARGS = $(strip $(if $(DATASET),--dataset "$(DATASET)") $(if $(REFERENCE),--reference "$(REFERENCE)"))
 
 report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MODEL= CAPTIONS= IMAGE_DIR= LABELS= LANGS= MODELS= PRECISION= PARAMS= STRICT=1; see README)
 	@$(STRICT_CHECK)
 	$(PY) -m labclip report $(REPORT_ARGS)
 
-report-adapt: setup sysdeps ## Run the adapters notebook (06_adapt, ru→en on the default set) into reports/ (MODEL= PRECISION=)
-	$(PY) -m labclip report --out "$(OUT)" --notebooks 06_adapt $(if $(MODEL),--model "$(MODEL)") \
-	  $(if $(PRECISION),--precision "$(PRECISION)")
+report-adapt: setup sysdeps ## Run the adapters notebook (06_adapt, ru→en on the default set) into reports/ (MODEL= CAPTIONS= LABELS= PRECISION=)
+	@$(STRICT_CHECK)
+	$(PY) -m labclip report --notebooks 06_adapt $(REPORT_ARGS)
 report-scale: setup sysdeps ## Scale report 05_scale on a benchmark (DATASET=xtd10|xm3600|folder|file MODEL= MODELS= LANGS= TRANSLATOR= PRECISION=)
 	@test -n "$(DATASET)" || { echo "labclip: error: make report-scale needs DATASET=xtd10, xm3600, a prepared folder or a caption file" >&2; exit 2; }
 	@$(STRICT_CHECK)
-	$(PY) -m labclip report --out "$(OUT)" $(if $(DATASET),--dataset "$(DATASET)") \
-	  $(if $(MODEL),--model "$(MODEL)") $(if $(MODELS),--compare-models $(MODELS)) \
-	  $(if $(LANGS),--langs $(LANGS)) $(if $(BATCH),--batch-size $(BATCH)) $(if $(TITLE),--title "$(TITLE)") \
-	  $(if $(STRICT),--strict) $(if $(TRANSLATOR),--translator "$(TRANSLATOR)") \
-	  $(if $(REFERENCE),--reference "$(REFERENCE)") $(if $(PRECISION),--precision "$(PRECISION)")
+	$(PY) -m labclip report --notebooks 05_scale $(REPORT_ARGS) $(DATASET_ARGS)
+
+notebooks: setup ## Build notebooks/*.ipynb (for Colab) from their jupytext sources notebooks/*.py and the report parameters
+	$(PY) scripts/build_notebooks.py
 
 reproduce: setup ## Online only: XTD10 for ViT-B/32 and the default multilingual model, measured vs published (skips offline)
 	$(PY) -m labclip.lab.reproduce $(if $(LANGS),--langs $(LANGS)) $(if $(BATCH),--batch-size $(BATCH))
@@ -91,10 +93,7 @@ reproduce: setup ## Online only: XTD10 for ViT-B/32 and the default multilingual
 report-cultures: setup sysdeps ## Cross-cultural report 07_cultures: region x language retrieval and tests (DATASET=xm3600|folder|file with a region column MODEL= MODELS= LANGS= PRECISION=)
 	@test -n "$(DATASET)" || { echo "labclip: error: make report-cultures needs DATASET=xm3600, a prepared folder or a caption file with a region column" >&2; exit 2; }
 	@$(STRICT_CHECK)
-	$(PY) -m labclip report --out "$(OUT)" --notebooks 07_cultures --dataset "$(DATASET)" \
-	  $(if $(MODEL),--model "$(MODEL)") $(if $(MODELS),--compare-models $(MODELS)) \
-	  $(if $(LANGS),--langs $(LANGS)) $(if $(BATCH),--batch-size $(BATCH)) $(if $(TITLE),--title "$(TITLE)") \
-	  $(if $(STRICT),--strict) $(if $(PRECISION),--precision "$(PRECISION)")
+	$(PY) -m labclip report --notebooks 07_cultures $(REPORT_ARGS) $(DATASET_ARGS)
 
 test: setup sysdeps ## Run the test suite (offline, tiny models)
 	$(PY) -m pytest -q -m "not slow"
@@ -103,7 +102,7 @@ test-real: setup ## Check each default model's real weights from the hub (downlo
 	$(PY) -m pytest -q -m slow -rs
 
 lint: setup ## Check style with ruff and types with mypy
-	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff check src tests benchmarks scripts notebooks/*.py
 	$(VENV)/bin/mypy src/labclip
 
 format: setup ## Format the code with ruff

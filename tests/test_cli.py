@@ -169,7 +169,7 @@ def test_report_options_reach_the_runner(monkeypatch):
     argv = ["--image-dir", "my/photos", "--model", "demo", "--no-pdf", "--langs", "en", "ru"]
     assert main(["report", *argv]) == 0
     (args,) = seen
-    assert (args.image_dir, args.model, args.no_pdf, args.langs) == ("my/photos", "demo", True, ["en", "ru"])
+    assert (args.image_dir, args.model, args.no_pdf, args.languages) == ("my/photos", "demo", True, ["en", "ru"])
 
 
 def test_report_help_is_the_report_parser(capsys):

@@ -57,7 +57,7 @@ def no_model(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was checked or loaded before the inputs were")
 
-    monkeypatch.setattr(rep, "check_model_or_demo", refuse)
+    monkeypatch.setattr(rep.runner, "check_model_or_demo", refuse)
 
 
 # --- 2: counts of 0 or less -------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ def test_bad_precision_is_one_line_exit_2_before_any_model(tmp_path, monkeypatch
     def no_model(*args, **kwargs):
         raise AssertionError("the model was checked or loaded before the precision")
 
-    monkeypatch.setattr(rep, "check_model_or_demo", no_model)
+    monkeypatch.setattr(rep.runner, "check_model_or_demo", no_model)
     out = tmp_path / "out"
     assert labclip_main(["report", "--model", "demo", "--precision", "int8", "--out", str(out)]) == 2
     assert "invalid choice: 'int8'" in _one_error_line(capsys)

@@ -2,6 +2,7 @@
 nothing left behind by Ctrl-C, a Chromium timeout or a dead kernel, no machine paths in reports."""
 
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -24,6 +25,8 @@ from labclip.config import IMAGES_DIR, PROJ_ROOT
 from labclip.lab import report as rep
 from labclip.lab.provenance import sha256_files
 
+publish_ = importlib.import_module("labclip.lab.report.publish")  # the module (rep.publish is its function)
+
 
 def _nothing_published(out: Path) -> None:
     assert not (out / "latest").exists()
@@ -40,8 +43,8 @@ def quick_notebooks(tmp_path, monkeypatch):
     meta = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
     for name, code in (("01_matching", "print('hello')"), ("02_languages", "import os\nos._exit(1)")):
         nbformat.write(new_notebook(cells=[params, new_code_cell(code)], metadata=meta), folder / f"{name}.ipynb")
-    monkeypatch.setattr(rep, "NOTEBOOKS_DIR", folder)
-    monkeypatch.setattr(rep, "check_model_or_demo", lambda name, strict: None)
+    monkeypatch.setattr(rep.execute, "NOTEBOOKS_DIR", folder)
+    monkeypatch.setattr(rep.runner, "check_model_or_demo", lambda name, strict: None)
     return folder
 
 
@@ -59,8 +62,8 @@ def test_chromium_timeout_stops_it_and_publishes_nothing(tmp_path, quick_noteboo
     pid_file = tmp_path / "pid"
     fake.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nsleep 300\n")
     fake.chmod(0o755)
-    monkeypatch.setattr(rep, "chromium", lambda: str(fake))
-    monkeypatch.setattr(rep, "PDF_TIMEOUT_S", 3)
+    monkeypatch.setattr(rep.render, "chromium", lambda: str(fake))
+    monkeypatch.setattr(rep.render, "PDF_TIMEOUT_S", 3)
     out = tmp_path / "out"
     rep.build_reports({}, out, notebooks=["01_matching"], pdf=False)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
@@ -162,7 +165,7 @@ def test_a_run_is_never_pruned_while_it_is_published(tmp_path, monkeypatch):
     old_id, new_id = "20260101T000000Z-bbbbbb", "20260103T000000Z-cccccc"  # older than every run above, and newer
     old, new = _stage(out, old_id), _stage(out, new_id)
     moved, resume = threading.Event(), threading.Event()
-    link = rep._link
+    link = publish_._link
 
     def paused_link(path, target):  # the older run, after its folder was moved into runs/, before any link
         if threading.current_thread().name == "older" and not moved.is_set():
@@ -170,7 +173,7 @@ def test_a_run_is_never_pruned_while_it_is_published(tmp_path, monkeypatch):
             assert resume.wait(30)
         return link(path, target)
 
-    monkeypatch.setattr(rep, "_link", paused_link)
+    monkeypatch.setattr(publish_, "_link", paused_link)
     errors = []
 
     def publish(staging, run_id):
@@ -217,7 +220,7 @@ def test_inputs_and_out_are_checked_before_any_model_loads(tmp_path, monkeypatch
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded before the inputs were checked")
 
-    monkeypatch.setattr(rep, "check_model_or_demo", no_model)
+    monkeypatch.setattr(rep.runner, "check_model_or_demo", no_model)
     blocker = tmp_path / "file"
     blocker.write_text("x")
     missing = tmp_path / "c.csv"
@@ -324,7 +327,7 @@ def test_a_foreign_folder_is_refused_before_anything_runs(users_folder, monkeypa
     def no_model(*args, **kwargs):
         raise AssertionError("a model was checked before the output folder")
 
-    monkeypatch.setattr(rep, "check_model_or_demo", no_model)
+    monkeypatch.setattr(rep.runner, "check_model_or_demo", no_model)
     before = _tree(users_folder)
     assert labclip_main(["report", "--model", "demo", "--no-pdf", "--out", str(users_folder)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -344,7 +347,7 @@ def test_names_labclip_would_replace_are_refused_up_front(users_folder, monkeypa
     def no_model(*args, **kwargs):
         raise AssertionError("a model was checked before the output folder")
 
-    monkeypatch.setattr(rep, "check_model_or_demo", no_model)
+    monkeypatch.setattr(rep.runner, "check_model_or_demo", no_model)
     if theirs.endswith("/"):
         (users_folder / theirs).mkdir()
         (users_folder / theirs / "keep.txt").write_text("mine")
@@ -371,7 +374,7 @@ def test_latest_as_a_real_folder_is_found_before_any_notebook_in_labclips_folder
 
 
 def test_into_existing_keeps_every_user_file_and_folder(users_folder, quick_notebooks, monkeypatch):
-    monkeypatch.setattr(rep, "KEEP_RUNS", 1)
+    monkeypatch.setattr(publish_, "KEEP_RUNS", 1)
     before = _tree(users_folder)
     with pytest.raises(LabclipError, match="holds files labclip did not write"):
         rep.build_reports({}, users_folder, notebooks=["01_matching"], pdf=False)

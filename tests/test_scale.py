@@ -312,7 +312,7 @@ def test_runner_decodes_images_once_then_tells_each_notebook_to_skip(tmp_path, m
     from labclip.lab import report
 
     checks, injected = [], []
-    real = report.load_captions
+    real = report.inputs.load_captions
 
     def counting(*args, **kwargs):
         checks.append(kwargs.get("check_images", True))
@@ -325,7 +325,7 @@ def test_runner_decodes_images_once_then_tells_each_notebook_to_skip(tmp_path, m
         injected.append(parameters)
         raise Stop
 
-    monkeypatch.setattr(report, "load_captions", counting)
+    monkeypatch.setattr(report.inputs, "load_captions", counting)
     monkeypatch.setattr(papermill, "execute_notebook", execute)
     with pytest.raises(LabclipError, match="Stop"):
         report.build_reports({"model": "demo"}, tmp_path / "out", ["01_matching"], pdf=False)

@@ -1,0 +1,29 @@
+# %% [markdown] tags=["remove-cell"]
+# **labclip** · The full lab write-up; every number in the prose is computed in this run. Change the parameters below.
+
+# %% tags=["parameters"]
+model = "openai/clip-vit-base-patch32"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"
+captions = None  # caption file (None: data/captions/default.csv)
+image_dir = None  # folder the relative image paths are resolved against (None: the caption file's folder)
+languages = ["en", "ru"]  # caption columns to use (the matching notebook uses the first)
+top_k = 3
+batch_size = None  # None: the model's default
+title = "Lab report: matching images and captions with CLIP"
+precision = None  # None: this notebook's default, fp32 (exact numbers, read one by one); or "auto" (bf16 where the hardware runs it faster, else fp32), "fp32", "bf16", "fp16"
+strict = False  # True: fail when the model can't be loaded instead of using the demo model
+check_images = True  # False: skip decoding every image (the report runner has already checked them once)
+output_dir = None  # folder for metrics and provenance JSON (None: not written)
+
+# %%
+from labclip.lab import experiment, present
+
+exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict,  # check the captions, load the model
+                       check_images=check_images, precision=precision, default_for="03_lab_report")
+present.title(exp, title, report="Lab report: matching images and captions with CLIP")
+
+# %%
+present.lab_report(exp, languages)  # narrative.abstract, method, results, discussion, limitations
+
+# %%
+exp.save(output_dir, "03_lab_report")  # metrics and provenance as JSON, when output_dir is set
+present.provenance(exp)
