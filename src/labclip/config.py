@@ -147,6 +147,9 @@ def shown_model(name: str, sep: str = "+") -> str:
     """
     model, mark, adapter = str(name).rpartition("+adapter:")
     name, adapter = (model, adapter) if mark and model and adapter else (str(name), None)
+    model, mark, tuned = name.rpartition("+finetune:")
+    if mark and model and tuned:
+        return shown_model(model, sep) + f"{sep}finetune:{shown_path(tuned)}" + (f"{sep}adapter:{shown_path(adapter)}" if adapter else "")
     parts = [name] if exists(name) else name.split("+")
     shown = sep.join(shown_path(p) if p and (Path(p).is_absolute() or exists(p)) else p for p in parts)
     return shown if adapter is None else f"{shown}{sep}adapter:{shown_path(adapter)}"

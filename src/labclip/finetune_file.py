@@ -18,7 +18,6 @@ from typing import IO, TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from . import __version__
 from .atomic import write_atomic
 from .config import shown_model, shown_revision
 from .errors import LabclipError
@@ -45,6 +44,8 @@ def save_finetune(trained: Trained, model: Any, folder: str | os.PathLike[str], 
 
     ``facts`` go into the card as they are (e.g. ``languages``, ``data``, ``held_out``)."""
     from safetensors.torch import save
+
+    from . import __version__
 
     folder = Path(folder)
     data = save(trained.tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
@@ -160,10 +161,10 @@ def apply_finetune(model: Any, path: str | os.PathLike[str]) -> Any:
         model.logit_bias = card.get("logit_bias") if model.logit_bias is not None else None
     label = Path(path).name if Path(path).is_dir() else Path(path).parent.name
     model.name = f"{model.name}{FINETUNE_MARK}{label}"
-    model.revision = f"{model.revision}{FINETUNE_MARK}{card['sha256'][:16]}"
-    model.finetune_card = {k: card[k] for k in ("base_model", "base_revision", "method", "trainable_parameters",
-                                                 "seed", "data_sha256", "sha256") if k in card}
-    model.finetune_card["base_model"] = shown_model(str(card.get("base_model", "")))
+    model.revision = f"{shown_revision(model.revision)}{FINETUNE_MARK}{card['sha256'][:16]}"
+    model.finetune_card = {**{k: card[k] for k in ("base_revision", "method", "trainable_parameters", "seed",
+                                                   "data_sha256", "sha256") if k in card},
+                           "label": label, "base_model": shown_model(str(card.get("base_model", "")))}
     if model.cache is not None:
         model.cache.namespaces["captions"] = fingerprint(model)
     return model

@@ -26,6 +26,7 @@ from .config import check_model_name, shown_model, shown_revision
 from .demo import UNTRAINED_MARKER, demo_model_path
 from .encoders import LOADERS, ImageTower, TextTower
 from .errors import LabclipError, at_least
+from .finetune_file import apply_finetune, load_finetune, split_finetune
 from .hub import ModelUnavailable, PartFailed, check_source, did_you_mean, is_repo_id, load_failure
 from .images import PREPROCESS_VERSION, Preprocess, load_image
 from .precision import FP32, Precision, cast, choose, to_dtype
@@ -277,6 +278,7 @@ def load_model(
     """
     name, adapter_path = split_adapter(str(name_or_path))
     adapter = adapter if adapter is not None else adapter_path
+    name, finetune_path = split_finetune(name)
     chosen = choose(precision, device, default_for=default_for)
     info = _model_info(str(demo_model_path()) if name == DEMO_MODEL else name, image_model)
     try:
@@ -301,6 +303,8 @@ def load_model(
         source=info.id, image_source=resolve_model_name(info.image_source), device=device, revision=revision,
         image_revision=towers.image_revision, untrained=untrained, precision=chosen, logit_bias=towers.logit_bias,
     )
+    if finetune_path is not None:
+        apply_finetune(clip, finetune_path)
     if cache:
         root = default_cache_dir() if cache is True else Path(cache)
         clip.cache = EmbeddingCache(root, {"images": fingerprint(clip, images_only=True), "captions": fingerprint(clip)},
@@ -356,6 +360,9 @@ def check_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, image_model: st
             cannot be reached, with the same message.
     """
     name, adapter = split_adapter(str(name_or_path))
+    name, finetune_path = split_finetune(name)
+    if finetune_path is not None:
+        load_finetune(finetune_path)
     if name != DEMO_MODEL:
         info = _model_info(name, image_model)
         for source in dict.fromkeys([info.image_source, info.id]):
@@ -430,6 +437,7 @@ def describe(model: ClipModel) -> dict:
         "precision_default": model.precision.default,
         "cache": _cache_summary(model),
         **({"adapter": model.adapter_card} if isinstance(model, AdaptedModel) else {}),
+        **({"finetune": model.finetune_card} if getattr(model, "finetune_card", None) else {}),
     }
 
 

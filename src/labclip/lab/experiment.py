@@ -383,7 +383,7 @@ def check_model_or_demo(name: str, strict: bool = False) -> str | None:
 def _fallback(name: str, strict: bool, err: ModelUnavailable) -> str:
     """The demo model stands in for ``name``, which is unavailable (``err``): return the reason, said once
     on stderr; re-raise ``err`` in strict mode, for the demo model itself and for a model with an adapter."""
-    if strict or name == DEMO_MODEL or split_adapter(name)[1] is not None:
+    if strict or name == DEMO_MODEL or split_adapter(name)[1] is not None or "+finetune:" in name:
         raise err
     reason = without_demo_hint(str(err))
     print(f"labclip: {reason} -- using the untrained demo model instead (strict mode turns this into an error)",

@@ -112,6 +112,10 @@ def model_record(model, requested: str | None = None, fallback_reason: str | Non
               "untrained": bool(model.untrained), "fallback_reason": fallback_reason,
               "precision": model.precision.name, "precision_requested": model.precision.requested,
               "precision_reason": model.precision.reason, "precision_default": model.precision.default}
+    tuned = getattr(model, "finetune_card", None)
+    if tuned:  # MODEL+finetune:LABEL; its revision already carries the fine-tuned weights' hash
+        model_id = record["id"] = f"{model_id}+finetune:{tuned['label']}"
+        record["finetune"] = tuned
     card = getattr(model, "adapter_card", None)
     if card is not None:
         record.update(id=f"{model_id}{ADAPTER_MARK}{card['label']}", revision=f"{revision}{ADAPTER_MARK}{card['sha256']}",
