@@ -32,8 +32,8 @@ strict = False  # True: fail when the model can't be loaded instead of using the
 output_dir = None  # folder for the results and provenance JSON (None: not written)
 
 # %%
-from labclip.finetune import FinetuneConfig
-from labclip.lab import finetune_report as report
+from labclip.finetune import FinetuneConfig  # noqa: E402 - papermill injects parameters above
+from labclip.lab import finetune_report as report  # noqa: E402
 
 config = FinetuneConfig(method=method, epochs=epochs, batch_size=batch_size or 32, lr=learning_rate, seed=seed)
 run = report.start(model, captions, (languages or ["ru"])[0], image_dir=image_dir, config=config, folds=folds,

@@ -17,15 +17,15 @@ CORE_LAYERS = [
     {"errors", "atomic", "registry"},
     {"config"},
     {"images", "text", "hub", "cache", "demo", "stats", "precision", "adapter"},
-    {"data", "multilingual", "labels"},
+    {"data", "multilingual", "labels", "finetune_file"},
     {"encoders"},
     {"model"},
     {"metrics"},
-    {"zeroshot", "translate", "datasets", "adapt", "cultures"},
+    {"zeroshot", "translate", "datasets", "adapt", "cultures", "finetune"},
 ]
-LAB_LAYERS = [{"tables", "provenance"}, {"experiment"}, {"compare", "adapt"}, {"narrative", "plots"}, {"present"},
-              {"scale", "adapt_present"}, {"cultures"}, {"report", "reproduce"}]
-FRONT = ["cli", "__main__"]
+LAB_LAYERS = [{"tables", "provenance"}, {"experiment"}, {"compare", "adapt", "finetune"}, {"narrative", "plots"},
+              {"present"}, {"scale", "adapt_present", "finetune_report"}, {"cultures"}, {"report", "reproduce"}]
+FRONT = ["finetune_cli", "cli", "__main__"]
 CORE = set().union(*CORE_LAYERS)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from . import __version__, finetune_cli
 from .adapter import ADAPTER_MARK, public_card
 from .atomic import write_texts
 from .config import (
@@ -182,6 +182,7 @@ def _parser() -> argparse.ArgumentParser:
                      "reports. Errors are one line 'labclip: error: ...' with exit status 2.", **kw)
     parser.add_argument("--version", action="version", version=f"labclip {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    finetune_cli.add_parser(sub)
 
     p = sub.add_parser("match", help="paired-caption metrics and top-k table", description="Match each image with "
                        "the captions of one language of a caption file; caption i belongs to image i.", **kw)
@@ -887,6 +888,7 @@ def cmd_adapt(args) -> None:
 
 COMMANDS = {"adapt": cmd_adapt, "compare": cmd_compare, "match": cmd_match, "classify": cmd_classify, "tag": cmd_tag,
             "search": cmd_search, "eval": cmd_eval}
+COMMANDS["finetune"] = finetune_cli.run
 
 
 def report_parser() -> argparse.ArgumentParser:

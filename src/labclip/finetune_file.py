@@ -145,7 +145,6 @@ def apply_finetune(model: Any, path: str | os.PathLike[str]) -> Any:
         LabclipError: the files are missing or broken, or they were trained on another model.
     """
     from .adapter import same_model
-    from .model import fingerprint
 
     tensors, card = load_finetune(path)
     if card.get("base_model") and not same_model(str(card["base_model"]), model):
@@ -165,8 +164,9 @@ def apply_finetune(model: Any, path: str | os.PathLike[str]) -> Any:
     model.finetune_card = {**{k: card[k] for k in ("base_revision", "method", "trainable_parameters", "seed",
                                                    "data_sha256", "sha256") if k in card},
                            "label": label, "base_model": shown_model(str(card.get("base_model", "")))}
-    if model.cache is not None:
-        model.cache.namespaces["captions"] = fingerprint(model)
+    if model.cache is not None:  # the captions' cache key carries the weights (load_model builds it after this)
+        key = f"{model.cache.namespaces['captions']}{FINETUNE_MARK}{card['sha256']}"
+        model.cache.namespaces["captions"] = hashlib.sha256(key.encode()).hexdigest()[:32]
     return model
 
 

@@ -30,7 +30,7 @@ from ..stats import paired_test, wilson_interval
 from .provenance import Timings, now, sha256_file
 
 DIRECTIONS = {"i2t": "image→text", "t2i": "text→image"}
-VARIANTS = {"zero_shot": "zero-shot", "ridge": "ridge text adapter", "finetuned": "fine-tuned"}
+VARIANTS = {"zero_shot": "zero-shot tower", "ridge": "ridge text adapter", "finetuned": "fine-tuned tower"}
 KS = (1, 5)
 HOLDOUT_FROM = 200  # images; below, k-fold
 CHECKPOINTS = "checkpoints"
