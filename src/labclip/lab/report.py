@@ -53,7 +53,7 @@ NOTEBOOKS = ("01_matching", "02_languages", "03_lab_report", "04_zeroshot")
 SCALE_NOTEBOOK = "05_scale"  # run by `make report-scale DATASET=...`, not by default
 CULTURES_NOTEBOOK = "07_cultures"  # run by `make report-cultures DATASET=...`, not by default
 DATASET_NOTEBOOKS = (SCALE_NOTEBOOK, CULTURES_NOTEBOOK)  # the notebooks that read --dataset
-OPTIONAL_NOTEBOOKS = (SCALE_NOTEBOOK, "06_adapt", CULTURES_NOTEBOOK)  # run on request (make report-scale, ...)
+OPTIONAL_NOTEBOOKS = (SCALE_NOTEBOOK, "06_adapt", CULTURES_NOTEBOOK, "08_finetune")  # run on request (make report-scale, ...)
 KERNEL = "labclip"
 PARAMETERS = ("model", "captions", "image_dir", "languages", "top_k", "batch_size", "title", "strict",
               "compare_models", "translator", "labels", "template_sets", "dataset", "reference", "precision")
