@@ -16,6 +16,30 @@
 # CPU: the loss going down, and what it buys on images it never saw, against zero-shot and the ridge text
 # adapter. Change the parameters below. Tables and figures come from `labclip.lab`.
 
+# %% tags=["remove-cell"]
+# Colab: install labclip (and fetch its data) unless `import labclip` gives the installed package; elsewhere
+# this does nothing. Safe to run again, after a restart or an interrupted install.
+import importlib
+import os
+import subprocess
+import sys
+
+try:
+    import labclip  # a clone folder named labclip/ imports as an empty namespace package: no file, no API
+    installed = getattr(labclip, "__file__", None) is not None and hasattr(labclip, "match_metrics")
+except Exception:  # not installed, or an install that broke half-way
+    installed = False
+if not installed:
+    if not os.path.isfile("labclip/pyproject.toml"):
+        subprocess.run(["git", "clone", "--depth=1", "https://github.com/labclip/labclip", "labclip"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "./labclip[report]"], check=True)
+    for name in [m for m in sys.modules if m == "labclip" or m.startswith("labclip.")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
+    import labclip
+if os.path.isfile("labclip/pyproject.toml"):
+    os.environ["LABCLIP_ROOT"] = os.path.abspath("labclip")
+
 # %% tags=["parameters"]
 model = "openai/clip-vit-base-patch32"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"
 captions = None  # caption set (None: data/captions/default.csv)
@@ -27,6 +51,7 @@ batch_size = None  # pairs per contrastive batch (None: 32)
 learning_rate = 5e-4
 folds = "auto"  # "auto": 5 folds below 200 images, else one 80/20 hold-out; or a number
 seed = 0
+precision = None  # None: this notebook's default, fp32 (fine-tuning needs fp32 weights; other precisions are refused)
 title = "Fine-tuning the text tower on a CPU, scored on held-out images"
 strict = False  # True: fail when the model can't be loaded instead of using the demo model
 output_dir = None  # folder for the results and provenance JSON (None: not written)
@@ -37,7 +62,7 @@ from labclip.lab import finetune_report as report  # noqa: E402
 
 config = FinetuneConfig(method=method, epochs=epochs, batch_size=batch_size or 32, lr=learning_rate, seed=seed)
 run = report.start(model, captions, (languages or ["ru"])[0], image_dir=image_dir, config=config, folds=folds,
-                   strict=strict)
+                   strict=strict, precision=precision, default_for="08_finetune")
 report.title(run, title, report="Fine-tuning the text tower on a CPU, scored on held-out images")
 
 # %%

@@ -43,6 +43,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--folds", default="auto", help="'auto', 'holdout' or a number of folds over images")
     p.add_argument("--seed", type=int, default=0, help="LoRA's start and the batch order (default: 0)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--precision", default=None, help="weights' precision (default: fp32, which fine-tuning needs)")
+    p.set_defaults(precision_default_for="finetune")
 
 
 def _config(args: argparse.Namespace) -> FinetuneConfig:
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace) -> None:
     folds: int | str = int(args.folds) if str(args.folds).isdigit() else str(args.folds)
     _check_out(args.out)
     load_captions(args.captions, args.image_dir, [args.lang])
-    model = load_model(args.model, device=args.device, precision="fp32")
+    model = load_model(args.model, device=args.device, precision=args.precision, default_for="finetune")
     try:
         result = run_finetune(model, args.captions, args.lang, image_dir=args.image_dir, config=config, folds=folds,
                               out=args.out, progress=_progress, requested_model=args.model)

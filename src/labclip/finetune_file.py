@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import torch
 from torch import nn
@@ -21,9 +21,6 @@ from torch import nn
 from .atomic import write_atomic
 from .config import shown_model, shown_revision
 from .errors import LabclipError
-
-if TYPE_CHECKING:
-    from .finetune import Trained
 
 FORMAT = "labclip-finetune"
 FORMAT_VERSION = 1
@@ -38,7 +35,7 @@ def split_finetune(spec: str) -> tuple[str, str | None]:
     return (model, path) if mark and model and path else (str(spec), None)
 
 
-def save_finetune(trained: Trained, model: Any, folder: str | os.PathLike[str], **facts: Any) -> Path:
+def save_finetune(trained: Any, model: Any, folder: str | os.PathLike[str], **facts: Any) -> Path:
     """Write ``folder/finetune.safetensors`` (the trained tensors only) and ``folder/finetune.json`` (the card),
     each atomically; the card records the tensors' hash, so a mismatched pair is refused on loading.
 

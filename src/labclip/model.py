@@ -437,7 +437,7 @@ def describe(model: ClipModel) -> dict:
         "precision_default": model.precision.default,
         "cache": _cache_summary(model),
         **({"adapter": model.adapter_card} if isinstance(model, AdaptedModel) else {}),
-        **({"finetune": model.finetune_card} if getattr(model, "finetune_card", None) else {}),
+        **({"finetune": card} if (card := getattr(model, "finetune_card", None)) else {}),
     }
 
 

@@ -166,7 +166,7 @@ def evaluate_finetune(model: Any, pairs: Pairs, first: list[str], config: Finetu
         d: {v: {k: [] for k in KS} for v in VARIANTS} for d in DIRECTIONS}
     histories, sims, kept = [], [], None
     for n, (train, test) in enumerate(splits):
-        ridge = fit_text_adapter(before[train], pairs.images[train], groups=train, card={})
+        ridge = fit_text_adapter(before[train], pairs.images[train], groups=list(train), card={})
         tuned, trainer, trained = train_fold(model, pairs, train, config,
                                              checkpoints / f"fold-{n}.pt" if checkpoints else None, progress,
                                              f"fold {n + 1}/{len(splits)}")
@@ -235,7 +235,7 @@ def run_finetune(model: Any, captions: str | os.PathLike[str], language: str, *,
     config = config or FinetuneConfig()
     timings = Timings()
     with timings.stage("load captions"):
-        table = load_captions(captions, image_dir, [language])
+        table = load_captions(Path(captions), None if image_dir is None else Path(image_dir), [language])
     with timings.stage("encode images"):
         pairs, first = caption_pairs(model, table, language)
     checkpoints = Path(out) / CHECKPOINTS if out is not None else None

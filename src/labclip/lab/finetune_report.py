@@ -180,12 +180,13 @@ def heatmap_figures(run: FinetuneRun, limit: int = 8) -> list[Figure]:
 
 def start(model: str, captions: str | os.PathLike[str] | None, language: str, *, image_dir: Any = None,
           config: FinetuneConfig | None = None, folds: int | str = "auto", strict: bool = False,
-          out: str | os.PathLike[str] | None = None) -> FinetuneRun:
-    """Load ``model`` in fp32 (the demo model stands in under the one fallback policy, never for a model with
+          out: str | os.PathLike[str] | None = None, precision: str | None = None,
+          default_for: str | None = "08_finetune") -> FinetuneRun:
+    """Load ``model`` (``precision`` None: fp32 from the defaults table; the demo model stands in under the one fallback policy, never for a model with
     ``+finetune:`` or ``+adapter:``) and run :func:`labclip.lab.finetune.run_finetune`."""
     from ..config import DATA_DIR
 
-    loaded, reason = load_model_or_demo(model, strict, precision="fp32")
+    loaded, reason = load_model_or_demo(model, strict, precision=precision, default_for=default_for)
     run = run_finetune(loaded, captions or DATA_DIR / "captions" / "default.csv", language, image_dir=image_dir,
                        config=config, folds=folds, out=out, requested_model=model)
     run.fallback_reason = reason
@@ -215,12 +216,12 @@ def save_json(run: FinetuneRun, output_dir: str | os.PathLike[str], name: str = 
 
 
 def figure(fig: Figure) -> None:
-    display(HTML(svg(fig)))
+    display(HTML(svg(fig)))  # type: ignore[no-untyped-call]
 
 
 def title(run: FinetuneRun, text: str, report: str | None = None) -> None:
     """Title with the untrained-model and fallback banner (:func:`labclip.lab.present.header`)."""
-    header(run, text, f"{run.evaluation.n} held-out images · {run.language} captions · "
+    header(run, text,  # type: ignore[arg-type]  # a run as header reads it: model, requested model, fallback f"{run.evaluation.n} held-out images · {run.language} captions · "
                       f"{len(run.evaluation.folds)} split(s) · {run.config.method} · run started {run.started}", report)
 
 
