@@ -229,10 +229,20 @@ def summary(run: FinetuneRun) -> None:
     section("What fine-tuning bought on held-out images", " ".join(findings(run.evaluation, bool(run.model.untrained))))
 
 
+def gallery_sentence(evaluation: FinetuneEvaluation) -> str:
+    """How many captions each held-out image was ranked among, and whether recall@5 can tell methods apart."""
+    sizes = sorted({len(test) for _, test in evaluation.folds})
+    shown = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}"
+    text = (f"Each held-out image is ranked among its split's {shown} captions; no caption scored was trained on, "
+            "and the ridge adapter was fitted on the same training images. 95% Wilson intervals in brackets.")
+    if sizes[-1] <= max(KS):
+        text += f" With at most {sizes[-1]} captions per gallery, recall@{max(KS)} is 100% for every method."
+    return text
+
+
 def held_out(run: FinetuneRun) -> None:
-    section("Held-out recall", "Each held-out image is ranked among its split's captions; no caption scored was "
-            "trained on, and the ridge adapter was fitted on the same training images. 95% Wilson intervals in "
-            "brackets.", table(recall_table(run.evaluation)), table(paired_table(run.evaluation)))
+    section("Held-out recall", gallery_sentence(run.evaluation), table(recall_table(run.evaluation)),
+            table(paired_table(run.evaluation)))
 
 
 def curve(run: FinetuneRun) -> None:
