@@ -141,7 +141,7 @@ def finetuned(tmp_path_factory, tiny_model_dir):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     code = main(["finetune", str(folder / "captions.csv"), "--lang", "ru", "--model", str(tiny_model_dir),
-                 "--out", str(out), "--epochs", "2", "--folds", "2", "--batch-size", "4"])
+                 "--out", str(out), "--epochs", "2", "--folds", "2", "--pairs-per-batch", "4"])
     torch.set_num_threads(threads)
     assert code == 0
     return folder, out

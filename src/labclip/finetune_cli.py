@@ -33,7 +33,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--rank", type=int, default=8, help="LoRA rank (default: 8)")
     p.add_argument("--layers", type=int, default=1, help="blocks trained by --method layers (default: 1)")
     p.add_argument("--epochs", type=int, default=10, help="most epochs (default: 10)")
-    p.add_argument("--batch-size", type=int, default=32, help="pairs per contrastive batch (default: 32)")
+    p.add_argument("--pairs-per-batch", type=int, default=32, help="pairs per contrastive batch (default: 32)")
     p.add_argument("--micro-batch", type=int, help="pairs through the tower at once (default: the whole batch)")
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate of AdamW (default: 5e-4)")
     p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps warming up (default: 0.1)")
@@ -49,7 +49,7 @@ def add_parser(subparsers: Any) -> None:
 
 def _config(args: argparse.Namespace) -> FinetuneConfig:
     return FinetuneConfig(method=args.method, rank=args.rank, layers=args.layers, epochs=args.epochs,
-                          batch_size=args.batch_size, micro_batch=args.micro_batch, lr=args.lr, warmup=args.warmup,
+                          batch_size=args.pairs_per_batch, micro_batch=args.micro_batch, lr=args.lr, warmup=args.warmup,
                           weight_decay=args.weight_decay, learn_temperature=args.learn_temperature,
                           patience=args.patience, seed=args.seed)
 
