@@ -5,7 +5,8 @@ The captions are 8 to 16 words drawn from a fixed vocabulary (about as long as C
 random unit vectors (the locked image tower's output, read from the cache in a real run). Prints the measured
 seconds per epoch and the process's peak resident memory, never asserts them.
 
-    python benchmarks/bench_finetune.py [--pairs 1000] [--batch-size 32] [--method lora|layers] [--quick] [--doc FILE]
+    python benchmarks/bench_finetune.py [--pairs 1000] [--batch-size 32] [--method lora|layers] [--threads N]
+        [--quick] [--doc FILE]
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--method", choices=("lora", "layers"), default="lora")
     parser.add_argument("--quick", action="store_true", help="32 pairs (for CI)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own; on a shared machine one "
+                        "thread can beat two that wait for each other)")
     parser.add_argument("--doc", type=Path, metavar="FILE",
                         help="also write the printed figures as this script's section of FILE (docs/benchmarks.md)")
     args = parser.parse_args(argv)
@@ -65,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: argparse.Namespace) -> None:
     if args.quick:
         args.pairs = 32
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = CLIPConfig()  # ViT-B/32's sizes: text width 512, 12 layers, 8 heads, projection 512
     module = CLIPModel(config).eval()
