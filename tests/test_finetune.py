@@ -12,8 +12,8 @@ from labclip import load_model
 from labclip.cli import main
 from labclip.errors import LabclipError
 from labclip.finetune import FinetuneConfig, Pairs, Trainer, clip_loss, sigmoid_loss
-from labclip.lab.finetune import evaluate_finetune, fresh_copy
-from labclip.lab.finetune_report import findings
+from labclip.lab.finetune import evaluate_finetune, fresh_copy, image_splits
+from labclip.lab.finetune_report import findings, gallery_sentence
 from labclip.metrics import contrastive_loss
 
 WORDS = "cat car pizza mountain island rocket horse astronaut galaxy coffee cup red saucer photo".split()
@@ -78,6 +78,10 @@ def test_learnable_task_gains_significantly_on_held_out_images(base):
     said = findings(evaluation)
     assert "image→text recall@1" in said[0] and "a significant gain" in said[0]
     assert all(h.val_loss[h.best_epoch] < h.val_loss[0] for h in evaluation.histories)
+    gallery = gallery_sentence(evaluation)
+    assert "split's 20 captions" in gallery and "100% for every method" not in gallery
+    small = gallery_sentence(type(evaluation)(evaluation.hits, evaluation.images, image_splits(12, 5), []))
+    assert "split's 2–3 captions" in small and "recall@5 is 100% for every method" in small
 
 
 def test_shuffled_pairs_gain_nothing_and_the_prose_says_so(base):
@@ -197,3 +201,48 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(finetuned, tiny_model_
     make_tiny_model(other, seed=3)
     with pytest.raises(LabclipError, match="was trained on"):
         load_model(f"{other}+finetune:{out}", cache=False)
+
+
+SIGLIP = "google/siglip-base-patch16-256-multilingual"
+ST = "sentence-transformers/clip-ViT-B-32-multilingual-v1"
+
+
+@pytest.fixture(scope="module")
+def hub_cache(tmp_path_factory):
+    from hub_replicas import write_replica
+
+    cache = tmp_path_factory.mktemp("hub")
+    for repo in (SIGLIP, ST, "openai/clip-vit-base-patch32"):
+        write_replica(cache, repo)
+    return cache
+
+
+@pytest.mark.parametrize(("repo", "method"), [(SIGLIP, "lora"), (ST, "layers")])
+def test_other_families_fine_tune_and_reload(hub_cache, tmp_path, monkeypatch, repo, method):
+    """SigLIP (sigmoid loss with the model's logit bias) and a separate multilingual text tower, through the
+    hub replicas: training changes the tower, and the saved folder put on a freshly loaded model gives the
+    trained tower's embeddings."""
+    import huggingface_hub.constants as constants
+
+    from labclip.finetune import embed_texts, save_finetune
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = load_model(repo, cache=False, precision="fp32")
+    pairs, texts = synthetic(model, n=12)
+    trainer = Trainer(model, FinetuneConfig(method=method, epochs=2, batch_size=6, lr=1e-3), pairs)  # no validation:
+    # the last epoch's weights are kept (with validation, a loss that never fell would keep the untouched tower)
+    image, text = torch.tensor(pairs.images[:6]), embed_texts(model, texts[:6]).detach()
+    if repo == SIGLIP:
+        assert model.logit_bias is not None
+        assert float(trainer.loss(image, text)) == pytest.approx(
+            float(sigmoid_loss(image, text, torch.tensor(model.logit_scale), torch.tensor(model.logit_bias))))
+    trained = trainer.fit()
+    assert trained.history.epochs == [0, 1, 2]
+    with torch.no_grad():
+        after = embed_texts(model, texts).numpy()
+    assert not np.allclose(after, load_model(repo, cache=False).encode_texts(texts), atol=1e-5)
+    save_finetune(trained, model, tmp_path / "ft")
+    reloaded = load_model(f"{repo}+finetune:{tmp_path / 'ft'}", cache=False)
+    np.testing.assert_allclose(reloaded.encode_texts(texts), after, atol=2e-5)
