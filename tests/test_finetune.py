@@ -246,3 +246,17 @@ def test_other_families_fine_tune_and_reload(hub_cache, tmp_path, monkeypatch, r
     save_finetune(trained, model, tmp_path / "ft")
     reloaded = load_model(f"{repo}+finetune:{tmp_path / 'ft'}", cache=False)
     np.testing.assert_allclose(reloaded.encode_texts(texts), after, atol=2e-5)
+
+
+def test_a_learned_temperature_is_saved_and_put_on_the_model(base, tiny_model_dir, tmp_path):
+    from labclip.finetune import save_finetune
+
+    pairs, _ = synthetic(base, n=16)
+    config = FinetuneConfig(epochs=2, batch_size=8, lr=5e-2, learn_temperature=True, method="layers")
+    trained = Trainer(fresh_copy(base), config, pairs).fit()
+    assert trained.logit_scale != pytest.approx(base.logit_scale)
+    save_finetune(trained, base, tmp_path / "ft")
+    tuned = load_model(f"{tiny_model_dir}+finetune:{tmp_path / 'ft'}", cache=False)
+    assert tuned.logit_scale == pytest.approx(trained.logit_scale)
+    fixed = Trainer(fresh_copy(base), FinetuneConfig(epochs=1, batch_size=8, method="layers"), pairs).fit()
+    assert fixed.logit_scale == pytest.approx(base.logit_scale)

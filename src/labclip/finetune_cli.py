@@ -70,7 +70,7 @@ def _progress(what: str, trainer: Any) -> tuple[Any, Any]:
 
     per_epoch = sum(1 for _ in trainer.batches(1))
     bar = tqdm(total=per_epoch * trainer.config.epochs, desc=f"fine-tuning {what}", unit="batch",
-               initial=per_epoch * trainer.epoch)
+               initial=per_epoch * trainer.epoch, disable=None)  # None: shown on a terminal only
 
     def on_batch(loss: float) -> None:
         bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
