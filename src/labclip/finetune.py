@@ -89,7 +89,7 @@ def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor
     """CLIP's symmetric InfoNCE loss of matched unit rows: the mean of the image→text and text→image
     cross-entropies of ``logit_scale · image textᵀ`` against the diagonal."""
     logits = logit_scale * image @ text.T
-    labels = torch.arange(len(image))
+    labels = torch.arange(len(image), device=logits.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
@@ -97,7 +97,7 @@ def sigmoid_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Ten
                  logit_bias: torch.Tensor) -> torch.Tensor:
     """SigLIP's loss: ``-(1/n) Σ_ij log σ(z_ij (t · x_i·y_j + b))``, ``z_ij`` = 1 on the diagonal, else -1."""
     logits = logit_scale * image @ text.T + logit_bias
-    signs = 2 * torch.eye(len(image), dtype=logits.dtype) - 1
+    signs = 2 * torch.eye(len(image), dtype=logits.dtype, device=logits.device) - 1
     return -F.logsigmoid(signs * logits).sum() / len(image)
 
 
@@ -318,7 +318,7 @@ class Trainer:
 
     def run_epoch(self, on_batch: Callable[[float], None] | None = None) -> float:
         losses = []
-        images = torch.from_numpy(np.ascontiguousarray(self.train_pairs.images, np.float32))
+        images = torch.from_numpy(np.ascontiguousarray(self.train_pairs.images, np.float32)).to(self.model.device)
         for batch in self.batches(self.epoch + 1):
             texts = [self.train_pairs.texts[i] for i in batch]
             losses.append(self._step(texts, images[self.train_pairs.owner[batch]]))
@@ -333,10 +333,10 @@ class Trainer:
             return None
         with torch.no_grad():
             text = torch.cat([embed_texts(self.model, self.val.texts[s:s + 64]) for s in range(0, len(self.val.texts), 64)])
-            image = torch.from_numpy(np.ascontiguousarray(self.val.images, np.float32))[self.val.owner]
+            image = torch.from_numpy(np.ascontiguousarray(self.val.images, np.float32)).to(text.device)[self.val.owner]
             loss = float(self.loss(image, text))
             sim = image @ text.T
-            truth = torch.arange(len(text))
+            truth = torch.arange(len(text), device=text.device)
             recall = float(((sim.argmax(1) == truth).float().mean() + (sim.argmax(0) == truth).float().mean()) / 2)
         return loss, recall
 

@@ -134,7 +134,7 @@ def fresh_copy(model: Any) -> Any:
 def embed(model: Any, texts: Sequence[str], batch: int = 64) -> np.ndarray:
     """Unit caption embeddings through a (fine-tuned) tower, without gradients."""
     with torch.no_grad():
-        return torch.cat([embed_texts(model, texts[s:s + batch]) for s in range(0, len(texts), batch)]).numpy()
+        return torch.cat([embed_texts(model, texts[s:s + batch]) for s in range(0, len(texts), batch)]).cpu().numpy()
 
 
 Callbacks = tuple[Callable[[float], None] | None, Callable[[Any], None] | None]
