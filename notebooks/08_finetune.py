@@ -47,7 +47,7 @@ image_dir = None  # folder the image paths are relative to (None: beside the cap
 languages = None  # the first is the caption language fine-tuned on (None: ru)
 method = "lora"  # "lora" (peft) or "layers" (the last N blocks in full)
 epochs = 10
-batch_size = None  # pairs per contrastive batch (None: 32)
+pairs_per_batch = 32  # pairs per contrastive batch (their negatives)
 learning_rate = 5e-4
 folds = "auto"  # "auto": 5 folds below 200 images, else one 80/20 hold-out; or a number
 seed = 0
@@ -60,7 +60,7 @@ output_dir = None  # folder for the results and provenance JSON (None: not writt
 from labclip.finetune import FinetuneConfig  # noqa: E402 - papermill injects parameters above
 from labclip.lab import finetune_report as report  # noqa: E402
 
-config = FinetuneConfig(method=method, epochs=epochs, batch_size=batch_size or 32, lr=learning_rate, seed=seed)
+config = FinetuneConfig(method=method, epochs=epochs, batch_size=pairs_per_batch, lr=learning_rate, seed=seed)
 run = report.start(model, captions, (languages or ["ru"])[0], image_dir=image_dir, config=config, folds=folds,
                    strict=strict, precision=precision, default_for="08_finetune")
 report.title(run, title, report="Fine-tuning the text tower on a CPU, scored on held-out images")
