@@ -260,3 +260,29 @@ def test_a_learned_temperature_is_saved_and_put_on_the_model(base, tiny_model_di
     assert tuned.logit_scale == pytest.approx(trained.logit_scale)
     fixed = Trainer(fresh_copy(base), FinetuneConfig(epochs=1, batch_size=8, method="layers"), pairs).fit()
     assert fixed.logit_scale == pytest.approx(base.logit_scale)
+
+
+def test_finetune_command_resumes_after_ctrl_c_to_the_same_weights(finetuned, tiny_model_dir, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    folder, _ = finetuned
+    args = ["finetune", str(folder / "captions.csv"), "--lang", "ru", "--model", str(tiny_model_dir), "--epochs", "3",
+            "--folds", "holdout", "--pairs-per-batch", "4", "--patience", "0"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    calls, run_epoch = [], Trainer.run_epoch
+
+    def interrupted(self, on_batch=None):
+        calls.append(self.epoch)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return run_epoch(self, on_batch)
+
+    monkeypatch.setattr(Trainer, "run_epoch", interrupted)
+    assert main([*args, "--out", str(tmp_path / "again")]) == 130
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["checkpoints"]
+    monkeypatch.setattr(Trainer, "run_epoch", run_epoch)
+    assert main([*args, "--out", str(tmp_path / "again")]) == 0
+    whole, again = (load_file(str(tmp_path / d / "finetune.safetensors")) for d in ("whole", "again"))
+    assert whole.keys() == again.keys() and all(torch.equal(whole[k], again[k]) for k in whole)
+    card = json.loads((tmp_path / "again" / "finetune.json").read_text(encoding="utf-8"))
+    assert card["resumed_from_epoch"] == 2 and card["history"]["epochs"] == [0, 1, 2, 3]
