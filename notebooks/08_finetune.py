@@ -19,11 +19,7 @@
 # %% tags=["remove-cell"]
 # Colab: install labclip (and fetch its data) unless `import labclip` gives the installed package; elsewhere
 # this does nothing. Safe to run again, after a restart or an interrupted install.
-import importlib
-import os
-import subprocess
-import sys
-
+import importlib, os, subprocess, sys
 try:
     import labclip  # a clone folder named labclip/ imports as an empty namespace package: no file, no API
     installed = getattr(labclip, "__file__", None) is not None and hasattr(labclip, "match_metrics")
