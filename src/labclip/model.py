@@ -57,6 +57,7 @@ class ClipModel:
         progress: a progress bar while encoding more than one batch: ``None`` only when stderr is a
             terminal (not in a pipe, a log or a notebook), ``True`` always, ``False`` never.
         finetune: the fine-tuned weights put on it (``MODEL+finetune:PATH``), else ``None``.
+        finetune_card: their card as reports show it (:func:`labclip.finetune.apply_finetune`), else ``None``.
     """
 
     name: str  # as reports show it: a hub id, or a local folder by its name (no machine path)
@@ -77,6 +78,7 @@ class ClipModel:
     text_batch_size: int = 16
     progress: bool | None = None
     finetune: str | None = None
+    finetune_card: dict[str, Any] | None = None
 
     @classmethod
     def from_transformers(cls, model: Any, tokenizer: Any, preprocess: AnyPreprocess, name: str,

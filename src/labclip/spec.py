@@ -229,6 +229,7 @@ class ModelId:
         untrained: the weights are random.
         precision: the precision run (``fp32``, ``bf16``, ...), then how it was chosen.
         adapter: the adapter's card as reports show it, else ``None``.
+        finetune: the fine-tuning's card as reports show it (``MODEL+finetune:LABEL``), else ``None``.
     """
 
     name: str
@@ -241,6 +242,7 @@ class ModelId:
     precision_reason: str | None
     precision_default: str | None
     adapter: dict[str, Any] | None = None
+    finetune: dict[str, Any] | None = None
     images_key: str = ""
     captions_key: str = ""
 
@@ -264,11 +266,14 @@ class ModelId:
         towers = [image] + ([source_key(clip.source, clip.revision)] if clip.info.paired else [])
         weights = [*towers, f"finetune:{content_digest(clip.finetune)}" if clip.finetune else ""]
         options = f"{clip.precision.name}|{clip.preprocess}"
+        shown_id, tuned = shown_model(model_id), clip.finetune_card
+        if tuned:
+            shown_id, revision = f"{shown_id}{FINETUNE_MARK}{tuned['label']}", f"{revision}{FINETUNE_MARK}{tuned['sha256'][:16]}"
         return cls(
-            name=clip.name, id=shown_model(model_id), revision=revision, fingerprint=_hash(weights),
+            name=clip.name, id=shown_id, revision=revision, fingerprint=_hash(weights),
             untrained=bool(clip.untrained), precision=clip.precision.name,
             precision_requested=clip.precision.requested, precision_reason=clip.precision.reason,
-            precision_default=clip.precision.default,
+            precision_default=clip.precision.default, finetune=tuned,
             images_key=_hash([image, weights[-1], options, "images"]), captions_key=_hash([*weights, options, "captions"]),
         )
 
@@ -291,6 +296,8 @@ class ModelId:
             "untrained": self.untrained, "fallback_reason": fallback_reason, "precision": self.precision,
             "precision_requested": self.precision_requested, "precision_reason": self.precision_reason,
             "precision_default": self.precision_default}
+        if self.finetune is not None:
+            record["finetune"] = self.finetune
         if self.adapter is not None:
             record["adapter"] = self.adapter
         return record

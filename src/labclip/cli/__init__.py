@@ -21,7 +21,7 @@ from .. import __version__
 from ..errors import LabclipError
 from ..lab.provenance import hub_revision as _hub_revision  # noqa: F401 - the old name, for its callers
 from ..lab.provenance import model_record  # noqa: F401 - the old name, for its callers
-from .commands import adapt, classify, compare, evaluate, match, report, search, tag
+from .commands import adapt, classify, compare, evaluate, finetune, match, report, search, tag
 from .console import KNOWN_NOISE, console
 from .console import quiet_loading as _quiet_loading  # noqa: F401 - the old name, for its callers
 from .options import HelpFormatter, Parser, Subparsers
@@ -51,6 +51,7 @@ COMMANDS: dict[str, Command] = {
     "eval": evaluate,
     "compare": compare,
     "adapt": adapt,
+    "finetune": finetune,
     "report": report,
 }
 

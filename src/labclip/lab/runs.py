@@ -19,12 +19,12 @@ from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 
-from ..adapter import split_adapter
 from ..atomic import write_text
 from ..config import DEFAULT_MODEL, DEMO_MODEL, shown_model
 from ..errors import LabclipError
 from ..hub import ModelUnavailable, without_demo_hint
 from ..model import ClipModel, check_model, load_model
+from ..spec import ModelSpec
 from .provenance import Timings, now, run_record, sha256_files
 
 
@@ -156,8 +156,8 @@ def load_model_or_demo(name: str, strict: bool = False, device: str = "cpu", pre
     ``strict`` is false), use the demo model. A model the hub does not know and a missing local folder
     are errors (:class:`~labclip.errors.LabclipError`), never a fallback.
 
-    A model with an adapter (``"MODEL+adapter:PATH"``) never falls back: the demo model would drop the
-    adapter, so its loading error is raised.
+    A model with an adapter or fine-tuned weights (``"MODEL+adapter:PATH"``, ``"MODEL+finetune:DIR"``) never
+    falls back: the demo model would drop them, so its loading error is raised.
 
     Returns:
         The model and, after a fallback, the reason (``None`` otherwise). The reason is printed
@@ -210,7 +210,7 @@ def load_models(names: Sequence[str | os.PathLike | ClipModel], skipped: list[st
                 raise
             problems[n] = err
         except LabclipError as err:
-            if not Path(split_adapter(name)[0]).is_dir():
+            if not Path(str(_base(name))).is_dir():
                 raise
             problems[n] = err
     for n, name in enumerate(given):
@@ -258,10 +258,27 @@ def check_model_or_demo(name: str, strict: bool = False) -> str | None:
     return None
 
 
+def _base(name: str) -> ModelSpec | str:
+    """``name`` without its ``+finetune:``/``+adapter:`` parts (:meth:`labclip.spec.ModelSpec.parse`)."""
+    try:
+        return ModelSpec.parse(name).without(finetune=True, adapter=True)
+    except LabclipError:
+        return name
+
+
+def _has_parts(name: str) -> bool:
+    try:
+        spec = ModelSpec.parse(name)
+    except LabclipError:
+        return False
+    return spec.adapter is not None or spec.finetune is not None
+
+
 def _fallback(name: str, strict: bool, err: ModelUnavailable) -> str:
     """The demo model stands in for ``name``, which is unavailable (``err``): return the reason, said once
-    on stderr; re-raise ``err`` in strict mode, for the demo model itself and for a model with an adapter."""
-    if strict or name == DEMO_MODEL or split_adapter(name)[1] is not None:
+    on stderr; re-raise ``err`` in strict mode, for the demo model itself and for a model with an adapter or
+    fine-tuned weights."""
+    if strict or name == DEMO_MODEL or _has_parts(name):
         raise err
     reason = without_demo_hint(str(err))
     print(f"labclip: {reason} -- using the untrained demo model instead (strict mode turns this into an error)",

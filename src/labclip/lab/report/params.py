@@ -25,7 +25,7 @@ from ...translate import DEFAULT_TRANSLATOR
 # The notebooks `labclip report` runs by default, and those run on request (make report-scale, ...).
 # A new notebook: notebooks/NN_name.py, its name here, and its name in the `notebooks` of each parameter it reads.
 NOTEBOOKS = ("01_matching", "02_languages", "03_lab_report", "04_zeroshot")
-OPTIONAL_NOTEBOOKS = ("05_scale", "06_adapt", "07_cultures")
+OPTIONAL_NOTEBOOKS = ("05_scale", "06_adapt", "07_cultures", "08_finetune")
 SCALE_NOTEBOOK, CULTURES_NOTEBOOK = "05_scale", "07_cultures"
 DATASET_NOTEBOOKS = (SCALE_NOTEBOOK, CULTURES_NOTEBOOK)  # the notebooks that read --dataset
 MATCHING = ("01_matching", "02_languages", "03_lab_report")
@@ -132,12 +132,13 @@ _REPORT_PARAMS = (
     Param("model", "text", _each(ALL, DEFAULT_MODEL), flag="--model", make="MODEL", role="model",
           comment='hub id, OpenAI alias (ViT-B/32), local directory, or "demo"',
           help=f"model id, alias, directory or 'demo' (default: {DEFAULT_MODEL})"),
-    Param("captions", "text", _each((*MATCHING, "06_adapt"), None), flag="--captions", make="CAPTIONS", role="path",
-          comment="caption file (None: data/captions/default.csv)",
-          comments={"06_adapt": "caption set with both languages (None: data/captions/default.csv)"},
+    Param("captions", "text", _each((*MATCHING, "06_adapt", "08_finetune"), None), flag="--captions", make="CAPTIONS",
+          role="path", comment="caption file (None: data/captions/default.csv)",
+          comments={"06_adapt": "caption set with both languages (None: data/captions/default.csv)",
+                    "08_finetune": "caption set (None: data/captions/default.csv)"},
           help="caption file (default: data/captions/default.csv)"),
-    Param("image_dir", "text", _each((*MATCHING, "06_adapt"), None), flag="--image-dir", make="IMAGE_DIR", role="path",
-          comment="folder the relative image paths are resolved against (None: the caption file's folder)",
+    Param("image_dir", "text", _each((*MATCHING, "06_adapt", "08_finetune"), None), flag="--image-dir", make="IMAGE_DIR",
+          role="path", comment="folder the relative image paths are resolved against (None: the caption file's folder)",
           comments={"06_adapt": "folder the image paths are relative to (None: data/images)"},
           help="folder the caption file's relative image paths are resolved against (default: the caption file's "
                "folder)"),
@@ -148,12 +149,13 @@ _REPORT_PARAMS = (
           help="labelled images of the zero-shot report: a CSV (image plus a label or one column per language) or a "
                "folder of class folders (default: data/labels.csv)"),
     Param("languages", "list", {**_each((*MATCHING, SCALE_NOTEBOOK), ["en", "ru"]), "04_zeroshot": ["en"],
-                                CULTURES_NOTEBOOK: None},
+                                CULTURES_NOTEBOOK: None, "08_finetune": None},
           flag="--langs", make="LANGS", comment="caption columns to use (the matching notebook uses the first)",
           comments={"04_zeroshot": "the first is the template and label language (English where the labels or "
                                    "templates lack it)",
                     SCALE_NOTEBOOK: "caption languages; the first is the reference for the paired tests",
-                    CULTURES_NOTEBOOK: "caption languages (None: all of the set's)"},
+                    CULTURES_NOTEBOOK: "caption languages (None: all of the set's)",
+                    "08_finetune": "the first is the caption language fine-tuned on (None: ru)"},
           help=f"caption languages, e.g. en ru ({NB}: en ru)"),
     Param("top_k", "count", {**_each(MATCHING, 3), "04_zeroshot": 5}, flag="--top-k", make="TOPK",
           help=f"captions listed per image, the k of top-k accuracy ({NB}: 3)"),
@@ -194,10 +196,15 @@ _REPORT_PARAMS = (
           help="small caption set placed beside the benchmark in the scale report (default: data/captions/short.csv)"),
     Param("source_lang", "value", {"06_adapt": "ru"}, comment="captions to adapt"),
     Param("target_lang", "value", {"06_adapt": "en"}, comment="captions they are mapped onto"),
-    Param("folds", "value", {"06_adapt": 5}, comment='folds over images, or "loo"'),
+    Param("folds", "value", {"06_adapt": 5, "08_finetune": "auto"}, comment='folds over images, or "loo"',
+          comments={"08_finetune": '"auto": 5 folds below 200 images, else one 80/20 hold-out; or a number'}),
     Param("alpha", "value", {"06_adapt": None},
           comment="ridge penalty; None: chosen by cross-validation inside each training fold"),
-    Param("seed", "value", {"06_adapt": 0}),
+    Param("seed", "value", {"06_adapt": 0, "08_finetune": 0}),
+    Param("method", "value", {"08_finetune": "lora"}, comment='"lora" (peft) or "layers" (the last N blocks in full)'),
+    Param("epochs", "value", {"08_finetune": 10}),
+    Param("pairs_per_batch", "value", {"08_finetune": 32}, comment="pairs per contrastive batch (their negatives)"),
+    Param("learning_rate", "value", {"08_finetune": 5e-4}),
     Param("shots", "value", {"06_adapt": [1, 2, 4, 8, 16]}),
     Param("check_images", "value", _each(MATCHING, True),
           comment="False: skip decoding every image (the report runner has already checked them once)"),
