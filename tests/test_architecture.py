@@ -16,16 +16,16 @@ DISPLAY = {"pandas", "matplotlib", "seaborn", "IPython", "nbconvert", "nbformat"
 CORE_LAYERS = [
     {"errors", "atomic", "registry"},
     {"config"},
-    {"images", "text", "hub", "cache", "demo", "stats", "precision", "adapter"},
-    {"data", "multilingual", "labels"},
+    {"images", "text", "hub", "cache", "demo", "stats", "precision", "adapter", "shards"},
+    {"data", "multilingual", "labels", "bulk"},
     {"encoders"},
     {"model"},
     {"metrics"},
-    {"zeroshot", "translate", "datasets", "adapt", "cultures"},
+    {"zeroshot", "translate", "datasets", "adapt", "cultures", "embed_ray"},
 ]
 LAB_LAYERS = [{"tables", "provenance"}, {"experiment"}, {"compare", "adapt"}, {"narrative", "plots"}, {"present"},
               {"scale", "adapt_present"}, {"cultures"}, {"report", "reproduce"}]
-FRONT = ["cli", "__main__"]
+FRONT = ["embed", "cli", "__main__"]
 CORE = set().union(*CORE_LAYERS)
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from . import embed as embed_command
 from .adapter import ADAPTER_MARK, public_card
 from .atomic import write_texts
 from .config import (
@@ -251,6 +252,7 @@ def _parser() -> argparse.ArgumentParser:
     _out_option(p)
 
     _adapt_parser(sub, kw)
+    embed_command.add_parser(sub)
     from .lab.report import add_arguments
 
     p = sub.add_parser("report", help="run the notebooks and render HTML + PDF",
@@ -886,7 +888,7 @@ def cmd_adapt(args) -> None:
 
 
 COMMANDS = {"adapt": cmd_adapt, "compare": cmd_compare, "match": cmd_match, "classify": cmd_classify, "tag": cmd_tag,
-            "search": cmd_search, "eval": cmd_eval}
+            "search": cmd_search, "eval": cmd_eval, "embed": embed_command.run}
 
 
 def report_parser() -> argparse.ArgumentParser:
