@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .bulk import decode_file, encode_prepared, torch_threads
 from .errors import LabclipError
@@ -60,19 +61,22 @@ def start(address: str | None, cpus: int) -> bool:
     no usage report); ``True`` when this call started it (and so shuts it down). A running instance is reused."""
     try:
         import ray
+        import ray.data
     except ModuleNotFoundError:
         raise LabclipError("--engine ray needs Ray Data: pip install 'labclip[ray]'") from None
     if ray.is_initialized():
         return False
     options = {"address": address} if address else {"num_cpus": cpus, "include_dashboard": False}
     ray.init(**options, log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
+    for name in ("ray", "ray.data", "ray.data._internal.execution.streaming_executor"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     return True
 
 
 def embed_ray(loader: Callable[[], object], preprocess, files: Sequence[Path],
               write: Callable[[Sequence[int], np.ndarray], None], decode: str = "draft", *, batch_size: int = 32,
               shard_rows: int = 1024, address: str | None = None, workers: int = 1, threads: int = 1,
-              actors: int = 1) -> None:
+              actors: int = 1, model_bytes: int = 1, progress: bool | None = None) -> None:
     """Embed ``files`` on Ray Data and hand every ``shard_rows`` consecutive rows (positions in ``files``,
     embeddings) to ``write``, in input order, as :func:`labclip.embed.embed_local` does.
 
@@ -81,6 +85,7 @@ def embed_ray(loader: Callable[[], object], preprocess, files: Sequence[Path],
         preprocess: the model's preprocessing (decoding tasks resize and crop with it).
         workers, threads: a local instance gets ``workers + threads`` cores; each actor encodes on ``threads``.
         actors: encoder actors (each holds one model).
+        model_bytes: the memory an encoder actor asks Ray for (its weights).
 
     Raises:
         LabclipError: Ray Data is not installed, a NaFlex model (its patches are not fixed-size arrays), or a
@@ -99,10 +104,15 @@ def embed_ray(loader: Callable[[], object], preprocess, files: Sequence[Path],
         data = ray.data.from_items(items).map_batches(
             partial(decode_batch, preprocess=preprocess, decode=decode), batch_size=batch_size, batch_format="numpy",
             num_cpus=1)
+        # An actor asks for its model's memory: Ray places it where that fits, and the differing resource request
+        # keeps decoding in parallel tasks rather than fused into the encoder actors.
         data = data.map_batches(Encoder, fn_constructor_kwargs={"loader": loader, "threads": threads},
-                                batch_size=batch_size, batch_format="numpy", concurrency=actors, num_cpus=threads)
-        for batch in data.iter_batches(batch_size=shard_rows, batch_format="numpy"):
-            write([int(i) for i in batch["index"]], np.asarray(batch["embedding"], dtype=np.float32))
+                                batch_size=batch_size, batch_format="numpy", num_cpus=threads,
+                                memory=max(1, model_bytes), compute=ray.data.ActorPoolStrategy(size=actors))
+        with tqdm(total=len(files), desc="encoding images", unit="image", disable=progress is False) as bar:
+            for batch in data.iter_batches(batch_size=shard_rows, batch_format="numpy"):
+                write([int(i) for i in batch["index"]], np.asarray(batch["embedding"], dtype=np.float32))
+                bar.update(len(batch["index"]))
     except Exception as err:  # noqa: BLE001 - a task's user error comes back wrapped by Ray
         found = user_error(err)
         if found is None:
