@@ -15,10 +15,11 @@ The decode mode is part of the embedding cache's key and of what a run records (
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -144,32 +145,57 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         raise LabclipError(f"{path}: cannot read image file ({err.strerror})") from None
 
 
-def _bounded(pool: Executor, fn: Callable[[str], Prepared], items: Iterable[str], ahead: int) -> Iterator[Prepared]:
-    """``pool.map(fn, items)`` in order, with at most ``ahead`` results submitted but not yet taken."""
+def _bounded(pool: Executor, fn: Callable[[str], Prepared], items: Iterable[str], ahead: int
+             ) -> Generator[Prepared, None, None]:
+    """``pool.map(fn, items)`` in order, with at most ``ahead`` results submitted but not yet taken; what is
+    still pending when the caller stops (an error, Ctrl-C) is cancelled."""
     pending: deque[Future] = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= ahead:
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
             yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """The decoding processes, started once per process and count and kept for later calls (``tag`` encodes
+    chunk by chunk); ``forkserver``: no torch state or thread is forked."""
+    pool = _POOLS.get(workers)
+    if pool is None or getattr(pool, "_broken", False):
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        pool = _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=context)
+    return pool
+
+
+@atexit.register
+def _close_pools() -> None:
+    for pool in _POOLS.values():
+        pool.shutdown(wait=False, cancel_futures=True)
+    _POOLS.clear()
 
 
 @contextmanager
 def decoded(paths: Sequence[str], preprocess, decode: str, workers: int) -> Iterator[Iterator[Prepared]]:
-    """:func:`decode_file` over ``paths`` in order: in ``workers`` processes (``forkserver``: no torch state is
-    forked), or on one thread of this process when ``workers`` is 0."""
+    """:func:`decode_file` over ``paths`` in order: in ``workers`` processes, or on this process when ``workers``
+    is 0 or there is one path."""
     fn = partial(decode_file, preprocess=preprocess, decode=check_decode(decode))
     if workers <= 0 or len(paths) <= 1:
         yield (fn(p) for p in paths)
         return
-    context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods()
-                                          else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        try:
-            yield _bounded(pool, fn, paths, AHEAD * workers)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    items = _bounded(_pool(workers), fn, paths, AHEAD * workers)
+    try:
+        yield items
+    finally:
+        items.close()
 
 
 @contextmanager

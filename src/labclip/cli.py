@@ -27,6 +27,7 @@ from . import __version__
 from . import embed as embed_command
 from .adapter import ADAPTER_MARK, public_card
 from .atomic import write_texts
+from .bulk import encode_files
 from .config import (
     DEFAULT_CAPTIONS,
     DEFAULT_LABELS,
@@ -58,7 +59,7 @@ KNOWN_NOISE = {
 # Images tagged between two atomic rewrites of the tags CSV: an interrupted run keeps every finished chunk.
 TAG_CHUNK = 256
 TAG_KEY = ("model", "model_revision", "model_untrained", "precision", "labels_sha256", "templates", "template_lang",
-           "top_k")
+           "top_k", "decode")
 
 
 # --- the parser -----------------------------------------------------------------------------------------------
@@ -215,6 +216,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, metavar="FILE.csv",
                    help="the tags CSV, read on a rerun and rewritten atomically (required, no default)")
     _model_options(p, "tag")
+    embed_command.add_decode_option(p)
 
     p = sub.add_parser("search", help="find images in a folder by text", description="Rank a folder's images "
                        "by similarity to a text query.", **kw)
@@ -222,6 +224,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("query", type=_query, help="the text to look for, e.g. 'a red car'")
     _top_k(p, 5, "images listed")
     _model_options(p, "search")
+    embed_command.add_decode_option(p)
     _out_option(p, summary=True)
 
     p = sub.add_parser("eval", help="zero-shot accuracy on a labelled folder", description="Evaluate zero-shot "
@@ -641,7 +644,7 @@ def _tag_key(args, record: dict, labels: list[str]) -> dict[str, str]:
     """What a tags row depends on; rows are reused only when all of it is the same."""
     labels_sha = hashlib.sha256("\n".join(sorted(labels)).encode("utf-8")).hexdigest()[:16]
     values = {**_model_columns(record), "labels_sha256": labels_sha, "templates": args.templates,
-              "template_lang": args.lang, "top_k": args.top_k}
+              "template_lang": args.lang, "top_k": args.top_k, "decode": args.decode}
     return {k: str(values[k]) for k in TAG_KEY}
 
 
@@ -695,7 +698,7 @@ def cmd_tag(args) -> None:
         classes = class_embeddings(model, labels, templates)
         for start in range(0, max(len(todo), 1), TAG_CHUNK):
             chunk = todo[start:start + TAG_CHUNK]
-            probs = probabilities(model, model.encode_images([images[i] for i in chunk]), classes)
+            probs = probabilities(model, encode_files(model, [images[i] for i in chunk], args.decode), classes)
             new = top_labels(probs, labels, [names[i] for i in chunk], args.top_k).assign(
                 **key, precision_requested=model.precision.requested, precision_default=model.precision.default)
             done = pd.concat([done, new], ignore_index=True) if done is not None and len(done) else new
@@ -713,12 +716,13 @@ def cmd_search(args) -> None:
     _check_out(args.out)
     images = _folder_images(args.folder)
     model = _load(args)
-    scores = model.encode_images(images) @ model.encode_texts([args.query])[0]
+    scores = encode_files(model, images, args.decode) @ model.encode_texts([args.query])[0]
     order = np.argsort(-scores, kind="stable")[: args.top_k]
     names = _shown_names(images)
     table = pd.DataFrame({"rank": range(1, len(order) + 1), "image": [names[i] for i in order],
                           "cosine": scores[order].astype(float)})
-    _emit(table, args.out, [model_record(model)], {"query": args.query} if args.out else None, inputs=images)
+    _emit(table, args.out, [model_record(model)], {"query": args.query, "decode": args.decode} if args.out else None,
+          inputs=images)
 
 
 def cmd_eval(args) -> None:

@@ -56,9 +56,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--precision", choices=PRECISIONS, help="fp32, bf16, fp16 or auto (default: auto, bulk work)")
     p.set_defaults(precision_default_for="embed")
     p.add_argument("--batch-size", type=_positive, metavar="N", help="images per forward pass (default: 32)")
-    p.add_argument("--decode", choices=DECODES, default=DEFAULT_DECODE,
-                   help="draft: JPEGs decoded at a reduced DCT scale (at least twice the model's input) before "
-                        "OpenAI's resize; exact: full-size decoding")
+    add_decode_option(p)
     p.add_argument("--workers", type=_natural, metavar="N",
                    help="decoding processes (default: the cores the encoder leaves; 0: decode in this process)")
     p.add_argument("--shard-rows", type=_positive, default=SHARD_ROWS, metavar="N", help="images per shard")
@@ -66,6 +64,13 @@ def add_parser(subparsers) -> None:
                    help="local: worker processes on this machine; ray: Ray Data (pip install 'labclip[ray]')")
     p.add_argument("--address", help="with --engine ray: the address of a running Ray cluster (default: start a "
                    "local Ray instance on this machine's cores)")
+
+
+def add_decode_option(p: argparse.ArgumentParser) -> None:
+    """``--decode`` of the bulk commands (``tag``, ``search``, ``embed``)."""
+    p.add_argument("--decode", choices=DECODES, default=DEFAULT_DECODE,
+                   help="draft: JPEGs decoded at a reduced DCT scale (at least twice the model's input) before "
+                        "OpenAI's resize, in worker processes; exact: full-size decoding (OpenAI's preprocessing)")
 
 
 def _positive(text: str) -> int:
@@ -219,4 +224,4 @@ def _provenance(args, model, identity: Identity, cpu: Plan, listed: int, writer:
     }
 
 
-__all__ = ["add_parser", "embed_local", "listing", "run"]
+__all__ = ["add_decode_option", "add_parser", "embed_local", "listing", "run"]
