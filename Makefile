@@ -113,11 +113,12 @@ data: setup ## Regenerate data/images/ from installed packages and Debian fonts
 	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_DATA) >/dev/null; }
 	$(PY) scripts/make_images.py
 
-bench: setup ## Encoding against the matmul ceilings, metrics at scale, adapter fitting, cultures breakdown; writes docs/benchmarks.md (ARGS=--quick for CI)
+bench: setup ## Encoding against the matmul ceilings, bulk tagging (12 MP and 2 MP JPEGs, local and Ray), metrics at scale, adapter fitting, cultures breakdown; writes docs/benchmarks.md (ARGS=--quick for CI)
 	$(PY) benchmarks/bench_encode.py --doc docs/benchmarks.md $(ARGS)
 	$(PY) benchmarks/bench_scale.py --doc docs/benchmarks.md $(filter-out --profile --variants --cpu-time,$(ARGS))
 	$(PY) benchmarks/bench_adapt.py --doc docs/benchmarks.md $(filter --quick,$(ARGS))
 	$(PY) benchmarks/bench_cultures.py --doc docs/benchmarks.md $(filter --quick,$(ARGS))
+	$(PY) benchmarks/bench_bulk.py --doc docs/benchmarks.md $(filter --quick,$(ARGS))
 
 dist: setup ## Build the wheel and sdist into dist/ (the wheel carries the default data and notebooks)
 	rm -rf dist
