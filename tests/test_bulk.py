@@ -112,3 +112,27 @@ def test_record_names_the_decode_mode_and_the_split():
                                                                    "decode_workers": 3, "encoder_threads": 1}
     with pytest.raises(LabclipError):
         record("fast")
+
+
+def test_tag_and_search_record_the_decode_mode(tmp_path, tiny_model_dir, capsys):
+    import json
+
+    import pandas as pd
+
+    from labclip.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        smooth_jpeg(folder / f"{i}.jpg", (400, 300), seed=i)
+    out = tmp_path / "tags.csv"
+    argv = ["tag", str(folder), "--labels", "cat,car", "--out", str(out), "--model", str(tiny_model_dir), "--no-cache"]
+    assert main(argv) == 0
+    assert set(pd.read_csv(out, dtype=str)["decode"]) == {"draft"}
+    capsys.readouterr()
+    assert main([*argv, "--decode", "exact"]) == 0
+    assert "decode draft → exact" in capsys.readouterr().err
+    assert set(pd.read_csv(out, dtype=str)["decode"]) == {"exact"}
+    hits = tmp_path / "hits.json"
+    assert main(["search", str(folder), "a cat", "--model", str(tiny_model_dir), "--out", str(hits), "--no-cache"]) == 0
+    assert json.loads(hits.read_text())["decode"] == "draft"
