@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from benchdoc import recording  # noqa: E402
 
-from labclip.bulk import encode_files, plan  # noqa: E402
+from labclip.bulk import decode_file, encode_files, plan  # noqa: E402
 from labclip.config import IMAGES_DIR  # noqa: E402
 from labclip.demo import clip_image_processor, clip_tokenizer, seeded, tiny_config  # noqa: E402
 from labclip.images import load_image  # noqa: E402
@@ -124,6 +124,19 @@ def throughput(folder: Path, model, sets: dict[str, list[Path]], use_ray: bool) 
               "Ray itself was started before timing): the Ray engine pays it once per run")
 
 
+def decode_all(preprocess, files: list[Path], mode: str) -> list:
+    return [decode_file(f, preprocess, mode) for f in files]
+
+
+def decoding(model, sets: dict[str, list[Path]]) -> None:
+    """Decoding and resizing alone, one image at a time on this process: where the draft mode saves."""
+    for label, files in sets.items():
+        ms = {mode: 1000 / rate(partial(decode_all, model.preprocess, files, mode), len(files))
+              for mode in ("exact", "draft")}
+        print(f"decode + resize {label}: exact {ms['exact']:.1f} ms/image, draft {ms['draft']:.1f} ms/image "
+              f"({ms['exact'] / ms['draft']:.2f}× faster), one process")
+
+
 def agreement(folder: Path, model, work: Path) -> None:
     """Exact fp32 (OpenAI's preprocessing) against the bulk pipeline (draft, auto) on the photos at 12 MP."""
     files = make_jpegs(work / "cosine", SIZES["12 MP"], len(photos()))
@@ -154,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         sets = {label: make_jpegs(work / label.replace(" ", ""), SIZES[label], counts[label]) for label in SIZES}
         print(f"{'tiny random model (figures mean nothing)' if args.tiny else 'random-init ViT-B/32'}, torch "
               f"{torch.__version__}; {'Ray engine left out' if not use_ray else 'Ray local instance'}")
+        decoding(model, sets)
         throughput(folder, model, sets, use_ray)
         agreement(folder, model, work)
         if use_ray:
