@@ -209,6 +209,13 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _quiet(small: bool, progress: bool | None, model) -> bool | None:
+    """tqdm's ``disable``, as ``ClipModel`` decides it: no bar for one batch; ``progress`` (default: the model's)
+    ``None`` shows it only on a terminal."""
+    shown = getattr(model, "progress", None) if progress is None else progress
+    return True if small else None if shown is None else not shown
+
+
 def batches(model, paths: Sequence[str | os.PathLike], decode: str = DEFAULT_DECODE, run: Plan | None = None,
             batch_size: int | None = None, progress: bool | None = None) -> Iterator[tuple[list[int], np.ndarray]]:
     """Encode image files in order, yielding ``(positions in paths, embeddings)`` per batch as it finishes.
@@ -230,7 +237,7 @@ def batches(model, paths: Sequence[str | os.PathLike], decode: str = DEFAULT_DEC
     todo = todo if model.cache is not None else list(range(len(names)))
     with decoded([names[i] for i in todo], model.preprocess, decode, run.workers) as items, \
             torch_threads(run.threads), tqdm(total=len(todo), desc="encoding images", unit="image",
-                                             disable=len(todo) <= size if progress is None else not progress) as bar:
+                                             disable=_quiet(len(todo) <= size, progress, model)) as bar:
         for start in range(0, len(todo), size):
             chunk = todo[start:start + size]
             vectors = encode_prepared(model, [next(items) for _ in chunk])
