@@ -11,6 +11,7 @@ from PIL import Image
 from labclip import shards
 from labclip.bulk import Plan, encode_files
 from labclip.cli import main
+from labclip.errors import LabclipError
 
 pq = pytest.importorskip("pyarrow.parquet")
 
@@ -161,3 +162,21 @@ def test_ray_engine_writes_the_local_engines_shards(tmp_path, photos, tiny_model
         assert np.array_equal(np.stack(a["embedding"].to_numpy(zero_copy_only=False)),
                               np.stack(b["embedding"].to_numpy(zero_copy_only=False)))
     assert json.loads((ray_out / "embed.json").read_text())["engine"] == "ray"
+
+
+def test_ray_decode_tasks_carry_a_bad_file_as_its_one_line_error(tmp_path, photos, tiny_model):
+    """What a Ray decoding task returns for a file that does not decode, checked without starting Ray."""
+    from labclip.embed_ray import decode_batch, user_error
+
+    data = (photos / "p0.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    batch = decode_batch({"index": np.arange(2), "path": np.array([str(photos / "p0.jpg"), str(tmp_path / "cut.jpg")])},
+                         tiny_model.preprocess, "draft")
+    assert batch["pixels"].shape == (2, 32, 32, 3) and batch["pixels"].dtype == np.uint8
+    assert batch["error"][0] == "" and batch["error"][1].startswith(f"{tmp_path / 'cut.jpg'}: unreadable or truncated")
+    wrapped = RuntimeError("ray::MapBatches()\nlabclip.errors.LabclipError: x.jpg: not an image file\n\nmore")
+    assert str(user_error(wrapped)) == "x.jpg: not an image file"
+    assert user_error(ValueError("not ours")) is None
+    chained = RuntimeError("wrapped")
+    chained.__cause__ = LabclipError("y.png: image file not found")
+    assert str(user_error(chained)) == "y.png: image file not found"

@@ -10,6 +10,7 @@ must see the images at the same paths.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -23,9 +24,17 @@ from .images import NaflexPreprocess
 
 
 def decode_batch(batch: dict[str, np.ndarray], preprocess, decode: str) -> dict[str, np.ndarray]:
-    """A Ray Data batch of paths → the same batch with each image's ``(crop, crop, 3)`` uint8 pixels."""
-    pixels = np.stack([np.asarray(decode_file(str(p), preprocess, decode)) for p in batch["path"]])
-    return {"index": np.asarray(batch["index"]), "pixels": pixels}
+    """A Ray Data batch of paths → the same batch with each image's ``(crop, crop, 3)`` uint8 pixels; a file that
+    does not decode gets blank pixels and its one-line error in ``error`` (the driver raises it, in input order)."""
+    pixels, errors = [], []
+    for path in batch["path"]:
+        try:
+            pixels.append(np.asarray(decode_file(str(path), preprocess, decode)))
+            errors.append("")
+        except LabclipError as err:
+            pixels.append(np.zeros((preprocess.crop, preprocess.crop, 3), dtype=np.uint8))
+            errors.append(str(err))
+    return {"index": np.asarray(batch["index"]), "pixels": np.stack(pixels), "error": np.asarray(errors, dtype=object)}
 
 
 class Encoder:
@@ -38,7 +47,7 @@ class Encoder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch_threads(self.threads):
             vectors = encode_prepared(self.model, list(batch["pixels"]))
-        return {"index": np.asarray(batch["index"]), "embedding": vectors}
+        return {"index": np.asarray(batch["index"]), "embedding": vectors, "error": batch["error"]}
 
 
 def user_error(err: BaseException) -> LabclipError | None:
@@ -53,7 +62,8 @@ def user_error(err: BaseException) -> LabclipError | None:
         if isinstance(current, LabclipError):
             return LabclipError(str(current).splitlines()[0] if str(current) else type(current).__name__)
         todo += [current.__cause__, current.__context__, getattr(current, "cause", None)]
-    return None
+    found = re.search(r"labclip\.errors\.LabclipError: (.+)", str(err))
+    return LabclipError(found[1]) if found else None
 
 
 def start(address: str | None, cpus: int) -> bool:
@@ -68,8 +78,8 @@ def start(address: str | None, cpus: int) -> bool:
         return False
     options = {"address": address} if address else {"num_cpus": cpus, "include_dashboard": False}
     ray.init(**options, log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
-    for name in ("ray", "ray.data", "ray.data._internal.execution.streaming_executor"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     return True
 
 
@@ -109,10 +119,16 @@ def embed_ray(loader: Callable[[], object], preprocess, files: Sequence[Path],
         data = data.map_batches(Encoder, fn_constructor_kwargs={"loader": loader, "threads": threads},
                                 batch_size=batch_size, batch_format="numpy", num_cpus=threads,
                                 memory=max(1, model_bytes), compute=ray.data.ActorPoolStrategy(size=actors))
-        with tqdm(total=len(files), desc="encoding images", unit="image", disable=progress is False) as bar:
+        with tqdm(total=len(files), desc="encoding images", unit="image",
+                  disable=None if progress is None else not progress) as bar:
             for batch in data.iter_batches(batch_size=shard_rows, batch_format="numpy"):
+                failed = [str(e) for e in batch["error"] if e]
+                if failed:
+                    raise LabclipError(failed[0])
                 write([int(i) for i in batch["index"]], np.asarray(batch["embedding"], dtype=np.float32))
                 bar.update(len(batch["index"]))
+    except LabclipError:
+        raise
     except Exception as err:  # noqa: BLE001 - a task's user error comes back wrapped by Ray
         found = user_error(err)
         if found is None:
