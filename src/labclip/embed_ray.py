@@ -10,6 +10,7 @@ must see the images at the same paths.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -76,6 +77,7 @@ def start(address: str | None, cpus: int) -> bool:
         raise LabclipError("--engine ray needs Ray Data: pip install 'labclip[ray]'") from None
     if ray.is_initialized():
         return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray reports nothing home unless a user asks it to
     options = {"address": address} if address else {"num_cpus": cpus, "include_dashboard": False}
     ray.init(**options, log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
     for name in ("ray", "ray.data"):
