@@ -85,7 +85,7 @@ def test_the_default_precision_table_is_the_one_rule():
     from labclip.cli import _parser
     from labclip.lab.report import NOTEBOOKS, OPTIONAL_NOTEBOOKS
 
-    assert {t for t, p in DEFAULTS.items() if p == "auto"} == {"05_scale", "07_cultures", "tag", "search"}
+    assert {t for t, p in DEFAULTS.items() if p == "auto"} == {"05_scale", "07_cultures", "tag", "search", "embed"}
     assert set(NOTEBOOKS + OPTIONAL_NOTEBOOKS) <= set(DEFAULTS)
     sub = next(a for a in _parser()._actions if a.dest == "command")
     for command, parser in sub.choices.items():

@@ -9,7 +9,6 @@ import pandas as pd
 from labclip.cli import main
 from labclip.cli.commands import tag
 from labclip.config import IMAGES_DIR
-from labclip.model import ClipModel
 
 
 def test_interrupted_tag_keeps_finished_rows_and_resumes(tmp_path, tiny_model_dir, monkeypatch, capsys):
@@ -24,15 +23,15 @@ def test_interrupted_tag_keeps_finished_rows_and_resumes(tmp_path, tiny_model_di
     argv = [str(a) for a in ("tag", folder, "--labels-file", labels, "--out", out, "--model", tiny_model_dir,
                              "--no-cache", "--top-k", "1")]
     monkeypatch.setattr(tag, "TAG_CHUNK", 1)
-    real, calls = ClipModel.encode_images, []
+    real, calls = tag.encode_files, []  # tag encodes through the bulk pipeline
 
-    def interrupted(self, images, *args, **kwargs):
+    def interrupted(model, images, *args, **kwargs):
         calls.append(list(images))
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(self, images, *args, **kwargs)
+        return real(model, images, *args, **kwargs)
 
-    monkeypatch.setattr(ClipModel, "encode_images", interrupted)
+    monkeypatch.setattr(tag, "encode_files", interrupted)
     assert main(argv) != 0
     assert "interrupted" in capsys.readouterr().err
     kept = pd.read_csv(out)
@@ -40,7 +39,7 @@ def test_interrupted_tag_keeps_finished_rows_and_resumes(tmp_path, tiny_model_di
     assert len(kept) == 2 and set(kept.image) == {c[0].name for c in calls[:2]}
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
-    monkeypatch.setattr(ClipModel, "encode_images", real)
+    monkeypatch.setattr(tag, "encode_files", real)
     capsys.readouterr()
     assert main(argv) == 0
     err = capsys.readouterr().err

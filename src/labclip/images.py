@@ -142,8 +142,11 @@ def _center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
+def load_image(path: str | os.PathLike[str], draft: int | None = None) -> Image.Image:
     """Open an image file as an 8-bit RGB picture, as a person would see it.
+
+    ``draft``: a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose shorter side is still at least
+    ``draft`` pixels (Pillow's draft mode); other formats and ``None`` decode at full size.
 
     EXIF orientation is applied, transparency is composited on white, 16-bit and float
     images are scaled to 8 bits, CMYK and palette images are converted, and an animated
@@ -158,6 +161,8 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 image.seek(0)
+                if draft and image.format in ("JPEG", "MPO"):
+                    image.draft(None, (draft, draft))
                 image.load()
                 return to_rgb(ImageOps.exif_transpose(image))
     except FileNotFoundError:

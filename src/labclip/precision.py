@@ -19,10 +19,10 @@ EXACT, BULK = "fp32", "auto"
 DEFAULTS: dict[str, str] = {
     **dict.fromkeys(("01_matching", "02_languages", "03_lab_report", "04_zeroshot", "06_adapt",
                      "match", "classify", "eval", "compare", "adapt", "08_finetune", "finetune"), EXACT),
-    **dict.fromkeys(("05_scale", "07_cultures", "tag", "search"), BULK),
+    **dict.fromkeys(("05_scale", "07_cultures", "tag", "search", "embed"), BULK),
 }
 DEFAULT_RULE = ("numbers read one by one (reports 01–04 and 06; match, classify, eval, compare, adapt) default to "
-                "exact fp32, bulk work (05_scale, 07_cultures, tag, search) to auto")
+                "exact fp32, bulk work (05_scale, 07_cultures, tag, search, embed) to auto")
 # What "auto" resolves to without looking at the hardware (fp32, bf16 or fp16): pins the notebooks' kernels and
 # the tests to one precision on every machine.
 AUTO_ENV = "LABCLIP_AUTO_PRECISION"

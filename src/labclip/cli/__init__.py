@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Protocol
 
-from .. import __version__
+from .. import __version__, embed
 from ..errors import LabclipError
 from ..lab.provenance import hub_revision as _hub_revision  # noqa: F401 - the old name, for its callers
 from ..lab.provenance import model_record  # noqa: F401 - the old name, for its callers
@@ -52,6 +52,7 @@ COMMANDS: dict[str, Command] = {
     "compare": compare,
     "adapt": adapt,
     "finetune": finetune,
+    "embed": embed,
     "report": report,
 }
 

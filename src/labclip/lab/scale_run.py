@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
+from ..bulk import DEFAULT_DECODE, encode_files
+from ..bulk import record as bulk_record
 from ..config import CAPTIONS_DIR
 from ..data import CaptionSet, flatten_captions, load_captions
 from ..datasets import BENCHMARKS, read_prepared
@@ -117,7 +119,7 @@ class ScaleRun(Run):
         """
         for label, model in self.models.items():
             with self.timings.stage(f"encode images ({model_name(label)})"):
-                images = model.encode_images(self.captions.paths, self.batch_size)
+                images = encode_files(model, list(self.captions.paths), batch_size=self.batch_size)
             for lang in self.languages:
                 captions, owner = flatten_captions(self.captions, lang)
                 self.results += self._results(label, model, images, lang, "direct", captions, owner)
@@ -227,7 +229,7 @@ class ScaleRun(Run):
                                                      "noncommercial": bench.noncommercial,
                                                      "citation": bench.citation},
             "captions_sha256": sha256_file(self.captions.attrs["source"]),
-            "images": self.n_images,
+            "images": self.n_images, **bulk_record(DEFAULT_DECODE),
             "languages": self.languages,
             "models": [{"requested": self.requested[label], "used": describe(model),
                         "fallback_reason": self.fallbacks[label]} for label, model in self.models.items()],

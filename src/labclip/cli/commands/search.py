@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ...bulk import encode_files
 from ...config import shown_names
+from ...embed import add_decode_option
 from ..inputs import check_out, folder_images
 from ..loading import identity, load
 from ..options import Subparsers, add_command, query, result_options
@@ -21,15 +23,16 @@ def add_parser(subparsers: Subparsers) -> None:
     p.add_argument("folder", type=Path, help="folder of images (searched recursively)")
     p.add_argument("query", type=query, help="the text to look for, e.g. 'a red car'")
     result_options(p, "search", 5, "images listed", summary=True)
+    add_decode_option(p)
 
 
 def run(args: argparse.Namespace) -> None:
     check_out(args.out)
     images = folder_images(args.folder)
     model = load(args)
-    scores = model.encode_images(images) @ model.encode_texts([args.query])[0]
+    scores = encode_files(model, images, args.decode) @ model.encode_texts([args.query])[0]
     order = np.argsort(-scores, kind="stable")[: args.top_k]
     names = shown_names(images)
     table = pd.DataFrame({"rank": range(1, len(order) + 1), "image": [names[i] for i in order],
                           "cosine": scores[order].astype(float)})
-    emit(table, args.out, [identity(model)], {"query": args.query} if args.out else None, inputs=images)
+    emit(table, args.out, [identity(model)], {"query": args.query, "decode": args.decode} if args.out else None, inputs=images)

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from ...bulk import encode_files
+from ...embed import add_decode_option
 from ...errors import LabclipError
 from ...lab.provenance import model_columns
 from ..inputs import check_out, count, folder_images, labels
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 # Images tagged between two atomic rewrites of the tags CSV: an interrupted run keeps every finished chunk.
 TAG_CHUNK = 256
 TAG_KEY = ("model", "model_revision", "model_untrained", "precision", "labels_sha256", "templates", "template_lang",
-           "top_k")
+           "top_k", "decode")
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -36,13 +38,14 @@ def add_parser(subparsers: Subparsers) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="FILE.csv",
                    help="the tags CSV, read on a rerun and rewritten atomically (required, no default)")
     model_options(p, "tag")
+    add_decode_option(p)
 
 
 def tag_key(args: argparse.Namespace, record: dict, names: list[str]) -> dict[str, str]:
     """What a tags row depends on; rows are reused only when all of it is the same."""
     labels_sha = hashlib.sha256("\n".join(sorted(names)).encode("utf-8")).hexdigest()[:16]
     values = {**model_columns(record), "labels_sha256": labels_sha, "templates": args.templates,
-              "template_lang": args.lang, "top_k": args.top_k}
+              "template_lang": args.lang, "top_k": args.top_k, "decode": args.decode}
     return {k: str(values[k]) for k in TAG_KEY}
 
 
@@ -92,7 +95,7 @@ def _tag(model: ClipModel, args: argparse.Namespace, todo: list[tuple[Path, str]
     table = done if done is not None else pd.DataFrame()
     for start in range(0, max(len(todo), 1), TAG_CHUNK):
         chunk = todo[start:start + TAG_CHUNK]
-        probs = probabilities(model, model.encode_images([path for path, _ in chunk]), classes)
+        probs = probabilities(model, encode_files(model, [path for path, _ in chunk], args.decode), classes)
         new = top_labels(probs, vocabulary, [name for _, name in chunk], args.top_k).assign(
             **key, precision_requested=model.precision.requested, precision_default=model.precision.default)
         table = pd.concat([table, new], ignore_index=True) if len(table) else new
