@@ -22,10 +22,11 @@ CORE_LAYERS = [
     {"model"},
     {"metrics"},
     {"zeroshot", "translate", "datasets", "adapt", "cultures"},
+    {"index"},
 ]
 LAB_LAYERS = [{"tables", "provenance"}, {"experiment"}, {"compare", "adapt"}, {"narrative", "plots"}, {"present"},
               {"scale", "adapt_present"}, {"cultures"}, {"report", "reproduce"}]
-FRONT = ["cli", "__main__"]
+FRONT = ["calibrate", "watch", "shardsearch", "cli", "__main__"]
 CORE = set().union(*CORE_LAYERS)
 
 

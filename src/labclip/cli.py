@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from . import __version__, calibrate, watch
+from . import index as index_command
 from .adapter import ADAPTER_MARK, public_card
 from .atomic import write_texts
 from .config import (
@@ -35,6 +36,7 @@ from .config import (
 )
 from .errors import LabclipError, at_least
 from .images import IMAGE_SUFFIXES
+from .index import is_embedding_folder
 from .lab.provenance import hub_revision as _hub_revision  # noqa: F401 - kept for callers of the old name
 from .lab.provenance import model_columns as _model_columns
 from .lab.provenance import model_record, row_provenance
@@ -214,13 +216,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, metavar="FILE.csv",
                    help="the tags CSV, read on a rerun and rewritten atomically (required, no default)")
     _model_options(p, "tag")
+    watch.add_arguments(p)
 
     p = sub.add_parser("search", help="find images in a folder by text", description="Rank a folder's images "
                        "by similarity to a text query.", **kw)
-    p.add_argument("folder", type=Path, help="folder of images (searched recursively)")
+    p.add_argument("folder", type=Path, help="folder of images (searched recursively), or of embedding shards (EMB)")
     p.add_argument("query", type=_query, help="the text to look for, e.g. 'a red car'")
     _top_k(p, 5, "images listed")
     _model_options(p, "search")
+    p.set_defaults(model=None)  # EMB: the shards' model; a folder of images: DEFAULT_MODEL
+    p.add_argument("--exact", action="store_true", help="EMB: search every row, not the index")
     _out_option(p, summary=True)
 
     p = sub.add_parser("eval", help="zero-shot accuracy on a labelled folder", description="Evaluate zero-shot "
@@ -251,6 +256,9 @@ def _parser() -> argparse.ArgumentParser:
     _out_option(p)
 
     _adapt_parser(sub, kw)
+    index_command.add_parser(sub)
+    _model_options(p := calibrate.add_parser(sub), "eval")
+    _label_options(p)
     from .lab.report import add_arguments
 
     p = sub.add_parser("report", help="run the notebooks and render HTML + PDF",
@@ -666,6 +674,8 @@ def _key_changes(done: pd.DataFrame, key: dict[str, str]) -> list[str]:
 
 
 def cmd_tag(args) -> None:
+    if args.watch or args.flag is not None or args.threshold is not None:
+        return watch.run(args)
     from .lab.tables import top_labels
     from .zeroshot import class_embeddings, load_templates, probabilities
 
@@ -709,6 +719,12 @@ def cmd_tag(args) -> None:
 
 def cmd_search(args) -> None:
     _check_out(args.out)
+    if is_embedding_folder(args.folder):
+        from .shardsearch import search_shards
+
+        table, record, summary, shards = search_shards(args, _load)
+        return _emit(table, args.out, [record], summary if args.out else None, inputs=shards)
+    args.model = args.model or DEFAULT_MODEL
     images = _folder_images(args.folder)
     model = _load(args)
     scores = model.encode_images(images) @ model.encode_texts([args.query])[0]
@@ -886,7 +902,8 @@ def cmd_adapt(args) -> None:
 
 
 COMMANDS = {"adapt": cmd_adapt, "compare": cmd_compare, "match": cmd_match, "classify": cmd_classify, "tag": cmd_tag,
-            "search": cmd_search, "eval": cmd_eval}
+            "search": cmd_search, "eval": cmd_eval, "index": index_command.run,
+            "calibrate": calibrate.run}
 
 
 def report_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,137 @@
+"""``labclip calibrate ROOT --flag LABEL``: the moderation threshold of ``labclip tag --watch --flag LABEL``.
+
+On a labelled folder (``ROOT/<class>/*.jpg`` or a CSV of image,label, as ``labclip eval`` reads it) every image
+is scored as ``tag`` scores it (zero-shot probability of ``LABEL`` among the labels), and each distinct score is
+tried as the threshold: precision and recall of "flagged" (probability ≥ threshold) against "is LABEL", each with
+its Wilson interval (:func:`labclip.stats.wilson_interval`). The chosen threshold is the lowest one whose precision
+reaches ``--target-precision`` (so recall is as high as that precision allows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .atomic import write_texts
+from .errors import LabclipError
+from .lab.provenance import model_columns, model_record
+from .stats import wilson_interval
+
+
+def labels_of(args: argparse.Namespace, default: list[str] | None = None) -> list[str]:
+    """``--labels`` and ``--labels-file`` (in that order, duplicates and blanks dropped), else ``default``."""
+    given = [x for x in (args.labels or "").split(",")]
+    if args.labels_file:
+        try:
+            given += args.labels_file.read_text(encoding="utf-8-sig").splitlines()
+        except OSError as err:
+            raise LabclipError(f"{args.labels_file}: cannot read labels file ({err.strerror})") from None
+    labels = [x for x in dict.fromkeys(x.strip() for x in given) if x] or list(default or [])
+    if not labels:
+        raise LabclipError("no labels: give --labels 'cat,dog' or --labels-file FILE")
+    return labels
+
+
+def load(args: argparse.Namespace):
+    """The model of ``args`` (``--model``, ``--device``, ``--precision``, ``--no-cache``, ``--batch-size``)."""
+    from .model import load_model
+
+    model = load_model(args.model, device=args.device, cache=not args.no_cache, precision=args.precision,
+                       default_for=args.precision_default_for)
+    if model.untrained:
+        print(f"labclip: note: '{args.model}' is an untrained model; its results mean nothing", file=sys.stderr)
+    if args.batch_size:
+        model.image_batch_size = model.text_batch_size = args.batch_size
+    return model
+
+
+def curve(scores: np.ndarray, positive: np.ndarray) -> pd.DataFrame:
+    """Precision and recall of ``scores >= t`` against ``positive`` at every distinct score ``t``, with Wilson
+    intervals; precision is undefined (NaN) where nothing is flagged, recall where there are no positives."""
+    scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    rows = []
+    for t in np.unique(scores):
+        flagged = scores >= t
+        tp, n_flagged, n_pos = int((flagged & positive).sum()), int(flagged.sum()), int(positive.sum())
+        row = {"threshold": float(t), "flagged": n_flagged, "true_positives": tp, "positives": n_pos}
+        for name, hits, n in (("precision", tp, n_flagged), ("recall", tp, n_pos)):
+            low, high = wilson_interval(hits, n) if n else (np.nan, np.nan)
+            row.update({name: hits / n if n else np.nan, f"{name}_low": low, f"{name}_high": high})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def choose(table: pd.DataFrame, target: float) -> dict | None:
+    """The lowest threshold whose precision reaches ``target`` (``None`` when none does)."""
+    good = table[table["precision"] >= target]
+    return None if good.empty else good.iloc[0].to_dict()
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """``labclip calibrate``; the command line adds the shared label, template and model options."""
+    p = subparsers.add_parser("calibrate", help="choose the --flag threshold of tag --watch on a labelled folder",
+                              description="Score a labelled folder as tag does and report precision and recall "
+                              "(Wilson intervals) of flagging LABEL at every threshold, and the threshold that "
+                              "reaches the target precision.")
+    p.add_argument("root", type=Path, help="ROOT/<class>/*.jpg folder, or a CSV with an image column and a label column")
+    p.add_argument("--flag", required=True, metavar="LABEL", help="the label to flag (a class of ROOT)")
+    p.add_argument("--target-precision", type=float, default=0.95, metavar="P",
+                   help="the precision the chosen threshold must reach")
+    p.add_argument("--out", type=Path, metavar="FILE.csv", help="write the table (and FILE.summary.csv with the "
+                   "chosen threshold) with the model that made them (default: print them)")
+    return p
+
+
+def _scores(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, dict, list[str]]:
+    from .zeroshot import class_embeddings, labelled_images, load_templates, probabilities
+
+    if not 0 < args.target_precision <= 1:
+        raise LabclipError(f"--target-precision must lie in (0, 1], got {args.target_precision}")
+    if args.out is not None and args.out.suffix.lower() != ".csv":
+        raise LabclipError(f"{args.out}: --out must end in .csv")
+    templates = load_templates(args.templates, args.lang)
+    data = labelled_images(args.root, args.lang)
+    if args.flag not in data.classes:
+        raise LabclipError(f"{args.root}: no class {args.flag!r} to flag; it has {', '.join(data.classes)}")
+    labels = labels_of(args, default=data.classes)
+    if args.flag not in labels:
+        raise LabclipError(f"--flag {args.flag!r} is not one of the labels")
+    model = load(args)
+    probs = probabilities(model, model.encode_images(data.paths), class_embeddings(model, labels, templates))
+    positive = np.array([data.classes[t] == args.flag for t in data.truth])
+    return probs[:, labels.index(args.flag)], positive, model_record(model), labels
+
+
+def run(args: argparse.Namespace) -> None:
+    """Print or write the precision/recall table and the chosen threshold."""
+    scores, positive, record, labels = _scores(args)
+    table = curve(scores, positive)
+    chosen = choose(table, args.target_precision)
+    summary = {"flag": args.flag, "labels": ",".join(labels), "images": len(scores), "positives": int(positive.sum()),
+               "target_precision": args.target_precision,
+               "threshold": None if chosen is None else chosen["threshold"],
+               "precision": None if chosen is None else chosen["precision"],
+               "recall": None if chosen is None else chosen["recall"], **model_columns(record)}
+    said = (f"threshold {chosen['threshold']:.4f}: precision {chosen['precision']:.3f} "
+            f"[{chosen['precision_low']:.3f}, {chosen['precision_high']:.3f}], recall {chosen['recall']:.3f}"
+            if chosen else f"no threshold reaches precision {args.target_precision}")
+    if args.out is None:
+        with pd.option_context("display.width", 200, "display.max_rows", None):
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    else:
+        rows = table.assign(**model_columns(record))
+        summary_file = args.out.with_name(f"{args.out.stem}.summary.csv")
+        items = {k: json.dumps(v) if v is None else v for k, v in summary.items()}
+        try:
+            write_texts({args.out: rows.to_csv(index=False), summary_file: pd.DataFrame(
+                {"name": list(items), "value": list(items.values())}).to_csv(index=False)})
+        except OSError as err:
+            raise LabclipError(f"{args.out}: cannot write ({err.strerror}); nothing was written") from None
+        print(f"labclip: wrote {args.out} and {summary_file}", file=sys.stderr)
+    print(f"flag {args.flag!r} ({int(positive.sum())} of {len(scores)} images): {said}; "
+          f"use tag --watch --flag {args.flag!r} --threshold T with the same labels and templates")
