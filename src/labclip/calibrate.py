@@ -59,7 +59,7 @@ def curve(scores: np.ndarray, positive: np.ndarray) -> pd.DataFrame:
         flagged = scores >= t
         tp, n_flagged, n_pos = int((flagged & positive).sum()), int(flagged.sum()), int(positive.sum())
         row = {"threshold": float(t), "flagged": n_flagged, "true_positives": tp, "positives": n_pos}
-        for name, hits, n in (("precision", tp, n_flagged), ("recall", tp, n_pos)):
+        for name, hits, n in (("flag_precision", tp, n_flagged), ("flag_recall", tp, n_pos)):
             low, high = wilson_interval(hits, n) if n else (np.nan, np.nan)
             row.update({name: hits / n if n else np.nan, f"{name}_low": low, f"{name}_high": high})
         rows.append(row)
@@ -68,7 +68,7 @@ def curve(scores: np.ndarray, positive: np.ndarray) -> pd.DataFrame:
 
 def choose(table: pd.DataFrame, target: float) -> dict | None:
     """The lowest threshold whose precision reaches ``target`` (``None`` when none does)."""
-    good = table[table["precision"] >= target]
+    good = table[table["flag_precision"] >= target]
     return None if good.empty else good.iloc[0].to_dict()
 
 
@@ -115,10 +115,11 @@ def run(args: argparse.Namespace) -> None:
     summary = {"flag": args.flag, "labels": ",".join(labels), "images": len(scores), "positives": int(positive.sum()),
                "target_precision": args.target_precision,
                "threshold": None if chosen is None else chosen["threshold"],
-               "precision": None if chosen is None else chosen["precision"],
-               "recall": None if chosen is None else chosen["recall"], **model_columns(record)}
-    said = (f"threshold {chosen['threshold']:.4f}: precision {chosen['precision']:.3f} "
-            f"[{chosen['precision_low']:.3f}, {chosen['precision_high']:.3f}], recall {chosen['recall']:.3f}"
+               **{k: None if chosen is None else chosen[k] for k in ("flag_precision", "flag_recall")},
+               **model_columns(record)}
+    said = (f"threshold {chosen['threshold']:.4f}: precision {chosen['flag_precision']:.3f} "
+            f"[{chosen['flag_precision_low']:.3f}, {chosen['flag_precision_high']:.3f}], "
+            f"recall {chosen['flag_recall']:.3f}"
             if chosen else f"no threshold reaches precision {args.target_precision}")
     if args.out is None:
         with pd.option_context("display.width", 200, "display.max_rows", None):

@@ -164,6 +164,8 @@ def _check(args: argparse.Namespace, labels: list[str]) -> pd.DataFrame | None:
         raise LabclipError(f"{args.out}: --out must end in .csv")
     if not args.folder.is_dir():
         raise LabclipError(f"{args.folder}: no such folder")
+    if not args.watch:
+        raise LabclipError("--flag needs --watch (moderation tags images as they arrive)")
     if (args.flag is None) != (args.threshold is None):
         raise LabclipError("--flag LABEL and --threshold T go together")
     if args.flag is not None and args.flag not in labels:
