@@ -92,15 +92,26 @@ def faiss_rows(x: np.ndarray, queries: np.ndarray, truth: np.ndarray, threads: i
     return rows
 
 
+ROW = "{rows:>8} {library:<16} {index:<36} {search:<14} {build_s:>8} {ms_per_query:>12} {recall:>9}"
+
+
+def show(row: dict) -> None:
+    """One measured row, printed as soon as it is measured (a run cut short keeps what it measured)."""
+    print(ROW.format(**{**row, "build_s": f"{row['build_s']:.1f}", "ms_per_query": f"{row['ms_per_query']:.2f}",
+                        "recall": f"{row['recall@10']:.3f}"}), flush=True)
+
+
 def one_size(n: int, queries: int, threads: int, rng: np.random.Generator) -> list[dict]:
     x, q = unit_vectors(rng, n, DIM), unit_vectors(rng, queries, DIM)
     ms, truth = per_query(lambda v: exact_search(x, v, K)[0], q)
-    rows = [{"library": "numpy", "index": "exact (one matmul)", "search": "-", "build_s": 0.0,
+    rows = [{"rows": n, "library": "numpy", "index": "exact (one matmul)", "search": "-", "build_s": 0.0,
              "ms_per_query": ms, "recall@10": 1.0}]
+    show(rows[0])
     for measure in (usearch_rows, faiss_rows):
-        rows += measure(x, q, truth, threads)
-        print(f"  measured {rows[-1]['library']} on {n} rows", file=sys.stderr, flush=True)
-    return [{"rows": n, **row} for row in rows]
+        for row in measure(x, q, truth, threads):
+            rows.append({"rows": n, **row})
+            show(rows[-1])
+    return rows
 
 
 def best(rows: list[dict], library: str) -> dict | None:
@@ -134,18 +145,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--doc", type=Path, help="also write the printed figures into this Markdown file")
     args = p.parse_args(argv)
     sizes = args.sizes or ([10_000] if args.quick else [100_000, 1_000_000])
-    import pandas as pd
-
     with recording(args.doc, "bench_search", "Search: exact, usearch and faiss-cpu on random vectors",
                    sys.argv[1:] if argv is None else argv):
         print(f"random unit vectors of dim {DIM}, {args.queries} random unit queries, one at a time; "
               f"recall@10 against exact search; {os.cpu_count()} logical CPUs, build threads {args.threads or 'all'}")
+        print(ROW.format(rows="rows", library="library", index="index", search="search", build_s="build s",
+                         ms_per_query="ms/query", recall="recall@10"))
         rows = []
         for n in sizes:
             rows += one_size(n, args.queries, args.threads, np.random.default_rng(n))
-        table = pd.DataFrame(rows)
-        with pd.option_context("display.width", 200, "display.max_rows", None):
-            print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         for n in sizes:
             print("\n".join(verdict(rows, n)))
         print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
