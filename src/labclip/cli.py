@@ -37,6 +37,7 @@ from .config import (
 from .errors import LabclipError, at_least
 from .images import IMAGE_SUFFIXES
 from .index import is_embedding_folder
+from .shardsearch import DefaultModel, search_shards
 from .lab.provenance import hub_revision as _hub_revision  # noqa: F401 - kept for callers of the old name
 from .lab.provenance import model_columns as _model_columns
 from .lab.provenance import model_record, row_provenance
@@ -224,7 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("query", type=_query, help="the text to look for, e.g. 'a red car'")
     _top_k(p, 5, "images listed")
     _model_options(p, "search")
-    p.set_defaults(model=None)  # EMB: the shards' model; a folder of images: DEFAULT_MODEL
+    p.set_defaults(model=DefaultModel(DEFAULT_MODEL))  # EMB: the shards' model unless --model is given
     p.add_argument("--exact", action="store_true", help="EMB: search every row, not the index")
     _out_option(p, summary=True)
 
@@ -720,11 +721,8 @@ def cmd_tag(args) -> None:
 def cmd_search(args) -> None:
     _check_out(args.out)
     if is_embedding_folder(args.folder):
-        from .shardsearch import search_shards
-
         table, record, summary, shards = search_shards(args, _load)
         return _emit(table, args.out, [record], summary if args.out else None, inputs=shards)
-    args.model = args.model or DEFAULT_MODEL
     images = _folder_images(args.folder)
     model = _load(args)
     scores = model.encode_images(images) @ model.encode_texts([args.query])[0]

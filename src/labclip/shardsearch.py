@@ -17,6 +17,10 @@ from .index import INDEX_ABOVE, INDEX_FILE, Shards, exact_search, index_search, 
 from .lab.provenance import model_record
 
 
+class DefaultModel(str):
+    """``search``'s default ``--model``: for a folder of shards it stands aside for the shards' own model."""
+
+
 def check_model(record: dict, shards: Shards) -> None:
     """The loaded model is the one that embedded ``shards`` (same shown id and revision), else one line."""
     if record["id"] != shards.model:
@@ -40,7 +44,8 @@ def search_shards(args: argparse.Namespace, load: Callable[[argparse.Namespace],
     if index is None and len(shards.paths) > INDEX_ABOVE:
         print(f"labclip: note: {len(shards.paths)} rows searched exactly; labclip index {shards.folder} builds an "
               "index that answers faster", file=sys.stderr)
-    args.model = args.model or shards.model
+    if isinstance(args.model, DefaultModel) or not args.model:
+        args.model = shards.model
     model = load(args)
     record = model_record(model)
     check_model(record, shards)
