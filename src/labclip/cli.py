@@ -37,12 +37,12 @@ from .config import (
 from .errors import LabclipError, at_least
 from .images import IMAGE_SUFFIXES
 from .index import is_embedding_folder
-from .shardsearch import DefaultModel, search_shards
 from .lab.provenance import hub_revision as _hub_revision  # noqa: F401 - kept for callers of the old name
 from .lab.provenance import model_columns as _model_columns
 from .lab.provenance import model_record, row_provenance
 from .labels import format_metric, metric_label, num, share
 from .precision import PRECISIONS, default_precision
+from .shardsearch import DefaultModel, search_shards
 from .stats import INTERVAL_SUFFIXES, Estimate, interval_fields, is_interval_field
 from .translate import DEFAULT_TRANSLATOR
 
