@@ -72,14 +72,14 @@ def choose(table: pd.DataFrame, target: float) -> dict | None:
     return None if good.empty else good.iloc[0].to_dict()
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers, **kw) -> argparse.ArgumentParser:
     """``labclip calibrate``; the command line adds the shared label, template and model options."""
     p = subparsers.add_parser("calibrate", help="choose the --flag threshold of tag --watch on a labelled folder",
                               description="Score a labelled folder as tag does and report precision and recall "
                               "(Wilson intervals) of flagging LABEL at every threshold, and the threshold that "
-                              "reaches the target precision.")
+                              "reaches the target precision.", **kw)
     p.add_argument("root", type=Path, help="ROOT/<class>/*.jpg folder, or a CSV with an image column and a label column")
-    p.add_argument("--flag", required=True, metavar="LABEL", help="the label to flag (a class of ROOT)")
+    p.add_argument("--flag", required=True, metavar="LABEL", help="the label to flag, a class of ROOT (required, no default)")
     p.add_argument("--target-precision", type=float, default=0.95, metavar="P",
                    help="the precision the chosen threshold must reach")
     p.add_argument("--out", type=Path, metavar="FILE.csv", help="write the table (and FILE.summary.csv with the "

@@ -226,7 +226,7 @@ def _parser() -> argparse.ArgumentParser:
     _top_k(p, 5, "images listed")
     _model_options(p, "search")
     p.set_defaults(model=DefaultModel(DEFAULT_MODEL))  # EMB: the shards' model unless --model is given
-    p.add_argument("--exact", action="store_true", help="EMB: search every row, not the index")
+    p.add_argument("--exact", action="store_true", help="EMB: search every row (default: the index, where labclip index built a current one)")
     _out_option(p, summary=True)
 
     p = sub.add_parser("eval", help="zero-shot accuracy on a labelled folder", description="Evaluate zero-shot "
@@ -257,8 +257,8 @@ def _parser() -> argparse.ArgumentParser:
     _out_option(p)
 
     _adapt_parser(sub, kw)
-    index_command.add_parser(sub)
-    _model_options(p := calibrate.add_parser(sub), "eval")
+    index_command.add_parser(sub, **kw)
+    _model_options(p := calibrate.add_parser(sub, **kw), "eval")
     _label_options(p)
     from .lab.report import add_arguments
 

@@ -267,14 +267,14 @@ def measured_recall(shards: Shards, index, queries: int = 100, k: int = 10, seed
 
 # --- labclip index EMB --------------------------------------------------------------------------------------
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers, **kw) -> argparse.ArgumentParser:
     """``labclip index EMB``: build the ANN index beside the shards."""
     p = subparsers.add_parser("index", help="build the search index of a folder of embedding shards",
                               description="Build an approximate nearest-neighbour index (usearch HNSW) beside "
                               "the Parquet shards of labclip embed, for labclip search on large collections; "
-                              "prints its recall@10 against exact search.")
+                              "prints its recall@10 against exact search.", **kw)
     p.add_argument("folder", type=Path, metavar="EMB", help="folder of embedding shards (*.parquet)")
-    p.add_argument("--force", action="store_true", help="rebuild even when the index is current")
+    p.add_argument("--force", action="store_true", help="rebuild even when the index is current (default: keep a current index)")
     return p
 
 

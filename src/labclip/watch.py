@@ -37,10 +37,10 @@ TAG_KEY = ("model", "model_revision", "model_untrained", "precision", "labels_sh
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """``--watch``, ``--flag`` and ``--threshold`` on ``labclip tag``."""
-    p.add_argument("--watch", action="store_true", help="keep running and tag images as they arrive (Ctrl-C stops)")
+    p.add_argument("--watch", action="store_true", help="keep running and tag images as they arrive, until Ctrl-C (default: tag the folder once)")
     p.add_argument("--flag", metavar="LABEL", help="with --watch: print images whose probability of LABEL "
-                   "reaches --threshold (calibrate T with labclip calibrate)")
-    p.add_argument("--threshold", type=float, metavar="T", help="with --flag: the probability that flags an image")
+                   "reaches --threshold (calibrate T with labclip calibrate; default: none)")
+    p.add_argument("--threshold", type=float, metavar="T", help="with --flag: the probability that flags an image (default: none, give it with --flag)")
 
 
 def tag_key(args: argparse.Namespace, record: dict, labels: list[str]) -> dict[str, str]:
