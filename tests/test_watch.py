@@ -79,6 +79,8 @@ def test_watch_tags_arrivals_waits_for_half_written_files_and_stops_cleanly(tmp_
     assert sorted(p.name for p in results.iterdir()) == ["tags.csv"]
     assert sorted(p.name for p in watched.iterdir()) == ["before.png", "car.png", "pizza.png"]
     assert any("ms after it arrived" in line for line in printed)
+    for name in ("before.png", "car.png", "pizza.png"):  # tagged once: its own reads of a file are no arrival
+        assert sum(line.startswith(f"{name}: ") for line in printed) == 1, printed
 
 
 def test_watch_rows_are_those_tag_resumes_from(tmp_path, tiny_model_dir, capsys):

@@ -64,13 +64,18 @@ class Pending:
 
     seen: dict[Path, tuple[tuple[int, int], float, float]] = field(default_factory=dict)
     tagged: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    closed: set[Path] = field(default_factory=set)
 
-    def add(self, path: Path) -> None:
+    def add(self, path: Path, closed: bool = False) -> None:
+        """Note an event on ``path``; ``closed``: its writer closed it (no need to wait for its size to settle)."""
         if path not in self.seen:
             self.seen[path] = ((-1, -1), time.monotonic(), time.monotonic())
+        if closed:
+            self.closed.add(path)
 
     def ready(self) -> list[tuple[Path, float]]:
-        """Files whose size and mtime held still for ``STABLE_S`` and that decode, with when they arrived."""
+        """Files whose writer closed them or whose size and mtime held still for ``STABLE_S``, and that decode,
+        with when they arrived."""
         now, done = time.monotonic(), []
         for path, (state, changed, arrived) in list(self.seen.items()):
             try:
@@ -81,12 +86,13 @@ class Pending:
             current = (stat.st_size, stat.st_mtime_ns)
             if current == self.tagged.get(path):
                 del self.seen[path]
-            elif current != state:
+            elif current != state and path not in self.closed:
                 self.seen[path] = (current, now, arrived)
-            elif now - changed >= STABLE_S and stat.st_size and _decodes(path):
+            elif (path in self.closed or now - changed >= STABLE_S) and stat.st_size and _decodes(path):
                 done.append((path, arrived))
                 self.tagged[path] = current
                 del self.seen[path]
+            self.closed.discard(path)
         return done
 
 
@@ -105,7 +111,8 @@ def _observer(folder: Path, events: queue.Queue):
     class Handler(FileSystemEventHandler):
         def on_any_event(self, event) -> None:
             if not event.is_directory and event.event_type in ("created", "modified", "moved", "closed"):
-                events.put(Path(os.fsdecode(getattr(event, "dest_path", "") or event.src_path)))
+                path = Path(os.fsdecode(getattr(event, "dest_path", "") or event.src_path))
+                events.put((path, event.event_type in ("closed", "moved")))
 
     observer = Observer()
     observer.schedule(Handler(), str(folder), recursive=True)
@@ -214,9 +221,9 @@ def run(args: argparse.Namespace) -> None:
         while True:
             time.sleep(POLL_S)
             while not events.empty():
-                path = events.get()
+                path, closed = events.get()
                 if path.is_file() and is_candidate(path, folder, args.out):
-                    pending.add(path)
+                    pending.add(path, closed)
             ready = pending.ready()
             if ready:
                 tagger.tag(ready)
