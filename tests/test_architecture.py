@@ -25,6 +25,7 @@ CORE_LAYERS = [
     {"metrics", "crossval"},
     {"zeroshot", "translate", "datasets", "textmap", "fewshot", "parallel", "cultures", "finetune", "embed_ray"},
     {"adapt", "embed"},
+    {"index"},
 ]
 LAB_LAYERS = [{"tables", "provenance", "wording", "plotstyle"}, {"runs", "results"}, {"experiment", "scale_run"},
               {"compare", "adapt", "finetune"}, {"narrative", "plots", "scale_narrative"}, {"markup"}, {"present"},
@@ -32,7 +33,8 @@ LAB_LAYERS = [{"tables", "provenance", "wording", "plotstyle"}, {"runs", "result
               {"report.execute"}, {"report.inputs"}, {"report.runner", "report", "reproduce"}]
 PACKAGES = {"labclip.lab.report"}  # a package's __init__ only re-exports its modules
 # The command line (labclip.cli.*, then the package and ``python -m``): every module in cli/commands/ is a command.
-FRONT = [{"options", "inputs", "console", "output"}, {"loading"}, {"commands"}, {"cli"}, {"__main__"}]
+FRONT = [{"options", "inputs", "console", "output"}, {"loading"}, {"shardsearch", "watch"}, {"commands"}, {"cli"},
+         {"__main__"}]
 CORE = set().union(*CORE_LAYERS)
 
 
@@ -75,7 +77,7 @@ SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" and
 def test_every_module_has_a_place():
     placed = {_name(p) for p in SOURCES if not _name(p).startswith("labclip.cli.commands.")}
     expected = ({f"labclip.{m}" for m in CORE} | {f"labclip.lab.{m}" for m in set().union(*LAB_LAYERS)}
-                | {f"labclip.cli.{m}" for m in set().union(*FRONT[:2])} | {"labclip.__main__", "labclip.cli.__main__"})
+                | {f"labclip.cli.{m}" for m in set().union(*FRONT[:3])} | {"labclip.__main__", "labclip.cli.__main__"})
     assert placed == expected - PACKAGES, "add new modules to the layers here and in ARCHITECTURE.md"
 
 

@@ -21,7 +21,19 @@ from .. import __version__, embed
 from ..errors import LabclipError
 from ..lab.provenance import hub_revision as _hub_revision  # noqa: F401 - the old name, for its callers
 from ..lab.provenance import model_record  # noqa: F401 - the old name, for its callers
-from .commands import adapt, classify, compare, evaluate, finetune, match, report, search, tag
+from .commands import (
+    adapt,
+    calibrate,
+    classify,
+    compare,
+    evaluate,
+    finetune,
+    index,
+    match,
+    report,
+    search,
+    tag,
+)
 from .console import KNOWN_NOISE, console
 from .console import quiet_loading as _quiet_loading  # noqa: F401 - the old name, for its callers
 from .options import HelpFormatter, Parser, Subparsers
@@ -53,6 +65,8 @@ COMMANDS: dict[str, Command] = {
     "adapt": adapt,
     "finetune": finetune,
     "embed": embed,
+    "index": index,
+    "calibrate": calibrate,
     "report": report,
 }
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,20 +12,18 @@ import pandas as pd
 from ...bulk import encode_files
 from ...embed import add_decode_option
 from ...errors import LabclipError
-from ...lab.provenance import model_columns
 from ..inputs import check_out, count, folder_images, labels
 from ..loading import identity, load
 from ..options import Subparsers, add_command, label_options, model_options, top_k
 from ..output import write
+from ..watch import TAG_KEY, add_arguments, tag_key
+from ..watch import run as watch
 
 if TYPE_CHECKING:
     from ...model import ClipModel
 
 # Images tagged between two atomic rewrites of the tags CSV: an interrupted run keeps every finished chunk.
 TAG_CHUNK = 256
-TAG_KEY = ("model", "model_revision", "model_untrained", "precision", "labels_sha256", "templates", "template_lang",
-           "top_k", "decode")
-
 
 def add_parser(subparsers: Subparsers) -> None:
     p = add_command(subparsers, "tag", "tag every image of a folder (resumable)", "Write the top-k labels of every "
@@ -39,14 +36,7 @@ def add_parser(subparsers: Subparsers) -> None:
                    help="the tags CSV, read on a rerun and rewritten atomically (required, no default)")
     model_options(p, "tag")
     add_decode_option(p)
-
-
-def tag_key(args: argparse.Namespace, record: dict, names: list[str]) -> dict[str, str]:
-    """What a tags row depends on; rows are reused only when all of it is the same."""
-    labels_sha = hashlib.sha256("\n".join(sorted(names)).encode("utf-8")).hexdigest()[:16]
-    values = {**model_columns(record), "labels_sha256": labels_sha, "templates": args.templates,
-              "template_lang": args.lang, "top_k": args.top_k, "decode": args.decode}
-    return {k: str(values[k]) for k in TAG_KEY}
+    add_arguments(p)
 
 
 def read_tags(out: Path) -> pd.DataFrame | None:
@@ -105,6 +95,8 @@ def _tag(model: ClipModel, args: argparse.Namespace, todo: list[tuple[Path, str]
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.watch or args.flag is not None or args.threshold is not None:
+        return watch(args)
     from ...zeroshot import load_templates
 
     check_out(args.out, (".csv",))
