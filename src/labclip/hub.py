@@ -41,7 +41,7 @@ def did_you_mean(name: str) -> str:
 def is_repo_id(name: str) -> bool:
     """Whether ``name`` has the form of a hub id (``org/name`` or ``name``), not of a file path."""
     from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
+    from huggingface_hub.utils import validate_repo_id
 
     if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
         return False

@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -236,8 +236,8 @@ def heatmap(run: CultureRun, scope: str = core.SET, direction: str = DIRECTION, 
     tables = []
     for label in labels:
         rows = frame[frame["model"] == label]
-        cell = {(r.region, r.language): f"{100 * r.recall:.0f} [{100 * r.low:.0f}, {100 * r.high:.0f}]"
-                for r in cast(list[Any], list(rows.itertuples()))}
+        cell = {(r["region"], r["language"]): f"{100 * r['recall']:.0f} [{100 * r['low']:.0f}, {100 * r['high']:.0f}]"
+                for r in rows.to_dict("records")}
         for start in range(0, len(langs), TABLE_LANGUAGES):
             chunk = langs[start:start + TABLE_LANGUAGES]
             shown = pd.DataFrame([{"Region": name, **{lang: cell[(name, lang)] for lang in chunk}} for name in names])
@@ -283,7 +283,7 @@ def heterogeneity_text(tests: pd.DataFrame, n_languages: int) -> str:
                  f"{p_value(tests['p_holm'].min())}).")
     else:
         text += (f"the regions differ more than chance in {len(significant)} of {len(tests)}: "
-                 + ", ".join(f"{language_name(r.language)} ({p_value(r.p_holm)})" for r in cast(list[Any], list(significant.itertuples())))
+                 + ", ".join(f"{language_name(r['language'])} ({p_value(r['p_holm'])})" for r in significant.to_dict("records"))
                  + ".")
     if len(tests) < n_languages:
         text += (f" {n_languages - len(tests)} language(s) have no test: every image a hit, or every image a "
