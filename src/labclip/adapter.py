@@ -130,6 +130,26 @@ def card_path(path: str | os.PathLike[str]) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def read_weights_and_card(weights: Path, card_file: Path, load: Callable[[str], dict[str, Any]], fmt: str,
+                          kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A safetensors file (read by ``load``, nothing unpickled) and its JSON card of format ``fmt``.
+
+    Raises:
+        LabclipError: one line naming the file that is unreadable or the card of another format.
+    """
+    try:
+        tensors = load(str(weights))
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise LabclipError(f"{weights}: not a safetensors {kind} file ({type(err).__name__})") from None
+    try:
+        card = json.loads(card_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise LabclipError(f"{card_file}: not a JSON {kind} card ({type(err).__name__})") from None
+    if not isinstance(card, dict) or card.get("format") != fmt:
+        raise LabclipError(f"{card_file}: not a labclip {kind} card (no \"format\": \"{fmt}\")")
+    return tensors, card
+
+
 def load_text_adapter(path: str | os.PathLike) -> TextAdapter:
     """Load an adapter saved with :meth:`TextAdapter.save` (safetensors and JSON only; nothing is unpickled).
 
@@ -149,16 +169,7 @@ def load_text_adapter(path: str | os.PathLike) -> TextAdapter:
     card_file = card_path(path)
     if not card_file.is_file():
         raise LabclipError(f"{path}: its card {card_file.name} is missing")
-    try:
-        tensors = load_file(str(path))
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise LabclipError(f"{path}: not a safetensors adapter file ({type(err).__name__})") from None
-    try:
-        card = json.loads(card_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise LabclipError(f"{card_file}: not a JSON adapter card ({type(err).__name__})") from None
-    if not isinstance(card, dict) or card.get("format") != FORMAT:
-        raise LabclipError(f"{card_file}: not a labclip text-adapter card (no \"format\": \"{FORMAT}\")")
+    tensors, card = read_weights_and_card(path, card_file, load_file, FORMAT, "text-adapter")
     weight, bias = tensors.get("weight", np.empty(0)), tensors.get("bias", np.empty(0))
     if set(tensors) != {"weight", "bias"} or weight.ndim != 2 or bias.shape != (weight.shape[1],):
         shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in tensors.items()) or "no tensors"

@@ -18,6 +18,7 @@ from typing import IO, Any
 import torch
 from torch import nn
 
+from .adapter import read_weights_and_card
 from .atomic import write_atomic
 from .config import shown_model, shown_revision
 from .errors import LabclipError
@@ -87,16 +88,7 @@ def load_finetune(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor]
     for file in (weights, card_file):
         if not file.is_file():
             raise LabclipError(f"{file}: fine-tuned weights not found (expected {WEIGHTS} and {CARD} in {folder})")
-    try:
-        tensors = load_file(str(weights))
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise LabclipError(f"{weights}: not a safetensors file ({type(err).__name__})") from None
-    try:
-        card = json.loads(card_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise LabclipError(f"{card_file}: not a JSON card ({type(err).__name__})") from None
-    if not isinstance(card, dict) or card.get("format") != FORMAT:
-        raise LabclipError(f"{card_file}: not a labclip fine-tuning card (no \"format\": \"{FORMAT}\")")
+    tensors, card = read_weights_and_card(weights, card_file, load_file, FORMAT, "fine-tuning")
     if card.get("sha256") != tensors_sha256(tensors):
         raise LabclipError(f"{card_file}: the card's hash does not match {WEIGHTS}; train again")
     if not all(torch.isfinite(t).all() for t in tensors.values()):
