@@ -12,10 +12,11 @@ from typing import Any
 
 from ..config import shown_model, shown_path, shown_revision
 from ..images import NaflexPreprocess, SquarePreprocess
+from ..labels import DIRECTIONS as DIRECTION_NAMES
 from ..model import ClipModel
 from ..registry import TEXT_HANDLING
 
-DIRECTIONS = {"t2i": "text→image", "i2t": "image→text"}  # retrieval directions as reports name them
+DIRECTIONS = {d: DIRECTION_NAMES[d] for d in ("t2i", "i2t")}  # labels.DIRECTIONS in the reports' order, t2i first
 
 
 LANGUAGE_NAMES = {"en": "English", "ru": "Russian", "de": "German", "fr": "French", "es": "Spanish",
