@@ -12,7 +12,7 @@ from ...errors import LabclipError
 from ...finetune import FINETUNE_MARK, METHODS, FinetuneConfig
 from ...finetune_file import CARD, WEIGHTS
 from ...registry import DEFAULT_MODEL
-from ..options import Subparsers, add_command
+from ..options import Subparsers, add_command, image_dir_option
 
 OURS = {WEIGHTS, CARD, "checkpoints"}
 
@@ -27,7 +27,7 @@ def add_parser(subparsers: Subparsers) -> None:
         "--out. Ctrl-C keeps the last epoch's checkpoint; the same command resumes from it.")
     p.add_argument("captions", type=Path, help="caption file: an image column and one column per language")
     p.add_argument("--lang", default="en", help="caption language to fine-tune on (a column of the caption file)")
-    p.add_argument("--image-dir", type=Path, metavar="DIR", help="folder the image paths are relative to")
+    image_dir_option(p)
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model to fine-tune (default: {DEFAULT_MODEL})")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the weights, card and checkpoints")
     p.add_argument("--method", choices=METHODS, default="lora", help="LoRA (peft) or the last --layers blocks")
@@ -36,10 +36,10 @@ def add_parser(subparsers: Subparsers) -> None:
     p.add_argument("--epochs", type=int, default=10, help="most epochs (default: 10)")
     p.add_argument("--pairs-per-batch", type=int, default=32, help="pairs per contrastive batch (default: 32)")
     p.add_argument("--micro-batch", type=int, help="pairs through the tower at once (default: the whole batch)")
-    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate of AdamW (default: 5e-4)")
+    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate of AdamW (default: 0.0005)")
     p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps warming up (default: 0.1)")
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: 0.01)")
-    p.add_argument("--learn-temperature", action="store_true", help="also learn the logit scale (and bias)")
+    p.add_argument("--learn-temperature", action="store_true", help="also learn the logit scale (and bias) (default: keep the model's)")
     p.add_argument("--patience", type=int, default=3, help="epochs without a lower validation loss before stopping")
     p.add_argument("--folds", default="auto", help="'auto', 'holdout' or a number of folds over images")
     p.add_argument("--seed", type=int, default=0, help="LoRA's start and the batch order (default: 0)")
