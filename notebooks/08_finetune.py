@@ -1,44 +1,7 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown] tags=["remove-cell"]
 # **labclip** · Fine-tuning the text tower with CLIP's own contrastive loss, the image tower locked (LiT), on a
 # CPU: the loss going down, and what it buys on images it never saw, against zero-shot and the ridge text
 # adapter. Change the parameters below. Tables and figures come from `labclip.lab`.
-
-# %% tags=["remove-cell"]
-# Colab: install labclip (and fetch its data) unless `import labclip` gives the installed package; elsewhere
-# this does nothing. Safe to run again, after a restart or an interrupted install.
-import importlib
-import os
-import subprocess
-import sys
-
-try:
-    import labclip  # a clone folder named labclip/ imports as an empty namespace package: no file, no API
-    installed = getattr(labclip, "__file__", None) is not None and hasattr(labclip, "match_metrics")
-except Exception:  # not installed, or an install that broke half-way
-    installed = False
-if not installed:
-    if not os.path.isfile("labclip/pyproject.toml"):
-        subprocess.run(["git", "clone", "--depth=1", "https://github.com/labclip/labclip", "labclip"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "./labclip[report]"], check=True)
-    for name in [m for m in sys.modules if m == "labclip" or m.startswith("labclip.")]:
-        del sys.modules[name]
-    importlib.invalidate_caches()
-    import labclip
-if os.path.isfile("labclip/pyproject.toml"):
-    os.environ["LABCLIP_ROOT"] = os.path.abspath("labclip")
 
 # %% tags=["parameters"]
 model = "openai/clip-vit-base-patch32"  # hub id, OpenAI alias (ViT-B/32), local directory, or "demo"

@@ -18,10 +18,11 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 EXACT, BULK = "fp32", "auto"
 DEFAULTS: dict[str, str] = {
     **dict.fromkeys(("01_matching", "02_languages", "03_lab_report", "04_zeroshot", "06_adapt",
-                     "match", "classify", "eval", "compare", "adapt", "08_finetune", "finetune"), EXACT),
+                     "match", "classify", "eval", "compare", "adapt", "calibrate", "08_finetune", "finetune"), EXACT),
     **dict.fromkeys(("05_scale", "07_cultures", "tag", "search", "embed"), BULK),
 }
-DEFAULT_RULE = ("numbers read one by one (reports 01–04 and 06; match, classify, eval, compare, adapt) default to "
+DEFAULT_RULE = ("numbers read one by one (reports 01–04, 06 and 08; match, classify, eval, compare, adapt, calibrate, "
+                "finetune) default to "
                 "exact fp32, bulk work (05_scale, 07_cultures, tag, search, embed) to auto")
 # What "auto" resolves to without looking at the hardware (fp32, bf16 or fp16): pins the notebooks' kernels and
 # the tests to one precision on every machine.

@@ -60,7 +60,7 @@ def add_parser(subparsers: Subparsers) -> None:
                    help="the precision the chosen threshold must reach")
     p.add_argument("--out", type=Path, metavar="FILE.csv", help="write the table (and FILE.summary.csv with the "
                    "chosen threshold) with the model that made them (default: print them)")
-    model_options(p, "eval")
+    model_options(p, "calibrate")
     label_options(p)
 
 
