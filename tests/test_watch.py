@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from labclip.cli.commands.calibrate import choose, curve
 
 from labclip.cli import main
+from labclip.cli.commands.calibrate import choose, curve
 from labclip.config import IMAGES_DIR
 
 SRC = Path(__file__).resolve().parents[1] / "src"
