@@ -20,6 +20,7 @@ from labclip.config import CAPTIONS_DIR, PROJ_ROOT
 from labclip.data import load_captions
 from labclip.errors import LabclipError
 from labclip.images import load_image
+from labclip.metrics import match_probabilities
 
 EN = ["a photo of a cup of coffee", "a red car", "a cat", "a rocket"]
 RU = ["фотография чашки кофе на красном блюдце", "кошка", "ракета", "лошадь"]
@@ -161,9 +162,17 @@ def test_siglip_pads_to_64_and_scores_with_sigmoid(offline_hub, images):
     text, image = model.encode_texts(texts), model.encode_images(images)
     np.testing.assert_allclose(text, _unit(out.text_embeds), atol=1e-5)
     np.testing.assert_allclose(image, _unit(out.image_embeds), atol=2e-3)
-    probs = model.probabilities(image @ text.T)
-    np.testing.assert_allclose(probs, torch.sigmoid(out.logits_per_image).numpy(), atol=2e-3)
+    probs = match_probabilities(image @ text.T, model.logit_scale, model.logit_bias)
+    direct_probs = torch.sigmoid(out.logits_per_image).numpy()
+    np.testing.assert_allclose(probs, direct_probs, atol=2e-3)
     assert not np.allclose(probs.sum(axis=1), 1.0)
+    # the top-k table of reports and `labclip match` scores each listed pair with the same sigmoid
+    from labclip.lab.tables import topk_table
+    from labclip.metrics import topk_indices
+
+    table = topk_table(image @ text.T, texts, k=3, logit_scale=model.logit_scale, logit_bias=model.logit_bias)
+    order = topk_indices(image @ text.T, 3)
+    np.testing.assert_allclose(table.probability, np.take_along_axis(direct_probs, order, axis=1).ravel(), atol=2e-3)
 
 
 def test_siglip_captions_are_canonicalised_as_trained(offline_hub):
@@ -247,7 +256,8 @@ def test_siglip2_naflex_goes_through_siglip2model_with_max_num_patches(offline_h
         out = direct(input_ids=batch["input_ids"], **inputs)
     np.testing.assert_allclose(model.encode_texts(texts), _unit(out.text_embeds), atol=1e-5)
     np.testing.assert_allclose(model.encode_images(images), _unit(out.image_embeds), atol=1e-4)
-    probs = model.probabilities(model.encode_images(images) @ model.encode_texts(texts).T)
+    probs = match_probabilities(model.encode_images(images) @ model.encode_texts(texts).T, model.logit_scale,
+                                model.logit_bias)
     np.testing.assert_allclose(probs, torch.sigmoid(out.logits_per_image).numpy(), atol=1e-4)
 
 
@@ -513,7 +523,7 @@ def test_siglip_report_probabilities_are_per_pair_sigmoids(offline_hub):
     exp = Experiment(model=model, captions=load_captions(CAPTIONS_DIR / "default.csv", languages=["en", "ru"]),
                      top_k=3)
     m = exp.matching("ru")
-    expected = model.probabilities(m.sim)  # checked against SiglipModel's own logits above
+    expected = torch.sigmoid(torch.from_numpy(model.logit_scale * m.sim + model.logit_bias)).numpy()
     for row in m.topk.itertuples():
         i, j = m.images.index(row.image), m.captions.index(row.caption)
         assert row.probability == pytest.approx(expected[i, j], rel=1e-9)

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from labclip import LabclipError, match_metrics, similarity
+from labclip import LabclipError, match_metrics, similarity, stats
 from labclip.lab.tables import frequent_distractors, topk_table
 from labclip.metrics import contrastive_loss, correct_ranks, ranks, zeroshot_metrics
 
@@ -108,12 +108,12 @@ def test_match_metrics_carry_the_ranks_hits_and_margins_they_come_from():
     m = match_metrics(SIM, k=2)
     np.testing.assert_array_equal(m.ranks.i2t, correct_ranks(SIM))
     np.testing.assert_array_equal(m.ranks.t2i, correct_ranks(SIM.T))
-    assert {d: h.tolist() for d, h in m.hits().items()} == {"i2t": [True, True, False], "t2i": [True, True, False]}
+    assert {d: h.tolist() for d, h in m.ranks.hits(1).items()} == {"i2t": [True, True, False], "t2i": [True, True, False]}
     # margins by hand: 0.9 - 0.2, 0.8 - 0.7, 0.5 - 0.6
     np.testing.assert_allclose(m.margins, [0.7, 0.1, -0.1], atol=1e-12)
-    margin = m.margin_estimate()
+    margin = stats.mean(m.margins)
     assert margin.value == pytest.approx(m.margin_mean) and margin.low <= margin.value <= margin.high
-    e = m.estimates()
+    e = m.ranks.estimates((1, 2))
     assert (e["i2t_acc1"].hits, e["i2t_acc1"].n) == (2, 3) and e["t2i_acc2"].value == pytest.approx(m.t2i.acck)
     assert "ranks" not in m.to_dict() and "margins" not in m.to_dict() and "ranks" not in repr(m)
     assert m == match_metrics(SIM.copy(), k=2)
@@ -134,6 +134,29 @@ def test_topk_table_by_hand():
     expected_p = math.exp(0.6) / (math.exp(0.4) + math.exp(0.6) + math.exp(0.5))
     assert z.probability.iloc[0] == pytest.approx(expected_p)
     assert z.cosine.tolist() == [0.6, 0.5]
+
+
+def test_topk_table_scores_sigmoid_models_pair_by_pair():
+    """With a ``logit_bias`` (SigLIP) each listed pair's probability is its own sigmoid, by hand, the same
+    number the full matrix gives that pair; no overflow far below the bias."""
+    import warnings
+
+    from labclip.metrics import match_probabilities
+
+    caps = ["a", "b", "c"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = topk_table(SIM, caps, k=2, logit_scale=10.0, images=["x", "y", "z"], logit_bias=-6.0)
+        far = topk_table(-SIM, caps, k=1, logit_scale=1e4, logit_bias=-10.0)
+    z = table[table.image == "z"]
+    assert z.caption.tolist() == ["b", "c"]
+    assert z.probability.tolist() == pytest.approx([1 / (1 + math.exp(-(10 * 0.6 - 6))),
+                                                     1 / (1 + math.exp(-(10 * 0.5 - 6)))], rel=1e-12)
+    assert not np.allclose(table.groupby("image").probability.sum(), 1.0)  # not a softmax over the captions
+    full = match_probabilities(SIM, 10.0, -6.0)
+    expected = [full["xyz".index(row.image), caps.index(row.caption)] for row in table.itertuples()]
+    assert table.probability.tolist() == pytest.approx(expected, rel=1e-12)
+    assert (far.probability >= 0).all() and far.probability.max() < 1e-300
 
 
 def test_frequent_distractors_by_hand():

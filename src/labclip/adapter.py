@@ -335,10 +335,6 @@ class AdaptedModel:
         """The source text tower's embeddings, mapped by the adapter (unit float32 rows)."""
         return self.adapter.transform(self.text_model.encode_texts(texts, batch_size))
 
-    def probabilities(self, sim: np.ndarray) -> np.ndarray:
-        """The wrapped model's match probabilities (see ``ClipModel.probabilities``)."""
-        return self.base.probabilities(sim)
-
     @property
     def adapter_card(self) -> dict[str, Any]:
         """The adapter's card (model names and revisions without machine paths), its weights' hash and

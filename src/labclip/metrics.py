@@ -15,7 +15,6 @@ import numpy as np
 
 from . import stats
 from .errors import LabclipError
-from .labels import DIRECTIONS as DIRECTIONS  # the human names of i2t and t2i, for the lab layer
 
 # Elements in one block of rows: bounds every temporary of the metrics at a few MB, whatever the matrix size.
 BLOCK_ELEMENTS = 1 << 20
@@ -138,18 +137,6 @@ class MatchMetrics:
         out.update({f.name: getattr(self, f.name) for f in fields(self)
                     if f.name not in out and f.name not in ("i2t", "t2i", "ranks", "margins")})
         return out
-
-    def hits(self) -> dict[str, np.ndarray]:
-        """Top-1 hits per image, ``{"i2t": ..., "t2i": ...}`` (caption ``i`` is image ``i``'s)."""
-        return self.ranks.hits(1)
-
-    def estimates(self, confidence: float = stats.CONFIDENCE, seed: int = 0) -> dict[str, stats.Estimate]:
-        """Top-1 and top-k accuracy (Wilson) and MRR (seeded bootstrap over images) with their intervals."""
-        return self.ranks.estimates((1, self.k), confidence, seed)
-
-    def margin_estimate(self, confidence: float = stats.CONFIDENCE, seed: int = 0) -> stats.Estimate:
-        """Mean margin of the correct caption over the best wrong one, with a seeded bootstrap interval over images."""
-        return stats.mean(self.margins, confidence=confidence, seed=seed)
 
 
 def match_metrics(sim: np.ndarray, k: int = 3, logit_scale: float = 100.0) -> MatchMetrics:
@@ -388,6 +375,19 @@ def row_logsumexp(sim: np.ndarray, logit_scale: float = 1.0) -> np.ndarray:
         np.exp(logits, out=logits)
         out[rows] = peak[:, 0] + np.log(logits.sum(axis=1))
     return out
+
+
+def match_probabilities(sim: np.ndarray, logit_scale: float = 100.0, logit_bias: float | None = None,
+                        columns: np.ndarray | None = None) -> np.ndarray:
+    """Match probabilities of an images × captions cosine matrix, as the model scores a pair: the softmax over
+    captions at ``logit_scale`` (CLIP), or with a ``logit_bias`` (SigLIP) each pair's own
+    ``sigmoid(logit_scale * cosine + logit_bias)``. ``columns`` (one row of caption indices per image, e.g.
+    :func:`topk_indices`) keeps only those cells; the softmax still runs over every caption."""
+    sim = np.asarray(sim)
+    logits = logit_scale * (sim if columns is None else np.take_along_axis(sim, columns, axis=1)).astype(np.float64)
+    if logit_bias is not None:
+        return np.exp(-np.logaddexp(0.0, -(logits + logit_bias)))
+    return np.exp(logits - row_logsumexp(sim, logit_scale)[:, None])
 
 
 def topk_indices(sim: np.ndarray, k: int) -> np.ndarray:

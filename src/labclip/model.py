@@ -123,15 +123,6 @@ class ClipModel:
         config: Any = self.image.module.config
         return int(getattr(config, "projection_dim", None) or config.text_config.hidden_size)
 
-    def probabilities(self, sim: np.ndarray) -> np.ndarray:
-        """Match probabilities of an images × captions cosine matrix: the softmax over captions at the
-        logit scale, or, for SigLIP, each pair's own ``sigmoid(logit_scale * cosine + logit_bias)``."""
-        from scipy.special import expit, softmax
-
-        logits = self.logit_scale * np.asarray(sim, dtype=np.float64)
-        probabilities: np.ndarray = softmax(logits, axis=-1) if self.logit_bias is None else expit(logits + self.logit_bias)
-        return probabilities
-
     @property
     def is_demo(self) -> bool:
         return self.name == DEMO_MODEL

@@ -17,6 +17,7 @@ from .config import PACKAGE_DIR
 from .data import language_columns, load_captions, read_table, short_names
 from .errors import LabclipError, UnknownLanguage
 from .images import IMAGE_SUFFIXES
+from .metrics import match_probabilities
 from .model import ClipModel
 
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
@@ -61,8 +62,10 @@ def class_embeddings(model: ClipModel, labels: Sequence[str], templates: Sequenc
 
 
 def probabilities(model: ClipModel, image_emb: np.ndarray, class_emb: np.ndarray) -> np.ndarray:
-    """Softmax over classes of ``logit_scale`` × cosine, one row per image (SigLIP: its per-class sigmoid)."""
-    return model.probabilities(np.asarray(image_emb, np.float64) @ np.asarray(class_emb, np.float64).T)
+    """Softmax over classes of ``logit_scale`` × cosine, one row per image (SigLIP: its per-class sigmoid), as
+    :func:`labclip.metrics.match_probabilities` computes it at the model's logit scale and bias."""
+    sim = np.asarray(image_emb, np.float64) @ np.asarray(class_emb, np.float64).T
+    return match_probabilities(sim, model.logit_scale, model.logit_bias)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..config import CONTEXT_LENGTH
 from ..data import CaptionSet
-from ..metrics import confusion_matrix, distractor_counts, row_logsumexp, topk_indices
+from ..metrics import confusion_matrix, distractor_counts, match_probabilities, topk_indices
 from ..stats import proportion
 from ..text import token_lengths
 
@@ -34,29 +34,23 @@ def topk_table(
 ) -> pd.DataFrame:
     """The ``k`` best captions of every image, with cosine and probability.
 
-    The probability is the softmax over all captions at ``logit_scale``, as CLIP's zero-shot
-    prediction computes it; with a ``logit_bias`` (SigLIP) it is the pair's own
-    ``sigmoid(logit_scale * cosine + logit_bias)``. ``correct`` marks caption ``i`` for image ``i``
-    when the set is paired.
+    The probability is the model's (:func:`labclip.metrics.match_probabilities`): the softmax over all
+    captions at ``logit_scale``, or with a ``logit_bias`` (SigLIP) the pair's own sigmoid. ``correct``
+    marks caption ``i`` for image ``i`` when the set is paired.
 
     Returns:
         Columns ``image, rank, caption, cosine, probability, correct``; ``k`` rows per image.
     """
     sim = np.asarray(sim)
-    lse = row_logsumexp(sim, logit_scale) if logit_bias is None else None
-    bias = 0.0 if logit_bias is None else logit_bias
-
-    def probability(i: int, j: int) -> float:
-        logit = logit_scale * float(sim[i, j])
-        return float(np.exp(logit - lse[i])) if lse is not None else float(1 / (1 + np.exp(-(logit + bias))))
-
+    order = topk_indices(sim, k)
+    probability = match_probabilities(sim, logit_scale, logit_bias, columns=order)
     names = list(images) if images is not None else [str(i) for i in range(len(sim))]
     paired = sim.shape[0] == sim.shape[1]
     rows = [
         {"image": names[i], "rank": r + 1, "caption": captions[j], "cosine": float(sim[i, j]),
-         "probability": probability(i, j), "correct": bool(paired and i == j)}
-        for i, order in enumerate(topk_indices(sim, k))
-        for r, j in enumerate(order)
+         "probability": float(probability[i, r]), "correct": bool(paired and i == j)}
+        for i, columns in enumerate(order)
+        for r, j in enumerate(columns)
     ]
     return pd.DataFrame(rows, columns=["image", "rank", "caption", "cosine", "probability", "correct"])
 
