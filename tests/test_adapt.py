@@ -12,11 +12,12 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
 from labclip import LabclipError, fewshot, load_model, textmap
-from labclip.adapter import AdaptedModel, TextAdapter, apply_adapter, load_text_adapter, split_adapter
+from labclip.adapter import AdaptedModel, TextAdapter, apply_adapter, load_text_adapter
 from labclip.config import DEFAULT_CAPTIONS
 from labclip.fewshot import evaluate_few_shot, linear_probe, sample_k_shot, tip_adapter
-from labclip.model import describe, fingerprint
+from labclip.model import describe
 from labclip.parallel import load_parallel_dataset, read_parallel
+from labclip.spec import ModelSpec
 from labclip.textmap import evaluate_text_adapter, fit_text_adapter
 
 TEXTS = ["a cup of coffee", "чашка кофе", "a tabby cat", "полосатая кошка"]
@@ -205,8 +206,8 @@ def test_adapter_composes_with_a_tiny_model_on_the_text_side_only(tmp_path, tiny
     np.testing.assert_array_equal(adapted.encode_images(images), tiny_model.encode_images(images))
     assert adapted.dim == tiny_model.dim and adapted.logit_scale == tiny_model.logit_scale
 
-    assert fingerprint(adapted) != fingerprint(tiny_model)
-    assert fingerprint(adapted, images_only=True) == fingerprint(tiny_model, images_only=True)
+    assert adapted.identity.cache_key() != tiny_model.identity.cache_key()
+    assert adapted.identity.cache_key(images_only=True) == tiny_model.identity.cache_key(images_only=True)
     facts = describe(adapted)
     assert facts["adapter"]["sha256"] == adapter.sha256 and "tiny-ru-en" in facts["name"]
     assert adapter.sha256 in facts["revision"]
@@ -215,8 +216,9 @@ def test_adapter_composes_with_a_tiny_model_on_the_text_side_only(tmp_path, tiny
     again = load_model(f"{tiny_model_dir}+adapter:{path}", cache=False)
     assert isinstance(again, AdaptedModel)
     np.testing.assert_allclose(again.encode_texts(TEXTS), out, atol=1e-6)
-    assert split_adapter("ViT-B/32+adapter:a/b.safetensors") == ("ViT-B/32", "a/b.safetensors")
-    assert split_adapter("ViT-B/32") == ("ViT-B/32", None)
+    spec = ModelSpec.parse("ViT-B/32+adapter:a/b.safetensors")
+    assert (str(spec.without(adapter=True)), spec.adapter) == ("ViT-B/32", "a/b.safetensors")
+    assert ModelSpec.parse("ViT-B/32").adapter is None
     assert isinstance(load_model(str(tiny_model_dir), cache=False), type(tiny_model))
 
 

@@ -287,3 +287,14 @@ def test_finetune_command_resumes_after_ctrl_c_to_the_same_weights(finetuned, ti
     assert whole.keys() == again.keys() and all(torch.equal(whole[k], again[k]) for k in whole)
     card = json.loads((tmp_path / "again" / "finetune.json").read_text(encoding="utf-8"))
     assert card["resumed_from_epoch"] == 2 and card["history"]["epochs"] == [0, 1, 2, 3]
+
+
+def test_a_model_with_a_text_adapter_is_refused_before_anything_is_trained(tiny_model):
+    from labclip.adapter import TextAdapter, apply_adapter
+    from labclip.finetune import prepare
+
+    dim = tiny_model.dim
+    adapted = apply_adapter(tiny_model, TextAdapter(np.eye(dim, dtype=np.float32), np.zeros(dim, np.float32)),
+                            check_source=False)
+    with pytest.raises(LabclipError, match="not a model with a text adapter"):
+        prepare(adapted, FinetuneConfig())

@@ -11,7 +11,7 @@ from PIL import Image
 from labclip import LabclipError, load_model, precision, similarity
 from labclip.cli import main
 from labclip.config import DEFAULT_CAPTIONS
-from labclip.model import describe, fingerprint
+from labclip.model import describe
 from labclip.precision import AUTO_ENV, AUTO_RULE, DEFAULT_RULE, DEFAULTS, choose
 
 TEXTS = ["a cup of coffee", "a photo of a calico cat", "чашка кофе", "snowy mountains at dawn", "a red car"]
@@ -161,7 +161,7 @@ def test_cache_key_differs_between_precisions(tiny_model_dir, tmp_path):
     fp32 = load_model(tiny_model_dir, cache=tmp_path, precision="fp32")
     bf16 = load_model(tiny_model_dir, cache=tmp_path, precision="bf16")
     for images_only in (True, False):
-        assert fingerprint(fp32, images_only) != fingerprint(bf16, images_only)
+        assert fp32.identity.cache_key(images_only) != bf16.identity.cache_key(images_only)
     images = _images(3)
     fp32.encode_images(images)
     bf16.encode_images(images)

@@ -250,18 +250,18 @@ def other_source(adapter: TextAdapter, model: Any, shown: str) -> str | None:
     return source
 
 
-# The text side's facts, read from the model that encodes the captions.
-TEXT_ATTRIBUTES = frozenset({"text", "tokenizer", "context_length", "openai_text_cleaning", "multilingual"})
+class Forward(Generic[T]):
+    """A read-only member that is another object's: ``Forward("base")`` on a class reads ``self.base.<its name>``
+    (``attribute`` names it where the names differ)."""
 
-
-class _FromBase(Generic[T]):
-    """A read-only member of :class:`AdaptedModel` that is its wrapped model's."""
+    def __init__(self, via: str, attribute: str = "") -> None:
+        self.via, self.attribute = via, attribute
 
     def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
+        self.attribute = self.attribute or name
 
-    def __get__(self, model: Any, owner: type | None = None) -> T:
-        return cast(T, self if model is None else getattr(model.base, self.name))
+    def __get__(self, obj: Any, owner: type | None = None) -> T:
+        return cast(T, self if obj is None else getattr(getattr(obj, self.via), self.attribute))
 
 
 class AdaptedModel:
@@ -280,12 +280,17 @@ class AdaptedModel:
     adapter: TextAdapter
     adapter_label: str
     text_model: Any
-    family: _FromBase[str] = _FromBase()
-    logit_scale: _FromBase[float] = _FromBase()
-    logit_bias: _FromBase[float | None] = _FromBase()
-    precision: _FromBase[Precision] = _FromBase()
-    dim: _FromBase[int] = _FromBase()
-    is_demo: _FromBase[bool] = _FromBase()
+    family = Forward[str]("base")
+    logit_scale = Forward[float]("base")
+    logit_bias = Forward[float | None]("base")
+    precision = Forward[Precision]("base")
+    dim = Forward[int]("base")
+    is_demo = Forward[bool]("base")
+    text = Forward[Any]("text_model")
+    tokenizer = Forward[Any]("text_model")
+    context_length = Forward[int]("text_model")
+    openai_text_cleaning = Forward[bool]("text_model")
+    multilingual = Forward[bool]("text_model")
 
     def __init__(self, base: Any, adapter: TextAdapter, label: str | None = None, text_model: Any = None):
         object.__setattr__(self, "base", base)
@@ -296,7 +301,7 @@ class AdaptedModel:
     def __getattr__(self, name: str) -> Any:
         if name in ("base", "adapter", "adapter_label", "text_model"):
             raise AttributeError(name)
-        return getattr(self.text_model if name in TEXT_ATTRIBUTES else self.base, name)
+        return getattr(self.base, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         for model in {id(self.base): self.base, id(self.text_model): self.text_model}.values():
@@ -391,15 +396,5 @@ def apply_adapter(model: Any, adapter: TextAdapter | str | os.PathLike, check_so
     return AdaptedModel(model, adapter, label, text_model)
 
 
-def split_adapter(spec: str) -> tuple[str, str | None]:
-    """``"MODEL+adapter:PATH"`` → ``("MODEL", "PATH")`` (:meth:`labclip.spec.ModelSpec.parse`); a spec without an
-    adapter, or one the grammar refuses (loading it says why) → ``(spec, None)``."""
-    try:
-        parsed = ModelSpec.parse(spec)
-    except LabclipError:
-        return str(spec), None
-    return str(parsed.without(adapter=True)), parsed.adapter
-
-
 __all__ = ["ADAPTER_MARK", "AdaptedModel", "AdapterRevisionWarning", "TextAdapter", "apply_adapter", "card_path",
-           "load_text_adapter", "model_ref", "other_source", "public_card", "same_model", "split_adapter"]
+           "load_text_adapter", "model_ref", "other_source", "public_card", "same_model"]

@@ -8,12 +8,10 @@ caption sets, labels and notebooks as package data (``labclip/_bundled/``, found
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
 
 import platformdirs
 
@@ -135,11 +133,3 @@ def check_model_name(name: str) -> None:
     longest = max((len(part.encode("utf-8", "surrogatepass")) for part in name.replace("+", "/").split("/")), default=0)
     if longest > 255 or len(name) > 4096:
         raise LabclipError(f"model {shown} ({len(name)} characters): too long for a folder or a hub id")
-
-
-def __getattr__(name: str) -> Any:
-    """``shown_model`` and ``shown_revision`` live in :mod:`labclip.spec` (the one name grammar and identity);
-    kept importable from here for the lab layer."""
-    if name in ("shown_model", "shown_revision"):
-        return getattr(importlib.import_module("labclip.spec"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

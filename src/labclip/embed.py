@@ -21,7 +21,7 @@ import numpy as np
 from . import __version__
 from .bulk import DECODES, DEFAULT_DECODE, Plan, batches, plan, read_bytes, record
 from .cache import sha256_bytes
-from .config import shown_path, shown_revision
+from .config import shown_path
 from .errors import LabclipError, at_least
 from .images import IMAGE_SUFFIXES
 from .precision import PRECISIONS
@@ -37,6 +37,7 @@ from .shards import (
     write_provenance,
     write_shard,
 )
+from .spec import shown_revision
 
 SHARD_ROWS = 1024
 ENGINES = ("local", "ray")
@@ -160,7 +161,7 @@ def _load(args):
 
     model = load_model(args.model, device=args.device, cache=False, precision=args.precision,
                        default_for=args.precision_default_for)
-    if getattr(model, "untrained", False):
+    if model.untrained:
         print(f"labclip: note: '{args.model}' is an untrained model; its embeddings mean nothing", file=sys.stderr)
     return model
 

@@ -36,7 +36,6 @@ from .atomic import write_atomic
 from .errors import LabclipError
 from .finetune_file import FINETUNE_MARK, apply_finetune, save_finetune
 
-CHECKPOINT = "checkpoint.pt"
 METHODS = ("lora", "layers")
 MAX_LOGIT_SCALE = 100.0  # CLIP clamps its learned temperature here
 
@@ -155,7 +154,7 @@ def _inject_lora(model: Any, config: FinetuneConfig) -> list[str]:
 
 def prepare(model: Any, config: FinetuneConfig) -> dict[str, nn.Parameter]:
     """Freeze the model, make the trained tensors trainable (injecting LoRA if asked) and return them by name."""
-    if getattr(model, "adapter", None) is not None or not hasattr(model, "text"):
+    if model.adapter_card is not None:
         raise LabclipError(f"'{model.name}': fine-tune the model itself, not a model with a text adapter")
     if model.precision.dtype not in (None, torch.float32):
         raise LabclipError(f"fine-tuning needs fp32 weights; '{model.name}' is loaded in {model.precision.name} "

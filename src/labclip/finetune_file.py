@@ -20,9 +20,8 @@ from torch import nn
 
 from .adapter import read_weights_and_card
 from .atomic import write_atomic
-from .config import shown_model, shown_revision
 from .errors import LabclipError
-from .spec import FINETUNE_MARK
+from .spec import FINETUNE_MARK, shown_model, shown_revision
 
 FORMAT = "labclip-finetune"
 FORMAT_VERSION = 1

@@ -385,9 +385,9 @@ def match_probabilities(sim: np.ndarray, logit_scale: float = 100.0, logit_bias:
     :func:`topk_indices`) keeps only those cells; the softmax still runs over every caption."""
     sim = np.asarray(sim)
     logits = logit_scale * (sim if columns is None else np.take_along_axis(sim, columns, axis=1)).astype(np.float64)
-    if logit_bias is not None:
-        return np.exp(-np.logaddexp(0.0, -(logits + logit_bias)))
-    return np.exp(logits - row_logsumexp(sim, logit_scale)[:, None])
+    log_p = -np.logaddexp(0.0, -(logits + logit_bias)) if logit_bias is not None else logits - row_logsumexp(
+        sim, logit_scale)[:, None]
+    return np.exp(log_p)
 
 
 def topk_indices(sim: np.ndarray, k: int) -> np.ndarray:

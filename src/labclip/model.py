@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .adapter import AdaptedModel, TextAdapter, apply_adapter, load_text_adapter, other_source
+from .adapter import AdaptedModel, Forward, TextAdapter, apply_adapter, load_text_adapter, other_source
 from .cache import EmbeddingCache, default_cache_dir, sha256_bytes
 from .config import check_model_name, exists
 from .demo import UNTRAINED_MARKER, demo_model_path
@@ -31,7 +31,7 @@ from .hub import check_sources, did_you_mean, is_repo_id, loading_error
 from .images import PREPROCESS_VERSION, AnyPreprocess, load_image
 from .precision import FP32, Precision, cast, choose, to_dtype
 from .registry import CLIP, DEFAULT_MODEL, DEMO_MODEL, ModelInfo, resolve_model_name
-from .spec import ModelId, ModelSpec, shown_model
+from .spec import LoadedModel, ModelId, ModelSpec, shown_model
 from .text import clean_text
 
 ImageInput = str | os.PathLike[str] | Image.Image
@@ -58,6 +58,10 @@ class ClipModel:
             terminal (not in a pipe, a log or a notebook), ``True`` always, ``False`` never.
         finetune: the fine-tuned weights put on it (``MODEL+finetune:PATH``), else ``None``.
         finetune_card: their card as reports show it (:func:`labclip.finetune.apply_finetune`), else ``None``.
+
+    Read from its parts: ``family`` and ``multilingual`` (a text encoder trained for many languages) from
+    ``info``; ``model`` (the transformers module holding the image encoder) and ``preprocess`` from ``image``;
+    ``tokenizer``, ``context_length`` and ``openai_text_cleaning`` from ``text``.
     """
 
     name: str  # as reports show it: a hub id, or a local folder by its name (no machine path)
@@ -88,35 +92,13 @@ class ClipModel:
                    text=TextTower(model, tokenizer), logit_scale=float(model.logit_scale.exp().item()),
                    source=name, image_source=name, **kwargs)
 
-    @property
-    def family(self) -> str:
-        return self.info.family
-
-    @property
-    def multilingual(self) -> bool:
-        """Whether the text encoder was trained for many languages (not OpenAI's English CLIP)."""
-        return self.info.multilingual
-
-    @property
-    def model(self) -> torch.nn.Module:
-        """The transformers model holding the image encoder (and, for native families, the text encoder)."""
-        return self.image.module
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.text.tokenizer
-
-    @property
-    def preprocess(self) -> AnyPreprocess:
-        return self.image.preprocess
-
-    @property
-    def context_length(self) -> int:
-        return self.text.context_length
-
-    @property
-    def openai_text_cleaning(self) -> bool:
-        return self.text.openai_text_cleaning
+    family = Forward[str]("info")
+    multilingual = Forward[bool]("info")
+    model = Forward[torch.nn.Module]("image", "module")
+    preprocess = Forward[AnyPreprocess]("image")
+    tokenizer = Forward[Any]("text")
+    context_length = Forward[int]("text")
+    openai_text_cleaning = Forward[bool]("text")
 
     @property
     def dim(self) -> int:
@@ -394,13 +376,6 @@ def check_model(name_or_path: str | os.PathLike[str] = DEFAULT_MODEL,
             check_model(source)
 
 
-def fingerprint(model: ClipModel | AdaptedModel, images_only: bool = False) -> str:
-    """The embedding cache's key of ``model`` (:meth:`labclip.spec.ModelId.cache_key`): its weights by content
-    or hub revision, precision and preprocessing; ``images_only`` covers just the image encoder, so models
-    that share it share cached image embeddings."""
-    return model.identity.cache_key(images_only)
-
-
 def _cache_summary(model: ClipModel | AdaptedModel) -> str:
     """Cache use; with an adapter's separate text tower, images from the model's cache, captions from the tower's."""
     images, captions = model.cache, model.text_model.cache
@@ -431,5 +406,7 @@ def describe(model: ClipModel | AdaptedModel) -> dict[str, Any]:
         **({"adapter": model.adapter_card} if model.adapter_card is not None else {}),
     }
 
+
+LOADED_MODELS: tuple[type[LoadedModel], ...] = (ClipModel, AdaptedModel)  # mypy checks both are LoadedModels
 
 __all__ = ["ClipModel", "check_model", "describe", "load_model"]

@@ -28,11 +28,12 @@ from ..adapt import (
     fit_text_adapter,
 )
 from ..adapter import model_ref
-from ..config import DEFAULT_CAPTIONS, DEFAULT_LABELS, shown_revision
+from ..config import DEFAULT_CAPTIONS, DEFAULT_LABELS
 from ..data import CaptionSet, flatten_captions, load_captions
 from ..errors import LabclipError
 from ..metrics import correct_ranks
 from ..model import ClipModel, describe
+from ..spec import shown_revision
 from ..stats import wilson_interval
 from ..zeroshot import class_embeddings, labelled_images, load_templates
 from .provenance import Timings, sha256_file, sha256_files

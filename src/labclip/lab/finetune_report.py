@@ -17,9 +17,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..atomic import write_text
-from ..config import shown_model
 from ..finetune import FinetuneConfig
 from ..labels import pct
+from ..spec import shown_model
 from .experiment import load_model_or_demo
 from .finetune import DIRECTIONS, KS, VARIANTS, FinetuneEvaluation, FinetuneRun, run_finetune
 from .plots import MIN_TEXT_PT, PAGE_WIDTH_PT, literal_text, plain, similarity_heatmap

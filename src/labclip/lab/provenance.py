@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from ..config import shown_model
 from ..model import ClipModel, describe
+from ..spec import shown_model
 
 PACKAGES = ("labclip", "torch", "transformers", "tokenizers", "numpy", "pandas", "pillow", "matplotlib", "papermill", "nbconvert")
 
@@ -89,7 +89,7 @@ def model_record(model, requested: str | None = None, fallback_reason: str | Non
     A multilingual text encoder paired with a CLIP image encoder is ``TEXT+IMAGE``, with revision
     ``TEXT_REVISION+IMAGE_REVISION``. A model with a text adapter is ``MODEL+adapter:LABEL``, with
     revision ``REVISION+adapter:SHA256`` and the adapter's card under ``adapter``. Local folders and files
-    are named as reports name them (:func:`labclip.config.shown_model`), never by their machine path.
+    are named as reports name them (:func:`labclip.spec.shown_model`), never by their machine path.
     The fields are the model's identity's (:meth:`labclip.spec.ModelId.record`).
     """
     return model.identity.record(requested, fallback_reason)

@@ -20,11 +20,11 @@ from typing import Any, Generic, TypeVar, cast
 import numpy as np
 
 from ..atomic import write_text
-from ..config import DEFAULT_MODEL, DEMO_MODEL, shown_model
+from ..config import DEFAULT_MODEL, DEMO_MODEL
 from ..errors import LabclipError
 from ..hub import ModelUnavailable, without_demo_hint
 from ..model import ClipModel, check_model, load_model
-from ..spec import ModelSpec
+from ..spec import ModelSpec, shown_model
 from .provenance import Timings, now, run_record, sha256_files
 
 

@@ -10,11 +10,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..config import shown_model, shown_path, shown_revision
+from ..config import shown_path
 from ..images import NaflexPreprocess, SquarePreprocess
 from ..labels import DIRECTIONS as DIRECTION_NAMES
 from ..model import ClipModel
 from ..registry import TEXT_HANDLING
+from ..spec import shown_model, shown_revision
 
 DIRECTIONS = {d: DIRECTION_NAMES[d] for d in ("t2i", "i2t")}  # labels.DIRECTIONS in the reports' order, t2i first
 
@@ -44,12 +45,12 @@ def public_path(path: str | Path | None) -> str:
 
 
 def model_name(name: str) -> str:
-    """A model name as reports show it (:func:`labclip.config.shown_model`, pairs joined by " + ")."""
+    """A model name as reports show it (:func:`labclip.spec.shown_model`, pairs joined by " + ")."""
     return shown_model(name, " + ")
 
 
 def public_revision(revision: str | None) -> str:
-    """A model revision as reports show it (:func:`labclip.config.shown_revision`; "—" when unknown)."""
+    """A model revision as reports show it (:func:`labclip.spec.shown_revision`; "—" when unknown)."""
     return shown_revision(revision) or "—"
 
 
@@ -67,7 +68,7 @@ def script(texts: Iterable[str]) -> str | None:
 
 def _text_model(model: ClipModel) -> ClipModel:
     """The model whose text tower encodes the captions (an adapter's source tower, else the model)."""
-    return getattr(model, "text_model", model)
+    return model.text_model
 
 
 def is_openai_clip_tokenizer(model: ClipModel) -> bool:
@@ -98,7 +99,7 @@ def text_processing(model: ClipModel) -> str:
 
 def adapter_text(model: ClipModel) -> str:
     """A sentence on the model's text adapter (the tower before it, what it was fitted on), or ``""``."""
-    card = getattr(model, "adapter_card", None)
+    card = model.adapter_card
     if card is None:
         return ""
     adapted: Any = model  # an AdaptedModel: its base model and whether captions have their own tower

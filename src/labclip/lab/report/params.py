@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ...config import DEFAULT_MODEL, exists, shown_model, shown_path
+from ...config import DEFAULT_MODEL, exists, shown_path
 from ...errors import LabclipError, at_least
 from ...precision import DEFAULTS, PRECISIONS
+from ...spec import shown_model
 from ...translate import DEFAULT_TRANSLATOR
 
 # The notebooks `labclip report` runs by default, and those run on request (make report-scale, ...).
