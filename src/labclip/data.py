@@ -111,15 +111,6 @@ class CaptionSet:
             raise KeyError(column)
         return list(columns[column])
 
-    def select(self, languages: Sequence[str]) -> CaptionSet:
-        """The same set with only ``languages``, in that order."""
-        missing = [lang for lang in languages if lang not in self.captions]
-        if missing:
-            raise UnknownLanguage(f"{self.source}: unknown language {', '.join(map(repr, missing))}; "
-                                  f"the file has: {', '.join(self.languages)}", self.languages)
-        return CaptionSet(self.source, self.images, self.paths, {lang: self.captions[lang] for lang in languages},
-                          self.ids, dict(self.attrs), self.names, self.extra)
-
 
 def language_columns(columns: Sequence[str]) -> list[str]:
     """The columns of a caption or labels file named by a language code (``en``, ``pt-br``), in file order."""
