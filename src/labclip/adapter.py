@@ -396,5 +396,5 @@ def apply_adapter(model: Any, adapter: TextAdapter | str | os.PathLike, check_so
     return AdaptedModel(model, adapter, label, text_model)
 
 
-__all__ = ["ADAPTER_MARK", "AdaptedModel", "AdapterRevisionWarning", "TextAdapter", "apply_adapter", "card_path",
+__all__ = ["ADAPTER_MARK", "AdaptedModel", "AdapterRevisionWarning", "Forward", "TextAdapter", "apply_adapter", "card_path",
            "load_text_adapter", "model_ref", "other_source", "public_card", "same_model"]
