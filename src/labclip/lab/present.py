@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -169,7 +170,7 @@ def template_comparison(run: ZeroShotRun, scores: pd.DataFrame, k: int = 5,
     missing = (f"There is no {md(narrative.language_name(run.language))} version of: {', '.join(map(md, skipped))}."
                if skipped else "")
     evaluated = {name: run.evaluated(name) for name in scores["templates"]}
-    per_class: list[object] = [figures["mean_per_class_recall"] for _, figures in evaluated.values()]
+    per_class: list[Any] = [figures["mean_per_class_recall"] for _, figures in evaluated.values()]
     balanced = scores.assign(mean_per_class_recall=per_class)
     keys = ["templates", "count", "acc1", f"acc{k}", "mean_per_class_recall"]
     shown = pd.DataFrame({key: [format_metric(key, v, n) for v, n in zip(balanced[key], scores["n"])]
