@@ -35,7 +35,10 @@ present.results(exp, languages)  # narrative.results(exp.matching(lang)) per lan
 
 # %%
 first = exp.matching(languages[0])
-present.Output(present.heatmap(exp, first, present.similarity_range(exp, languages)), present.topk(first))
+present.heatmap(exp, first, present.similarity_range(exp, languages))  # on the colour scale of all languages
+
+# %%
+present.topk(first)  # first.topk: the k best captions per image
 
 # %%
 compared = len(languages) > 1  # the lab report sets the languages side by side when there are several

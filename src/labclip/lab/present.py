@@ -100,15 +100,15 @@ def paragraph(markdown: str) -> None:
 def title(exp: Experiment, text: str, report: str | None = None) -> Output:
     """The report title, with the untrained-model warning in it and as a banner under it."""
     langs = ", ".join(narrative.language_name(lang) for lang in exp.languages)
-    return heading(exp, text, f"{len(exp.captions)} images · languages: {langs} · run started {exp.started}", report)
+    return masthead(exp, text, f"{len(exp.captions)} images · languages: {langs} · run started {exp.started}", report)
 
 
 def header(run: Run, text: str, details: str, report: str | None = None) -> None:
-    """Display :func:`heading` now."""
-    heading(run, text, details, report)._ipython_display_()
+    """Display :func:`masthead` now."""
+    masthead(run, text, details, report)._ipython_display_()
 
 
-def heading(run: Run, text: str, details: str, report: str | None = None) -> Output:
+def masthead(run: Run, text: str, details: str, report: str | None = None) -> Output:
     """Title, the report's own name under it when the title is the user's (``report``), the model used (after a
     fallback also the model requested), details (plain text), and one banner that gives the fallback's reason
     and the untrained-model warning where they apply."""
@@ -136,8 +136,8 @@ def heading(run: Run, text: str, details: str, report: str | None = None) -> Out
 def zeroshot_title(run: ZeroShotRun, text: str, report: str | None = None) -> Output:
     """Title and model line; where the run fell back to English, the sentence that says why."""
     fell_back = narrative.zeroshot_language_note(run)
-    return Output(heading(run, text, f"{len(run.data.paths)} labelled images · {len(run.data.classes)} classes · "
-                                     f"template language: {narrative.language_name(run.language)}", report),
+    return Output(masthead(run, text, f"{len(run.data.paths)} labelled images · {len(run.data.classes)} classes · "
+                                      f"template language: {narrative.language_name(run.language)}", report),
                   note(fell_back) if fell_back else None)
 
 
