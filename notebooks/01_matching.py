@@ -16,10 +16,12 @@ output_dir = None  # folder for metrics and provenance JSON (None: not written)
 
 # %%
 from labclip import match_metrics, similarity
-from labclip.lab import experiment, present
+from labclip.lab import present, runs
+from labclip.lab.experiment import MATCHING
 
-exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict,
-                       check_images=check_images, precision=precision, default_for="01_matching")
+exp = runs.start(MATCHING, model, captions=captions, image_dir=image_dir, languages=languages, top_k=top_k,
+                 batch_size=batch_size, strict=strict, check_images=check_images, precision=precision,
+                 default_for="01_matching")  # check the captions, then load the model
 present.title(exp, title, report="CLIP image–text matching")
 
 # %% [markdown] tags=["remove-cell"]
@@ -36,20 +38,24 @@ with exp.timings.stage("encode, compare, score"):
     metrics = match_metrics(sim, k=top_k, logit_scale=clip.logit_scale)
 m = exp.record(language, sim, metrics)                  # the tables and figures below show it
 
-# %%
-present.heatmap(exp, m)       # plots.similarity_heatmap(sim, images, captions)
+# %% tags=["remove-cell"]
+# What the sections below are drawn from, as data (Jupyter shows it; the report does not).
+m.topk.head(2 * top_k)                                  # the k best captions per image: cosine, probability, correct?
 
 # %%
-present.topk(m)               # tables.topk_table: the k best captions per image
+present.heatmap(exp, m)       # plots.similarity_heatmap(m.sim, images, captions), with its caption
 
 # %%
-present.distributions(m)      # correct vs wrong cosine, narrative.results
+present.topk(m)               # m.topk: the k best captions per image
 
 # %%
-present.accuracy(m)           # metrics.i2t and metrics.t2i
+present.distributions(m)      # correct vs wrong cosine, with narrative.results(m)
 
 # %%
-present.distractors(m)        # tables.frequent_distractors
+present.accuracy(m)           # m.metrics.i2t and m.metrics.t2i, with their intervals
+
+# %%
+present.distractors(m)        # m.distractors: wrong captions that enter many top-k lists
 
 # %%
 exp.save(output_dir, "01_matching")  # metrics and provenance as JSON, when output_dir is set

@@ -17,28 +17,41 @@ check_images = True  # False: skip decoding every image (the report runner has a
 output_dir = None  # folder for metrics and provenance JSON (None: not written)
 
 # %%
-from labclip.lab import experiment, present
+from labclip.lab import compare, present, runs
+from labclip.lab.experiment import MATCHING
 
-exp = experiment.start(model, captions, image_dir, languages, top_k, batch_size, strict,  # check the captions, load the model
-                       check_images=check_images, precision=precision, default_for="02_languages")
+exp = runs.start(MATCHING, model, captions=captions, image_dir=image_dir, languages=languages, top_k=top_k,
+                 batch_size=batch_size, strict=strict, check_images=check_images, precision=precision,
+                 default_for="02_languages")  # check the captions, then load the model
 present.title(exp, title, report="CLIP matching across caption languages")
+
+# %%
+present.captions(exp, languages)  # the same images, one caption column per language
 
 # %% tags=["remove-cell"]
 # The method, as data: the same images matched with each language's captions (exp.matching(lang): encode, cosine,
 # labclip.match_metrics); one column of metrics per language. Jupyter shows the DataFrame; the report does not.
-exp.compare(languages)
+metrics = exp.compare(languages)
+metrics.round(3)
 
 # %%
-present.languages(exp, languages)  # exp.matching(lang) per language, token statistics
+present.language_metrics(exp, metrics)  # the table with 95% intervals, bars, McNemar test of the first two languages
 
 # %%
-from labclip.lab import compare
+present.published_results(exp, languages)  # published figures for this model and these languages, if any
 
+# %%
+present.token_statistics(exp, languages)  # tables.token_stats: how the tokenizer splits each language's captions
+
+# %%
+present.heatmaps(exp, languages)  # exp.matching(lang).sim per language, on one colour scale
+
+# %%
 others = compare_models if compare_models is not None else compare.default_models(languages)[1:]
 table = compare.compare(exp.captions, languages, [exp.model, *others], translator, top_k, precision=precision,
                         default_for="02_languages")
 compare.save(table, output_dir)  # comparison.csv, when output_dir is set
-present.comparison(exp, table, translator)
+present.comparison(exp, table, translator)  # table.table: one row per model, language and strategy
 
 # %%
 exp.save(output_dir, "02_languages")  # metrics and provenance as JSON, when output_dir is set

@@ -13,17 +13,26 @@ template_sets = ["single", "imagenet7", "imagenet80"]  # compared; the last one 
 output_dir = None  # folder for the provenance JSON (None: not written)
 
 # %%
-from labclip.lab import experiment, present
+from labclip import zeroshot
+from labclip.lab import present, runs
+from labclip.lab.experiment import ZEROSHOT
 
-run = experiment.start(model, languages=languages, strict=strict, labels=labels, task="zeroshot",
-                       precision=precision, default_for="04_zeroshot", template_sets=template_sets)
+run = runs.start(ZEROSHOT, model, languages=languages, strict=strict, labels=labels, precision=precision,
+                 default_for="04_zeroshot", template_sets=template_sets)  # check the labels, then load the model
 present.zeroshot_title(run, title, report="Zero-shot classification with prompt templates")
 
 # %%
-present.zeroshot_predictions(run, template_sets[-1], top_k)  # zeroshot.class_embeddings + probabilities
+prompts = zeroshot.load_templates(template_sets[-1], run.language)  # e.g. "a photo of a {}."
+probs = run.probabilities(prompts)  # each class name under every prompt, averaged; images × classes probabilities
+present.zeroshot_predictions(run, probs, template_sets[-1], top_k)
 
 # %%
-scores = present.template_comparison(run, template_sets, top_k)  # run.compare: metrics.zeroshot_metrics per set
+usable = zeroshot.available_sets(template_sets, run.language)  # the sets with a version in this language
+scores = run.compare(usable, top_k)  # metrics.zeroshot_metrics per template set: one row each
+present.template_comparison(run, scores, top_k, requested=template_sets)
+
+# %% tags=["remove-cell"]
+scores.round(3)  # the figures behind the table above, as data (Jupyter shows it; the report does not)
 
 # %%
 run.save(output_dir, "04_zeroshot")  # metrics and provenance as JSON, when output_dir is set

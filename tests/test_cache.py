@@ -8,7 +8,8 @@ import pytest
 from labclip import load_model
 from labclip.config import CAPTIONS_DIR
 from labclip.data import load_captions
-from labclip.lab.experiment import start
+from labclip.lab.experiment import MATCHING
+from labclip.lab.runs import start
 from labclip.testing import make_tiny_model
 
 TEXTS = ["a cup of coffee", "чашка кофе", "a red car"]
@@ -83,9 +84,9 @@ def test_two_processes_at_once(tiny_model_dir, tmp_path, images):
 
 def test_new_caption_set_encodes_no_image(tiny_model_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("LABCLIP_CACHE", str(tmp_path))
-    first = start(str(tiny_model_dir), CAPTIONS_DIR / "default.csv")
+    first = start(MATCHING, str(tiny_model_dir), captions=CAPTIONS_DIR / "default.csv", default_for="01_matching")
     first.matching("en")
-    second = start(str(tiny_model_dir), CAPTIONS_DIR / "short.csv")
+    second = start(MATCHING, str(tiny_model_dir), captions=CAPTIONS_DIR / "short.csv", default_for="01_matching")
     second.matching("ru")
     stats = second.model.cache.stats["images"]
     assert stats.misses == 0 and stats.hits == len(second.captions)

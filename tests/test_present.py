@@ -11,7 +11,7 @@ from PIL import Image
 
 from labclip.config import DEFAULT_CAPTIONS
 from labclip.data import load_captions
-from labclip.lab import plots, present
+from labclip.lab import narrative, plots, present
 from labclip.lab.compare import compare
 from labclip.lab.experiment import Experiment
 
@@ -30,16 +30,22 @@ def shown(tiny_model):
         heatmaps.append((sim, kwargs.get("vmin"), kwargs.get("vmax")))
         return real_heatmap(sim, *args, **kwargs)
 
+    langs = ["en", "ru"]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(present, "display", lambda obj: outputs.append(obj.data))
         patch.setattr(plots, "similarity_heatmap", record)
-        present.languages(exp, ["en", "ru"])
-        present.comparison(exp, compare(exp.captions, ["en", "ru"], [exp.model], None, exp.top_k), None)
-        present.lab_report(exp, ["en", "ru"])
-        m = exp.matching("en")
-        present.topk(m)
-        present.accuracy(m)
-        present.distractors(m)
+        metrics, first = exp.compare(langs), exp.matching("en")
+        sections = [  # what the cells of 02_languages, then 03_lab_report, then 01_matching return
+            present.captions(exp, langs), present.language_metrics(exp, metrics),
+            present.published_results(exp, langs), present.token_statistics(exp, langs), present.heatmaps(exp, langs),
+            present.comparison(exp, compare(exp.captions, langs, [exp.model], None, exp.top_k), None),
+            present.Section("Abstract", narrative.abstract(exp, langs)), present.Section("Method", narrative.method(exp)),
+            present.results(exp, langs), present.heatmap(exp, first, present.similarity_range(exp, langs)),
+            present.topk(first),
+            present.language_metrics(exp, metrics, heading="Languages compared", level=3, paired=False),
+            present.Section("Discussion", narrative.discussion(exp, langs)), present.published_results(exp, langs),
+            present.Section("Limitations", narrative.limitations(exp)),
+            present.topk(first), present.accuracy(first), present.distractors(first)]
+    outputs = [part for section in sections for part in section.parts]
     return exp, outputs, heatmaps
 
 
@@ -135,9 +141,7 @@ def test_label_bars_say_what_the_bars_are_and_charts_share_one_width():
 def test_provenance_items_read_as_words(tiny_model, monkeypatch):
     exp = Experiment(model=tiny_model, captions=load_captions(DEFAULT_CAPTIONS))
     exp.matching("en")
-    outputs = []
-    monkeypatch.setattr(present, "display", lambda obj: outputs.append(obj.data))
-    present.provenance(exp)
+    outputs = present.provenance(exp).parts
     items = re.findall(r"<td[^>]*>(model|machine|top)[^<]*</td>", outputs[-1])
     shown = set(re.findall(r"<td[^>]*>((?:model: |machine: )?[a-z][^<]*)</td>", outputs[-1]))
     assert items and {"top-k", "machine: memory (GiB)", "machine: CPUs", "model: embedding dimensions"} <= shown

@@ -69,7 +69,7 @@ def test_html_embeds_heatmap_table_and_russian(full_run):
     assert "data:image/svg+xml;base64," in html  # figures keep their text as text (tests/test_report_pages.py)
     assert "Top-3 captions per image" in html and "<table" in html
     assert "a photo of a cup of coffee on a red saucer" in html
-    assert "import labclip" not in html and "experiment.start(" not in html  # code is hidden
+    assert "import labclip" not in html and "runs.start(" not in html  # code is hidden
     languages = (out / "02_languages.html").read_text(encoding="utf-8")
     assert ">astronaut.png<" in languages and "../images/" not in languages  # images by name, as the report shows them
     assert "чашка кофе" in languages.lower() or "чашки кофе" in languages.lower()

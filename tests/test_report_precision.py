@@ -233,8 +233,8 @@ def test_every_lab_entry_point_loads_in_the_precision_asked(monkeypatch):
 
     monkeypatch.setattr(runs, "load_model", spy)  # the one loader of every run
     captions = load_captions(DEFAULT_CAPTIONS, languages=["en", "ru"])
-    run = experiment.start("demo", languages=["en"], precision="bf16")
-    zeroshot = experiment.start("demo", task="zeroshot", precision="bf16")
+    run = runs.start(experiment.MATCHING, "demo", languages=["en"], precision="bf16")
+    zeroshot = runs.start(experiment.ZEROSHOT, "demo", precision="bf16")
     assert run.model.precision.name == zeroshot.model.precision.name == "bf16"
     compare.compare(captions, ["en"], [run.model, "demo"], None, precision="bf16")
     scaled = scale.start(DEFAULT_CAPTIONS, ["demo"], ["en"], precision="bf16")

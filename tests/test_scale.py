@@ -296,13 +296,15 @@ def test_scale_notebook_is_generated_thin_and_not_in_the_default_report():
 
 
 def test_runner_checks_images_once_and_notebooks_can_skip_it(tmp_path):
-    from labclip.lab import experiment
+    from labclip.lab import runs
+    from labclip.lab.experiment import MATCHING
 
     (tmp_path / "a.png").write_bytes(b"not an image")
     (tmp_path / "c.csv").write_text("image,en\na.png,a cat\n", encoding="utf-8")
     with pytest.raises(LabclipError, match="a.png"):
-        experiment.start("demo", tmp_path / "c.csv", tmp_path)
-    exp = experiment.start("demo", tmp_path / "c.csv", tmp_path, check_images=False)
+        runs.start(MATCHING, "demo", captions=tmp_path / "c.csv", image_dir=tmp_path, default_for="01_matching")
+    exp = runs.start(MATCHING, "demo", captions=tmp_path / "c.csv", image_dir=tmp_path, check_images=False,
+                     default_for="01_matching")
     assert exp.image_names == ["a.png"]
 
 

@@ -9,14 +9,15 @@ import pytest
 from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
-from labclip.lab import experiment, narrative
+from labclip.lab import narrative, runs
+from labclip.lab.experiment import MATCHING
 
 SHARE = re.compile(r"(\d+)/(\d+) \((\d+\.\d)% \[(\d+\.\d)%, (\d+\.\d)%\]\)")
 
 
 @pytest.fixture(scope="module")
 def exp(tiny_model_dir):
-    return experiment.start(str(tiny_model_dir), languages=["en", "ru"])
+    return runs.start(MATCHING, str(tiny_model_dir), languages=["en", "ru"], default_for="01_matching")
 
 
 def _top1_hits(sim: np.ndarray) -> np.ndarray:

@@ -161,9 +161,8 @@ def test_template_comparison_encodes_each_set_once_and_shows_the_json_interval(t
     encoded = []
     real = experiment.class_embeddings
     monkeypatch.setattr(experiment, "class_embeddings", lambda m, c, t: encoded.append(tuple(t)) or real(m, c, t))
-    shown = []
-    monkeypatch.setattr(present, "display", shown.append)
-    present.template_comparison(run, ["single", "imagenet7"], k=2)
+    sets = ["single", "imagenet7"]
+    shown = present.template_comparison(run, run.compare(sets, 2), k=2, requested=sets).parts
     assert sorted(encoded) == sorted({tuple(load_templates(s)) for s in ("single", "imagenet7")})
     html = "".join(str(getattr(x, "data", x)) for x in shown)
     for name in ("single", "imagenet7"):
@@ -184,17 +183,12 @@ def test_template_comparison_shows_undefined_top_k_with_its_reason(tiny_model, t
         for name in names:
             shutil.copy(IMAGES_DIR / name, tmp_path / "root" / cls / name)
     run = ZeroShotRun(model=tiny_model, data=labelled_images(tmp_path / "root"))
-    shown = []
-    monkeypatch.setattr(present, "display", shown.append)
-    present.template_comparison(run, ["single", "imagenet7"], k=2)
-    html = "".join(str(getattr(x, "data", x)) for x in shown)
+    html = present.template_comparison(run, run.compare(["single", "imagenet7"], 2), k=2)._repr_html_()
     assert "Top-2 shows — because top-2 accuracy is undefined with 2 classes: every class is among the top 2." in html
     assert len(re.findall(r"<td [^>]*>—</td>", html)) == 2
     figures = json.loads(json.dumps(run.figures()))
     assert figures["single"]["acc2"] is None and "acc2_low" not in figures["single"]
-    shown.clear()
-    present.template_comparison(run, ["single"], k=1)
-    html = "".join(str(getattr(x, "data", x)) for x in shown)
+    html = present.template_comparison(run, run.compare(["single"], 1), k=1)._repr_html_()
     assert "undefined" not in html and "—" not in html
 
 

@@ -1,8 +1,9 @@
 """Runs of the lab: a model with a caption set (paired matching) or with labelled images (zero-shot).
 
-:func:`start` opens either kind through :func:`labclip.lab.runs.start` (inputs checked first, then the
-model by the one fallback rule); each run encodes its images once, records its timings and writes its
-results with :meth:`Run.save`.
+:func:`labclip.lab.runs.start` opens either kind (inputs checked first, then the model by the one fallback
+rule): ``runs.start(MATCHING, model, captions=..., languages=...)`` gives an :class:`Experiment`,
+``runs.start(ZEROSHOT, model, labels=..., languages=...)`` a :class:`ZeroShotRun`. Each run encodes its
+images once, records its timings and writes its results with :meth:`Run.save`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import write_text
-from ..config import DEFAULT_CAPTIONS, DEFAULT_LABELS, DEFAULT_MODEL, shown_path
+from ..config import DEFAULT_CAPTIONS, DEFAULT_LABELS, shown_path
 from ..data import CaptionSet, load_captions
 from ..errors import LabclipError
 from ..metrics import MatchMetrics, ZeroShotMetrics, similarity, zeroshot_estimates, zeroshot_metrics
@@ -34,10 +35,9 @@ from ..zeroshot import (
 from .provenance import Timings, sha256_file
 from .results import Matching, matching
 from .runs import Kind, Loaded, Run, check_model_or_demo, load_model_or_demo, load_models
-from .runs import start as start_run
 
-__all__ = ["Experiment", "Loaded", "Matching", "Run", "ZeroShotRun", "check_model_or_demo", "load_model_or_demo",
-           "load_models", "similarity_file", "start"]
+__all__ = ["MATCHING", "ZEROSHOT", "Experiment", "Loaded", "Matching", "Run", "ZeroShotRun", "check_model_or_demo",
+           "load_model_or_demo", "load_models", "similarity_file"]
 
 
 def similarity_file(language: str) -> str:
@@ -185,63 +185,15 @@ class ZeroShotRun(Run):
         return {name: {**m.to_dict(), **interval_fields(self._estimates[name])} for name, m in self._scores.items()}
 
 
-def start(
-    model: str = DEFAULT_MODEL,
-    captions: str | os.PathLike | None = None,
-    image_dir: str | os.PathLike | None = None,
-    languages: Sequence[str] | None = None,
-    top_k: int = 3,
-    batch_size: int | None = None,
-    strict: bool = False,
-    device: str = "cpu",
-    *,
-    labels: str | os.PathLike | None = None,
-    task: str = "matching",
-    check_images: bool = True,
-    precision: str | None = None,
-    template_sets: Sequence[str] | None = None,
-    default_for: str = "01_matching",
-) -> Run:
-    """Validate the inputs first, then load the model (or the demo model, see :func:`load_model_or_demo`).
-
-    Args:
-        model: hub id, alias, local folder or ``"demo"``.
-        captions: caption file for ``task="matching"`` (default ``data/captions/default.csv``).
-        image_dir: folder the caption file's image paths are relative to.
-        languages: caption languages to use; for zero-shot, the first is the template and label language,
-            or English where the labels or ``template_sets`` lack it (:func:`labclip.zeroshot.choose_language`;
-            the run records what was missing).
-        top_k: cut-off of top-k tables and accuracy.
-        batch_size: items per forward pass (``None``: the model's default).
-        strict: fail when the model can't be loaded instead of using the demo model.
-        device: torch device.
-        labels: labelled images for ``task="zeroshot"`` (default ``data/labels.csv``).
-        task: ``"matching"`` gives an :class:`Experiment`, ``"zeroshot"`` a :class:`ZeroShotRun`.
-        check_images: decode every image of the caption set now; ``False`` when the report runner has
-            already checked them once for all notebooks.
-        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`labclip.load_model`); ``None``:
-            the default for the notebook ``default_for`` (:data:`labclip.precision.DEFAULTS`), recorded as such.
-        template_sets: for zero-shot, the template sets the run will use (``None``: any).
-    """
-    if task not in ("matching", "zeroshot"):
-        raise LabclipError(f"unknown task {task!r}; use 'matching' or 'zeroshot'")
-    options: dict[str, Any] = dict(strict=strict, device=device, precision=precision, default_for=default_for,
-                                   batch_size=batch_size, captions=captions, image_dir=image_dir, languages=languages,
-                                   top_k=top_k, labels=labels, check_images=check_images, template_sets=template_sets)
-    if task == "zeroshot":
-        return start_run(ZEROSHOT, model, **options)
-    return start_run(MATCHING, model, **options)
-
-
 def _common(loaded: list[Loaded], timings: Timings, batch_size: int | None) -> dict[str, Any]:
     (one,) = loaded
     return dict(model=one.model, batch_size=batch_size, requested_model=one.requested,
                 fallback_reason=one.fallback_reason, timings=timings)
 
 
-def _prepare_matching(timings: Timings, *, captions: str | os.PathLike | None, image_dir: str | os.PathLike | None,
-                      languages: Sequence[str] | None, top_k: int = 3, check_images: bool = True,
-                      **unused: Any) -> dict[str, Any]:
+def _prepare_matching(timings: Timings, *, captions: str | os.PathLike | None = None,
+                      image_dir: str | os.PathLike | None = None, languages: Sequence[str] | None = None,
+                      top_k: int = 3, check_images: bool = True, **unused: Any) -> dict[str, Any]:
     with timings.stage("load captions"):
         table = load_captions(Path(captions) if captions else DEFAULT_CAPTIONS,
                               Path(image_dir) if image_dir else None, languages, check_images=check_images)
@@ -253,8 +205,9 @@ def _build_matching(inputs: dict[str, Any], loaded: list[Loaded], skipped: list[
     return Experiment(**inputs, **_common(loaded, timings, batch_size))
 
 
-def _prepare_zeroshot(timings: Timings, *, labels: str | os.PathLike | None, languages: Sequence[str] | None,
-                      template_sets: Sequence[str] | None, **unused: Any) -> dict[str, Any]:
+def _prepare_zeroshot(timings: Timings, *, labels: str | os.PathLike | None = None,
+                      languages: Sequence[str] | None = None, template_sets: Sequence[str] | None = None,
+                      **unused: Any) -> dict[str, Any]:
     wanted = (languages or ["en"])[0]
     source = Path(labels) if labels else DEFAULT_LABELS
     with timings.stage("load labelled images"):
@@ -270,4 +223,12 @@ def _build_zeroshot(inputs: dict[str, Any], loaded: list[Loaded], skipped: list[
 
 
 MATCHING: Kind[Experiment] = Kind(_prepare_matching, _build_matching)
+"""An :class:`Experiment` for :func:`labclip.lab.runs.start`. Its inputs: ``captions`` (a caption file, default
+``data/captions/default.csv``), ``image_dir`` (the folder its image paths are relative to), ``languages`` (the
+caption columns to use), ``top_k`` (cut-off of top-k tables and accuracy), ``check_images`` (decode every image
+now; ``False`` when the report runner has already checked them once for all notebooks)."""
 ZEROSHOT: Kind[ZeroShotRun] = Kind(_prepare_zeroshot, _build_zeroshot)
+"""A :class:`ZeroShotRun` for :func:`labclip.lab.runs.start`. Its inputs: ``labels`` (labelled images, default
+``data/labels.csv``), ``languages`` (the first is the template and label language, or English where the labels
+or ``template_sets`` lack it: :func:`labclip.zeroshot.choose_language`; the run records what was missing),
+``template_sets`` (the template sets the run will use; ``None``: any)."""

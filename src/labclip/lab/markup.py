@@ -1,11 +1,12 @@
 """HTML for the reports: escaped tables, escaped Markdown prose, figures as ``data:`` images, screen-only blocks,
-and the page-break styles. Strings only; :mod:`labclip.lab.present` displays them."""
+the provenance table and the page-break styles. Strings only; :mod:`labclip.lab.present` displays them."""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib
@@ -13,7 +14,8 @@ import mistune
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import plots
+from ..labels import metric_label
+from . import narrative, plots
 
 BANNER_STYLE = ("border:3px solid #c62828;background:#ffebee;color:#8e0000;padding:6px 10px;"
                 "margin:4px 0 6px 0;font-size:11.5px;font-weight:bold;border-radius:4px")
@@ -70,6 +72,64 @@ def table(frame: pd.DataFrame, index: bool = False) -> str:
     return (styler if index else styler.hide(axis="index")).to_html()
 
 
+def section_html(heading: str | None, text: str = "", *items: str, level: int = 2, together: bool = False) -> str:
+    """One section: heading (plain text), prose (Markdown) and items (HTML) in one block.
+
+    A section without items, or with ``together``, stays on one page; otherwise the heading and prose stay
+    with the first item when it is a figure or a table of at most ``SHORT_TABLE`` rows, and ask not to be
+    parted from a longer table.
+    """
+    head = f"<h{level}>{html.escape(heading)}</h{level}>" if heading else ""
+    lead = head + (prose(text) if text else "")
+    together = together or not items
+    if items and not together:
+        lead = f'<div class="labclip-lead" style="{KEEP_WITH_NEXT}">{lead}</div>' if lead else ""
+        if items[0].startswith("<img") or _short_table(items[0]):
+            lead, items = f'<div style="{KEEP_TOGETHER}">{lead}{items[0]}</div>', items[1:]
+    style = f' style="{KEEP_TOGETHER}"' if together else ""
+    return f'<div class="labclip-section"{style}>{lead}{"".join(items)}</div>'
+
+
+def _short_table(item: str) -> bool:
+    return "<table" in item and item.count("<tr") <= SHORT_TABLE
+
+
 def block(heading: str, *items: str, level: int = 3) -> str:
     """A sub-heading (plain text) and its items (HTML) kept on one page."""
     return f'<div style="{KEEP_TOGETHER}"><h{level}>{html.escape(heading)}</h{level}>{"".join(items)}</div>'
+
+
+def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.rename(columns=lambda c: metric_label(str(c), short=True))
+
+
+# Provenance keys whose plain spelling (underscores as spaces) would read wrong.
+PROVENANCE_ITEMS = {"top_k": "top-k", "memory_gib": "memory (GiB)", "cpus": "CPUs", "cuda": "CUDA",
+                    "embedding_dim": "embedding dimensions", "image_size": "image size (px)"}
+
+
+def item_name(key: str) -> str:
+    """How a provenance key reads in a report."""
+    return PROVENANCE_ITEMS.get(key, key.replace("_", " "))
+
+
+def _shown(key: str, value: object) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key in ("name", "source", "image_source", "requested model", "model used") and isinstance(value, str):
+        return narrative.model_name(value)
+    if key in ("revision", "image_revision") and isinstance(value, str):
+        return narrative.public_revision(value)
+    return str(value)
+
+
+def provenance_rows(given: Sequence[tuple[str, object]], prov: Mapping) -> pd.DataFrame:
+    """The provenance table: the model's facts, ``given`` (the report's own rows), versions, machine, timings."""
+    rows = [(f"model: {item_name(k)}", _shown(k, v)) for k, v in prov["model"].items()]
+    rows += [(k, _shown(k, v)) for k, v in given]
+    rows += [(f"version: {k}", _shown(k, v)) for k, v in prov["versions"].items()]
+    rows += [(f"machine: {item_name(k)}", _shown(k, v)) for k, v in prov["machine"].items()]
+    rows += [(f"time: {k}", f"{v:.2f} s") for k, v in prov["timings_s"].items()]
+    return pd.DataFrame(rows, columns=["Item", "Value"])
