@@ -1,5 +1,6 @@
 """HTML for the reports: escaped tables, escaped Markdown prose, figures as ``data:`` images, screen-only blocks,
-and the page-break styles. Strings only; :mod:`labclip.lab.present` displays them."""
+and the page-break styles; sections, the published box and prose as displayable ``HTML`` objects, which a notebook
+cell shows as its last expression (:mod:`labclip.lab.present` displays them for the section calls)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import matplotlib
 import mistune
 import pandas as pd
+from IPython.display import HTML
 from matplotlib.figure import Figure
 
 from . import plots
@@ -73,3 +75,38 @@ def table(frame: pd.DataFrame, index: bool = False) -> str:
 def block(heading: str, *items: str, level: int = 3) -> str:
     """A sub-heading (plain text) and its items (HTML) kept on one page."""
     return f'<div style="{KEEP_TOGETHER}"><h{level}>{html.escape(heading)}</h{level}>{"".join(items)}</div>'
+
+
+def section_html(heading: str | None, text: str = "", *items: str, level: int = 2, together: bool = False) -> HTML:
+    """One section: heading (plain text), prose (Markdown) and items (HTML) as one displayable output.
+
+    A section without items, or with ``together``, stays on one page; otherwise the heading and
+    prose stay with the first item when it is a figure or a table of at most ``SHORT_TABLE`` rows,
+    and ask not to be parted from a longer table.
+    """
+    head = f"<h{level}>{html.escape(heading)}</h{level}>" if heading else ""
+    lead = head + (prose(text) if text else "")
+    together = together or not items
+    if items and not together:
+        lead = f'<div class="labclip-lead" style="{KEEP_WITH_NEXT}">{lead}</div>' if lead else ""
+        if items[0].startswith("<img") or _short_table(items[0]):
+            lead, items = f'<div style="{KEEP_TOGETHER}">{lead}{items[0]}</div>', items[1:]
+    style = f' style="{KEEP_TOGETHER}"' if together else ""
+    return HTML(f'<div class="labclip-section"{style}>{lead}{"".join(items)}</div>')
+
+
+def _short_table(item: str) -> bool:
+    return "<table" in item and item.count("<tr") <= SHORT_TABLE
+
+
+def published_html(text: str, frame: pd.DataFrame | None = None, after: str = "") -> HTML:
+    """The one marked box of published figures (``labclip.registry.PUBLISHED``, never measured here): prose
+    (Markdown), a table of the figures with their sources, and a closing note."""
+    items = [prose(text) if text else "", table(frame) if frame is not None else "", prose(after) if after else ""]
+    return HTML(f'<div class="labclip-published" style="{PUBLISHED_STYLE};{KEEP_TOGETHER}">'
+                f'<strong>Published results (not measured here)</strong>{"".join(items)}</div>')
+
+
+def paragraph_html(markdown: str) -> HTML:
+    """Prose on its own (Markdown, raw HTML escaped)."""
+    return HTML(f"<div>{prose(markdown)}</div>")

@@ -40,9 +40,12 @@ from .markup import (  # noqa: F401 - present's names for notebooks and the repo
     TABLE_STYLES,
     TOPK_ROWS,
     block,  # noqa: F401
+    paragraph_html,
     png,
     prose,
+    published_html,
     screen_only,
+    section_html,
     svg,
     table,
 )
@@ -52,25 +55,8 @@ from .tables import captions_frame, confusion, token_stats, top_labels
 
 
 def section(heading: str | None, text: str = "", *items: str, level: int = 2, together: bool = False) -> None:
-    """Display one section: heading (plain text), prose (Markdown) and items (HTML) in one output.
-
-    A section without items, or with ``together``, stays on one page; otherwise the heading and
-    prose stay with the first item when it is a figure or a table of at most ``SHORT_TABLE`` rows,
-    and ask not to be parted from a longer table.
-    """
-    head = f"<h{level}>{html.escape(heading)}</h{level}>" if heading else ""
-    lead = head + (prose(text) if text else "")
-    together = together or not items
-    if items and not together:
-        lead = f'<div class="labclip-lead" style="{KEEP_WITH_NEXT}">{lead}</div>' if lead else ""
-        if items[0].startswith("<img") or _short_table(items[0]):
-            lead, items = f'<div style="{KEEP_TOGETHER}">{lead}{items[0]}</div>', items[1:]
-    style = f' style="{KEEP_TOGETHER}"' if together else ""
-    display(HTML(f'<div class="labclip-section"{style}>{lead}{"".join(items)}</div>'))
-
-
-def _short_table(item: str) -> bool:
-    return "<table" in item and item.count("<tr") <= SHORT_TABLE
+    """Display :func:`~labclip.lab.markup.section_html`."""
+    display(section_html(heading, text, *items, level=level, together=together))
 
 
 def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
@@ -84,6 +70,11 @@ def title(exp: Experiment, text: str, report: str | None = None) -> None:
 
 
 def header(run: Run, text: str, details: str, report: str | None = None) -> None:
+    """Display :func:`header_html`."""
+    display(header_html(run, text, details, report))
+
+
+def header_html(run: Run, text: str, details: str, report: str | None = None) -> HTML:
     """Title, the report's own name under it when the title is the user's (``report``), the model used (after a
     fallback also the model requested), details (plain text), and one banner that gives the fallback's reason
     and the untrained-model warning where they apply."""
@@ -105,7 +96,7 @@ def header(run: Run, text: str, details: str, report: str | None = None) -> None
         notes = warning
     if notes:
         parts.append(f'<div class="labclip-banner" style="{BANNER_STYLE}">⚠ {html.escape(notes.strip())}</div>')
-    display(HTML("".join(parts)))
+    return HTML("".join(parts))
 
 
 def zeroshot_title(run: ZeroShotRun, text: str, report: str | None = None) -> None:
@@ -364,16 +355,13 @@ def comparison(exp: Experiment, compared: Comparison, translator: str | None) ->
 
 
 def published(text: str, frame: pd.DataFrame | None = None, after: str = "") -> None:
-    """The one marked box of published figures (``labclip.registry.PUBLISHED``, never measured here): prose
-    (Markdown), a table of the figures with their sources, and a closing note."""
-    items = [prose(text) if text else "", table(frame) if frame is not None else "", prose(after) if after else ""]
-    display(HTML(f'<div class="labclip-published" style="{PUBLISHED_STYLE};{KEEP_TOGETHER}">'
-                 f'<strong>Published results (not measured here)</strong>{"".join(items)}</div>'))
+    """Display :func:`~labclip.lab.markup.published_html`."""
+    display(published_html(text, frame, after))
 
 
 def paragraph(markdown: str) -> None:
-    """Prose on its own (Markdown, raw HTML escaped)."""
-    display(HTML(f"<div>{prose(markdown)}</div>"))
+    """Display :func:`~labclip.lab.markup.paragraph_html`."""
+    display(paragraph_html(markdown))
 
 
 def lab_report(exp: Experiment, langs: list[str]) -> None:
@@ -438,10 +426,15 @@ def _item(key: str) -> str:
 
 
 def provenance_table(given: Sequence[tuple[str, object]], prov: Mapping) -> None:
+    """Display :func:`provenance_html`."""
+    display(provenance_html(given, prov))
+
+
+def provenance_html(given: Sequence[tuple[str, object]], prov: Mapping) -> HTML:
     """The provenance section: the model's facts, ``given`` (the report's own rows), versions, machine, timings."""
     rows = [(f"model: {_item(k)}", _shown(k, v)) for k, v in prov["model"].items()]
     rows += [(k, _shown(k, v)) for k, v in given]
     rows += [(f"version: {k}", _shown(k, v)) for k, v in prov["versions"].items()]
     rows += [(f"machine: {_item(k)}", _shown(k, v)) for k, v in prov["machine"].items()]
     rows += [(f"time: {k}", f"{v:.2f} s") for k, v in prov["timings_s"].items()]
-    section("Provenance", "", table(pd.DataFrame(rows, columns=["Item", "Value"])))
+    return section_html("Provenance", "", table(pd.DataFrame(rows, columns=["Item", "Value"])))
