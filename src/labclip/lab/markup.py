@@ -110,3 +110,8 @@ def published_html(text: str, frame: pd.DataFrame | None = None, after: str = ""
 def paragraph_html(markdown: str) -> HTML:
     """Prose on its own (Markdown, raw HTML escaped)."""
     return HTML(f"<div>{prose(markdown)}</div>")
+
+
+def joined(*parts: HTML) -> HTML:
+    """Displayable parts (a title and its notes, say) as one output."""
+    return HTML("".join(str(part.data) for part in parts))

@@ -40,6 +40,7 @@ from .markup import (  # noqa: F401 - present's names for notebooks and the repo
     TABLE_STYLES,
     TOPK_ROWS,
     block,  # noqa: F401
+    joined,
     paragraph_html,
     png,
     prose,

@@ -91,14 +91,16 @@ class Loaded:
     fallback_reason: str | None = None
 
 
-R = TypeVar("R", bound=Run)
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
 class Kind(Generic[R]):
     """One kind of run for :func:`start`: how it reads and checks its inputs (``prepare(timings, **inputs)``),
     how it is made once its models load (``build(inputs, loaded, skipped, timings=, batch_size=)``), and
-    whether it compares several models."""
+    whether it compares several models. Each kind is a constant of its module (``scale.SCALE``,
+    ``cultures.CULTURES``, ``adapt.TEXT_ADAPTER``, ``finetune_report.FINETUNE``); there is no other way to open
+    one."""
 
     prepare: Callable[..., Any]
     build: Callable[..., R]
@@ -111,6 +113,16 @@ def start(kind: Kind[R], models: str | Sequence[str], *, strict: bool = False, d
     """The one way a run opens: ``kind.prepare`` reads and checks the inputs, then the models load (one model
     through :func:`load_model_or_demo`; several through :func:`load_models`, the first loaded first), each
     stage timed, and ``kind.build`` makes the run.
+
+    Args:
+        kind: what kind of run (a :class:`Kind`).
+        models: the model (or, for a comparison, the models; the first is the reference).
+        strict: fail when the (first) model can't be loaded instead of using the demo model.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``; ``None``: the default for ``default_for``
+            (:data:`labclip.precision.DEFAULTS`), recorded as such.
+        default_for: the notebook or command whose default precision applies.
+        batch_size: encoder batch size (``None``: the model's default).
+        inputs: the kind's own inputs, passed to ``kind.prepare``.
 
     Raises:
         LabclipError: bad inputs (before any model loads), a name that is no model, no model that loads,
