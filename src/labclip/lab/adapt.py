@@ -227,7 +227,7 @@ def _build_text_adapter(inputs: tuple[CaptionSet, list[str], dict[str, Any]], lo
                             fallback_reason=one.fallback_reason, timings=timings, batch_size=batch_size, **options)
 
 
-TEXT_ADAPTER = Kind(_prepare_text_adapter, _build_text_adapter)
+TEXT_ADAPTER = Kind(_prepare_text_adapter, _build_text_adapter, default_for="06_adapt")
 """The text adapter run for :func:`labclip.lab.runs.start`: ``runs.start(TEXT_ADAPTER, model, captions=...,
 image_dir=..., source_lang="ru", target_lang="en", folds=..., alpha=..., seed=...)``; the model falls back to the
 demo model by the lab's one rule (never a model with an adapter or fine-tuned weights), then

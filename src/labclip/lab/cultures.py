@@ -196,7 +196,7 @@ def _build_cultures(prepared: tuple[dict[str, Any], tuple], loaded: list[Loaded]
     return CultureRun(base, regions, specific, spoken=spoken)
 
 
-CULTURES = Kind(_prepare_cultures, _build_cultures, many=True)
+CULTURES = Kind(_prepare_cultures, _build_cultures, many=True, default_for="07_cultures")
 """The cultures run for :func:`labclip.lab.runs.start`: ``runs.start(CULTURES, models, dataset=...,
 languages=...)``, the scale run's loading (:data:`labclip.lab.scale.SCALE`) plus each image's region
 (:func:`regions_of`); ``precision=None`` is ``default_for``'s default, recorded as such."""

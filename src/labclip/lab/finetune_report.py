@@ -192,7 +192,7 @@ def _build_finetune(inputs: tuple[CaptionSet, str, dict], loaded: list[Loaded], 
                         fallback_reason=one.fallback_reason, timings=timings, **options)
 
 
-FINETUNE = Kind(_prepare_finetune, _build_finetune)
+FINETUNE = Kind(_prepare_finetune, _build_finetune, default_for="08_finetune")
 """The fine-tuning run for :func:`labclip.lab.runs.start`: ``runs.start(FINETUNE, model, captions=...,
 language=..., image_dir=..., config=FinetuneConfig(...), folds=..., out=...)``, then
 :func:`labclip.lab.finetune.run_finetune`. The demo model stands in by the lab's one rule, never for a model with

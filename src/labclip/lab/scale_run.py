@@ -279,7 +279,7 @@ def _build_scale(inputs: dict[str, Any], loaded: list[Loaded], skipped: list[str
                     timings=timings, batch_size=batch_size)
 
 
-SCALE = Kind(_prepare_scale, _build_scale, many=True)
+SCALE = Kind(_prepare_scale, _build_scale, many=True, default_for="05_scale")
 """The scale run for :func:`labclip.lab.runs.start`: ``runs.start(SCALE, models, dataset=..., languages=...,
 translator=...)``. ``dataset``: ``"xtd10"``, ``"xm3600"``, a prepared benchmark folder or a caption file;
 ``languages``: ``None`` for all of the set's (the first is the reference language); ``translator``: a translation
