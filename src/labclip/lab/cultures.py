@@ -216,13 +216,14 @@ def title(run: CultureRun, text: str, report: str | None = None) -> HTML:
     table_note = ("the set's region_language column" if run.spoken else
                   "Crossmodal-3600's table (labclip.cultures.XM3600_REGION_LANGUAGES: each locale was chosen for "
                   "one of its 36 languages, and the locale code is that language's)")
-    return present.joined(scale.title(run.base, text, report), present.section_html(
-            "Regions and how retrieval is scored", f"{len(run.names)} regions, {_span(counts)} images each. Each image is scored with the "
-            "first caption of each language (CLIP_benchmark's definition). Two scopes: **whole set**, "
-            f"{core.SCOPES[core.SET]}; **within region**, {core.SCOPES[core.REGION]}; within a region there are "
-            "fewer distractors, so the two are not comparable figure for figure. "
-            f"Languages spoken in each region, from {table_note}, or a region named by a language's code: "
-            + ("; ".join(mapped) if mapped else "none of the evaluated languages") + "."))
+    about = (f"{len(run.names)} regions, {_span(counts)} images each. Each image is scored with the "
+             "first caption of each language (CLIP_benchmark's definition). Two scopes: **whole set**, "
+             f"{core.SCOPES[core.SET]}; **within region**, {core.SCOPES[core.REGION]}; within a region there are "
+             "fewer distractors, so the two are not comparable figure for figure. "
+             f"Languages spoken in each region, from {table_note}, or a region named by a language's code: "
+             + ("; ".join(mapped) if mapped else "none of the evaluated languages") + ".")
+    return present.joined(scale.title(run.base, text, report),
+                          present.section_html("Regions and how retrieval is scored", about))
 
 
 def _span(counts: np.ndarray) -> str:
