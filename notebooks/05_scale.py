@@ -19,7 +19,8 @@ from labclip.lab import compare, runs, scale
 
 others = compare_models if compare_models is not None else compare.default_models(languages)[1:]
 run = runs.start(scale.SCALE, [model, *others], dataset=dataset, languages=languages, translator=translator,
-                 batch_size=batch_size, strict=strict, precision=precision)
+                 batch_size=batch_size, strict=strict, precision=precision,
+                 default_for="05_scale")
 results = run.evaluate(reference or scale.REFERENCE_CAPTIONS)  # recall@1/5/10 with 95% intervals, a DataFrame
 scale.title(run, title, report="CLIP retrieval at scale: models, languages and strategies with intervals")
 

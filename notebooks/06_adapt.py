@@ -25,7 +25,7 @@ from labclip.lab import adapt_present as show
 
 run = runs.start(adapt.TEXT_ADAPTER, model, captions=captions, image_dir=image_dir, source_lang=source_lang,
                  target_lang=target_lang, folds=folds, alpha=alpha, seed=seed, batch_size=batch_size, strict=strict,
-                 precision=precision)
+                 precision=precision, default_for="06_adapt")
 show.title(run, title, report="Adapters: Russian captions and new labels on a CPU, scored on held-out images")
 
 # %%

@@ -16,7 +16,8 @@ output_dir = None  # folder for the results and provenance JSON (None: not writt
 from labclip.lab import cultures, runs
 
 run = runs.start(cultures.CULTURES, [model, *(compare_models or [])], dataset=dataset, languages=languages,
-                 batch_size=batch_size, strict=strict, precision=precision)
+                 batch_size=batch_size, strict=strict, precision=precision,
+                 default_for="07_cultures")
 results = run.evaluate()  # recall per model, language and region, whole set and within region, a DataFrame
 cultures.title(run, title, report="Cross-cultural retrieval: every region's images in every language, with intervals")
 

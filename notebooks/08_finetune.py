@@ -26,7 +26,8 @@ from labclip.lab import runs  # noqa: E402
 
 config = FinetuneConfig(method=method, epochs=epochs, batch_size=pairs_per_batch, lr=learning_rate, seed=seed)
 run = runs.start(report.FINETUNE, model, captions=captions, language=(languages or ["ru"])[0], image_dir=image_dir,
-                 config=config, folds=folds, strict=strict, precision=precision)
+                 config=config, folds=folds, strict=strict, precision=precision,
+                 default_for="08_finetune")
 report.title(run, title, report="Fine-tuning the text tower on a CPU, scored on held-out images")
 
 # %%
