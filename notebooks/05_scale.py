@@ -15,29 +15,38 @@ reference = None  # the small caption set placed beside the benchmark (None: dat
 output_dir = None  # folder for the results and provenance JSON (None: not written)
 
 # %%
-from labclip.lab import compare, scale
+from labclip.lab import compare, runs, scale
 
 others = compare_models if compare_models is not None else compare.default_models(languages)[1:]
-run = scale.start(dataset, [model, *others], languages, translator, batch_size, strict, precision,
-                  default_for="05_scale")
-run.evaluate(reference or scale.REFERENCE_CAPTIONS)
+run = runs.start(scale.SCALE, [model, *others], dataset=dataset, languages=languages, translator=translator,
+                 batch_size=batch_size, strict=strict, precision=precision,
+                 default_for="05_scale")
+results = run.evaluate(reference or scale.REFERENCE_CAPTIONS)  # recall@1/5/10 with 95% intervals, a DataFrame
 scale.title(run, title, report="CLIP retrieval at scale: models, languages and strategies with intervals")
-scale.published(run)
 
 # %%
-results = scale.results_table(run)  # recall@k with 95% intervals, a DataFrame
+scale.published(run)  # published figures for the same question, marked as not measured here
 
 # %%
-scale.recall_plot(run)
+scale.results_section(run)  # one table per direction: model · language · strategy
 
 # %%
-tests = scale.tests_section(run)  # paired tests between languages, strategies, models
+fig = scale.recall_figure(run)  # each recall with its 95% error bar, a Figure
+scale.recall_section(fig)
 
 # %%
-scale.reference_beside(run)
+tests = run.paired_tests()  # exact McNemar tests between languages, strategies and models, a DataFrame
+scale.tests_section(run, tests)
 
 # %%
-scale.heatmap(run)
+scale.tests_summary(run, tests)
 
 # %%
-saved = scale.save(run, output_dir)  # results and provenance JSON, when output_dir is set
+scale.reference_beside(run)  # the small bundled set beside the benchmark
+
+# %%
+scale.heatmap(run)  # the first model and language
+
+# %%
+record = scale.save(run, output_dir)  # results, paired tests and provenance; a JSON file when output_dir is set
+scale.provenance(run, record)

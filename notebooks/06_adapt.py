@@ -20,12 +20,12 @@ output_dir = None  # folder for the results and provenance JSON (None: not writt
 
 # %%
 from labclip.adapt import fit_text_adapter
-from labclip.lab import adapt
+from labclip.lab import adapt, runs
 from labclip.lab import adapt_present as show
 
-run = adapt.start(model, captions, source_lang, target_lang, strict=strict, image_dir=image_dir,
-                  folds=folds, alpha=alpha, seed=seed, batch_size=batch_size,
-                  precision=precision, default_for="06_adapt")
+run = runs.start(adapt.TEXT_ADAPTER, model, captions=captions, image_dir=image_dir, source_lang=source_lang,
+                 target_lang=target_lang, folds=folds, alpha=alpha, seed=seed, batch_size=batch_size, strict=strict,
+                 precision=precision, default_for="06_adapt")
 show.title(run, title, report="Adapters: Russian captions and new labels on a CPU, scored on held-out images")
 
 # %%
@@ -37,21 +37,23 @@ cosine = (mapped * tgt).sum(axis=1)  # cosine of each mapped caption to its coun
 show.method(run, fitted, cosine)
 
 # %%
-show.held_out(run)
+scores = run.scores()  # top-1 per direction before / after (held out) / target, with 95% Wilson intervals
+show.held_out(run, scores)
 
 # %%
-show.alpha_curve(run)
+show.alpha_curve(run)  # the inner cross-validation over alpha
 
 # %%
-show.overfitting(run)
+show.overfitting(run)  # the final adapter on its own training images against the held-out scores
 
 # %%
 few = adapt.run_few_shot(run.model, labels, shots, folds=folds, seed=seed, batch_size=batch_size,
                          requested_model=model)
-show.few_shot(few)
+show.few_shot(few)  # linear probe and Tip-Adapter against zero-shot, each image scored out of fold
 
 # %%
 show.published()
 
 # %%
-record = show.provenance(run, few, output_dir, "06_adapt")  # also the JSON, when output_dir is set
+record = show.save(run, few, output_dir)  # results and provenance; a JSON file when output_dir is set
+show.provenance(run, record, few)

@@ -13,30 +13,34 @@ dataset = "xm3600"  # "xm3600", a prepared folder, or a caption file with a regi
 output_dir = None  # folder for the results and provenance JSON (None: not written)
 
 # %%
-from labclip.lab import cultures
+from labclip.lab import cultures, runs
 
-run = cultures.start(dataset, [model, *(compare_models or [])], languages, batch_size, strict,
-                     precision, default_for="07_cultures")
-run.evaluate()
+run = runs.start(cultures.CULTURES, [model, *(compare_models or [])], dataset=dataset, languages=languages,
+                 batch_size=batch_size, strict=strict, precision=precision,
+                 default_for="07_cultures")
+results = run.evaluate()  # recall per model, language and region, whole set and within region, a DataFrame
 cultures.title(run, title, report="Cross-cultural retrieval: every region's images in every language, with intervals")
 
 # %%
-cultures.heatmap(run)
+cultures.heatmap(run)  # every caption against every image of the set
 
 # %%
-cultures.heatmap(run, scope="region")
+cultures.heatmap(run, scope="region")  # every caption against its own region's images
 
 # %%
-cultures.ranked(run)
+cultures.ranked(run)  # regions from worst to best, and whether they differ more than chance
 
 # %%
-tests = cultures.own_culture_section(run)
+tests = {label: run.own_culture(label) for label in run.results}  # the own-culture permutation test per model
+cultures.own_culture_section(run, tests)
 
 # %%
-model_tests = cultures.model_tests_section(run)  # per-region McNemar, Holm-adjusted
+model_tests = run.model_tests()  # per-region McNemar against the first model, Holm-adjusted, a DataFrame
+cultures.model_tests_section(model_tests)
 
 # %%
 cultures.culture_specific_section(run)
 
 # %%
-saved = cultures.save(run, output_dir, tests)  # results and provenance JSON
+record = cultures.save(run, output_dir, tests)  # results, tests and provenance; a JSON file when output_dir is set
+cultures.provenance(run, record)

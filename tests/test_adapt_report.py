@@ -95,7 +95,7 @@ def test_few_shot_section_shows_only_the_shots_the_data_allows(monkeypatch, per_
     """With 1 image per class (the default set) no few-shot row and no curve, said up front; with 4 per class some
     training fold lacks 2 of a class, so only the counts every fold has in full are shown and the rest named."""
     from labclip.adapt import evaluate_few_shot
-    from labclip.lab import adapt_present, present
+    from labclip.lab import adapt_present
     from labclip.lab.adapt import FewShotRun
 
     rng = np.random.default_rng(0)
@@ -109,9 +109,7 @@ def test_few_shot_section_shows_only_the_shots_the_data_allows(monkeypatch, per_
     assert (expected == []) == (per_class == 1) and (expected == list(shots)) == (per_class == 12)
     run = FewShotRun(model=None, paths=[f"{i}.png" for i in range(len(truth))], classes=classes,
                      evaluation=evaluation, templates="imagenet7", language="en")
-    shown = []
-    monkeypatch.setattr(present, "display", lambda obj: shown.append(getattr(obj, "data", obj)))
-    adapt_present.few_shot(run)
+    shown = [adapt_present.few_shot(run).data]
     page = "\n".join(shown)
     table = re.findall(r"<tr>\s*<td[^>]*>([^<]*)</td>\s*<td[^>]*>([^<]*)</td>", page)
     assert sorted({int(k) for method, k in table if method != "zero-shot"}) == expected

@@ -200,9 +200,10 @@ def _instructor_set(tmp_path: Path, specific: list[str]) -> Path:
 
 def test_an_instructors_set_with_region_and_culture_specific_gets_the_same_breakdown(tmp_path):
     from labclip.lab import cultures as lab
+    from labclip.lab import runs
 
     path = _instructor_set(tmp_path, ["yes", "no", "Yes", "no", "no", "yes"])
-    run = lab.start(path, ["demo"], ["en", "ru"])
+    run = runs.start(lab.CULTURES, ["demo"], dataset=path, languages=["en", "ru"])
     table = run.evaluate()
     assert set(table["region"]) == {"all", "Kenya", "Peru", "ru"}
     assert run.culture_specific.tolist() == [True, False, True, False, False, True]
@@ -212,18 +213,19 @@ def test_an_instructors_set_with_region_and_culture_specific_gets_the_same_break
 
 def test_a_region_language_column_says_which_languages_are_spoken_where(tmp_path):
     from labclip.lab import cultures as lab
+    from labclip.lab import runs
 
     path = _instructor_set(tmp_path, ["yes", "no", "no", "no", "yes", "no"])
     lines = path.read_text(encoding="utf-8").splitlines()
     spoken = {"Kenya": "en", "Peru": "", "ru": "ru"}
     lines = [lines[0] + ",region_language"] + [f"{line},{spoken[line.split(',')[3]]}" for line in lines[1:]]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    run = lab.start(path, ["demo"], ["en", "ru"])
+    run = runs.start(lab.CULTURES, ["demo"], dataset=path, languages=["en", "ru"])
     assert run.home() == {"Kenya": ("en",), "Peru": (), "ru": ("ru",)}
     lines[5] = lines[5].rsplit(",", 1)[0] + ",ru"  # Peru's second image says otherwise
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(LabclipError, match="image 'p4.png': region_language 'ru' differs"):
-        lab.start(path, ["demo"], ["en", "ru"])
+        runs.start(lab.CULTURES, ["demo"], dataset=path, languages=["en", "ru"])
 
 
 def test_bad_region_or_culture_specific_is_a_one_line_error_before_any_model_loads(tmp_path, capsys):

@@ -253,7 +253,7 @@ def test_cli_compare_with_every_model_broken_is_one_line_exit_2(capsys, broken, 
 def test_report_comparison_and_scale_run_list_a_broken_model(tiny_model_dir, broken, tmp_path, monkeypatch):
     """The languages report's comparison (a loaded model first, further models by name) and the scale report
     keep the other models' rows and name the broken one with the reason."""
-    from labclip.lab import compare, present, scale
+    from labclip.lab import compare, present, runs, scale
     from labclip.lab.experiment import Experiment
 
     monkeypatch.setenv("LABCLIP_CACHE", str(tmp_path / "cache"))
@@ -266,7 +266,8 @@ def test_report_comparison_and_scale_run_list_a_broken_model(tiny_model_dir, bro
     shown = present.comparison(Experiment(model=first, captions=captions), table, None).parts
     assert any("<h3>Not available in this run</h3>" in part and "broken-clip" in part for part in shown)
 
-    run = scale.start(str(CAPTIONS_DIR / "short.csv"), [str(broken), str(tiny_model_dir)], ["en"])
+    run = runs.start(scale.SCALE, [str(broken), str(tiny_model_dir)], dataset=str(CAPTIONS_DIR / "short.csv"),
+                     languages=["en"])
     assert list(run.models) == [str(tiny_model_dir)]
     assert len(run.skipped) == 1 and run.skipped[0].startswith("model broken-clip: ")
     assert np.isfinite(run.evaluate(reference=None)["recall"]).all()

@@ -237,13 +237,10 @@ def test_every_lab_entry_point_loads_in_the_precision_asked(monkeypatch):
     zeroshot = runs.start(experiment.ZEROSHOT, "demo", precision="bf16")
     assert run.model.precision.name == zeroshot.model.precision.name == "bf16"
     compare.compare(captions, ["en"], [run.model, "demo"], None, precision="bf16")
-    scaled = scale.start(DEFAULT_CAPTIONS, ["demo"], ["en"], precision="bf16")
-    shown = []
-    monkeypatch.setattr("IPython.display.display", shown.append)
-    monkeypatch.setattr("labclip.lab.present.display", shown.append)
-    scale.save(scaled, None)  # the scale report's provenance block
-    assert "demo → demo (bf16: requested)" in shown[-1].data
-    assert adapt.start("demo", precision="bf16", folds=2).model.precision.name == "bf16"
+    scaled = runs.start(scale.SCALE, ["demo"], dataset=DEFAULT_CAPTIONS, languages=["en"], precision="bf16")
+    shown = scale.provenance(scaled, scale.save(scaled, None))  # the scale report's provenance block
+    assert "demo → demo (bf16: requested)" in shown.data
+    assert runs.start(adapt.TEXT_ADAPTER, "demo", precision="bf16", folds=2).model.precision.name == "bf16"
     assert asked == [("demo", "bf16")] * 5
 
 

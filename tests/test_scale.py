@@ -17,7 +17,7 @@ from labclip import datasets as ds
 from labclip import registry
 from labclip.cli import main as cli_main
 from labclip.errors import LabclipError
-from labclip.lab import narrative, scale
+from labclip.lab import narrative, runs, scale
 from labclip.precision import DEFAULT_RULE
 
 FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
@@ -40,7 +40,7 @@ def xm3600(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(xtd10):
-    r = scale.start(xtd10, ["demo"], ["en", "ru", "de"])
+    r = runs.start(scale.SCALE, ["demo"], dataset=xtd10, languages=["en", "ru", "de"])
     r.evaluate()
     return r
 
@@ -90,7 +90,7 @@ def test_reference_set_is_measured_in_the_run(run):
 
 
 def test_several_captions_per_image_use_the_image_hits_for_tests(xm3600):
-    r = scale.start(xm3600, ["demo"], ["en", "ru"])
+    r = runs.start(scale.SCALE, ["demo"], dataset=xm3600, languages=["en", "ru"])
     r.evaluate(reference=None)
     every = {res.language: len(res.ranks.t2i) for res in r.results if res.captions == scale.ALL}
     assert max(every.values()) > r.n_images
@@ -105,7 +105,7 @@ def test_xm3600_is_scored_with_clip_benchmarks_first_caption_and_all_captions_la
     """CLIP_benchmark's crossmodal3600.py keeps captions[0] of each image; the all-captions figures come beside,
     labelled. Both recomputed here from the published file's records."""
     rows = [json.loads(line) for line in (FIXTURES / "xm3600" / "captions.jsonl").read_text(encoding="utf-8").splitlines()]
-    r = scale.start(xm3600, ["demo"], ["en", "fil"])
+    r = runs.start(scale.SCALE, ["demo"], dataset=xm3600, languages=["en", "fil"])
     r.evaluate(reference=None)
     model = r.models["demo"]
     images = model.encode_images(r.captions["path"])
@@ -126,24 +126,16 @@ def test_xm3600_is_scored_with_clip_benchmarks_first_caption_and_all_captions_la
     assert len(table.query("language == 'en' and captions == 'all' and direction == 't2i'")) == len(scale.KS)
 
 
-def test_results_table_says_which_captions_each_figure_counts(xm3600, monkeypatch):
-    import IPython.display
-
-    from labclip.lab import present
-
-    shown = []
-    monkeypatch.setattr(present, "display", shown.append)
-    monkeypatch.setattr(IPython.display, "display", shown.append)
-    r = scale.start(xm3600, ["demo"], ["en"])
+def test_results_table_says_which_captions_each_figure_counts(xm3600):
+    r = runs.start(scale.SCALE, ["demo"], dataset=xm3600, languages=["en"])
     r.evaluate(reference=None)
-    scale.results_table(r)
+    shown = [scale.results_section(r)]
     page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", "".join(str(getattr(x, "data", x)) for x in shown)))
     assert ("&quot;First per image&quot; is CLIP_benchmark's definition, the one published figures use" in page
             and "(English has several per image)" in page)
     cells = re.findall(r">([^<>]*)</t[hd]>", "".join(str(getattr(x, "data", x)) for x in shown))
     assert cells.count("Captions") == 2 and cells.count("first per image") == 2 and cells.count("all") == 2
-    shown.clear()
-    scale.published(r)
+    shown = [scale.published(r)]
     box = "".join(str(getattr(x, "data", x)) for x in shown)
     assert "from the first caption of each image" in box
     rows = [p for p in registry.PUBLISHED if p.language == "en" and p.direction in ("t2i", "i2t")]
@@ -352,21 +344,15 @@ class SimpleRun:
     reference: list = []
 
 
-def test_scale_pages_show_no_machine_paths(xtd10, tiny_model_dir, monkeypatch):
-    import IPython.display
-
-    from labclip.lab import present
-
-    shown = []
-    monkeypatch.setattr(present, "display", lambda obj: shown.append(obj.data))
-    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj.data))
-    r = scale.start(xtd10, ["demo", str(tiny_model_dir)], ["en", "ru"])
+def test_scale_pages_show_no_machine_paths(xtd10, tiny_model_dir):
+    r = runs.start(scale.SCALE, ["demo", str(tiny_model_dir)], dataset=xtd10, languages=["en", "ru"])
     r.evaluate(reference=None)
-    for show in (scale.results_table, scale.tests_section, scale.recall_plot, scale.heatmap):
-        show(r)
-    scale.title(r, "t")
+    tests = r.paired_tests()
     record = scale.save(r, None)
-    page = "".join(shown)
+    shown = [scale.results_section(r), scale.tests_section(r, tests), scale.tests_summary(r, tests),
+             scale.recall_section(scale.recall_figure(r)), scale.heatmap(r), scale.title(r, "t"),
+             scale.provenance(r, record)]
+    page = "".join(obj.data for obj in shown)
     assert str(tiny_model_dir) not in page and str(tiny_model_dir.parent) not in page
     assert tiny_model_dir.name in page and "Only first right" in page
     assert not any(str(tiny_model_dir) in stage for stage in record["provenance"]["timings_s"])
@@ -382,7 +368,7 @@ def test_scale_languages_need_not_be_in_the_default_caption_set(xtd10, tmp_path)
 
 
 def test_saved_json_says_which_captions_each_row_counts(xm3600, tmp_path):
-    r = scale.start(xm3600, ["demo"], ["ru"])
+    r = runs.start(scale.SCALE, ["demo"], dataset=xm3600, languages=["ru"])
     r.evaluate(reference=None)
     scale.save(r, tmp_path)
     saved = json.loads((tmp_path / "05_scale.json").read_text(encoding="utf-8"))

@@ -38,7 +38,6 @@ from ..stats import wilson_interval
 from ..zeroshot import class_embeddings, labelled_images, load_templates
 from .provenance import Timings, sha256_file, sha256_files
 from .runs import Kind, Loaded, Run
-from .runs import start as start_run
 from .wording import DIRECTIONS
 
 SHOTS = (1, 2, 4, 8, 16)
@@ -212,33 +211,14 @@ def _encode(model: ClipModel, source_model: ClipModel, table: CaptionSet, source
     return images, source, target, parallel, extra
 
 
-def start(
-    model: str,
-    captions: str | os.PathLike | None = None,
-    source_lang: str = "ru",
-    target_lang: str = "en",
-    *,
-    strict: bool = False,
-    precision: str | None = None,
-    default_for: str = "06_adapt",
-    image_dir: str | os.PathLike | None = None,
-    **options: Any,
-) -> TextAdapterRun:
-    """Read the caption set (default: the default caption set), load the model in ``precision`` by the lab's
-    one rule (:func:`labclip.lab.runs.start`: the demo model when it can't be loaded, unless ``strict``;
-    ``precision=None``: the default for ``default_for``, recorded as such), then :func:`run_text_adapter`."""
-    return start_run(_TEXT_ADAPTER, model, strict=strict, precision=precision, default_for=default_for,
-                     batch_size=options.pop("batch_size", None), captions=captions, image_dir=image_dir,
-                     languages=[source_lang, target_lang], options=options)
-
-
-def _prepare_text_adapter(timings: Timings, *, captions: str | os.PathLike | None,
-                          image_dir: str | os.PathLike | None, languages: list[str],
-                          options: dict[str, Any]) -> tuple[CaptionSet, list[str], dict[str, Any]]:
+def _prepare_text_adapter(timings: Timings, *, captions: str | os.PathLike | None = None,
+                          image_dir: str | os.PathLike | None = None, source_lang: str = "ru", target_lang: str = "en",
+                          **options: Any) -> tuple[CaptionSet, list[str], dict[str, Any]]:
+    """The caption set (default: the default caption set) with both languages, checked before the model loads."""
     with timings.stage("load captions"):
         table = load_captions(Path(captions) if captions else DEFAULT_CAPTIONS,
-                              Path(image_dir) if image_dir else None, languages)
-    return table, languages, options
+                              Path(image_dir) if image_dir else None, [source_lang, target_lang])
+    return table, [source_lang, target_lang], options
 
 
 def _build_text_adapter(inputs: tuple[CaptionSet, list[str], dict[str, Any]], loaded: list[Loaded],
@@ -248,7 +228,12 @@ def _build_text_adapter(inputs: tuple[CaptionSet, list[str], dict[str, Any]], lo
                             fallback_reason=one.fallback_reason, timings=timings, batch_size=batch_size, **options)
 
 
-_TEXT_ADAPTER = Kind(_prepare_text_adapter, _build_text_adapter)
+TEXT_ADAPTER = Kind(_prepare_text_adapter, _build_text_adapter, default_for="06_adapt")
+"""The text adapter run for :func:`labclip.lab.runs.start`: ``runs.start(TEXT_ADAPTER, model, captions=...,
+image_dir=..., source_lang="ru", target_lang="en", folds=..., alpha=..., seed=...)``; the model falls back to the
+demo model by the lab's one rule (never a model with an adapter or fine-tuned weights), then
+:func:`run_text_adapter` scores and fits the adapter."""
+
 
 
 @dataclass(kw_only=True)
@@ -315,4 +300,4 @@ def run_few_shot(
                       timings=timings, batch_size=batch_size)
 
 
-__all__ = ["DIRECTIONS", "SHOTS", "FewShotRun", "TextAdapterRun", "run_few_shot", "run_text_adapter", "start"]
+__all__ = ["DIRECTIONS", "SHOTS", "FewShotRun", "TextAdapterRun", "TEXT_ADAPTER", "run_few_shot", "run_text_adapter"]

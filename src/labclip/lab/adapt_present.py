@@ -1,8 +1,8 @@
 """What the adapters notebook (``06_adapt``) shows: tables, figures and prose from an adapter run.
 
-Display only: every function shows the run it is given (the runs are :mod:`labclip.lab.adapt`, the figures
-:mod:`labclip.lab.plots`), through :mod:`labclip.lab.present`, which escapes every table cell and all prose.
-Prose is written from the run's numbers.
+Display only: every function returns one displayable output of the run it is given (the runs are
+:mod:`labclip.lab.adapt`, the figures :mod:`labclip.lab.plots`), built by :mod:`labclip.lab.markup`, which
+escapes every table cell and all prose. Prose is written from the run's numbers.
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ def _variant_names(run: TextAdapterRun) -> dict[str, str]:
             "target": f"{tgt} captions (reference)"}
 
 
-def title(run: TextAdapterRun, text: str, report: str | None = None) -> None:
+def title(run: TextAdapterRun, text: str, report: str | None = None) -> present.Output:
     """Title (the report's own name under a user's title) with one banner for the fallback and the untrained
     model where they apply."""
-    present.header(run, text, f"{run.evaluation.n} images · {run.source_lang} → {run.target_lang} · "
+    return present.masthead(run, text, f"{run.evaluation.n} images · {run.source_lang} → {run.target_lang} · "
                               f"{len(run.evaluation.folds)} folds · run started {run.started}", report)
 
 
-def method(run: TextAdapterRun, fitted, cosine: np.ndarray) -> None:
+def method(run: TextAdapterRun, fitted, cosine: np.ndarray) -> present.Output:
     """What the fit did on the rows it was fitted on: the mapped captions' cosine to their targets."""
     raw = np.sum(run.source_emb * run.target_emb, axis=1) if run.source_emb.shape == run.target_emb.shape else None
     src, tgt = md(language_name(run.source_lang)), md(language_name(run.target_lang))
@@ -43,28 +43,28 @@ def method(run: TextAdapterRun, fitted, cosine: np.ndarray) -> None:
     text += f" (raw: {raw.mean():.3f})." if raw is not None else "."
     text += (" These are the rows it was fitted on, so this says nothing yet about new captions; "
              "the next section scores images that each fold's map never saw.")
-    present.paragraph(text)
+    return present.note(text)
 
 
-def held_out(run: TextAdapterRun) -> None:
-    """Held-out before / after / target top-1 per direction with intervals, and the paired test."""
+def held_out(run: TextAdapterRun, scores: pd.DataFrame) -> present.Output:
+    """Held-out before / after / target top-1 per direction with intervals (:meth:`TextAdapterRun.scores`), and the
+    paired test."""
     names = _variant_names(run)
-    rows = run.scores()
-    rows = rows[rows["split"] == "held out"]
+    rows = scores[scores["split"] == "held out"]
     table = present._labelled(pd.DataFrame({
         "direction": [DIRECTIONS[d] for d in rows["direction"]],
         "captions": [names[v] for v in rows["variant"]],
         "accuracy": [share(h, n) for h, n in zip(rows["hits"], rows["n"])],
     }))
-    present.section("Held-out results", "Each image is scored by an adapter fitted without it "
+    results = present.Section("Held-out results", "Each image is scored by an adapter fitted without it "
                     f"({len(run.evaluation.folds)} folds over images; alpha chosen by cross-validation inside "
                     "each training fold). Intervals are 95% Wilson intervals.", present.table(table),
                     present.svg(plots.held_out_figure(run, names)))
     paired = run.evaluation.paired()
     if not paired:
-        present.paragraph("The source captions were encoded by another model, so there is no raw baseline in "
-                     "this image space to test against.")
-        return
+        return present.Output(results, present.note(
+            "The source captions were encoded by another model, so there is no raw baseline in this image space to "
+            "test against."))
     lines = []
     for test in paired:
         change = test["only_after"] - test["only_before"]
@@ -72,15 +72,16 @@ def held_out(run: TextAdapterRun) -> None:
                    else "unlikely to be chance at the 5% level")
         lines.append(f"- {DIRECTIONS[test['direction']]}: the adapter fixed {test['only_after']} image(s) and broke "
                      f"{test['only_before']} (net {change:+d}); exact McNemar p = {test['p_value']:.3g}, {verdict}.")
-    present.paragraph("**Paired test, adapted against raw on the same images:**\n\n" + "\n".join(lines))
+    return present.Output(results, present.note("**Paired test, adapted against raw on the same images:**"
+                                                          "\n\n" + "\n".join(lines)))
 
 
-def alpha_curve(run: TextAdapterRun) -> None:
+def alpha_curve(run: TextAdapterRun) -> present.Output:
     """The inner cross-validation over alpha of the final fit."""
     curve = run.alpha_curve()
     if curve.empty:
-        present.section("Choosing alpha", f"Alpha was fixed at {run.adapter.card['alpha']:g}, so no curve was computed.")
-        return
+        return present.Section("Choosing alpha",
+                                    f"Alpha was fixed at {run.adapter.card['alpha']:g}, so no curve was computed.")
     chosen = float(run.adapter.card["alpha"])
     text = (f"Over {run.adapter.card['cv_folds']} folds of the {run.adapter.card['groups']} images, alpha "
             f"{chosen:g} gives the highest mean cosine between mapped and target captions ({curve[chosen]:.3f}; "
@@ -89,10 +90,10 @@ def alpha_curve(run: TextAdapterRun) -> None:
         text += " The best alpha is at the edge of the grid, so a wider grid might do better."
     alphas = sorted(set(run.evaluation.alphas))
     text += (" Inside the outer folds, the alphas chosen were " + ", ".join(f"{a:g}" for a in alphas) + ".")
-    present.section("Choosing alpha", text, present.svg(plots.alpha_curve_figure(run)))
+    return present.Section("Choosing alpha", text, present.svg(plots.alpha_curve_figure(run)))
 
 
-def overfitting(run: TextAdapterRun) -> None:
+def overfitting(run: TextAdapterRun) -> present.Output:
     """The final adapter on its own training images against the held-out scores: the overfitting lesson."""
     rows = run.scores()
     after: dict[tuple[str, str], Any] = {(r["split"], r["direction"]): r for r in rows.to_dict("records")
@@ -111,7 +112,7 @@ def overfitting(run: TextAdapterRun) -> None:
     else:
         text = ("Here the training scores are no higher than the held-out ones; still, only the held-out scores "
                 "count, since on other data a fit this small can overfit.")
-    present.section("Training against held-out scores", text, present.table(table))
+    return present.Section("Training against held-out scores", text, present.table(table))
 
 
 def shots_shown(run: FewShotRun) -> list[int]:
@@ -124,7 +125,7 @@ def _numbers(values: list[int]) -> str:
     return " and ".join(filter(None, [", ".join(words[:-1]), words[-1]])) if words else ""
 
 
-def few_shot(run: FewShotRun) -> None:
+def few_shot(run: FewShotRun) -> present.Output:
     """Probe and Tip-Adapter against zero-shot, over the shot counts the data allows (said up front when it
     allows fewer than asked), with intervals and paired tests."""
     rows = run.scores()
@@ -153,8 +154,8 @@ def few_shot(run: FewShotRun) -> None:
     else:
         limit = ""
     figures = [present.svg(plots.few_shot_figure(run, shown))] if len(shown) > 1 else []
-    present.section("New labels from a few images: linear probe and Tip-Adapter", f"{intro} {limit}".rstrip(),
-                    present.table(table), *figures)
+    section = present.Section("New labels from a few images: linear probe and Tip-Adapter",
+                                   f"{intro} {limit}".rstrip(), present.table(table), *figures)
     zero = rows[rows["method"] == "zero-shot"].iloc[0]
     text = f"Zero-shot gets {share(zero['hits'], zero['n'])}"
     if shown:
@@ -162,38 +163,42 @@ def few_shot(run: FewShotRun) -> None:
         text += (f"; the best few-shot result is {names[best['method']]} with {best['shots']} "
                  f"shot{'' if best['shots'] == 1 else 's'}, {share(best['hits'], best['n'])} "
                  f"(exact McNemar p = {tests[(best['method'], best['shots'])]['p_value']:.3g} against zero-shot)")
-    present.paragraph(text + ".")
+    return present.Output(section, present.note(text + "."))
 
 
-def published() -> None:
+def published() -> present.Output:
     """Published figures (``labclip.registry.PUBLISHED``, ImageNet rows), in a box marked as not measured here."""
     rows = registry_published(benchmark="ImageNet")
     frame = pd.DataFrame({"Method": [p.definition for p in rows], "Model": [model_name(p.model) for p in rows],
                           "Data": [p.benchmark for p in rows], "Top-1 accuracy": [pct(p.value / 100) for p in rows],
                           "Source": [p.source for p in rows]})
-    present.published("", frame, "These come from the cited sources with full-size data sets; this report did "
+    return present.published_box("", frame, "These come from the cited sources with full-size data sets; this report did "
                                  "not reproduce them.")
 
 
-def provenance(run: TextAdapterRun, few: FewShotRun | None = None, output_dir: str | os.PathLike | None = None,
-               name: str = "06_adapt") -> dict:
-    """Where the numbers came from; with ``output_dir``, also write results and provenance as JSON."""
-    prov = run.provenance()
+def save(run: TextAdapterRun, few: FewShotRun | None = None, output_dir: str | os.PathLike | None = None,
+         name: str = "06_adapt") -> dict:
+    """Held-out results, the adapter's card, the few-shot results and the provenance as one record, written as JSON
+    into ``output_dir`` when one is given."""
+    return save_json(output_dir, name, {
+        "provenance": run.provenance(), "held_out": run.evaluation.summary(),
+        "training": {d: {"hits": int(h.sum()), "n": len(h)} for d, h in run.training.items()},
+        "adapter_card": public_card(run.adapter.card),
+        **({"few_shot": {"top1": few.evaluation.counts(), "paired": few.evaluation.paired(),
+                         "provenance": few.provenance()}} if few is not None else {})})
+
+
+def provenance(run: TextAdapterRun, record: dict, few: FewShotRun | None = None) -> present.Output:
+    """Where the numbers came from: the provenance table of a :func:`save` record."""
+    prov = record["provenance"]
     rows = [("requested model", prov["requested_model"]), ("caption file", prov["captions_file"]),
             ("caption file sha256", prov["captions_sha256"]), ("images", prov["images"]),
             ("images sha256", prov["images_sha256"]), ("adapter weights sha256", run.adapter.sha256),
             ("adapter alpha", run.adapter.card["alpha"]), ("started", prov["started"])]
     if few is not None:
         rows += [("labels file", few.labels_file), ("labelled images", len(few.paths)),
-                 ("labelled images sha256", few.provenance()["images_sha256"])]
-    present.provenance_table(rows, prov)
-    if output_dir is not None:
-        save_json(output_dir, name, {"provenance": prov, "held_out": run.evaluation.summary(),
-                   "training": {d: {"hits": int(h.sum()), "n": len(h)} for d, h in run.training.items()},
-                   "adapter_card": public_card(run.adapter.card),
-                   **({"few_shot": {"top1": few.evaluation.counts(), "paired": few.evaluation.paired(),
-                                    "provenance": few.provenance()}} if few is not None else {})})
-    return prov
+                 ("labelled images sha256", record["few_shot"]["provenance"]["images_sha256"])]
+    return present.provenance_section(rows, prov)
 
 
-__all__ = ["alpha_curve", "few_shot", "held_out", "method", "overfitting", "provenance", "published", "title"]
+__all__ = ["alpha_curve", "few_shot", "held_out", "method", "overfitting", "provenance", "published", "save", "title"]

@@ -1,10 +1,11 @@
 """The cultures report (07_cultures): retrieval per image region and caption language, and the tests behind it.
 
-:func:`start` loads a caption set whose images carry a region (Crossmodal-3600's ``image/locale``, or a
-``region`` column; optionally ``culture_specific`` yes/no) and the models, as the scale report does;
+:data:`CULTURES`, the run for :func:`labclip.lab.runs.start`, loads a caption set whose images carry a region
+(Crossmodal-3600's ``image/locale``, or a ``region`` column; optionally ``culture_specific`` yes/no) and the models,
+as the scale report does;
 :meth:`CultureRun.evaluate` encodes each image once per model and each language's first captions once, and
-scores them with :func:`labclip.cultures.region_ranks`. The display functions are what
-``notebooks/07_cultures.ipynb`` calls.
+scores them with :func:`labclip.cultures.region_ranks`. The section functions return what
+``notebooks/07_cultures.ipynb`` displays, one output each (:mod:`labclip.lab.markup`, escaping always on).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from ..data import flatten_captions
 from ..errors import LabclipError
 from . import plots, present, scale
 from .narrative import language_name, md, model_name, p_value
+from .provenance import Timings
+from .runs import Kind, Loaded
 from .wording import DIRECTIONS
 
 ALPHA = 0.05
@@ -178,19 +181,24 @@ def regions_of(table, dataset: str) -> tuple[list[str], np.ndarray | None, dict[
     return regions, specific, spoken
 
 
-def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence[str] | None = None,
-          batch_size: int | None = None, strict: bool = False,
-          precision: str | None = None, default_for: str = "07_cultures") -> CultureRun:
-    """Load the caption set and models (as :func:`labclip.lab.scale.start` does) and read each image's region;
-    ``precision=None`` is ``default_for``'s default (:data:`labclip.precision.DEFAULTS`), recorded as such.
+def _prepare_cultures(timings: Timings, *, dataset: str | os.PathLike,
+                      languages: Sequence[str] | None = None) -> tuple[dict[str, Any], tuple]:
+    """The caption set as the scale run reads it, and each image's region (checked before any model loads)."""
+    inputs = scale.SCALE.prepare(timings, dataset=dataset, languages=languages)
+    return inputs, regions_of(inputs["captions"], str(dataset))
 
-    Raises:
-        LabclipError: as :func:`labclip.lab.scale.start`, or the set has no usable ``region`` column.
-    """
-    regions_of(scale.resolve_dataset(dataset, languages), str(dataset))
-    base = scale.start(dataset, models, languages, None, batch_size, strict, precision, default_for=default_for)
-    regions, specific, spoken = regions_of(base.captions, base.dataset)
+
+def _build_cultures(prepared: tuple[dict[str, Any], tuple], loaded: list[Loaded], skipped: list[str], *,
+                    timings: Timings, batch_size: int | None) -> CultureRun:
+    inputs, (regions, specific, spoken) = prepared
+    base = scale.SCALE.build(inputs, loaded, skipped, timings=timings, batch_size=batch_size)
     return CultureRun(base, regions, specific, spoken=spoken)
+
+
+CULTURES = Kind(_prepare_cultures, _build_cultures, many=True, default_for="07_cultures")
+"""The cultures run for :func:`labclip.lab.runs.start`: ``runs.start(CULTURES, models, dataset=...,
+languages=...)``, the scale run's loading (:data:`labclip.lab.scale.SCALE`) plus each image's region
+(:func:`regions_of`); ``precision=None`` is ``default_for``'s default, recorded as such."""
 
 
 # ---- display -----------------------------------------------------------------------------------------
@@ -199,29 +207,29 @@ def _pct(e) -> str:
     return f"{100 * e.value:.0f} [{100 * e.low:.0f}, {100 * e.high:.0f}]"
 
 
-def title(run: CultureRun, text: str, report: str | None = None) -> None:
+def title(run: CultureRun, text: str, report: str | None = None) -> present.Output:
     """Title (the report's own name under a user's title), banners, licence, and what the regions are."""
-    scale.title(run.base, text, report)
     counts = np.bincount(run.index)
     home = run.home()
     mapped = [f"{md(name)}: {', '.join(map(language_name, langs))}" for name, langs in home.items() if langs]
     table_note = ("the set's region_language column" if run.spoken else
                   "Crossmodal-3600's table (labclip.cultures.XM3600_REGION_LANGUAGES: each locale was chosen for "
                   "one of its 36 languages, and the locale code is that language's)")
-    present.section("Regions and how retrieval is scored",
-            f"{len(run.names)} regions, {_span(counts)} images each. Each image is scored with the "
-            "first caption of each language (CLIP_benchmark's definition). Two scopes: **whole set**, "
-            f"{core.SCOPES[core.SET]}; **within region**, {core.SCOPES[core.REGION]}; within a region there are "
-            "fewer distractors, so the two are not comparable figure for figure. "
-            f"Languages spoken in each region, from {table_note}, or a region named by a language's code: "
-            + ("; ".join(mapped) if mapped else "none of the evaluated languages") + ".")
+    about = (f"{len(run.names)} regions, {_span(counts)} images each. Each image is scored with the "
+             "first caption of each language (CLIP_benchmark's definition). Two scopes: **whole set**, "
+             f"{core.SCOPES[core.SET]}; **within region**, {core.SCOPES[core.REGION]}; within a region there are "
+             "fewer distractors, so the two are not comparable figure for figure. "
+             f"Languages spoken in each region, from {table_note}, or a region named by a language's code: "
+             + ("; ".join(mapped) if mapped else "none of the evaluated languages") + ".")
+    return present.Output(scale.title(run.base, text, report),
+                          present.Section("Regions and how retrieval is scored", about))
 
 
 def _span(counts: np.ndarray) -> str:
     return f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}–{counts.max()}"
 
 
-def heatmap(run: CultureRun, scope: str = core.SET, direction: str = DIRECTION, k: int = K) -> None:
+def heatmap(run: CultureRun, scope: str = core.SET, direction: str = DIRECTION, k: int = K) -> present.Output:
     """Region × language recall of every model on one shared colour scale (0–100%), then the same grid as a
     table with 95% Wilson intervals."""
     frame = run.table()
@@ -242,7 +250,7 @@ def heatmap(run: CultureRun, scope: str = core.SET, direction: str = DIRECTION, 
             chunk = langs[start:start + TABLE_LANGUAGES]
             shown = pd.DataFrame([{"Region": name, **{lang: cell[(name, lang)] for lang in chunk}} for name in names])
             tables.append(present.block(model_name(label), present.table(shown)))
-    present.section(f"Recall by image region and caption language ({DIRECTIONS[direction]} R@{k}, "
+    return present.Section(f"Recall by image region and caption language ({DIRECTIONS[direction]} R@{k}, "
             f"{'whole set' if scope == core.SET else 'within region'})",
             ("Each image's caption competes with every image of the set (the published definition). "
              if scope == core.SET else "Each caption competes only with the images of its own region (culture-local; "
@@ -252,9 +260,10 @@ def heatmap(run: CultureRun, scope: str = core.SET, direction: str = DIRECTION, 
             f"up to {100 / np.bincount(run.index).min():.0f} points per image.", present.png(fig), *tables)
 
 
-def ranked(run: CultureRun, scope: str = core.SET) -> None:
+def ranked(run: CultureRun, scope: str = core.SET) -> present.Output:
     """Regions from worst to best (recall pooled over the languages, with its interval) and the heterogeneity
-    test in words."""
+    test in words, one section per model."""
+    sections = []
     for label in run.results:
         hits = run.hits(label, scope)
         rows = core.ranked_regions(hits, run.index, run.names)
@@ -262,11 +271,12 @@ def ranked(run: CultureRun, scope: str = core.SET) -> None:
                                f"{DIRECTIONS[DIRECTION]} R@{K}, all languages": _pct(r["estimate"])}
                               for i, r in enumerate(rows)])
         tests = run.heterogeneity(label, scope)
-        present.section(f"Regions ranked by recall ({model_name(label)})",
+        sections.append(present.Section(f"Regions ranked by recall ({model_name(label)})",
                 f"Recall pooled over {len(run.languages)} language(s), in percent with its 95% interval "
                 f"({rows[0]['estimate'].method} over images). "
                 + heterogeneity_text(tests, len(run.languages)),
-                present.table(shown))
+                present.table(shown)))
+    return present.Output(*sections)
 
 
 def heterogeneity_text(tests: pd.DataFrame, n_languages: int) -> str:
@@ -294,22 +304,21 @@ def heterogeneity_text(tests: pd.DataFrame, n_languages: int) -> str:
     return text
 
 
-def own_culture_section(run: CultureRun, scope: str = core.SET) -> dict:
-    """The own-culture test of each model, with its per-language effects, and what it says in words."""
-    out = {}
-    for label in run.results:
-        test = run.own_culture(label, scope)
-        out[label] = test
+def own_culture_section(run: CultureRun, tests: dict[str, core.OwnCulture | None]) -> present.Output:
+    """The own-culture test of each model (:meth:`CultureRun.own_culture`), with its per-language effects, and what
+    it says in words."""
+    sections = []
+    for label, test in tests.items():
         heading = f"Own-culture advantage ({model_name(label)})"
         if test is None:
-            present.section(heading, "No test: it needs at least two languages, and a language spoken in some of the "
-                             "regions and not in others.")
+            sections.append(present.Section(heading, "No test: it needs at least two languages, and a language "
+                                                          "spoken in some of the regions and not in others."))
             continue
         per = pd.DataFrame([{"Language": language_name(run.languages[i]),
                              "Effect (points, 95% interval)": f"{v.value:+.1f} [{v.low:+.1f}, {v.high:+.1f}]"}
                             for i, v in test.per_language.items()])
-        present.section(heading, own_culture_text(test, run.base.n_images), present.table(per))
-    return out
+        sections.append(present.Section(heading, own_culture_text(test, run.base.n_images), present.table(per)))
+    return present.Output(*sections)
 
 
 def own_culture_text(test: core.OwnCulture, n_images: int) -> str:
@@ -335,34 +344,32 @@ def own_culture_text(test: core.OwnCulture, n_images: int) -> str:
     return f"{verdict} {method}"
 
 
-def model_tests_section(run: CultureRun, scope: str = core.SET) -> pd.DataFrame:
-    """Each model against the first, per region and language, with Holm's correction stated."""
-    tests = run.model_tests(scope)
+def model_tests_section(tests: pd.DataFrame) -> present.Output:
+    """Each model against the first, per region and language (:meth:`CultureRun.model_tests`), with Holm's
+    correction stated."""
     if tests.empty:
-        present.section("Models on the same images", "One model in this run: no model comparison.")
-        return tests
+        return present.Section("Models on the same images", "One model in this run: no model comparison.")
     significant = tests[tests["p_holm"] < ALPHA]
     lead = (f"Exact McNemar test of {DIRECTIONS[DIRECTION]} R@{K} hits on each region's images, per language: "
             f"{len(tests)} tests, p-values Holm-corrected over all of them. ")
     if significant.empty:
         lead += (f"No difference is significant at {ALPHA:.0%} after the correction (smallest corrected "
                  f"{p_value(tests['p_holm'].min())}).")
-        present.section("Models on the same images", lead)
-        return tests
+        return present.Section("Models on the same images", lead)
     lead += f"{len(significant)} of {len(tests)} are significant at {ALPHA:.0%} after the correction:"
     shown = pd.DataFrame({"First": significant["a"].map(model_name), "Second": significant["b"].map(model_name),
                           "Region": significant["region"], "Language": significant["language"].map(language_name),
                           "Only first right": significant["only_a"], "Only second right": significant["only_b"],
                           "Images": significant["n"],
                           "p (Holm)": [p_value(p) for p in significant["p_holm"]]}).astype(str)
-    present.section("Models on the same images", lead, present.table(shown))
-    return tests
+    return present.Section("Models on the same images", lead, present.table(shown))
 
 
-def culture_specific_section(run: CultureRun, scope: str = core.SET) -> None:
-    """Recall on the images the set marks culture-specific beside the others (Wilson intervals; no test)."""
+def culture_specific_section(run: CultureRun, scope: str = core.SET) -> present.Output:
+    """Recall on the images the set marks culture-specific beside the others (Wilson intervals; no test); an empty
+    output for a set without the mark."""
     if run.culture_specific is None:
-        return
+        return present.Output()
     rows = []
     for label in run.results:
         for r in run.results[label]:
@@ -372,15 +379,15 @@ def culture_specific_section(run: CultureRun, scope: str = core.SET) -> None:
                 row[f"{name} ({int(member.sum())} images)"] = (_pct(stats.proportion(hits[member]))
                                                                if member.any() else "—")
             rows.append(row)
-    present.section("Culture-specific images", f"{DIRECTIONS[DIRECTION]} R@{K} in percent with 95% Wilson intervals "
+    return present.Section("Culture-specific images", f"{DIRECTIONS[DIRECTION]} R@{K} in percent with 95% Wilson intervals "
             "on the images the set marks culture_specific = yes, beside the others. Descriptive only: no test is "
             "made here.", present.table(pd.DataFrame(rows)))
 
 
 def save(run: CultureRun, output_dir: str | os.PathLike | None, tests: dict | None = None,
          name: str = "07_cultures") -> dict:
-    """Write the region × language table, the tests and the provenance as one JSON (atomically); show the
-    provenance table."""
+    """The region × language table, the tests and the provenance as one record, written as JSON (atomically) into
+    ``output_dir`` when one is given."""
     tests = tests if tests is not None else {label: run.own_culture(label) for label in run.results}
     record: dict[str, Any] = {
         "provenance": run.base.provenance(),
@@ -395,10 +402,14 @@ def save(run: CultureRun, output_dir: str | os.PathLike | None, tests: dict | No
     }
     if output_dir:
         write_text(Path(output_dir) / f"{name}.json", json.dumps(record, indent=2, ensure_ascii=False, default=str))
+    return record
+
+
+def provenance(run: CultureRun, record: dict) -> present.Output:
+    """The provenance table of a :func:`save` record."""
     prov = record["provenance"]
     rows = [("dataset", prov["dataset"]), ("images", prov["images"]), ("regions", len(run.names)),
             ("languages", ", ".join(prov["languages"])), ("captions sha256", prov["captions_sha256"]),
             ("started", prov["started"])]
     rows += [("skipped", reason) for reason in prov["skipped"]]
-    present.provenance_table(rows, prov)
-    return record
+    return present.provenance_section(rows, prov)

@@ -221,10 +221,11 @@ def caption_pairs(model: Any, table: CaptionSet, language: str) -> tuple[Pairs, 
     return Pairs(texts, owner, images), [first[i] for i in range(len(table))]
 
 
-def run_finetune(model: Any, captions: str | os.PathLike[str], language: str, *,
+def run_finetune(model: Any, captions: str | os.PathLike[str] | CaptionSet, language: str, *,
                  image_dir: str | os.PathLike[str] | None = None, config: FinetuneConfig | None = None,
                  folds: int | str = "auto", out: str | os.PathLike[str] | None = None,
-                 progress: Progress | None = None, requested_model: str | None = None) -> FinetuneRun:
+                 progress: Progress | None = None, requested_model: str | None = None,
+                 fallback_reason: str | None = None, timings: Timings | None = None) -> FinetuneRun:
     """Fine-tune ``model``'s text tower on a caption set, score it held out, and (with ``out``) save the weights.
 
     With one hold-out split the saved weights are the ones scored; with k folds a final run on all images (a
@@ -233,9 +234,11 @@ def run_finetune(model: Any, captions: str | os.PathLike[str], language: str, *,
     from them, and they are removed once the weights are written.
     """
     config = config or FinetuneConfig()
-    timings = Timings()
-    with timings.stage("load captions"):
-        table = load_captions(Path(captions), None if image_dir is None else Path(image_dir), [language])
+    timings = Timings() if timings is None else timings
+    table = captions
+    if not isinstance(table, CaptionSet):
+        with timings.stage("load captions"):
+            table = load_captions(Path(table), None if image_dir is None else Path(image_dir), [language])
     with timings.stage("encode images"):
         pairs, first = caption_pairs(model, table, language)
     checkpoints = Path(out) / CHECKPOINTS if out is not None else None
@@ -249,7 +252,7 @@ def run_finetune(model: Any, captions: str | os.PathLike[str], language: str, *,
     else:
         tuned, trained = kept["model"], kept["trained"]
     run = FinetuneRun(model, table, language, config, evaluation, trained, tuned, requested_model or model.name,
-                      Path(out) if out is not None else None, timings)
+                      Path(out) if out is not None else None, timings, fallback_reason)
     if out is not None:
         save_finetune(trained, model, out, **run.card)
         if checkpoints is not None and checkpoints.is_dir():

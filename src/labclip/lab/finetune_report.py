@@ -1,12 +1,12 @@
 """What the fine-tuning report (``08_finetune``) shows, and the prose it says: every sentence computed from the
 run and conditional on its numbers (a gain is called a gain only when McNemar's exact test says so; rising
-validation loss is named as overfitting). Tables and figures are returned as data; :func:`show` displays them
-through :mod:`labclip.lab.present`, which escapes all user text.
+validation loss is named as overfitting). Tables and figures are returned as data, and each section as one
+displayable output (:mod:`labclip.lab.markup`, which escapes all user text). :data:`FINETUNE` is the run for
+:func:`labclip.lab.runs.start`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,15 +16,15 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..atomic import write_text
-from ..finetune import FinetuneConfig
+from ..config import DEFAULT_CAPTIONS
+from ..data import CaptionSet, load_captions
 from ..labels import pct
 from ..spec import shown_model
-from .experiment import load_model_or_demo
 from .finetune import DIRECTIONS, KS, VARIANTS, FinetuneEvaluation, FinetuneRun, run_finetune
 from .plots import MIN_TEXT_PT, PAGE_WIDTH_PT, literal_text, plain, similarity_heatmap
-from .present import header, provenance_table, section, svg, table
-from .provenance import now, run_record
+from .present import Output, Section, masthead, provenance_section, svg, table
+from .provenance import Timings, now, run_record
+from .runs import Kind, Loaded, save_json
 
 ALPHA = 0.05
 COLOURS = {"zero_shot": "#9e9e9e", "ridge": "#ff7f0e", "finetuned": "#1f77b4"}
@@ -176,54 +176,62 @@ def heatmap_figures(run: FinetuneRun, limit: int = 8) -> list[Figure]:
             for sim, title in ((before, "held-out images, zero-shot"), (after, "held-out images, fine-tuned"))]
 
 
-def start(model: str, captions: str | os.PathLike[str] | None, language: str, *, image_dir: Any = None,
-          config: FinetuneConfig | None = None, folds: int | str = "auto", strict: bool = False,
-          out: str | os.PathLike[str] | None = None, precision: str | None = None,
-          default_for: str | None = "08_finetune") -> FinetuneRun:
-    """Load ``model`` (``precision`` None: fp32 from the defaults table; the demo model stands in under the one fallback policy, never for a model with
-    ``+finetune:`` or ``+adapter:``) and run :func:`labclip.lab.finetune.run_finetune`."""
-    from ..config import DATA_DIR
-
-    loaded, reason = load_model_or_demo(model, strict, precision=precision, default_for=default_for)
-    run = run_finetune(loaded, captions or DATA_DIR / "captions" / "default.csv", language, image_dir=image_dir,
-                       config=config, folds=folds, out=out, requested_model=model)
-    run.fallback_reason = reason
-    return run
+def _prepare_finetune(timings: Timings, *, captions: str | os.PathLike[str] | None = None, language: str = "ru",
+                      image_dir: str | os.PathLike[str] | None = None, **options: Any) -> tuple[CaptionSet, str, dict]:
+    """The caption set (default: the default caption set) with ``language``, checked before the model loads."""
+    with timings.stage("load captions"):
+        table = load_captions(Path(captions or DEFAULT_CAPTIONS), None if image_dir is None else Path(image_dir),
+                              [language])
+    return table, language, options
 
 
-def provenance(run: FinetuneRun) -> dict[str, Any]:
+def _build_finetune(inputs: tuple[CaptionSet, str, dict], loaded: list[Loaded], skipped: list[str], *,
+                    timings: Timings, batch_size: int | None) -> FinetuneRun:
+    (table, language, options), (one,) = inputs, loaded
+    return run_finetune(one.model, table, language, requested_model=one.requested,
+                        fallback_reason=one.fallback_reason, timings=timings, **options)
+
+
+FINETUNE = Kind(_prepare_finetune, _build_finetune, default_for="08_finetune")
+"""The fine-tuning run for :func:`labclip.lab.runs.start`: ``runs.start(FINETUNE, model, captions=...,
+language=..., image_dir=..., config=FinetuneConfig(...), folds=..., out=...)``, then
+:func:`labclip.lab.finetune.run_finetune`. The demo model stands in by the lab's one rule, never for a model with
+``+finetune:`` or ``+adapter:``."""
+
+
+def provenance_record(run: FinetuneRun) -> dict[str, Any]:
     """Requested and used model, inputs, hyper-parameters, software, machine and stage timings."""
     return run_record(run.model, requested=run.requested_model, fallback_reason=run.fallback_reason,
                       started=run.started, timings=run.timings, finished=now(), hyper_parameters=run.config.__dict__,
                       **run.card["data"], trainable_parameters=run.trained.trainable)
 
 
-def save_json(run: FinetuneRun, output_dir: str | os.PathLike[str], name: str = "08_finetune") -> Path:
-    """The run's held-out results, curves and provenance as JSON (what the report runner reads back)."""
-    payload = {"provenance": provenance(run), "held_out": run.evaluation.summary(),
-               "findings": findings(run.evaluation, bool(run.model.untrained))}
-    path = Path(output_dir) / f"{name}.json"
-    write_text(path, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
-    return path
+def save(run: FinetuneRun, output_dir: str | os.PathLike[str] | None, name: str = "08_finetune") -> dict[str, Any]:
+    """The run's held-out results, findings and provenance as one record, written as JSON into ``output_dir`` when
+    one is given (what the report runner reads back)."""
+    return save_json(output_dir, name, {"provenance": provenance_record(run), "held_out": run.evaluation.summary(),
+                                        "findings": findings(run.evaluation, bool(run.model.untrained))})
 
 
 # --------------------------------------------------------------------------------------------
-# Display (the notebook's sections)
+# The notebook's sections, each one displayable output
 
 
-def figure(fig: Figure) -> None:
-    """One figure, shown as every report shows figures (:func:`labclip.lab.present.section`)."""
-    section(None, "", svg(fig))
+def figure(fig: Figure) -> Output:
+    """One figure, as every report shows figures (:class:`labclip.lab.present.Section`)."""
+    return Section(None, "", svg(fig))
 
 
-def title(run: FinetuneRun, text: str, report: str | None = None) -> None:
-    """Title with the untrained-model and fallback banner (:func:`labclip.lab.present.header`)."""
-    header(run, text,  # type: ignore[arg-type]  # a run as header reads it: model, requested model, fallback f"{run.evaluation.n} held-out images · {run.language} captions · "
-                      f"{len(run.evaluation.folds)} split(s) · {run.config.method} · run started {run.started}", report)
+def title(run: FinetuneRun, text: str, report: str | None = None) -> Output:
+    """Title with the untrained-model and fallback banner (:func:`labclip.lab.present.masthead`)."""
+    details = (f"{run.evaluation.n} held-out images · {run.language} captions · {len(run.evaluation.folds)} "
+               f"split(s) · {run.config.method} · run started {run.started}")
+    return masthead(run, text, details, report)  # type: ignore[arg-type]  # model, requested model, fallback
 
 
-def summary(run: FinetuneRun) -> None:
-    section("What fine-tuning bought on held-out images", " ".join(findings(run.evaluation, bool(run.model.untrained))))
+def summary(run: FinetuneRun) -> Output:
+    """What fine-tuning bought, in the report's findings."""
+    return Section("What fine-tuning bought on held-out images", " ".join(findings(run.evaluation, bool(run.model.untrained))))
 
 
 def gallery_sentence(evaluation: FinetuneEvaluation) -> str:
@@ -237,35 +245,35 @@ def gallery_sentence(evaluation: FinetuneEvaluation) -> str:
     return text
 
 
-def held_out(run: FinetuneRun) -> None:
-    section("Held-out recall", gallery_sentence(run.evaluation), table(recall_table(run.evaluation)),
-            table(paired_table(run.evaluation)))
+def held_out(run: FinetuneRun, recall: pd.DataFrame, paired: pd.DataFrame) -> Output:
+    """Held-out recall with intervals (:func:`recall_table`), and the paired tests (:func:`paired_table`)."""
+    return Section("Held-out recall", gallery_sentence(run.evaluation), table(recall), table(paired))
 
 
-def curve(run: FinetuneRun) -> None:
-    section("Training curve", " ".join(overfitting_sentences(run.evaluation.histories)),
-            svg(loss_figure(run.evaluation)))
+def curve(run: FinetuneRun, fig: Figure) -> Output:
+    """Train and validation loss per epoch (:func:`loss_figure`), and whether it overfitted."""
+    return Section("Training curve", " ".join(overfitting_sentences(run.evaluation.histories)), svg(fig))
 
 
-def heatmaps(run: FinetuneRun) -> None:
-    section("Before and after on held-out images", "Cosine similarities of the first split's held-out images "
+def heatmaps(run: FinetuneRun) -> Output:
+    """Before/after similarity heatmaps of held-out images."""
+    return Section("Before and after on held-out images", "Cosine similarities of the first split's held-out images "
             "and their captions, zero-shot and after fine-tuning, on one colour scale.",
             *[svg(f) for f in heatmap_figures(run)])
 
 
-def comparison(run: FinetuneRun) -> None:
-    section("Fine-tuning against zero-shot and the ridge text adapter",
+def comparison(run: FinetuneRun) -> Output:
+    """Fine-tuned against zero-shot and the ridge text adapter."""
+    return Section("Fine-tuning against zero-shot and the ridge text adapter",
             " ".join(gain_sentence(run.evaluation, d, 1, "ridge") for d in DIRECTIONS),
             svg(comparison_figure(run.evaluation)))
 
 
-def show_provenance(run: FinetuneRun, output_dir: str | os.PathLike[str] | None = None) -> None:
-    """Where the numbers came from; with ``output_dir``, also the run's JSON."""
-    prov = provenance(run)
+def provenance(run: FinetuneRun, record: dict[str, Any]) -> Output:
+    """Where the numbers came from: the provenance table of a :func:`save` record."""
+    prov = record["provenance"]
     rows = [("requested model", shown_model(run.requested_model)), ("caption file", prov["captions"]),
             ("caption file sha256", prov["captions_sha256"]), ("images", prov["images"]),
             ("trainable parameters", prov["trainable_parameters"]),
             *((f"hyper-parameter: {k}", v) for k, v in prov["hyper_parameters"].items()), ("started", run.started)]
-    provenance_table(rows, prov)
-    if output_dir is not None:
-        save_json(run, output_dir)
+    return provenance_section(rows, prov)

@@ -65,8 +65,12 @@ class Output:
         self.parts: list[str] = [p for part in parts if part
                                  for p in (part.parts if isinstance(part, Output) else [part])]
 
-    def _repr_html_(self) -> str:
+    @property
+    def data(self) -> str:
         return "".join(self.parts)
+
+    def _repr_html_(self) -> str:
+        return self.data
 
     def _ipython_display_(self) -> None:
         for part in self.parts:  # one output each: Chromium moves an output taller than a page to the next page

@@ -16,7 +16,7 @@ from .. import stats
 from ..errors import LabclipError
 from ..hub import hub_reachable
 from ..registry import DEFAULT_MODEL, DEFAULT_MULTILINGUAL, PUBLISHED, Published, resolve_model_name
-from . import scale
+from . import runs, scale
 from .narrative import language_name
 
 # Benchmark names as labclip.datasets spells them, and as published tables do.
@@ -100,8 +100,8 @@ def main(argv: Sequence[str] | None = None, *, online: Callable[[], bool] = hub_
         print(OFFLINE)
         return 0
     try:
-        run = scale.start(args.dataset, args.models, args.langs, batch_size=args.batch_size, strict=True,
-                          precision=args.precision)
+        run = runs.start(scale.SCALE, args.models, dataset=args.dataset, languages=args.langs,
+                         batch_size=args.batch_size, strict=True, precision=args.precision)
         run.evaluate(reference=None)
     except LabclipError as err:
         print(f"labclip: error: {err}", file=sys.stderr)

@@ -91,18 +91,22 @@ class Loaded:
     fallback_reason: str | None = None
 
 
-R = TypeVar("R", bound=Run)
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
 class Kind(Generic[R]):
     """One kind of run for :func:`start`: how it reads and checks its inputs (``prepare(timings, **inputs)``),
     how it is made once its models load (``build(inputs, loaded, skipped, timings=, batch_size=)``), and
-    whether it compares several models."""
+    whether it compares several models; ``default_for`` names the notebook whose default precision applies when a
+    caller names none (:data:`labclip.precision.DEFAULTS`). Each kind is a constant of its module (``scale.SCALE``,
+    ``cultures.CULTURES``, ``adapt.TEXT_ADAPTER``, ``finetune_report.FINETUNE``); there is no other way to open
+    one."""
 
     prepare: Callable[..., Any]
     build: Callable[..., R]
     many: bool = False
+    default_for: str | None = None
 
 
 def start(kind: Kind[R], models: str | Sequence[str], *, strict: bool = False, device: str = "cpu",
@@ -112,11 +116,21 @@ def start(kind: Kind[R], models: str | Sequence[str], *, strict: bool = False, d
     through :func:`load_model_or_demo`; several through :func:`load_models`, the first loaded first), each
     stage timed, and ``kind.build`` makes the run.
 
+    Args:
+        kind: what kind of run (a :class:`Kind`).
+        models: the model (or, for a comparison, the models; the first is the reference).
+        strict: fail when the (first) model can't be loaded instead of using the demo model.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``; ``None``: the default for ``default_for``
+            (:data:`labclip.precision.DEFAULTS`), recorded as such.
+        default_for: the notebook or command whose default precision applies (``None``: the kind's).
+        batch_size: encoder batch size (``None``: the model's default).
+        inputs: the kind's own inputs, passed to ``kind.prepare``.
+
     Raises:
         LabclipError: bad inputs (before any model loads), a name that is no model, no model that loads,
             or an unavailable (first) model in strict mode.
     """
-    timings = Timings()
+    timings, default_for = Timings(), default_for or kind.default_for
     prepared = kind.prepare(timings, **inputs)
     if isinstance(models, str) and not kind.many:
         with timings.stage("load model"):

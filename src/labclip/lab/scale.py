@@ -1,9 +1,10 @@
 """What the scale report (``notebooks/05_scale.ipynb``) shows: models × languages × strategies on a benchmark
 caption set, with intervals and paired tests.
 
-The run is :mod:`labclip.lab.scale_run` (its names are importable from here too), the words
-:mod:`labclip.lab.scale_narrative`, the figures :mod:`labclip.lab.plots`; every section is displayed through
-:mod:`labclip.lab.present`.
+The run is :mod:`labclip.lab.scale_run` (its names are importable from here too; the notebook opens it with
+``runs.start(scale.SCALE, ...)``), the words :mod:`labclip.lab.scale_narrative`, the figures
+:mod:`labclip.lab.plots`. Every section is returned as one displayable output (:mod:`labclip.lab.markup`,
+escaping always on), which the notebook's cell shows.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from .. import stats
 from ..errors import LabclipError
@@ -36,25 +38,25 @@ from .scale_run import (
     FIRST,
     KS,
     REFERENCE_CAPTIONS,
+    SCALE,
     Heat,
     Result,
     ScaleRun,
     resolve_dataset,
-    start,
 )
 from .wording import DIRECTIONS, banner_text, language_name, md, model_name
 
 __all__ = ["ALL", "ALPHA", "CAPTIONS_SHOWN", "DEFINITIONS", "DIRECTIONS", "FACTORS", "FIRST", "HARDEST", "KS",
-           "REFERENCE_CAPTIONS", "Heat", "Result", "ScaleRun", "definition_text", "hardest", "heatmap",
-           "heatmap_figure", "licence_text", "published", "published_rows", "recall_plot", "reference_beside",
-           "resolve_dataset", "results_table", "save", "significance", "start", "summary_text", "tests_section",
-           "title"]
+           "REFERENCE_CAPTIONS", "SCALE", "Heat", "Result", "ScaleRun", "definition_text", "hardest", "heatmap",
+           "heatmap_figure", "licence_text", "provenance", "published", "published_rows", "recall_figure",
+           "recall_section", "reference_beside", "resolve_dataset", "results_section", "save", "significance",
+           "summary_text", "tests_section", "tests_summary", "title"]
 
 
-def title(run: ScaleRun, text: str, report: str | None = None) -> None:
+def title(run: ScaleRun, text: str, report: str | None = None) -> present.Output:
     """Title (the report's own name under a user's title), untrained-model banner, licence and the model/data
     line on the first page."""
-    present.header(run, text, f"{run.n_images} images · languages: {', '.join(map(language_name, run.languages))} · "
+    head = present.masthead(run, text, f"{run.n_images} images · languages: {', '.join(map(language_name, run.languages))} · "
                               f"dataset: {run.dataset} · run started {run.started}", report)
     notes = []
     for label, model in list(run.models.items())[1:]:
@@ -66,12 +68,11 @@ def title(run: ScaleRun, text: str, report: str | None = None) -> None:
                          f"({md(reason)}); the untrained demo model stands in.")
     notes += [f"Skipped: {md(reason)}" for reason in run.skipped]
     notes.append(licence_text(run))
-    present.paragraph("\n\n".join(notes))
+    return present.Output(head, present.note("\n\n".join(notes)))
 
 
-def results_table(run: ScaleRun) -> pd.DataFrame:
+def results_section(run: ScaleRun) -> present.Output:
     """Recall@1/5/10 with 95% intervals, one table per direction, one row per model, language and strategy."""
-    frame = run.table()
     tables = []
     for d, name in DIRECTIONS.items():
         rows = [{**_setup(r), **{f"R@{k}": format(r.estimates[f"{d}_acc{k}"], ".1%") for k in KS}}
@@ -83,13 +84,12 @@ def results_table(run: ScaleRun) -> pd.DataFrame:
     methods = "Wilson score (one observation per image)"
     if any(e.method != "wilson" for r in run.results for e in r.estimates.values() if e.hits is not None):
         methods += " or percentile bootstrap over images, seeded (several captions per image)"
-    present.section("Recall@1/5/10 with 95% intervals",
-                    f"{run.n_images} images. Recall@k: the share of queries whose right answer is among the first k. "
-                    f"{definition_text(run)} Intervals: {methods}.", *tables)
-    return frame
+    return present.Section("Recall@1/5/10 with 95% intervals",
+                                f"{run.n_images} images. Recall@k: the share of queries whose right answer is among the "
+                                f"first k. {definition_text(run)} Intervals: {methods}.", *tables)
 
 
-def reference_beside(run: ScaleRun) -> None:
+def reference_beside(run: ScaleRun) -> present.Output:
     """The small bundled set's result beside the benchmark's, same model and language."""
     rows = []
     bench = {(r.model, r.language): r for r in run.results if r.strategy == "direct" and r.captions == FIRST}
@@ -104,16 +104,15 @@ def reference_beside(run: ScaleRun) -> None:
     n = len(run.reference[0].ranks.i2t) if run.reference else 0
     heading = "The small reference set beside the benchmark"
     if not rows:
-        present.section(heading, "The reference set shares no language with this run; nothing to place beside it.")
-        return
-    present.section(heading, f"Recall@1 with 95% intervals, the first caption of each image: with {n} images one "
+        return present.Section(heading, "The reference set shares no language with this run; nothing to place "
+                                             "beside it.")
+    return present.Section(heading, f"Recall@1 with 95% intervals, the first caption of each image: with {n} images one "
                              f"image moves the figure by {100 / n:.0f} percentage points, with {run.n_images} by "
                              f"{100 / run.n_images:.2g}.", present.table(pd.DataFrame(rows)))
 
 
-def tests_section(run: ScaleRun) -> pd.DataFrame:
-    """Paired tests, one table per factor (languages, strategies, models), and what they say in words."""
-    tests = run.paired_tests()
+def tests_section(run: ScaleRun, tests: pd.DataFrame) -> present.Output:
+    """Paired tests (:meth:`ScaleRun.paired_tests`), one table per factor (languages, strategies, models)."""
     tables = []
     for factor, name in FACTORS.items():
         rows = tests[tests["factor"] == factor]
@@ -134,27 +133,35 @@ def tests_section(run: ScaleRun) -> pd.DataFrame:
             "image→text where a result has several captions per image), each pair on the same "
             f"{run.n_images} images; significant means p < {ALPHA:.0%}. Rows read model · language · strategy; "
             "\"only first right\" counts the images right with the first and wrong with the second.")
-    present.section("Paired tests on the same images", lead, *tables)
-    present.section(None, summary_text(run, tests))
-    return tests
+    return present.Section("Paired tests on the same images", lead, *tables)
 
 
-def recall_plot(run: ScaleRun) -> None:
+def tests_summary(run: ScaleRun, tests: pd.DataFrame) -> present.Output:
+    """What the paired tests say, in words."""
+    return present.Section(None, summary_text(run, tests))
+
+
+def recall_figure(run: ScaleRun) -> Figure:
     """Recall@1/5/10 per model, language and strategy in both directions, with 95% error bars."""
-    fig = plots.recall_intervals([" · ".join(_setup(r).values()) for r in run.results],
-                                 [r.estimates for r in run.results], KS)
-    present.section("Recall at a glance", "Points: Recall@1, @5 and @10; bars: their 95% intervals.", present.svg(fig))
+    return plots.recall_intervals([" · ".join(_setup(r).values()) for r in run.results],
+                                  [r.estimates for r in run.results], KS)
 
 
-def heatmap(run: ScaleRun, limit: int | None = None) -> None:
+def recall_section(fig: Figure) -> present.Output:
+    """:func:`recall_figure` under its heading."""
+    return present.Section("Recall at a glance", "Points: Recall@1, @5 and @10; bars: their 95% intervals.",
+                                present.svg(fig))
+
+
+def heatmap(run: ScaleRun, limit: int | None = None) -> present.Output:
     """Similarity heatmap of the first model and language; above ``limit`` images (default: as many as a page
     shows legibly), the hardest images only."""
     heat = run.heat
     if heat is None:
         raise LabclipError("run.evaluate() first: the heatmap shows its first model and language")
     fig, note = heatmap_figure(heat.sim, heat.owner, heat.ranks, run.captions.images, heat.captions, limit)
-    present.section(f"Similarity heatmap ({model_name(heat.model)}, {language_name(heat.language)} captions)",
-                    md(note), present.svg(fig))
+    return present.Section(f"Similarity heatmap ({model_name(heat.model)}, {language_name(heat.language)} "
+                                f"captions)", md(note), present.svg(fig))
 
 
 def published_rows(run: ScaleRun) -> list[Published]:
@@ -162,31 +169,36 @@ def published_rows(run: ScaleRun) -> list[Published]:
     return [p for p in registry_published() if p.direction in DIRECTIONS and p.language in run.languages]
 
 
-def published(run: ScaleRun) -> None:
-    """Published figures for the same question, in a marked box with their sources; not measured here."""
+def published(run: ScaleRun) -> present.Output:
+    """Published figures for the same question, in a marked box with their sources; not measured here (an empty
+    output when there are none in the run's languages)."""
     rows = published_rows(run)
     if not rows:
-        return
+        return present.Output()
     frame = pd.DataFrame({
         "Model": [model_name(p.model) for p in rows], "Benchmark": [p.benchmark for p in rows],
         "Metric": [f"{DIRECTIONS[p.direction]} {p.metric}" for p in rows],
         "Language": [language_name(p.language) for p in rows],
         "Captions": [CAPTIONS_SHOWN[FIRST] if p.definition == FIRST_CAPTION else p.definition for p in rows],
         "Value": [f"{p.value:.1f}%" for p in rows], "Source": [p.source for p in rows]})
-    present.published("XTD10 figures (1,000 images) were computed with CLIP_benchmark from the first caption of "
+    return present.published_box("XTD10 figures (1,000 images) were computed with CLIP_benchmark from the first caption of "
                       "each image (XTD10 has one per image); compare them with measured rows whose captions read "
                       "\"first per image\".", frame)
 
 
 def save(run: ScaleRun, output_dir: str | os.PathLike | None, name: str = "05_scale") -> dict:
-    """Write the recall table, the paired tests and provenance as one JSON (atomically), show the provenance
-    table, and return the record."""
-    record = save_json(output_dir or None, name, {
+    """The recall table, the paired tests and provenance as one record, written as JSON (atomically) into
+    ``output_dir`` when one is given."""
+    return save_json(output_dir or None, name, {
         "provenance": run.provenance(), "captions_counted": DEFINITIONS, "results": run.table().to_dict("records"),
         "paired_tests": [{k: v.to_dict() if isinstance(v, stats.Estimate) else v for k, v in row.items()}
                          for row in run.paired_tests().to_dict("records")],
         "reference": [{"model": r.model, "language": r.language, "source": run.reference_source,
                        **{k: v.to_dict() for k, v in r.estimates.items()}} for r in run.reference]})
+
+
+def provenance(run: ScaleRun, record: dict) -> present.Output:
+    """The provenance table of a :func:`save` record: every model requested and used, the data, the timings."""
     prov = record["provenance"]
     rows: list[tuple[str, object]] = []
     for m in prov["models"]:
@@ -204,5 +216,4 @@ def save(run: ScaleRun, output_dir: str | os.PathLike | None, name: str = "05_sc
              ("languages", ", ".join(prov["languages"])), ("translator", model_name(prov["translator"] or "—")),
              ("reference set", run.reference_source or "—"), ("started", prov["started"])]
     rows += [("skipped", reason) for reason in prov["skipped"]]
-    present.provenance_table(rows, prov)
-    return record
+    return present.provenance_section(rows, prov)

@@ -1,7 +1,7 @@
 """The scale run: models × languages × strategies on a benchmark caption set, with intervals and paired tests.
 
-:func:`start` loads a benchmark (``"xtd10"``, ``"xm3600"`` or a prepared folder / caption file) and the
-models; :meth:`ScaleRun.evaluate` computes Recall@1/5/10 in both directions with 95% intervals for every
+:data:`SCALE` is the run for :func:`labclip.lab.runs.start`, which loads a benchmark (``"xtd10"``, ``"xm3600"``
+or a prepared folder / caption file) and the models; :meth:`ScaleRun.evaluate` computes Recall@1/5/10 in both directions with 95% intervals for every
 model, language and strategy, and exact McNemar tests between languages, strategies and models on the
 same images. The bundled small caption set is evaluated with the same model as the small-n reference.
 What ``notebooks/05_scale.ipynb`` displays is :mod:`labclip.lab.scale`.
@@ -32,7 +32,6 @@ from ..registry import FIRST_CAPTION
 from ..translate import Translator, translator_name
 from .provenance import Timings, sha256_file
 from .runs import Kind, Loaded, Run
-from .runs import start as start_run
 from .wording import DIRECTIONS, model_name
 
 KS = (1, 5, 10)
@@ -260,38 +259,9 @@ def resolve_dataset(dataset: str | os.PathLike, languages: Sequence[str] | None 
     return read_prepared(path, languages, check_images=False)
 
 
-def start(dataset: str | os.PathLike, models: Sequence[str], languages: Sequence[str] | None = None,
-          translator: str | None = None, batch_size: int | None = None, strict: bool = False,
-          precision: str | None = None, default_for: str = "05_scale") -> ScaleRun:
-    """Load the benchmark, then the models (:func:`labclip.lab.runs.start`).
-
-    Args:
-        dataset: ``"xtd10"``, ``"xm3600"``, a prepared benchmark folder, or a caption file.
-        models: model ids, aliases, directories or ``"demo"``, loaded by
-            :func:`labclip.lab.runs.load_models`: the first falls back to the demo model when it is not
-            cached and the hub cannot be reached (unless ``strict``); any other model that can't be loaded
-            (offline, broken files) is left out and listed in :attr:`ScaleRun.skipped`. The first loaded is the
-            reference for model tests.
-        languages: caption languages; ``None``: all of the set's (the first is the reference language).
-        translator: translation model template for the ``translated`` strategy, ``None`` to skip it.
-        batch_size: encoder batch size (``None``: the model's default).
-        strict: fail when a model can't be loaded.
-        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :func:`labclip.load_model`); ``None``:
-            the default for ``default_for`` (:data:`labclip.precision.DEFAULTS`), recorded as such.
-        default_for: the notebook or command whose default precision applies.
-
-    Raises:
-        LabclipError: unknown dataset or language, no model, a name that is no model, or an unavailable
-            first model in strict mode.
-    """
-    if not models:
-        raise LabclipError("the scale report needs at least one model")
-    return start_run(_SCALE, list(models), strict=strict, precision=precision, default_for=default_for,
-                     batch_size=batch_size, dataset=dataset, languages=languages, translator=translator)
-
-
-def _prepare_scale(timings: Timings, *, dataset: str | os.PathLike, languages: Sequence[str] | None,
-                   translator: str | None) -> dict[str, Any]:
+def _prepare_scale(timings: Timings, *, dataset: str | os.PathLike, languages: Sequence[str] | None = None,
+                   translator: str | None = None) -> dict[str, Any]:
+    """The benchmark as a caption set, its languages (``None``: all of the set's) and the translator template."""
     with timings.stage("load captions"):
         table = resolve_dataset(dataset, languages)
     name = str(dataset) if str(dataset).lower() in BENCHMARKS else Path(dataset).name
@@ -309,4 +279,10 @@ def _build_scale(inputs: dict[str, Any], loaded: list[Loaded], skipped: list[str
                     timings=timings, batch_size=batch_size)
 
 
-_SCALE = Kind(_prepare_scale, _build_scale, many=True)
+SCALE = Kind(_prepare_scale, _build_scale, many=True, default_for="05_scale")
+"""The scale run for :func:`labclip.lab.runs.start`: ``runs.start(SCALE, models, dataset=..., languages=...,
+translator=...)``. ``dataset``: ``"xtd10"``, ``"xm3600"``, a prepared benchmark folder or a caption file;
+``languages``: ``None`` for all of the set's (the first is the reference language); ``translator``: a translation
+model template for the ``translated`` strategy. The first model falls back to the demo model when it is not cached
+and the hub cannot be reached (unless ``strict``); any other that can't be loaded is left out and listed in
+:attr:`ScaleRun.skipped`."""
