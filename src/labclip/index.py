@@ -173,6 +173,9 @@ def _faiss() -> Any:
         import faiss
     except ImportError:
         raise LabclipError("labclip index needs faiss-cpu: pip install 'labclip[index]'") from None
+    # One thread: a query is one scan, and on a busy machine OpenMP's spinning workers made the k-means of a
+    # build 20 times slower (bench_search measured it on 2 shared CPUs).
+    faiss.omp_set_num_threads(1)
     return faiss
 
 
@@ -196,13 +199,15 @@ def build_coarse(vectors: np.ndarray, seed: int = 0) -> Any:
     return index
 
 
-def exact_neighbours(vectors: np.ndarray, rows: np.ndarray, k: int, block: int = 64) -> np.ndarray:
-    """For each of ``rows``, the ``k`` other rows of ``vectors`` with the highest cosine (any order)."""
+def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int, exclude: np.ndarray | None = None,
+                     block: int = 64) -> np.ndarray:
+    """For each of ``queries``, the ``k`` rows of ``vectors`` with the highest cosine (any order), leaving out
+    row ``exclude[i]`` for query ``i`` where ``exclude`` is given."""
     truth = []
-    for start in range(0, len(rows), block):
-        part = rows[start:start + block]
-        scores = vectors @ vectors[part].T
-        scores[part, np.arange(len(part))] = -np.inf
+    for start in range(0, len(queries), block):
+        scores = vectors @ np.asarray(queries[start:start + block], dtype=np.float32).T
+        if exclude is not None:
+            scores[exclude[start:start + block], np.arange(scores.shape[1])] = -np.inf
         truth.append(np.argpartition(-scores, k - 1, axis=0)[:k].T)
     return np.concatenate(truth)
 
@@ -215,7 +220,7 @@ def calibrate(vectors: np.ndarray, coarse: Any, ladder: Sequence[int], queries: 
     counts = [c for c in ladder if c < n]
     rows = np.sort(np.random.default_rng(seed).choice(n, size=min(queries, n), replace=False))
     k = min(RECALL_K, n - 1)
-    truth = exact_neighbours(vectors, rows, k)
+    truth = exact_neighbours(vectors, vectors[rows], k, exclude=rows)
     _, found = coarse.search(np.ascontiguousarray(vectors[rows]), max(counts) + 1)
     ranks = []
     for row, listed, true in zip(rows, found, truth):
