@@ -129,6 +129,14 @@ def test_an_index_of_an_older_format_or_with_a_missing_file_is_refused(tmp_path)
     rng = np.random.default_rng(6)
     write_shard(tmp_path / "part-00000.parquet", [f"{i}.jpg" for i in range(2000)], unit(rng, 2000, 16))
     write_index(read_shards(tmp_path))
+    data = (tmp_path / VECTORS_FILE).read_bytes()
+    (tmp_path / VECTORS_FILE).write_bytes(data[: len(data) // 2])
+    with pytest.raises(LabclipError, match=f"{VECTORS_FILE}: unreadable index; run labclip index"):
+        load_index(read_shards(tmp_path, vectors=False))
+    (tmp_path / VECTORS_FILE).write_bytes(data)
+    (tmp_path / INDEX_FILE).write_bytes(b"not a faiss index")
+    with pytest.raises(LabclipError, match=f"{INDEX_FILE}: unreadable index"):
+        load_index(read_shards(tmp_path, vectors=False))
     (tmp_path / INDEX_FILE).unlink()
     with pytest.raises(LabclipError, match=f"stale.*{INDEX_FILE} is missing"):
         load_index(read_shards(tmp_path, vectors=False))

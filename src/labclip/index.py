@@ -356,15 +356,21 @@ def load_index(shards: Shards) -> ShardIndex | None:
     if reasons:
         raise LabclipError(f"{shards.folder / INDEX_CARD}: the index is stale ({'; '.join(reasons)}); run labclip "
                            f"index {shards.folder} to rebuild it, or search with --exact")
-    unreadable = f"{shards.folder / VECTORS_FILE}: unreadable index; run labclip index {shards.folder} again"
+    def unreadable(name: str) -> LabclipError:
+        return LabclipError(f"{shards.folder / name}: unreadable index; run labclip index {shards.folder} again")
+
     try:
         vectors = np.load(shards.folder / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        raise unreadable(VECTORS_FILE) from None
+    if vectors.dtype != np.float32 or vectors.shape != (len(shards.paths), shards.dim):
+        raise unreadable(VECTORS_FILE)
+    try:
         coarse = _faiss().read_index(str(shards.folder / INDEX_FILE)) if card.get("coarse") else None
-    except (OSError, ValueError, RuntimeError):
-        raise LabclipError(unreadable) from None
-    if vectors.dtype != np.float32 or vectors.shape != (len(shards.paths), shards.dim) or (
-            coarse is not None and coarse.ntotal != len(shards.paths)):
-        raise LabclipError(unreadable)
+    except RuntimeError:
+        raise unreadable(INDEX_FILE) from None
+    if coarse is not None and coarse.ntotal != len(shards.paths):
+        raise unreadable(INDEX_FILE)
     return ShardIndex(vectors, coarse, int(card.get("candidates", len(shards.paths))))
 
 
