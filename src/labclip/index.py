@@ -244,13 +244,13 @@ def _choose(curve: dict[int, float], rows: int) -> tuple[int, float]:
     return count, curve[count]
 
 
-def _card(shards: Shards, seconds: float, candidates: int, recall: float, curve: dict[int, float]) -> dict:
+def _card(shards: Shards, coarse: Any, seconds: float, curve: dict[int, float]) -> dict:
     faiss = _faiss()
+    candidates, recall = _choose(curve, len(shards.paths))
     folder = shards.folder
     sizes = {name: (folder / name).stat().st_size for name in (INDEX_FILE, VECTORS_FILE) if (folder / name).is_file()}
     return {"format": INDEX_FORMAT, "library": "faiss-cpu", "library_version": faiss.__version__,
-            "coarse": f"IndexPQFastScan {NBITS}-bit, {DIMS_PER_CODE} dims a code" if candidates < len(shards.paths)
-            else None, "rescoring": "exact float32 cosine", "metric": "ip", "candidates": candidates,
+            "coarse": None if coarse is None else f"IndexPQFastScan, {coarse.pq.M} codes of {NBITS} bits", "rescoring": "exact float32 cosine", "metric": "ip", "candidates": candidates,
             "recall_at_10": round(recall, 4), "calibration": {str(c): round(r, 4) for c, r in curve.items()},
             "calibration_queries": min(CALIBRATION_QUERIES, len(shards.paths)), "model": shards.model,
             "revision": shards.revision, "rows": len(shards.paths), "dim": shards.dim, "shards": shards.files,
@@ -269,7 +269,6 @@ def write_index(shards: Shards, ladder: Sequence[int] = CANDIDATE_LADDER) -> dic
     coarse = build_coarse(vectors) if len(vectors) > min(ladder) else None
     curve = calibrate(vectors, coarse, ladder) if coarse is not None else {}
     seconds = time.perf_counter() - start
-    candidates, recall = _choose(curve, len(vectors))
     (folder / INDEX_CARD).unlink(missing_ok=True)  # no card while the files are replaced: never a mismatch
     for name in LEGACY_FILES + (INDEX_FILE,):
         (folder / name).unlink(missing_ok=True)
@@ -281,7 +280,7 @@ def write_index(shards: Shards, ladder: Sequence[int] = CANDIDATE_LADDER) -> dic
             f.write(data.tobytes())
 
         write_atomic(folder / INDEX_FILE, write, binary=True)
-    card = _card(shards, seconds, candidates, recall, curve)
+    card = _card(shards, coarse, seconds, curve)
     write_text(folder / INDEX_CARD, json.dumps(card, indent=2) + "\n")
     return card
 
