@@ -12,7 +12,8 @@ then times one query at a time, as ``labclip search`` asks them, for each candid
 - the same rescoring behind other coarse passes: faiss ``IndexBinaryFlat`` and usearch's exact search over
   512 sign bits (Hamming), and usearch's exact int8 inner-product scan, at fixed candidate counts.
 
-Printed per row: build seconds (labclip's includes the calibration), index size, the candidate count, median
+Printed per row: build seconds (labclip's includes the calibration), the MiB a search reads from (the codes
+plus the float32 rows they rescore from; numpy's: the rows), the candidate count, median
 and 95th-percentile milliseconds per query, recall@10 against exact search, and pass/FAIL against the target
 (under 50 ms median at recall@10 ≥ 0.95). usearch's HNSW graph is not measured: its build ran over 17 minutes at
 10^5 rows on this kind of machine. ``--quick`` (CI) measures 10^6 rows only, with 50 queries; the full run does
@@ -143,7 +144,7 @@ def coarse_rows(x: np.ndarray, q: np.ndarray, truth: np.ndarray, vectors: np.nda
         start = time.perf_counter()
         coarse = make()
         build = time.perf_counter() - start
-        size = coarse.codes.nbytes / 2**20
+        size = (coarse.codes.nbytes + vectors.nbytes) / 2**20
         for count in counts:
             index = ShardIndex(vectors, coarse, min(count, len(x)))
             times, found = timed(lambda v, index=index: index.search(v, K)[0], q)
@@ -203,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     with recording(args.doc, "bench_search", "Search: exact, labclip's index (faiss) and other coarse passes on "
                    "random vectors", sys.argv[1:] if argv is None else argv):
         print(f"random unit vectors of dim {DIM}; {queries} random unit queries drawn independently of the rows, "
-              f"one at a time; recall@10 against exact search; {os.cpu_count()} logical CPUs")
+              f"one at a time; recall@10 against exact search; MiB: the coarse codes and the float32 rows they "
+              f"rescore from; {os.cpu_count()} logical CPUs")
         print(HEAD.format(rows="rows", library="library", method="method", candidates="candidates",
                           build_s="build s", mib="MiB", median_ms="median ms", p95_ms="p95 ms", recall="recall@10",
                           verdict="target"))
