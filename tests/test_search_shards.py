@@ -12,8 +12,12 @@ from labclip.cli import main
 from labclip.config import IMAGES_DIR
 from labclip.errors import LabclipError
 from labclip.index import (
+    CALIBRATION_RECALL,
     INDEX_CARD,
     INDEX_FILE,
+    VECTORS_FILE,
+    ShardIndex,
+    candidate_count,
     exact_search,
     index_search,
     load_index,
@@ -76,17 +80,69 @@ def test_index_recall_at_10_against_exact_search(tmp_path):
     write_shard(tmp_path / "part-00000.parquet", [f"{i}.jpg" for i in range(len(x))], x)
     shards = read_shards(tmp_path)
     card = write_index(shards)
-    assert card["rows"] == 5000 and card["recall_at_10"] >= 0.95
-    index = load_index(shards)
-    queries = unit(rng, 50, 64)
+    assert card["rows"] == 5000 and card["coarse"] and card["candidates"] < 5000 and card["recall_at_10"] >= 0.95
+    assert (tmp_path / INDEX_FILE).is_file() and (tmp_path / VECTORS_FILE).is_file()
+    index = load_index(read_shards(tmp_path, vectors=False))
+    queries = unit(rng, 50, 64)  # drawn independently of the rows
     hits = []
     for q in queries:
         truth = set(np.argsort(-(x.astype(np.float64) @ q))[:10].tolist())
         rows, cosines = index_search(index, q, 10)
         np.testing.assert_allclose(cosines, x[rows] @ q, atol=1e-5)
+        assert np.all(np.diff(cosines) <= 0)
         hits.append(len(truth & set(rows.tolist())) / 10)
     assert np.mean(hits) >= 0.95
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_candidate_count_grows_with_k_and_stops_at_the_collection():
+    assert candidate_count(1024, 10, 10**6) == 1024
+    assert candidate_count(1024, 1, 10**6) == 1024
+    assert candidate_count(1024, 11, 10**6) == 2048
+    assert candidate_count(1024, 100, 10**6) == 10240
+    assert candidate_count(1024, 100, 5000) == 5000
+
+
+def test_calibration_keeps_the_smallest_count_that_reaches_the_recall_and_the_coarse_pass_matters(tmp_path):
+    rng = np.random.default_rng(5)
+    x = unit(rng, 4000, 32)
+    write_shard(tmp_path / "part-00000.parquet", [f"{i}.jpg" for i in range(len(x))], x)
+    ladder = (16, 64, 256, 1024)
+    card = write_index(read_shards(tmp_path), ladder=ladder)
+    curve = {int(c): r for c, r in card["calibration"].items()}
+    assert sorted(curve) == list(ladder) and all(a <= b for a, b in zip(curve.values(), list(curve.values())[1:]))
+    reached = [c for c in ladder if curve[c] >= CALIBRATION_RECALL]
+    assert card["candidates"] == (min(reached) if reached else max(ladder))
+    assert card["recall_at_10"] == curve[card["candidates"]]
+    index = load_index(read_shards(tmp_path))
+    queries = unit(rng, 40, 32)
+    truth = [set(np.argsort(-(x.astype(np.float64) @ q))[:10].tolist()) for q in queries]
+
+    def recall(candidates):
+        narrowed = ShardIndex(index.vectors, index.coarse, candidates)
+        return np.mean([len(t & set(narrowed.search(q, 10)[0].tolist())) / 10 for q, t in zip(queries, truth)])
+
+    assert recall(10) < 0.9 <= recall(card["candidates"])  # ten candidates are not enough: the rescoring matters
+
+
+def test_an_index_of_an_older_format_or_with_a_missing_file_is_refused(tmp_path):
+    rng = np.random.default_rng(6)
+    write_shard(tmp_path / "part-00000.parquet", [f"{i}.jpg" for i in range(2000)], unit(rng, 2000, 16))
+    write_index(read_shards(tmp_path))
+    data = (tmp_path / VECTORS_FILE).read_bytes()
+    (tmp_path / VECTORS_FILE).write_bytes(data[: len(data) // 2])
+    with pytest.raises(LabclipError, match=f"{VECTORS_FILE}: unreadable index; run labclip index"):
+        load_index(read_shards(tmp_path, vectors=False))
+    (tmp_path / VECTORS_FILE).write_bytes(data)
+    (tmp_path / INDEX_FILE).write_bytes(b"not a faiss index")
+    with pytest.raises(LabclipError, match=f"{INDEX_FILE}: unreadable index"):
+        load_index(read_shards(tmp_path, vectors=False))
+    (tmp_path / INDEX_FILE).unlink()
+    with pytest.raises(LabclipError, match=f"stale.*{INDEX_FILE} is missing"):
+        load_index(read_shards(tmp_path, vectors=False))
+    (tmp_path / INDEX_CARD).write_text('{"format": 1, "library": "usearch"}\n', encoding="utf-8")
+    with pytest.raises(LabclipError, match="stale.*another labclip version"):
+        load_index(read_shards(tmp_path, vectors=False))
 
 
 def test_stale_index_is_refused_then_rebuilt(tmp_path, capsys):
@@ -106,7 +162,7 @@ def test_stale_index_is_refused_then_rebuilt(tmp_path, capsys):
     code, _, err = run(capsys, "index", tmp_path)
     assert code == 0 and "recall@10" in err
     index = load_index(read_shards(tmp_path))
-    assert index is not None and len(index) == 301
+    assert index is not None and len(index) == 301 and index.coarse is None  # below the smallest candidate count
     code, _, err = run(capsys, "index", tmp_path)
     assert code == 0 and "is current" in err
 
@@ -176,9 +232,28 @@ def test_search_with_a_stale_index_is_one_error_line(capsys, tiny_model_dir, emb
     common = ["a cat", "--model", tiny_model_dir, "--no-cache"]
     assert run(capsys, "index", emb)[0] == 0
     code, with_index, err = run(capsys, "search", emb, *common)
-    assert code == 0 and INDEX_FILE in err
+    assert code == 0 and "index: 5 candidates ranked by exact cosine" in err
     assert with_index == run(capsys, "search", emb, *common, "--exact")[1]
     table = pq.read_table(emb / "part-00000.parquet")
     pq.write_table(table.slice(0, 4), emb / "part-00000.parquet")
     one_error_line(*run(capsys, "search", emb, *common), "stale", "labclip index")
     assert (emb / INDEX_CARD).is_file()
+
+
+def test_search_through_a_coarse_index_answers_as_exact_search(capsys, tiny_model_dir, embedded, tmp_path):
+    _, emb = embedded
+    table = pq.read_table(emb / "part-00000.parquet")
+    model, revision = table.column("model")[0].as_py(), table.column("revision")[0].as_py()
+    rng = np.random.default_rng(7)
+    big = tmp_path / "big"
+    big.mkdir()
+    dim = len(table.column("embedding")[0].as_py())
+    write_shard(big / "part-00000.parquet", [f"{i}.jpg" for i in range(3000)], unit(rng, 3000, dim),
+                model=model, revision=revision)
+    code, _, err = run(capsys, "index", big)
+    assert code == 0 and "1024 candidates a query" in err
+    common = ["a cat", "--model", tiny_model_dir, "--no-cache", "--top-k", "5"]
+    code, with_index, err = run(capsys, "search", big, *common)
+    assert code == 0 and "index: 1024 candidates" in err
+    assert with_index == run(capsys, "search", big, *common, "--exact")[1]
+

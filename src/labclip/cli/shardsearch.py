@@ -1,5 +1,6 @@
 """``labclip search EMB "query"`` over embedding shards: the query encoded by the shards' own model, then exact
-search or, where ``labclip index`` built one, the ANN index (:mod:`labclip.index`)."""
+search or, where ``labclip index`` built a current one, the index (:mod:`labclip.index`; then only the
+shards' names are read, the rows come memory-mapped from the index)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import LabclipError
-from ..index import INDEX_ABOVE, INDEX_FILE, Shards, exact_search, index_search, load_index, read_shards
+from ..index import INDEX_ABOVE, Shards, candidate_count, exact_search, index_card, load_index, read_shards
 from .loading import identity
 
 
@@ -39,8 +40,9 @@ def search_shards(args: argparse.Namespace, load: Callable[[argparse.Namespace],
     Returns:
         ``(table, model record, summary, shard files)``: the table has ``rank, image, cosine``.
     """
-    shards = read_shards(args.folder)
-    index = None if getattr(args, "exact", False) else load_index(shards)
+    exact = getattr(args, "exact", False) or index_card(args.folder) is None
+    shards = read_shards(args.folder, vectors=exact)
+    index = None if exact else load_index(shards)
     if index is None and len(shards.paths) > INDEX_ABOVE:
         print(f"labclip: note: {len(shards.paths)} rows searched exactly; labclip index {shards.folder} builds an "
               "index that answers faster", file=sys.stderr)
@@ -53,12 +55,13 @@ def search_shards(args: argparse.Namespace, load: Callable[[argparse.Namespace],
     if query.shape[0] != shards.dim:
         raise LabclipError(f"{shards.folder}: embeddings of dim {shards.dim}, the model's {query.shape[0]}")
     start = time.perf_counter()
-    rows, cosines = (exact_search(shards.vectors, query, args.top_k) if index is None
-                     else index_search(index, query, args.top_k))
+    rows, cosines = (exact_search(shards.matrix, query, args.top_k) if index is None
+                     else index.search(query, args.top_k))
     seconds = time.perf_counter() - start
     table = pd.DataFrame({"rank": range(1, len(rows) + 1), "image": [shards.paths[i] for i in rows],
                           "cosine": cosines.astype(float)})
-    how = "exact" if index is None else f"index {INDEX_FILE}"
+    how = "exact" if index is None else (f"index: {candidate_count(index.candidates, args.top_k, len(index))} "
+                                         "candidates ranked by exact cosine")
     print(f"labclip: {len(shards.paths)} rows, {how}, {seconds * 1000:.1f} ms", file=sys.stderr)
     summary = {"query": args.query, "search": how, "rows": len(shards.paths)}
     return table, record, summary, [shards.folder / name for name in shards.files]
