@@ -173,7 +173,7 @@ def _engine(args, model, files: list[Path], write: Write, run: Plan) -> None:
 
     loader = partial(_reload, args.model, args.device, model.precision.name)
     embed_ray(loader, model.preprocess, files, write, args.decode, batch_size=args.batch_size or model.image_batch_size,
-              shard_rows=args.shard_rows, address=args.address, workers=run.workers, threads=run.threads,
+              shard_rows=args.shard_rows, address=args.address, workers=run.workers, threads=1, actors=run.threads,
               model_bytes=sum(t.numel() * t.element_size() for t in model.model.parameters()))
 
 
