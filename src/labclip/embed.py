@@ -58,7 +58,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=_positive, metavar="N", help="images per forward pass (default: 32)")
     add_decode_option(p)
     p.add_argument("--workers", type=_natural, metavar="N",
-                   help="decoding processes (default: the cores the encoder leaves; 0: decode in this process)")
+                   help="decoding processes (default: one per core, beside an encoder thread per core; 0: decode "
+                        "in this process)")
     p.add_argument("--shard-rows", type=_positive, default=SHARD_ROWS, metavar="N", help="images per shard")
     p.add_argument("--engine", choices=ENGINES, default="local",
                    help="local: worker processes on this machine; ray: Ray Data (pip install 'labclip[ray]')")
