@@ -3,12 +3,15 @@
 Builds a random-init model with OpenAI ViT-B/32's exact configuration (seed 0, the compute of the real one),
 saves it as a local model folder and loads it with ``load_model`` in ``auto`` precision, as ``labclip tag``
 and ``labclip embed`` do. Test photos are the bundled images upscaled (bicubic) to 12 MP (4000 × 3000) and
-2 MP (1632 × 1224) and saved as JPEG (quality 90). Each path encodes the same files, images/s end to end:
+2 MP (1632 × 1224) and saved as JPEG (quality 90). Each path encodes the same files, images/s end to end
+(the best of two interleaved rounds):
 
 - ``tag (before)``: ``ClipModel.encode_images``, what ``tag`` ran before the bulk pipeline: full-size decoding
   and OpenAI's resize on one thread beside the encoder;
 - ``bulk exact`` / ``bulk draft``: :func:`labclip.bulk.encode_files` with decoding in worker processes
-  (:func:`labclip.bulk.plan`), full-size or JPEG draft decoding; the pool is started before timing;
+  (:func:`labclip.bulk.plan`: the encoder on every core, as many decoders), full-size or JPEG draft decoding; the
+  pool is started before timing;
+- ``draft, split``: the same with :func:`labclip.bulk.split_plan` (no core shared), what ``plan`` is judged against;
 - ``ray draft``: :func:`labclip.embed_ray.embed_ray` on a local Ray instance started before timing (each run
   starts its encoder actor, which loads the model).
 
@@ -36,7 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from benchdoc import recording  # noqa: E402
 
-from labclip.bulk import decode_file, encode_files, plan  # noqa: E402
+from labclip.bulk import decode_file, encode_files, plan, split_plan  # noqa: E402
 from labclip.config import IMAGES_DIR  # noqa: E402
 from labclip.demo import clip_image_processor, clip_tokenizer, seeded, tiny_config  # noqa: E402
 from labclip.images import load_image  # noqa: E402
@@ -44,7 +47,8 @@ from labclip.model import load_model  # noqa: E402
 
 SIZES = {"12 MP": (4000, 3000), "2 MP": (1632, 1224)}
 COSINE_TARGET = 0.995
-SPEEDUP_TARGET = 3.0  # issue 28: the bulk pipeline tags 12 MP JPEGs at >= 3x today's tag
+SPEEDUP_TARGET = 3.0
+ROUNDS = 2  # issue 28: the bulk pipeline tags 12 MP JPEGs at >= 3x today's tag
 
 
 def save_model(folder: Path, tiny: bool) -> Path:
@@ -87,16 +91,17 @@ def ray_step(folder: Path, model, files: list[Path], cpu) -> Callable[[], object
 
     loader = partial(load_model, str(folder), cache=False, precision=model.precision.name)
     return lambda: embed_ray(loader, model.preprocess, files, lambda rows, vectors: None, "draft",
-                             batch_size=model.image_batch_size, workers=cpu.workers, threads=cpu.threads,
+                             batch_size=model.image_batch_size, workers=cpu.workers, threads=1, actors=cpu.threads,
                              progress=False)
 
 
 def throughput(folder: Path, model, sets: dict[str, list[Path]], use_ray: bool) -> None:
-    cpu = plan()
-    print(f"decoding processes {cpu.workers}, encoder threads {cpu.threads} (labclip.bulk.plan on "
-          f"{cpu.workers + cpu.threads if cpu.workers else cpu.threads} of this machine's cores); precision "
+    cpu, split = plan(), split_plan()
+    print(f"labclip.bulk.plan: {cpu.workers} decoding processes and {cpu.threads} encoder threads sharing "
+          f"{cpu.threads} cores; split_plan: {split.workers} and {split.threads}; precision "
           f"{model.precision.name} ({model.precision.reason})")
-    encode_files(model, sets[next(iter(sets))][:2], "draft", cpu, progress=False)  # start the decoding pool
+    for run in (cpu, split):  # start the decoding pools
+        encode_files(model, sets[next(iter(sets))][:2], "draft", run, progress=False)
     if use_ray:
         from labclip.embed_ray import start
 
@@ -105,12 +110,16 @@ def throughput(folder: Path, model, sets: dict[str, list[Path]], use_ray: bool) 
         "tag (before)": lambda files: lambda: model.encode_images(files),
         "bulk exact": lambda files: lambda: encode_files(model, files, "exact", cpu, progress=False),
         "bulk draft": lambda files: lambda: encode_files(model, files, "draft", cpu, progress=False),
+        "draft, split": lambda files: lambda: encode_files(model, files, "draft", split, progress=False),
     }
     if use_ray:
         steps["ray draft"] = lambda files: ray_step(folder, model, files, cpu)
     print(f"{'images/s':<14}" + "".join(f"{name:>14}" for name in steps) + "   bulk draft ÷ tag")
     for label, files in sets.items():
-        rates = {name: rate(make(files), len(files)) for name, make in steps.items()}
+        rates: dict[str, float] = {}
+        for _ in range(ROUNDS):  # interleaved rounds, the best of each path: load from elsewhere hits all alike
+            for name, make in steps.items():
+                rates[name] = max(rates.get(name, 0.0), rate(make(files), len(files)))
         ratio = rates["bulk draft"] / rates["tag (before)"]
         verdict = "" if label != "12 MP" else \
             f" (target ≥ {SPEEDUP_TARGET:.0f}×: {'pass' if ratio >= SPEEDUP_TARGET else 'FAIL'})"
@@ -151,7 +160,7 @@ def agreement(folder: Path, model, work: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small run for CI (4 images of 12 MP, 8 of 2 MP)")
+    parser.add_argument("--quick", action="store_true", help="small run for CI (12 images of 12 MP, 12 of 2 MP)")
     parser.add_argument("--no-ray", action="store_true", help="leave the Ray engine out")
     parser.add_argument("--doc", type=Path, metavar="FILE", help="write the printed figures to this Markdown file")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
@@ -163,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         folder = save_model(work / "model", args.tiny)
         model = load_model(str(folder), cache=False, precision="auto")
         model.progress = False
-        counts = {"12 MP": 4, "2 MP": 8} if args.quick else {"12 MP": 24, "2 MP": 48}
+        counts = {"12 MP": 12, "2 MP": 12} if args.quick else {"12 MP": 36, "2 MP": 48}
         sets = {label: make_jpegs(work / label.replace(" ", ""), SIZES[label], counts[label]) for label in SIZES}
         print(f"{'tiny random model (figures mean nothing)' if args.tiny else 'random-init ViT-B/32'}, torch "
               f"{torch.__version__}; {'Ray engine left out' if not use_ray else 'Ray local instance'}")

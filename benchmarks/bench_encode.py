@@ -431,7 +431,7 @@ def run(args: argparse.Namespace) -> None:
     if fast_bf16:
         print(f"targets for a CPU with fast bf16 matmul (auto picked {auto.name}):")
     else:
-        units = " (this CPU's AVX-512-BF16 without AMX counts as none: auto picked fp32)" if caps.get("avx512_bf16") else ""
+        units = f" (auto picked {auto.name}: {auto.reason})" if caps.get("avx512_bf16") else ""
         print(f"targets for a CPU without bf16 matrix units{units}:")
     checks = targets(frame, auto.name, fast_bf16, args.cpu_time)
     for text, met in checks:

@@ -8,7 +8,8 @@ and times every runtime in interleaved rounds (best of N) on the same inputs: on
 one batch of captions padded to 77 tokens. torch bf16 runs only where the CPU has bf16 instructions (AVX-512-BF16
 or AMX-BF16); otherwise the output says it was skipped and why. The similarity matrix of the default image and
 caption set is computed by each runtime, and its largest absolute difference to torch fp32 printed. The rule
-(issue 28): a runtime is adopted only if its image tower is at least ``ADOPT_SPEEDUP`` times torch fp32 at a
+(issue 28): a runtime is adopted only if its image tower is at least ``ADOPT_SPEEDUP`` times torch in the precision
+``auto`` picks on this CPU (what the runtime would replace: torch bf16 where auto is bf16, else torch fp32) at a
 similarity difference of at most ``MAX_DIFF``; the verdict is computed from the measured figures.
 
     python benchmarks/bench_runtime.py [--quick] [--tiny] [--doc FILE]
@@ -39,7 +40,7 @@ from labclip.config import CAPTIONS_DIR  # noqa: E402
 from labclip.data import load_captions  # noqa: E402
 from labclip.demo import OPENAI_MEAN, OPENAI_STD, clip_tokenizer, tiny_config  # noqa: E402
 from labclip.images import Preprocess, load_image  # noqa: E402
-from labclip.precision import cpu_capabilities  # noqa: E402
+from labclip.precision import choose, cpu_capabilities  # noqa: E402
 from labclip.text import tokenize  # noqa: E402
 
 ADOPT_SPEEDUP, MAX_DIFF = 1.3, 0.005
@@ -157,16 +158,16 @@ def runtimes(towers: dict[str, torch.nn.Module], examples: dict[str, tuple], bf1
     return found
 
 
-def verdict(table: list[dict]) -> list[str]:
-    """The adoption rule applied to the measured rows."""
+def verdict(table: list[dict], baseline: str) -> list[str]:
+    """The adoption rule applied to the measured rows: each runtime against ``baseline`` (torch in auto's precision)."""
     lines = []
     for name in dict.fromkeys(r["runtime"] for r in table if not r["runtime"].startswith("torch")):
         rows = {r["tower"]: r for r in table if r["runtime"] == name}
-        speed, diff = rows["image"]["x_torch_fp32"], rows["image"]["max_abs_diff"]
+        speed, diff = rows["image"]["x_torch_auto"], rows["image"]["max_abs_diff"]
         adopt = speed >= ADOPT_SPEEDUP and diff <= MAX_DIFF
-        lines.append(f"{name}: images {speed:.2f}× torch fp32, captions {rows['text']['x_torch_fp32']:.2f}×, max |Δ "
-                     f"similarity| {diff:.4f} → {'adopt' if adopt else 'leave out'} (rule: ≥ {ADOPT_SPEEDUP}× at ≤ "
-                     f"{MAX_DIFF})")
+        lines.append(f"{name}: images {speed:.2f}× {baseline}, captions {rows['text']['x_torch_auto']:.2f}×, max |Δ "
+                     f"similarity| {diff:.4f} → {'adopt' if adopt else 'leave out'} (rule: ≥ {ADOPT_SPEEDUP}× torch "
+                     f"in auto's precision at ≤ {MAX_DIFF})")
     return lines
 
 
@@ -197,15 +198,18 @@ def measure(args: argparse.Namespace) -> None:
         seconds = best_of(calls, args.rounds)
         sims = {name: run["image"](pixels.numpy()) @ run["text"](ids, mask).T for name, run in found.items()}
     reference = sims["torch fp32"]
+    auto = choose("auto", "cpu", caps)
+    baseline = f"torch {auto.name}" if f"torch {auto.name}" in found else "torch fp32"
+    print(f"auto picks {auto.name} on this CPU ({auto.reason}): runtimes are judged against {baseline}")
     table = [{"runtime": name, "tower": tower, "per_s": (batch if tower == "image" else len(ids)) / s,
-              "x_torch_fp32": seconds[("torch fp32", tower)] / s,
+              "x_torch_fp32": seconds[("torch fp32", tower)] / s, "x_torch_auto": seconds[(baseline, tower)] / s,
               "max_abs_diff": float(np.abs(sims[name] - reference).max())}
              for (name, tower), s in seconds.items()]
-    print(f"{'runtime':<18} {'tower':<6} {'per s':>8} {'x torch fp32':>13} {'max |Δ sim|':>12}")
+    print(f"{'runtime':<18} {'tower':<6} {'per s':>8} {'x torch fp32':>13} {'x ' + baseline:>13} {'max |Δ sim|':>12}")
     for row in table:
         print(f"{row['runtime']:<18} {row['tower']:<6} {row['per_s']:>8.1f} {row['x_torch_fp32']:>13.2f} "
-              f"{row['max_abs_diff']:>12.4f}")
-    print("\n".join(verdict(table)))
+              f"{row['x_torch_auto']:>13.2f} {row['max_abs_diff']:>12.4f}")
+    print("\n".join(verdict(table, baseline)))
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 

@@ -51,7 +51,7 @@ def test_bench_search_measures_each_candidate_and_judges_by_its_figures(benches,
 @pytest.mark.parametrize("bf16", [False, True])
 def test_bench_runtime_rule_follows_the_figures(benches, monkeypatch, tmp_path, capsys, bf16):
     _, bench_runtime = benches
-    caps = {"avx512_bf16": bf16, "amx_bf16": False}
+    caps = {"avx512_bf16": bf16, "amx_bf16": False, "amd": bf16}  # AMD with AVX-512-BF16: auto is bf16
     monkeypatch.setattr(bench_runtime, "cpu_capabilities", lambda: caps)
     if bf16:  # the bf16 paths themselves are exercised where the CPU has them; here only which rows appear
         monkeypatch.setattr(bench_runtime, "openvino_runtime", lambda towers, examples, precision:
@@ -63,14 +63,16 @@ def test_bench_runtime_rule_follows_the_figures(benches, monkeypatch, tmp_path, 
     names = {"torch fp32", "onnxruntime fp32", "openvino f32"} | ({"torch bf16", "openvino bf16"} if bf16 else set())
     rows = {}
     for line in text.splitlines():
-        match = re.match(r"(\S+ \S+)\s+(image|text)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", line)
+        match = re.match(r"(\S+ \S+)\s+(image|text)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", line)
         if match:
-            rows[(match[1], match[2])] = (float(match[4]), float(match[5]))
+            rows[(match[1], match[2])] = (float(match[5]), float(match[6]))
     assert {name for name, _ in rows} == names
     assert ("skipped" in text) is not bf16
+    assert rows[(f"torch {'bf16' if bf16 else 'fp32'}", "image")][0] == 1.0  # the baseline against itself
     assert rows[("onnxruntime fp32", "image")][1] <= 0.005 and rows[("openvino f32", "image")][1] <= 0.005
     for name in names - {"torch fp32", "torch bf16"}:
         speed, diff = rows[(name, "image")]
         verdict = next(x for x in text.splitlines() if x.startswith(f"{name}: "))
-        assert verdict.endswith("(rule: ≥ 1.3× at ≤ 0.005)")
+        assert verdict.endswith("(rule: ≥ 1.3× torch in auto's precision at ≤ 0.005)")
+        assert f"× torch {'bf16' if bf16 else 'fp32'}, captions" in verdict
         assert ("→ adopt" in verdict) == (speed >= 1.3 and diff <= 0.005)

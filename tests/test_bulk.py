@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from labclip import load_model
-from labclip.bulk import Plan, cache_key, decode_file, draft_size, encode_files, plan, record
+from labclip.bulk import Plan, cache_key, decode_file, draft_size, encode_files, plan, record, split_plan
 from labclip.cache import EmbeddingCache
 from labclip.demo import make_tiny_model
 from labclip.errors import LabclipError
@@ -26,12 +26,19 @@ def smooth_jpeg(path, size, seed=0, quality=90):
     return path
 
 
-def test_plan_leaves_the_encoder_its_cores():
+def test_plan_gives_the_encoder_every_core_and_as_many_decoders():
     assert plan(cores=1) == Plan(1, 1)
-    assert plan(cores=2) == Plan(1, 1)
-    assert plan(cores=16) == Plan(12, 4)
-    assert plan(cores=16, workers=0) == Plan(0, 4)
-    assert all(p.workers + p.threads <= max(2, c) for c in range(1, 65) for p in [plan(cores=c)])
+    assert plan(cores=2) == Plan(2, 2)
+    assert plan(cores=16) == Plan(16, 16)
+    assert plan(cores=16, workers=0) == Plan(0, 16)
+    assert plan(cores=0) == Plan(1, 1)
+
+
+def test_split_plan_shares_no_core():
+    assert split_plan(cores=1) == Plan(1, 1)
+    assert split_plan(cores=2) == Plan(1, 1)
+    assert split_plan(cores=16) == Plan(12, 4)
+    assert all(p.workers + p.threads <= max(2, c) for c in range(1, 65) for p in [split_plan(cores=c)])
 
 
 def test_draft_decodes_a_large_jpeg_at_a_reduced_dct_scale(tmp_path):
@@ -136,3 +143,36 @@ def test_tag_and_search_record_the_decode_mode(tmp_path, tiny_model_dir, capsys)
     hits = tmp_path / "hits.json"
     assert main(["search", str(folder), "a cat", "--model", str(tiny_model_dir), "--out", str(hits), "--no-cache"]) == 0
     assert json.loads(hits.read_text())["decode"] == "draft"
+
+
+def test_encoder_threads_give_one_threads_numbers_in_order(tmp_path, model64, monkeypatch):
+    """Several encoder threads, each with one batch on one torch thread: the rows come back in input order and
+    equal, bit for bit, the batches encoded one after another on one torch thread; torch's thread count is restored."""
+    import threading
+
+    import torch
+
+    from labclip import bulk
+
+    paths = [smooth_jpeg(tmp_path / f"{i}.jpg", (200 + 30 * i, 180), seed=i) for i in range(7)]
+    items = [decode_file(p, model64.preprocess, "draft") for p in paths]
+    with bulk.torch_threads(1):
+        expected = np.concatenate([bulk.encode_prepared(model64, items[s:s + 2]) for s in range(0, 7, 2)])
+    seen: list[tuple[str, int]] = []
+    original = bulk.encode_prepared
+
+    def spy(model, batch):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return original(model, batch)
+
+    monkeypatch.setattr(bulk, "encode_prepared", spy)
+    before = torch.get_num_threads()
+    got = encode_files(model64, paths, "draft", Plan(2, 3), batch_size=2)
+    assert np.array_equal(got, expected)
+    assert len(seen) == 4 and all(name.startswith("labclip-encode") and n == 1 for name, n in seen)
+    assert torch.get_num_threads() == before
+    seen.clear()
+    sizes: list[int] = []
+    monkeypatch.setattr(bulk, "encode_prepared", lambda model, batch: sizes.append(len(batch)) or original(model, batch))
+    encode_files(model64, paths, "draft", Plan(0, 2), batch_size=32)
+    assert sizes == [4, 3]  # fewer files than two batches: each encoder thread still gets one

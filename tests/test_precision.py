@@ -17,6 +17,8 @@ from labclip.precision import AUTO_ENV, AUTO_RULE, DEFAULT_RULE, DEFAULTS, choos
 TEXTS = ["a cup of coffee", "a photo of a calico cat", "чашка кофе", "snowy mountains at dawn", "a red car"]
 AMX = {"avx512_bf16": True, "amx_bf16": True, "amx_tile": True}
 AVX512_BF16 = {"avx512_f": True, "avx512_bf16": True, "amx_bf16": False}
+AMD_AVX512_BF16 = {**AVX512_BF16, "amd": True}
+CPUINFO = Path(__file__).parent / "fixtures" / "cpuinfo"
 
 
 def _images(n=6, size=40):
@@ -26,7 +28,9 @@ def _images(n=6, size=40):
 
 @pytest.mark.parametrize(("caps", "expected", "found"), [
     (AMX, "bf16", "this CPU has AMX-BF16"),
-    (AVX512_BF16, "fp32", "this CPU has AVX-512-BF16 but no AMX-BF16"),
+    (AVX512_BF16, "fp32", "this CPU has AVX-512-BF16 but no AMX-BF16 and is not AMD"),
+    (AMD_AVX512_BF16, "bf16", "this AMD CPU has AVX-512-BF16"),
+    ({"avx2": True, "amd": True}, "fp32", "this CPU has no AMX-BF16"),
     ({"avx2": True}, "fp32", "this CPU has no AMX-BF16"),
     ({}, "fp32", "this CPU has no AMX-BF16"),
 ])
@@ -285,14 +289,15 @@ def test_tag_records_auto_and_what_it_resolved_to(monkeypatch, tiny_model_dir, t
 
 
 def _bf16_hardware() -> str | None:
-    """The device where ``auto`` really is bf16 on this machine: a CUDA device with bf16, an AMX-BF16 CPU, or none."""
+    """The device where ``auto`` really is bf16 on this machine (a CUDA device with bf16, a CPU the rule gives bf16),
+    or none."""
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "cuda"
-    return "cpu" if precision.cpu_capabilities().get("amx_bf16") else None
+    return "cpu" if choose("auto", "cpu", precision.cpu_capabilities()).name == "bf16" else None
 
 
-@pytest.mark.skipif(_bf16_hardware() is None, reason="auto is bf16 only on a CPU with AMX-BF16 or a CUDA device, and "
-                    "this machine has neither; the choice is tested with injected capabilities on every machine")
+@pytest.mark.skipif(_bf16_hardware() is None, reason="auto is fp32 on this machine's CPU and it has no CUDA device; "
+                    "the choice is tested with injected capabilities on every machine")
 def test_auto_on_this_machine_is_bf16_and_close_to_fp32(monkeypatch, tiny_model_dir):
     monkeypatch.delenv(AUTO_ENV)
     device = _bf16_hardware()
@@ -305,12 +310,12 @@ def test_auto_on_this_machine_is_bf16_and_close_to_fp32(monkeypatch, tiny_model_
     assert (similarity(ours, auto.encode_texts(TEXTS)).argmax(1) == similarity(ref, fp32.encode_texts(TEXTS)).argmax(1)).all()
 
 
-@pytest.mark.skipif(_bf16_hardware() is not None, reason="this machine has AMX-BF16 or a CUDA device, where auto is "
-                    "bf16 (test_auto_on_this_machine_is_bf16_and_close_to_fp32 covers it)")
+@pytest.mark.skipif(_bf16_hardware() is not None, reason="auto is bf16 on this machine "
+                    "(test_auto_on_this_machine_is_bf16_and_close_to_fp32 covers it)")
 def test_auto_on_this_machine_is_fp32_and_exact(monkeypatch, tiny_model_dir):
     monkeypatch.delenv(AUTO_ENV)
     auto = load_model(tiny_model_dir, cache=False, precision="auto")
-    assert auto.precision.name == "fp32" and "no AMX-BF16" in auto.precision.reason
+    assert auto.precision.name == "fp32" and "AMX-BF16" in auto.precision.reason
     images = _images()
     np.testing.assert_array_equal(auto.encode_images(images),
                                   load_model(tiny_model_dir, cache=False, precision="fp32").encode_images(images))
@@ -352,3 +357,30 @@ def test_fp32_numbers_as_printed_do_not_depend_on_batch_size_or_threads(tiny_mod
     assert all(s == first for s in shown.values()), [k for k, s in shown.items() if s != first]
     reference = next(iter(raw.values()))
     assert max(np.abs(sim - reference).max() for sim in raw.values()) < 1e-6
+
+
+@pytest.mark.parametrize(("fixture", "amd", "bf16"), [
+    ("amd_epyc_avx512_bf16.txt", True, True),
+    ("intel_xeon_avx512_bf16_no_amx.txt", False, False),
+])
+@pytest.mark.parametrize("torch_detects", [True, False])
+def test_cpu_capabilities_read_the_vendor_from_cpuinfo(monkeypatch, fixture, amd, bf16, torch_detects):
+    """/proc/cpuinfo as Linux writes it names the vendor; the flags come from torch where it detects them, else
+    from the file. An AMD CPU with AVX-512-BF16 gets bf16, an Intel one without AMX fp32."""
+    monkeypatch.setattr(precision, "CPUINFO", CPUINFO / fixture)
+    text = (CPUINFO / fixture).read_text()
+    flags = next(line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags"))
+    detected = {"avx512_bf16": "avx512_bf16" in flags, "amx_bf16": False, "cpu_name": "elsewhere"}
+    monkeypatch.setattr(torch.cpu, "get_capabilities", (lambda: detected) if torch_detects else None, raising=False)
+    caps = precision.cpu_capabilities()
+    assert caps["amd"] is amd and caps["avx512_bf16"] is True and "cpu_name" not in caps
+    assert not torch_detects or set(caps) == {"avx512_bf16", "amx_bf16", "amd"}
+    assert choose("auto", "cpu", caps).name == ("bf16" if bf16 else "fp32")
+
+
+def test_without_cpuinfo_the_vendor_comes_from_torch(monkeypatch, tmp_path):
+    monkeypatch.setattr(precision, "CPUINFO", tmp_path / "missing")
+    for name, amd in (("AMD EPYC", True), ("Intel(R) Xeon(R)", False)):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda name=name: {"avx512_bf16": True, "cpu_name": name},
+                            raising=False)
+        assert precision.cpu_capabilities()["amd"] is amd

@@ -20,7 +20,7 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -58,7 +58,7 @@ Prepared = np.ndarray | Image.Image
 @dataclass(frozen=True)
 class Plan:
     """How a bulk run shares the CPU: ``workers`` decoding processes (0: decode on a thread of this process)
-    and ``threads`` torch threads for the encoder."""
+    and ``threads`` encoder threads, each encoding whole batches on one torch thread."""
 
     workers: int
     threads: int
@@ -73,12 +73,22 @@ def available_cores() -> int:
 
 
 def plan(cores: int | None = None, workers: int | None = None) -> Plan:
-    """The encoder keeps a quarter of the cores (at least one) and the decoders take the rest (at least one):
-    decoding a 12 MP JPEG costs an order of magnitude more than encoding it. ``workers`` overrides the count
-    of decoding processes; ``cores`` defaults to :func:`available_cores` (tests pass their own)."""
+    """An encoder thread per core, each encoding whole batches on one torch thread, and as many decoding processes
+    as cores. Encoders that each own a batch never wait for one another, so a core taken by a decoder (or by
+    another program) slows one batch rather than stalling every thread of a shared matrix product. With draft
+    decoding a 12 MP JPEG costs a fraction of encoding it, so the decoders mostly wait with ``AHEAD`` prepared
+    images each. ``make bench`` (bench_bulk) times this plan beside :func:`split_plan`. ``workers`` overrides the
+    count of decoding processes; ``cores`` defaults to :func:`available_cores` (tests pass their own)."""
+    cores = available_cores() if cores is None else max(1, int(cores))
+    return Plan(cores if workers is None else max(0, int(workers)), cores)
+
+
+def split_plan(cores: int | None = None) -> Plan:
+    """The alternative :func:`plan` is measured against: a quarter of the cores (at least one) encode, the
+    decoders take the rest, and no core is shared."""
     cores = available_cores() if cores is None else max(1, int(cores))
     threads = max(1, cores // 4)
-    return Plan(max(1, cores - threads) if workers is None else max(0, int(workers)), threads)
+    return Plan(max(1, cores - threads), threads)
 
 
 def check_decode(decode: str) -> str:
@@ -216,12 +226,34 @@ def _quiet(small: bool, progress: bool | None, model) -> bool | None:
     return True if small else None if shown is None else not shown
 
 
+def _encoded(model, chunks: Iterable[list[int]], items: Iterator[Prepared], threads: int
+             ) -> Iterator[tuple[list[int], np.ndarray]]:
+    """``(chunk, embeddings)`` in order, at most ``threads`` batches encoding at once, each on its own thread with
+    one torch thread: a batch's numbers are those of a one-thread run whatever the count of encoder threads."""
+    with torch_threads(1), ThreadPoolExecutor(threads, thread_name_prefix="labclip-encode",
+                                              initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        pending: deque[tuple[list[int], Future]] = deque()
+        try:
+            for chunk in chunks:
+                pending.append((chunk, pool.submit(encode_prepared, model, [next(items) for _ in chunk])))
+                if len(pending) >= threads:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            while pending:
+                done, future = pending.popleft()
+                yield done, future.result()
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
 def batches(model, paths: Sequence[str | os.PathLike], decode: str = DEFAULT_DECODE, run: Plan | None = None,
             batch_size: int | None = None, progress: bool | None = None) -> Iterator[tuple[list[int], np.ndarray]]:
     """Encode image files in order, yielding ``(positions in paths, embeddings)`` per batch as it finishes.
 
     Cached embeddings (``model.cache``, keyed by content and decode mode) are yielded first; the rest are
-    decoded by ``run.workers`` processes (default :func:`plan`) while the encoder runs on ``run.threads``.
+    decoded by ``run.workers`` processes (default :func:`plan`) while ``run.threads`` encoder threads each
+    encode a batch (``batch_size``, smaller where the files would leave a thread without one) on one torch thread.
     """
     run = run or plan()
     size = max(1, batch_size or model.image_batch_size)
@@ -235,12 +267,13 @@ def batches(model, paths: Sequence[str | os.PathLike], decode: str = DEFAULT_DEC
         else:
             yield [i], vector[None, :]
     todo = todo if model.cache is not None else list(range(len(names)))
+    threads = max(1, run.threads)
+    share = min(size, max(1, -(-len(todo) // threads)))  # every encoder thread gets a batch
+    chunks = (todo[start:start + share] for start in range(0, len(todo), share))
     with decoded([names[i] for i in todo], model.preprocess, decode, run.workers) as items, \
-            torch_threads(run.threads), tqdm(total=len(todo), desc="encoding images", unit="image",
-                                             disable=_quiet(len(todo) <= size, progress, model)) as bar:
-        for start in range(0, len(todo), size):
-            chunk = todo[start:start + size]
-            vectors = encode_prepared(model, [next(items) for _ in chunk])
+            tqdm(total=len(todo), desc="encoding images", unit="image",
+                 disable=_quiet(len(todo) <= size, progress, model)) as bar:
+        for chunk, vectors in _encoded(model, chunks, items, threads):
             for i, vector in zip(chunk, vectors):
                 if model.cache is not None:
                     model.cache.put("images", keys[i], vector)
@@ -265,4 +298,5 @@ def record(decode: str, run: Plan | None = None) -> dict:
     return out
 
 
-__all__ = ["DECODES", "DEFAULT_DECODE", "Plan", "batches", "decode_file", "encode_files", "plan", "record"]
+__all__ = ["DECODES", "DEFAULT_DECODE", "Plan", "batches", "decode_file", "encode_files", "plan", "record",
+           "split_plan"]

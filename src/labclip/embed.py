@@ -59,7 +59,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=_positive, metavar="N", help="images per forward pass (default: 32)")
     add_decode_option(p)
     p.add_argument("--workers", type=_natural, metavar="N",
-                   help="decoding processes (default: the cores the encoder leaves; 0: decode in this process)")
+                   help="decoding processes (default: one per core, beside an encoder thread per core; 0: decode "
+                        "in this process)")
     p.add_argument("--shard-rows", type=_positive, default=SHARD_ROWS, metavar="N", help="images per shard")
     p.add_argument("--engine", choices=ENGINES, default="local",
                    help="local: worker processes on this machine; ray: Ray Data (pip install 'labclip[ray]')")
@@ -174,7 +175,7 @@ def _engine(args, model, files: list[Path], write: Write, run: Plan) -> None:
 
     loader = partial(_reload, args.model, args.device, model.precision.name)
     embed_ray(loader, model.preprocess, files, write, args.decode, batch_size=args.batch_size or model.image_batch_size,
-              shard_rows=args.shard_rows, address=args.address, workers=run.workers, threads=run.threads,
+              shard_rows=args.shard_rows, address=args.address, workers=run.workers, threads=1, actors=run.threads,
               model_bytes=sum(t.numel() * t.element_size() for t in model.model.parameters()))
 
 

@@ -95,7 +95,8 @@ def embed_ray(loader: Callable[[], object], preprocess, files: Sequence[Path],
     Args:
         loader: builds the encoder in each actor (picklable, e.g. a ``functools.partial`` of ``load_model``).
         preprocess: the model's preprocessing (decoding tasks resize and crop with it).
-        workers, threads: a local instance gets ``workers + threads`` cores; each actor encodes on ``threads``.
+        workers, threads: a local instance gets ``workers + actors × threads`` cores; each actor encodes on
+            ``threads`` torch threads (one, as the local engine's encoder threads do, gives the same numbers).
         actors: encoder actors (each holds one model).
         model_bytes: the memory an encoder actor asks Ray for (its weights).
 
@@ -105,7 +106,7 @@ def embed_ray(loader: Callable[[], object], preprocess, files: Sequence[Path],
     """
     if isinstance(preprocess, NaflexPreprocess):
         raise LabclipError("--engine ray takes fixed-size image models; use --engine local for NaFlex models")
-    started = start(address, max(1, workers) + max(1, threads))
+    started = start(address, max(1, workers) + max(1, actors) * max(1, threads))
     import ray
 
     try:

@@ -131,7 +131,8 @@ def model_options(p: argparse.ArgumentParser, task: str, several: bool = False) 
     default = default_precision(task)
     why = "exact numbers, read one by one" if default == "fp32" else "bulk work: the fastest precision here"
     p.add_argument("--precision", choices=PRECISIONS,
-                   help=f"fp32, bf16, fp16, or auto: bf16 where the hardware runs it faster (CUDA, AMX CPUs), else "
+                   help=f"fp32, bf16, fp16, or auto: bf16 where the hardware runs it faster (CUDA, AMX CPUs, AMD CPUs with "
+                        f"AVX-512-BF16), else "
                         f"fp32 (default: {default}, {why})")
     p.set_defaults(precision_default_for=task)
     p.add_argument("--batch-size", type=positive, metavar="N",

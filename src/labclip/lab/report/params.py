@@ -167,7 +167,7 @@ _REPORT_PARAMS = (
     Param("precision", "choice", _each(ALL, None), flag="--precision", make="PRECISION",
           comments={name: _precision_comment(name) for name in ALL},
           help="encoding precision: fp32, bf16, fp16, or auto (bf16 where the hardware runs it faster: CUDA, AMX "
-               "CPUs; else fp32) (default: fp32, exact numbers read one by one; auto for the bulk "
+               "CPUs, AMD CPUs with AVX-512-BF16; else fp32) (default: fp32, exact numbers read one by one; auto for the bulk "
                f"{SCALE_NOTEBOOK} and {CULTURES_NOTEBOOK})"),
     Param("strict", "flag", _each(ALL, False), flag="--strict", make="STRICT", comment=FALLBACK,
           comments=_each(DATASET_NOTEBOOKS, FALLBACK.replace("the model", "a model")),
